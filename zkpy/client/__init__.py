@@ -1,0 +1,14 @@
+"""The zkpy client: `connect`, `Client`, watches and connection states."""
+
+from zkpy.client.client import Client, ConnectionState, Transaction, connect, parse_hosts
+from zkpy.client.watches import WatchFuture, WatchStream
+
+__all__ = [
+    "Client",
+    "ConnectionState",
+    "Transaction",
+    "WatchFuture",
+    "WatchStream",
+    "connect",
+    "parse_hosts",
+]

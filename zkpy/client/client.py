@@ -1,0 +1,693 @@
+"""The trio client: one session over one connection at a time, pipelined requests.
+
+`connect()` opens a session and runs the connection in the background of an ``async with`` block.
+Requests are pipelined (many in flight, replies matched by xid, FIFO order kept by the server).
+When the connection breaks, requests in flight fail with `ConnectionLossError`, the client moves
+to another listed server and resumes its session (and its watches, with the last zxid it saw);
+requests made meanwhile wait for that. If the server says the session expired, the client is
+LOST for good: every request raises `SessionExpiredError`, as with ZooKeeper's own client.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from zkpy.client.watches import WatchCallback, WatchStream, WatchTable
+from zkpy.core import paths
+from zkpy.core.errors import (
+    BadArgumentsError,
+    Code,
+    ConnectionLossError,
+    MarshallingError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    RolledBackError,
+    SessionExpiredError,
+    ZkError,
+    error_for_code,
+)
+from zkpy.core.requests import (
+    AddWatchRequest,
+    AuthRequest,
+    CheckRequest,
+    CloseSessionRequest,
+    CreateRequest,
+    DeleteRequest,
+    ExistsRequest,
+    GetACLRequest,
+    GetChildrenRequest,
+    GetDataRequest,
+    MultiOp,
+    MultiRequest,
+    RemoveWatchesRequest,
+    Request,
+    SetACLRequest,
+    SetDataRequest,
+    SyncRequest,
+)
+from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
+from zkpy.wire import client as wire
+from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder
+
+log = logging.getLogger("zkpy.client")
+
+
+class ConnectionState(enum.Enum):
+    """The client's view of its session, as kazoo names it."""
+
+    CONNECTING = "CONNECTING"  # before the first session is established
+    CONNECTED = "CONNECTED"
+    SUSPENDED = "SUSPENDED"  # connection lost; the session may still be alive
+    LOST = "LOST"  # the session expired or was closed: ephemerals and watches are gone
+
+
+def parse_hosts(hosts: str | Sequence[str]) -> list[tuple[str, int]]:
+    items = hosts.split(",") if isinstance(hosts, str) else list(hosts)
+    parsed: list[tuple[str, int]] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, "2181"
+        host = host.strip("[]")
+        try:
+            parsed.append((host, int(port)))
+        except ValueError:
+            raise ValueError(f"bad server address {item!r}") from None
+    if not parsed:
+        raise ValueError("no server address given")
+    return parsed
+
+
+@dataclass(slots=True)
+class _Pending:
+    opcode: int
+    done: trio.Event
+    zxid: int = 0
+    error: int = 0
+    body: Any = None
+    lost: ZkError | None = None
+
+
+class Transaction:
+    """A multi: queue operations, then `commit()` them atomically (all or nothing).
+
+    `commit()` returns one result per operation, kazoo style: the created path, a Stat, or True;
+    if the multi failed, the failing operation's entry is its exception and the others are
+    `RolledBackError` (or the error that stopped them).
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._ops: list[MultiOp] = []
+        self.committed = False
+
+    def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+    ) -> Transaction:
+        self._ops.append(CreateRequest(path, data, self._client._acl(acl), ephemeral, sequential))
+        return self
+
+    def delete(self, path: str, version: int = -1) -> Transaction:
+        self._ops.append(DeleteRequest(path, version))
+        return self
+
+    def set_data(self, path: str, data: bytes, version: int = -1) -> Transaction:
+        self._ops.append(SetDataRequest(path, data, version))
+        return self
+
+    set = set_data
+
+    def check(self, path: str, version: int) -> Transaction:
+        self._ops.append(CheckRequest(path, version))
+        return self
+
+    async def commit(self) -> list[Any]:
+        if self.committed:
+            raise ValueError("this transaction was already committed")
+        self.committed = True
+        return await self._client._multi(tuple(self._ops))
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(self, kind: object, value: object, traceback: object) -> None:
+        if kind is None and not self.committed:
+            await self.commit()
+
+
+class Client:
+    """A zkpy session. Make one with `zkpy.connect(...)`."""
+
+    def __init__(
+        self,
+        hosts: str | Sequence[str],
+        *,
+        session_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        default_acl: Sequence[ACL] = OPEN_ACL_UNSAFE,
+        auth: Sequence[tuple[str, str]] = (),
+        randomize_hosts: bool = True,
+    ) -> None:
+        self.hosts = parse_hosts(hosts)
+        if randomize_hosts:
+            random.shuffle(self.hosts)
+        self.requested_timeout_ms = int(session_timeout * 1000)
+        self.connect_timeout = connect_timeout
+        self.default_acl = tuple(default_acl)
+        self.session_id = 0
+        self.session_password = b""
+        self.session_timeout = session_timeout
+        self.last_zxid = 0
+        self.server: tuple[str, int] | None = None
+        self._auth: list[tuple[str, bytes]] = [(s, c.encode()) for s, c in auth]
+        self._state = ConnectionState.CONNECTING
+        self._state_changed = trio.Event()
+        self._listeners: list[Callable[[ConnectionState], Any]] = []
+        self._state_channels: list[trio.MemorySendChannel[ConnectionState]] = []
+        self._next_xid = 1
+        self._pending: dict[int, _Pending] = {}
+        self._outbox = bytearray()
+        self._output_ready = trio.Event()
+        self._watches = WatchTable()
+        self._closing = False
+        self._lost_error: ZkError | None = None
+        self._nursery: trio.Nursery | None = None
+        self._connection_scope: trio.CancelScope | None = None
+        self._max_frame = DEFAULT_MAX_FRAME
+        self._last_sent = 0.0
+        self._last_heard = 0.0
+        self._leftover: tuple[list[bytes], FrameDecoder] = ([], FrameDecoder())
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        return self._state is ConnectionState.CONNECTED
+
+    def add_listener(self, listener: Callable[[ConnectionState], Any]) -> None:
+        """Call `listener(state)` on every state change (from the client's task: don't block)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[ConnectionState], Any]) -> None:
+        self._listeners.remove(listener)
+
+    @asynccontextmanager
+    async def state_changes(self) -> AsyncIterator[trio.MemoryReceiveChannel[ConnectionState]]:
+        """``async with zk.state_changes() as states: async for state in states: ...``"""
+        send, receive = trio.open_memory_channel[ConnectionState](math.inf)
+        self._state_channels.append(send)
+        try:
+            yield receive
+        finally:
+            self._state_channels.remove(send)
+            send.close()
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self._state:
+            return
+        log.debug("session %#x: %s -> %s", self.session_id, self._state.value, state.value)
+        self._state = state
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("state listener failed")
+        for channel in self._state_channels:
+            channel.send_nowait(state)
+
+    async def wait_connected(self) -> None:
+        """Wait until the session is connected; raise if it is lost or the client closed."""
+        while self._state is not ConnectionState.CONNECTED:
+            self._raise_if_dead()
+            await self._state_changed.wait()
+
+    def _raise_if_dead(self) -> None:
+        if self._lost_error is not None:
+            raise self._lost_error
+        if self._closing:
+            raise ConnectionLossError("the client is closed")
+
+    # ---- connection management -------------------------------------------------------------
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await nursery.start(self._run)
+
+    async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        attempt = 0
+        while not self._closing and self._lost_error is None:
+            host = self.hosts[attempt % len(self.hosts)]
+            attempt += 1
+            try:
+                stream = await self._open(host)
+            except (OSError, trio.TooSlowError, ConnectionLossError) as err:
+                log.debug("cannot reach %s:%d: %s", *host, err)
+                if attempt % len(self.hosts) == 0:
+                    if not started and attempt >= 3 * len(self.hosts):
+                        raise ConnectionLossError(f"no server reachable in {self.hosts}") from err
+                    await trio.sleep(min(1.0, 0.05 * attempt) * random.uniform(0.5, 1.0))
+                continue
+            except SessionExpiredError as err:
+                self._lose(err)
+                if not started:
+                    raise
+                break
+            if not started:
+                started = True
+                task_status.started()
+            await self._serve_connection(stream)
+            if self._lost_error is None and not self._closing:
+                self._set_state(ConnectionState.SUSPENDED)
+        if not started:
+            task_status.started()
+
+    async def _open(self, host: tuple[str, int]) -> trio.SocketStream:
+        with trio.fail_after(self.connect_timeout):
+            stream = await trio.open_tcp_stream(*host)
+            try:
+                await stream.send_all(
+                    wire.Handshake(
+                        self.session_id,
+                        self.session_password,
+                        self.requested_timeout_ms,
+                        self.last_zxid,
+                    ).encode()
+                )
+                decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+                frames: list[bytes] = []
+                while not frames:
+                    data = await stream.receive_some(1 << 16)
+                    if not data:
+                        raise ConnectionLossError("server closed the connection in the handshake")
+                    frames = decoder.feed(data)
+                reply = wire.HandshakeReply.decode(frames[0])
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        if reply.error:
+            await trio.aclose_forcefully(stream)
+            raise error_for_code(reply.error, reply.message)
+        self.session_id = reply.session_id
+        self.session_password = reply.password
+        self.session_timeout = reply.timeout_ms / 1000
+        self._max_frame = reply.max_frame or DEFAULT_MAX_FRAME
+        self.last_zxid = max(self.last_zxid, reply.zxid)
+        self.server = host
+        self._leftover = frames[1:], decoder
+        return stream
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        resume = self._watches.resume_request(self.last_zxid)
+        self._outbox.clear()
+        for scheme, credential in self._auth:
+            self._queue_internal(wire.XID_AUTH, AuthRequest(scheme, credential))
+        if resume is not None:
+            self._queue_internal(wire.XID_SET_WATCHES, resume)
+        self._set_state(ConnectionState.CONNECTED)
+        try:
+            with trio.CancelScope() as scope:
+                self._connection_scope = scope
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop, stream, scope)
+                    nursery.start_soon(self._ping_loop, scope)
+                    await self._read_loop(stream, scope)
+        finally:
+            self._connection_scope = None
+            await trio.aclose_forcefully(stream)
+            self._fail_pending(ConnectionLossError(f"connection to {self.server} was lost"))
+
+    def _queue_internal(self, xid: int, request: Request) -> None:
+        self._outbox += wire.encode_request(xid, request)
+        self._output_ready.set()
+
+    async def _write_loop(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                if not self._outbox:
+                    await self._output_ready.wait()
+                    self._output_ready = trio.Event()
+                    continue
+                data = bytes(self._outbox)
+                self._outbox.clear()
+                self._last_sent = trio.current_time()
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            scope.cancel()
+
+    async def _ping_loop(self, scope: trio.CancelScope) -> None:
+        interval = self.session_timeout / 3
+        self._last_sent = trio.current_time()
+        while True:
+            await trio.sleep(max(0.01, self._last_sent + interval - trio.current_time()))
+            if trio.current_time() - self._last_heard > self.session_timeout * 2 / 3:
+                log.info("no word from %s for 2/3 of the session timeout", self.server)
+                scope.cancel()
+                return
+            if trio.current_time() - self._last_sent >= interval * 0.9:
+                self._outbox += wire.PING_FRAME
+                self._last_sent = trio.current_time()
+                self._output_ready.set()
+
+    async def _read_loop(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        pending_frames, decoder = self._leftover
+        self._last_heard = trio.current_time()
+        try:
+            for frame in pending_frames:
+                self._on_frame(frame)
+            while True:
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    break
+                self._last_heard = trio.current_time()
+                for frame in decoder.feed(data):
+                    self._on_frame(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except MarshallingError as err:
+            log.warning("bad frame from %s: %s", self.server, err)
+        scope.cancel()
+
+    def _on_frame(self, frame: bytes) -> None:
+        xid, zxid, error, body = wire.decode_server_frame(frame)
+        if zxid > self.last_zxid:
+            self.last_zxid = zxid
+        if xid == wire.XID_EVENT:
+            event = wire.decode_event(body, zxid)
+            for callback in self._watches.dispatch(event):
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("watch callback failed")
+            return
+        if xid in (wire.XID_PING, wire.XID_SET_WATCHES):
+            return
+        if xid == wire.XID_AUTH:
+            if error:
+                self._lose(error_for_code(error, f"authentication failed: {body}"))
+            return
+        pending = self._pending.pop(xid, None)
+        if pending is None:
+            return
+        pending.zxid, pending.error, pending.body = zxid, error, body
+        pending.done.set()
+        if error == Code.SESSION_EXPIRED:
+            self._lose(SessionExpiredError("the session expired"))
+
+    def _fail_pending(self, error: ZkError) -> None:
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.lost = error
+            item.done.set()
+
+    def _lose(self, error: ZkError) -> None:
+        """The session is over: fail everything now and from now on."""
+        if self._lost_error is not None:
+            return
+        self._lost_error = error
+        self._fail_pending(error)
+        for callback in self._watches.fail_all(error):
+            fail = getattr(callback, "fail", None)
+            if fail is not None:
+                fail(error)
+        self._set_state(ConnectionState.LOST)
+        if self._connection_scope is not None:
+            self._connection_scope.cancel()
+
+    async def close(self) -> None:
+        """Close the session: its ephemerals are deleted at once. Idempotent."""
+        if self._closing or self._lost_error is not None:
+            self._closing = True
+            return
+        if self._state is ConnectionState.CONNECTED:
+            with trio.move_on_after(self.connect_timeout):
+                try:
+                    await self._call(CloseSessionRequest())
+                except ZkError:
+                    pass
+        self._closing = True
+        self._lose(SessionExpiredError("the session was closed"))
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    async def _call(self, request: Request) -> Any:
+        if self._state is not ConnectionState.CONNECTED:
+            with trio.move_on_after(self.session_timeout):
+                await self.wait_connected()
+            if not self.connected:
+                self._raise_if_dead()
+                raise ConnectionLossError("not connected to any server")
+        xid = self._next_xid
+        self._next_xid = xid + 1 if xid < 2**31 - 1 else 1
+        frame = wire.encode_request(xid, request)
+        if len(frame) > self._max_frame:
+            raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
+        pending = _Pending(0, trio.Event())
+        self._pending[xid] = pending
+        self._outbox += frame
+        self._output_ready.set()
+        await pending.done.wait()
+        if pending.lost is not None:
+            raise pending.lost
+        if pending.error:
+            path = getattr(request, "path", None)
+            if isinstance(request, MultiRequest):
+                return _MultiFailure(pending.error, pending.body)
+            raise error_for_code(pending.error, "", path=path)
+        return pending.body
+
+    def _acl(self, acl: Sequence[ACL] | None) -> tuple[ACL, ...]:
+        return self.default_acl if acl is None else tuple(acl)
+
+    async def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: bool = False,
+    ) -> Any:
+        """Create a znode; return its path (with the sequential suffix), or (path, Stat) when
+        `include_data` is set. `makepath` creates missing parents as persistent empty nodes."""
+        _check_bytes(data)
+        request = CreateRequest(path, data, self._acl(acl), ephemeral, sequential)
+        try:
+            body = await self._call(request)
+        except NoNodeError:
+            if not makepath:
+                raise
+            await self.ensure_path(paths.parent(paths.validate(path, sequential=sequential)))
+            body = await self._call(request)
+        created, stat = body
+        return (created, wire.stat_in(stat)) if include_data else created
+
+    async def ensure_path(self, path: str, *, acl: Sequence[ACL] | None = None) -> None:
+        """Create `path` and any missing ancestors (persistent, empty); no error if present."""
+        path = paths.validate(path)
+        if path == "/" or await self.exists(path) is not None:
+            return
+        for each in [*paths.ancestors(path), path]:
+            try:
+                await self._call(CreateRequest(each, b"", self._acl(acl)))
+            except NodeExistsError:
+                pass
+
+    async def get(self, path: str, *, watch: WatchCallback | None = None) -> tuple[bytes, Stat]:
+        body = await self._call(GetDataRequest(path, watch is not None))
+        if watch is not None:
+            self._watches.add_one_shot(WatchMode.DATA, path, watch)
+        data, stat = body
+        return data, wire.stat_in(stat)
+
+    async def exists(self, path: str, *, watch: WatchCallback | None = None) -> Stat | None:
+        body = await self._call(ExistsRequest(path, watch is not None))
+        if watch is not None:
+            mode = WatchMode.EXIST if body is None else WatchMode.DATA
+            self._watches.add_one_shot(mode, path, watch)
+        return None if body is None else wire.stat_in(body)
+
+    async def get_children(
+        self, path: str, *, watch: WatchCallback | None = None, include_data: bool = False
+    ) -> Any:
+        """The names of `path`'s children, sorted; with `include_data`, (names, parent Stat)."""
+        body = await self._call(GetChildrenRequest(path, watch is not None))
+        if watch is not None:
+            self._watches.add_one_shot(WatchMode.CHILD, path, watch)
+        children, stat = body
+        return (children, wire.stat_in(stat)) if include_data else children
+
+    async def set(self, path: str, data: bytes, version: int = -1) -> Stat:
+        _check_bytes(data)
+        return wire.stat_in(await self._call(SetDataRequest(path, data, version)))
+
+    set_data = set
+
+    async def delete(self, path: str, version: int = -1, *, recursive: bool = False) -> None:
+        """Delete a znode; with `recursive`, its whole subtree first (not atomic)."""
+        if recursive:
+            await self._delete_tree(path)
+            return
+        await self._call(DeleteRequest(path, version))
+
+    async def _delete_tree(self, path: str) -> None:
+        while True:
+            try:
+                for child in await self.get_children(path):
+                    await self._delete_tree(paths.join(path, child))
+                await self._call(DeleteRequest(path, -1))
+                return
+            except NoNodeError:
+                return
+            except NotEmptyError:
+                continue  # someone added a child meanwhile: go round again
+
+    async def sync(self, path: str = "/") -> str:
+        """Make the next read on this session reflect every write committed before the sync."""
+        result: str = await self._call(SyncRequest(path))
+        return result
+
+    async def get_acl(self, path: str) -> tuple[list[ACL], Stat]:
+        acl, stat = await self._call(GetACLRequest(path))
+        return list(wire.acl_in(acl)), wire.stat_in(stat)
+
+    async def set_acl(self, path: str, acl: Sequence[ACL], version: int = -1) -> Stat:
+        return wire.stat_in(await self._call(SetACLRequest(path, tuple(acl), version)))
+
+    async def add_auth(self, scheme: str, credential: str) -> None:
+        """Authenticate this session (``add_auth("digest", "user:password")``); kept across
+        reconnects. A refusal raises `AuthFailedError` and ends the session, as in ZooKeeper."""
+        raw = credential.encode()
+        try:
+            await self._call(AuthRequest(scheme, raw))
+        except ZkError as err:
+            self._lose(err)
+            raise
+        self._auth.append((scheme, raw))
+
+    def transaction(self) -> Transaction:
+        return Transaction(self)
+
+    async def _multi(self, ops: tuple[MultiOp, ...]) -> list[Any]:
+        body = await self._call(MultiRequest(ops))
+        if isinstance(body, _MultiFailure):
+            return [
+                RolledBackError(path=getattr(op, "path", None))
+                if code == Code.OK
+                else error_for_code(code, path=getattr(op, "path", None))
+                for op, (code, _value) in zip(ops, body.results, strict=True)
+            ]
+        results: list[Any] = []
+        for op, (_code, value) in zip(ops, body, strict=True):
+            if isinstance(op, CreateRequest):
+                results.append(value[0])
+            elif isinstance(op, SetDataRequest):
+                results.append(wire.stat_in(value))
+            else:
+                results.append(True)
+        return results
+
+    @asynccontextmanager
+    async def watch(self, path: str, *, recursive: bool = False) -> AsyncIterator[WatchStream]:
+        """A persistent watch (ZooKeeper's addWatch), as an async iterator of events.
+
+        ``async with zk.watch("/app", recursive=True) as events: async for event in events:``
+        With `recursive`, it sees CREATED / DELETED / CHANGED for the path and every descendant;
+        otherwise every event on the path itself, CHILD included. Leaving the block removes the
+        registration on the server.
+        """
+        path = paths.validate(path)
+        mode = WatchMode.PERSISTENT_RECURSIVE if recursive else WatchMode.PERSISTENT
+        stream = WatchStream(path, mode)
+        first = self._watches.add_stream(stream)
+        try:
+            if first:
+                await self._call(AddWatchRequest(path, mode))
+            yield stream
+        finally:
+            stream.close()
+            if self._watches.remove_stream(stream) and self.connected:
+                with trio.CancelScope(shield=True), trio.move_on_after(self.connect_timeout):
+                    try:
+                        await self._call(RemoveWatchesRequest(path, mode))
+                    except ZkError:
+                        pass
+
+
+@dataclass(slots=True)
+class _MultiFailure:
+    code: int
+    results: list[tuple[int, Any]]
+
+
+def _check_bytes(data: object) -> None:
+    if not isinstance(data, bytes):
+        raise BadArgumentsError(f"data must be bytes, not {type(data).__name__}")
+
+
+@asynccontextmanager
+async def connect(
+    hosts: str | Sequence[str] = "127.0.0.1:2181",
+    *,
+    session_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    default_acl: Sequence[ACL] = OPEN_ACL_UNSAFE,
+    auth: Sequence[tuple[str, str]] = (),
+) -> AsyncIterator[Client]:
+    """Open a session with an ensemble and keep it for the ``async with`` block.
+
+    ``async with zkpy.connect("127.0.0.1:2181,127.0.0.1:2182", session_timeout=10.0) as zk:``
+    Leaving the block closes the session (its ephemerals are deleted at once).
+    """
+    client = Client(
+        hosts,
+        session_timeout=session_timeout,
+        connect_timeout=connect_timeout,
+        default_acl=default_acl,
+        auth=auth,
+    )
+    async with trio.open_nursery() as nursery:
+        await client._start(nursery)
+        try:
+            client._raise_if_dead()
+            yield client
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.close()
+            nursery.cancel_scope.cancel()
+
+
+__all__ = [
+    "Client",
+    "ConnectionState",
+    "Transaction",
+    "WatchedEvent",
+    "connect",
+]

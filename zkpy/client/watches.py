@@ -1,0 +1,177 @@
+"""Client-side watch bookkeeping (sans-I/O): who, on this client, hears about which event.
+
+The server sends one event per connection and change; here that event is handed to every local
+registration that wants it. One-shot registrations are dropped as they fire. The table also
+answers what to re-register after a reconnect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from zkpy.core import paths
+from zkpy.core.errors import ZkError
+from zkpy.core.requests import SetWatchesRequest
+from zkpy.core.types import EventType, WatchedEvent, WatchMode
+
+WatchCallback = Callable[[WatchedEvent], Any]
+
+_DATA = frozenset({EventType.CREATED, EventType.CHANGED, EventType.DELETED})
+_CHILD = frozenset({EventType.CHILD, EventType.DELETED})
+
+
+class WatchFuture:
+    """A one-shot watch you can await: pass it as ``watch=`` to a read, then ``await wait()``.
+
+    >>> fut = WatchFuture()
+    >>> data, stat = await zk.get("/config", watch=fut)
+    >>> event = await fut.wait()
+    """
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: WatchedEvent | None = None
+        self._error: ZkError | None = None
+
+    def __call__(self, event: WatchedEvent) -> None:
+        if not self._event.is_set():
+            self._value = event
+            self._event.set()
+
+    def fail(self, error: ZkError) -> None:
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    @property
+    def fired(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> WatchedEvent:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+class WatchStream:
+    """The receiving end of a persistent watch; iterate it for events in zxid order."""
+
+    def __init__(self, path: str, mode: WatchMode) -> None:
+        self.path = path
+        self.mode = mode
+        self._send, self._receive = trio.open_memory_channel[WatchedEvent | ZkError](math.inf)
+
+    def deliver(self, item: WatchedEvent | ZkError) -> None:
+        try:
+            self._send.send_nowait(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def close(self) -> None:
+        self._send.close()
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> WatchedEvent:
+        try:
+            item = await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        if isinstance(item, ZkError):
+            raise item
+        return item
+
+    async def next_event(self) -> WatchedEvent:
+        return await self.__anext__()
+
+
+class WatchTable:
+    def __init__(self) -> None:
+        self.one_shot: dict[WatchMode, dict[str, list[WatchCallback]]] = {
+            WatchMode.DATA: {},
+            WatchMode.EXIST: {},
+            WatchMode.CHILD: {},
+        }
+        self.streams: dict[WatchMode, dict[str, set[WatchStream]]] = {
+            WatchMode.PERSISTENT: {},
+            WatchMode.PERSISTENT_RECURSIVE: {},
+        }
+
+    def add_one_shot(self, mode: WatchMode, path: str, callback: WatchCallback) -> None:
+        self.one_shot[mode].setdefault(path, []).append(callback)
+
+    def add_stream(self, stream: WatchStream) -> bool:
+        """Add a persistent stream; True if it is the first for its path and mode."""
+        holders = self.streams[stream.mode].setdefault(stream.path, set())
+        holders.add(stream)
+        return len(holders) == 1
+
+    def remove_stream(self, stream: WatchStream) -> bool:
+        """Remove a stream; True if it was the last one for its path and mode."""
+        table = self.streams[stream.mode]
+        holders = table.get(stream.path, set())
+        holders.discard(stream)
+        if holders:
+            return False
+        table.pop(stream.path, None)
+        return True
+
+    def dispatch(self, event: WatchedEvent) -> list[WatchCallback]:
+        """Deliver an event to streams at once; return the one-shot callbacks to run."""
+        kind, path = event.type, event.path
+        callbacks: list[WatchCallback] = []
+        if kind in _DATA:
+            callbacks += self.one_shot[WatchMode.DATA].pop(path, [])
+            callbacks += self.one_shot[WatchMode.EXIST].pop(path, [])
+        if kind in _CHILD:
+            callbacks += self.one_shot[WatchMode.CHILD].pop(path, [])
+        for stream in self.streams[WatchMode.PERSISTENT].get(path, ()):
+            stream.deliver(event)
+        recursive = self.streams[WatchMode.PERSISTENT_RECURSIVE]
+        if recursive and kind is not EventType.CHILD:
+            for root in {*paths.ancestors(path), path, "/"}:
+                for stream in recursive.get(root, ()):
+                    stream.deliver(event)
+        return callbacks
+
+    def resume_request(self, last_zxid: int) -> SetWatchesRequest | None:
+        """What to send after a reconnect so the server restores every watch."""
+
+        def keys(table: dict[str, Any]) -> tuple[str, ...]:
+            return tuple(path for path, holders in table.items() if holders)
+
+        request = SetWatchesRequest(
+            last_zxid,
+            keys(self.one_shot[WatchMode.DATA]),
+            keys(self.one_shot[WatchMode.EXIST]),
+            keys(self.one_shot[WatchMode.CHILD]),
+            keys(self.streams[WatchMode.PERSISTENT]),
+            keys(self.streams[WatchMode.PERSISTENT_RECURSIVE]),
+        )
+        if not any(
+            (request.data, request.exist, request.child, request.persistent, request.recursive)
+        ):
+            return None
+        return request
+
+    def fail_all(self, error: ZkError) -> list[WatchCallback]:
+        """The session is gone: end every stream with `error`; return one-shots to fail."""
+        for stream_table in self.streams.values():
+            for holders in stream_table.values():
+                for stream in holders:
+                    stream.deliver(error)
+                    stream.close()
+            stream_table.clear()
+        orphans: list[WatchCallback] = []
+        for callback_table in self.one_shot.values():
+            for callbacks in callback_table.values():
+                orphans.extend(callbacks)
+            callback_table.clear()
+        return orphans

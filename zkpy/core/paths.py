@@ -1,0 +1,77 @@
+"""Znode path rules: validation, parent and name, joining, and the sequential suffix."""
+
+from __future__ import annotations
+
+from zkpy.core.errors import BadArgumentsError
+
+SEQUENCE_DIGITS = 10
+MAX_PATH_BYTES = 4096
+
+
+def _bad_character(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xF8FF or 0xFFF0 <= code <= 0xFFFF
+    )
+
+
+def validate(path: object, *, sequential: bool = False) -> str:
+    """Return `path` if it is a valid absolute znode path, else raise `BadArgumentsError`.
+
+    A sequential create may end in ``/`` (``/queue/``): the server then appends only the counter.
+    """
+    if not isinstance(path, str):
+        raise BadArgumentsError(f"path must be a string, not {type(path).__name__}")
+    if not path.startswith("/"):
+        raise BadArgumentsError("path must start with '/'", path=path)
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadArgumentsError(f"path longer than {MAX_PATH_BYTES} bytes", path=path[:64])
+    if path == "/":
+        if sequential:
+            return path
+        return path
+    body = path[1:-1] if sequential and path.endswith("/") else path[1:]
+    for segment in body.split("/"):
+        if segment == "":
+            raise BadArgumentsError("empty path segment", path=path)
+        if segment in (".", ".."):
+            raise BadArgumentsError("relative path segment", path=path)
+    if any(_bad_character(ch) for ch in path):
+        raise BadArgumentsError("path contains a control or reserved character", path=repr(path))
+    return path
+
+
+def parent(path: str) -> str:
+    """The parent of a valid path other than ``/``."""
+    cut = path.rfind("/")
+    return "/" if cut == 0 else path[:cut]
+
+
+def basename(path: str) -> str:
+    return path[path.rfind("/") + 1 :]
+
+
+def join(parent_path: str, name: str) -> str:
+    return parent_path + name if parent_path.endswith("/") else f"{parent_path}/{name}"
+
+
+def with_sequence(path: str, counter: int) -> str:
+    """The name of a sequential node: the requested path plus a 10-digit counter."""
+    return f"{path}{counter:0{SEQUENCE_DIGITS}d}"
+
+
+def ancestors(path: str) -> list[str]:
+    """Every proper ancestor of `path` from the root down, ``/`` excluded."""
+    out: list[str] = []
+    cut = path.find("/", 1)
+    while cut != -1:
+        out.append(path[:cut])
+        cut = path.find("/", cut + 1)
+    return out
+
+
+def is_within(path: str, root: str) -> bool:
+    """True when `path` is `root` or lies below it."""
+    if root == "/":
+        return True
+    return path == root or path.startswith(root + "/")

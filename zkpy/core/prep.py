@@ -1,0 +1,365 @@
+"""Prep: turn a write request into a transaction, checked against the tree plus what is in flight.
+
+Writes are prepped on the leader, one after another, before they are committed. So a request must
+be checked against the tree *and* against the effects of every earlier transaction that is not yet
+applied: that is the overlay of pending node states. A refused write still becomes a transaction
+(`ErrorTxn`) so that it keeps its place in the order and its reply comes back in FIFO order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from zkpy.core import acl as acls
+from zkpy.core import paths
+from zkpy.core.errors import (
+    BadArgumentsError,
+    BadVersionError,
+    Code,
+    NoAuthError,
+    NoChildrenForEphemeralsError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    SessionExpiredError,
+    ZkError,
+)
+from zkpy.core.requests import (
+    CheckRequest,
+    CloseSessionRequest,
+    CreateRequest,
+    CreateSessionRequest,
+    DeleteRequest,
+    MultiRequest,
+    SetACLRequest,
+    SetDataRequest,
+    WriteRequest,
+)
+from zkpy.core.tree import DataTree, ZNode
+from zkpy.core.txn import (
+    Check,
+    CloseSession,
+    Create,
+    CreateSession,
+    Delete,
+    ErrorTxn,
+    Multi,
+    Op,
+    SetACL,
+    SetData,
+    TxnRecord,
+    rolled_back_multi,
+)
+from zkpy.core.types import ACL, Id, Perm
+
+DEFAULT_MAX_DATA_BYTES = 1 << 20
+NO_IDS: frozenset[Id] = frozenset()
+
+
+@dataclass(slots=True)
+class PendingNode:
+    """The state a node will have once the transactions in flight are applied."""
+
+    version: int
+    cversion: int
+    aversion: int
+    ephemeral_owner: int
+    num_children: int
+    acl: tuple[ACL, ...]
+
+
+class _Gone:
+    """Marks a node that a transaction in flight deletes."""
+
+
+GONE = _Gone()
+NodeState = PendingNode | _Gone
+
+
+def _snapshot(node: ZNode) -> PendingNode:
+    return PendingNode(
+        node.version,
+        node.cversion,
+        node.aversion,
+        node.ephemeral_owner,
+        len(node.children),
+        node.acl,
+    )
+
+
+class Prep:
+    def __init__(self, tree: DataTree, *, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> None:
+        self.tree = tree
+        self.max_data_bytes = max_data_bytes
+        self._pending: dict[str, tuple[int, NodeState]] = {}
+        self._pending_sessions: dict[int, tuple[int, bool]] = {}
+        self._order: deque[tuple[int, list[str], int | None]] = deque()
+        self._staged: dict[str, NodeState] = {}
+
+    # ---- the public steps ------------------------------------------------------------------
+
+    def prepare(
+        self,
+        request: WriteRequest,
+        *,
+        zxid: int,
+        session_id: int,
+        cxid: int,
+        now_ms: int,
+        ids: frozenset[Id] = NO_IDS,
+    ) -> TxnRecord:
+        """Decide the transaction for `request`, to be committed at `zxid`.
+
+        Never raises for a bad request: the refusal is an `ErrorTxn` (or a rolled-back multi).
+        """
+        self._staged = {}
+        session_change: int | None = None
+        try:
+            op = self._prepare_op(request, session_id, ids)
+            if isinstance(op, CreateSession | CloseSession):
+                session_change = op.session_id
+                self._pending_sessions[op.session_id] = (zxid, isinstance(op, CreateSession))
+        except ZkError as err:
+            self._staged = {}
+            op = ErrorTxn(err.code)
+        for path, state in self._staged.items():
+            self._pending[path] = (zxid, state)
+        if self._staged or session_change is not None:
+            self._order.append((zxid, list(self._staged), session_change))
+        self._staged = {}
+        return TxnRecord(zxid, session_id, cxid, now_ms, op)
+
+    def applied(self, zxid: int) -> None:
+        """Forget overlay entries that the tree now holds (everything up to `zxid`)."""
+        order = self._order
+        while order and order[0][0] <= zxid:
+            entry_zxid, touched, session_id = order.popleft()
+            for path in touched:
+                held = self._pending.get(path)
+                if held is not None and held[0] == entry_zxid:
+                    del self._pending[path]
+            if session_id is not None:
+                held_session = self._pending_sessions.get(session_id)
+                if held_session is not None and held_session[0] == entry_zxid:
+                    del self._pending_sessions[session_id]
+
+    def reset(self) -> None:
+        """Drop the overlay, for a new leader that starts from its applied tree."""
+        self._pending.clear()
+        self._pending_sessions.clear()
+        self._order.clear()
+
+    def session_alive(self, session_id: int) -> bool:
+        held = self._pending_sessions.get(session_id)
+        if held is not None:
+            return held[1]
+        return session_id in self.tree.sessions
+
+    # ---- lookups through the overlay -------------------------------------------------------
+
+    def _state(self, path: str) -> PendingNode | None:
+        staged = self._staged.get(path)
+        if staged is None:
+            held = self._pending.get(path)
+            if held is None:
+                node = self.tree.get(path)
+                return None if node is None else _snapshot(node)
+            staged = held[1]
+        return None if isinstance(staged, _Gone) else staged
+
+    def _existing(self, path: str) -> PendingNode:
+        state = self._state(path)
+        if state is None:
+            raise NoNodeError(path=path)
+        return state
+
+    def _stage(self, path: str, state: NodeState) -> None:
+        self._staged[path] = state
+
+    # ---- per request -----------------------------------------------------------------------
+
+    def _prepare_op(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
+        match request:
+            case CreateSessionRequest(new_id, timeout_ms, password):
+                if self.session_alive(new_id):
+                    raise BadArgumentsError(f"session {new_id:#x} exists")
+                return CreateSession(new_id, timeout_ms, password)
+            case CloseSessionRequest():
+                self._require_session(session_id)
+                return self._close_session(session_id)
+        self._require_session(session_id)
+        match request:
+            case MultiRequest(ops):
+                return self._multi(ops, session_id, ids)
+            case SetACLRequest():
+                return self._set_acl(request, ids)
+        return self._single(request, session_id, ids)
+
+    def _single(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
+        match request:
+            case CreateRequest():
+                return self._create(request, session_id, ids)
+            case DeleteRequest():
+                return self._delete(request, ids)
+            case SetDataRequest():
+                return self._set_data(request, ids)
+            case CheckRequest():
+                return self._check(request)
+        raise BadArgumentsError(f"{type(request).__name__} cannot be prepped here")
+
+    def _require_session(self, session_id: int) -> None:
+        if not self.session_alive(session_id):
+            raise SessionExpiredError(f"session {session_id:#x} is closed or expired")
+
+    def _check_version(self, path: str, expected: int, actual: int) -> None:
+        if expected < -1:
+            raise BadArgumentsError(f"bad version {expected}", path=path)
+        if expected != -1 and expected != actual:
+            raise BadVersionError(f"expected version {expected}, node has {actual}", path=path)
+
+    def _check_data(self, data: bytes) -> None:
+        if len(data) > self.max_data_bytes:
+            raise BadArgumentsError(
+                f"value of {len(data)} bytes is over the limit of {self.max_data_bytes}"
+            )
+
+    def _check_perm(self, state: PendingNode, perm: Perm, ids: frozenset[Id], path: str) -> None:
+        if not acls.allows(state.acl, perm, ids):
+            raise NoAuthError(f"{perm.name} not allowed", path=path)
+
+    def _create(self, request: CreateRequest, session_id: int, ids: frozenset[Id]) -> Create:
+        requested = paths.validate(request.path, sequential=request.sequential)
+        if requested == "/":
+            raise NodeExistsError(path="/")
+        self._check_data(request.data)
+        acl = acls.resolve(request.acl, ids)
+        parent_path = paths.parent(requested)
+        parent = self._state(parent_path)
+        if parent is None:
+            raise NoNodeError("parent does not exist", path=requested)
+        self._check_perm(parent, Perm.CREATE, ids, parent_path)
+        if parent.ephemeral_owner:
+            raise NoChildrenForEphemeralsError(path=parent_path)
+        path = paths.with_sequence(requested, parent.cversion) if request.sequential else requested
+        if self._state(path) is not None:
+            raise NodeExistsError(path=path)
+        owner = session_id if request.ephemeral else 0
+        new_cversion = parent.cversion + 1
+        self._stage(
+            parent_path,
+            PendingNode(
+                parent.version,
+                new_cversion,
+                parent.aversion,
+                parent.ephemeral_owner,
+                parent.num_children + 1,
+                parent.acl,
+            ),
+        )
+        self._stage(path, PendingNode(0, 0, 0, owner, 0, acl))
+        return Create(path, request.data, acl, owner, new_cversion)
+
+    def _remove(self, path: str) -> None:
+        parent_path = paths.parent(path)
+        parent = self._existing(parent_path)
+        self._stage(
+            parent_path,
+            PendingNode(
+                parent.version,
+                parent.cversion + 1,
+                parent.aversion,
+                parent.ephemeral_owner,
+                parent.num_children - 1,
+                parent.acl,
+            ),
+        )
+        self._stage(path, GONE)
+
+    def _delete(self, request: DeleteRequest, ids: frozenset[Id]) -> Delete:
+        path = paths.validate(request.path)
+        if path == "/":
+            raise BadArgumentsError("the root cannot be deleted", path=path)
+        state = self._existing(path)
+        parent_path = paths.parent(path)
+        self._check_perm(self._existing(parent_path), Perm.DELETE, ids, parent_path)
+        self._check_version(path, request.version, state.version)
+        if state.num_children:
+            raise NotEmptyError(path=path)
+        self._remove(path)
+        return Delete(path)
+
+    def _set_data(self, request: SetDataRequest, ids: frozenset[Id]) -> SetData:
+        path = paths.validate(request.path)
+        self._check_data(request.data)
+        state = self._existing(path)
+        self._check_perm(state, Perm.WRITE, ids, path)
+        self._check_version(path, request.version, state.version)
+        new_version = state.version + 1
+        self._stage(
+            path,
+            PendingNode(
+                new_version,
+                state.cversion,
+                state.aversion,
+                state.ephemeral_owner,
+                state.num_children,
+                state.acl,
+            ),
+        )
+        return SetData(path, request.data, new_version)
+
+    def _set_acl(self, request: SetACLRequest, ids: frozenset[Id]) -> SetACL:
+        path = paths.validate(request.path)
+        state = self._existing(path)
+        self._check_perm(state, Perm.ADMIN, ids, path)
+        self._check_version(path, request.version, state.aversion)
+        acl = acls.resolve(request.acl, ids)
+        new_aversion = state.aversion + 1
+        self._stage(
+            path,
+            PendingNode(
+                state.version,
+                state.cversion,
+                new_aversion,
+                state.ephemeral_owner,
+                state.num_children,
+                acl,
+            ),
+        )
+        return SetACL(path, acl, new_aversion)
+
+    def _check(self, request: CheckRequest) -> Check:
+        path = paths.validate(request.path)
+        state = self._existing(path)
+        self._check_version(path, request.version, state.version)
+        return Check(path, request.version)
+
+    def _multi(self, ops: tuple[WriteRequest, ...], session_id: int, ids: frozenset[Id]) -> Multi:
+        done: list[Op] = []
+        for index, request in enumerate(ops):
+            try:
+                if not isinstance(
+                    request, CreateRequest | DeleteRequest | SetDataRequest | CheckRequest
+                ):
+                    raise BadArgumentsError(f"{type(request).__name__} is not allowed in a multi")
+                done.append(self._single(request, session_id, ids))
+            except ZkError as err:
+                self._staged = {}
+                return rolled_back_multi(len(ops), index, err.code)
+        return Multi(tuple(done))
+
+    def _close_session(self, session_id: int) -> CloseSession:
+        owned = set(self.tree.ephemerals_of(session_id))
+        for path, (_zxid, state) in self._pending.items():
+            if isinstance(state, PendingNode) and state.ephemeral_owner == session_id:
+                owned.add(path)
+        for path in sorted(owned):
+            if self._state(path) is not None:
+                self._remove(path)
+        return CloseSession(session_id)
+
+
+def error_code_of(op: Op) -> int:
+    """The error code a transaction answers with (OK for anything that is not an error)."""
+    return op.code if isinstance(op, ErrorTxn) else Code.OK

@@ -1,0 +1,400 @@
+"""DataTree: the znodes, their stats, the ephemeral index and the session table.
+
+The tree knows no networking and makes no decisions: `apply` carries out a transaction that prep
+has already checked, and reports the changes it made so that watches can fire. Applying the same
+records in the same order gives byte-identical trees on every member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from zkpy.core import paths
+from zkpy.core.errors import Code, RuntimeInconsistencyError
+from zkpy.core.txn import (
+    Check,
+    CloseSession,
+    Create,
+    CreateSession,
+    Delete,
+    ErrorTxn,
+    Multi,
+    Op,
+    SetACL,
+    SetData,
+    TxnRecord,
+)
+from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, EventType, Stat
+
+Change = tuple[EventType, str]
+
+
+class ZNode:
+    """One znode. Mutable, and private to the tree: readers get a `Stat` copy."""
+
+    __slots__ = (
+        "acl",
+        "aversion",
+        "children",
+        "ctime",
+        "cversion",
+        "czxid",
+        "data",
+        "ephemeral_owner",
+        "mtime",
+        "mzxid",
+        "pzxid",
+        "version",
+    )
+
+    def __init__(
+        self,
+        data: bytes,
+        acl: tuple[ACL, ...],
+        *,
+        zxid: int,
+        time_ms: int,
+        ephemeral_owner: int = 0,
+    ) -> None:
+        self.data = data
+        self.acl = acl
+        self.czxid = zxid
+        self.mzxid = zxid
+        self.pzxid = zxid
+        self.ctime = time_ms
+        self.mtime = time_ms
+        self.version = 0
+        self.cversion = 0
+        self.aversion = 0
+        self.ephemeral_owner = ephemeral_owner
+        self.children: set[str] = set()
+
+    def stat(self) -> Stat:
+        return Stat(
+            self.czxid,
+            self.mzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.cversion,
+            self.aversion,
+            self.ephemeral_owner,
+            len(self.data),
+            len(self.children),
+            self.pzxid,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    timeout_ms: int
+    password: bytes
+
+
+@dataclass(slots=True)
+class OpResult:
+    """The outcome of one operation: an error code, or a value (created path, Stat, None)."""
+
+    error: int = Code.OK
+    value: Any = None
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    record: TxnRecord
+    result: OpResult
+    changes: list[Change] = field(default_factory=list)
+    multi_results: list[OpResult] | None = None
+
+
+@dataclass(slots=True)
+class CheckpointDelta:
+    """What changed since the last checkpoint, encoded for storage."""
+
+    zxid: int
+    node_puts: list[tuple[str, bytes]]
+    node_deletes: list[str]
+    session_puts: list[tuple[int, bytes]]
+    session_deletes: list[int]
+
+
+class DataTree:
+    def __init__(self) -> None:
+        root = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
+        self.nodes: dict[str, ZNode] = {"/": root}
+        self.ephemerals: dict[int, set[str]] = {}
+        self.sessions: dict[int, SessionInfo] = {}
+        self.last_zxid = 0
+        self._dirty_nodes: set[str] = {"/"}
+        self._dirty_sessions: set[int] = set()
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def get(self, path: str) -> ZNode | None:
+        return self.nodes.get(path)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.nodes
+
+    def children_of(self, path: str) -> list[str]:
+        return sorted(self.nodes[path].children)
+
+    def ephemerals_of(self, session_id: int) -> set[str]:
+        return self.ephemerals.get(session_id, set())
+
+    # ---- apply ---------------------------------------------------------------------------------
+
+    def apply(self, record: TxnRecord) -> ApplyResult:
+        """Carry out one committed transaction. Records must arrive in increasing zxid order."""
+        if record.zxid <= self.last_zxid:
+            raise RuntimeInconsistencyError(
+                f"zxid {record.zxid:#x} applied after {self.last_zxid:#x}"
+            )
+        changes: list[Change] = []
+        op = record.op
+        if isinstance(op, Multi):
+            results = self._apply_multi(op, record, changes)
+            failed = op.failed
+            outcome = ApplyResult(record, OpResult(), changes, results)
+            if failed:
+                outcome.result = OpResult(next(r.error for r in results if r.error != Code.OK))
+        else:
+            outcome = ApplyResult(record, self._apply_op(op, record, changes), changes)
+        self.last_zxid = record.zxid
+        return outcome
+
+    def _apply_multi(self, op: Multi, record: TxnRecord, changes: list[Change]) -> list[OpResult]:
+        if op.failed:
+            return [OpResult(inner.code if isinstance(inner, ErrorTxn) else 0) for inner in op.ops]
+        return [self._apply_op(inner, record, changes) for inner in op.ops]
+
+    def _apply_op(self, op: Op, record: TxnRecord, changes: list[Change]) -> OpResult:
+        match op:
+            case Create():
+                return OpResult(value=self._create(op, record, changes))
+            case Delete(path):
+                self._delete(path, record.zxid, changes)
+                return OpResult()
+            case SetData():
+                return OpResult(value=self._set_data(op, record, changes))
+            case SetACL():
+                return OpResult(value=self._set_acl(op))
+            case Check():
+                return OpResult()
+            case ErrorTxn(code):
+                return OpResult(code)
+            case CreateSession(session_id, timeout_ms, password):
+                self.sessions[session_id] = SessionInfo(timeout_ms, password)
+                self._dirty_sessions.add(session_id)
+                return OpResult(value=session_id)
+            case CloseSession(session_id):
+                for path in sorted(self.ephemerals.pop(session_id, set())):
+                    self._delete(path, record.zxid, changes)
+                self.sessions.pop(session_id, None)
+                self._dirty_sessions.add(session_id)
+                return OpResult()
+            case Multi():
+                raise RuntimeInconsistencyError("nested multi")
+        raise RuntimeInconsistencyError(f"unknown op {op!r}")
+
+    def _node(self, path: str) -> ZNode:
+        node = self.nodes.get(path)
+        if node is None:
+            raise RuntimeInconsistencyError(f"committed txn names a missing node: {path}")
+        return node
+
+    def _create(self, op: Create, record: TxnRecord, changes: list[Change]) -> str:
+        path = op.path
+        if path in self.nodes:
+            raise RuntimeInconsistencyError(f"committed create of an existing node: {path}")
+        parent_path = paths.parent(path)
+        parent = self._node(parent_path)
+        node = ZNode(
+            op.data,
+            op.acl,
+            zxid=record.zxid,
+            time_ms=record.time_ms,
+            ephemeral_owner=op.ephemeral_owner,
+        )
+        self.nodes[path] = node
+        parent.children.add(paths.basename(path))
+        parent.cversion = op.parent_cversion
+        parent.pzxid = record.zxid
+        if op.ephemeral_owner:
+            self.ephemerals.setdefault(op.ephemeral_owner, set()).add(path)
+        self._dirty_nodes.add(path)
+        self._dirty_nodes.add(parent_path)
+        changes.append((EventType.CREATED, path))
+        changes.append((EventType.CHILD, parent_path))
+        return path
+
+    def _delete(self, path: str, zxid: int, changes: list[Change]) -> None:
+        node = self._node(path)
+        if node.children:
+            raise RuntimeInconsistencyError(f"committed delete of a node with children: {path}")
+        del self.nodes[path]
+        parent_path = paths.parent(path)
+        parent = self._node(parent_path)
+        parent.children.discard(paths.basename(path))
+        parent.cversion += 1
+        parent.pzxid = zxid
+        if node.ephemeral_owner:
+            owned = self.ephemerals.get(node.ephemeral_owner)
+            if owned is not None:
+                owned.discard(path)
+                if not owned:
+                    del self.ephemerals[node.ephemeral_owner]
+        self._dirty_nodes.add(path)
+        self._dirty_nodes.add(parent_path)
+        changes.append((EventType.DELETED, path))
+        changes.append((EventType.CHILD, parent_path))
+
+    def _set_data(self, op: SetData, record: TxnRecord, changes: list[Change]) -> Stat:
+        node = self._node(op.path)
+        node.data = op.data
+        node.version = op.version
+        node.mzxid = record.zxid
+        node.mtime = record.time_ms
+        self._dirty_nodes.add(op.path)
+        changes.append((EventType.CHANGED, op.path))
+        return node.stat()
+
+    def _set_acl(self, op: SetACL) -> Stat:
+        node = self._node(op.path)
+        node.acl = op.acl
+        node.aversion = op.aversion
+        self._dirty_nodes.add(op.path)
+        return node.stat()
+
+    # ---- checkpoints and snapshots ----------------------------------------------------------
+
+    def take_checkpoint(self) -> CheckpointDelta:
+        """Encode every node and session changed since the last call, and forget the changes."""
+        node_puts: list[tuple[str, bytes]] = []
+        node_deletes: list[str] = []
+        for path in self._dirty_nodes:
+            node = self.nodes.get(path)
+            if node is None:
+                node_deletes.append(path)
+            else:
+                node_puts.append((path, encode_node(node)))
+        session_puts: list[tuple[int, bytes]] = []
+        session_deletes: list[int] = []
+        for session_id in self._dirty_sessions:
+            info = self.sessions.get(session_id)
+            if info is None:
+                session_deletes.append(session_id)
+            else:
+                session_puts.append((session_id, encode_session(info)))
+        self._dirty_nodes = set()
+        self._dirty_sessions = set()
+        return CheckpointDelta(
+            self.last_zxid, node_puts, node_deletes, session_puts, session_deletes
+        )
+
+    def iter_snapshot(self) -> Iterator[tuple[str, bytes]]:
+        for path, node in self.nodes.items():
+            yield path, encode_node(node)
+
+    def iter_sessions(self) -> Iterator[tuple[int, bytes]]:
+        for session_id, info in self.sessions.items():
+            yield session_id, encode_session(info)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        zxid: int,
+        nodes: Iterable[tuple[str, bytes]],
+        sessions: Iterable[tuple[int, bytes]],
+    ) -> DataTree:
+        """Rebuild a tree from encoded nodes and sessions; raise ValueError if they don't fit."""
+        tree = cls()
+        tree.nodes = {path: decode_node(raw) for path, raw in nodes}
+        if "/" not in tree.nodes:
+            tree.nodes["/"] = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
+        for path in tree.nodes:
+            if path == "/":
+                continue
+            parent = tree.nodes.get(paths.parent(path))
+            if parent is None:
+                raise ValueError(f"checkpoint holds {path} but not its parent")
+            parent.children.add(paths.basename(path))
+        for path, node in tree.nodes.items():
+            if node.ephemeral_owner:
+                tree.ephemerals.setdefault(node.ephemeral_owner, set()).add(path)
+        tree.sessions = {session_id: decode_session(raw) for session_id, raw in sessions}
+        tree.last_zxid = zxid
+        tree._dirty_nodes = set()
+        return tree
+
+    def stat_zxids(self, path: str) -> tuple[int, int] | None:
+        node = self.nodes.get(path)
+        return None if node is None else (node.mzxid, node.pzxid)
+
+    def digest(self) -> str:
+        """A stable hash of the whole tree and session table, to compare members."""
+        hasher = hashlib.blake2b(digest_size=16)
+        for path in sorted(self.nodes):
+            hasher.update(path.encode())
+            hasher.update(encode_node(self.nodes[path]))
+        for session_id in sorted(self.sessions):
+            hasher.update(session_id.to_bytes(8, "big"))
+            hasher.update(encode_session(self.sessions[session_id]))
+        return hasher.hexdigest()
+
+
+def encode_node(node: ZNode) -> bytes:
+    encoded: bytes = msgpack.packb(
+        [
+            node.data,
+            node.czxid,
+            node.mzxid,
+            node.pzxid,
+            node.ctime,
+            node.mtime,
+            node.version,
+            node.cversion,
+            node.aversion,
+            node.ephemeral_owner,
+            [entry.to_wire() for entry in node.acl],
+        ],
+        use_bin_type=True,
+    )
+    return encoded
+
+
+def decode_node(raw: bytes) -> ZNode:
+    fields = msgpack.unpackb(raw, raw=False)
+    (data, czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion, owner, acl) = fields
+    node = ZNode(
+        data,
+        tuple(ACL.from_wire(entry) for entry in acl),
+        zxid=czxid,
+        time_ms=ctime,
+        ephemeral_owner=owner,
+    )
+    node.mzxid = mzxid
+    node.pzxid = pzxid
+    node.mtime = mtime
+    node.version = version
+    node.cversion = cversion
+    node.aversion = aversion
+    return node
+
+
+def encode_session(info: SessionInfo) -> bytes:
+    encoded: bytes = msgpack.packb([info.timeout_ms, info.password], use_bin_type=True)
+    return encoded
+
+
+def decode_session(raw: bytes) -> SessionInfo:
+    timeout_ms, password = msgpack.unpackb(raw, raw=False)
+    return SessionInfo(timeout_ms, password)

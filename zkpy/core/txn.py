@@ -1,0 +1,195 @@
+"""Transaction records: what prep decided, in the form every member applies identically.
+
+A transaction fixes everything that is not deterministic (zxid, time, session id, the sequential
+suffix, the new versions), so `DataTree.apply` only obeys. Records are encoded with msgpack as
+flat lists (`encode_record` / `decode_record`); that byte form is what the log stores and what the
+leader sends to followers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from zkpy.core.errors import Code
+from zkpy.core.types import ACL
+
+OP_CREATE = 1
+OP_DELETE = 2
+OP_SET_DATA = 5
+OP_SET_ACL = 7
+OP_CHECK = 13
+OP_MULTI = 14
+OP_CREATE_SESSION = -10
+OP_CLOSE_SESSION = -11
+OP_ERROR = -1
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSession:
+    session_id: int
+    timeout_ms: int
+    password: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    """Close a session: apply deletes its ephemerals (in path order) and forgets it."""
+
+    session_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    path: str  # final path, sequential suffix included
+    data: bytes
+    acl: tuple[ACL, ...]
+    ephemeral_owner: int
+    parent_cversion: int  # the parent's cversion after this create
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetData:
+    path: str
+    data: bytes
+    version: int  # the node's version after this write
+
+
+@dataclass(frozen=True, slots=True)
+class SetACL:
+    path: str
+    acl: tuple[ACL, ...]
+    aversion: int  # the node's aversion after this write
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A version check inside a multi: changes nothing."""
+
+    path: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorTxn:
+    """A write that prep refused: it still takes its place in the order, and changes nothing."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Multi:
+    """An atomic list of operations. A failed multi holds one ErrorTxn per operation."""
+
+    ops: tuple[Op, ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(isinstance(op, ErrorTxn) for op in self.ops)
+
+
+Op = CreateSession | CloseSession | Create | Delete | SetData | SetACL | Check | ErrorTxn | Multi
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRecord:
+    """One entry of the history: header (zxid, session, client xid, time) plus the operation.
+
+    `cxid` is the client's request xid, so the member holding that client's connection can match
+    the committed record to the waiting request.
+    """
+
+    zxid: int
+    session_id: int
+    cxid: int
+    time_ms: int
+    op: Op
+
+
+def rolled_back_multi(ops_count: int, failed_index: int, code: int) -> Multi:
+    """The record of a failed multi: the failing op's code, OK for ops before, and
+    RUNTIME_INCONSISTENCY for ops after it (they were never tried), as ZooKeeper reports it."""
+    results = []
+    for index in range(ops_count):
+        if index < failed_index:
+            results.append(ErrorTxn(Code.OK))
+        elif index == failed_index:
+            results.append(ErrorTxn(code))
+        else:
+            results.append(ErrorTxn(Code.RUNTIME_INCONSISTENCY))
+    return Multi(tuple(results))
+
+
+def _acl_fields(acl: tuple[ACL, ...]) -> list[list[object]]:
+    return [entry.to_wire() for entry in acl]
+
+
+def _acl_from(fields: list[list[object]]) -> tuple[ACL, ...]:
+    return tuple(ACL.from_wire(entry) for entry in fields)
+
+
+def op_to_fields(op: Op) -> list[Any]:
+    """The flat msgpack form of one operation: its opcode, then its fields."""
+    match op:
+        case Create(path, data, acl, owner, parent_cversion):
+            return [OP_CREATE, path, data, _acl_fields(acl), owner, parent_cversion]
+        case Delete(path):
+            return [OP_DELETE, path]
+        case SetData(path, data, version):
+            return [OP_SET_DATA, path, data, version]
+        case SetACL(path, acl, aversion):
+            return [OP_SET_ACL, path, _acl_fields(acl), aversion]
+        case Check(path, version):
+            return [OP_CHECK, path, version]
+        case ErrorTxn(code):
+            return [OP_ERROR, code]
+        case Multi(ops):
+            return [OP_MULTI, [op_to_fields(inner) for inner in ops]]
+        case CreateSession(session_id, timeout_ms, password):
+            return [OP_CREATE_SESSION, session_id, timeout_ms, password]
+        case CloseSession(session_id):
+            return [OP_CLOSE_SESSION, session_id]
+    raise TypeError(f"not a transaction op: {op!r}")
+
+
+def op_from_fields(fields: list[Any]) -> Op:
+    kind = fields[0]
+    if kind == OP_CREATE:
+        return Create(fields[1], fields[2], _acl_from(fields[3]), fields[4], fields[5])
+    if kind == OP_DELETE:
+        return Delete(fields[1])
+    if kind == OP_SET_DATA:
+        return SetData(fields[1], fields[2], fields[3])
+    if kind == OP_SET_ACL:
+        return SetACL(fields[1], _acl_from(fields[2]), fields[3])
+    if kind == OP_CHECK:
+        return Check(fields[1], fields[2])
+    if kind == OP_ERROR:
+        return ErrorTxn(fields[1])
+    if kind == OP_MULTI:
+        return Multi(tuple(op_from_fields(inner) for inner in fields[1]))
+    if kind == OP_CREATE_SESSION:
+        return CreateSession(fields[1], fields[2], fields[3])
+    if kind == OP_CLOSE_SESSION:
+        return CloseSession(fields[1])
+    raise ValueError(f"unknown transaction opcode {kind!r}")
+
+
+def encode_record(record: TxnRecord) -> bytes:
+    encoded: bytes = msgpack.packb(
+        [record.zxid, record.session_id, record.cxid, record.time_ms, op_to_fields(record.op)],
+        use_bin_type=True,
+    )
+    return encoded
+
+
+def decode_record(raw: bytes) -> TxnRecord:
+    zxid, session_id, cxid, time_ms, fields = msgpack.unpackb(raw, raw=False, use_list=True)
+    return TxnRecord(zxid, session_id, cxid, time_ms, op_from_fields(fields))

@@ -1,0 +1,152 @@
+"""Value types shared by the core, the wire and the client: Stat, ACL, zxid helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+
+def make_zxid(epoch: int, counter: int) -> int:
+    """A zxid: the epoch in the high 32 bits, the counter in the low 32."""
+    return (epoch << 32) | counter
+
+
+def zxid_epoch(zxid: int) -> int:
+    return zxid >> 32
+
+
+def zxid_counter(zxid: int) -> int:
+    return zxid & 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """The metadata of a znode, with ZooKeeper's eleven fields.
+
+    czxid / mzxid: the zxid that created / last modified the node; pzxid: the zxid that last
+    changed its children; ctime / mtime: milliseconds since the epoch; version / cversion /
+    aversion: changes to data / children / ACL; ephemeral_owner: the owning session id, 0 if
+    persistent; data_length and num_children.
+    """
+
+    czxid: int
+    mzxid: int
+    ctime: int
+    mtime: int
+    version: int
+    cversion: int
+    aversion: int
+    ephemeral_owner: int
+    data_length: int
+    num_children: int
+    pzxid: int
+
+    @property
+    def created(self) -> float:
+        """Creation time in seconds since the epoch (kazoo's name)."""
+        return self.ctime / 1000.0
+
+    @property
+    def last_modified(self) -> float:
+        return self.mtime / 1000.0
+
+    @property
+    def children_count(self) -> int:
+        return self.num_children
+
+    @property
+    def data_version(self) -> int:
+        return self.version
+
+    @property
+    def owner_session_id(self) -> int | None:
+        return self.ephemeral_owner or None
+
+    def to_wire(self) -> list[int]:
+        return [
+            self.czxid,
+            self.mzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.cversion,
+            self.aversion,
+            self.ephemeral_owner,
+            self.data_length,
+            self.num_children,
+            self.pzxid,
+        ]
+
+    @classmethod
+    def from_wire(cls, fields: list[int]) -> Stat:
+        return cls(*fields)
+
+
+class Perm(IntFlag):
+    """ACL permissions, with ZooKeeper's bit values."""
+
+    READ = 1
+    WRITE = 2
+    CREATE = 4
+    DELETE = 8
+    ADMIN = 16
+    ALL = 31
+
+
+@dataclass(frozen=True, slots=True)
+class Id:
+    scheme: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ACL:
+    """One access control entry: permissions granted to an identity (scheme:id)."""
+
+    perms: int
+    id: Id
+
+    def to_wire(self) -> list[object]:
+        return [int(self.perms), self.id.scheme, self.id.id]
+
+    @classmethod
+    def from_wire(cls, fields: list[object]) -> ACL:
+        perms, scheme, ident = fields
+        if not isinstance(perms, int) or not isinstance(scheme, str) or not isinstance(ident, str):
+            raise TypeError("ACL entry must be [perms:int, scheme:str, id:str]")
+        return cls(perms, Id(scheme, ident))
+
+
+ANYONE_ID_UNSAFE = Id("world", "anyone")
+AUTH_IDS = Id("auth", "")
+OPEN_ACL_UNSAFE: tuple[ACL, ...] = (ACL(Perm.ALL, ANYONE_ID_UNSAFE),)
+CREATOR_ALL_ACL: tuple[ACL, ...] = (ACL(Perm.ALL, AUTH_IDS),)
+READ_ACL_UNSAFE: tuple[ACL, ...] = (ACL(Perm.READ, ANYONE_ID_UNSAFE),)
+
+
+class EventType(IntEnum):
+    """What a watch event announces. Numbers are ZooKeeper's."""
+
+    CREATED = 1
+    DELETED = 2
+    CHANGED = 3
+    CHILD = 4
+
+
+class WatchMode(IntEnum):
+    """Kinds of watch registration. One-shot modes are set by reads; the others by add_watch."""
+
+    DATA = 1  # get: fires on CHANGED / DELETED
+    EXIST = 2  # exists on a missing node: fires on CREATED
+    CHILD = 3  # get_children: fires on CHILD / DELETED
+    PERSISTENT = 4  # every event on the path, CHILD included, until removed
+    PERSISTENT_RECURSIVE = 5  # CREATED / DELETED / CHANGED on the path and everything below it
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedEvent:
+    """A watch event: what happened, to which path, at which zxid."""
+
+    type: EventType
+    path: str
+    zxid: int

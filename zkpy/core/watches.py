@@ -1,0 +1,206 @@
+"""The watch registry: which watcher hears about which change.
+
+Watchers are opaque hashable keys (the server uses connection ids). `trigger` takes the changes of
+one applied transaction and returns each interested watcher's events, once per watcher per change;
+one-shot registrations are removed as they fire. `ChangeLog` keeps recent changes so that a client
+that reconnects with the last zxid it saw is told about exactly what it missed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Protocol
+
+from zkpy.core import paths
+from zkpy.core.types import EventType, WatchedEvent, WatchMode
+
+Change = tuple[EventType, str]
+
+_DATA_EVENTS = frozenset({EventType.CREATED, EventType.CHANGED, EventType.DELETED})
+_CHILD_EVENTS = frozenset({EventType.CHILD, EventType.DELETED})
+_ONE_SHOT = (WatchMode.DATA, WatchMode.EXIST, WatchMode.CHILD)
+
+
+def _fires(mode: WatchMode, event: EventType) -> bool:
+    if mode is WatchMode.CHILD:
+        return event in _CHILD_EVENTS
+    if mode is WatchMode.PERSISTENT:
+        return True
+    return event in _DATA_EVENTS
+
+
+class WatchRegistry:
+    def __init__(self) -> None:
+        self._by_mode: dict[WatchMode, dict[str, set[Hashable]]] = {mode: {} for mode in WatchMode}
+        self._by_watcher: dict[Hashable, set[tuple[WatchMode, str]]] = {}
+
+    def count(self, watcher: Hashable) -> int:
+        return len(self._by_watcher.get(watcher, ()))
+
+    def __len__(self) -> int:
+        return sum(len(regs) for regs in self._by_watcher.values())
+
+    def add(self, watcher: Hashable, path: str, mode: WatchMode) -> None:
+        self._by_mode[mode].setdefault(path, set()).add(watcher)
+        self._by_watcher.setdefault(watcher, set()).add((mode, path))
+
+    def has(self, watcher: Hashable, path: str, mode: WatchMode) -> bool:
+        return (mode, path) in self._by_watcher.get(watcher, ())
+
+    def remove(self, watcher: Hashable, path: str, mode: WatchMode | None = None) -> bool:
+        """Remove one kind (or, with None, every kind) of watch; True if anything was removed."""
+        removed = False
+        for each in WatchMode if mode is None else (mode,):
+            if self._discard(watcher, path, each):
+                removed = True
+        return removed
+
+    def _discard(self, watcher: Hashable, path: str, mode: WatchMode) -> bool:
+        table = self._by_mode[mode]
+        holders = table.get(path)
+        if holders is None or watcher not in holders:
+            return False
+        holders.discard(watcher)
+        if not holders:
+            del table[path]
+        owned = self._by_watcher[watcher]
+        owned.discard((mode, path))
+        if not owned:
+            del self._by_watcher[watcher]
+        return True
+
+    def remove_watcher(self, watcher: Hashable) -> None:
+        for mode, path in list(self._by_watcher.get(watcher, ())):
+            self._discard(watcher, path, mode)
+
+    def registrations(self, watcher: Hashable) -> set[tuple[WatchMode, str]]:
+        return set(self._by_watcher.get(watcher, ()))
+
+    def trigger(self, changes: Sequence[Change], zxid: int) -> list[tuple[Hashable, WatchedEvent]]:
+        """The events that one transaction's changes cause, in change order."""
+        out: list[tuple[Hashable, WatchedEvent]] = []
+        if not self._by_watcher:
+            return out
+        recursive = self._by_mode[WatchMode.PERSISTENT_RECURSIVE]
+        for event_type, path in changes:
+            notified: set[Hashable] = set()
+            for mode in WatchMode:
+                if mode is WatchMode.PERSISTENT_RECURSIVE or not _fires(mode, event_type):
+                    continue
+                holders = self._by_mode[mode].get(path)
+                if holders:
+                    notified.update(holders)
+                    if mode in _ONE_SHOT:
+                        for watcher in list(holders):
+                            self._discard(watcher, path, mode)
+            if recursive and event_type is not EventType.CHILD:
+                for root in (*paths.ancestors(path), path, "/"):
+                    holders = recursive.get(root)
+                    if holders:
+                        notified.update(holders)
+            if notified:
+                event = WatchedEvent(event_type, path, zxid)
+                out.extend((watcher, event) for watcher in notified)
+        return out
+
+
+class TreeView(Protocol):
+    """What resuming watches needs to know of the tree when the change log does not reach back."""
+
+    def stat_zxids(self, path: str) -> tuple[int, int] | None:
+        """(mzxid, pzxid) of the node, or None if it does not exist."""
+
+
+class ChangeLog:
+    """The changes of the most recent transactions, for replaying watches after a reconnect."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._entries: deque[tuple[int, Sequence[Change]]] = deque()
+        self._count = 0
+        self.oldest_zxid_known = 0  # every change after this zxid is still in the log
+
+    def record(self, zxid: int, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        self._entries.append((zxid, changes))
+        self._count += len(changes)
+        while self._count > self.capacity and self._entries:
+            dropped_zxid, dropped = self._entries.popleft()
+            self._count -= len(dropped)
+            self.oldest_zxid_known = dropped_zxid
+
+    def covers(self, last_zxid: int) -> bool:
+        return last_zxid >= self.oldest_zxid_known
+
+    def since(self, last_zxid: int) -> Iterable[tuple[int, Sequence[Change]]]:
+        for zxid, changes in self._entries:
+            if zxid > last_zxid:
+                yield zxid, changes
+
+
+def resume_watches(
+    registry: WatchRegistry,
+    watcher: Hashable,
+    registrations: Iterable[tuple[WatchMode, str]],
+    last_zxid: int,
+    log: ChangeLog,
+    tree: TreeView,
+    current_zxid: int,
+) -> list[WatchedEvent]:
+    """Register a reconnecting client's watches and return what it missed since `last_zxid`.
+
+    When the change log reaches back far enough, the missed events are replayed exactly, in zxid
+    order (one-shot watches fire once and are then gone). Otherwise each watch is compared with
+    the node's current stat, as ZooKeeper does, and persistent watches get one CHANGED/CHILD event
+    per path that changed, which tells the client to re-read.
+    """
+    for mode, path in registrations:
+        registry.add(watcher, path, mode)
+    if last_zxid >= current_zxid:
+        return []
+    if log.covers(last_zxid):
+        replay = WatchRegistry()
+        for mode, path in registrations:
+            replay.add(watcher, path, mode)
+        missed: list[WatchedEvent] = []
+        for zxid, changes in log.since(last_zxid):
+            missed.extend(event for _w, event in replay.trigger(changes, zxid))
+        for mode, path in registrations:
+            if mode in _ONE_SHOT and not replay.has(watcher, path, mode):
+                registry.remove(watcher, path, mode)
+        return missed
+    return _compare_stats(registry, watcher, registrations, last_zxid, tree, current_zxid)
+
+
+def _compare_stats(
+    registry: WatchRegistry,
+    watcher: Hashable,
+    registrations: Iterable[tuple[WatchMode, str]],
+    last_zxid: int,
+    tree: TreeView,
+    current_zxid: int,
+) -> list[WatchedEvent]:
+    missed: list[WatchedEvent] = []
+    for mode, path in sorted(registrations, key=lambda reg: (reg[1], reg[0])):
+        zxids = tree.stat_zxids(path)
+        event: EventType | None = None
+        if mode is WatchMode.EXIST and zxids is not None:
+            event = EventType.CREATED
+        elif mode in (WatchMode.DATA, WatchMode.CHILD) and zxids is None:
+            event = EventType.DELETED
+        elif mode is WatchMode.DATA and zxids is not None and zxids[0] > last_zxid:
+            event = EventType.CHANGED
+        elif mode is WatchMode.CHILD and zxids is not None and zxids[1] > last_zxid:
+            event = EventType.CHILD
+        elif mode in (WatchMode.PERSISTENT, WatchMode.PERSISTENT_RECURSIVE) and (
+            zxids is None or zxids[0] > last_zxid or zxids[1] > last_zxid
+        ):
+            event = EventType.CHANGED if zxids is not None else EventType.DELETED
+        if event is None:
+            continue
+        if mode in _ONE_SHOT:
+            registry.remove(watcher, path, mode)
+        missed.append(WatchedEvent(event, path, current_zxid))
+    return missed

@@ -1,0 +1,81 @@
+"""The errors zkpy raises, one class per ZooKeeper error code.
+
+Catch them as ``zkpy.errors.NoNodeError`` and so on. Every class has a ``code`` attribute with
+ZooKeeper's number (``NoNodeError.code == -101``). The hierarchy::
+
+    ZkError
+    ├── SystemZkError          codes -1 .. -99: the request could not be carried out
+    │   ├── ConnectionLossError (-4), MarshallingError (-5), UnimplementedError (-6),
+    │   ├── OperationTimeoutError (-7), BadArgumentsError (-8), UnknownSessionError (-12)
+    │   └── RuntimeInconsistencyError (-2), DataInconsistencyError (-3)
+    └── ApiError               codes -100 and below: the request was understood and refused
+        ├── NoNodeError (-101), NoAuthError (-102), BadVersionError (-103),
+        ├── NoChildrenForEphemeralsError (-108), NodeExistsError (-110), NotEmptyError (-111),
+        ├── SessionExpiredError (-112), InvalidACLError (-114), AuthFailedError (-115),
+        ├── SessionMovedError (-118), NoWatcherError (-121), TooManyRequestsError (-125)
+        └── RolledBackError    (in a failed multi, an operation that was undone)
+"""
+
+from zkpy.core.errors import (
+    ApiError,
+    AuthFailedError,
+    BadArgumentsError,
+    BadVersionError,
+    Code,
+    ConnectionLossError,
+    DataInconsistencyError,
+    InvalidACLError,
+    InvalidCallbackError,
+    MarshallingError,
+    NoAuthError,
+    NoChildrenForEphemeralsError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    NotReadOnlyError,
+    NoWatcherError,
+    OperationTimeoutError,
+    RequestTimeoutError,
+    RolledBackError,
+    RuntimeInconsistencyError,
+    SessionExpiredError,
+    SessionMovedError,
+    SystemZkError,
+    TooManyRequestsError,
+    UnimplementedError,
+    UnknownSessionError,
+    ZkError,
+    error_for_code,
+)
+
+__all__ = [
+    "ApiError",
+    "AuthFailedError",
+    "BadArgumentsError",
+    "BadVersionError",
+    "Code",
+    "ConnectionLossError",
+    "DataInconsistencyError",
+    "InvalidACLError",
+    "InvalidCallbackError",
+    "MarshallingError",
+    "NoAuthError",
+    "NoChildrenForEphemeralsError",
+    "NoNodeError",
+    "NoWatcherError",
+    "NodeExistsError",
+    "NotEmptyError",
+    "NotReadOnlyError",
+    "OperationTimeoutError",
+    "RequestTimeoutError",
+    "RolledBackError",
+    "RuntimeInconsistencyError",
+    "SessionExpiredError",
+    "SessionMovedError",
+    "SystemZkError",
+    "TooManyRequestsError",
+    "UnimplementedError",
+    "UnknownSessionError",
+    "ZkError",
+    "error_for_code",
+]

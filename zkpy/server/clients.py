@@ -1,0 +1,500 @@
+"""Client connections: one reader and one writer task per connection, FIFO replies.
+
+Replies leave in request order. A write's slot waits for its commit; a read that arrives behind a
+pending write waits in the queue and is answered when it reaches the head, so a client always
+reads its own writes. Watch events bypass the queue: they are written the moment the change is
+applied, so they always precede any reply that shows the new state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from zkpy.core import acl as acls
+from zkpy.core import paths
+from zkpy.core.errors import (
+    AuthFailedError,
+    BadArgumentsError,
+    Code,
+    ConnectionLossError,
+    MarshallingError,
+    NoAuthError,
+    NoNodeError,
+    NoWatcherError,
+    SessionExpiredError,
+    TooManyRequestsError,
+    ZkError,
+)
+from zkpy.core.requests import (
+    AddWatchRequest,
+    AuthRequest,
+    CheckRequest,
+    CloseSessionRequest,
+    CreateRequest,
+    CreateSessionRequest,
+    DeleteRequest,
+    ExistsRequest,
+    GetACLRequest,
+    GetChildrenRequest,
+    GetDataRequest,
+    MultiRequest,
+    ReadRequest,
+    RemoveWatchesRequest,
+    SetACLRequest,
+    SetDataRequest,
+    SetWatchesRequest,
+    SyncRequest,
+)
+from zkpy.core.tree import ApplyResult, OpResult
+from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
+from zkpy.core.watches import resume_watches
+from zkpy.server.node import Member
+from zkpy.wire import client as wire
+from zkpy.wire.frames import FrameDecoder, FrameTooLargeError
+
+log = logging.getLogger("zkpy.server.clients")
+
+_WRITES = (
+    CreateRequest,
+    DeleteRequest,
+    SetDataRequest,
+    SetACLRequest,
+    CheckRequest,
+    MultiRequest,
+    CloseSessionRequest,
+)
+
+
+class ConnectionDone(Exception):
+    """Raised inside a connection's tasks to end it (after whatever is already flushed)."""
+
+
+@dataclass(slots=True)
+class Slot:
+    """One request's place in the reply order."""
+
+    xid: int
+    read: ReadRequest | None = None
+    frame: bytes | None = None
+    close_after: bool = False
+
+
+def digest_id(credential: bytes) -> Id:
+    """ZooKeeper's digest identity for ``user:password``: user:base64(sha1(user:password))."""
+    text = credential.decode("utf-8")
+    user, sep, _password = text.partition(":")
+    if not sep or not user:
+        raise AuthFailedError("digest credentials must be 'user:password'")
+    hashed = base64.b64encode(hashlib.sha1(credential).digest()).decode("ascii")
+    return Id("digest", f"{user}:{hashed}")
+
+
+class ClientConnection:
+    def __init__(self, server: ClientServer, stream: trio.abc.Stream, conn_id: int) -> None:
+        self.server = server
+        self.member = server.member
+        self.config = server.member.config
+        self.stream = stream
+        self.id = conn_id
+        self.session_id = 0
+        self.timeout_ms = 0
+        self.ids: frozenset[Id] = frozenset()
+        self.outbox = bytearray()
+        self._output_ready = trio.Event()
+        self._queue: deque[Slot] = deque()
+        self._room = trio.Event()
+        self._closing = False
+        self._handshaken = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+
+    # ---- output ----------------------------------------------------------------------------
+
+    def push(self, frame: bytes) -> None:
+        if self._closing and not frame:
+            return
+        self.outbox += frame
+        if len(self.outbox) > self.config.max_outbox_bytes:
+            log.warning("connection %d: client does not read its replies; closing", self.id)
+            self.cancel_scope.cancel()
+            return
+        self._output_ready.set()
+
+    def send_event(self, event: WatchedEvent) -> None:
+        self.push(wire.encode_event(event))
+
+    def close_after_flush(self) -> None:
+        self._closing = True
+        self._output_ready.set()
+
+    async def write_loop(self) -> None:
+        while True:
+            await self._output_ready.wait()
+            self._output_ready = trio.Event()
+            if self.outbox:
+                data = bytes(self.outbox)
+                self.outbox.clear()
+                await self.stream.send_all(data)
+            if self._closing and not self.outbox:
+                raise ConnectionDone
+
+    # ---- the reply queue -------------------------------------------------------------------
+
+    def _flush_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            slot = queue[0]
+            if slot.frame is None:
+                if slot.read is None:
+                    break
+                slot.frame = self._answer_read(slot.xid, slot.read)
+            queue.popleft()
+            self.push(slot.frame)
+            if slot.close_after:
+                self.close_after_flush()
+        if len(queue) < self.config.max_in_flight_per_connection:
+            self._room.set()
+
+    def _write_committed(self, slot: Slot, opcode: int, result: ApplyResult) -> None:
+        slot.frame = self._write_reply(slot.xid, opcode, result)
+        self._flush_queue()
+
+    def _write_reply(self, xid: int, opcode: int, result: ApplyResult) -> bytes:
+        zxid = result.record.zxid
+        if result.multi_results is not None:
+            body = [self._op_body(r) for r in result.multi_results]
+            return wire.encode_reply(xid, zxid, result.result.error, body)
+        if result.result.error != Code.OK:
+            return wire.encode_reply(xid, zxid, result.result.error, Code(result.result.error).name)
+        return wire.encode_reply(xid, zxid, 0, self._op_body(result.result)[1])
+
+    def _op_body(self, outcome: OpResult) -> list[Any]:
+        value = outcome.value
+        if outcome.error != Code.OK:
+            return [outcome.error, None]
+        if isinstance(value, str):
+            node = self.member.tree.get(value)
+            return [0, [value, node.stat().to_wire() if node is not None else None]]
+        if isinstance(value, Stat):
+            return [0, value.to_wire()]
+        return [0, None]
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def handle_frame(self, payload: bytes) -> None:
+        if wire.is_ping(payload):
+            self.member.touch(self.session_id)
+            self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
+            return
+        xid, opcode, request = wire.decode_request(payload)
+        self.member.stats["requests"] += 1
+        self.member.touch(self.session_id)
+        if isinstance(request, _WRITES):
+            self._submit_write(xid, opcode, request)
+            return
+        if isinstance(request, CreateSessionRequest):
+            raise MarshallingError("sessions are created by the handshake")
+        slot = Slot(xid, read=request)
+        self._queue.append(slot)
+        self._flush_queue()
+
+    def _submit_write(self, xid: int, opcode: int, request: Any) -> None:
+        slot = Slot(xid, close_after=isinstance(request, CloseSessionRequest))
+        self._queue.append(slot)
+        self.member.submit(
+            self.session_id,
+            xid,
+            request,
+            lambda result: self._write_committed(slot, opcode, result),
+            self.ids,
+        )
+
+    def _answer_read(self, xid: int, request: ReadRequest) -> bytes:
+        zxid = self.member.tree.last_zxid
+        try:
+            body = self._read(request)
+        except ZkError as err:
+            if isinstance(err, AuthFailedError):
+                self.close_after_flush()
+            return wire.encode_reply(xid, zxid, err.code, str(err))
+        return wire.encode_reply(xid, zxid, 0, body)
+
+    def _readable(self, path: str) -> Any:
+        node = self.member.tree.get(path)
+        if node is not None and not acls.allows(node.acl, Perm.READ, self.ids):
+            raise NoAuthError("READ not allowed", path=path)
+        return node
+
+    def _watch(self, path: str, mode: WatchMode) -> None:
+        watches = self.member.watches
+        if watches.has(self.id, path, mode):
+            return
+        if watches.count(self.id) >= self.config.max_watches_per_session:
+            raise TooManyRequestsError(
+                f"a session may hold at most {self.config.max_watches_per_session} watches"
+            )
+        watches.add(self.id, path, mode)
+
+    def _read(self, request: ReadRequest) -> Any:
+        tree = self.member.tree
+        match request:
+            case GetDataRequest(path, watch):
+                node = self._readable(paths.validate(path))
+                if node is None:
+                    raise NoNodeError(path=path)
+                if watch:
+                    self._watch(path, WatchMode.DATA)
+                return [node.data, node.stat().to_wire()]
+            case ExistsRequest(path, watch):
+                node = self._readable(paths.validate(path))
+                if watch:
+                    self._watch(path, WatchMode.DATA if node is not None else WatchMode.EXIST)
+                return None if node is None else node.stat().to_wire()
+            case GetChildrenRequest(path, watch):
+                node = self._readable(paths.validate(path))
+                if node is None:
+                    raise NoNodeError(path=path)
+                if watch:
+                    self._watch(path, WatchMode.CHILD)
+                return [tree.children_of(path), node.stat().to_wire()]
+            case GetACLRequest(path):
+                node = tree.get(paths.validate(path))
+                if node is None:
+                    raise NoNodeError(path=path)
+                return [[entry.to_wire() for entry in node.acl], node.stat().to_wire()]
+            case SyncRequest(path):
+                return paths.validate(path)
+            case AddWatchRequest(path, mode):
+                self._readable(paths.validate(path))
+                self._watch(path, mode)
+                return None
+            case RemoveWatchesRequest(path, mode):
+                if not self.member.watches.remove(self.id, paths.validate(path), mode):
+                    raise NoWatcherError(path=path)
+                return None
+            case SetWatchesRequest():
+                return self._set_watches(request)
+            case AuthRequest(scheme, credential):
+                return self._authenticate(scheme, credential)
+        raise BadArgumentsError(f"unknown read {type(request).__name__}")
+
+    def _set_watches(self, request: SetWatchesRequest) -> None:
+        registrations = [
+            (mode, paths.validate(path))
+            for mode, group in (
+                (WatchMode.DATA, request.data),
+                (WatchMode.EXIST, request.exist),
+                (WatchMode.CHILD, request.child),
+                (WatchMode.PERSISTENT, request.persistent),
+                (WatchMode.PERSISTENT_RECURSIVE, request.recursive),
+            )
+            for path in group
+        ]
+        member = self.member
+        if member.watches.count(self.id) + len(registrations) > self.config.max_watches_per_session:
+            raise TooManyRequestsError("too many watches")
+        missed = resume_watches(
+            member.watches,
+            self.id,
+            registrations,
+            request.last_zxid,
+            member.change_log,
+            member.tree,
+            member.tree.last_zxid,
+        )
+        for event in missed:
+            node = member.tree.get(event.path)
+            if node is None or acls.allows(node.acl, Perm.READ, self.ids):
+                self.send_event(event)
+
+    def _authenticate(self, scheme: str, credential: bytes) -> None:
+        if scheme != "digest":
+            raise AuthFailedError(f"unknown authentication scheme {scheme!r}")
+        try:
+            ident = digest_id(credential)
+        except UnicodeDecodeError:
+            raise AuthFailedError("credentials must be UTF-8") from None
+        self.ids = self.ids | {ident}
+        return None
+
+    # ---- handshake -------------------------------------------------------------------------
+
+    def handshake(self, payload: bytes) -> None:
+        try:
+            hello = wire.Handshake.decode(payload)
+        except MarshallingError as err:
+            self._refuse(err)
+            return
+        member = self.member
+        if hello.last_zxid > member.tree.last_zxid:
+            self._refuse(ConnectionLossError("this server is behind the client; try another"))
+            return
+        if hello.session_id == 0:
+            session_id, password, timeout = member.create_session(
+                hello.timeout_ms, lambda result: self._session_created(result, password, timeout)
+            )
+            self._bind(session_id, timeout)
+            return
+        info = member.tree.sessions.get(hello.session_id)
+        if info is None or not member.prep.session_alive(hello.session_id):
+            self._refuse(SessionExpiredError(f"session {hello.session_id:#x} has expired"))
+            return
+        if info.password != hello.password:
+            self._refuse(AuthFailedError("wrong session password"))
+            return
+        self._bind(hello.session_id, info.timeout_ms)
+        member.touch(hello.session_id)
+        self._greet(hello.session_id, info.password, info.timeout_ms)
+
+    def _bind(self, session_id: int, timeout_ms: int) -> None:
+        previous = self.server.by_session.get(session_id)
+        if previous is not None and previous is not self:
+            previous.cancel_scope.cancel()
+        self.server.by_session[session_id] = self
+        self.session_id = session_id
+        self.timeout_ms = timeout_ms
+
+    def _session_created(self, result: ApplyResult, password: bytes, timeout: int) -> None:
+        if result.result.error != Code.OK:
+            self._refuse(ZkError(f"session could not be created ({result.result.error})"))
+            return
+        self._greet(self.session_id, password, timeout)
+
+    def _greet(self, session_id: int, password: bytes, timeout_ms: int) -> None:
+        self.push(
+            wire.HandshakeReply(
+                session_id=session_id,
+                password=password,
+                timeout_ms=timeout_ms,
+                zxid=self.member.tree.last_zxid,
+                max_frame=self.config.max_frame,
+                server_id=self.config.server_id,
+            ).encode()
+        )
+        self._handshaken.set()
+
+    def _refuse(self, err: ZkError) -> None:
+        self.push(wire.HandshakeReply(error=err.code, message=str(err)).encode())
+        self.close_after_flush()
+
+    # ---- the reader ------------------------------------------------------------------------
+
+    async def read_loop(self) -> None:
+        decoder = FrameDecoder(self.config.max_frame)
+        handshaken = False
+        while True:
+            if not handshaken:
+                wait_s = self.config.handshake_timeout_s
+            elif decoder.buffered:
+                wait_s = max(self.config.handshake_timeout_s, self.timeout_ms / 1000)
+            else:
+                wait_s = self.timeout_ms / 1000 * 1.5
+            with trio.move_on_after(wait_s) as scope:
+                data = await self.stream.receive_some(1 << 16)
+            if scope.cancelled_caught:
+                log.info("connection %d: timed out waiting for the client", self.id)
+                raise ConnectionDone
+            if not data:
+                raise ConnectionDone
+            try:
+                frames = decoder.feed(data)
+            except FrameTooLargeError as err:
+                self._protocol_error(MarshallingError(str(err)), None)
+                return
+            for payload in frames:
+                if self._closing:
+                    return
+                if not handshaken:
+                    self.handshake(payload)
+                    handshaken = True
+                    continue
+                try:
+                    self.handle_frame(payload)
+                except MarshallingError as err:
+                    self._protocol_error(err, getattr(err, "xid", None))
+                    return
+            while len(self._queue) >= self.config.max_in_flight_per_connection:
+                self._room = trio.Event()
+                await self._room.wait()
+
+    def _protocol_error(self, err: ZkError, xid: int | None) -> None:
+        log.warning("connection %d: bad input, closing: %s", self.id, err)
+        if xid is not None:
+            self.push(wire.encode_reply(xid, self.member.tree.last_zxid, err.code, str(err)))
+        self.close_after_flush()
+
+    async def serve(self) -> None:
+        with self.cancel_scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._guard, self.write_loop)
+                    await self._guard(self.read_loop)
+                    await trio.sleep_forever()
+            except (ConnectionDone, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except BaseExceptionGroup as group:
+                _, rest = group.split(
+                    (ConnectionDone, trio.BrokenResourceError, trio.ClosedResourceError)
+                )
+                if rest is not None:
+                    raise rest from None
+
+    async def _guard(self, body: Any) -> None:
+        try:
+            await body()
+        except (ConnectionDone, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.cancel_scope.cancel()
+
+
+class ClientServer:
+    """The client listener of one member: accepts, limits and tracks connections."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.by_session: dict[int, ClientConnection] = {}
+        self._ids = itertools.count(1)
+        self._per_address: dict[str, int] = {}
+        member.session_closed = self._session_closed
+
+    def _session_closed(self, session_id: int) -> None:
+        conn = self.by_session.pop(session_id, None)
+        if conn is not None:
+            conn.close_after_flush()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        config = self.member.config
+        try:
+            address = str(stream.socket.getpeername()[0])
+        except OSError:
+            address = "?"
+        if (
+            self.member.connections >= config.max_connections
+            or self._per_address.get(address, 0) >= config.max_connections_per_address
+        ):
+            log.warning("refusing a connection from %s: too many connections", address)
+            await stream.aclose()
+            return
+        self.member.connections += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        conn = ClientConnection(self, stream, next(self._ids))
+        self.member.register_event_sink(conn.id, conn.send_event)
+        try:
+            await conn.serve()
+        finally:
+            self.member.connections -= 1
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+            self.member.drop_watcher(conn.id)
+            if self.by_session.get(conn.session_id) is conn:
+                del self.by_session[conn.session_id]
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await trio.aclose_forcefully(stream)

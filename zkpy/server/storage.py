@@ -1,0 +1,752 @@
+"""Durable state of one member, in one LMDB environment inside a data directory.
+
+Storage keeps opaque bytes: the core encodes transactions, znode records and sessions, and this
+module never decodes them. It owns durability, ordering of the proposal log and the on-disk format.
+
+Files in the data directory::
+
+    data.mdb        the LMDB environment (all state below)
+    lock.mdb        LMDB's reader table (created by LMDB, rebuilt freely)
+    zkpy.lock       an ``flock`` held while a server has the directory open
+    zkpy-init.tmp/  only while a brand new directory is being initialised
+
+Named LMDB databases inside ``data.mdb``:
+
+``meta``
+    ``format``, ``accepted_epoch``, ``current_epoch``, ``checkpoint_zxid``: each an unsigned
+    integer stored as 8 bytes big-endian. ``format`` is written exactly once, when the directory is
+    initialised, and must equal :data:`FORMAT_VERSION` on every later open.
+``log``
+    key: zxid as 8 bytes big-endian (so keys sort by zxid); value: opaque txn bytes.
+``nodes``
+    The checkpointed tree. key: znode path in UTF-8; value: opaque node record. LMDB keys are at
+    most :meth:`lmdb.Environment.max_key_size` bytes (511), shorter than a znode path may be, so a
+    longer path is stored under ``b"\\x00" + sha256(path)`` (no path starts with NUL) with the value
+    ``len(path) as 4 bytes big-endian + path + record``. This is invisible through the API.
+``sessions``
+    key: session id as 8 bytes big-endian; value: opaque bytes.
+
+Durability: with ``sync=True`` (the default, the only setting fit for a server) every method that
+writes runs exactly one LMDB write transaction, and that transaction is on disk (fsynced) when the
+method returns. A batch given to :meth:`Storage.append` is one transaction and one fsync: group
+commit. If a write method raises :class:`StorageError` the disk may be failing; the only safe
+reaction is to close the storage and stop the server (do not retry an fsync).
+
+``sync=False`` is an UNSAFE switch for tests only: commits then reach the OS page cache but are not
+fsynced, so they survive the process being killed but not a power loss or kernel crash.
+
+Threads: the server calls this from ``trio.to_thread.run_sync`` one call at a time. Read methods
+(:meth:`~Storage.load`, :meth:`~Storage.read_log`, :meth:`~Storage.last_logged_zxid`, ...) may run
+in another thread while a write is in progress: each uses its own LMDB read transaction and sees
+the last committed state. :meth:`~Storage.close` must not overlap any other call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import lmdb
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Recovered",
+    "Storage",
+    "StorageError",
+    "StorageFormatError",
+]
+
+FORMAT_VERSION: Final = 1
+
+DATA_FILE: Final = "data.mdb"
+LMDB_LOCK_FILE: Final = "lock.mdb"
+LOCK_FILE: Final = "zkpy.lock"
+INIT_DIR: Final = "zkpy-init.tmp"
+
+_MAX_DBS: Final = 8
+_U64_MAX: Final = (1 << 64) - 1
+
+_DB_META: Final = b"meta"
+_DB_LOG: Final = b"log"
+_DB_NODES: Final = b"nodes"
+_DB_SESSIONS: Final = b"sessions"
+_DB_NAMES: Final = (_DB_META, _DB_LOG, _DB_NODES, _DB_SESSIONS)
+
+_K_FORMAT: Final = b"format"
+_K_ACCEPTED_EPOCH: Final = b"accepted_epoch"
+_K_CURRENT_EPOCH: Final = b"current_epoch"
+_K_CHECKPOINT_ZXID: Final = b"checkpoint_zxid"
+
+_LONG_PATH_PREFIX: Final = b"\x00"
+
+
+class StorageError(Exception):
+    """The data directory cannot be used: in use, unreadable, full, or a disk error."""
+
+
+class StorageFormatError(StorageError):
+    """The directory is not a zkpy data directory, has an unknown format version, or is damaged.
+
+    Raised before anything in the directory was modified.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """Everything :meth:`Storage.load` found on disk."""
+
+    accepted_epoch: int
+    current_epoch: int
+    checkpoint_zxid: int
+    nodes: list[tuple[str, bytes]]  # the checkpointed tree, any order
+    sessions: list[tuple[int, bytes]]
+    log: list[tuple[int, bytes]]  # entries with zxid > checkpoint_zxid, ascending
+
+
+def _u64(value: int, what: str) -> bytes:
+    try:
+        return value.to_bytes(8, "big")
+    except (OverflowError, AttributeError):
+        raise ValueError(f"{what} must be an integer in [0, 2**64), got {value!r}") from None
+
+
+def _check_u64(value: int, what: str) -> None:
+    if not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+        raise ValueError(f"{what} must be an integer in [0, 2**64), got {value!r}")
+
+
+class Storage:
+    """One member's durable state. Create with :meth:`Storage.open`; close with :meth:`close`."""
+
+    __slots__ = (
+        "_env",
+        "_lock_fd",
+        "_log",
+        "_max_key",
+        "_meta",
+        "_nodes",
+        "_path",
+        "_sessions",
+        "_sync",
+    )
+
+    def __init__(
+        self,
+        path: Path,
+        env: lmdb.Environment,
+        lock_fd: int,
+        dbs: dict[bytes, lmdb._Database],
+        sync: bool,
+    ) -> None:
+        # Private: use Storage.open().
+        self._path = path
+        self._env: lmdb.Environment | None = env
+        self._lock_fd: int | None = lock_fd
+        self._meta = dbs[_DB_META]
+        self._log = dbs[_DB_LOG]
+        self._nodes = dbs[_DB_NODES]
+        self._sessions = dbs[_DB_SESSIONS]
+        self._max_key = env.max_key_size()
+        self._sync = sync
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        map_size: int = 8 << 30,
+        sync: bool = True,
+    ) -> Storage:
+        """Open (or initialise) the data directory ``data_dir``.
+
+        A directory that does not exist, or is empty, is initialised with :data:`FORMAT_VERSION`.
+        A directory holding a zkpy ``data.mdb`` is opened after validation. Anything else raises
+        :class:`StorageFormatError` without touching the directory. If another process (or another
+        :class:`Storage` in this process) has the directory open, raises :class:`StorageError`.
+
+        ``map_size`` is the LMDB map size: the largest the data can grow (sparse, costs no disk).
+        ``sync=False`` skips fsync on commit: UNSAFE, for tests only.
+        """
+        path = Path(os.path.abspath(os.fspath(data_dir)))
+        if path.exists() and not path.is_dir():
+            raise StorageFormatError(
+                f"data directory {path} is not a directory; point the server to a directory"
+            )
+        if not path.exists():
+            try:
+                path.mkdir(parents=True)
+                _fsync_dir(path.parent)
+            except FileExistsError:
+                pass  # created concurrently; the lock below settles who owns it
+            except OSError as e:
+                raise StorageError(f"cannot create data directory {path}: {e}") from e
+
+        # If zkpy.lock exists (zkpy was here), lock it before looking at anything. If it does not,
+        # validate first, so that a foreign directory never gets a lock file; then create and lock
+        # it and validate again, since the directory may have changed before we held the lock.
+        lock_fd = _lock_existing(path)
+        created_lock = False
+        try:
+            fresh = _classify(path)
+            if lock_fd is None:
+                lock_fd, created_lock = _lock_new(path)
+                fresh = _classify(path)
+            if fresh:
+                _initialise(path, map_size)
+            env = _open_env(path, map_size, sync)
+            try:
+                dbs = _open_dbs(env, path)
+                return cls(path, env, lock_fd, dbs, sync)
+            except BaseException:
+                env.close()
+                raise
+        except BaseException as e:
+            if lock_fd is not None:
+                if created_lock and isinstance(e, StorageFormatError):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path / LOCK_FILE)
+                os.close(lock_fd)  # releases the flock
+            raise
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def path(self) -> Path:
+        """The data directory (absolute)."""
+        return self._path
+
+    def load(self) -> Recovered:
+        """Read the whole durable state, checking its shape; raise StorageFormatError if damaged."""
+        env = self._live()
+        with self._lmdb_errors("load"), env.begin() as txn:
+            accepted = self._meta_int(txn, _K_ACCEPTED_EPOCH)
+            current = self._meta_int(txn, _K_CURRENT_EPOCH)
+            checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
+
+            nodes: list[tuple[str, bytes]] = []
+            for key, value in txn.cursor(self._nodes):
+                nodes.append(self._decode_node(key, value))
+
+            sessions: list[tuple[int, bytes]] = []
+            for key, value in txn.cursor(self._sessions):
+                if len(key) != 8:
+                    raise self._damaged(f"a session key is {len(key)} bytes long, not 8")
+                sessions.append((int.from_bytes(key, "big"), value))
+
+            log: list[tuple[int, bytes]] = []
+            prev = -1
+            cursor = txn.cursor(self._log)
+            for key in cursor.iternext(values=False):
+                if len(key) != 8:
+                    raise self._damaged(f"a log key is {len(key)} bytes long, not 8")
+                zxid = int.from_bytes(key, "big")
+                if zxid <= prev:
+                    raise self._damaged(f"log zxid {zxid:#x} follows {prev:#x}")
+                prev = zxid
+                if zxid > checkpoint:
+                    log.append((zxid, cursor.value()))
+        return Recovered(accepted, current, checkpoint, nodes, sessions, log)
+
+    def last_logged_zxid(self) -> int:
+        """The zxid the next appended entry must exceed.
+
+        That is the last logged zxid, or the checkpoint zxid if that is higher (the log is empty,
+        or holds only entries the checkpoint already covers); 0 for a new directory.
+        """
+        env = self._live()
+        with self._lmdb_errors("last_logged_zxid"), env.begin() as txn:
+            return self._last_logged(txn)
+
+    def first_logged_zxid(self) -> int | None:
+        """The lowest zxid still in the log, or None if the log is empty."""
+        env = self._live()
+        with self._lmdb_errors("first_logged_zxid"), env.begin() as txn:
+            cursor = txn.cursor(self._log)
+            return int.from_bytes(cursor.key(), "big") if cursor.first() else None
+
+    def read_log(self, after_zxid: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Log entries with zxid > ``after_zxid``, ascending, at most ``limit`` of them."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {limit!r}")
+        start = max(after_zxid + 1, 0)
+        if limit == 0 or start > _U64_MAX:
+            return []
+        env = self._live()
+        out: list[tuple[int, bytes]] = []
+        with self._lmdb_errors("read_log"), env.begin() as txn:
+            cursor = txn.cursor(self._log)
+            if not cursor.set_range(start.to_bytes(8, "big")):
+                return out
+            for key, value in cursor.iternext():
+                out.append((int.from_bytes(key, "big"), value))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def disk_usage(self) -> int:
+        """Bytes of ``data.mdb`` in use: pages ever allocated (freed pages are reused)."""
+        env = self._live()
+        with self._lmdb_errors("disk_usage"):
+            return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, entries: Sequence[tuple[int, bytes]]) -> None:
+        """Append a batch of ``(zxid, txn bytes)`` to the log: one transaction, one fsync.
+
+        zxids must be strictly ascending and above :meth:`last_logged_zxid`; otherwise ValueError
+        and nothing is written. When this returns (sync=True) the whole batch is durable.
+        """
+        if not entries:
+            return
+        env = self._live()
+        items: list[tuple[bytes, bytes]] = []
+        prev = -1
+        for zxid, data in entries:
+            if zxid <= prev:
+                raise ValueError(
+                    f"zxids in a batch must be strictly ascending: {zxid:#x} follows {prev:#x}"
+                )
+            items.append((_u64(zxid, "zxid"), data))
+            prev = zxid
+        first = entries[0][0]
+        with self._lmdb_errors("append"), env.begin(write=True) as txn:
+            last = self._last_logged(txn)
+            if first <= last:
+                raise ValueError(
+                    f"cannot append zxid {first:#x}: it must be greater than the last logged "
+                    f"zxid {last:#x}"
+                )
+            _, added = txn.cursor(self._log).putmulti(items, append=True)
+            if added != len(items):  # cannot happen after the checks above
+                raise StorageError(f"append wrote {added} of {len(items)} entries; aborted")
+
+    def checkpoint(
+        self,
+        zxid: int,
+        node_puts: Iterable[tuple[str, bytes]],
+        node_deletes: Iterable[str],
+        session_puts: Iterable[tuple[int, bytes]],
+        session_deletes: Iterable[int],
+        keep_log_after: int,
+    ) -> None:
+        """Record the tree and sessions as of ``zxid``, in one transaction, synced.
+
+        Applies the puts and deletes (deleting a missing key is fine), sets ``checkpoint_zxid`` to
+        ``zxid`` and drops log entries with zxid <= ``keep_log_after`` (which must be <= ``zxid``;
+        keeping some older entries lets the leader send a follower a diff instead of a snapshot).
+        ``zxid`` may not be lower than the current checkpoint.
+        """
+        _check_u64(zxid, "checkpoint zxid")
+        _check_u64(keep_log_after, "keep_log_after")
+        if keep_log_after > zxid:
+            raise ValueError(
+                f"keep_log_after ({keep_log_after:#x}) must be <= the checkpoint zxid ({zxid:#x}):"
+                " entries after the checkpoint are needed to recover"
+            )
+        env = self._live()
+        with self._lmdb_errors("checkpoint"), env.begin(write=True) as txn:
+            current = self._meta_int(txn, _K_CHECKPOINT_ZXID)
+            if zxid < current:
+                raise ValueError(
+                    f"checkpoint zxid {zxid:#x} is below the current checkpoint {current:#x}"
+                )
+            for path, record in node_puts:
+                key, value = self._encode_node(path, record)
+                txn.put(key, value, db=self._nodes)
+            for path in node_deletes:
+                txn.delete(self._node_key(path), db=self._nodes)
+            for session_id, data in session_puts:
+                txn.put(_u64(session_id, "session id"), data, db=self._sessions)
+            for session_id in session_deletes:
+                txn.delete(_u64(session_id, "session id"), db=self._sessions)
+            txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
+
+            bound = keep_log_after.to_bytes(8, "big")
+            cursor = txn.cursor(self._log)
+            if cursor.first():
+                # After a delete the cursor sits on the next entry; key() is b"" at the end.
+                while (key := cursor.key()) and key <= bound:
+                    if not cursor.delete():
+                        break
+
+    def set_epochs(
+        self, *, accepted_epoch: int | None = None, current_epoch: int | None = None
+    ) -> None:
+        """Persist the Zab epochs given (one transaction, synced). None leaves a value as it is."""
+        if accepted_epoch is None and current_epoch is None:
+            return
+        if accepted_epoch is not None:
+            _check_u64(accepted_epoch, "accepted_epoch")
+        if current_epoch is not None:
+            _check_u64(current_epoch, "current_epoch")
+        env = self._live()
+        with self._lmdb_errors("set_epochs"), env.begin(write=True) as txn:
+            if accepted_epoch is not None:
+                txn.put(_K_ACCEPTED_EPOCH, _u64(accepted_epoch, "epoch"), db=self._meta)
+            if current_epoch is not None:
+                txn.put(_K_CURRENT_EPOCH, _u64(current_epoch, "epoch"), db=self._meta)
+
+    def truncate_log_after(self, zxid: int) -> None:
+        """Delete log entries with zxid > ``zxid`` (Zab TRUNC), synced.
+
+        ValueError if ``zxid`` is below the checkpoint: those transactions are already part of the
+        checkpointed tree, and only a full state transfer (:meth:`replace_all`) can undo them.
+        """
+        _check_u64(zxid, "zxid")
+        env = self._live()
+        with self._lmdb_errors("truncate_log_after"), env.begin(write=True) as txn:
+            checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
+            if zxid < checkpoint:
+                raise ValueError(
+                    f"cannot truncate the log after {zxid:#x}: the checkpoint at {checkpoint:#x}"
+                    " already contains later transactions; a full state transfer is needed"
+                )
+            if zxid == _U64_MAX:
+                return
+            cursor = txn.cursor(self._log)
+            if cursor.set_range((zxid + 1).to_bytes(8, "big")):
+                while cursor.key():
+                    if not cursor.delete():
+                        break
+
+    def replace_all(
+        self,
+        zxid: int,
+        nodes: Iterable[tuple[str, bytes]],
+        sessions: Iterable[tuple[int, bytes]],
+    ) -> None:
+        """Replace the whole state with a snapshot at ``zxid`` (Zab SNAP), in one transaction.
+
+        Clears nodes, sessions and the log, writes the given nodes and sessions and sets
+        ``checkpoint_zxid`` to ``zxid``. Epochs are kept. Synced.
+        """
+        _check_u64(zxid, "zxid")
+        env = self._live()
+        with self._lmdb_errors("replace_all"), env.begin(write=True) as txn:
+            txn.drop(self._nodes, delete=False)
+            txn.drop(self._sessions, delete=False)
+            txn.drop(self._log, delete=False)
+            for path, record in nodes:
+                key, value = self._encode_node(path, record)
+                txn.put(key, value, db=self._nodes)
+            for session_id, data in sessions:
+                txn.put(_u64(session_id, "session id"), data, db=self._sessions)
+            txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Close the environment and release the directory lock. Idempotent."""
+        env, self._env = self._env, None
+        fd, self._lock_fd = self._lock_fd, None
+        try:
+            if env is not None:
+                env.close()
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._env is not None else "closed"
+        return f"<Storage {str(self._path)!r} {state}{'' if self._sync else ' UNSAFE sync=False'}>"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _live(self) -> lmdb.Environment:
+        if self._env is None:
+            raise StorageError(f"storage for data directory {self._path} is closed")
+        return self._env
+
+    @contextlib.contextmanager
+    def _lmdb_errors(self, what: str) -> Iterator[None]:
+        """Turn LMDB errors into StorageError with the directory and a hint."""
+        try:
+            yield
+        except lmdb.MapFullError as e:
+            raise StorageError(
+                f"{what}: data directory {self._path} is full: the LMDB map size is reached "
+                f"({e}); restart with a larger map_size or take a checkpoint to trim the log"
+            ) from e
+        except lmdb.Error as e:
+            raise StorageError(
+                f"{what} failed in data directory {self._path}: {e}; the disk may be failing: "
+                "stop this server and check the disk and the directory"
+            ) from e
+
+    def _damaged(self, problem: str) -> StorageFormatError:
+        return StorageFormatError(
+            f"data directory {self._path} is damaged: {problem}; restore it from a backup or let "
+            "this member resynchronise from the ensemble with an empty data directory"
+        )
+
+    def _meta_int(self, txn: lmdb.Transaction[bytes], key: bytes) -> int:
+        raw = txn.get(key, db=self._meta)
+        if raw is None:
+            raise self._damaged(f"meta key {key.decode()!r} is missing")
+        if len(raw) != 8:
+            raise self._damaged(f"meta key {key.decode()!r} is {len(raw)} bytes long, not 8")
+        return int.from_bytes(raw, "big")
+
+    def _last_logged(self, txn: lmdb.Transaction[bytes]) -> int:
+        checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
+        cursor = txn.cursor(self._log)
+        last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        return max(last, checkpoint)
+
+    def _node_key(self, path: str) -> bytes:
+        raw = path.encode("utf-8")
+        if not raw:
+            raise ValueError("a znode path must not be empty")
+        if len(raw) <= self._max_key and not raw.startswith(_LONG_PATH_PREFIX):
+            return raw
+        return _LONG_PATH_PREFIX + hashlib.sha256(raw).digest()
+
+    def _encode_node(self, path: str, record: bytes) -> tuple[bytes, bytes]:
+        key = self._node_key(path)
+        if key.startswith(_LONG_PATH_PREFIX):
+            raw = path.encode("utf-8")
+            return key, len(raw).to_bytes(4, "big") + raw + bytes(record)
+        return key, record
+
+    def _decode_node(self, key: bytes, value: bytes) -> tuple[str, bytes]:
+        if key.startswith(_LONG_PATH_PREFIX):
+            size = int.from_bytes(value[:4], "big")
+            raw = value[4 : 4 + size]
+            if len(raw) != size or _LONG_PATH_PREFIX + hashlib.sha256(raw).digest() != key:
+                raise self._damaged("a long-path node entry does not match its key")
+            value = value[4 + size :]
+        else:
+            raw = key
+        try:
+            return raw.decode("utf-8"), value
+        except UnicodeDecodeError as e:
+            raise self._damaged(f"a node path is not valid UTF-8 ({e})") from None
+
+
+# ---------------------------------------------------------------------- opening helpers
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _in_use(path: Path) -> StorageError:
+    return StorageError(
+        f"data directory {path} is in use by another process (it holds {path / LOCK_FILE}); "
+        "stop that server first, or give this one a different data directory"
+    )
+
+
+def _flock(fd: int, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _in_use(path) from None
+    except OSError as e:
+        os.close(fd)
+        raise StorageError(f"cannot lock data directory {path}: {e}") from e
+
+
+def _lock_existing(path: Path) -> int | None:
+    """Lock ``zkpy.lock`` if it exists (without creating anything); None if it does not."""
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StorageError(f"cannot open lock file {path / LOCK_FILE}: {e}") from e
+    _flock(fd, path)
+    return fd
+
+
+def _lock_new(path: Path) -> tuple[int, bool]:
+    """Create (if needed) and lock ``zkpy.lock``; returns (fd, whether we created it)."""
+    created = True
+    try:
+        try:
+            fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            created = False
+            fd = os.open(path / LOCK_FILE, os.O_RDWR)
+    except OSError as e:
+        raise StorageError(f"cannot create lock file {path / LOCK_FILE}: {e}") from e
+    _flock(fd, path)
+    return fd, created
+
+
+def _classify(path: Path) -> bool:
+    """True if ``path`` is to be initialised, False if it holds a valid zkpy environment.
+
+    Raises StorageFormatError, touching nothing, for anything else.
+    """
+    try:
+        names = set(os.listdir(path))
+    except OSError as e:
+        raise StorageError(f"cannot list data directory {path}: {e}") from e
+    if DATA_FILE in names:
+        _validate(path)
+        return False
+    if LMDB_LOCK_FILE in names:
+        raise StorageFormatError(
+            f"data directory {path} has {LMDB_LOCK_FILE} but no {DATA_FILE}: the data file was "
+            "deleted or moved. Refusing to start with empty state, which could lose acknowledged "
+            "writes. Restore data.mdb, or empty the directory to rejoin as a new member"
+        )
+    foreign = sorted(names - {LOCK_FILE, INIT_DIR})
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StorageFormatError(
+            f"{path} is not a zkpy data directory: it is not empty ({shown}) and has no "
+            f"{DATA_FILE}. Give the server an empty or new directory"
+        )
+    return True
+
+
+def _validate(path: Path) -> None:
+    """Check ``data.mdb`` is a zkpy environment of our format, opening it strictly read-only."""
+    data = path / DATA_FILE
+
+    def bad(problem: str) -> StorageFormatError:
+        return StorageFormatError(
+            f"{data} {problem}; this is not a usable zkpy data directory (left untouched). "
+            "Restore it from a backup, or give the server an empty directory"
+        )
+
+    try:
+        st = os.stat(data)
+    except OSError as e:
+        raise StorageError(f"cannot read {data}: {e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise bad("is not a regular file")
+    if st.st_size == 0:
+        raise bad("is empty (0 bytes): damaged or truncated")
+    try:
+        # readonly opens data.mdb with O_RDONLY; lock=False creates no lock.mdb.
+        env = lmdb.open(
+            str(path),
+            readonly=True,
+            lock=False,
+            subdir=True,
+            create=False,
+            max_dbs=_MAX_DBS,
+        )
+    except lmdb.Error as e:
+        raise bad(f"cannot be opened as an LMDB environment ({e})") from e
+    try:
+        # A truncated file would crash the process with SIGBUS when a missing page is read.
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if st.st_size < needed:
+            raise bad(f"is truncated: {st.st_size} bytes, its pages need {needed}")
+        with env.begin() as txn:
+            for name in _DB_NAMES:
+                try:
+                    env.open_db(name, txn=txn, create=False)
+                except lmdb.Error:
+                    raise bad(f"has no {name.decode()!r} table") from None
+            meta = env.open_db(_DB_META, txn=txn, create=False)
+            raw = txn.get(_K_FORMAT, db=meta)
+        if raw is None:
+            raise bad("has no format version")
+        if len(raw) != 8:
+            raise bad(f"has a damaged format version ({raw!r})")
+        version = int.from_bytes(raw, "big")
+        if version != FORMAT_VERSION:
+            raise bad(
+                f"has format version {version}, but this zkpy reads version {FORMAT_VERSION}; "
+                "run the zkpy version that wrote it"
+            )
+    except lmdb.Error as e:
+        raise bad(f"is damaged ({e})") from e
+    finally:
+        env.close()
+
+
+def _initialise(path: Path, map_size: int) -> None:
+    """Create ``data.mdb`` with the format version, atomically.
+
+    The environment is built and synced in ``zkpy-init.tmp/`` and renamed into place, so a
+    ``data.mdb`` in the data directory always carries a format version, even after a crash here.
+    """
+    tmp = path / INIT_DIR
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        env = lmdb.open(
+            str(tmp),
+            map_size=map_size,
+            subdir=True,
+            max_dbs=_MAX_DBS,
+            lock=False,
+            sync=True,
+            metasync=True,
+        )
+        try:
+            with env.begin(write=True) as txn:
+                dbs = {name: env.open_db(name, txn=txn) for name in _DB_NAMES}
+                meta = dbs[_DB_META]
+                txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
+                txn.put(_K_ACCEPTED_EPOCH, _u64(0, "epoch"), db=meta)
+                txn.put(_K_CURRENT_EPOCH, _u64(0, "epoch"), db=meta)
+                txn.put(_K_CHECKPOINT_ZXID, _u64(0, "zxid"), db=meta)
+        finally:
+            env.close()
+        os.rename(tmp / DATA_FILE, path / DATA_FILE)
+        _fsync_dir(path)
+        shutil.rmtree(tmp)
+    except (OSError, lmdb.Error) as e:
+        raise StorageError(f"cannot initialise data directory {path}: {e}") from e
+
+
+def _open_env(path: Path, map_size: int, sync: bool) -> lmdb.Environment:
+    try:
+        return lmdb.open(
+            str(path),
+            map_size=map_size,
+            subdir=True,
+            create=False,
+            max_dbs=_MAX_DBS,
+            lock=True,
+            sync=sync,
+            metasync=sync,
+        )
+    except lmdb.Error as e:
+        raise StorageError(f"cannot open the LMDB environment in {path}: {e}") from e
+
+
+def _open_dbs(env: lmdb.Environment, path: Path) -> dict[bytes, lmdb._Database]:
+    try:
+        # Handles opened in a write txn stay valid after it commits (a read txn would close them).
+        # Nothing changes, so the commit writes nothing.
+        with env.begin(write=True) as txn:
+            return {name: env.open_db(name, txn=txn, create=False) for name in _DB_NAMES}
+    except lmdb.Error as e:
+        raise StorageFormatError(f"{path / DATA_FILE} lost a table while opening: {e}") from e

@@ -1,0 +1,52 @@
+"""Length-prefixed framing: a 4-byte big-endian length, then that many bytes of payload.
+
+Sans-I/O: feed received bytes in, get whole frames out. A length over the limit is refused as
+soon as the 4-byte prefix arrives, before any of the body is buffered.
+"""
+
+from __future__ import annotations
+
+HEADER_BYTES = 4
+DEFAULT_MAX_FRAME = (1 << 20) + (64 << 10)  # a 1 MiB value plus room for path and envelope
+
+
+class FrameTooLargeError(ValueError):
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"frame of {length} bytes is over the limit of {limit}")
+        self.length = length
+        self.limit = limit
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER_BYTES, "big") + payload
+
+
+class FrameDecoder:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet make a whole frame (a half-sent frame shows here)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
+        """Add received bytes; return every frame now complete, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        start = 0
+        end = len(buffer)
+        while end - start >= HEADER_BYTES:
+            length = int.from_bytes(buffer[start : start + HEADER_BYTES], "big")
+            if length > self.max_frame:
+                raise FrameTooLargeError(length, self.max_frame)
+            stop = start + HEADER_BYTES + length
+            if stop > end:
+                break
+            frames.append(bytes(buffer[start + HEADER_BYTES : stop]))
+            start = stop
+        if start:
+            del buffer[:start]
+        return frames
