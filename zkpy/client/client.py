@@ -462,6 +462,7 @@ class Client:
             if not self.connected:
                 self._raise_if_dead()
                 raise ConnectionLossError("not connected to any server")
+        _validate_paths(request)
         xid = self._next_xid
         self._next_xid = xid + 1 if xid < 2**31 - 1 else 1
         frame = wire.encode_request(xid, request)
@@ -475,10 +476,11 @@ class Client:
         if pending.lost is not None:
             raise pending.lost
         if pending.error:
-            path = getattr(request, "path", None)
             if isinstance(request, MultiRequest):
                 return _MultiFailure(pending.error, pending.body)
-            raise error_for_code(pending.error, "", path=path)
+            if isinstance(pending.body, str) and pending.body:
+                raise error_for_code(pending.error, pending.body)
+            raise error_for_code(pending.error, path=getattr(request, "path", None))
         return pending.body
 
     def _acl(self, acl: Sequence[ACL] | None) -> tuple[ACL, ...]:
@@ -647,6 +649,17 @@ class _MultiFailure:
     results: list[tuple[int, Any]]
 
 
+def _validate_paths(request: Request) -> None:
+    """Refuse a bad path here, with a clear message, instead of a round trip."""
+    if isinstance(request, MultiRequest):
+        for op in request.ops:
+            _validate_paths(op)
+        return
+    path = getattr(request, "path", None)
+    if path is not None:
+        paths.validate(path, sequential=getattr(request, "sequential", False))
+
+
 def _check_bytes(data: object) -> None:
     if not isinstance(data, bytes):
         raise BadArgumentsError(f"data must be bytes, not {type(data).__name__}")
@@ -673,15 +686,34 @@ async def connect(
         default_acl=default_acl,
         auth=auth,
     )
-    async with trio.open_nursery() as nursery:
-        await client._start(nursery)
-        try:
-            client._raise_if_dead()
-            yield client
-        finally:
-            with trio.CancelScope(shield=True):
-                await client.close()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await client._start(nursery)
+            try:
+                client._raise_if_dead()
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside nested groups (what the caller wants to catch), or the group."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    return real[0] if len(real) == 1 else group
 
 
 __all__ = [

@@ -172,7 +172,7 @@ class ClientConnection:
             body = [self._op_body(r) for r in result.multi_results]
             return wire.encode_reply(xid, zxid, result.result.error, body)
         if result.result.error != Code.OK:
-            return wire.encode_reply(xid, zxid, result.result.error, Code(result.result.error).name)
+            return wire.encode_reply(xid, zxid, result.result.error, None)
         return wire.encode_reply(xid, zxid, 0, self._op_body(result.result)[1])
 
     def _op_body(self, outcome: OpResult) -> list[Any]:

@@ -1,0 +1,58 @@
+"""Run a zkpy member inside your own trio test, on a free loopback port.
+
+async with zkpy.testing.running_server(tmp_path) as server:
+    async with zkpy.connect(server.address) as zk:
+        ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from zkpy.server.config import ServerConfig
+from zkpy.server.main import serve
+
+
+@dataclass(slots=True)
+class RunningServer:
+    port: int
+    config: ServerConfig
+    cancel_scope: trio.CancelScope
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running_server(data_dir: Path | str, **settings: Any) -> AsyncIterator[RunningServer]:
+    """Start one member on 127.0.0.1 (port 0 picks a free one unless `client_port` is given).
+
+    Settings are `ServerConfig` fields; tests usually pass a short `tick_ms`.
+    """
+    settings.setdefault("client_port", 0)
+    settings.setdefault("tick_ms", 200)
+    config = ServerConfig(data_dir=Path(data_dir), **settings)
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await serve(config, task_status=task_status)
+
+        port = await nursery.start(run)
+        server = RunningServer(port, dataclasses.replace(config, client_port=port), scope)
+        try:
+            yield server
+        finally:
+            scope.cancel()
