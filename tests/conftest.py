@@ -1,0 +1,365 @@
+"""Shared fixtures and helpers for the end-to-end server tests (tests/test_server_*.py).
+
+- `server`: an in-process member on a free loopback port (`zkpy.testing.running_server`).
+- `ServerProcess`: a real `zkpy server` subprocess that can be SIGTERMed, SIGKILLed and restarted.
+- `RawConnection`: a hand-driven client connection (handshake, raw requests, raw bytes).
+- `TcpProxy`: a loopback proxy whose links can be paused and cut.
+- `FrameSpy`: records, in arrival order, every frame a `zkpy.Client` receives.
+- `wait_until`: poll a condition with a deadline (the only kind of waiting these tests do).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import zkpy
+from zkpy.core.requests import Request
+from zkpy.testing import RunningServer, running_server
+from zkpy.wire import client as wire
+from zkpy.wire.frames import FrameDecoder
+
+REPO_ROOT = Path(zkpy.__file__).resolve().parents[1]
+TICK_MS = 100  # sessions may last 0.2 .. 2 s
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (bind port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.pop("ZKPY_SERVER", None)
+    env.update(extra)
+    return env
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> None:
+    """Poll `condition` (sync or async) until it is true; fail after `timeout` seconds."""
+    with trio.move_on_after(timeout):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await trio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---- in-process server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with running_server(tmp_path / "data", tick_ms=TICK_MS) as running:
+        yield running
+
+
+# ---- subprocess server ---------------------------------------------------------------------
+
+
+class ServerProcess:
+    """`python -m zkpy.cli server` on a fixed port and data directory; restartable."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, tick_ms: int = TICK_MS) -> None:
+        self.data_dir = data_dir
+        self.port = port if port is not None else free_port()
+        self.tick_ms = tick_ms
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.log_path = data_dir.parent / f"{data_dir.name}-server-0.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "zkpy.cli",
+            "server",
+            "--data-dir",
+            str(self.data_dir),
+            "--client-port",
+            str(self.port),
+            "--tick-ms",
+            str(self.tick_ms),
+        ]
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{self.starts}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=child_env()
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        return "serving on" in self.log()
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        await wait_until(self._ready, timeout=timeout, what=f"server on {self.port}")
+
+    def wait_ready_sync(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server did not start:\n{self.log()}")
+            time.sleep(0.02)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait_exit(self, timeout: float = 15.0) -> int:
+        proc = self.proc
+        assert proc is not None
+        await wait_until(lambda: proc.poll() is not None, timeout=timeout, what="server exit")
+        return proc.returncode
+
+    async def stop(self) -> int:
+        """SIGTERM and wait: a clean stop."""
+        self.signal(signal.SIGTERM)
+        return await self.wait_exit()
+
+    async def kill9(self) -> None:
+        self.signal(signal.SIGKILL)
+        await self.wait_exit()
+
+    def kill(self) -> None:
+        """Make sure the process is gone (for finally blocks)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@contextmanager
+def server_process(data_dir: Path, port: int | None = None, **kw: Any) -> Iterator[ServerProcess]:
+    """A started (not yet necessarily ready) server process, killed on the way out."""
+    proc = ServerProcess(data_dir, port, **kw)
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.kill()
+
+
+# ---- raw connections -----------------------------------------------------------------------
+
+
+class RawConnection:
+    """One client connection driven by hand, frame by frame."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(1 << 30)
+        self.frames: list[bytes] = []
+        self.reply: wire.HandshakeReply | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, port: int) -> AsyncIterator[RawConnection]:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            yield cls(stream)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def handshake(self, **fields: Any) -> wire.HandshakeReply:
+        """Send a Handshake and return the server's reply (check `.error`)."""
+        await self.send(wire.Handshake(**fields).encode())
+        self.reply = wire.HandshakeReply.decode(await self.receive_frame())
+        return self.reply
+
+    async def request(self, xid: int, request: Request) -> None:
+        await self.send(wire.encode_request(xid, request))
+
+    async def receive_frame(self, timeout: float = 10.0) -> bytes:
+        """The next whole frame; fail on EOF or timeout."""
+        with trio.fail_after(timeout):
+            while not self.frames:
+                data = await self.stream.receive_some(1 << 16)
+                if not data:
+                    raise AssertionError("the server closed the connection")
+                self.frames += self.decoder.feed(data)
+        return self.frames.pop(0)
+
+    async def receive_server_frame(self, timeout: float = 10.0) -> tuple[int, int, int, Any]:
+        """The next reply or event, decoded: (xid, zxid, error, body)."""
+        return wire.decode_server_frame(await self.receive_frame(timeout))
+
+    async def reply_to(self, xid: int, timeout: float = 10.0) -> tuple[int, int, Any]:
+        """Skip events and pings until the reply to `xid`: (zxid, error, body)."""
+        while True:
+            got_xid, zxid, error, body = await self.receive_server_frame(timeout)
+            if got_xid == xid:
+                return zxid, error, body
+
+    async def wait_closed(self, timeout: float = 10.0) -> bytes:
+        """Read until the server closes the connection; return whatever came before the end."""
+        received = bytearray()
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    data = await self.stream.receive_some(1 << 16)
+                except trio.BrokenResourceError:  # a reset is a close too
+                    break
+                if not data:
+                    break
+                received += data
+        return bytes(received)
+
+
+# ---- a proxy whose links we can cut --------------------------------------------------------
+
+
+class TcpProxy:
+    """Forward 127.0.0.1:`port` to a target port. `cut()` breaks every link; while `refusing`,
+    new connections are closed at once; while `paused`, nothing is forwarded either way."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.refusing = False
+        self.links: list[trio.CancelScope] = []
+        self.connections = 0
+        self._resumed = trio.Event()
+        self._resumed.set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pause(self) -> None:
+        self._resumed = trio.Event()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    def cut(self) -> None:
+        for scope in self.links:
+            scope.cancel()
+        self.links.clear()
+
+    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        while True:
+            data = await source.receive_some(1 << 16)
+            if not data:
+                break
+            await self._resumed.wait()
+            await sink.send_all(data)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        if self.refusing:
+            await trio.aclose_forcefully(client)
+            return
+        self.connections += 1
+        scope = trio.CancelScope()
+        self.links.append(scope)
+        try:
+            with scope:
+                upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, upstream)
+                        await self._pump(upstream, client)
+                        nursery.cancel_scope.cancel()
+                finally:
+                    await trio.aclose_forcefully(upstream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except BaseExceptionGroup as group:
+            _, rest = group.split((trio.BrokenResourceError, trio.ClosedResourceError, OSError))
+            if rest is not None:
+                raise rest from None
+        finally:
+            if scope in self.links:
+                self.links.remove(scope)
+            await trio.aclose_forcefully(client)
+
+
+@asynccontextmanager
+async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(target_port)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            lambda task_status: trio.serve_tcp(
+                proxy._handle, 0, host="127.0.0.1", task_status=task_status
+            )
+        )
+        proxy.port = listeners[0].socket.getsockname()[1]
+        try:
+            yield proxy
+        finally:
+            proxy.cut()
+            nursery.cancel_scope.cancel()
+
+
+# ---- watching what a client receives -------------------------------------------------------
+
+
+class FrameSpy:
+    """Record (xid, zxid, error, body) of every frame `client` handles, in arrival order."""
+
+    def __init__(self, client: zkpy.Client) -> None:
+        self.frames: list[tuple[int, int, int, Any]] = []
+        original = client._on_frame
+
+        def spy(frame: bytes) -> None:
+            self.frames.append(wire.decode_server_frame(frame))
+            original(frame)
+
+        client._on_frame = spy  # type: ignore[method-assign]
+
+    def events(self) -> list[tuple[int, str, int]]:
+        """(event type, path, zxid) of every watch event seen so far."""
+        return [(body[0], body[1], zxid) for xid, zxid, _e, body in self.frames if xid == -1]
+
+
+def encode_exact(payload: bytes) -> bytes:
+    """A frame around arbitrary payload bytes."""
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def assert_one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got {text!r}"
+    return lines[0]
+
+
+def signal_name(rc: int) -> str:
+    return signal.Signals(-rc).name if rc < 0 else str(rc)
