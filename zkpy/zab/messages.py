@@ -1,0 +1,172 @@
+"""Peer messages of the Zab-like protocol: frozen values, encoded by zkpy.wire.peer.
+
+Election traffic (`Notification`) may be lost, duplicated or reordered. Everything else travels on
+a FIFO link between a follower and its leader; if that link breaks, the follower goes back to
+election and resynchronises, so a lost message is never silently skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from zkpy.core.requests import WriteRequest
+from zkpy.core.txn import TxnRecord
+from zkpy.core.types import Id
+
+
+class ServerState(IntEnum):
+    LOOKING = 0
+    FOLLOWING = 1
+    LEADING = 2
+    OBSERVING = 3
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Vote:
+    """A proposed leader, ordered by how up to date its history is (epoch, zxid), then id."""
+
+    epoch: int
+    zxid: int
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """Election: the sender's current vote, its election round and its state."""
+
+    round: int
+    vote: Vote
+    state: ServerState
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerInfo:
+    accepted_epoch: int
+    last_zxid: int
+    committed_zxid: int  # what its tree holds: committed history, the same on every member
+    observer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewEpoch:
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckEpoch:
+    current_epoch: int
+    last_zxid: int
+    committed_zxid: int
+
+
+class SyncMode(IntEnum):
+    DIFF = 0
+    TRUNC = 1
+    SNAP = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A whole tree at `zxid`: encoded nodes and sessions, as the tree's checkpoint codec has it."""
+
+    zxid: int
+    nodes: tuple[tuple[str, bytes], ...]
+    sessions: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewLeader:
+    """Synchronization: how to bring the follower's log to the leader's, then the new epoch.
+
+    DIFF: append `records`. TRUNC: drop logged entries after `truncate_after`, then append.
+    SNAP: replace everything with `snapshot`, then append. The follower persists all of it and
+    the epoch before it answers with AckNewLeader.
+    """
+
+    epoch: int
+    mode: SyncMode
+    truncate_after: int
+    snapshot: Snapshot | None
+    records: tuple[TxnRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AckNewLeader:
+    epoch: int
+    last_zxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpToDate:
+    """Everything up to `commit_zxid` is committed: start serving."""
+
+    commit_zxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    records: tuple[TxnRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The sender has persisted every proposal up to and including `zxid`."""
+
+    zxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Every proposal up to and including `zxid` is committed."""
+
+    zxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Leader -> follower heartbeat; the reply carries the sessions the follower heard from."""
+
+    sessions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A write a follower received from its client, for the leader to prep."""
+
+    session_id: int
+    cxid: int
+    request: WriteRequest
+    ids: frozenset[Id]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    session_id: int
+    cxid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDone:
+    """Sent after the commits of everything proposed before the sync request."""
+
+    session_id: int
+    cxid: int
+
+
+PeerMessage = (
+    Notification
+    | FollowerInfo
+    | NewEpoch
+    | AckEpoch
+    | NewLeader
+    | AckNewLeader
+    | UpToDate
+    | Propose
+    | Ack
+    | Commit
+    | Ping
+    | Forward
+    | SyncRequest
+    | SyncDone
+)
