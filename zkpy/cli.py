@@ -15,7 +15,7 @@ import trio
 
 import zkpy
 from zkpy.core.errors import ZkError
-from zkpy.server.config import ServerConfig
+from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.storage import StorageError
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
@@ -47,20 +47,38 @@ def main() -> None:
 
 
 async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
+    """Run until done or SIGINT/SIGTERM. An error from `run` comes out as itself, not wrapped
+    in an ExceptionGroup, so that callers can catch StorageError, ZkError, OSError ..."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def stop_on_signal() -> None:
-                async for signum in signals:
-                    logging.getLogger("zkpy").info(
-                        "%s received: stopping", signal.Signals(signum).name
-                    )
-                    nursery.cancel_scope.cancel()
-                    return
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        logging.getLogger("zkpy").info(
+                            "%s received: stopping", signal.Signals(signum).name
+                        )
+                        nursery.cancel_scope.cancel()
+                        return
 
-            nursery.start_soon(stop_on_signal)
-            await run()
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(stop_on_signal)
+                await run()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _single_error(group) from None
+
+
+def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside (possibly nested) groups, or the group itself if there are more."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 @main.command()
@@ -69,31 +87,54 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("zkpy-data"),
     show_default=True,
-    help="Where the member keeps its LMDB data.",
+    help="Where the member keeps its LMDB data (standalone; see --config).",
 )
 @click.option("--client-port", default=2181, show_default=True, help="Port for clients.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--tick-ms", default=2000, show_default=True, help="Tick; sessions last 2-20 ticks.")
 @click.option("--max-data-bytes", default=1 << 20, show_default=True, help="Largest znode value.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Ensemble file (TOML); run member --id of it. Overrides the options above.",
+)
+@click.option("--id", "member_id", type=int, default=None, help="This member's id in --config.")
 @click.option("--log-level", default="INFO", show_default=True)
 def server(
-    data_dir: Path, client_port: int, host: str, tick_ms: int, max_data_bytes: int, log_level: str
+    data_dir: Path,
+    client_port: int,
+    host: str,
+    tick_ms: int,
+    max_data_bytes: int,
+    config_file: Path | None,
+    member_id: int | None,
+    log_level: str,
 ) -> None:
-    """Run one member in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
+    """Run one member in the foreground (Ctrl-C or SIGTERM stops it cleanly).
+
+    Without --config it is an ensemble of one. With --config FILE --id N it is member N of the
+    ensemble that FILE describes.
+    """
     from zkpy.server.main import serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = ServerConfig(
-            data_dir=data_dir,
-            host=host,
-            client_port=client_port,
-            tick_ms=tick_ms,
-            max_data_bytes=max_data_bytes,
-            max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
-        )
+        if config_file is not None:
+            if member_id is None:
+                raise click.UsageError("--config needs --id")
+            config = load_config(config_file, member_id)
+        else:
+            config = ServerConfig(
+                data_dir=data_dir,
+                host=host,
+                client_port=client_port,
+                tick_ms=tick_ms,
+                max_data_bytes=max_data_bytes,
+                max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
+            )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:
@@ -102,8 +143,115 @@ def server(
         click.echo(f"zkpy: {err}", err=True)
         sys.exit(2)
     except OSError as err:
-        click.echo(f"zkpy: cannot serve on {host}:{client_port}: {err}", err=True)
+        click.echo(f"zkpy: cannot serve on {config.host}:{config.client_port}: {err}", err=True)
         sys.exit(2)
+
+
+@main.command()
+@click.option("--size", default=3, show_default=True, help="Voting members.")
+@click.option("--observers", default=0, show_default=True, help="Non-voting members.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("zkpy-data"),
+    show_default=True,
+    help="Holds ensemble.toml and member-N/ for each member.",
+)
+@click.option("--client-port", default=2181, show_default=True, help="First client port.")
+@click.option("--peer-port", default=2888, show_default=True, help="First peer port.")
+@click.option("--tick-ms", default=2000, show_default=True, help="Tick; sessions last 2-20 ticks.")
+@click.option("--log-level", default="WARNING", show_default=True, help="Members' log level.")
+def ensemble(
+    size: int,
+    observers: int,
+    data_dir: Path,
+    client_port: int,
+    peer_port: int,
+    tick_ms: int,
+    log_level: str,
+) -> None:
+    """Run a local ensemble: SIZE member processes (client ports CLIENT_PORT, +1, ...).
+
+    Prints the connection string; Ctrl-C or SIGTERM stops every member cleanly. The layout is
+    kept in DATA_DIR/ensemble.toml, so running the same command again restarts the same ensemble.
+    """
+    from zkpy.server.launcher import ensure_ensemble_file, run_ensemble
+
+    if size < 1 or observers < 0:
+        raise click.UsageError("--size must be at least 1 and --observers at least 0")
+    try:
+        config_file, addresses = ensure_ensemble_file(
+            data_dir, size, observers, client_port, peer_port, tick_ms
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(",".join(addresses))
+    sys.stdout.flush()
+    code = trio.run(_until_signal_value, lambda: run_ensemble(config_file, log_level))
+    sys.exit(code)
+
+
+async def _until_signal_value(run: Callable[[], Awaitable[int]]) -> int:
+    result = 0
+
+    async def body() -> None:
+        nonlocal result
+        result = await run()
+
+    await _until_signal(body)
+    return result
+
+
+@main.command()
+@_server_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(server: str, as_json: bool) -> None:
+    """Show each member's role, epoch, last zxid, connections and outstanding requests."""
+    import json
+
+    from zkpy.client.admin import fetch_status
+    from zkpy.client.client import parse_hosts
+
+    async def gather() -> list[tuple[str, dict[str, Any] | str]]:
+        todo = [f"{host}:{port}" for host, port in parse_hosts(server)]
+        seen: list[tuple[str, dict[str, Any] | str]] = []
+        while todo:
+            address = todo.pop(0)
+            if any(address == done for done, _ in seen):
+                continue
+            host, _sep, port = address.rpartition(":")
+            try:
+                found = await fetch_status(host, int(port))
+            except (OSError, trio.TooSlowError, ZkError) as err:
+                seen.append((address, f"unreachable ({err})"))
+                continue
+            seen.append((address, found))
+            todo.extend(str(m) for m in found.get("members", []))
+        return seen
+
+    try:
+        results = trio.run(gather)
+    except ValueError as err:
+        click.echo(f"zkpy: {err}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({address: found for address, found in results}, indent=2))
+    else:
+        click.echo(
+            f"{'member':<22}{'id':>3} {'role':<10}{'epoch':>6} {'last zxid':>14} "
+            f"{'conns':>6} {'outstanding':>12}"
+        )
+        for address, found in results:
+            if isinstance(found, str):
+                click.echo(f"{address:<22}    {found}")
+                continue
+            click.echo(
+                f"{address:<22}{found['server_id']:>3} {found['role']:<10}{found['epoch']:>6} "
+                f"{found['last_zxid']:>#14x} {found['connections']:>6} "
+                f"{found['outstanding']:>12}"
+            )
+    if all(isinstance(found, str) for _address, found in results):
+        sys.exit(1)
 
 
 def _run_client(server: str, timeout: float, body: Callable[[zkpy.Client], Awaitable[T]]) -> T:

@@ -99,6 +99,7 @@ class _Pending:
     error: int = 0
     body: Any = None
     lost: ZkError | None = None
+    on_success: Callable[[Any], None] | None = None
 
 
 class Transaction:
@@ -307,6 +308,9 @@ class Client:
                         raise ConnectionLossError("server closed the connection in the handshake")
                     frames = decoder.feed(data)
                 reply = wire.HandshakeReply.decode(frames[0])
+            except trio.BrokenResourceError as err:  # e.g. reset by a server that is dying
+                await trio.aclose_forcefully(stream)
+                raise ConnectionLossError(f"connection broken in the handshake: {err}") from err
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
@@ -415,6 +419,10 @@ class Client:
         if pending is None:
             return
         pending.zxid, pending.error, pending.body = zxid, error, body
+        if not error and pending.on_success is not None:
+            # Registered here, not when the caller resumes: an event for this watch may be the
+            # very next frame, handled before the caller's task gets to run.
+            pending.on_success(body)
         pending.done.set()
         if error == Code.SESSION_EXPIRED:
             self._lose(SessionExpiredError("the session expired"))
@@ -455,7 +463,9 @@ class Client:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    async def _call(self, request: Request) -> Any:
+    async def _call(self, request: Request, on_success: Callable[[Any], None] | None = None) -> Any:
+        """Send `request` and wait for its reply's body. `on_success(body)` runs as the reply
+        arrives, before any later frame is handled (that is where watches get registered)."""
         if self._state is not ConnectionState.CONNECTED:
             with trio.move_on_after(self.session_timeout):
                 await self.wait_connected()
@@ -468,7 +478,7 @@ class Client:
         frame = wire.encode_request(xid, request)
         if len(frame) > self._max_frame:
             raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
-        pending = _Pending(0, trio.Event())
+        pending = _Pending(0, trio.Event(), on_success=on_success)
         self._pending[xid] = pending
         self._outbox += frame
         self._output_ready.set()
@@ -522,27 +532,36 @@ class Client:
             except NodeExistsError:
                 pass
 
+    def _one_shot(self, mode: WatchMode, path: str, watch: WatchCallback) -> Callable[[Any], None]:
+        return lambda _body: self._watches.add_one_shot(mode, path, watch)
+
     async def get(self, path: str, *, watch: WatchCallback | None = None) -> tuple[bytes, Stat]:
-        body = await self._call(GetDataRequest(path, watch is not None))
-        if watch is not None:
-            self._watches.add_one_shot(WatchMode.DATA, path, watch)
+        body = await self._call(
+            GetDataRequest(path, watch is not None),
+            None if watch is None else self._one_shot(WatchMode.DATA, path, watch),
+        )
         data, stat = body
         return data, wire.stat_in(stat)
 
     async def exists(self, path: str, *, watch: WatchCallback | None = None) -> Stat | None:
-        body = await self._call(ExistsRequest(path, watch is not None))
-        if watch is not None:
+        def register(body: Any) -> None:
+            assert watch is not None
             mode = WatchMode.EXIST if body is None else WatchMode.DATA
             self._watches.add_one_shot(mode, path, watch)
+
+        body = await self._call(
+            ExistsRequest(path, watch is not None), None if watch is None else register
+        )
         return None if body is None else wire.stat_in(body)
 
     async def get_children(
         self, path: str, *, watch: WatchCallback | None = None, include_data: bool = False
     ) -> Any:
         """The names of `path`'s children, sorted; with `include_data`, (names, parent Stat)."""
-        body = await self._call(GetChildrenRequest(path, watch is not None))
-        if watch is not None:
-            self._watches.add_one_shot(WatchMode.CHILD, path, watch)
+        body = await self._call(
+            GetChildrenRequest(path, watch is not None),
+            None if watch is None else self._one_shot(WatchMode.CHILD, path, watch),
+        )
         children, stat = body
         return (children, wire.stat_in(stat)) if include_data else children
 

@@ -112,7 +112,12 @@ class ACL:
     @classmethod
     def from_wire(cls, fields: list[object]) -> ACL:
         perms, scheme, ident = fields
-        if not isinstance(perms, int) or not isinstance(scheme, str) or not isinstance(ident, str):
+        if (
+            not isinstance(perms, int)
+            or isinstance(perms, bool)
+            or not isinstance(scheme, str)
+            or not isinstance(ident, str)
+        ):
             raise TypeError("ACL entry must be [perms:int, scheme:str, id:str]")
         return cls(perms, Id(scheme, ident))
 

@@ -58,7 +58,7 @@ from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import resume_watches
 from zkpy.server.node import Member
 from zkpy.wire import client as wire
-from zkpy.wire.frames import FrameDecoder, FrameTooLargeError
+from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 
 log = logging.getLogger("zkpy.server.clients")
 
@@ -109,6 +109,7 @@ class ClientConnection:
         self.ids: frozenset[Id] = frozenset()
         self.outbox = bytearray()
         self._output_ready = trio.Event()
+        self._outbox_taken = trio.Event()
         self._queue: deque[Slot] = deque()
         self._room = trio.Event()
         self._closing = False
@@ -141,6 +142,7 @@ class ClientConnection:
             if self.outbox:
                 data = bytes(self.outbox)
                 self.outbox.clear()
+                self._outbox_taken.set()
                 await self.stream.send_all(data)
             if self._closing and not self.outbox:
                 raise ConnectionDone
@@ -162,8 +164,17 @@ class ClientConnection:
         if len(queue) < self.config.max_in_flight_per_connection:
             self._room.set()
 
-    def _write_committed(self, slot: Slot, opcode: int, result: ApplyResult) -> None:
-        slot.frame = self._write_reply(slot.xid, opcode, result)
+    def _write_committed(self, slot: Slot, opcode: int, result: ApplyResult | None) -> None:
+        if result is None:
+            slot.frame = wire.encode_reply(
+                slot.xid,
+                self.member.tree.last_zxid,
+                Code.CONNECTION_LOSS,
+                "the member lost its leader; the write may or may not have been applied",
+            )
+            slot.close_after = True
+        else:
+            slot.frame = self._write_reply(slot.xid, opcode, result)
         self._flush_queue()
 
     def _write_reply(self, xid: int, opcode: int, result: ApplyResult) -> bytes:
@@ -201,9 +212,35 @@ class ClientConnection:
             return
         if isinstance(request, CreateSessionRequest):
             raise MarshallingError("sessions are created by the handshake")
+        if isinstance(request, SyncRequest):
+            self._sync(xid, request)
+            return
         slot = Slot(xid, read=request)
         self._queue.append(slot)
         self._flush_queue()
+
+    def _sync(self, xid: int, request: SyncRequest) -> None:
+        """A sync waits until this member has applied all the leader had proposed before it."""
+        path = request.path
+        try:
+            paths.validate(path)
+        except ZkError as err:
+            self._queue.append(Slot(xid, frame=wire.encode_reply(xid, 0, err.code, str(err))))
+            self._flush_queue()
+            return
+        slot = Slot(xid)
+        self._queue.append(slot)
+
+        def done(ok: bool) -> None:
+            zxid = self.member.tree.last_zxid
+            if ok:
+                slot.frame = wire.encode_reply(xid, zxid, 0, path)
+            else:
+                slot.frame = wire.encode_reply(xid, zxid, Code.CONNECTION_LOSS, "sync failed")
+                slot.close_after = True
+            self._flush_queue()
+
+        self.member.sync(self.session_id, xid, done)
 
     def _submit_write(self, xid: int, opcode: int, request: Any) -> None:
         slot = Slot(xid, close_after=isinstance(request, CloseSessionRequest))
@@ -269,8 +306,6 @@ class ClientConnection:
                 if node is None:
                     raise NoNodeError(path=path)
                 return [[entry.to_wire() for entry in node.acl], node.stat().to_wire()]
-            case SyncRequest(path):
-                return paths.validate(path)
             case AddWatchRequest(path, mode):
                 self._readable(paths.validate(path))
                 self._watch(path, mode)
@@ -328,11 +363,19 @@ class ClientConnection:
 
     def handshake(self, payload: bytes) -> None:
         try:
+            first = wire.unpack(payload)
+            if isinstance(first, dict) and first.get("cmd") == "status":
+                self.push(encode_frame(wire.pack(self.member.status())))
+                self.close_after_flush()
+                return
             hello = wire.Handshake.decode(payload)
         except MarshallingError as err:
             self._refuse(err)
             return
         member = self.member
+        if not member.serving:
+            self._refuse(ConnectionLossError("this member is not serving (no quorum); try another"))
+            return
         if hello.last_zxid > member.tree.last_zxid:
             self._refuse(ConnectionLossError("this server is behind the client; try another"))
             return
@@ -343,7 +386,7 @@ class ClientConnection:
             self._bind(session_id, timeout)
             return
         info = member.tree.sessions.get(hello.session_id)
-        if info is None or not member.prep.session_alive(hello.session_id):
+        if info is None or not member.session_alive(hello.session_id):
             self._refuse(SessionExpiredError(f"session {hello.session_id:#x} has expired"))
             return
         if info.password != hello.password:
@@ -361,7 +404,10 @@ class ClientConnection:
         self.session_id = session_id
         self.timeout_ms = timeout_ms
 
-    def _session_created(self, result: ApplyResult, password: bytes, timeout: int) -> None:
+    def _session_created(self, result: ApplyResult | None, password: bytes, timeout: int) -> None:
+        if result is None:
+            self._refuse(ConnectionLossError("the member lost its leader; try another"))
+            return
         if result.result.error != Code.OK:
             self._refuse(ZkError(f"session could not be created ({result.result.error})"))
             return
@@ -420,9 +466,27 @@ class ClientConnection:
                 except MarshallingError as err:
                     self._protocol_error(err, getattr(err, "xid", None))
                     return
+                if len(self.outbox) >= self.config.max_outbox_bytes // 2:
+                    await self._wait_outbox_taken()
             while len(self._queue) >= self.config.max_in_flight_per_connection:
                 self._room = trio.Event()
                 await self._room.wait()
+
+    async def _wait_outbox_taken(self) -> None:
+        """Backpressure: read no more requests until the writer has taken the replies so far.
+
+        Many pipelined reads of big values arrive in one read from the socket; answering them
+        all at once would go over `max_outbox_bytes` however fast the client reads. The writer
+        takes the outbox only once the previous send is done, so a client that does not read
+        holds us here, and is cut off after a session timeout.
+        """
+        with trio.move_on_after(max(self.config.handshake_timeout_s, self.timeout_ms / 1000)):
+            while len(self.outbox) >= self.config.max_outbox_bytes // 2:
+                self._outbox_taken = trio.Event()
+                await self._outbox_taken.wait()
+            return
+        log.warning("connection %d: client does not read its replies; closing", self.id)
+        raise ConnectionDone
 
     def _protocol_error(self, err: ZkError, xid: int | None) -> None:
         log.warning("connection %d: bad input, closing: %s", self.id, err)
@@ -462,6 +526,14 @@ class ClientServer:
         self._ids = itertools.count(1)
         self._per_address: dict[str, int] = {}
         member.session_closed = self._session_closed
+        member.serving_changed = self._serving_changed
+        self._connections: dict[int, ClientConnection] = {}
+
+    def _serving_changed(self, serving: bool) -> None:
+        """A member that leaves the quorum drops its clients, so that they find one that serves."""
+        if not serving:
+            for conn in list(self._connections.values()):
+                conn.cancel_scope.cancel()
 
     def _session_closed(self, session_id: int) -> None:
         conn = self.by_session.pop(session_id, None)
@@ -485,9 +557,11 @@ class ClientServer:
         self._per_address[address] = self._per_address.get(address, 0) + 1
         conn = ClientConnection(self, stream, next(self._ids))
         self.member.register_event_sink(conn.id, conn.send_event)
+        self._connections[conn.id] = conn
         try:
             await conn.serve()
         finally:
+            del self._connections[conn.id]
             self.member.connections -= 1
             self._per_address[address] -= 1
             if not self._per_address[address]:

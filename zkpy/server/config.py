@@ -1,12 +1,28 @@
-"""Settings of one member, with ZooKeeper-like defaults and the limits that protect it."""
+"""Settings of one member, with ZooKeeper-like defaults, the limits that protect it, and the
+ensemble description read from a TOML file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from zkpy.core.prep import DEFAULT_MAX_DATA_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddress:
+    id: int
+    host: str
+    client_port: int
+    peer_port: int
+    observer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,9 +31,15 @@ class ServerConfig:
     host: str = "127.0.0.1"
     client_port: int = 2181
     server_id: int = 1
+    members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
+    secret: str = ""  # shared by the members; a peer that cannot prove it is refused
     tick_ms: int = 2000  # sessions may last 2 to 20 ticks, as in ZooKeeper
+    peer_tick_ms: int = 100  # the replica's logical tick: pings, election rounds, limits
+    init_limit: int = 50  # peer ticks from election to serving
+    sync_limit: int = 20  # peer ticks a follower may go unheard (and may not hear the leader)
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     max_frame: int = DEFAULT_MAX_FRAME
+    max_peer_frame: int = 1 << 30  # a snapshot travels in one frame
     max_connections: int = 4096
     max_connections_per_address: int = 1024
     max_in_flight_per_connection: int = 10_000
@@ -35,3 +57,115 @@ class ServerConfig:
             raise ValueError("tick must be positive")
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
+        if self.members and self.server_id not in {m.id for m in self.members}:
+            raise ValueError(f"member {self.server_id} is not in the ensemble")
+        if self.members and not self.secret:
+            raise ValueError("an ensemble needs a shared secret")
+
+    @property
+    def voters(self) -> frozenset[int]:
+        if not self.members:
+            return frozenset({self.server_id})
+        return frozenset(m.id for m in self.members if not m.observer)
+
+    @property
+    def observers(self) -> frozenset[int]:
+        return frozenset(m.id for m in self.members if m.observer)
+
+    def peer(self, member_id: int) -> MemberAddress:
+        for member in self.members:
+            if member.id == member_id:
+                return member
+        raise KeyError(member_id)
+
+
+_MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir"}
+_TOP_KEYS = {f.name for f in fields(ServerConfig)} - {
+    "members",
+    "server_id",
+    "host",
+    "client_port",
+}
+
+
+def load_config(path: Path | str, member_id: int, **overrides: Any) -> ServerConfig:
+    """Read an ensemble file and return member `member_id`'s settings.
+
+    ```toml
+    secret = "change me"
+    tick_ms = 200
+    data_dir = "zkpy-data"          # member N keeps its data in zkpy-data/member-N
+    [members.1]
+    host = "127.0.0.1"
+    client_port = 2181
+    peer_port = 2888
+    [observers.4]                   # serves reads, receives the history, does not vote
+    host = "127.0.0.1"
+    client_port = 2184
+    peer_port = 2891
+    ```
+    """
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    members = _members(document, "members", False) + _members(document, "observers", True)
+    if not members:
+        raise ConfigError(f"{path} names no [members.N]")
+    me = next((m for m in members if m.id == member_id), None)
+    if me is None:
+        raise ConfigError(f"{path} has no member {member_id}")
+    unknown = set(document) - _TOP_KEYS - {"members", "observers"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+    settings: dict[str, Any] = {k: v for k, v in document.items() if k in _TOP_KEYS}
+    base = Path(settings.pop("data_dir", "zkpy-data"))
+    if not base.is_absolute():
+        base = path.parent / base
+    member_table = document.get("observers" if me.observer else "members", {})[str(member_id)]
+    data_dir = (
+        Path(member_table["data_dir"])
+        if "data_dir" in member_table
+        else base / (f"member-{member_id}")
+    )
+    settings.update(overrides)
+    try:
+        return ServerConfig(
+            data_dir=data_dir,
+            host=me.host,
+            client_port=me.client_port,
+            server_id=member_id,
+            members=tuple(members),
+            **settings,
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _members(document: dict[str, Any], key: str, observer: bool) -> list[MemberAddress]:
+    table = document.get(key, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{key}] must be a table of members")
+    found = []
+    for name, entry in table.items():
+        if not name.isdigit() or not isinstance(entry, dict):
+            raise ConfigError(f"[{key}.{name}]: members are [{key}.N] tables with a numeric N")
+        unknown = set(entry) - _MEMBER_KEYS
+        if unknown:
+            raise ConfigError(f"[{key}.{name}]: unknown keys {sorted(unknown)}")
+        try:
+            found.append(
+                MemberAddress(
+                    int(name),
+                    str(entry.get("host", "127.0.0.1")),
+                    int(entry["client_port"]),
+                    int(entry["peer_port"]),
+                    observer,
+                )
+            )
+        except KeyError as err:
+            raise ConfigError(f"[{key}.{name}] lacks {err}") from None
+    return found

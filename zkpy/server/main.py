@@ -1,4 +1,4 @@
-"""Start one member: open its data directory, recover, and serve clients until cancelled."""
+"""Start one member: open its data directory, recover, join the ensemble and serve clients."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ import trio
 from zkpy.server.clients import ClientServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
+from zkpy.server.peers import PeerNetwork
 from zkpy.server.storage import Storage
 
 log = logging.getLogger("zkpy.server")
-
-
-async def _tick(member: Member) -> None:
-    period = member.config.tick_ms / 1000
-    while True:
-        await trio.sleep(period / 2)
-        member.expire_sessions()
 
 
 async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -31,22 +25,26 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
         member = await trio.to_thread.run_sync(Member, config, storage)
         clients = ClientServer(member)
         async with trio.open_nursery() as nursery:
-            await nursery.start(member.run_persister)
             listeners = await nursery.start(
                 lambda task_status: trio.serve_tcp(
                     clients.handle, config.client_port, host=config.host, task_status=task_status
                 )
             )
-            member.start_tracking_sessions()
-            nursery.start_soon(_tick, member)
             port = listeners[0].socket.getsockname()[1]
+            member.client_port = port
+            if config.members:
+                peers = PeerNetwork(config, member.peer_message, member.peer_down)
+                member.send_to_peer = peers.send
+                await nursery.start(peers.run)
+            await nursery.start(member.run)
+            nursery.start_soon(member.run_ticks)
             log.info(
-                "zkpy member %d serving on %s:%d, data in %s, last zxid %#x",
+                "zkpy member %d listening for clients on %s:%d, data in %s, last zxid %#x",
                 config.server_id,
                 config.host,
                 port,
                 config.data_dir,
-                member.tree.last_zxid,
+                member.replica.last_logged,
             )
             task_status.started(port)
     finally:

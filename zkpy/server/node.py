@@ -1,12 +1,14 @@
-"""The loop of one member: prep writes, persist (group commit), commit, apply, answer.
+"""The loop of one member: feed the replica, then carry out its Ready.
 
-One member is an ensemble of one: writes go through `LeaderBroadcast` with a quorum of one, so
-the ensemble work adds followers to the same path instead of a second one.
+Everything the protocol decides is in `zkpy.zab.replica.Replica`; this shell owns the clocks,
+LMDB and the sockets. One task runs the Ready loop, in the order the replica requires:
 
-The order of work is the whole point and is kept by one persister task:
-persist a batch (one synced LMDB transaction) -> acknowledge -> apply what is committed ->
-send watch events -> send replies. Clients' requests keep arriving while a batch is being written,
-and they form the next batch.
+1. answer what was applied (watch events first, then replies), rejected or synced;
+2. make the Ready durable in one synced LMDB transaction, off the event loop (group commit:
+   requests keep arriving meanwhile and form the next batch);
+3. send the Ready's messages to the peers.
+
+A single member is an ensemble of one: the same replica elects itself and commits alone.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ from typing import Any
 import trio
 
 from zkpy.core.errors import Code
-from zkpy.core.prep import Prep
-from zkpy.core.requests import CloseSessionRequest, CreateSessionRequest, WriteRequest
-from zkpy.core.sessions import SessionTracker, TimeoutBounds
+from zkpy.core.requests import CreateSessionRequest, WriteRequest
+from zkpy.core.sessions import TimeoutBounds
 from zkpy.core.tree import ApplyResult, DataTree
-from zkpy.core.txn import CloseSession, CreateSession, TxnRecord, decode_record, encode_record
-from zkpy.core.types import Id, zxid_epoch
+from zkpy.core.txn import CloseSession, decode_record, encode_record
+from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.server.config import ServerConfig
 from zkpy.server.storage import Storage
-from zkpy.zab.broadcast import LeaderBroadcast
+from zkpy.zab.messages import PeerMessage
+from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
 log = logging.getLogger("zkpy.server")
 
@@ -38,12 +40,9 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def monotonic_ms() -> int:
-    return int(trio.current_time() * 1000)
-
-
-Waiter = Callable[[ApplyResult], None]
-"""Called with the outcome when a write commits, right after it is applied."""
+Waiter = Callable[[ApplyResult | None], None]
+"""Called with the outcome when a write commits, or with None if its outcome is unknown
+(the member lost its leader before the write was committed: the client sees ConnectionLoss)."""
 
 
 class Member:
@@ -53,48 +52,68 @@ class Member:
         self.config = config
         self.storage = storage
         recovered = storage.load()
-        self.tree = DataTree.from_checkpoint(
+        tree = DataTree.from_checkpoint(
             recovered.checkpoint_zxid, recovered.nodes, recovered.sessions
         )
-        for _zxid, raw in recovered.log:
-            self.tree.apply(decode_record(raw))
-        last_epoch = max(recovered.accepted_epoch, zxid_epoch(self.tree.last_zxid))
-        self.epoch = last_epoch + 1
-        storage.set_epochs(accepted_epoch=self.epoch, current_epoch=self.epoch)
-        self.prep = Prep(self.tree, max_data_bytes=config.max_data_bytes)
-        self.broadcast = LeaderBroadcast(
-            config.server_id, self.epoch, self.tree.last_zxid, frozenset({config.server_id})
+        tail = [decode_record(raw) for _zxid, raw in recovered.log]
+        self.replica = Replica(
+            ReplicaConfig(
+                config.server_id,
+                config.voters,
+                config.observers,
+                tick_ms=config.tick_ms,
+                init_limit=config.init_limit,
+                sync_limit=config.sync_limit,
+                max_data_bytes=config.max_data_bytes,
+            ),
+            tree,
+            tail,
+            accepted_epoch=recovered.accepted_epoch,
+            current_epoch=recovered.current_epoch,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
-        self.tracker = SessionTracker(config.tick_ms)
         self.watches = WatchRegistry()
         self.change_log = ChangeLog(config.change_log_capacity)
-        self.change_log.oldest_zxid_known = self.tree.last_zxid
+        self.change_log.oldest_zxid_known = tree.last_zxid
         self._waiters: dict[tuple[int, int], Waiter] = {}
+        self._sync_waiters: dict[tuple[int, int], Callable[[bool], None]] = {}
         self._event_sinks: dict[Hashable, Callable[[Any], None]] = {}
         self.session_closed: Callable[[int], None] = lambda session_id: None
+        self.serving_changed: Callable[[bool], None] = lambda serving: None
+        self.send_to_peer: Callable[[int, PeerMessage], None] = lambda peer, message: None
         self._work = trio.Event()
-        self._applied_since_checkpoint = len(recovered.log)
+        self._persisted_zxid = self.replica.last_logged
+        self._applied_since_checkpoint = len(tail)
         self._last_checkpoint_zxid = recovered.checkpoint_zxid
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
         self.started_at = wall_ms()
         self.connections = 0
+        self.client_port = config.client_port
         self.stats = {"requests": 0, "writes": 0, "batches": 0}
 
-    # ---- sessions ------------------------------------------------------------------------
+    @property
+    def tree(self) -> DataTree:
+        return self.replica.tree
+
+    @property
+    def serving(self) -> bool:
+        return self.replica.serving
+
+    def wake(self) -> None:
+        self._work.set()
+
+    # ---- sessions --------------------------------------------------------------------------
 
     def new_session_id(self) -> int:
         self._next_session += 1
         return (self.config.server_id << 56) | (self._next_session & ((1 << 56) - 1))
 
-    def start_tracking_sessions(self) -> None:
-        """Every session in the tree gets a fresh deadline, as a new leader gives them."""
-        now = monotonic_ms()
-        for session_id, info in self.tree.sessions.items():
-            self.tracker.add(session_id, info.timeout_ms, now)
+    def touch(self, session_id: int) -> None:
+        if session_id:
+            self.replica.touch(session_id)
 
-    def touch(self, session_id: int) -> bool:
-        return self.tracker.touch(session_id, monotonic_ms())
+    def session_alive(self, session_id: int) -> bool:
+        return session_id in self.tree.sessions
 
     def create_session(self, timeout_ms: int, waiter: Waiter) -> tuple[int, bytes, int]:
         session_id = self.new_session_id()
@@ -103,22 +122,16 @@ class Member:
         self.submit(session_id, 0, CreateSessionRequest(session_id, timeout, password), waiter)
         return session_id, password, timeout
 
-    def expire_sessions(self) -> None:
-        for session_id in self.tracker.expired(monotonic_ms()):
-            if self.prep.session_alive(session_id):
-                log.info("session %#x expired", session_id)
-                self.submit(session_id, 0, CloseSessionRequest(), None)
+    # ---- watches ---------------------------------------------------------------------------
 
-    # ---- watches -------------------------------------------------------------------------
-
-    def register_event_sink(self, watcher: int, sink: Callable[[Any], None]) -> None:
+    def register_event_sink(self, watcher: Hashable, sink: Callable[[Any], None]) -> None:
         self._event_sinks[watcher] = sink
 
-    def drop_watcher(self, watcher: int) -> None:
+    def drop_watcher(self, watcher: Hashable) -> None:
         self._event_sinks.pop(watcher, None)
         self.watches.remove_watcher(watcher)
 
-    # ---- the write path ------------------------------------------------------------------
+    # ---- requests into the replica -----------------------------------------------------------
 
     def submit(
         self,
@@ -128,42 +141,135 @@ class Member:
         waiter: Waiter | None,
         ids: frozenset[Id] = frozenset(),
     ) -> None:
-        """Prep a write and propose it; `waiter` hears of its commit."""
-        zxid = self.broadcast.next_zxid()
-        record = self.prep.prepare(
-            request, zxid=zxid, session_id=session_id, cxid=cxid, now_ms=wall_ms(), ids=ids
-        )
-        self.broadcast.propose(record)
+        """Order a write through the ensemble; `waiter` hears of its commit."""
         if waiter is not None:
             self._waiters[(session_id, cxid)] = waiter
+        self.replica.now_ms = wall_ms()
+        self.replica.submit(session_id, cxid, request, ids)
         self.stats["writes"] += 1
         self._work.set()
 
-    async def run_persister(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Persist batches, then commit and apply them. One synced LMDB transaction per batch."""
-        task_status.started()
-        unpersisted: list[TxnRecord] = []
+    def sync(self, session_id: int, cxid: int, done: Callable[[bool], None]) -> None:
+        self._sync_waiters[(session_id, cxid)] = done
+        self.replica.sync(session_id, cxid)
+        self._work.set()
+
+    def peer_message(self, peer: int, message: PeerMessage) -> None:
+        self.replica.now_ms = wall_ms()
+        self.replica.receive(peer, message)
+        self._work.set()
+
+    def peer_down(self, peer: int) -> None:
+        self.replica.disconnected(peer)
+        self._work.set()
+
+    async def run_ticks(self) -> None:
+        period = self.config.peer_tick_ms / 1000
         while True:
-            ready = self.broadcast.take_ready()
-            self._apply_committed(ready.committed)
-            unpersisted += ready.to_persist
-            if not unpersisted:
-                if self._applied_since_checkpoint >= self.config.checkpoint_every:
+            await trio.sleep(period)
+            self.replica.tick(wall_ms())
+            self._work.set()
+
+    # ---- the Ready loop ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            ready = self.replica.take_ready()
+            self._answer(ready)
+            if ready.needs_storage:
+                await trio.to_thread.run_sync(self._persist, ready)
+            for peer, message in ready.messages:
+                self.send_to_peer(peer, message)
+            if ready.serving_changed:
+                self._serving_changed()
+            if not ready:
+                if self._checkpoint_due():
                     await self.checkpoint()
                     continue
                 await self._work.wait()
                 self._work = trio.Event()
-                continue
-            batch = [(record.zxid, encode_record(record)) for record in unpersisted]
-            unpersisted = []
-            await trio.to_thread.run_sync(self.storage.append, batch)
+
+    def _persist(self, ready: Ready) -> None:
+        """Runs in a worker thread: one synced LMDB transaction per step, in the required order."""
+        if ready.epochs is not None:
+            self.storage.set_epochs(accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1])
+        if ready.install is not None:
+            snapshot = ready.install
+            self.storage.replace_all(snapshot.zxid, snapshot.nodes, snapshot.sessions)
+        if ready.truncate_after is not None:
+            self.storage.truncate_log_after(ready.truncate_after)
+        if ready.persist:
+            self.storage.append([(r.zxid, encode_record(r)) for r in ready.persist])
             self.stats["batches"] += 1
-            self.broadcast.persisted(batch[-1][0])
+            self._persisted_zxid = ready.persist[-1].zxid
+        elif ready.install is not None or ready.truncate_after is not None:
+            self._persisted_zxid = self.replica.last_logged
+
+    def _answer(self, ready: Ready) -> None:
+        if ready.install is not None:
+            self.change_log = ChangeLog(self.config.change_log_capacity)
+            self.change_log.oldest_zxid_known = ready.install.zxid
+            self._last_checkpoint_zxid = ready.install.zxid
+        for result in ready.applied:
+            self._applied(result)
+        for key in ready.rejected:
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None:
+                waiter(None)
+            sync_done = self._sync_waiters.pop(key, None)
+            if sync_done is not None:
+                sync_done(False)
+        for key in ready.synced:
+            sync_done = self._sync_waiters.pop(key, None)
+            if sync_done is not None:
+                sync_done(True)
+
+    def _applied(self, result: ApplyResult) -> None:
+        record = result.record
+        self._applied_since_checkpoint += 1
+        if result.changes:
+            self.change_log.record(record.zxid, result.changes)
+            for watcher, event in self.watches.trigger(result.changes, record.zxid):
+                sink = self._event_sinks.get(watcher)
+                if sink is not None:
+                    sink(event)
+        if isinstance(record.op, CloseSession) and result.result.error == Code.OK:
+            self.session_closed(record.op.session_id)
+        waiter = self._waiters.pop((record.session_id, record.cxid), None)
+        if waiter is not None:
+            waiter(result)
+
+    def _serving_changed(self) -> None:
+        serving = self.replica.serving
+        log.info(
+            "member %d %s %s:%d as %s (epoch %d, last zxid %#x)",
+            self.config.server_id,
+            "serving on" if serving else "stopped serving on",
+            self.config.host,
+            self.client_port,
+            self.replica.role,
+            self.replica.current_epoch,
+            self.replica.last_logged,
+        )
+        if not serving:
+            waiters, self._waiters = self._waiters, {}
+            for waiter in waiters.values():
+                waiter(None)
+        self.serving_changed(serving)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self._applied_since_checkpoint >= self.config.checkpoint_every
+            and self.tree.last_zxid <= self._persisted_zxid
+        )
 
     async def checkpoint(self) -> None:
         """Write the nodes changed since the last checkpoint; drop the log before the last one."""
         delta = self.tree.take_checkpoint()
-        keep_after = self._last_checkpoint_zxid
+        keep_after = min(self._last_checkpoint_zxid, delta.zxid)
         await trio.to_thread.run_sync(
             lambda: self.storage.checkpoint(
                 delta.zxid,
@@ -177,43 +283,30 @@ class Member:
         self._last_checkpoint_zxid = delta.zxid
         self._applied_since_checkpoint = 0
 
-    def _apply_committed(self, committed: list[TxnRecord]) -> None:
-        for record in committed:
-            result = self.tree.apply(record)
-            self.prep.applied(record.zxid)
-            self._applied_since_checkpoint += 1
-            if result.changes:
-                self.change_log.record(record.zxid, result.changes)
-                for watcher, event in self.watches.trigger(result.changes, record.zxid):
-                    sink = self._event_sinks.get(watcher)
-                    if sink is not None:
-                        sink(event)
-            self._session_effects(record, result)
-            waiter = self._waiters.pop((record.session_id, record.cxid), None)
-            if waiter is not None:
-                waiter(result)
-
-    def _session_effects(self, record: TxnRecord, result: ApplyResult) -> None:
-        op = record.op
-        if isinstance(op, CreateSession):
-            self.tracker.add(op.session_id, op.timeout_ms, monotonic_ms())
-        elif isinstance(op, CloseSession) and result.result.error == Code.OK:
-            self.tracker.remove(op.session_id)
-            self.session_closed(op.session_id)
-
     # ---- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        replica = self.replica
         return {
             "server_id": self.config.server_id,
-            "role": "standalone",
-            "epoch": self.epoch,
-            "last_zxid": self.tree.last_zxid,
-            "znodes": len(self.tree),
-            "sessions": len(self.tree.sessions),
+            "role": replica.role
+            if len(self.config.voters) > 1 or self.config.observers
+            else ("standalone" if replica.serving else "looking"),
+            "serving": replica.serving,
+            "leader": replica.leader,
+            "epoch": replica.current_epoch,
+            "last_zxid": replica.last_logged,
+            "committed_zxid": replica.tree.last_zxid,
+            "znodes": len(replica.tree),
+            "sessions": len(replica.tree.sessions),
             "watches": len(self.watches),
             "connections": self.connections,
-            "outstanding": self.broadcast.in_flight,
+            "outstanding": replica.outstanding,
+            "members": [
+                f"{m.host}:{m.client_port}"
+                for m in self.config.members
+                if m.id != self.config.server_id
+            ],
             "uptime_ms": wall_ms() - self.started_at,
             **self.stats,
         }

@@ -374,7 +374,7 @@ def decode_request(payload: bytes) -> tuple[int, int, Request]:
     server can answer that request before it closes the connection.
     """
     value = unpack(payload)
-    if not isinstance(value, list) or len(value) < 2:
+    if not isinstance(value, list) or not value:
         raise MarshallingError("a request must be an array [xid, opcode, args...]")
     xid = value[0]
     if not isinstance(xid, int) or isinstance(xid, bool) or not -(2**31) <= xid < 2**31:
@@ -406,8 +406,12 @@ def stat_out(stat: Stat | None) -> list[int] | None:
     return None if stat is None else stat.to_wire()
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def stat_in(value: Any) -> Stat:
-    if not isinstance(value, list) or len(value) != 11:
+    if not isinstance(value, list) or len(value) != 11 or not all(map(_is_int, value)):
         raise MarshallingError("a stat is an array of 11 integers")
     return Stat.from_wire(value)
 
@@ -422,7 +426,7 @@ def decode_server_frame(payload: bytes) -> tuple[int, int, int, Any]:
     if not isinstance(value, list) or len(value) != 4:
         raise MarshallingError("a server frame is an array [xid, zxid, error, body]")
     xid, zxid, error, body = value
-    if not all(isinstance(item, int) for item in (xid, zxid, error)):
+    if not all(_is_int(item) for item in (xid, zxid, error)):
         raise MarshallingError("xid, zxid and error must be integers")
     return xid, zxid, error, body
 
@@ -431,6 +435,8 @@ def decode_event(body: Any, zxid: int) -> WatchedEvent:
     if not isinstance(body, list) or len(body) != 2:
         raise MarshallingError("an event body is [type, path]")
     kind, path = body
+    if not _is_int(kind):
+        raise MarshallingError(f"unknown event type {kind!r}")
     try:
         return WatchedEvent(EventType(kind), _expect(path, str, "path"), zxid)
     except ValueError:

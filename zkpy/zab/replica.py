@@ -461,6 +461,8 @@ class Replica:
                 self._ready.synced.append((session_id, cxid))
 
     def _on_new_epoch(self, epoch: int) -> None:
+        if self.phase is Phase.SYNCHRONIZATION and epoch == self.accepted_epoch:
+            return  # a repeat: the leader answered each of our FollowerInfo messages
         if epoch < self.accepted_epoch or self.phase is not Phase.DISCOVERY:
             self._start_election()
             return

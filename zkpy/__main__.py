@@ -1,0 +1,3 @@
+from zkpy.cli import main
+
+main()
