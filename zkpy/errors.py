@@ -12,7 +12,7 @@ ZooKeeper's number (``NoNodeError.code == -101``). The hierarchy::
         ├── NoNodeError (-101), NoAuthError (-102), BadVersionError (-103),
         ├── NoChildrenForEphemeralsError (-108), NodeExistsError (-110), NotEmptyError (-111),
         ├── SessionExpiredError (-112), InvalidACLError (-114), AuthFailedError (-115),
-        ├── SessionMovedError (-118), NoWatcherError (-121), TooManyRequestsError (-125)
+        ├── SessionMovedError (-118), NoWatcherError (-121), TooManyRequestsError (-127)
         └── RolledBackError    (in a failed multi, an operation that was undone)
 """
 

@@ -57,9 +57,11 @@ from zkpy.core.requests import (
 )
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.wire import client as wire
-from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder
+from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
 log = logging.getLogger("zkpy.client")
+
+MAX_SERVER_FRAME = 1 << 30  # replies can exceed the request limit (a big get_children)
 
 
 class ConnectionState(enum.Enum):
@@ -300,7 +302,7 @@ class Client:
                         self.last_zxid,
                     ).encode()
                 )
-                decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+                decoder = FrameDecoder(MAX_SERVER_FRAME)
                 frames: list[bytes] = []
                 while not frames:
                     data = await stream.receive_some(1 << 16)
@@ -321,7 +323,6 @@ class Client:
         self.session_password = reply.password
         self.session_timeout = reply.timeout_ms / 1000
         self._max_frame = reply.max_frame or DEFAULT_MAX_FRAME
-        self.last_zxid = max(self.last_zxid, reply.zxid)
         self.server = host
         self._leftover = frames[1:], decoder
         return stream
@@ -393,7 +394,7 @@ class Client:
                     self._on_frame(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-        except MarshallingError as err:
+        except (MarshallingError, FrameTooLargeError) as err:
             log.warning("bad frame from %s: %s", self.server, err)
         scope.cancel()
 

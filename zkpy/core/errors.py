@@ -40,7 +40,7 @@ class Code(IntEnum):
     NOT_READ_ONLY = -119
     NO_WATCHER = -121
     REQUEST_TIMEOUT = -122
-    TOO_MANY_REQUESTS = -125  # zkpy: a server-side limit was hit (ZooKeeper's THROTTLEDOP)
+    TOO_MANY_REQUESTS = -127  # a server-side limit was hit (ZooKeeper's THROTTLEDOP)
 
 
 class ZkError(Exception):

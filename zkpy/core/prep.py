@@ -230,7 +230,7 @@ class Prep:
 
     def _create(self, request: CreateRequest, session_id: int, ids: frozenset[Id]) -> Create:
         requested = paths.validate(request.path, sequential=request.sequential)
-        if requested == "/":
+        if requested == "/" and not request.sequential:  # sequential "/" names a root child
             raise NodeExistsError(path="/")
         self._check_data(request.data)
         acl = acls.resolve(request.acl, ids)

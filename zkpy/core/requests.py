@@ -128,6 +128,11 @@ class SetWatchesRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PingRequest:
+    """A heartbeat (any xid); the usual form is the fixed frame ``[-2, 11]``."""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthRequest:
     scheme: str
     credential: bytes
@@ -143,6 +148,7 @@ ReadRequest = (
     | RemoveWatchesRequest
     | SetWatchesRequest
     | AuthRequest
+    | PingRequest
 )
 
 Request = WriteRequest | ReadRequest

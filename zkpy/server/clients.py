@@ -46,6 +46,7 @@ from zkpy.core.requests import (
     GetChildrenRequest,
     GetDataRequest,
     MultiRequest,
+    PingRequest,
     ReadRequest,
     RemoveWatchesRequest,
     SetACLRequest,
@@ -205,6 +206,10 @@ class ClientConnection:
             self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         xid, opcode, request = wire.decode_request(payload)
+        if isinstance(request, PingRequest):
+            self.member.touch(self.session_id)
+            self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
+            return
         self.member.stats["requests"] += 1
         self.member.touch(self.session_id)
         if isinstance(request, _WRITES):
@@ -225,7 +230,8 @@ class ClientConnection:
         try:
             paths.validate(path)
         except ZkError as err:
-            self._queue.append(Slot(xid, frame=wire.encode_reply(xid, 0, err.code, str(err))))
+            zxid = self.member.tree.last_zxid
+            self._queue.append(Slot(xid, frame=wire.encode_reply(xid, zxid, err.code, str(err))))
             self._flush_queue()
             return
         slot = Slot(xid)
@@ -243,6 +249,8 @@ class ClientConnection:
         self.member.sync(self.session_id, xid, done)
 
     def _submit_write(self, xid: int, opcode: int, request: Any) -> None:
+        if self.member.write_pending(self.session_id, xid):
+            raise MarshallingError(f"xid {xid} is already in use by a pending write")
         slot = Slot(xid, close_after=isinstance(request, CloseSessionRequest))
         self._queue.append(slot)
         self.member.submit(
@@ -460,6 +468,10 @@ class ClientConnection:
                 if not handshaken:
                     self.handshake(payload)
                     handshaken = True
+                    with trio.move_on_after(self.config.handshake_timeout_s):
+                        await self._handshaken.wait()  # no request runs before its session
+                    if not self._handshaken.is_set():
+                        return
                     continue
                 try:
                     self.handle_frame(payload)
@@ -468,6 +480,9 @@ class ClientConnection:
                     return
                 if len(self.outbox) >= self.config.max_outbox_bytes // 2:
                     await self._wait_outbox_taken()
+            if decoder.error is not None:
+                self._protocol_error(MarshallingError(str(decoder.error)), None)
+                return
             while len(self._queue) >= self.config.max_in_flight_per_connection:
                 self._room = trio.Event()
                 await self._room.wait()

@@ -149,6 +149,9 @@ class Member:
         self.stats["writes"] += 1
         self._work.set()
 
+    def write_pending(self, session_id: int, cxid: int) -> bool:
+        return (session_id, cxid) in self._waiters
+
     def sync(self, session_id: int, cxid: int, done: Callable[[bool], None]) -> None:
         self._sync_waiters[(session_id, cxid)] = done
         self.replica.sync(session_id, cxid)
@@ -211,8 +214,8 @@ class Member:
             self.change_log = ChangeLog(self.config.change_log_capacity)
             self.change_log.oldest_zxid_known = ready.install.zxid
             self._last_checkpoint_zxid = ready.install.zxid
-        for result in ready.applied:
-            self._applied(result)
+        for record in ready.committed:
+            self._applied(self.replica.apply(record))
         for key in ready.rejected:
             waiter = self._waiters.pop(key, None)
             if waiter is not None:

@@ -232,8 +232,8 @@ class Simulation:
     def _check_ready(self, member: SimMember, ready: Ready) -> None:
         replica = member.replica
         assert replica is not None
-        for result in ready.applied:
-            record = result.record
+        for record in ready.committed:
+            result = replica.apply(record)
             if record.zxid <= member.last_applied:
                 self._violation(
                     f"member {member.id} applied {record.zxid:#x} after {member.last_applied:#x}"

@@ -28,6 +28,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiOp,
     MultiRequest,
+    PingRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -233,6 +234,8 @@ def request_fields(request: Request) -> list[Any]:
             ]
         case AddWatchRequest(path, mode):
             return [OP_ADD_WATCH, path, int(mode)]
+        case PingRequest():
+            return [OP_PING]
     raise TypeError(f"cannot encode {request!r}")
 
 
@@ -344,6 +347,9 @@ def decode_request_fields(fields: list[Any]) -> tuple[int, Request]:
         _expect(last_zxid, int, "last_zxid")
         path_lists = [_path_list(item) for item in lists]
         return opcode, SetWatchesRequest(last_zxid, *path_lists)
+    if opcode == OP_PING:
+        _args(args, 0, "ping")
+        return opcode, PingRequest()
     if opcode == OP_ADD_WATCH:
         path, mode = _args(args, 2, "add_watch")
         watch_mode = _watch_mode(_expect(mode, int, "mode"), False)

@@ -25,6 +25,12 @@ class FrameDecoder:
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buffer = bytearray()
+        self._error: FrameTooLargeError | None = None
+
+    @property
+    def error(self) -> FrameTooLargeError | None:
+        """Set once an oversize length has been seen; the stream cannot be read past it."""
+        return self._error
 
     @property
     def buffered(self) -> int:
@@ -32,7 +38,12 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes | bytearray) -> list[bytes]:
-        """Add received bytes; return every frame now complete, in order."""
+        """Add received bytes; return every frame now complete, in order.
+
+        An oversize length raises FrameTooLargeError, but only after the complete frames before
+        it have been returned (the error comes on the next call)."""
+        if self._error is not None:
+            raise self._error
         buffer = self._buffer
         buffer += data
         frames: list[bytes] = []
@@ -41,7 +52,10 @@ class FrameDecoder:
         while end - start >= HEADER_BYTES:
             length = int.from_bytes(buffer[start : start + HEADER_BYTES], "big")
             if length > self.max_frame:
-                raise FrameTooLargeError(length, self.max_frame)
+                self._error = FrameTooLargeError(length, self.max_frame)
+                if not frames:
+                    raise self._error
+                break
             stop = start + HEADER_BYTES + length
             if stop > end:
                 break

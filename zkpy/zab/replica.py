@@ -5,8 +5,9 @@ Inputs: `tick(now_ms)`, `receive(sender, message)`, `disconnected(peer)`, and on
 `submit(...)`, `sync(...)`, `touch(...)`. Output: `take_ready()`, the work for the caller, in the
 shape of raft's Ready loop. The caller MUST, for each Ready, in this order:
 
-1. act on `applied`, `rejected`, `synced` at once (send watch events, then replies) - the tree
-   already holds the applied state, so do this before serving any other read;
+1. apply `committed` in order, one record at a time with `apply(record)`, and after each one
+   send its watch events and its reply before applying the next (so no read sees a state whose
+   events have not gone out); then answer `rejected` and `synced`;
 2. make durable: `epochs`, then `install` (replace all state), `truncate_after`, `persist`;
 3. only then send `messages` (an Ack or AckNewLeader promises that the data is durable);
 4. not call `take_ready()` again before steps 2-3 are done: calling it says "the previous Ready
@@ -84,7 +85,7 @@ class ReplicaConfig:
 
 @dataclass(slots=True)
 class Ready:
-    applied: list[ApplyResult] = field(default_factory=list)
+    committed: list[TxnRecord] = field(default_factory=list)
     rejected: list[tuple[int, int]] = field(default_factory=list)
     synced: list[tuple[int, int]] = field(default_factory=list)
     epochs: tuple[int, int] | None = None
@@ -106,7 +107,7 @@ class Ready:
     def __bool__(self) -> bool:
         return bool(
             self.needs_storage
-            or self.applied
+            or self.committed
             or self.rejected
             or self.synced
             or self.messages
@@ -151,6 +152,7 @@ class Replica:
         self.last_logged = self.history[-1].zxid if self.history else tree.last_zxid
         self.durable_zxid = self.last_logged
         self.commit_zxid = tree.last_zxid
+        self.scheduled_zxid = tree.last_zxid  # committed and handed out to be applied
         self.state = ServerState.LOOKING
         self.phase = Phase.ELECTION
         self.leader: int | None = None
@@ -227,7 +229,7 @@ class Replica:
         request: WriteRequest,
         ids: frozenset[Id] = frozenset(),
     ) -> None:
-        """A write from a local client; its outcome comes back in `Ready.applied` (matched by
+        """A write from a local client; its record comes back in `Ready.committed` (matched by
         session id and cxid) or, if it cannot be ordered now, in `Ready.rejected`."""
         if not self.serving:
             self._ready.rejected.append((session_id, cxid))
@@ -266,19 +268,25 @@ class Replica:
         self._apply_committed()
 
     def _apply_committed(self) -> None:
+        """Hand out, in order, the committed records that are durable here."""
         limit = min(self.commit_zxid, self.durable_zxid)
         for record in self.history:
-            if record.zxid <= self.tree.last_zxid:
+            if record.zxid <= self.scheduled_zxid:
                 continue
             if record.zxid > limit:
                 break
-            result = self.tree.apply(record)
-            if self.prep is not None:
-                self.prep.applied(record.zxid)
-            self._session_effects(record)
-            self._ready.applied.append(result)
+            self.scheduled_zxid = record.zxid
+            self._ready.committed.append(record)
             self._awaiting_local.discard((record.session_id, record.cxid))
+
+    def apply(self, record: TxnRecord) -> ApplyResult:
+        """Apply one record of `Ready.committed` to the tree (the caller does, one at a time)."""
+        result = self.tree.apply(record)
+        if self.prep is not None:
+            self.prep.applied(record.zxid)
+        self._session_effects(record)
         self._trim_history()
+        return result
 
     def _session_effects(self, record: TxnRecord) -> None:
         if self.tracker is None:
@@ -428,7 +436,7 @@ class Replica:
     def _send_follower_info(self) -> None:
         assert self.leader is not None
         info = FollowerInfo(
-            self.accepted_epoch, self.last_logged, self.tree.last_zxid, self.config.is_observer
+            self.accepted_epoch, self.last_logged, self.scheduled_zxid, self.config.is_observer
         )
         self._send(self.leader, info)
 
@@ -471,7 +479,7 @@ class Replica:
             self._ready.epochs = (self.accepted_epoch, self.current_epoch)
         self.phase = Phase.SYNCHRONIZATION
         assert self.leader is not None
-        self._send(self.leader, AckEpoch(self.current_epoch, self.last_logged, self.tree.last_zxid))
+        self._send(self.leader, AckEpoch(self.current_epoch, self.last_logged, self.scheduled_zxid))
 
     def _on_new_leader(self, message: NewLeader) -> None:
         if message.epoch != self.accepted_epoch or self.phase is Phase.BROADCAST:
@@ -497,12 +505,14 @@ class Replica:
         self.durable_zxid = min(self.durable_zxid, snapshot.zxid)
         self._pending_durable = min(self._pending_durable, snapshot.zxid)
         self.commit_zxid = snapshot.zxid
+        self.scheduled_zxid = snapshot.zxid
+        self._ready.committed = []  # all older than the snapshot, which holds their effects
         self._ready.install = snapshot
         self._ready.persist = []
         self._ready.truncate_after = None
 
     def _truncate(self, zxid: int) -> None:
-        if zxid < self.tree.last_zxid:
+        if zxid < self.scheduled_zxid:
             raise ValueError("asked to truncate committed history")
         while self.history and self.history[-1].zxid > zxid:
             self.history.pop()
@@ -735,7 +745,7 @@ class Replica:
         self._release_syncs()
 
     def _release_syncs(self) -> None:
-        while self._syncs_waiting and self._syncs_waiting[0][0] <= self.tree.last_zxid:
+        while self._syncs_waiting and self._syncs_waiting[0][0] <= self.scheduled_zxid:
             _zxid, session_id, cxid, member = self._syncs_waiting.popleft()
             if member is None:
                 self._ready.synced.append((session_id, cxid))
