@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -247,14 +248,20 @@ class RawConnection:
 # ---- a proxy whose links we can cut --------------------------------------------------------
 
 
+LINGER_RESET = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
+
+
 class TcpProxy:
     """Forward 127.0.0.1:`port` to a target port. `cut()` breaks every link; while `refusing`,
-    new connections are closed at once; while `paused`, nothing is forwarded either way."""
+    new connections are closed at once (with a TCP reset while `resetting`); while `paused`,
+    nothing is forwarded either way."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self.refusing = False
+        self.resetting = False
+        self.refused = 0
         self.links: list[trio.CancelScope] = []
         self.connections = 0
         self._resumed = trio.Event()
@@ -284,7 +291,13 @@ class TcpProxy:
             await sink.send_all(data)
 
     async def _handle(self, client: trio.SocketStream) -> None:
-        if self.refusing:
+        if self.refusing or self.resetting:
+            self.refused += 1
+            if self.resetting:
+                # Wait for the client's first bytes, so that the reset hits its handshake.
+                with trio.move_on_after(5):
+                    await client.receive_some(1)
+                client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             await trio.aclose_forcefully(client)
             return
         self.connections += 1

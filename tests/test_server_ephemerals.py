@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import zkpy
+from tests.conftest import RawConnection, wait_until
 from zkpy.core.errors import Code
 from zkpy.core.requests import CreateRequest
 from zkpy.core.types import OPEN_ACL_UNSAFE
 from zkpy.testing import RunningServer
-
-from .conftest import RawConnection, wait_until
 
 
 async def test_ephemeral_gone_as_soon_as_owner_closes(server: RunningServer) -> None:

@@ -47,6 +47,7 @@ class ServerConfig:
     max_watches_per_session: int = 100_000
     handshake_timeout_s: float = 10.0
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree
+    sync_history: int = 50_000  # recent log entries a leader keeps to sync followers by diff
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 

@@ -64,6 +64,7 @@ class Member:
                 tick_ms=config.tick_ms,
                 init_limit=config.init_limit,
                 sync_limit=config.sync_limit,
+                history_limit=config.sync_history,
                 max_data_bytes=config.max_data_bytes,
             ),
             tree,
