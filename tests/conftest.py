@@ -372,7 +372,3 @@ def assert_one_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got {text!r}"
     return lines[0]
-
-
-def signal_name(rc: int) -> str:
-    return signal.Signals(-rc).name if rc < 0 else str(rc)

@@ -71,6 +71,7 @@ class Member:
             tail,
             accepted_epoch=recovered.accepted_epoch,
             current_epoch=recovered.current_epoch,
+            now_ms=wall_ms(),
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
         self.watches = WatchRegistry()
@@ -179,11 +180,15 @@ class Member:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
+            self.replica.now_ms = wall_ms()  # session deadlines are set from it
             ready = self.replica.take_ready()
             self._answer(ready)
+            early, late = ready.split_messages()
+            for peer, message in early:
+                self.send_to_peer(peer, message)
             if ready.needs_storage:
                 await trio.to_thread.run_sync(self._persist, ready)
-            for peer, message in ready.messages:
+            for peer, message in late:
                 self.send_to_peer(peer, message)
             if ready.serving_changed:
                 self._serving_changed()

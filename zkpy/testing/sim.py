@@ -87,8 +87,8 @@ class SimMember:
             list(self.disk.log),
             accepted_epoch=self.disk.accepted_epoch,
             current_epoch=self.disk.current_epoch,
+            now_ms=now_ms,
         )
-        self.replica.now_ms = now_ms
         self.busy = False
         self.incarnation += 1
         self.last_applied = tree.last_zxid
@@ -211,6 +211,10 @@ class Simulation:
         if not ready:
             return
         if ready.needs_storage:
+            early, late = ready.split_messages()
+            for target, message in early:
+                self._send(member.id, target, message)
+            ready.messages = late
             member.busy = True
             incarnation = member.incarnation
             delay = self.rng.randint(*self.faults.disk_ms)

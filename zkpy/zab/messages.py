@@ -154,6 +154,14 @@ class SyncDone:
     cxid: int
 
 
+def promises_durability(message: object) -> bool:
+    """Whether sending `message` claims that the sender's state is on disk: acknowledgements
+    and the leader's epoch announcements. Others (proposals, commits, pings, votes) may leave
+    before the Ready that holds them is persisted, so that the leader's fsync and its
+    followers' run in parallel."""
+    return isinstance(message, Ack | AckEpoch | AckNewLeader | NewEpoch | NewLeader)
+
+
 PeerMessage = (
     Notification
     | FollowerInfo

@@ -9,7 +9,9 @@ shape of raft's Ready loop. The caller MUST, for each Ready, in this order:
    send its watch events and its reply before applying the next (so no read sees a state whose
    events have not gone out); then answer `rejected` and `synced`;
 2. make durable: `epochs`, then `install` (replace all state), `truncate_after`, `persist`;
-3. only then send `messages` (an Ack or AckNewLeader promises that the data is durable);
+3. only then send `messages` (an Ack or AckNewLeader promises that the data is durable); the
+   leading messages that `promises_durability` says make no promise may go before step 2, as
+   long as each peer still gets its messages in order (`split_messages`);
 4. not call `take_ready()` again before steps 2-3 are done: calling it says "the previous Ready
    is durable", which is when the leader counts its own acknowledgement and a follower may apply
    committed entries it has logged.
@@ -52,6 +54,7 @@ from zkpy.zab.messages import (
     SyncRequest,
     UpToDate,
     Vote,
+    promises_durability,
 )
 
 
@@ -95,6 +98,21 @@ class Ready:
     messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
     serving_changed: bool = False
 
+    def split_messages(
+        self,
+    ) -> tuple[list[tuple[int, PeerMessage]], list[tuple[int, PeerMessage]]]:
+        """(may go before persisting, must wait for it), keeping each peer's order."""
+        early: list[tuple[int, PeerMessage]] = []
+        late: list[tuple[int, PeerMessage]] = []
+        held: set[int] = set()
+        for peer, message in self.messages:
+            if peer in held or promises_durability(message):
+                held.add(peer)
+                late.append((peer, message))
+            else:
+                early.append((peer, message))
+        return early, late
+
     @property
     def needs_storage(self) -> bool:
         return bool(
@@ -124,6 +142,7 @@ class _Peer:
     committed_zxid: int = 0
     observer: bool = False
     epoch_acked: bool = False
+    promised: bool = False  # acked our epoch after reporting a lower one: counts toward a quorum
     synced: bool = False  # got NewLeader; receives proposals from then on
     up_to_date: bool = False
     acked_zxid: int = 0
@@ -139,6 +158,7 @@ class Replica:
         *,
         accepted_epoch: int = 0,
         current_epoch: int = 0,
+        now_ms: int = 0,
     ) -> None:
         if config.my_id not in config.members:
             raise ValueError(f"member {config.my_id} is not in the configuration")
@@ -158,7 +178,7 @@ class Replica:
         self.leader: int | None = None
         self.serving = False
         self.ticks = 0
-        self.now_ms = 0
+        self.now_ms = now_ms  # wall clock, for session deadlines and txn times
         self._ready = Ready()
         self._pending_durable = self.last_logged
         # election
@@ -178,6 +198,7 @@ class Replica:
         self._syncs_waiting: deque[tuple[int, int, int, int | None]] = deque()
         self._phase_started = 0
         self._counter = 0
+        self._batches: dict[int, tuple[int, list[TxnRecord]]] = {}
         # follower
         self._last_heard_leader = 0
         self._touched: set[int] = set()
@@ -246,7 +267,9 @@ class Replica:
         proposed when it received the sync."""
         if not self.serving:
             self._ready.rejected.append((session_id, cxid))
-        elif self.state is ServerState.LEADING:
+            return
+        self._awaiting_local.add((session_id, cxid))
+        if self.state is ServerState.LEADING:
             self._leader_sync(None, session_id, cxid)
         else:
             assert self.leader is not None
@@ -255,6 +278,7 @@ class Replica:
     def take_ready(self) -> Ready:
         """The work to do now. Calling it also says the previous Ready is durable."""
         self._advance(min(self._pending_durable, self.last_logged))
+        self._close_proposal_batches()
         ready, self._ready = self._ready, Ready()
         self._pending_durable = self.last_logged
         return ready
@@ -278,6 +302,7 @@ class Replica:
             self.scheduled_zxid = record.zxid
             self._ready.committed.append(record)
             self._awaiting_local.discard((record.session_id, record.cxid))
+        self._release_syncs()
 
     def apply(self, record: TxnRecord) -> ApplyResult:
         """Apply one record of `Ready.committed` to the tree (the caller does, one at a time)."""
@@ -312,7 +337,24 @@ class Replica:
             self._ready.persist.append(record)
 
     def _send(self, peer: int, message: PeerMessage) -> None:
+        batch = self._batches.pop(peer, None)
+        if batch is not None:
+            self._ready.messages[batch[0]] = (peer, Propose(tuple(batch[1])))
         self._ready.messages.append((peer, message))
+
+    def _send_proposal(self, peer: int, record: TxnRecord) -> None:
+        """Consecutive proposals to a peer travel as one Propose message (batching on the wire)."""
+        batch = self._batches.get(peer)
+        if batch is None:
+            self._batches[peer] = (len(self._ready.messages), [record])
+            self._ready.messages.append((peer, Propose(())))
+        else:
+            batch[1].append(record)
+
+    def _close_proposal_batches(self) -> None:
+        for peer, (index, records) in self._batches.items():
+            self._ready.messages[index] = (peer, Propose(tuple(records)))
+        self._batches = {}
 
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
@@ -465,8 +507,10 @@ class Replica:
                 assert self.leader is not None
                 self._send(self.leader, Ping(touched))
             case SyncDone(session_id, cxid):
-                self._apply_committed()
-                self._ready.synced.append((session_id, cxid))
+                # Every Commit the leader sent before it is in: answer once those are applied
+                # here, which waits for this member's own log to be durable.
+                self._syncs_waiting.append((self.commit_zxid, session_id, cxid, None))
+                self._release_syncs()
 
     def _on_new_epoch(self, epoch: int) -> None:
         if self.phase is Phase.SYNCHRONIZATION and epoch == self.accepted_epoch:
@@ -577,7 +621,7 @@ class Replica:
             for member, peer in sorted(self._peers.items()):
                 if peer.accepted_epoch >= 0:
                     self._send(member, NewEpoch(self.epoch))
-        if self.epoch and self._voters_with("epoch_acked") >= self._quorum():
+        if self.epoch and self._voters_with("promised") >= self._quorum():
             if self.phase is Phase.DISCOVERY:
                 self.phase = Phase.SYNCHRONIZATION
                 self.current_epoch = self.epoch
@@ -604,6 +648,9 @@ class Replica:
                     self._start_election()  # someone has a newer history: not our turn
                     return
                 peer.epoch_acked = True
+                # An ack of an epoch it already held may be a promise made to another leader
+                # that chose the same epoch: sync such a follower, but never count it.
+                peer.promised = peer.accepted_epoch < self.epoch
                 peer.last_zxid = last_zxid
                 peer.committed_zxid = committed_zxid
                 if self.phase is Phase.DISCOVERY:
@@ -635,6 +682,8 @@ class Replica:
         observer = sender in self.config.observers
         peer = self._peers.get(sender)
         if peer is not None and peer.accepted_epoch >= 0:
+            if not peer.epoch_acked:
+                peer.accepted_epoch = info.accepted_epoch  # it may have promised another leader
             if self.epoch and not peer.epoch_acked:
                 self._send(sender, NewEpoch(self.epoch))
             return
@@ -722,7 +771,7 @@ class Replica:
         self._acks.append((zxid, set()))
         for member, peer in self._peers.items():
             if peer.synced:
-                self._send(member, Propose((record,)))
+                self._send_proposal(member, record)
 
     def _count_ack(self, member: int, zxid: int) -> None:
         for acked_zxid, acks in self._acks:
@@ -749,6 +798,7 @@ class Replica:
             _zxid, session_id, cxid, member = self._syncs_waiting.popleft()
             if member is None:
                 self._ready.synced.append((session_id, cxid))
+                self._awaiting_local.discard((session_id, cxid))
             else:
                 self._send(member, SyncDone(session_id, cxid))
 

@@ -1,0 +1,224 @@
+"""A live member against hostile or broken peers: garbage, oversize frames, half frames, wrong
+shapes, deep nesting. Each attack ends that connection only; a well-behaved client on the same
+server keeps working throughout."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+
+import zkpy
+from tests.conftest import TICK_MS, RawConnection, encode_exact
+from zkpy.core.errors import Code
+from zkpy.testing import RunningServer, running_server
+from zkpy.wire import client as wire
+
+HANDSHAKE_TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def strict_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with running_server(
+        tmp_path / "data", tick_ms=TICK_MS, handshake_timeout_s=HANDSHAKE_TIMEOUT
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def bystander(strict_server: RunningServer) -> AsyncIterator[zkpy.Client]:
+    async with zkpy.connect(strict_server.address, session_timeout=2) as zk:
+        await zk.create("/ok", b"")
+        yield zk
+
+
+async def still_works(zk: zkpy.Client, tag: str) -> None:
+    """The well-behaved client's session and connection are fine."""
+    assert zk.connected, tag
+    path = await zk.create(f"/ok/{tag}-", tag.encode(), sequential=True)
+    assert (await zk.get(path))[0] == tag.encode()
+
+
+async def good_session(raw: RawConnection) -> None:
+    reply = await raw.handshake(timeout_ms=2000)
+    assert reply.error == 0
+
+
+async def test_random_bytes(strict_server: RunningServer, bystander: zkpy.Client) -> None:
+    for seed in range(8):
+        rng = random.Random(seed)
+        garbage = rng.randbytes(rng.randrange(1, 4096))
+        async with RawConnection.open(strict_server.port) as raw:
+            await raw.send(garbage)
+            await raw.wait_closed(timeout=HANDSHAKE_TIMEOUT + 5)
+        await still_works(bystander, f"random{seed}")
+
+
+async def test_random_frames_before_and_after_the_handshake(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    for seed in range(8):
+        rng = random.Random(seed)
+        frame = encode_exact(rng.randbytes(rng.randrange(0, 512)))
+        async with RawConnection.open(strict_server.port) as raw:
+            await raw.send(frame)
+            # A bad handshake is refused with a reason, then the server hangs up.
+            reply = wire.HandshakeReply.decode(await raw.receive_frame())
+            assert reply.error == Code.MARSHALLING_ERROR
+            await raw.wait_closed(timeout=5)
+        async with RawConnection.open(strict_server.port) as raw:
+            await good_session(raw)
+            await raw.send(frame)
+            await raw.wait_closed(timeout=5)
+        await still_works(bystander, f"frame{seed}")
+
+
+async def test_oversize_length_prefix_is_refused_at_once(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    for handshaken in (False, True):
+        async with RawConnection.open(strict_server.port) as raw:
+            if handshaken:
+                await good_session(raw)
+            with trio.fail_after(HANDSHAKE_TIMEOUT * 0.8):  # not by the timeout: right away
+                await raw.send(b"\xff\xff\xff\xff" + b"x" * 100)
+                await raw.wait_closed()
+        await still_works(bystander, f"oversize{handshaken}")
+
+
+async def test_truncated_frame_then_silence_is_timed_out(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    cases = {
+        "half-length": b"\x00\x00",
+        "half-handshake": wire.Handshake().encode()[:-3],
+        "length-only": (1000).to_bytes(4, "big"),
+    }
+    for name, prefix in cases.items():
+        async with RawConnection.open(strict_server.port) as raw:
+            started = trio.current_time()
+            await raw.send(prefix)
+            await raw.wait_closed(timeout=HANDSHAKE_TIMEOUT + 5)
+            elapsed = trio.current_time() - started
+            assert elapsed >= HANDSHAKE_TIMEOUT * 0.9, (name, elapsed)
+        await still_works(bystander, name)
+
+
+async def test_silent_connection_is_timed_out(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    async with RawConnection.open(strict_server.port) as raw:
+        started = trio.current_time()
+        await raw.wait_closed(timeout=HANDSHAKE_TIMEOUT + 5)
+        assert trio.current_time() - started >= HANDSHAKE_TIMEOUT * 0.9
+    await still_works(bystander, "silent")
+
+
+WRONG_SHAPES_WITH_XID = {
+    "missing-args": [5, wire.OP_CREATE, "/x"],
+    "unknown-opcode": [6, 9999],
+    "watch-not-bool": [7, wire.OP_GET_DATA, "/", "yes"],
+    "path-not-str": [8, wire.OP_GET_DATA, 123, False],
+    "data-not-bytes": [9, wire.OP_SET_DATA, "/ok", "text", -1],
+    "bad-flags": [10, wire.OP_CREATE, "/x", b"", [], 64],
+    "bad-acl": [11, wire.OP_CREATE, "/x", b"", [["all", "world"]], 0],
+    "multi-of-reads": [12, wire.OP_MULTI, [[wire.OP_GET_DATA, "/", False]]],
+    "extra-arg": [13, wire.OP_CREATE, "/x", b"", [[31, "world", "anyone"]], 0, "extra"],
+}
+
+WRONG_SHAPES_WITHOUT_XID = {
+    "map": {"xid": 1, "op": 4},
+    "float-xid": [1.5, wire.OP_GET_DATA, "/", False],
+    "bool-xid": [True, wire.OP_GET_DATA, "/", False],
+    "huge-xid": [2**40, wire.OP_GET_DATA, "/", False],
+    "scalar": 42,
+    "empty-list": [],
+}
+
+
+async def test_wrong_shape_after_handshake_gets_marshalling_error_and_close(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    for name, value in WRONG_SHAPES_WITH_XID.items():
+        async with RawConnection.open(strict_server.port) as raw:
+            await good_session(raw)
+            xid = value[0]
+            await raw.send(encode_exact(msgpack.packb(value, use_bin_type=True)))
+            _zxid, error, body = await raw.reply_to(xid)
+            assert error == Code.MARSHALLING_ERROR, (name, error, body)
+            assert isinstance(body, str) and body, name
+            await raw.wait_closed(timeout=5)
+        await still_works(bystander, name)
+
+    for name, value in WRONG_SHAPES_WITHOUT_XID.items():
+        async with RawConnection.open(strict_server.port) as raw:
+            await good_session(raw)
+            await raw.send(encode_exact(msgpack.packb(value, use_bin_type=True)))
+            leftover = await raw.wait_closed(timeout=5)
+            assert leftover == b"", name  # no xid to answer to
+        await still_works(bystander, name)
+
+
+async def test_good_requests_before_a_bad_one_are_answered(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    async with RawConnection.open(strict_server.port) as raw:
+        await good_session(raw)
+        await raw.send(
+            wire.encode_request(1, wire.decode_request_fields([wire.OP_EXISTS, "/ok", False])[1])
+            + encode_exact(msgpack.packb([2, 9999]))
+            + wire.encode_request(3, wire.decode_request_fields([wire.OP_EXISTS, "/ok", False])[1])
+        )
+        _zxid, error, body = await raw.reply_to(1)
+        assert error == 0 and isinstance(body, list)
+        _zxid, error, _body = await raw.reply_to(2)
+        assert error == Code.MARSHALLING_ERROR
+        assert await raw.wait_closed(timeout=5) == b"", "nothing after the bad frame is answered"
+    await still_works(bystander, "ordered")
+
+
+async def test_deeply_nested_msgpack(strict_server: RunningServer, bystander: zkpy.Client) -> None:
+    nested_arrays = encode_exact(b"\x91" * 100_000 + b"\xc0")
+    nested_maps = encode_exact(b"\x81\xa1k" * 30_000 + b"\xc0")
+    for name, frame in (("arrays", nested_arrays), ("maps", nested_maps)):
+        async with RawConnection.open(strict_server.port) as raw:
+            await raw.send(frame)
+            reply = wire.HandshakeReply.decode(await raw.receive_frame())
+            assert reply.error == Code.MARSHALLING_ERROR
+            await raw.wait_closed(timeout=5)
+        async with RawConnection.open(strict_server.port) as raw:
+            await good_session(raw)
+            await raw.send(frame)
+            await raw.wait_closed(timeout=5)
+        await still_works(bystander, f"nested-{name}")
+
+
+async def test_bad_handshakes_are_refused(
+    strict_server: RunningServer, bystander: zkpy.Client
+) -> None:
+    bad = {
+        "version": {"v": 99},
+        "no-version": {"session_id": 0},
+        "session-not-int": {"v": 1, "session_id": "x"},
+        "password-not-bytes": {"v": 1, "session_id": 0, "password": "text"},
+        "list": [1, 0, b"", 1000, 0],
+    }
+    for name, value in bad.items():
+        async with RawConnection.open(strict_server.port) as raw:
+            await raw.send(encode_exact(msgpack.packb(value, use_bin_type=True)))
+            reply = wire.HandshakeReply.decode(await raw.receive_frame())
+            assert reply.error == Code.MARSHALLING_ERROR, name
+            assert reply.message, name
+            await raw.wait_closed(timeout=5)
+        await still_works(bystander, f"handshake-{name}")
+
+    # A client that claims to have seen the future is sent elsewhere.
+    async with RawConnection.open(strict_server.port) as raw:
+        reply = await raw.handshake(last_zxid=1 << 62)
+        assert reply.error == Code.CONNECTION_LOSS
+        await raw.wait_closed(timeout=5)
+    await still_works(bystander, "future")
