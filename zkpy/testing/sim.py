@@ -465,3 +465,36 @@ def run_seed(seed: int, *, duration_ms: int = 20_000, **settings: Any) -> dict[s
     sim.run_until(duration_ms)
     sim.settle()
     return sim.check_final()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m zkpy.testing.sim --seeds 0:500 --duration-ms 30000`: a long seeded sweep."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Seeded sweep of the ensemble simulator.")
+    parser.add_argument("--seeds", default="0:100", help="START:END (END excluded)")
+    parser.add_argument("--duration-ms", type=int, default=20_000)
+    parser.add_argument("--voters", type=int, default=3)
+    parser.add_argument("--observers", type=int, default=0)
+    args = parser.parse_args(argv)
+    start, _sep, end = args.seeds.partition(":")
+    failures = 0
+    for seed in range(int(start), int(end)):
+        try:
+            result = run_seed(
+                seed,
+                duration_ms=args.duration_ms,
+                voters=args.voters,
+                observers=args.observers,
+            )
+        except InvariantViolation as err:
+            failures += 1
+            print(f"seed {seed}: VIOLATION {err}")
+            continue
+        print(f"seed {seed}: ok {result['outcomes']} epochs={len(result['leaders'])}")
+    print(f"{int(end) - int(start) - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
