@@ -1,0 +1,49 @@
+"""Checkpoints keep restart cheap and the log short, without losing anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import zkpy
+from zkpy.server.storage import Storage
+from zkpy.testing import running_server
+
+
+async def test_checkpoints_truncate_the_log_and_restart_restores_everything(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    expected: dict[str, bytes] = {}
+    async with running_server(data_dir, checkpoint_every=100) as server:
+        async with zkpy.connect(server.address) as zk:
+            await zk.create("/c", b"")
+            for index in range(1000):
+                path = f"/c/n{index:04d}"
+                await zk.create(path, str(index).encode())
+                expected[path] = str(index).encode()
+            for index in range(0, 1000, 3):
+                path = f"/c/n{index:04d}"
+                await zk.set(path, b"changed")
+                expected[path] = b"changed"
+            for index in range(0, 1000, 7):
+                path = f"/c/n{index:04d}"
+                await zk.delete(path)
+                del expected[path]
+
+    with Storage.open(data_dir) as storage:
+        recovered = storage.load()
+        assert recovered.checkpoint_zxid > 0
+        first = storage.first_logged_zxid()
+        assert first is not None
+        # the log keeps at most about two checkpoints' worth, not the whole history of ~1,500
+        assert len(storage.read_log(0)) < 400
+
+    async with running_server(data_dir, checkpoint_every=100) as server:
+        async with zkpy.connect(server.address) as zk:
+            children = await zk.get_children("/c")
+            assert sorted(f"/c/{name}" for name in children) == sorted(expected)
+            for path in list(expected)[::50]:
+                data, _stat = await zk.get(path)
+                assert data == expected[path]
+            stat = await zk.exists("/c")
+            assert stat is not None and stat.num_children == len(expected)
