@@ -5,7 +5,7 @@ async with zkpy.connect("127.0.0.1:2181") as zk:
     data, stat = await zk.get("/app/config")
 """
 
-from zkpy import errors
+from zkpy import errors, security
 from zkpy.client import (
     Client,
     ConnectionState,
@@ -49,4 +49,5 @@ __all__ = [
     "__version__",
     "connect",
     "errors",
+    "security",
 ]

@@ -14,6 +14,7 @@ import enum
 import logging
 import math
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -169,12 +170,14 @@ class Client:
         default_acl: Sequence[ACL] = OPEN_ACL_UNSAFE,
         auth: Sequence[tuple[str, str]] = (),
         randomize_hosts: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.hosts = parse_hosts(hosts)
         if randomize_hosts:
             random.shuffle(self.hosts)
         self.requested_timeout_ms = int(session_timeout * 1000)
         self.connect_timeout = connect_timeout
+        self.tls = tls
         self.default_acl = tuple(default_acl)
         self.session_id = 0
         self.session_password = b""
@@ -290,9 +293,11 @@ class Client:
         if not started:
             task_status.started()
 
-    async def _open(self, host: tuple[str, int]) -> trio.SocketStream:
+    async def _open(self, host: tuple[str, int]) -> trio.abc.Stream:
         with trio.fail_after(self.connect_timeout):
-            stream = await trio.open_tcp_stream(*host)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(*host)
+            if self.tls is not None:
+                stream = trio.SSLStream(stream, self.tls, server_hostname=host[0])
             try:
                 await stream.send_all(
                     wire.Handshake(
@@ -327,7 +332,7 @@ class Client:
         self._leftover = frames[1:], decoder
         return stream
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         resume = self._watches.resume_request(self.last_zxid)
         self._outbox.clear()
         for scheme, credential in self._auth:
@@ -351,7 +356,7 @@ class Client:
         self._outbox += wire.encode_request(xid, request)
         self._output_ready.set()
 
-    async def _write_loop(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _write_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         try:
             while True:
                 if not self._outbox:
@@ -379,7 +384,7 @@ class Client:
                 self._last_sent = trio.current_time()
                 self._output_ready.set()
 
-    async def _read_loop(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _read_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         pending_frames, decoder = self._leftover
         self._last_heard = trio.current_time()
         try:
@@ -693,11 +698,14 @@ async def connect(
     connect_timeout: float = 5.0,
     default_acl: Sequence[ACL] = OPEN_ACL_UNSAFE,
     auth: Sequence[tuple[str, str]] = (),
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Client]:
     """Open a session with an ensemble and keep it for the ``async with`` block.
 
     ``async with zkpy.connect("127.0.0.1:2181,127.0.0.1:2182", session_timeout=10.0) as zk:``
-    Leaving the block closes the session (its ephemerals are deleted at once).
+    Leaving the block closes the session (its ephemerals are deleted at once). `auth` is a list of
+    (scheme, credential) pairs sent at every (re)connect, like `add_auth`; `tls` an SSL context
+    (`zkpy.tls.client_context(ca, certfile, keyfile)`) for servers that speak TLS.
     """
     client = Client(
         hosts,
@@ -705,6 +713,7 @@ async def connect(
         connect_timeout=connect_timeout,
         default_acl=default_acl,
         auth=auth,
+        tls=tls,
     )
     try:
         async with trio.open_nursery() as nursery:

@@ -205,7 +205,7 @@ class Prep:
             case SetDataRequest():
                 return self._set_data(request, ids)
             case CheckRequest():
-                return self._check(request)
+                return self._check(request, ids)
         raise BadArgumentsError(f"{type(request).__name__} cannot be prepped here")
 
     def _require_session(self, session_id: int) -> None:
@@ -329,9 +329,10 @@ class Prep:
         )
         return SetACL(path, acl, new_aversion)
 
-    def _check(self, request: CheckRequest) -> Check:
+    def _check(self, request: CheckRequest, ids: frozenset[Id]) -> Check:
         path = paths.validate(request.path)
         state = self._existing(path)
+        self._check_perm(state, Perm.READ, ids, path)
         self._check_version(path, request.version, state.version)
         return Check(path, request.version)
 

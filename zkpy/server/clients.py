@@ -8,16 +8,16 @@ applied, so they always precede any reply that shows the new state.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from zkpy import tls
 from zkpy.core import acl as acls
 from zkpy.core import paths
 from zkpy.core.errors import (
@@ -88,16 +88,6 @@ class Slot:
     close_after: bool = False
 
 
-def digest_id(credential: bytes) -> Id:
-    """ZooKeeper's digest identity for ``user:password``: user:base64(sha1(user:password))."""
-    text = credential.decode("utf-8")
-    user, sep, _password = text.partition(":")
-    if not sep or not user:
-        raise AuthFailedError("digest credentials must be 'user:password'")
-    hashed = base64.b64encode(hashlib.sha1(credential).digest()).decode("ascii")
-    return Id("digest", f"{user}:{hashed}")
-
-
 class ClientConnection:
     def __init__(self, server: ClientServer, stream: trio.abc.Stream, conn_id: int) -> None:
         self.server = server
@@ -130,7 +120,17 @@ class ClientConnection:
         self._output_ready.set()
 
     def send_event(self, event: WatchedEvent) -> None:
-        self.push(wire.encode_event(event))
+        if self._may_see(event):
+            self.push(wire.encode_event(event))
+
+    def _may_see(self, event: WatchedEvent) -> bool:
+        """A watch tells only a client that may READ the node (for a deleted node: its parent),
+        so that a watch on a subtree does not leak what the ACLs hide."""
+        tree = self.member.tree
+        node = tree.get(event.path)
+        if node is None and event.path != "/":
+            node = tree.get(paths.parent(event.path))
+        return node is None or acls.allows(node.acl, Perm.READ, self.ids)
 
     def close_after_flush(self) -> None:
         self._closing = True
@@ -298,7 +298,7 @@ class ClientConnection:
                     self._watch(path, WatchMode.DATA)
                 return [node.data, node.stat().to_wire()]
             case ExistsRequest(path, watch):
-                node = self._readable(paths.validate(path))
+                node = tree.get(paths.validate(path))  # as in ZooKeeper: a Stat needs no READ
                 if watch:
                     self._watch(path, WatchMode.DATA if node is not None else WatchMode.EXIST)
                 return None if node is None else node.stat().to_wire()
@@ -313,6 +313,8 @@ class ClientConnection:
                 node = tree.get(paths.validate(path))
                 if node is None:
                     raise NoNodeError(path=path)
+                if not acls.allows(node.acl, Perm.READ | Perm.ADMIN, self.ids):
+                    raise NoAuthError("READ or ADMIN needed to read an ACL", path=path)
                 return [[entry.to_wire() for entry in node.acl], node.stat().to_wire()]
             case AddWatchRequest(path, mode):
                 self._readable(paths.validate(path))
@@ -360,12 +362,12 @@ class ClientConnection:
     def _authenticate(self, scheme: str, credential: bytes) -> None:
         if scheme != "digest":
             raise AuthFailedError(f"unknown authentication scheme {scheme!r}")
-        try:
-            ident = digest_id(credential)
-        except UnicodeDecodeError:
-            raise AuthFailedError("credentials must be UTF-8") from None
-        self.ids = self.ids | {ident}
-        return None
+        ident = acls.digest_id_from_credential(credential)
+        added = {ident}
+        if self.config.super_digest and ident.id == self.config.super_digest:
+            added.add(acls.SUPER_ID)
+            log.info("connection %d authenticated as the super user", self.id)
+        self.ids = self.ids | added
 
     # ---- handshake -------------------------------------------------------------------------
 
@@ -543,6 +545,17 @@ class ClientServer:
         member.session_closed = self._session_closed
         member.serving_changed = self._serving_changed
         self._connections: dict[int, ClientConnection] = {}
+        config = member.config
+        self._tls = (
+            tls.server_context(
+                config.tls_cert,
+                config.tls_key or None,
+                config.tls_ca or None,
+                config.tls_client_auth,
+            )
+            if config.tls_cert
+            else None
+        )
 
     def _serving_changed(self, serving: bool) -> None:
         """A member that leaves the quorum drops its clients, so that they find one that serves."""
@@ -554,6 +567,26 @@ class ClientServer:
         conn = self.by_session.pop(session_id, None)
         if conn is not None:
             conn.close_after_flush()
+
+    def _forget(self, address: str) -> None:
+        self.member.connections -= 1
+        self._per_address[address] -= 1
+        if not self._per_address[address]:
+            del self._per_address[address]
+
+    async def _secure(
+        self, stream: trio.SocketStream, context: ssl.SSLContext, address: str
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        secured = trio.SSLStream(stream, context, server_side=True)
+        with trio.move_on_after(self.member.config.handshake_timeout_s):
+            try:
+                await secured.do_handshake()
+            except (trio.BrokenResourceError, ssl.SSLError, OSError) as err:
+                log.warning("TLS handshake with %s failed: %s", address, err)
+                return None
+            return secured
+        log.warning("TLS handshake with %s timed out", address)
+        return None
 
     async def handle(self, stream: trio.SocketStream) -> None:
         config = self.member.config
@@ -570,20 +603,30 @@ class ClientServer:
             return
         self.member.connections += 1
         self._per_address[address] = self._per_address.get(address, 0) + 1
-        conn = ClientConnection(self, stream, next(self._ids))
+        client_stream: trio.abc.Stream = stream
+        identities: frozenset[Id] = frozenset()
+        if self._tls is not None:
+            secured = await self._secure(stream, self._tls, address)
+            if secured is None:
+                self._forget(address)
+                await trio.aclose_forcefully(stream)
+                return
+            subject = tls.subject_of(secured.getpeercert())
+            if subject is not None:
+                identities = frozenset({Id("x509", subject)})
+            client_stream = secured
+        conn = ClientConnection(self, client_stream, next(self._ids))
+        conn.ids = identities
         self.member.register_event_sink(conn.id, conn.send_event)
         self._connections[conn.id] = conn
         try:
             await conn.serve()
         finally:
             del self._connections[conn.id]
-            self.member.connections -= 1
-            self._per_address[address] -= 1
-            if not self._per_address[address]:
-                del self._per_address[address]
+            self._forget(address)
             self.member.drop_watcher(conn.id)
             if self.by_session.get(conn.session_id) is conn:
                 del self.by_session[conn.session_id]
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
-                await trio.aclose_forcefully(stream)
+                await trio.aclose_forcefully(client_stream)

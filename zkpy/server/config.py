@@ -33,6 +33,12 @@ class ServerConfig:
     server_id: int = 1
     members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
     secret: str = ""  # shared by the members; a peer that cannot prove it is refused
+    super_digest: str = ""  # "user:<digest>" (zkpy.security.digest_id) that bypasses ACLs
+    tls_cert: str = ""  # with tls_key: clients must speak TLS
+    tls_key: str = ""
+    tls_ca: str = ""  # CA that signs client certificates (x509 ACLs) and members' certificates
+    tls_client_auth: str = "optional"  # none / optional / required client certificates
+    peer_tls: bool = False  # mutual TLS between members (needs tls_cert, tls_key, tls_ca)
     tick_ms: int = 2000  # sessions may last 2 to 20 ticks, as in ZooKeeper
     peer_tick_ms: int = 100  # the replica's logical tick: pings, election rounds, limits
     init_limit: int = 50  # peer ticks from election to serving
@@ -60,8 +66,10 @@ class ServerConfig:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:
             raise ValueError(f"member {self.server_id} is not in the ensemble")
-        if self.members and not self.secret:
-            raise ValueError("an ensemble needs a shared secret")
+        if self.members and not self.secret and not self.peer_tls:
+            raise ValueError("an ensemble needs a shared secret or peer_tls")
+        if self.peer_tls and not (self.tls_cert and self.tls_ca):
+            raise ValueError("peer_tls needs tls_cert, tls_key and tls_ca")
 
     @property
     def voters(self) -> frozenset[int]:

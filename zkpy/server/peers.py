@@ -1,10 +1,11 @@
 """TCP links between members: one outgoing connection to every peer (FIFO in that direction),
 and a listener for theirs.
 
-A connection starts with a mutual proof of the shared cluster secret (HMAC over fresh nonces);
-a peer that cannot prove it is refused and logged. When a link breaks, or a message for a peer
-cannot be sent, the replica is told the link is down: Zab then resynchronises instead of
-skipping a lost message.
+A connection starts with a mutual proof of the shared cluster secret (HMAC over fresh nonces),
+inside mutual TLS when `peer_tls` is set (each member presents a certificate signed by the
+ensemble's CA); a peer that cannot prove itself is refused and logged. When a link breaks, or a
+message for a peer cannot be sent, the replica is told the link is down: Zab then
+resynchronises instead of skipping a lost message.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import msgpack
 import trio
 
+from zkpy import tls
 from zkpy.core.errors import MarshallingError
 from zkpy.server.config import ServerConfig
 from zkpy.wire.frames import FrameDecoder, encode_frame
@@ -68,6 +70,11 @@ class PeerNetwork:
         self._down_reported: dict[int, bool] = {m.id: True for m in self.peers}
         self._incoming: dict[int, trio.CancelScope] = {}
         self.refused = 0
+        self._tls = (
+            tls.peer_contexts(config.tls_cert, config.tls_key or None, config.tls_ca)
+            if config.peer_tls
+            else None
+        )
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -91,7 +98,10 @@ class PeerNetwork:
         while True:
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                    stream = await trio.open_tcp_stream(peer.host, peer.peer_port)
+                    stream: trio.abc.Stream = await trio.open_tcp_stream(peer.host, peer.peer_port)
+                    if self._tls is not None:
+                        stream = trio.SSLStream(stream, self._tls[0])
+                        await stream.do_handshake()
                 async with stream:
                     with trio.fail_after(HANDSHAKE_TIMEOUT_S):
                         await self._handshake_out(stream, peer_id)
@@ -109,7 +119,7 @@ class PeerNetwork:
                 self._report_down(peer_id)
             await trio.sleep(RECONNECT_DELAY_S)
 
-    async def _pump(self, stream: trio.SocketStream, peer_id: int) -> None:
+    async def _pump(self, stream: trio.abc.Stream, peer_id: int) -> None:
         outbox = self._outbox[peer_id]
         while True:
             if not outbox:
@@ -120,7 +130,7 @@ class PeerNetwork:
             outbox.clear()
             await stream.send_all(data)
 
-    async def _handshake_out(self, stream: trio.SocketStream, peer_id: int) -> None:
+    async def _handshake_out(self, stream: trio.abc.Stream, peer_id: int) -> None:
         decoder = FrameDecoder(1 << 16)
         challenge = await _read_frame(stream, decoder)
         if not isinstance(challenge, dict) or not isinstance(challenge.get("nonce"), bytes):
@@ -134,18 +144,22 @@ class PeerNetwork:
         if not isinstance(answer, dict) or not hmac.compare_digest(
             answer.get("proof", b""), expected
         ):
-            raise PeerAuthError(f"member at port {stream.socket.getpeername()[1]} has no secret")
+            raise PeerAuthError(f"member {peer_id} failed to prove the cluster secret")
 
     # ---- receiving -------------------------------------------------------------------------
 
-    async def _incoming_connection(self, stream: trio.SocketStream) -> None:
+    async def _incoming_connection(self, raw: trio.SocketStream) -> None:
         decoder = FrameDecoder(self.config.max_peer_frame)
+        stream: trio.abc.Stream = raw
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                if self._tls is not None:
+                    stream = trio.SSLStream(raw, self._tls[1], server_side=True)
+                    await stream.do_handshake()
                 peer_id = await self._handshake_in(stream, decoder)
         except (PeerAuthError, trio.TooSlowError, OSError, trio.BrokenResourceError) as err:
             self.refused += 1
-            log.warning("refused a peer connection from %s: %s", _address(stream), err)
+            log.warning("refused a peer connection from %s: %s", _address(raw), err)
             await trio.aclose_forcefully(stream)
             return
         previous = self._incoming.pop(peer_id, None)
@@ -162,7 +176,7 @@ class PeerNetwork:
         await trio.aclose_forcefully(stream)
         self.on_disconnect(peer_id)
 
-    async def _handshake_in(self, stream: trio.SocketStream, decoder: FrameDecoder) -> int:
+    async def _handshake_in(self, stream: trio.abc.Stream, decoder: FrameDecoder) -> int:
         nonce = secrets.token_bytes(16)
         await stream.send_all(encode_frame(msgpack.packb({"nonce": nonce}, use_bin_type=True)))
         hello = await _read_frame(stream, decoder)
@@ -183,7 +197,7 @@ class PeerNetwork:
         await stream.send_all(encode_frame(msgpack.packb(answer, use_bin_type=True)))
         return peer_id
 
-    async def _receive(self, stream: trio.SocketStream, decoder: FrameDecoder, peer: int) -> None:
+    async def _receive(self, stream: trio.abc.Stream, decoder: FrameDecoder, peer: int) -> None:
         while True:
             data = await stream.receive_some(1 << 18)
             if not data:

@@ -75,6 +75,7 @@ class SimMember:
     disk: SimDisk = field(default_factory=SimDisk)
     replica: Replica | None = None
     busy: bool = False  # a Ready is being made durable
+    sending: bool = False  # a Ready's messages are going out: take no other Ready meanwhile
     incarnation: int = 0
     last_applied: int = 0
 
@@ -203,7 +204,7 @@ class Simulation:
         self._schedule(self.tick_ms, lambda: self._tick(member))
 
     def _after_input(self, member: SimMember) -> None:
-        if member.busy or member.replica is None:
+        if member.busy or member.sending or member.replica is None:
             return
         replica = member.replica
         ready = replica.take_ready()
@@ -212,8 +213,7 @@ class Simulation:
             return
         if ready.needs_storage:
             early, late = ready.split_messages()
-            for target, message in early:
-                self._send(member.id, target, message)
+            self._send_messages(member, early)
             ready.messages = late
             member.busy = True
             incarnation = member.incarnation
@@ -270,8 +270,18 @@ class Simulation:
     # ---- network ----------------------------------------------------------------------------
 
     def _send_all(self, member: SimMember, ready: Ready) -> None:
-        for target, message in ready.messages:
-            self._send(member.id, target, message)
+        self._send_messages(member, ready.messages)
+
+    def _send_messages(self, member: SimMember, messages: list[tuple[int, PeerMessage]]) -> None:
+        # A send to a dead or cut-off peer resets the link, which tells both ends at once; the
+        # sender must not take its next Ready then, or that Ready's messages would overtake the
+        # rest of these on their FIFO links. Its caller takes the next Ready afterwards.
+        member.sending = True
+        try:
+            for target, message in messages:
+                self._send(member.id, target, message)
+        finally:
+            member.sending = False
 
     def _send(self, source: int, target: int, message: PeerMessage) -> None:
         if (source, target) in self.blocked or not self.members[target].alive:

@@ -58,6 +58,10 @@ from zkpy.zab.messages import (
 )
 
 
+# What only a leader sends: hearing one of these keeps a follower from timing out.
+_FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, Commit, Ping, SyncDone)
+
+
 class Phase(enum.Enum):
     ELECTION = "election"
     DISCOVERY = "discovery"
@@ -225,7 +229,8 @@ class Replica:
         elif self.state is ServerState.LEADING:
             self._leader_receive(sender, message)
         elif self.state is not ServerState.LOOKING and sender == self.leader:
-            self._last_heard_leader = self.ticks
+            if isinstance(message, _FROM_LEADER):  # not a FollowerInfo from a "leader" that follows
+                self._last_heard_leader = self.ticks
             self._follower_receive(message)
 
     def disconnected(self, peer: int) -> None:
@@ -681,12 +686,13 @@ class Replica:
     def _on_follower_info(self, sender: int, info: FollowerInfo) -> None:
         observer = sender in self.config.observers
         peer = self._peers.get(sender)
-        if peer is not None and peer.accepted_epoch >= 0:
-            if not peer.epoch_acked:
-                peer.accepted_epoch = info.accepted_epoch  # it may have promised another leader
-            if self.epoch and not peer.epoch_acked:
+        if peer is not None and peer.accepted_epoch >= 0 and not peer.epoch_acked:
+            peer.accepted_epoch = info.accepted_epoch  # it may have promised another leader
+            if self.epoch:
                 self._send(sender, NewEpoch(self.epoch))
             return
+        # A FollowerInfo after its AckEpoch (the link is FIFO) means the follower went back to
+        # election and starts a new session: forget the old one and synchronize it again.
         if observer and not self._established:
             return  # observers join an established leader
         peer = _Peer(
