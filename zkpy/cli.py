@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
+import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +18,7 @@ import click
 import trio
 
 import zkpy
+from zkpy import security, tls
 from zkpy.core.errors import ZkError
 from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.storage import StorageError
@@ -31,12 +36,6 @@ def _server_option(func: Callable[..., Any]) -> Callable[..., Any]:
         default=lambda: os.environ.get("ZKPY_SERVER", DEFAULT_SERVER),
         show_default="$ZKPY_SERVER or 127.0.0.1:2181",
         help="Comma-separated host:port list of the ensemble.",
-    )(func)
-
-
-def _timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--timeout", default=10.0, show_default=True, help="Session timeout in seconds."
     )(func)
 
 
@@ -100,6 +99,16 @@ def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     help="Ensemble file (TOML); run member --id of it. Overrides the options above.",
 )
 @click.option("--id", "member_id", type=int, default=None, help="This member's id in --config.")
+@click.option("--tls-cert", default="", help="Certificate file: clients must speak TLS.")
+@click.option("--tls-key", default="", help="Key file for --tls-cert.")
+@click.option("--tls-ca", default="", help="CA file that signs client certificates (x509 ACLs).")
+@click.option(
+    "--tls-client-auth",
+    type=click.Choice(["none", "optional", "required"]),
+    default="optional",
+    show_default=True,
+)
+@click.option("--super-digest", default="", help="A digest id (user:hash) that bypasses ACLs.")
 @click.option("--log-level", default="INFO", show_default=True)
 def server(
     data_dir: Path,
@@ -109,6 +118,11 @@ def server(
     max_data_bytes: int,
     config_file: Path | None,
     member_id: int | None,
+    tls_cert: str,
+    tls_key: str,
+    tls_ca: str,
+    tls_client_auth: str,
+    super_digest: str,
     log_level: str,
 ) -> None:
     """Run one member in the foreground (Ctrl-C or SIGTERM stops it cleanly).
@@ -134,6 +148,11 @@ def server(
                 tick_ms=tick_ms,
                 max_data_bytes=max_data_bytes,
                 max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_ca=tls_ca,
+                tls_client_auth=tls_client_auth,
+                super_digest=super_digest,
             )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
@@ -254,9 +273,82 @@ def status(server: str, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _run_client(server: str, timeout: float, body: Callable[[zkpy.Client], Awaitable[T]]) -> T:
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How the shell commands reach the ensemble: --server, --timeout, --auth, --tls-*."""
+
+    server: str
+    timeout: float
+    auth: tuple[str, ...]
+    tls_ca: str | None
+    tls_cert: str | None
+    tls_key: str | None
+
+    def context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        return tls.client_context(self.tls_ca, self.tls_cert, self.tls_key)
+
+
+def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the connection options to a shell command; it receives them as `conn`."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        server: str,
+        timeout: float,
+        auth: tuple[str, ...],
+        tls_ca: str | None,
+        tls_cert: str | None,
+        tls_key: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        conn = ClientOptions(server, timeout, auth, tls_ca, tls_cert, tls_key)
+        return func(*args, conn=conn, **kwargs)
+
+    for option in reversed(
+        [
+            _server_option,
+            click.option(
+                "--timeout", default=10.0, show_default=True, help="Session timeout in seconds."
+            ),
+            click.option(
+                "--auth",
+                multiple=True,
+                metavar="USER:PASSWORD",
+                help="Authenticate (digest) before the command; may be repeated.",
+            ),
+            click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), help="CA file."),
+            click.option(
+                "--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Client cert."
+            ),
+            click.option(
+                "--tls-key", type=click.Path(dir_okay=False, exists=True), help="Client key."
+            ),
+        ]
+    ):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+@asynccontextmanager
+async def _session(conn: ClientOptions) -> AsyncIterator[zkpy.Client]:
+    async with zkpy.connect(
+        conn.server,
+        session_timeout=conn.timeout,
+        connect_timeout=conn.timeout,
+        auth=[("digest", credential) for credential in conn.auth],
+        tls=conn.context(),
+    ) as zk:
+        yield zk
+
+
+def _run_client(conn: ClientOptions, body: Callable[[zkpy.Client], Awaitable[T]]) -> T:
+    """Run `body` in a session; an error prints one line on stderr and exits 1."""
+
     async def run() -> T:
-        async with zkpy.connect(server, session_timeout=timeout, connect_timeout=timeout) as zk:
+        async with _session(conn) as zk:
             return await body(zk)
 
     try:
@@ -264,7 +356,7 @@ def _run_client(server: str, timeout: float, body: Callable[[zkpy.Client], Await
     except ZkError as err:
         click.echo(f"zkpy: {type(err).__name__}: {err}", err=True)
         sys.exit(1)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ssl.SSLError) as err:
         click.echo(f"zkpy: {err}", err=True)
         sys.exit(1)
 
@@ -282,46 +374,43 @@ def _format_stat(stat: zkpy.Stat) -> str:
 
 @main.command(name="ls")
 @click.argument("path")
-@_server_option
-@_timeout_option
-def ls_command(path: str, server: str, timeout: float) -> None:
+@_client_options
+def ls_command(path: str, conn: ClientOptions) -> None:
     """List the children of PATH."""
 
     async def body(zk: zkpy.Client) -> None:
         for child in await zk.get_children(path):
             click.echo(child)
 
-    _run_client(server, timeout, body)
+    _run_client(conn, body)
 
 
 @main.command()
 @click.argument("path")
-@_server_option
-@_timeout_option
-def get(path: str, server: str, timeout: float) -> None:
+@_client_options
+def get(path: str, conn: ClientOptions) -> None:
     """Print the data of PATH."""
 
     async def body(zk: zkpy.Client) -> None:
         data, _stat = await zk.get(path)
         click.echo(data.decode("utf-8", "backslashreplace"))
 
-    _run_client(server, timeout, body)
+    _run_client(conn, body)
 
 
 @main.command(name="set")
 @click.argument("path")
 @click.argument("data")
 @click.option("--version", "expected", default=-1, help="Only if the node has this version.")
-@_server_option
-@_timeout_option
-def set_command(path: str, data: str, expected: int, server: str, timeout: float) -> None:
+@_client_options
+def set_command(path: str, data: str, expected: int, conn: ClientOptions) -> None:
     """Set the data of PATH."""
 
     async def body(zk: zkpy.Client) -> None:
         stat = await zk.set(path, data.encode(), expected)
         click.echo(f"version {stat.version}")
 
-    _run_client(server, timeout, body)
+    _run_client(conn, body)
 
 
 @main.command()
@@ -330,48 +419,58 @@ def set_command(path: str, data: str, expected: int, server: str, timeout: float
 @click.option("--ephemeral", "-e", is_flag=True, help="Delete it when this command's session ends.")
 @click.option("--sequential", "-S", is_flag=True, help="Append a 10-digit sequence number.")
 @click.option("--makepath", "-p", is_flag=True, help="Create missing parents.")
-@_server_option
-@_timeout_option
+@click.option(
+    "--acl",
+    "acl_texts",
+    multiple=True,
+    metavar="SCHEME:ID:PERMS",
+    help="ACL entry (world:anyone:cdrwa, digest:user:password:rw, auth::cdrwa ...); repeatable.",
+)
+@_client_options
 def create(
     path: str,
     data: str,
     ephemeral: bool,
     sequential: bool,
     makepath: bool,
-    server: str,
-    timeout: float,
+    acl_texts: tuple[str, ...],
+    conn: ClientOptions,
 ) -> None:
     """Create PATH with optional DATA; prints the created path."""
+    acl = _parse_acls(acl_texts) if acl_texts else None
 
     async def body(zk: zkpy.Client) -> None:
         created = await zk.create(
-            path, data.encode(), ephemeral=ephemeral, sequential=sequential, makepath=makepath
+            path,
+            data.encode(),
+            acl=acl,
+            ephemeral=ephemeral,
+            sequential=sequential,
+            makepath=makepath,
         )
         click.echo(created)
 
-    _run_client(server, timeout, body)
+    _run_client(conn, body)
 
 
 @main.command()
 @click.argument("path")
 @click.option("--version", "expected", default=-1, help="Only if the node has this version.")
 @click.option("--recursive", "-r", is_flag=True, help="Delete the whole subtree.")
-@_server_option
-@_timeout_option
-def delete(path: str, expected: int, recursive: bool, server: str, timeout: float) -> None:
+@_client_options
+def delete(path: str, expected: int, recursive: bool, conn: ClientOptions) -> None:
     """Delete PATH."""
 
     async def body(zk: zkpy.Client) -> None:
         await zk.delete(path, expected, recursive=recursive)
 
-    _run_client(server, timeout, body)
+    _run_client(conn, body)
 
 
 @main.command()
 @click.argument("path")
-@_server_option
-@_timeout_option
-def stat(path: str, server: str, timeout: float) -> None:
+@_client_options
+def stat(path: str, conn: ClientOptions) -> None:
     """Print the Stat of PATH."""
 
     async def body(zk: zkpy.Client) -> None:
@@ -380,16 +479,52 @@ def stat(path: str, server: str, timeout: float) -> None:
             raise zkpy.errors.NoNodeError(path=path)
         click.echo(_format_stat(found))
 
-    _run_client(server, timeout, body)
+    _run_client(conn, body)
+
+
+def _parse_acls(texts: tuple[str, ...]) -> list[zkpy.ACL]:
+    try:
+        return [security.parse_acl(text) for text in texts]
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@main.command()
+@click.argument("path")
+@_client_options
+def getacl(path: str, conn: ClientOptions) -> None:
+    """Print the ACL of PATH, one scheme:id:perms entry per line."""
+
+    async def body(zk: zkpy.Client) -> None:
+        acl, _stat = await zk.get_acl(path)
+        for entry in acl:
+            click.echo(security.format_acl(entry))
+
+    _run_client(conn, body)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("acl_texts", nargs=-1, required=True, metavar="SCHEME:ID:PERMS...")
+@click.option("--version", "expected", default=-1, help="Only if the ACL has this version.")
+@_client_options
+def setacl(path: str, acl_texts: tuple[str, ...], expected: int, conn: ClientOptions) -> None:
+    """Replace the ACL of PATH (world:anyone:r digest:alice:secret:cdrwa x509:CN=app:rw ...)."""
+    acl = _parse_acls(acl_texts)
+
+    async def body(zk: zkpy.Client) -> None:
+        stat = await zk.set_acl(path, acl, expected)
+        click.echo(f"aversion {stat.aversion}")
+
+    _run_client(conn, body)
 
 
 @main.command()
 @click.argument("path")
 @click.option("--recursive", "-r", is_flag=True, help="Watch the whole subtree.")
 @click.option("--count", "-n", default=0, help="Stop after this many events (0: never).")
-@_server_option
-@_timeout_option
-def watch(path: str, recursive: bool, count: int, server: str, timeout: float) -> None:
+@_client_options
+def watch(path: str, recursive: bool, count: int, conn: ClientOptions) -> None:
     """Print one line per event on PATH until interrupted."""
 
     async def body(zk: zkpy.Client) -> None:
@@ -403,26 +538,10 @@ def watch(path: str, recursive: bool, count: int, server: str, timeout: float) -
                 if count and seen >= count:
                     return
 
-    async def run() -> None:
-        await _until_signal(
-            lambda: _client_session(server, timeout, body),
-        )
+    async def until_interrupted(zk: zkpy.Client) -> None:
+        await _until_signal(lambda: body(zk))
 
-    try:
-        trio.run(run)
-    except ZkError as err:
-        click.echo(f"zkpy: {type(err).__name__}: {err}", err=True)
-        sys.exit(1)
-    except (OSError, ValueError) as err:
-        click.echo(f"zkpy: {err}", err=True)
-        sys.exit(1)
-
-
-async def _client_session(
-    server: str, timeout: float, body: Callable[[zkpy.Client], Awaitable[None]]
-) -> None:
-    async with zkpy.connect(server, session_timeout=timeout, connect_timeout=timeout) as zk:
-        await body(zk)
+    _run_client(conn, until_interrupted)
 
 
 if __name__ == "__main__":
