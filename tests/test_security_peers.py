@@ -1,0 +1,128 @@
+"""Peer links: mutual TLS between members, and refusal of a member that cannot prove itself."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+import zkpy
+from zkpy.client.admin import fetch_status
+from zkpy.server.config import MemberAddress, ServerConfig
+from zkpy.server.main import serve
+
+from .conftest import free_port, wait_until
+
+
+def _members(count: int) -> tuple[MemberAddress, ...]:
+    return tuple(
+        MemberAddress(index, "127.0.0.1", free_port(), free_port()) for index in range(1, count + 1)
+    )
+
+
+async def _serving(port: int) -> bool:
+    try:
+        status = await fetch_status("127.0.0.1", port, timeout=1.0)
+    except (OSError, trio.TooSlowError, zkpy.errors.ZkError):
+        return False
+    return bool(status["serving"])
+
+
+async def _run_members(
+    nursery: trio.Nursery, configs: list[ServerConfig]
+) -> list[trio.CancelScope]:
+    scopes = []
+    for config in configs:
+        scope = trio.CancelScope()
+
+        async def run(config: ServerConfig = config, scope: trio.CancelScope = scope) -> None:
+            with scope:
+                await serve(config)
+
+        nursery.start_soon(run)
+        scopes.append(scope)
+    return scopes
+
+
+async def test_an_ensemble_over_mutual_tls_without_a_secret(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    members = _members(3)
+    configs = []
+    for member in members:
+        cert = ca.issue_cert(f"member{member.id}.zkpy")
+        cert_file = tmp_path / f"m{member.id}.pem"
+        cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+        configs.append(
+            ServerConfig(
+                data_dir=tmp_path / f"m{member.id}",
+                client_port=member.client_port,
+                server_id=member.id,
+                members=members,
+                peer_tls=True,
+                tls_ca=str(ca_file),
+                tls_cert=str(cert_file),
+                tls_client_auth="none",
+                peer_tick_ms=50,
+            )
+        )
+    # clients of these members speak TLS too (tls_cert is the client port's certificate)
+    client_tls = zkpy.tls.client_context(ca_file, check_hostname=False)
+    async with trio.open_nursery() as nursery:
+        scopes = await _run_members(nursery, configs)
+        hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in members)
+        async with zkpy.connect(hosts, tls=client_tls, connect_timeout=2.0) as zk:
+            await zk.create("/over-tls", b"yes")
+            await zk.sync("/")
+            assert (await zk.get("/over-tls"))[0] == b"yes"
+        for scope in scopes:
+            scope.cancel()
+
+
+async def test_a_member_without_the_ensembles_credentials_is_refused_and_cannot_vote(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="zkpy.server.peers")
+    members = _members(3)
+    common: dict[str, Any] = {"members": members, "peer_tick_ms": 50}
+    good = [
+        ServerConfig(
+            data_dir=tmp_path / f"m{m.id}",
+            client_port=m.client_port,
+            server_id=m.id,
+            secret="the right secret",
+            **common,
+        )
+        for m in members[:2]
+    ]
+    impostor = ServerConfig(
+        data_dir=tmp_path / "m3",
+        client_port=members[2].client_port,
+        server_id=3,
+        secret="a wrong secret",
+        **common,
+    )
+    async with trio.open_nursery() as nursery:
+        scopes = await _run_members(nursery, [*good, impostor])
+        await wait_until(lambda: "refused a peer connection" in caplog.text, what="refusal")
+        # two honest members are a quorum of three and serve; the impostor never does
+        for config in good:
+            port = config.client_port
+
+            async def serving(port: int = port) -> bool:
+                return await _serving(port)
+
+            await wait_until(serving, timeout=15, what=f"member on {port} serving")
+        assert not await _serving(impostor.client_port)
+        hosts = ",".join(f"127.0.0.1:{c.client_port}" for c in good)
+        async with zkpy.connect(hosts) as zk:
+            await zk.create("/honest", b"")
+        assert not await _serving(impostor.client_port)
+        assert "the right secret" not in caplog.text and "a wrong secret" not in caplog.text
+        for scope in scopes:
+            scope.cancel()
