@@ -9,6 +9,7 @@ from zkpy import errors, security
 from zkpy.client import (
     Client,
     ConnectionState,
+    Pipeline,
     Transaction,
     WatchFuture,
     WatchStream,
@@ -40,6 +41,7 @@ __all__ = [
     "EventType",
     "Id",
     "Perm",
+    "Pipeline",
     "Stat",
     "State",
     "Transaction",

@@ -1,11 +1,12 @@
 """The zkpy client: `connect`, `Client`, watches and connection states."""
 
-from zkpy.client.client import Client, ConnectionState, Transaction, connect, parse_hosts
+from zkpy.client.client import Client, ConnectionState, Pipeline, Transaction, connect, parse_hosts
 from zkpy.client.watches import WatchFuture, WatchStream
 
 __all__ = [
     "Client",
     "ConnectionState",
+    "Pipeline",
     "Transaction",
     "WatchFuture",
     "WatchStream",

@@ -94,10 +94,28 @@ def parse_hosts(hosts: str | Sequence[str]) -> list[tuple[str, int]]:
     return parsed
 
 
+class Countdown:
+    """One wake-up for a whole batch of replies: `set()` once per reply, `wait()` for all."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self._event = trio.Event()
+        if count == 0:
+            self._event.set()
+
+    def set(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 @dataclass(slots=True)
 class _Pending:
     opcode: int
-    done: trio.Event
+    done: trio.Event | Countdown
     zxid: int = 0
     error: int = 0
     body: Any = None
@@ -472,23 +490,41 @@ class Client:
     async def _call(self, request: Request, on_success: Callable[[Any], None] | None = None) -> Any:
         """Send `request` and wait for its reply's body. `on_success(body)` runs as the reply
         arrives, before any later frame is handled (that is where watches get registered)."""
+        await self._ready_to_send()
+        pending = self._enqueue(request, trio.Event(), on_success)
+        await pending.done.wait()
+        return self._outcome(request, pending)
+
+    async def _ready_to_send(self) -> None:
+        """Wait (up to a session timeout) for a connection; raise if there will be none."""
         if self._state is not ConnectionState.CONNECTED:
             with trio.move_on_after(self.session_timeout):
                 await self.wait_connected()
             if not self.connected:
                 self._raise_if_dead()
                 raise ConnectionLossError("not connected to any server")
+
+    def _enqueue(
+        self,
+        request: Request,
+        done: trio.Event | Countdown,
+        on_success: Callable[[Any], None] | None = None,
+    ) -> _Pending:
+        """Encode `request` into the outgoing buffer and register who waits for its reply."""
         _validate_paths(request)
         xid = self._next_xid
         self._next_xid = xid + 1 if xid < 2**31 - 1 else 1
         frame = wire.encode_request(xid, request)
         if len(frame) > self._max_frame:
             raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
-        pending = _Pending(0, trio.Event(), on_success=on_success)
+        pending = _Pending(0, done, on_success=on_success)
         self._pending[xid] = pending
         self._outbox += frame
         self._output_ready.set()
-        await pending.done.wait()
+        return pending
+
+    def _outcome(self, request: Request, pending: _Pending) -> Any:
+        """The reply's body, or the error it carries, raised."""
         if pending.lost is not None:
             raise pending.lost
         if pending.error:
@@ -498,6 +534,14 @@ class Client:
                 raise error_for_code(pending.error, pending.body)
             raise error_for_code(pending.error, path=getattr(request, "path", None))
         return pending.body
+
+    def pipeline(self) -> Pipeline:
+        """A batch of requests sent together and answered in order, without a task per
+        request (not atomic: use `transaction()` for all-or-nothing).
+
+        ``async with zk.pipeline() as p: p.set("/a", b"1"); p.get("/b")`` then ``p.results``.
+        """
+        return Pipeline(self)
 
     def _acl(self, acl: Sequence[ACL] | None) -> tuple[ACL, ...]:
         return self.default_acl if acl is None else tuple(acl)
@@ -668,6 +712,95 @@ class Client:
                         pass
 
 
+class Pipeline:
+    """Queue reads and writes, then `execute()` them in one go; results come back in order.
+
+    Each queued call returns the index of its result. `execute(raise_on_error=False)` puts an
+    exception instance where a request failed, instead of raising the first error.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._requests: list[Request] = []
+        self._converters: list[Callable[[Any], Any]] = []
+        self.results: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def _add(self, request: Request, convert: Callable[[Any], Any]) -> int:
+        self._requests.append(request)
+        self._converters.append(convert)
+        return len(self._requests) - 1
+
+    def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+    ) -> int:
+        _check_bytes(data)
+        request = CreateRequest(path, data, self._client._acl(acl), ephemeral, sequential)
+        return self._add(request, lambda body: body[0])
+
+    def get(self, path: str) -> int:
+        return self._add(GetDataRequest(path), lambda body: (body[0], wire.stat_in(body[1])))
+
+    def exists(self, path: str) -> int:
+        return self._add(
+            ExistsRequest(path), lambda body: None if body is None else wire.stat_in(body)
+        )
+
+    def get_children(self, path: str) -> int:
+        return self._add(GetChildrenRequest(path), lambda body: body[0])
+
+    def set(self, path: str, data: bytes, version: int = -1) -> int:
+        _check_bytes(data)
+        return self._add(SetDataRequest(path, data, version), wire.stat_in)
+
+    set_data = set
+
+    def delete(self, path: str, version: int = -1) -> int:
+        return self._add(DeleteRequest(path, version), lambda body: None)
+
+    async def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        client = self._client
+        await client._ready_to_send()
+        requests, converters = self._requests, self._converters
+        self._requests, self._converters = [], []
+        countdown = Countdown(len(requests))
+        pending: list[_Pending | ZkError] = []
+        for request in requests:
+            try:
+                pending.append(client._enqueue(request, countdown))
+            except ZkError as err:  # refused before sending (a bad path, an oversize value)
+                countdown.set()
+                pending.append(err)
+        await countdown.wait()
+        results: list[Any] = []
+        for request, convert, item in zip(requests, converters, pending, strict=True):
+            try:
+                if isinstance(item, ZkError):
+                    raise item
+                results.append(convert(client._outcome(request, item)))
+            except ZkError as err:
+                if raise_on_error:
+                    raise
+                results.append(err)
+        self.results = results
+        return results
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, kind: object, value: object, traceback: object) -> None:
+        if kind is None and self._requests:
+            await self.execute()
+
+
 @dataclass(slots=True)
 class _MultiFailure:
     code: int
@@ -748,6 +881,7 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
 __all__ = [
     "Client",
     "ConnectionState",
+    "Pipeline",
     "Transaction",
     "WatchedEvent",
     "connect",
