@@ -196,6 +196,9 @@ class FakeTree:
     def stat_zxids(self, path: str) -> tuple[int, int] | None:
         return self.stats.get(path)
 
+    def descendants(self, path: str) -> list[str]:
+        return [p for p in self.stats if p.startswith(path.rstrip("/") + "/")]
+
 
 HISTORY = [
     (10, [(CHANGED, "/a")]),
@@ -219,7 +222,7 @@ REGISTRATIONS = [
 
 
 def _log(history: list[tuple[int, list[tuple[EventType, str]]]], capacity: int = 1000) -> ChangeLog:
-    log = ChangeLog(capacity)
+    log = ChangeLog(start_zxid=0, capacity=capacity)
     for zxid, changes in history:
         log.record(zxid, changes)
     return log
@@ -289,7 +292,7 @@ def test_replay_equals_what_a_live_registry_would_have_delivered(
 
 
 def test_change_log_capacity_and_coverage() -> None:
-    log = ChangeLog(capacity=4)
+    log = ChangeLog(start_zxid=0, capacity=4)
     log.record(1, [(CHANGED, "/a")])
     log.record(2, [])  # nothing to remember
     log.record(3, [(CREATED, "/b"), (CHILD, "/")])
@@ -341,7 +344,7 @@ def test_resume_falls_back_to_stat_comparison_when_the_log_is_too_short() -> Non
         WatchedEvent(DELETED, "/gone", 17),
         WatchedEvent(DELETED, "/gone-too", 17),
         WatchedEvent(CHILD, "/kids", 17),
-        WatchedEvent(CHANGED, "/p", 17),  # "something changed: re-read"
+        WatchedEvent(CHILD, "/p", 17),  # its children changed: re-read them
     ]
     assert reg.registrations(W1) == {
         (EXIST, "/still-missing"),
@@ -460,3 +463,25 @@ def test_tracker_matches_a_simple_deadline_model(ops: list[tuple[str, int, int]]
         for sid, (heard, timeout) in last_heard.items():
             assert now < heard + timeout + TICK, f"session {sid} should have expired"
         assert set(last_heard) == {sid for sid in range(1, 5) if sid in tracker}
+
+
+def test_recursive_fallback_names_every_changed_node_below() -> None:
+    tree = FakeTree(
+        {
+            "/app": (2, 2),
+            "/app/a": (3, 3),  # untouched since 9
+            "/app/b": (12, 12),  # created after 9
+            "/app/b/c": (14, 14),
+            "/other": (15, 15),  # outside the watch
+        }
+    )
+    log = _log(HISTORY, capacity=2)
+    reg = WatchRegistry()
+    missed = resume_watches(reg, W1, [(RECURSIVE, "/app"), (RECURSIVE, "/gone")], 9, log, tree, 17)
+    # /gone: its parent "/" is not in this fake tree, so it may have been deleted: say so
+    assert sorted((e.path, e.type) for e in missed) == [
+        ("/app/b", CHANGED),
+        ("/app/b/c", CHANGED),
+        ("/gone", DELETED),
+    ]
+    assert reg.has(W1, "/app", RECURSIVE)

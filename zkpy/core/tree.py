@@ -335,6 +335,19 @@ class DataTree:
         tree._dirty_nodes = set()
         return tree
 
+    def descendants(self, path: str) -> Iterator[str]:
+        """Every node below `path`, depth first (not `path` itself)."""
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            node = self.nodes.get(current)
+            if node is None:
+                continue
+            for name in node.children:
+                child = paths.join(current, name)
+                yield child
+                stack.append(child)
+
     def stat_zxids(self, path: str) -> tuple[int, int] | None:
         node = self.nodes.get(path)
         return None if node is None else (node.mzxid, node.pzxid)

@@ -111,15 +111,22 @@ class TreeView(Protocol):
     def stat_zxids(self, path: str) -> tuple[int, int] | None:
         """(mzxid, pzxid) of the node, or None if it does not exist."""
 
+    def descendants(self, path: str) -> Iterable[str]:
+        """Every node below `path` (not `path` itself)."""
+
 
 class ChangeLog:
-    """The changes of the most recent transactions, for replaying watches after a reconnect."""
+    """The changes of the most recent transactions, for replaying watches after a reconnect.
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    `start_zxid` is the zxid of the state the log starts from (a member's tree when it starts,
+    or a snapshot it installs): the log knows nothing of changes before it.
+    """
+
+    def __init__(self, *, start_zxid: int, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._entries: deque[tuple[int, Sequence[Change]]] = deque()
         self._count = 0
-        self.oldest_zxid_known = 0  # every change after this zxid is still in the log
+        self.oldest_zxid_known = start_zxid  # every change after this zxid is still in the log
 
     def record(self, zxid: int, changes: Sequence[Change]) -> None:
         if not changes:
@@ -182,25 +189,40 @@ def _compare_stats(
     tree: TreeView,
     current_zxid: int,
 ) -> list[WatchedEvent]:
+    """What changed since `last_zxid`, judged from today's stats (ZooKeeper's way), when the
+    change log does not reach back that far. Each event names a path to re-read."""
     missed: list[WatchedEvent] = []
     for mode, path in sorted(registrations, key=lambda reg: (reg[1], reg[0])):
-        zxids = tree.stat_zxids(path)
-        event: EventType | None = None
-        if mode is WatchMode.EXIST and zxids is not None:
-            event = EventType.CREATED
-        elif mode in (WatchMode.DATA, WatchMode.CHILD) and zxids is None:
-            event = EventType.DELETED
-        elif mode is WatchMode.DATA and zxids is not None and zxids[0] > last_zxid:
-            event = EventType.CHANGED
-        elif mode is WatchMode.CHILD and zxids is not None and zxids[1] > last_zxid:
-            event = EventType.CHILD
-        elif mode in (WatchMode.PERSISTENT, WatchMode.PERSISTENT_RECURSIVE) and (
-            zxids is None or zxids[0] > last_zxid or zxids[1] > last_zxid
-        ):
-            event = EventType.CHANGED if zxids is not None else EventType.DELETED
-        if event is None:
-            continue
-        if mode in _ONE_SHOT:
+        for event in _stat_events(mode, path, last_zxid, tree):
+            missed.append(WatchedEvent(event[0], event[1], current_zxid))
+        if mode in _ONE_SHOT and missed and missed[-1].path == path:
             registry.remove(watcher, path, mode)
-        missed.append(WatchedEvent(event, path, current_zxid))
     return missed
+
+
+def _stat_events(
+    mode: WatchMode, path: str, last_zxid: int, tree: TreeView
+) -> list[tuple[EventType, str]]:
+    zxids = tree.stat_zxids(path)
+    if zxids is None:
+        if mode is WatchMode.EXIST:
+            return []
+        if mode in (WatchMode.DATA, WatchMode.CHILD):
+            return [(EventType.DELETED, path)]
+        # persistent: only if the parent's children changed since, can the node have gone
+        parent = tree.stat_zxids(paths.parent(path)) if path != "/" else None
+        return [(EventType.DELETED, path)] if parent is None or parent[1] > last_zxid else []
+    mzxid, pzxid = zxids
+    if mode is WatchMode.EXIST:
+        return [(EventType.CREATED, path)]
+    events: list[tuple[EventType, str]] = []
+    if mzxid > last_zxid and mode is not WatchMode.CHILD:
+        events.append((EventType.CHANGED, path))
+    if pzxid > last_zxid and mode in (WatchMode.CHILD, WatchMode.PERSISTENT):
+        events.append((EventType.CHILD, path))
+    if mode is WatchMode.PERSISTENT_RECURSIVE:
+        for below in tree.descendants(path):
+            below_zxids = tree.stat_zxids(below)
+            if below_zxids is not None and max(below_zxids) > last_zxid:
+                events.append((EventType.CHANGED, below))
+    return events[:1] if mode in _ONE_SHOT else events

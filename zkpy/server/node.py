@@ -75,8 +75,7 @@ class Member:
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
         self.watches = WatchRegistry()
-        self.change_log = ChangeLog(config.change_log_capacity)
-        self.change_log.oldest_zxid_known = tree.last_zxid
+        self.change_log = ChangeLog(start_zxid=tree.last_zxid, capacity=config.change_log_capacity)
         self._waiters: dict[tuple[int, int], Waiter] = {}
         self._sync_waiters: dict[tuple[int, int], Callable[[bool], None]] = {}
         self._event_sinks: dict[Hashable, Callable[[Any], None]] = {}
@@ -217,8 +216,9 @@ class Member:
 
     def _answer(self, ready: Ready) -> None:
         if ready.install is not None:
-            self.change_log = ChangeLog(self.config.change_log_capacity)
-            self.change_log.oldest_zxid_known = ready.install.zxid
+            self.change_log = ChangeLog(
+                start_zxid=ready.install.zxid, capacity=self.config.change_log_capacity
+            )
             self._last_checkpoint_zxid = ready.install.zxid
         for record in ready.committed:
             self._applied(self.replica.apply(record))
