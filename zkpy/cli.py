@@ -273,6 +273,62 @@ def status(server: str, as_json: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--size", default=3, show_default=True, help="Voting members.")
+@click.option("--time", "seconds", default=60.0, show_default=True, help="Seconds of faults.")
+@click.option(
+    "--nemesis",
+    default="kill,pause,partition",
+    show_default=True,
+    help="Comma-separated: kill, pause, partition, delay, drop, client-pause.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the faults and workload.")
+@click.option("--clients", default=3, show_default=True, help="Client processes.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where data, logs and the history go (default: a new temporary folder).",
+)
+@click.option(
+    "--unsafe-no-fsync",
+    is_flag=True,
+    help="UNSAFE test switch: members do not fsync; with kill -9 the run must find lost writes.",
+)
+def chaos(
+    size: int,
+    seconds: float,
+    nemesis: str,
+    seed: int,
+    clients: int,
+    workdir: Path | None,
+    unsafe_no_fsync: bool,
+) -> None:
+    """Run a real ensemble under faults, check the recorded history, and report.
+
+    Exits non-zero on any violation (or lost acknowledged write); keeps the history files.
+    """
+    from zkpy.testing.chaos import ChaosOptions, parse_nemeses, print_report, run_chaos
+
+    try:
+        nemeses = parse_nemeses(nemesis)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--nemesis") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    options = ChaosOptions(
+        size=size,
+        seconds=seconds,
+        nemeses=nemeses,
+        seed=seed,
+        clients=clients,
+        workdir=workdir,
+        fsync=not unsafe_no_fsync,
+    )
+    report = run_chaos(options)
+    print_report(report)
+    sys.exit(0 if report.ok else 1)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     """How the shell commands reach the ensemble: --server, --timeout, --auth, --tls-*."""

@@ -40,6 +40,8 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+UNSAFE_FLUSH_S = 1.0
+
 Waiter = Callable[[ApplyResult | None], None]
 """Called with the outcome when a write commits, or with None if its outcome is unknown
 (the member lost its leader before the write was committed: the client sees ConnectionLoss)."""
@@ -84,6 +86,8 @@ class Member:
         self.send_to_peer: Callable[[int, PeerMessage], None] = lambda peer, message: None
         self._work = trio.Event()
         self._persisted_zxid = self.replica.last_logged
+        self._unsafe_buffer: list[tuple[int, bytes]] = []
+        self._unsafe_flushed_at = time.monotonic()
         self._applied_since_checkpoint = len(tail)
         self._last_checkpoint_zxid = recovered.checkpoint_zxid
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
@@ -200,6 +204,9 @@ class Member:
 
     def _persist(self, ready: Ready) -> None:
         """Runs in a worker thread: one synced LMDB transaction per step, in the required order."""
+        if not self.config.fsync:
+            self._persist_unsafely(ready)
+            return
         if ready.epochs is not None:
             self.storage.set_epochs(accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1])
         if ready.install is not None:
@@ -213,6 +220,39 @@ class Member:
             self._persisted_zxid = ready.persist[-1].zxid
         elif ready.install is not None or ready.truncate_after is not None:
             self._persisted_zxid = self.replica.last_logged
+
+    def _persist_unsafely(self, ready: Ready) -> None:
+        """fsync = false, an UNSAFE test switch: log entries are acknowledged before they are
+        written, and written (unsynced) only every UNSAFE_FLUSH_S, so a kill -9 loses the recent
+        ones, as a power cut loses what a disk had not synced. Chaos runs use it to prove that
+        lost acknowledged writes are detected."""
+        if (
+            ready.epochs is not None
+            or ready.install is not None
+            or ready.truncate_after is not None
+        ):
+            self._flush_unsafe_buffer()
+            if ready.epochs is not None:
+                self.storage.set_epochs(
+                    accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1]
+                )
+            if ready.install is not None:
+                snapshot = ready.install
+                self.storage.replace_all(snapshot.zxid, snapshot.nodes, snapshot.sessions)
+                self._persisted_zxid = snapshot.zxid
+            if ready.truncate_after is not None:
+                self.storage.truncate_log_after(ready.truncate_after)
+                self._persisted_zxid = min(self._persisted_zxid, ready.truncate_after)
+        self._unsafe_buffer.extend((r.zxid, encode_record(r)) for r in ready.persist)
+        if time.monotonic() - self._unsafe_flushed_at >= UNSAFE_FLUSH_S:
+            self._flush_unsafe_buffer()
+
+    def _flush_unsafe_buffer(self) -> None:
+        self._unsafe_flushed_at = time.monotonic()
+        if self._unsafe_buffer:
+            self.storage.append(self._unsafe_buffer)
+            self._persisted_zxid = self._unsafe_buffer[-1][0]
+            self._unsafe_buffer = []
 
     def _answer(self, ready: Ready) -> None:
         if ready.install is not None:

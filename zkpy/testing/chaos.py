@@ -1,0 +1,483 @@
+"""`zkpy chaos`: a real ensemble on loopback, a concurrent workload, injected faults, and a check
+of the recorded history, Jepsen-style, on one machine.
+
+Every peer link runs through a proxy (`zkpy.testing.proxy`) that the nemesis controls. Nemeses:
+kill (kill -9 and restart, the leader half of the time), pause (SIGSTOP / SIGCONT: a long GC
+pause), partition (random halves, isolate the leader, a one-way cut, a bridge), delay (slow
+links), drop (reset links: what a lost packet does to TCP), client-pause (stop a client process
+past its session timeout), power (kill -9 every member at once). Afterwards everything is
+healed, the ensemble must converge, and the history is checked: linearizability of the registers (per key), uniqueness and order of
+sequential names, no acknowledged write lost, no watch event missed, no ephemeral outliving its
+session, and identical final state on every member.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import zkpy
+from zkpy.client.admin import fetch_status
+from zkpy.testing.proxy import LinkProxy
+from zkpy.testing.workload import EPHEMERALS, REGISTERS, SEQUENCES
+
+log = logging.getLogger("zkpy.chaos")
+
+NEMESES = ("kill", "pause", "partition", "delay", "drop", "client-pause", "power")
+SESSION_TIMEOUT_S = 4.0
+
+
+@dataclass(slots=True)
+class ChaosOptions:
+    size: int = 3
+    seconds: float = 60.0
+    nemeses: tuple[str, ...] = ("kill", "pause", "partition")
+    seed: int = 0
+    clients: int = 3
+    workers: int = 4
+    keys: int = 5
+    interval_s: float = 2.0  # quiet time between faults
+    fault_s: float = 3.0  # how long a fault lasts
+    workdir: Path | None = None
+    fsync: bool = True  # False is UNSAFE: the run must then find lost writes
+
+
+@dataclass(slots=True)
+class MemberProcess:
+    id: int
+    client_port: int
+    peer_port: int
+    config_path: Path
+    log_path: Path
+    process: trio.Process | None = None
+    paused: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+@dataclass(slots=True)
+class Report:
+    seed: int
+    workdir: str
+    outcomes: dict[str, int] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    lost_writes: list[str] = field(default_factory=list)
+    checked_keys: int = 0
+    history_files: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.lost_writes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "seed": self.seed,
+            "workdir": self.workdir,
+            "outcomes": self.outcomes,
+            "faults": self.faults,
+            "violations": self.violations,
+            "lost_writes": self.lost_writes,
+            "checked_keys": self.checked_keys,
+            "history_files": self.history_files,
+        }
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+class Chaos:
+    def __init__(self, options: ChaosOptions) -> None:
+        self.options = options
+        self.rng = random.Random(options.seed)
+        workdir = options.workdir or Path(tempfile.mkdtemp(prefix="zkpy-chaos-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.report = Report(options.seed, str(workdir))
+        self.proxy = LinkProxy()
+        self.members: dict[int, MemberProcess] = {}
+        self.clients: list[trio.Process] = []
+        self._layout()
+
+    # ---- the ensemble ------------------------------------------------------------------------
+
+    def _layout(self) -> None:
+        size = self.options.size
+        ids = list(range(1, size + 1))
+        ports = _free_ports(2 * size + size * (size - 1))
+        client_ports, peer_ports, proxy_ports = (
+            ports[:size],
+            ports[size : 2 * size],
+            ports[2 * size :],
+        )
+        links = iter(proxy_ports)
+        via: dict[tuple[int, int], int] = {}
+        for source in ids:
+            for target in ids:
+                if source != target:
+                    via[(source, target)] = next(links)
+                    self.proxy.add(source, target, via[(source, target)], peer_ports[target - 1])
+        secret = f"chaos-{self.options.seed}-{self.rng.getrandbits(64):x}"
+        for me in ids:
+            lines = [
+                f'secret = "{secret}"',
+                "tick_ms = 200",
+                "peer_tick_ms = 50",
+                "sync_limit = 20",
+                "init_limit = 60",
+                f"fsync = {'true' if self.options.fsync else 'false'}",
+                f'data_dir = "{self.workdir}"',
+            ]
+            for other in ids:
+                peer_port = peer_ports[me - 1] if other == me else via[(me, other)]
+                lines += [
+                    f"[members.{other}]",
+                    'host = "127.0.0.1"',
+                    f"client_port = {client_ports[other - 1]}",
+                    f"peer_port = {peer_port}",
+                ]
+            path = self.workdir / f"member-{me}.toml"
+            path.write_text("\n".join(lines) + "\n")
+            self.members[me] = MemberProcess(
+                me,
+                client_ports[me - 1],
+                peer_ports[me - 1],
+                path,
+                self.workdir / f"member-{me}.log",
+            )
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{m.client_port}" for m in self.members.values())
+
+    async def start_member(self, member: MemberProcess) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "zkpy",
+            "server",
+            "--config",
+            str(member.config_path),
+            "--id",
+            str(member.id),
+            "--log-level",
+            "INFO",
+        ]
+        with open(member.log_path, "ab") as log_file:
+            member.process = await trio.lowlevel.open_process(
+                command, stdout=log_file, stderr=log_file
+            )
+        member.paused = False
+
+    async def status(self, member: MemberProcess) -> dict[str, Any] | None:
+        if not member.alive or member.paused:
+            return None
+        try:
+            return await fetch_status("127.0.0.1", member.client_port, timeout=1.0)
+        except (OSError, trio.TooSlowError, zkpy.errors.ZkError):
+            return None
+
+    async def leader(self) -> MemberProcess | None:
+        for member in self.members.values():
+            status = await self.status(member)
+            if status is not None and status.get("role") == "leader" and status.get("serving"):
+                return member
+        return None
+
+    async def wait_converged(self, timeout: float = 30.0) -> bool:
+        """Every member serving, all at the same last zxid."""
+        with trio.move_on_after(timeout):
+            while True:
+                statuses = [await self.status(m) for m in self.members.values()]
+                if all(s is not None and s.get("serving") for s in statuses):
+                    zxids = {s["committed_zxid"] for s in statuses if s is not None}
+                    if len(zxids) == 1:
+                        return True
+                await trio.sleep(0.2)
+        return False
+
+    # ---- faults ------------------------------------------------------------------------------
+
+    async def _victim(self) -> MemberProcess:
+        if self.rng.random() < 0.5:
+            leader = await self.leader()
+            if leader is not None:
+                return leader
+        alive = [m for m in self.members.values() if m.alive and not m.paused]
+        return self.rng.choice(alive or list(self.members.values()))
+
+    async def inject(self, nemesis: str) -> None:
+        """Apply one fault for `fault_s`, then heal it."""
+        fault_s = self.options.fault_s
+        if nemesis == "kill":
+            victim = await self._victim()
+            if victim.process is not None:
+                self.note(f"kill -9 member {victim.id}")
+                victim.process.kill()
+                await victim.process.wait()
+            await trio.sleep(fault_s)
+            await self.start_member(victim)
+            self.note(f"restart member {victim.id}")
+        elif nemesis == "power":
+            self.note("kill -9 every member at once (a power cut)")
+            for member in self.members.values():
+                if member.process is not None and member.alive:
+                    member.process.kill()
+                    await member.process.wait()
+            await trio.sleep(fault_s)
+            for member in self.members.values():
+                await self.start_member(member)
+            self.note("restart every member")
+        elif nemesis == "pause":
+            victim = await self._victim()
+            if victim.process is not None and victim.alive:
+                self.note(f"SIGSTOP member {victim.id}")
+                victim.process.send_signal(signal.SIGSTOP)
+                victim.paused = True
+                await trio.sleep(fault_s)
+                victim.process.send_signal(signal.SIGCONT)
+                victim.paused = False
+                self.note(f"SIGCONT member {victim.id}")
+        elif nemesis == "partition":
+            await self._partition()
+            await trio.sleep(fault_s)
+            self.proxy.heal_all()
+            self.note("heal")
+        elif nemesis == "delay":
+            for link in self.proxy.links.values():
+                if self.rng.random() < 0.5:
+                    link.delay_s = self.rng.uniform(0.01, 0.1)
+            self.note("delay random links by 10-100 ms")
+            await trio.sleep(fault_s)
+            self.proxy.heal_all()
+        elif nemesis == "drop":
+            links = list(self.proxy.links.values())
+            for link in self.rng.sample(links, max(1, len(links) // 3)):
+                link.reset()
+            self.note("reset a third of the links")
+            await trio.sleep(fault_s)
+        elif nemesis == "client-pause":
+            alive = [c for c in self.clients if c.returncode is None]
+            if alive:
+                victim_client = self.rng.choice(alive)
+                self.note(f"SIGSTOP client pid {victim_client.pid} past its session timeout")
+                victim_client.send_signal(signal.SIGSTOP)
+                await trio.sleep(SESSION_TIMEOUT_S * 1.5 + 1)
+                victim_client.send_signal(signal.SIGCONT)
+        else:
+            raise ValueError(f"unknown nemesis {nemesis!r} (known: {', '.join(NEMESES)})")
+
+    async def _partition(self) -> None:
+        ids = sorted(self.members)
+        kind = self.rng.choice(["halves", "isolate-leader", "one-way", "bridge"])
+        if kind == "isolate-leader":
+            leader = await self.leader()
+            side = {leader.id if leader else self.rng.choice(ids)}
+        elif kind == "bridge" and len(ids) >= 3:
+            shuffled = self.rng.sample(ids, len(ids))
+            bridge, rest = shuffled[0], shuffled[1:]
+            left, right = set(rest[: len(rest) // 2]), set(rest[len(rest) // 2 :])
+            for a in left:
+                for b in right:
+                    self.proxy.links[(a, b)].block()
+                    self.proxy.links[(b, a)].block()
+            self.note(f"bridge partition: {sorted(left)} | {bridge} | {sorted(right)}")
+            return
+        elif kind == "one-way":
+            a, b = self.rng.sample(ids, 2)
+            self.proxy.links[(a, b)].block()
+            self.note(f"one-way cut {a} -> {b}")
+            return
+        else:
+            side = set(self.rng.sample(ids, len(ids) // 2))
+        for a in side:
+            for b in ids:
+                if b not in side:
+                    self.proxy.links[(a, b)].block()
+                    self.proxy.links[(b, a)].block()
+        self.note(f"partition {sorted(side)} from the rest ({kind})")
+
+    def note(self, text: str) -> None:
+        self.report.faults.append(text)
+        log.info("nemesis: %s", text)
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> Report:
+        options = self.options
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.proxy.run)
+                for member in self.members.values():
+                    await self.start_member(member)
+                if not await self.wait_converged(timeout=30):
+                    self.report.violations.append("the ensemble did not start serving")
+                    nursery.cancel_scope.cancel()
+                    return self.report
+                await self._start_clients()
+                deadline = trio.current_time() + options.seconds
+                while trio.current_time() < deadline:
+                    await trio.sleep(options.interval_s)
+                    if trio.current_time() >= deadline:
+                        break
+                    await self.inject(self.rng.choice(options.nemeses))
+                await self._heal_everything()
+                await self._wait_clients(options.seconds + 30)
+                if not await self.wait_converged():
+                    self.report.violations.append("the ensemble did not converge after healing")
+                final = await self._final_reads()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._stop_all()
+        self._analyze(final)
+        (self.workdir / "report.json").write_text(json.dumps(self.report.as_dict(), indent=2))
+        return self.report
+
+    async def _start_clients(self) -> None:
+        for index in range(self.options.clients):
+            out = self.workdir / f"client-{index}.jsonl"
+            self.report.history_files.append(str(out))
+            command = [
+                sys.executable,
+                "-m",
+                "zkpy.testing.workload",
+                "--hosts",
+                self.hosts,
+                "--out",
+                str(out),
+                "--seconds",
+                str(self.options.seconds),
+                "--seed",
+                str(self.options.seed * 1000 + index),
+                "--process",
+                str(index),
+                "--keys",
+                str(self.options.keys),
+                "--workers",
+                str(self.options.workers),
+            ]
+            with open(self.workdir / f"client-{index}.log", "ab") as log_file:
+                self.clients.append(
+                    await trio.lowlevel.open_process(command, stdout=log_file, stderr=log_file)
+                )
+
+    async def _heal_everything(self) -> None:
+        self.proxy.heal_all()
+        for member in self.members.values():
+            if member.process is not None and member.paused:
+                member.process.send_signal(signal.SIGCONT)
+                member.paused = False
+            if not member.alive:
+                await self.start_member(member)
+        for client in self.clients:
+            if client.returncode is None:
+                client.send_signal(signal.SIGCONT)
+
+    async def _wait_clients(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            for client in self.clients:
+                await client.wait()
+        for client in self.clients:
+            if client.returncode is None:
+                self.report.violations.append(f"client pid {client.pid} did not finish")
+                client.kill()
+
+    async def _final_reads(self) -> dict[int, dict[str, Any]]:
+        """Each member's own view of the final state (after a sync)."""
+        views: dict[int, dict[str, Any]] = {}
+        # sessions of the clients are closed; those of killed ones expire after their timeout
+        await trio.sleep(SESSION_TIMEOUT_S * 1.5)
+        for member in self.members.values():
+            try:
+                async with zkpy.connect(
+                    f"127.0.0.1:{member.client_port}", session_timeout=10.0, connect_timeout=5.0
+                ) as zk:
+                    await zk.sync("/")
+                    view: dict[str, Any] = {"registers": {}, "zxid": 0}
+                    for key in await zk.get_children(REGISTERS):
+                        data, stat = await zk.get(f"{REGISTERS}/{key}")
+                        view["registers"][key] = [data.decode(), stat.version, stat.mzxid]
+                    view["sequences"] = sorted(await zk.get_children(SEQUENCES))
+                    view["ephemerals"] = sorted(await zk.get_children(EPHEMERALS))
+                    views[member.id] = view
+            except (zkpy.errors.ZkError, OSError) as err:
+                self.report.violations.append(f"member {member.id} unreadable at the end: {err}")
+        return views
+
+    async def _stop_all(self) -> None:
+        for process in [m.process for m in self.members.values()] + self.clients:
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                await process.wait()
+
+    # ---- checking ----------------------------------------------------------------------------
+
+    def _analyze(self, final: dict[int, dict[str, Any]]) -> None:
+        from zkpy.testing.history import analyze
+
+        analyze(self.report, self.report.history_files, final)
+
+
+def run_chaos(options: ChaosOptions) -> Report:
+    return trio.run(Chaos(options).run)
+
+
+def print_report(report: Report, out: Any = sys.stdout) -> None:
+    print(f"zkpy chaos, seed {report.seed}, history in {report.workdir}", file=out)
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
+    print(f"operations: {outcomes or 'none'}", file=out)
+    print(f"faults injected ({len(report.faults)}):", file=out)
+    for fault in report.faults:
+        print(f"  {fault}", file=out)
+    print(f"keys checked for linearizability: {report.checked_keys}", file=out)
+    print(f"acknowledged writes lost: {len(report.lost_writes)}", file=out)
+    for lost in report.lost_writes[:20]:
+        print(f"  {lost}", file=out)
+    print(f"violations: {len(report.violations)}", file=out)
+    for violation in report.violations[:50]:
+        print(f"  {violation}", file=out)
+    print("OK" if report.ok else "FAILED", file=out)
+
+
+def parse_nemeses(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in NEMESES]
+    if unknown or not names:
+        raise ValueError(f"unknown nemesis {unknown} (known: {', '.join(NEMESES)})")
+    return names
+
+
+__all__: Sequence[str] = [
+    "NEMESES",
+    "Chaos",
+    "ChaosOptions",
+    "Report",
+    "parse_nemeses",
+    "print_report",
+    "run_chaos",
+]

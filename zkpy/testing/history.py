@@ -1,0 +1,149 @@
+"""Checks of a chaos run's recorded history (see `zkpy.testing.workload` for the format)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from zkpy.testing.workload import REGISTERS
+
+OPERATION_KINDS = ("read", "write", "cas", "create")
+
+
+class ReportLike(Protocol):
+    outcomes: dict[str, int]
+    violations: list[str]
+    lost_writes: list[str]
+    checked_keys: int
+
+
+def load(files: list[str]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for name in files:
+        path = Path(name)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+def analyze(report: ReportLike, files: list[str], final: dict[int, dict[str, Any]]) -> None:
+    records = load(files)
+    operations = [r for r in records if r.get("kind") in OPERATION_KINDS]
+    for op in operations:
+        report.outcomes[op["outcome"]] = report.outcomes.get(op["outcome"], 0) + 1
+    check_convergence(report, final)
+    if not final:
+        return
+    view = next(iter(final.values()))
+    check_ephemerals(report, final)
+    check_sequences(report, [op for op in operations if op["kind"] == "create"], view)
+    registers = [op for op in operations if op["kind"] in ("read", "write", "cas")]
+    check_register_durability(report, registers, view)
+    check_watches(report, records, registers)
+    check_linearizable(report, registers)
+
+
+def check_convergence(report: ReportLike, final: dict[int, dict[str, Any]]) -> None:
+    views = {member: json.dumps(view, sort_keys=True) for member, view in final.items()}
+    if len(set(views.values())) > 1:
+        report.violations.append(f"members disagree at the end: {sorted(final)}")
+
+
+def check_ephemerals(report: ReportLike, final: dict[int, dict[str, Any]]) -> None:
+    for member, view in final.items():
+        if view.get("ephemerals"):
+            report.violations.append(
+                f"member {member} still holds ephemerals of ended sessions: {view['ephemerals']}"
+            )
+
+
+def _counter(name: str) -> int:
+    return int(name[-10:])
+
+
+def check_sequences(
+    report: ReportLike, creates: list[dict[str, Any]], view: dict[str, Any]
+) -> None:
+    acked = [op for op in creates if op["outcome"] == "ok"]
+    names = [op["output"] for op in acked]
+    if len(names) != len(set(names)):
+        report.violations.append("a sequential name was handed out twice")
+    present = set(view.get("sequences", []))
+    for op in acked:
+        if op["output"] not in present:
+            report.lost_writes.append(f"sequential create {op['output']} (process {op['process']})")
+    by_return = sorted(acked, key=lambda op: op["return"])
+    for earlier in by_return:
+        for later in acked:
+            if later["call"] > earlier["return"] and _counter(later["output"]) <= _counter(
+                earlier["output"]
+            ):
+                report.violations.append(
+                    f"sequential {later['output']} was created after {earlier['output']} "
+                    "had returned, but has a smaller counter"
+                )
+                return
+
+
+def check_register_durability(
+    report: ReportLike, registers: list[dict[str, Any]], view: dict[str, Any]
+) -> None:
+    """An acknowledged write of version v means the final version is at least v, and if it is
+    exactly v the final value is that write's value."""
+    final = view.get("registers", {})
+    for op in registers:
+        if op["kind"] == "read" or op["outcome"] != "ok":
+            continue
+        version = op["output"][0]
+        value = op["input"] if op["kind"] == "write" else op["input"][1]
+        final_value, final_version, _mzxid = final.get(op["key"], ["", -1, 0])
+        if final_version < version or (final_version == version and final_value != value):
+            report.lost_writes.append(
+                f"{op['key']}: acknowledged {op['kind']} of {value!r} (version {version}) "
+                f"is gone; the final state is {final_value!r} version {final_version}"
+            )
+
+
+def check_watches(
+    report: ReportLike, records: list[dict[str, Any]], registers: list[dict[str, Any]]
+) -> None:
+    """The watcher saw events in increasing zxid order and missed no acknowledged write made
+    while it watched (reconnects included: missed events are replayed)."""
+    events = [r for r in records if r.get("kind") == "event"]
+    starts = [r for r in records if r.get("kind") == "watch-start"]
+    ends = [r for r in records if r.get("kind") == "watch-end"]
+    if not starts:
+        return
+    zxids = [event["zxid"] for event in events]
+    if any(b < a for a, b in itertools.pairwise(zxids)):
+        report.violations.append("watch events went back in zxid order")
+    begin = starts[0]["time"]
+    finish = ends[-1]["time"] if ends else float("inf")
+    seen = {(event["path"], event["zxid"]) for event in events if event["type"] == "CHANGED"}
+    for op in registers:
+        if op["kind"] == "read" or op["outcome"] != "ok":
+            continue
+        if op["call"] < begin or op["return"] > finish:
+            continue
+        mzxid = op["output"][1]
+        if (f"{REGISTERS}/{op['key']}", mzxid) not in seen:
+            report.violations.append(
+                f"the watcher missed the change of {op['key']} at zxid {mzxid:#x}"
+            )
+
+
+def check_linearizable(report: ReportLike, registers: list[dict[str, Any]]) -> None:
+    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for op in registers:
+        by_key[op["key"]].append(op)
+    report.checked_keys = len(by_key)
+    from zkpy.testing.linearizability_adapter import check_registers
+
+    for problem in check_registers(by_key):
+        report.violations.append(problem)

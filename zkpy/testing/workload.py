@@ -1,0 +1,202 @@
+"""A chaos workload client: one process, several worker tasks, every operation recorded.
+
+Each line of the output file is one JSON object: an operation with its process, worker, key,
+kind, input, output, call and return times (CLOCK_MONOTONIC, shared by the processes of one
+machine) and outcome: "ok", "fail" (it certainly did not take effect) or "unknown" (it may have).
+A watcher task records every event of a persistent recursive watch, to check that none is lost.
+
+Run by `zkpy chaos`: ``python -m zkpy.testing.workload --hosts H --out F --seconds S --seed N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import trio
+
+import zkpy
+from zkpy.errors import (
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+    ZkError,
+)
+
+ROOT = "/chaos"
+REGISTERS = f"{ROOT}/registers"
+SEQUENCES = f"{ROOT}/sequences"
+EPHEMERALS = f"{ROOT}/ephemerals"
+DEFINITE_FAILURES = (BadVersionError, NoNodeError, NodeExistsError)
+OP_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class Recorder:
+    out: IO[str]
+    process: int
+
+    def write(self, record: dict[str, Any]) -> None:
+        record["process"] = self.process
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+
+
+async def ensure_layout(zk: zkpy.Client, keys: int) -> None:
+    for path in (ROOT, REGISTERS, SEQUENCES, EPHEMERALS):
+        try:
+            await zk.create(path, b"")
+        except NodeExistsError:
+            pass
+    for index in range(keys):
+        try:
+            await zk.create(f"{REGISTERS}/k{index}", b"")
+        except NodeExistsError:
+            pass
+
+
+async def _register_op(
+    zk: zkpy.Client, rng: random.Random, key: str, value: str, versions: dict[str, int]
+) -> tuple[str, Any, Any]:
+    path = f"{REGISTERS}/{key}"
+    roll = rng.random()
+    if roll < 0.4:
+        await zk.sync(path)
+        data, stat = await zk.get(path)
+        versions[key] = stat.version
+        return "read", None, [data.decode(), stat.version]
+    if roll < 0.7:
+        stat = await zk.set(path, value.encode())
+        return "write", value, [stat.version, stat.mzxid]
+    expected = versions.get(key, 0)
+    stat = await zk.set(path, value.encode(), version=expected)
+    return "cas", [expected, value], [stat.version, stat.mzxid]
+
+
+async def worker(
+    zk: zkpy.Client,
+    recorder: Recorder,
+    worker_id: int,
+    rng: random.Random,
+    keys: int,
+    deadline: float,
+) -> None:
+    versions: dict[str, int] = {}
+    count = 0
+    while time.monotonic() < deadline:
+        count += 1
+        value = f"{recorder.process}.{worker_id}.{count}"
+        sequential = rng.random() < 0.15
+        key = "seq" if sequential else f"k{rng.randrange(keys)}"
+        record: dict[str, Any] = {"worker": worker_id, "key": key, "call": time.monotonic()}
+        kind: str = "create" if sequential else "?"
+        try:
+            with trio.fail_after(OP_TIMEOUT_S):
+                if sequential:
+                    created = await zk.create(f"{SEQUENCES}/s-", value.encode(), sequential=True)
+                    op_input, output = value, created.rsplit("/", 1)[1]
+                else:
+                    kind, op_input, output = await _register_op(zk, rng, key, value, versions)
+            record.update(kind=kind, input=op_input, output=output, outcome="ok")
+        except DEFINITE_FAILURES as err:
+            record.update(kind=kind, input=value, output=type(err).__name__, outcome="fail")
+        except (ZkError, trio.TooSlowError) as err:
+            record.update(kind=kind, input=value, output=type(err).__name__, outcome="unknown")
+            if isinstance(err, SessionExpiredError):
+                record["return"] = time.monotonic()
+                recorder.write(record)
+                return  # the session is gone: the process starts a new one
+        record["return"] = time.monotonic()
+        if kind == "?":  # failed before the register op chose its kind: it did nothing known
+            record["kind"] = "write"
+        recorder.write(record)
+
+
+async def watcher(zk: zkpy.Client, recorder: Recorder, deadline: float) -> None:
+    """Record every event under the registers; reconnects are the client's business."""
+    try:
+        await _watch(zk, recorder, deadline)
+    except ZkError as err:
+        recorder.write({"kind": "watch-end", "time": time.monotonic(), "error": str(err)})
+
+
+async def _watch(zk: zkpy.Client, recorder: Recorder, deadline: float) -> None:
+    async with zk.watch(REGISTERS, recursive=True) as events:
+        recorder.write({"kind": "watch-start", "time": time.monotonic(), "zxid": zk.last_zxid})
+        with trio.move_on_at(_trio_deadline(deadline)):
+            async for event in events:
+                recorder.write(
+                    {
+                        "kind": "event",
+                        "type": event.type.name,
+                        "path": event.path,
+                        "zxid": event.zxid,
+                        "time": time.monotonic(),
+                    }
+                )
+        recorder.write({"kind": "watch-end", "time": time.monotonic()})
+
+
+def _trio_deadline(monotonic_deadline: float) -> float:
+    return trio.current_time() + max(0.0, monotonic_deadline - time.monotonic())
+
+
+async def run(
+    hosts: str, out_path: str, seconds: float, seed: int, process: int, keys: int, workers: int
+) -> None:
+    rng = random.Random(seed)
+    deadline = time.monotonic() + seconds
+    with open(out_path, "a") as out:
+        recorder = Recorder(out, process)
+        first = True
+        while time.monotonic() < deadline:
+            try:
+                async with zkpy.connect(hosts, session_timeout=4.0, connect_timeout=3.0) as zk:
+                    await ensure_layout(zk, keys)
+                    await zk.create(
+                        f"{EPHEMERALS}/p{process}-", b"", ephemeral=True, sequential=True
+                    )
+                    async with trio.open_nursery() as nursery:
+                        if first and process == 0:
+                            nursery.start_soon(watcher, zk, recorder, deadline)
+                        for worker_id in range(workers):
+                            seed_for = rng.randrange(1 << 30)
+                            nursery.start_soon(
+                                worker,
+                                zk,
+                                recorder,
+                                worker_id,
+                                random.Random(seed_for),
+                                keys,
+                                deadline,
+                            )
+                    first = False
+            except (ZkError, OSError) as err:
+                recorder.write(
+                    {"kind": "session-lost", "time": time.monotonic(), "error": str(err)}
+                )
+                await trio.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--process", type=int, default=0)
+    parser.add_argument("--keys", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args(argv)
+    trio.run(
+        run, args.hosts, args.out, args.seconds, args.seed, args.process, args.keys, args.workers
+    )
+
+
+if __name__ == "__main__":
+    main()
