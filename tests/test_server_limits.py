@@ -200,3 +200,16 @@ async def test_client_that_reads_may_pipeline_more_than_the_outbox_limit(
                 nursery.start_soon(get)
         assert sizes == [BIG] * 200
         assert zk.connected
+
+
+async def test_get_children_past_the_reply_limit_is_a_clear_error(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "data", max_children_per_reply=50) as small:
+        async with zkpy.connect(small.address) as zk:
+            pipe = zk.pipeline()
+            for index in range(51):
+                pipe.create(f"/n{index}", b"")
+            await pipe.execute()
+            with pytest.raises(zkpy.errors.TooManyRequestsError, match="over the reply limit"):
+                await zk.get_children("/")
+            await zk.delete("/n0")
+            assert len(await zk.get_children("/")) == 50

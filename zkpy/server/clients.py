@@ -306,6 +306,12 @@ class ClientConnection:
                 node = self._readable(paths.validate(path))
                 if node is None:
                     raise NoNodeError(path=path)
+                limit = self.config.max_children_per_reply
+                if len(node.children) > limit:
+                    raise TooManyRequestsError(
+                        f"{len(node.children)} children is over the reply limit of {limit}",
+                        path=path,
+                    )
                 if watch:
                     self._watch(path, WatchMode.CHILD)
                 return [tree.children_of(path), node.stat().to_wire()]

@@ -51,6 +51,7 @@ class ServerConfig:
     max_in_flight_per_connection: int = 10_000
     max_outbox_bytes: int = 64 << 20  # a client that stops reading is cut off past this
     max_watches_per_session: int = 100_000
+    max_children_per_reply: int = 500_000  # a bigger get_children fails with TooManyRequests
     handshake_timeout_s: float = 10.0
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree
     sync_history: int = 50_000  # recent log entries a leader keeps to sync followers by diff

@@ -6,9 +6,10 @@ kill (kill -9 and restart, the leader half of the time), pause (SIGSTOP / SIGCON
 pause), partition (random halves, isolate the leader, a one-way cut, a bridge), delay (slow
 links), drop (reset links: what a lost packet does to TCP), client-pause (stop a client process
 past its session timeout), power (kill -9 every member at once). Afterwards everything is
-healed, the ensemble must converge, and the history is checked: linearizability of the registers (per key), uniqueness and order of
-sequential names, no acknowledged write lost, no watch event missed, no ephemeral outliving its
-session, and identical final state on every member.
+healed, the ensemble must converge, and the history is checked: linearizability of the
+registers (per key), uniqueness and order of sequential names, no acknowledged write lost, no
+watch event missed, no ephemeral outliving its session, and identical final state on every
+member.
 """
 
 from __future__ import annotations
