@@ -57,7 +57,6 @@ from zkpy.zab.messages import (
     promises_durability,
 )
 
-
 # What only a leader sends: hearing one of these keeps a follower from timing out.
 _FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, Commit, Ping, SyncDone)
 
@@ -189,7 +188,7 @@ class Replica:
         self.round = 0
         self.vote = Vote(current_epoch, self.last_logged, self.my_id)
         self._votes: dict[int, Vote] = {}
-        self._settled: dict[int, tuple[Vote, ServerState]] = {}
+        self._settled: dict[int, tuple[Vote, ServerState, int]] = {}  # vote, state, round
         self._quorum_since: int | None = None
         # leader
         self.epoch = 0  # the epoch being established or led
@@ -425,7 +424,7 @@ class Replica:
                 return
             self._on_looking_vote(sender, note)
         else:
-            self._settled[sender] = (note.vote, note.state)
+            self._settled[sender] = (note.vote, note.state, note.round)
             self._try_join_established()
 
     def _on_looking_vote(self, sender: int, note: Notification) -> None:
@@ -454,13 +453,27 @@ class Replica:
             self._quorum_since = None
 
     def _try_join_established(self) -> None:
-        """Join a leader that is already leading, as a quorum of settled members report."""
-        for sender, (vote, state) in self._settled.items():
+        """Join a leader that is already leading, as a quorum of settled members report, or
+        lead if a quorum already follows this member after voting for it in this very round
+        (it missed their votes while they settled, e.g. because its links came up last)."""
+        if not self.config.is_observer:
+            followers = sum(
+                1
+                for member, (vote, state, round_) in self._settled.items()
+                if state is ServerState.FOLLOWING
+                and vote.leader == self.my_id
+                and round_ == self.round
+                and member in self.config.voters
+            )
+            if followers + 1 >= quorum_size(len(self.config.voters)):
+                self._decide(self.my_id)
+                return
+        for sender, (vote, state, _round) in self._settled.items():
             if state is not ServerState.LEADING or vote.leader != sender:
                 continue
             backers = sum(
                 1
-                for member, (other, _s) in self._settled.items()
+                for member, (other, _s, _r) in self._settled.items()
                 if other.leader == sender and member in self.config.voters
             )
             if self.config.is_observer or backers + 1 >= quorum_size(len(self.config.voters)):
