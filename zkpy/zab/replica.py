@@ -33,7 +33,6 @@ from zkpy.core.sessions import SessionTracker
 from zkpy.core.tree import ApplyResult, DataTree
 from zkpy.core.txn import CloseSession, CreateSession, TxnRecord
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
-from zkpy.zab.broadcast import quorum_size
 from zkpy.zab.messages import (
     Ack,
     AckEpoch,
@@ -59,6 +58,11 @@ from zkpy.zab.messages import (
 
 # What only a leader sends: hearing one of these keeps a follower from timing out.
 _FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, Commit, Ping, SyncDone)
+
+
+def quorum_size(voters: int) -> int:
+    """A strict majority: any two quorums share a member."""
+    return voters // 2 + 1
 
 
 class Phase(enum.Enum):
@@ -544,7 +548,8 @@ class Replica:
         self._send(self.leader, AckEpoch(self.current_epoch, self.last_logged, self.scheduled_zxid))
 
     def _on_new_leader(self, message: NewLeader) -> None:
-        if message.epoch != self.accepted_epoch or self.phase is Phase.BROADCAST:
+        # only after acknowledging this leader's NewEpoch on this link: anything else is stale
+        if message.epoch != self.accepted_epoch or self.phase is not Phase.SYNCHRONIZATION:
             self._start_election()
             return
         if message.mode is SyncMode.SNAP:
@@ -601,10 +606,18 @@ class Replica:
         if any(zxid_epoch(r.zxid) != self.current_epoch for r in records):
             self._start_election()
             return
+        if records and records[0].zxid != self._next_expected_zxid():
+            self._start_election()  # a gap or a repeat: this link lost or replayed something
+            return
         self._log(records)
         if not self.config.is_observer and records:
             assert self.leader is not None
             self._send(self.leader, Ack(records[-1].zxid))
+
+    def _next_expected_zxid(self) -> int:
+        if zxid_epoch(self.last_logged) == self.current_epoch:
+            return self.last_logged + 1
+        return make_zxid(self.current_epoch, 1)
 
     # ---- leader: discovery and synchronization --------------------------------------------
 
@@ -675,7 +688,7 @@ class Replica:
                     self._check_discovery()
                 elif not peer.synced:
                     self._sync_follower(sender, peer)
-            case AckNewLeader(epoch, last_zxid) if epoch == self.epoch:
+            case AckNewLeader(epoch, last_zxid) if epoch == self.epoch and peer.synced:
                 peer.up_to_date = True
                 peer.acked_zxid = last_zxid
                 if self._established:

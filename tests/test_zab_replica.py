@@ -1,0 +1,896 @@
+"""Sentences of the Zab paper as tests, on `Replica` objects driven by hand.
+
+`Cluster` is a tiny harness: one FIFO link per ordered pair of members, a `SimDisk` per member.
+`pump(i)` takes member i's Ready, treats its durable parts as persisted at once (writes them to
+the disk) and only then queues its messages, as the Ready contract asks. Links can drop messages
+silently (a black hole: nobody is told) or be cut (the TCP view: both ends learn it broke), and
+members can crash (the disk survives) and restart from their disk. Nothing here sleeps: time is
+`tick()`.
+
+Fine-grained tests use `take(i)` (one take_ready, no loop) and `deliver(src, dst)` (one message,
+no pump) to watch a single step of the protocol.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from zkpy.core.errors import Code
+from zkpy.core.requests import (
+    CreateRequest,
+    CreateSessionRequest,
+    SetDataRequest,
+    WriteRequest,
+)
+from zkpy.core.tree import ApplyResult, DataTree
+from zkpy.core.txn import Create, CreateSession, TxnRecord, encode_record
+from zkpy.core.types import OPEN_ACL_UNSAFE, make_zxid, zxid_counter, zxid_epoch
+from zkpy.testing.sim import SimDisk
+from zkpy.zab.messages import (
+    Ack,
+    AckEpoch,
+    AckNewLeader,
+    Commit,
+    FollowerInfo,
+    NewEpoch,
+    NewLeader,
+    Notification,
+    PeerMessage,
+    Propose,
+    ServerState,
+    SyncMode,
+    Vote,
+)
+from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig
+
+TICK = 50
+ACL = OPEN_ACL_UNSAFE
+
+Link = tuple[int, int]
+
+
+class Cluster:
+    """Replicas wired by FIFO links and driven by hand."""
+
+    def __init__(
+        self,
+        voters: int = 3,
+        observers: int = 0,
+        *,
+        disks: dict[int, SimDisk] | None = None,
+        **settings: int,
+    ) -> None:
+        self.voter_ids = frozenset(range(1, voters + 1))
+        self.observer_ids = frozenset(range(voters + 1, voters + observers + 1))
+        self.ids = sorted(self.voter_ids | self.observer_ids)
+        self.configs = {
+            i: ReplicaConfig(i, self.voter_ids, self.observer_ids, tick_ms=TICK, **settings)
+            for i in self.ids
+        }
+        self.disks = {i: SimDisk() for i in self.ids}
+        self.disks.update(disks or {})
+        self.replicas: dict[int, Replica | None] = {i: None for i in self.ids}
+        self.links: dict[Link, deque[PeerMessage]] = {}
+        self.dropped: set[Link] = set()  # black holes: messages vanish and nobody is told
+        self.held: dict[Link, Callable[[PeerMessage], bool]] = {}  # queued, not delivered
+        self.sent: list[tuple[int, int, PeerMessage]] = []
+        self.readies: dict[int, list[Ready]] = {i: [] for i in self.ids}
+        self.applied: dict[int, list[ApplyResult]] = {i: [] for i in self.ids}
+        self.rejected: dict[int, list[tuple[int, int]]] = {i: [] for i in self.ids}
+        self.synced: dict[int, list[tuple[int, int]]] = {i: [] for i in self.ids}
+        self.leaders: dict[int, set[int]] = {}  # epoch -> members that served as its leader
+        self.committed: dict[int, bytes] = {}  # zxid -> the record every member applied there
+        self.last_applied: dict[int, int] = {}
+        self.now = 0
+        for i in self.ids:  # everyone is up before anyone's first votes go out
+            self.boot(i, pump=False)
+        for i in self.ids:
+            self.pump(i)
+        self.run()
+
+    # ---- members -------------------------------------------------------------------------------
+
+    def r(self, i: int) -> Replica:
+        replica = self.replicas[i]
+        assert replica is not None, f"member {i} is down"
+        return replica
+
+    def boot(self, i: int, *, pump: bool = True) -> None:
+        disk = self.disks[i]
+        snap = disk.snapshot
+        tree = DataTree.from_checkpoint(snap.zxid, snap.nodes, snap.sessions)
+        replica = Replica(
+            self.configs[i],
+            tree,
+            list(disk.log),
+            accepted_epoch=disk.accepted_epoch,
+            current_epoch=disk.current_epoch,
+        )
+        replica.now_ms = self.now
+        self.replicas[i] = replica
+        self.last_applied[i] = tree.last_zxid
+        if pump:
+            self.pump(i)
+
+    def crash(self, i: int) -> None:
+        self.replicas[i] = None
+        for j in self.ids:
+            if j != i:
+                self.reset(i, j)
+
+    def restart(self, i: int) -> None:
+        self.boot(i)
+        self.run()
+
+    @property
+    def alive(self) -> list[int]:
+        return [i for i in self.ids if self.replicas[i] is not None]
+
+    def serving_leader(self) -> int:
+        found = [
+            i for i in self.alive if self.r(i).state is ServerState.LEADING and self.r(i).serving
+        ]
+        assert len(found) == 1, f"expected one serving leader, found {found}"
+        return found[0]
+
+    def followers(self) -> list[int]:
+        return [i for i in self.alive if self.r(i).state is ServerState.FOLLOWING]
+
+    # ---- the Ready loop ------------------------------------------------------------------------
+
+    def take(self, i: int) -> Ready:
+        """One take_ready: record it, make its durable parts durable, then queue its messages."""
+        replica = self.r(i)
+        ready = replica.take_ready()
+        self.readies[i].append(ready)
+        for record in ready.committed:
+            assert record.zxid > self.last_applied[i], f"{i} applied {record.zxid:#x} twice"
+            self.last_applied[i] = record.zxid
+            known = self.committed.setdefault(record.zxid, encode_record(record))
+            assert known == encode_record(record), f"two records committed at {record.zxid:#x}"
+            self.applied[i].append(replica.apply(record))
+        self.rejected[i] += ready.rejected
+        self.synced[i] += ready.synced
+        if ready.serving_changed and replica.serving and replica.state is ServerState.LEADING:
+            self.leaders.setdefault(replica.epoch, set()).add(i)
+        self.disks[i].write(ready)
+        for target, message in ready.messages:
+            self.send(i, target, message)
+        return ready
+
+    def pump(self, i: int) -> None:
+        """An eager shell: take Readies until there is nothing left to do."""
+        for _ in range(100):
+            if self.replicas[i] is None or not self.take(i):
+                return
+        raise AssertionError(f"member {i} never went quiet")
+
+    # ---- the network ---------------------------------------------------------------------------
+
+    def send(self, source: int, target: int, message: PeerMessage) -> None:
+        self.sent.append((source, target, message))
+        if self.replicas[target] is None or (source, target) in self.dropped:
+            return
+        self.links.setdefault((source, target), deque()).append(message)
+
+    def _deliverable(self, link: Link) -> bool:
+        queue = self.links.get(link)
+        if not queue:
+            return False
+        hold = self.held.get(link)
+        return hold is None or not hold(queue[0])
+
+    def deliver(self, source: int, target: int) -> PeerMessage:
+        """Hand the next message on source -> target to the target, without pumping it."""
+        assert self._deliverable((source, target)), f"nothing to deliver on {source}->{target}"
+        message = self.links[(source, target)].popleft()
+        self.r(target).receive(source, message)
+        return message
+
+    def run(self, limit: int = 20_000) -> None:
+        """Deliver (round robin over the links) and pump until nothing more can move."""
+        for _ in range(limit):
+            moved = False
+            for link in sorted(self.links):
+                if self._deliverable(link):
+                    self.deliver(*link)
+                    self.pump(link[1])
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("the network never went quiet")
+
+    def reset(self, a: int, b: int) -> None:
+        """The connection between a and b breaks: in-flight messages are lost, both ends learn."""
+        for pair in ((a, b), (b, a)):
+            self.links.pop(pair, None)
+        for here, there in ((a, b), (b, a)):
+            if self.replicas[here] is not None:
+                self.r(here).disconnected(there)
+                self.pump(here)
+
+    def blackhole(self, a: int, b: int) -> None:
+        self.dropped |= {(a, b), (b, a)}
+
+    def cut(self, a: int, b: int) -> None:
+        self.blackhole(a, b)
+        self.reset(a, b)
+
+    def isolate(self, i: int, *, tell: bool = True) -> None:
+        for j in self.ids:
+            if j != i:
+                if tell:
+                    self.cut(i, j)
+                else:
+                    self.blackhole(i, j)
+
+    def heal(self) -> None:
+        self.dropped.clear()
+        self.run()
+
+    # ---- time and clients ----------------------------------------------------------------------
+
+    def tick(self, count: int = 1, only: Iterable[int] | None = None) -> None:
+        members = list(only) if only is not None else None
+        for _ in range(count):
+            self.now += TICK
+            for i in members if members is not None else self.alive:
+                if self.replicas[i] is not None:
+                    self.r(i).tick(self.now)
+                    self.pump(i)
+            self.run()
+
+    def settle(self, max_ticks: int = 200) -> None:
+        """Tick until every member that is up serves."""
+        for _ in range(max_ticks):
+            if all(self.r(i).serving for i in self.alive):
+                return
+            self.tick()
+        states = {i: (self.r(i).role, self.r(i).phase.value) for i in self.alive}
+        raise AssertionError(f"the ensemble did not settle: {states}")
+
+    def submit(self, i: int, session_id: int, cxid: int, request: WriteRequest) -> None:
+        self.r(i).submit(session_id, cxid, request)
+        self.pump(i)
+        self.run()
+
+    def open_session(self, i: int, session_id: int, timeout_ms: int = 60_000) -> None:
+        self.submit(i, session_id, 0, CreateSessionRequest(session_id, timeout_ms, b"pw"))
+        assert session_id in self.r(i).tree.sessions
+
+    def result_of(self, i: int, session_id: int, cxid: int) -> ApplyResult:
+        found = [
+            a for a in self.applied[i] if (a.record.session_id, a.record.cxid) == (session_id, cxid)
+        ]
+        assert len(found) == 1, f"{(session_id, cxid)} applied {len(found)} times on {i}"
+        return found[0]
+
+    # ---- checks --------------------------------------------------------------------------------
+
+    def digests(self) -> dict[int, str]:
+        return {i: self.r(i).tree.digest() for i in self.alive}
+
+    def assert_identical(self) -> None:
+        trees = {i: (self.r(i).tree.last_zxid, self.r(i).tree.digest()) for i in self.alive}
+        assert len(set(trees.values())) == 1, f"members differ: {trees}"
+
+    def assert_one_leader_per_epoch(self) -> None:
+        for epoch, members in self.leaders.items():
+            assert len(members) == 1, f"epoch {epoch} had leaders {sorted(members)}"
+
+    def messages(self, kind: type, *, source: int | None = None, target: int | None = None) -> list:
+        return [
+            m
+            for s, t, m in self.sent
+            if isinstance(m, kind)
+            and (source is None or s == source)
+            and (target is None or t == target)
+        ]
+
+
+def history(epoch: int, count: int, first: int = 1) -> list[TxnRecord]:
+    """`count` logged creates of epoch `epoch`, as a leader of that epoch would have made them."""
+    return [
+        TxnRecord(make_zxid(epoch, c), 0, 0, 0, Create(f"/h{epoch}-{c}", b"h", ACL, 0, c))
+        for c in range(first, first + count)
+    ]
+
+
+def disk(records: list[TxnRecord], accepted: int, current: int | None = None) -> SimDisk:
+    """A member that logged `records` (none applied yet) and persisted these epochs."""
+    return SimDisk(accepted, accepted if current is None else current, log=list(records))
+
+
+def create(path: str, data: bytes = b"", *, ephemeral: bool = False) -> CreateRequest:
+    return CreateRequest(path, data, ACL, ephemeral=ephemeral)
+
+
+# ---- a single voter ------------------------------------------------------------------------------
+
+
+def test_a_single_voter_elects_itself_at_construction_and_serves() -> None:
+    replica = Replica(ReplicaConfig(1, frozenset({1}), tick_ms=TICK), DataTree())
+    assert replica.state is ServerState.LEADING
+    assert replica.serving
+
+    first = replica.take_ready()
+    assert first.epochs is not None
+    accepted, current = first.epochs
+    assert current == accepted == replica.epoch > 0
+    assert first.serving_changed and not first.messages
+
+    replica.submit(7, 1, CreateSessionRequest(7, 30_000, b"pw"))
+    replica.submit(7, 2, create("/a", b"one"))
+    written = replica.take_ready()
+    assert [r.zxid for r in written.persist] == [
+        make_zxid(current, 1),
+        make_zxid(current, 2),
+    ]
+    # The leader's own acknowledgement is the next take_ready: nothing commits before that.
+    assert not written.committed
+    assert "/a" not in replica.tree
+
+    done = replica.take_ready()
+    zxids = [record.zxid for record in done.committed]
+    assert zxids == [current << 32 | 1, current << 32 | 2]
+    assert [(r.session_id, r.cxid) for r in done.committed] == [(7, 1), (7, 2)]
+    assert isinstance(done.committed[0].op, CreateSession)
+    results = [replica.apply(record) for record in done.committed]
+    assert all(a.result.error == Code.OK for a in results)
+    assert results[1].result.value == "/a"
+    node = replica.tree.get("/a")
+    assert node is not None and node.data == b"one" and node.czxid == zxids[1]
+    assert replica.tree.last_zxid == zxids[1]
+
+
+def test_a_single_voter_restarts_into_a_new_epoch_with_its_history() -> None:
+    cluster = Cluster(1)
+    first_epoch = cluster.r(1).epoch
+    cluster.open_session(1, 5)
+    cluster.submit(1, 5, 1, create("/kept", b"x"))
+    cluster.crash(1)
+    cluster.restart(1)
+    replica = cluster.r(1)
+    assert replica.serving and replica.epoch > first_epoch
+    assert replica.tree.get("/kept") is not None
+    cluster.submit(1, 5, 2, create("/next"))
+    assert zxid_epoch(cluster.result_of(1, 5, 2).record.zxid) == replica.epoch
+    assert zxid_counter(cluster.result_of(1, 5, 2).record.zxid) == 1
+
+
+# ---- election ------------------------------------------------------------------------------------
+
+
+def test_election_among_equals_is_won_by_the_highest_id() -> None:
+    cluster = Cluster(3)
+    cluster.settle()
+    assert cluster.serving_leader() == 3
+    assert sorted(cluster.followers()) == [1, 2]
+    assert all(cluster.r(i).leader == 3 for i in cluster.ids)
+
+
+def test_a_longer_log_wins_over_a_higher_id() -> None:
+    cluster = Cluster(
+        3,
+        disks={
+            1: disk(history(1, 3), 1),
+            2: disk(history(1, 2), 1),
+            3: disk(history(1, 2), 1),
+        },
+    )
+    cluster.settle()
+    assert cluster.serving_leader() == 1
+    # The winner's history is the new epoch's initial history: every member commits all of it.
+    cluster.assert_identical()
+    assert cluster.r(2).tree.get("/h1-3") is not None
+
+
+def test_a_higher_current_epoch_wins_over_a_longer_log() -> None:
+    cluster = Cluster(
+        3,
+        disks={
+            1: disk(history(1, 2), 2, 2),  # established epoch 2, proposed nothing in it
+            2: disk(history(1, 3), 1),  # logged 1:3, which epoch 2 never committed
+            3: disk(history(1, 2), 1),
+        },
+    )
+    cluster.settle()
+    assert cluster.serving_leader() == 1
+    cluster.assert_identical()
+    assert cluster.r(2).tree.get("/h1-3") is None
+    assert all(r.zxid != make_zxid(1, 3) for r in cluster.r(2).history)
+    assert all(r.zxid != make_zxid(1, 3) for r in cluster.disks[2].log)
+
+
+# ---- discovery -----------------------------------------------------------------------------------
+
+
+def test_the_new_epoch_is_above_every_accepted_epoch_of_the_quorum() -> None:
+    cluster = Cluster(
+        3,
+        disks={1: disk([], 6, 1), 2: disk([], 4, 1), 3: disk([], 2, 1)},
+    )
+    cluster.settle()
+    leader = cluster.serving_leader()
+    assert leader == 3
+    epoch = cluster.r(leader).epoch
+    # Everyone whose FollowerInfo reached the leader before it chose the epoch is below it.
+    infos: dict[int, int] = {leader: 2}
+    for source, target, message in cluster.sent:
+        if isinstance(message, NewEpoch) and source == leader:
+            break
+        if isinstance(message, FollowerInfo) and target == leader:
+            infos[source] = message.accepted_epoch
+    assert len(infos) >= 2
+    assert all(epoch > accepted for accepted in infos.values()), (epoch, infos)
+    assert epoch > 6
+    for i in cluster.ids:
+        assert (cluster.r(i).accepted_epoch, cluster.r(i).current_epoch) == (epoch, epoch)
+        assert (cluster.disks[i].accepted_epoch, cluster.disks[i].current_epoch) == (epoch, epoch)
+
+
+def test_followers_persist_epochs_in_the_ready_that_sends_the_ack() -> None:
+    cluster = Cluster(
+        3, disks={1: disk(history(1, 1), 1), 2: disk(history(1, 2), 1), 3: disk(history(1, 4), 1)}
+    )
+    cluster.settle()
+    assert cluster.serving_leader() == 3
+    epoch = cluster.r(3).epoch
+    # The leader's own accepted epoch is durable before its NewEpoch goes out.
+    announce = next(
+        r for r in cluster.readies[3] if any(isinstance(m, NewEpoch) for _, m in r.messages)
+    )
+    assert announce.epochs is not None and announce.epochs[0] == epoch
+    assert all(isinstance(m, NewEpoch) for _, m in announce.split_messages()[1])
+    for follower, logged in ((1, 1), (2, 2)):
+        readies = cluster.readies[follower]
+        [acked] = [r for r in readies if any(isinstance(m, AckEpoch) for _, m in r.messages)]
+        assert acked.epochs is not None and acked.epochs[0] == epoch
+        [synced] = [r for r in readies if any(isinstance(m, AckNewLeader) for _, m in r.messages)]
+        assert synced.epochs == (epoch, epoch)
+        # Messages may leave before the Ready is durable, but never these acknowledgements.
+        for ready, kind in ((acked, AckEpoch), (synced, AckNewLeader)):
+            early, late = ready.split_messages()
+            assert not any(isinstance(m, kind) for _, m in early)
+            assert any(isinstance(m, kind) for _, m in late)
+        # ... and the records of the NewLeader are persisted by the Ready that acknowledges it.
+        [new_leader] = cluster.messages(NewLeader, target=follower)
+        assert new_leader.mode is SyncMode.DIFF
+        assert synced.persist == list(new_leader.records)
+        assert [r.zxid for r in synced.persist] == [make_zxid(1, c) for c in range(logged + 1, 5)]
+        assert cluster.disks[follower].log[-1].zxid == make_zxid(1, 4)
+
+
+def test_a_follower_told_a_lower_epoch_than_it_accepted_goes_back_to_election() -> None:
+    config = ReplicaConfig(1, frozenset({1, 2, 3}), tick_ms=TICK)
+    follower = Replica(config, DataTree(), accepted_epoch=5, current_epoch=3)
+    follower.take_ready()
+    # Members 2 and 3 report that 3 leads: follow it.
+    follower.receive(3, Notification(9, Vote(3, 0, 3), ServerState.LEADING))
+    follower.receive(2, Notification(9, Vote(3, 0, 3), ServerState.FOLLOWING))
+    assert follower.state is ServerState.FOLLOWING and follower.leader == 3
+    info = [m for _, m in follower.take_ready().messages if isinstance(m, FollowerInfo)]
+    assert info == [FollowerInfo(5, 0, 0, False)]
+
+    follower.receive(3, NewEpoch(4))
+    assert follower.state is ServerState.LOOKING and follower.phase is Phase.ELECTION
+    assert follower.accepted_epoch == 5
+    ready = follower.take_ready()
+    assert ready.epochs is None
+    assert not any(isinstance(m, AckEpoch) for _, m in ready.messages)
+
+
+def test_a_member_acks_an_epoch_for_one_leader_only() -> None:
+    """Zab: a follower promises an epoch to one prospective leader. Member 1 reports its accepted
+    epoch to 3, which picks epoch 2, but 3's NewEpoch is slow; 1 follows 2 meanwhile, which also
+    picks epoch 2, and acknowledges it. When 1 comes back to 3 holding epoch 2, 3 must not count
+    1's acknowledgement toward its quorum: if it did, 2 and 3 would both establish epoch 2 (with
+    1 in both quorums) and commit different histories."""
+    cluster = Cluster(
+        3,
+        disks={
+            1: disk(history(1, 2), 1),
+            2: disk(history(1, 2), 1),
+            3: disk(history(1, 3), 1),
+        },
+    )
+    # 2 and 3 never hear each other; 1 follows 3 first, but 3's NewEpoch is slow.
+    cluster.blackhole(2, 3)
+    cluster.blackhole(1, 2)
+    cluster.held[(3, 1)] = lambda m: not isinstance(m, Notification)
+    cluster.tick(3)
+    assert cluster.r(1).leader == 3 and cluster.r(3).epoch == 2
+    # 1 gives up on 3 (whose clock is slow: it does not tick) and follows 2.
+    cluster.blackhole(1, 3)
+    cluster.dropped -= {(1, 2), (2, 1)}
+    cluster.held[(2, 1)] = lambda m: isinstance(m, NewLeader)
+    for _ in range(40):
+        if cluster.r(1).leader == 2 and cluster.r(2).phase is Phase.SYNCHRONIZATION:
+            break
+        cluster.tick(only=[1, 2])
+    assert cluster.r(2).epoch == 2 and cluster.r(1).accepted_epoch == 2
+    # 1 gives up on 2 as well (2's clock is slow now) and goes back to 3.
+    cluster.blackhole(1, 2)
+    cluster.dropped -= {(1, 3), (3, 1)}
+    del cluster.held[(3, 1)]
+    for _ in range(40):
+        if cluster.r(1).leader == 3 and cluster.r(1).phase is not Phase.DISCOVERY:
+            break
+        cluster.tick(only=[1])
+    cluster.run()
+    assert cluster.r(3).phase is Phase.DISCOVERY, "3 counted 1's second promise of epoch 2"
+    assert not cluster.r(3).serving
+    # 1 returns to 2: its votes reach 2, whose answer (it leads) waits on the link behind the
+    # NewLeader; a duplicate of that answer overtakes it, as election notifications may.
+    cluster.blackhole(1, 3)
+    cluster.dropped -= {(1, 2), (2, 1)}
+    for _ in range(40):
+        if cluster.r(1).state is ServerState.LOOKING:
+            break
+        cluster.tick(only=[1])
+    answer = next(
+        m
+        for m in cluster.links[(2, 1)]
+        if isinstance(m, Notification) and m.state is ServerState.LEADING
+    )
+    cluster.r(1).receive(2, answer)
+    cluster.pump(1)
+    assert cluster.r(1).leader == 2
+    del cluster.held[(2, 1)]
+    cluster.run()
+    cluster.tick(only=[1, 2])
+    assert cluster.r(2).serving and cluster.r(1).serving
+    cluster.assert_one_leader_per_epoch()
+    assert not cluster.r(3).serving
+
+
+def test_two_members_that_follow_each_other_give_up_and_elect() -> None:
+    """Stale copies of old 'I lead' notifications (election traffic may be duplicated and
+    delayed) make 1 follow 2 while 2 follows 1. Neither leads, so neither may keep the other
+    waiting: each hears only FollowerInfo from its 'leader', which is no sign of a leader."""
+    cluster = Cluster(3)
+    cluster.settle()
+    cluster.crash(3)  # 1 and 2 lose their leader and start looking
+    for me, other in ((1, 2), (2, 1)):
+        replica = cluster.r(me)
+        stale = Notification(replica.round, Vote(1, 0, other), ServerState.LEADING)
+        replica.receive(other, stale)
+        cluster.pump(me)
+    cluster.run()
+    assert cluster.r(1).leader == 2 and cluster.r(2).leader == 1
+    cluster.settle(max_ticks=3 * cluster.configs[1].init_limit)
+    cluster.serving_leader()
+    cluster.open_session(cluster.serving_leader(), 9)
+    cluster.assert_identical()
+
+
+# ---- broadcast -----------------------------------------------------------------------------------
+
+
+def ensemble(voters: int = 3, observers: int = 0, **settings: int) -> tuple[Cluster, int]:
+    cluster = Cluster(voters, observers, **settings)
+    cluster.settle()
+    leader = cluster.serving_leader()
+    cluster.open_session(leader, 1)
+    cluster.run()
+    return cluster, leader
+
+
+@pytest.mark.parametrize("own_ack_first", [True, False])
+def test_a_proposal_commits_with_a_follower_ack_and_the_leaders_own_durable_log(
+    own_ack_first: bool,
+) -> None:
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    replica = cluster.r(leader)
+    replica.submit(1, 10, create("/p", b"v"))
+    proposed = cluster.take(leader)
+    [record] = proposed.persist
+    assert {t for t, m in proposed.messages if m == Propose((record,))} == set(cluster.followers())
+    assert not proposed.committed
+
+    def follower_acks() -> None:
+        cluster.deliver(leader, follower)
+        acked = cluster.take(follower)
+        assert acked.persist == [record]
+        assert (leader, Ack(record.zxid)) in acked.split_messages()[1], "sent once durable"
+        assert "/p" not in cluster.r(follower).tree
+        cluster.deliver(follower, leader)
+
+    if own_ack_first:
+        assert not cluster.take(leader).committed, "the leader alone is not a quorum of 3"
+        assert "/p" not in replica.tree
+        follower_acks()
+        assert "/p" not in replica.tree, "handed out by the next take_ready, not applied yet"
+        committed = cluster.take(leader)
+    else:
+        follower_acks()
+        assert "/p" not in replica.tree, "the leader's own log was not durable yet"
+        committed = cluster.take(leader)
+    assert committed.committed == [record]
+    assert replica.tree.get("/p") is not None
+    assert any(isinstance(m, Commit) and m.zxid == record.zxid for _, m in committed.messages)
+    cluster.run()
+    assert {cluster.r(i).tree.get("/p") is not None for i in cluster.ids} == {True}
+
+
+def test_a_follower_applies_a_commit_only_after_its_own_log_is_durable() -> None:
+    cluster, leader = ensemble()
+    fast, slow = cluster.followers()
+    cluster.r(leader).submit(1, 10, create("/q"))
+    cluster.pump(leader)
+    cluster.deliver(leader, fast)
+    cluster.pump(fast)
+    cluster.deliver(fast, leader)
+    cluster.pump(leader)  # committed: Commit is queued to both followers
+    cluster.deliver(leader, slow)  # the Propose
+    cluster.deliver(leader, slow)  # the Commit, before slow took its Ready
+    assert "/q" not in cluster.r(slow).tree
+    logged = cluster.take(slow)
+    assert [r.zxid for r in logged.persist] and not logged.committed
+    assert cluster.take(slow).committed == logged.persist
+
+
+def test_a_leader_cut_off_from_its_followers_stops_serving_after_sync_limit() -> None:
+    cluster, leader = ensemble(sync_limit=4)
+    cluster.isolate(leader, tell=False)  # messages vanish; no link reports a failure
+    cluster.submit(leader, 1, 11, create("/lost"))
+    for _ in range(4):
+        cluster.tick(only=[leader])
+        assert cluster.r(leader).serving
+    cluster.tick(only=[leader])
+    replica = cluster.r(leader)
+    assert not replica.serving and replica.state is ServerState.LOOKING
+    assert (1, 11) in cluster.rejected[leader]
+    assert "/lost" not in replica.tree
+    assert all(a.record.cxid != 11 for a in cluster.applied[leader])
+
+
+def test_writes_submitted_at_a_follower_are_forwarded_and_applied_everywhere() -> None:
+    cluster, _leader = ensemble()
+    follower = cluster.followers()[0]
+    cluster.submit(follower, 1, 20, create("/via-follower", b"f"))
+    cluster.submit(follower, 1, 21, SetDataRequest("/via-follower", b"g"))
+    first = cluster.result_of(follower, 1, 20)
+    second = cluster.result_of(follower, 1, 21)
+    assert first.result.error == second.result.error == Code.OK
+    assert first.record.zxid < second.record.zxid
+    for i in cluster.ids:
+        node = cluster.r(i).tree.get("/via-follower")
+        assert node is not None and node.data == b"g" and node.version == 1
+    cluster.assert_identical()
+
+
+def test_sync_at_a_follower_answers_after_earlier_writes_are_applied_there() -> None:
+    cluster, leader = ensemble()
+    fast, slow = cluster.followers()
+    cluster.r(leader).submit(1, 30, create("/before-sync"))
+    cluster.pump(leader)
+    cluster.deliver(leader, fast)
+    cluster.pump(fast)
+    cluster.deliver(fast, leader)
+    cluster.pump(leader)  # committed and applied on the leader; slow has not seen it yet
+    cluster.r(slow).sync(1, 31)
+    cluster.pump(slow)
+    cluster.deliver(slow, leader)  # the SyncRequest
+    cluster.pump(leader)
+    # Propose, Commit, SyncDone reach the slow follower before it takes its next Ready.
+    while cluster.links.get((leader, slow)):
+        cluster.deliver(leader, slow)
+    for _ in range(5):
+        ready = cluster.take(slow)
+        if (1, 31) in ready.synced:
+            break
+        assert "/before-sync" not in cluster.r(slow).tree
+    else:
+        raise AssertionError("the sync never completed")
+    assert cluster.r(slow).tree.get("/before-sync") is not None
+    assert cluster.result_of(slow, 1, 30).record.zxid <= cluster.r(slow).tree.last_zxid
+
+
+def test_sync_at_the_leader_answers_once_the_earlier_write_is_applied() -> None:
+    cluster, leader = ensemble()
+    replica = cluster.r(leader)
+    replica.submit(1, 40, create("/s"))
+    cluster.take(leader)  # proposed; the leader's own log is not durable yet
+    replica.sync(1, 41)
+    for follower in cluster.followers():  # both followers ack: committed without the leader
+        cluster.deliver(leader, follower)
+        cluster.pump(follower)
+        cluster.deliver(follower, leader)
+    assert replica.commit_zxid == cluster.r(cluster.followers()[0]).last_logged
+    assert not replica._ready.committed and not replica._ready.synced
+    done = cluster.take(leader)  # durable here: the record is handed out, and the sync with it
+    assert [record.cxid for record in done.committed] == [40]
+    assert (1, 41) in done.synced
+    assert replica.tree.get("/s") is not None
+
+
+def test_a_pending_sync_is_rejected_when_its_member_stops_serving() -> None:
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    cluster.isolate(leader, tell=False)
+    cluster.r(follower).sync(1, 60)
+    cluster.pump(follower)
+    cluster.tick(only=[follower], count=cluster.configs[follower].sync_limit + 1)
+    assert not cluster.r(follower).serving
+    assert (1, 60) in cluster.rejected[follower]
+    assert (1, 60) not in cluster.synced[follower]
+
+
+def test_a_follower_that_timed_out_rejoins_its_leader_over_the_same_link() -> None:
+    """The leader stalls (no ticks, its inbox waits) long enough for a follower to give up on
+    it, then resumes; the TCP link never broke. The follower's new FollowerInfo starts a new
+    session with the same leader, which must synchronize it again."""
+    cluster, leader = ensemble()
+    follower, other = cluster.followers()
+    for source in cluster.ids:
+        if source != leader:
+            cluster.held[(source, leader)] = lambda m: True
+    cluster.tick(only=[follower, other], count=cluster.configs[follower].sync_limit + 1)
+    assert cluster.r(follower).state is ServerState.LOOKING
+    cluster.held.clear()
+    cluster.run()
+    cluster.submit(leader, 1, 70, create("/while-away"))
+    cluster.settle(max_ticks=60)
+    assert cluster.r(follower).leader == leader
+    cluster.submit(follower, 1, 71, create("/back"))
+    cluster.assert_identical()
+
+
+# ---- synchronization -----------------------------------------------------------------------------
+
+
+def new_leader_for(cluster: Cluster, member: int, after: int) -> NewLeader:
+    found = [m for s, t, m in cluster.sent[after:] if isinstance(m, NewLeader) and t == member]
+    assert found, f"no NewLeader was sent to {member}"
+    return found[-1]
+
+
+def test_a_follower_missing_a_suffix_is_synchronized_by_diff() -> None:
+    cluster, leader = ensemble()
+    behind = cluster.followers()[0]
+    cluster.isolate(behind)
+    for n in range(5):
+        cluster.submit(leader, 1, 100 + n, create(f"/d{n}"))
+    its_last = cluster.r(behind).last_logged
+    mark = len(cluster.sent)
+    cluster.heal()
+    cluster.settle()
+    message = new_leader_for(cluster, behind, mark)
+    assert message.mode is SyncMode.DIFF and message.snapshot is None
+    assert [r.zxid for r in message.records] == [
+        r.zxid for r in cluster.r(leader).history if r.zxid > its_last
+    ]
+    assert len(message.records) == 5
+    cluster.assert_identical()
+
+
+def test_a_divergent_uncommitted_tail_is_truncated_back_to_the_committed_zxid() -> None:
+    cluster, old = ensemble()
+    for n in range(3):
+        cluster.submit(old, 1, 200 + n, create(f"/c{n}"))
+    committed = cluster.r(old).tree.last_zxid
+    cluster.disks[old].checkpoint(cluster.r(old).tree, cluster.r(old).commit_zxid)
+    # The leader logs a proposal nobody else ever sees, then crashes.
+    cluster.isolate(old, tell=False)
+    cluster.submit(old, 1, 299, create("/uncommitted"))
+    tail = cluster.r(old).last_logged
+    assert tail > committed and tail in {r.zxid for r in cluster.disks[old].log}
+    cluster.crash(old)
+    cluster.dropped.clear()
+    cluster.settle()
+    new = cluster.serving_leader()
+    for n in range(3):
+        cluster.submit(new, 1, 300 + n, create(f"/n{n}"))
+    mark = len(cluster.sent)
+    cluster.restart(old)
+    cluster.settle()
+    message = new_leader_for(cluster, old, mark)
+    assert message.mode is SyncMode.TRUNC
+    assert message.truncate_after == committed
+    cluster.assert_identical()
+    assert all(cluster.r(i).tree.get("/uncommitted") is None for i in cluster.ids)
+    assert tail not in {r.zxid for r in cluster.disks[old].log}
+    assert tail not in {r.zxid for r in cluster.r(old).history}
+    assert cluster.r(old).tree.get("/n2") is not None
+
+
+def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:
+    cluster, leader = ensemble(history_limit=3)
+    far = cluster.followers()[0]
+    cluster.isolate(far)
+    for n in range(12):
+        cluster.submit(leader, 1, 400 + n, create(f"/s{n}"))
+    its_last = cluster.r(far).last_logged
+    assert cluster.r(leader).history[0].zxid > its_last
+    mark = len(cluster.sent)
+    cluster.heal()
+    cluster.settle()
+    message = new_leader_for(cluster, far, mark)
+    assert message.mode is SyncMode.SNAP and message.snapshot is not None
+    assert message.snapshot.zxid >= its_last
+    assert cluster.disks[far].snapshot == message.snapshot
+    cluster.assert_identical()
+    cluster.submit(leader, 1, 499, create("/after-snap"))
+    cluster.assert_identical()
+
+
+# ---- observers -----------------------------------------------------------------------------------
+
+
+def test_one_voter_commits_alone_and_its_observer_applies_the_history() -> None:
+    cluster = Cluster(1, 1)
+    cluster.settle()
+    assert cluster.serving_leader() == 1
+    assert cluster.r(2).state is ServerState.OBSERVING
+    cluster.open_session(1, 1)
+    cluster.blackhole(1, 2)  # the observer hears nothing, acknowledges nothing
+    cluster.submit(1, 1, 1, create("/voter-only"))
+    assert cluster.r(1).tree.get("/voter-only") is not None
+    assert cluster.r(2).tree.get("/voter-only") is None
+    cluster.dropped.clear()
+    cluster.isolate(2)  # a clean break: the observer reconnects and is synchronized
+    cluster.heal()
+    cluster.settle()
+    cluster.submit(1, 1, 2, create("/both"))
+    cluster.assert_identical()
+    assert not cluster.messages(Ack, source=2), "an observer never acknowledges proposals"
+
+
+def test_an_observer_does_not_make_a_quorum() -> None:
+    cluster, leader = ensemble(3, 1, sync_limit=4)
+    observer = 4
+    assert cluster.r(observer).state is ServerState.OBSERVING
+    cluster.submit(leader, 1, 1, create("/seen"))
+    assert cluster.r(observer).tree.get("/seen") is not None
+    # The two other voters go silent; the observer is up and connected to the leader.
+    for voter in cluster.followers():
+        cluster.blackhole(voter, leader)
+        cluster.blackhole(voter, observer)
+    cluster.submit(leader, 1, 2, create("/never"))
+    for _ in range(8):
+        cluster.tick(only=[leader, observer])
+    assert all(cluster.r(i).tree.get("/never") is None for i in cluster.ids)
+    assert (1, 2) in cluster.rejected[leader]
+    # A voter and an observer cannot elect a leader either.
+    cluster.tick(30, only=[leader, observer])
+    assert not cluster.r(leader).serving and not cluster.r(observer).serving
+    assert cluster.r(leader).state is ServerState.LOOKING
+    cluster.dropped.clear()
+    cluster.settle()
+    cluster.submit(cluster.serving_leader(), 1, 3, create("/later"))
+    cluster.assert_identical()
+
+
+# ---- sessions ------------------------------------------------------------------------------------
+
+
+def test_ephemerals_vanish_with_their_session_on_every_member() -> None:
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    cluster.open_session(follower, 50, timeout_ms=300)
+    cluster.open_session(follower, 51, timeout_ms=300)
+    cluster.submit(follower, 50, 1, create("/eph", b"e", ephemeral=True))
+    cluster.submit(follower, 51, 1, create("/kept-eph", b"k", ephemeral=True))
+    for i in cluster.ids:
+        assert cluster.r(i).tree.ephemerals_of(50) == {"/eph"}
+    for _ in range(20):  # 1 s: three times the timeout; only session 51 is heard from
+        cluster.r(follower).touch(51)
+        cluster.tick()
+    for i in cluster.ids:
+        tree = cluster.r(i).tree
+        assert tree.get("/eph") is None and 50 not in tree.sessions
+        assert not tree.ephemerals_of(50)
+        assert tree.get("/kept-eph") is not None and 51 in tree.sessions
+    cluster.assert_identical()
+    assert cluster.r(leader).serving
+
+
+def test_quorum_size_is_a_strict_majority() -> None:
+    from zkpy.zab.replica import quorum_size
+
+    assert [quorum_size(n) for n in range(1, 8)] == [1, 2, 2, 3, 3, 4, 4]
