@@ -111,7 +111,7 @@ def test_pure_packages_exist_and_are_checked() -> None:
     # the checker must actually see the modules it guards
     for expected in ("zkpy/core/tree.py", "zkpy/core/prep.py", "zkpy/wire/client.py"):
         assert expected in names
-    assert "zkpy/zab/broadcast.py" in names
+    assert "zkpy/zab/replica.py" in names
 
 
 def test_pure_core_imports_nothing_impure() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +45,7 @@ def analyze(report: ReportLike, files: list[str], final: dict[int, dict[str, Any
     registers = [op for op in operations if op["kind"] in ("read", "write", "cas")]
     check_register_durability(report, registers, view)
     check_watches(report, records, registers)
-    check_linearizable(report, registers)
+    check_linearizable(report, files)
 
 
 def check_convergence(report: ReportLike, final: dict[int, dict[str, Any]]) -> None:
@@ -129,7 +128,7 @@ def check_watches(
     for op in registers:
         if op["kind"] == "read" or op["outcome"] != "ok":
             continue
-        if op["call"] < begin or op["return"] > finish:
+        if op["call"] < begin or (op["return"] or 0) > finish:
             continue
         mzxid = op["output"][1]
         if (f"{REGISTERS}/{op['key']}", mzxid) not in seen:
@@ -138,12 +137,25 @@ def check_watches(
             )
 
 
-def check_linearizable(report: ReportLike, registers: list[dict[str, Any]]) -> None:
-    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for op in registers:
-        by_key[op["key"]].append(op)
-    report.checked_keys = len(by_key)
-    from zkpy.testing.linearizability_adapter import check_registers
+def check_linearizable(report: ReportLike, files: list[str], timeout_s: float = 120.0) -> None:
+    """Wing & Gong / Lowe search per key: registers (sync + read, write, cas) and sequences."""
+    from zkpy.testing.linearizability import (
+        Model,
+        RegisterModel,
+        SequentialCreateModel,
+        check,
+        load_history,
+    )
 
-    for problem in check_registers(by_key):
-        report.violations.append(problem)
+    history = [op for name in files if Path(name).exists() for op in load_history(name)]
+
+    def model_for(key: str) -> Model:
+        return SequentialCreateModel() if key == "seq" else RegisterModel(initial="")
+
+    result = check(history, model_for, timeout_s=timeout_s)
+    report.checked_keys = len(result.per_key)
+    for key in result.timed_out:
+        report.violations.append(f"the linearizability check of {key} gave up (timeout)")
+    for key in result.violations:
+        explanation = result.per_key[key].explanation
+        report.violations.append(f"{key} is not linearizable: {explanation}")

@@ -60,22 +60,36 @@ async def ensure_layout(zk: zkpy.Client, keys: int) -> None:
             pass
 
 
-async def _register_op(
-    zk: zkpy.Client, rng: random.Random, key: str, value: str, versions: dict[str, int]
-) -> tuple[str, Any, Any]:
-    path = f"{REGISTERS}/{key}"
+def _choose(rng: random.Random, keys: int, value: str, versions: dict[str, int]) -> dict[str, Any]:
+    """What the next operation is, decided (and recorded) before it is sent."""
+    if rng.random() < 0.15:
+        return {"key": "seq", "kind": "create", "input": value}
+    key = f"k{rng.randrange(keys)}"
     roll = rng.random()
     if roll < 0.4:
-        await zk.sync(path)
-        data, stat = await zk.get(path)
-        versions[key] = stat.version
-        return "read", None, [data.decode(), stat.version]
+        return {"key": key, "kind": "read", "input": None}
     if roll < 0.7:
-        stat = await zk.set(path, value.encode())
-        return "write", value, [stat.version, stat.mzxid]
-    expected = versions.get(key, 0)
-    stat = await zk.set(path, value.encode(), version=expected)
-    return "cas", [expected, value], [stat.version, stat.mzxid]
+        return {"key": key, "kind": "write", "input": value}
+    return {"key": key, "kind": "cas", "input": [versions.get(key, 0), value]}
+
+
+async def _perform(zk: zkpy.Client, op: dict[str, Any], versions: dict[str, int]) -> Any:
+    """Run one chosen operation; return its output."""
+    if op["kind"] == "create":
+        created = await zk.create(f"{SEQUENCES}/s-", op["input"].encode(), sequential=True)
+        return created.rsplit("/", 1)[1]
+    path = f"{REGISTERS}/{op['key']}"
+    if op["kind"] == "read":
+        await zk.sync(path)  # sync, then read: a read that is current when the sync is answered
+        data, stat = await zk.get(path)
+        versions[op["key"]] = stat.version
+        return [data.decode(), stat.version]
+    if op["kind"] == "write":
+        stat = await zk.set(path, op["input"].encode())
+    else:
+        expected, value = op["input"]
+        stat = await zk.set(path, value.encode(), version=expected)
+    return [stat.version, stat.mzxid]
 
 
 async def worker(
@@ -90,30 +104,21 @@ async def worker(
     count = 0
     while time.monotonic() < deadline:
         count += 1
-        value = f"{recorder.process}.{worker_id}.{count}"
-        sequential = rng.random() < 0.15
-        key = "seq" if sequential else f"k{rng.randrange(keys)}"
-        record: dict[str, Any] = {"worker": worker_id, "key": key, "call": time.monotonic()}
-        kind: str = "create" if sequential else "?"
+        record = _choose(rng, keys, f"{recorder.process}.{worker_id}.{count}", versions)
+        record.update(worker=worker_id, call=time.monotonic())
         try:
             with trio.fail_after(OP_TIMEOUT_S):
-                if sequential:
-                    created = await zk.create(f"{SEQUENCES}/s-", value.encode(), sequential=True)
-                    op_input, output = value, created.rsplit("/", 1)[1]
-                else:
-                    kind, op_input, output = await _register_op(zk, rng, key, value, versions)
-            record.update(kind=kind, input=op_input, output=output, outcome="ok")
+                record["output"] = await _perform(zk, record, versions)
+            record["outcome"] = "ok"
         except DEFINITE_FAILURES as err:
-            record.update(kind=kind, input=value, output=type(err).__name__, outcome="fail")
+            record.update(output=type(err).__name__, outcome="fail")
         except (ZkError, trio.TooSlowError) as err:
-            record.update(kind=kind, input=value, output=type(err).__name__, outcome="unknown")
+            record.update(output=type(err).__name__, outcome="unknown")
             if isinstance(err, SessionExpiredError):
-                record["return"] = time.monotonic()
+                record["return"] = None
                 recorder.write(record)
                 return  # the session is gone: the process starts a new one
-        record["return"] = time.monotonic()
-        if kind == "?":  # failed before the register op chose its kind: it did nothing known
-            record["kind"] = "write"
+        record["return"] = None if record["outcome"] == "unknown" else time.monotonic()
         recorder.write(record)
 
 

@@ -175,6 +175,10 @@ class Replica:
         self.accepted_epoch = accepted_epoch
         self.current_epoch = current_epoch
         self.history: deque[TxnRecord] = deque(log_tail)
+        # logged records not yet handed out as committed: the tail of `history`
+        self._unscheduled: deque[TxnRecord] = deque(
+            r for r in self.history if r.zxid > tree.last_zxid
+        )
         self.base_zxid = tree.last_zxid  # the zxid just before history[0]
         self.last_logged = self.history[-1].zxid if self.history else tree.last_zxid
         self.durable_zxid = self.last_logged
@@ -302,11 +306,11 @@ class Replica:
     def _apply_committed(self) -> None:
         """Hand out, in order, the committed records that are durable here."""
         limit = min(self.commit_zxid, self.durable_zxid)
-        for record in self.history:
+        unscheduled = self._unscheduled
+        while unscheduled and unscheduled[0].zxid <= limit:
+            record = unscheduled.popleft()
             if record.zxid <= self.scheduled_zxid:
                 continue
-            if record.zxid > limit:
-                break
             self.scheduled_zxid = record.zxid
             self._ready.committed.append(record)
             self._awaiting_local.discard((record.session_id, record.cxid))
@@ -341,6 +345,7 @@ class Replica:
             if record.zxid <= self.last_logged:
                 raise ValueError(f"log out of order: {record.zxid:#x} after {self.last_logged:#x}")
             self.history.append(record)
+            self._unscheduled.append(record)
             self.last_logged = record.zxid
             self._ready.persist.append(record)
 
@@ -567,6 +572,7 @@ class Replica:
     def _install(self, snapshot: Snapshot) -> None:
         self.tree = DataTree.from_checkpoint(snapshot.zxid, snapshot.nodes, snapshot.sessions)
         self.history = deque()
+        self._unscheduled = deque()
         self.base_zxid = snapshot.zxid
         self.last_logged = snapshot.zxid
         self.durable_zxid = min(self.durable_zxid, snapshot.zxid)
@@ -583,6 +589,8 @@ class Replica:
             raise ValueError("asked to truncate committed history")
         while self.history and self.history[-1].zxid > zxid:
             self.history.pop()
+        while self._unscheduled and self._unscheduled[-1].zxid > zxid:
+            self._unscheduled.pop()
         self.last_logged = zxid if not self.history else self.history[-1].zxid
         self.last_logged = max(self.last_logged, self.base_zxid)
         self.durable_zxid = min(self.durable_zxid, self.last_logged)
