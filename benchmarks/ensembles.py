@@ -1,0 +1,435 @@
+"""Start and stop the ensembles the benchmarks run against, on loopback, in temporary folders.
+
+- `ZkpyEnsemble`: `zkpy ensemble --size N` (the documented command) in a temporary data dir; its
+  members are the child processes it starts, found through /proc.
+- `ZooKeeperEnsemble`: Apache ZooKeeper from Debian's `zookeeper` package, one JVM per member
+  (`QuorumPeerMain`), configured here (no system files are touched).
+
+Both are context managers: leaving the block stops every process they started (SIGTERM, then
+SIGKILL after a grace period) and removes the temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class EnsembleError(RuntimeError):
+    pass
+
+
+@dataclass
+class Member:
+    id: int
+    host: str
+    port: int
+    pid: int
+    role: str = "?"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/PID/stat; 0.0 if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (non-idle time of /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(raw[raw.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def free_port_block(count: int, avoid: set[int] | None = None) -> int:
+    """A base port such that base .. base+count-1 can all be bound on loopback right now."""
+    avoid = avoid or set()
+    for base in range(20000 + (os.getpid() * 37) % 20000, 60000, 97):
+        ports = range(base, base + count)
+        if avoid.intersection(ports):
+            continue
+        sockets = []
+        try:
+            for port in ports:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise EnsembleError("no free block of loopback ports")
+
+
+def _stop_processes(processes: list[subprocess.Popen[bytes]], extra_pids: list[int]) -> None:
+    """SIGTERM the processes (and stray pids), wait, then SIGKILL whatever is left."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for pid in extra_pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for pid in extra_pids:
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+class Ensemble:
+    """What the benchmark needs of an ensemble: members (with roles and pids) to connect to."""
+
+    system = "?"
+
+    def __init__(self, size: int, base_dir: str | None) -> None:
+        self.size = size
+        self.base_dir = base_dir
+        self.members: list[Member] = []
+        self.tmp: str | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.log_paths: list[Path] = []
+
+    def __enter__(self) -> Ensemble:
+        self.tmp = tempfile.mkdtemp(prefix=f"bench-{self.system}-{self.size}-", dir=self.base_dir)
+        try:
+            self.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def roles(self) -> dict[int, str] | None:
+        """Each member's role, or None while the ensemble is not serving yet."""
+        raise NotImplementedError
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise EnsembleError(
+                        f"{self.system} exited with {process.returncode} while starting"
+                        + self.log_tail()
+                    )
+            roles = self.roles()
+            if roles is not None:
+                for member in self.members:
+                    member.role = roles[member.id]
+                return
+            if time.monotonic() > deadline:
+                raise EnsembleError(f"{self.system} ensemble not serving after {START_TIMEOUT_S}s")
+            time.sleep(0.2)
+
+    def client_targets(self) -> list[Member]:
+        """Where benchmark clients connect: the followers, or the only member."""
+        followers = [m for m in self.members if m.role == "follower"]
+        return followers or list(self.members)
+
+    def counters(self) -> dict[int, dict[str, int]] | None:
+        """Per member counters that show group commit (fsynced batches, last zxid), if known."""
+        return None
+
+    def cpu(self) -> dict[int, float]:
+        return {member.id: cpu_seconds(member.pid) for member in self.members}
+
+    def log_tail(self) -> str:
+        text = ""
+        for path in self.log_paths:
+            with contextlib.suppress(OSError):
+                lines = path.read_text(errors="replace").splitlines()[-15:]
+                text += f"\n--- {path} ---\n" + "\n".join(lines)
+        return text
+
+    def stop(self) -> None:
+        try:
+            _stop_processes(self.processes, [m.pid for m in self.members])
+        finally:
+            self.processes = []
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
+
+    def describe(self) -> str:
+        return ", ".join(f"{m.id}:{m.role}@{m.port}" for m in self.members)
+
+
+class ZkpyEnsemble(Ensemble):
+    system = "zkpy"
+
+    def start(self) -> None:
+        assert self.tmp is not None
+        client_base = free_port_block(self.size)
+        peer_base = free_port_block(self.size, set(range(client_base, client_base + self.size)))
+        log_path = Path(self.tmp) / "ensemble.log"
+        self.log_paths = [log_path]
+        command = [
+            sys.executable,
+            "-m",
+            "zkpy",
+            "ensemble",
+            "--size",
+            str(self.size),
+            "--data-dir",
+            str(Path(self.tmp) / "data"),
+            "--client-port",
+            str(client_base),
+            "--peer-port",
+            str(peer_base),
+        ]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.processes = [process]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            pids = {}
+            for pid in _children(process.pid):
+                argv = _cmdline(pid)
+                if "--id" in argv:
+                    pids[int(argv[argv.index("--id") + 1])] = pid
+            if len(pids) == self.size:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise EnsembleError("zkpy ensemble did not start its members" + self.log_tail())
+            time.sleep(0.05)
+        self.members = [
+            Member(member_id, HOST, client_base + member_id - 1, pid)
+            for member_id, pid in sorted(pids.items())
+        ]
+
+    def statuses(self) -> dict[int, dict[str, Any]]:
+        import trio
+
+        from zkpy.client.admin import fetch_status
+
+        async def gather() -> dict[int, dict[str, Any]]:
+            statuses = {}
+            for member in self.members:
+                statuses[member.id] = await fetch_status(member.host, member.port, timeout=2.0)
+            return statuses
+
+        return trio.run(gather)
+
+    def counters(self) -> dict[int, dict[str, int]] | None:
+        try:
+            statuses = self.statuses()
+        except Exception:
+            return None
+        return {
+            member_id: {
+                "batches": int(status.get("batches", 0)),
+                "zxid_counter": int(status.get("last_zxid", 0)) & 0xFFFFFFFF,
+            }
+            for member_id, status in statuses.items()
+        }
+
+    def roles(self) -> dict[int, str] | None:
+        try:
+            statuses = self.statuses()
+        except Exception:
+            return None
+        if not all(s.get("serving") for s in statuses.values()):
+            return None
+        roles = {member_id: str(s.get("role")) for member_id, s in statuses.items()}
+        if self.size > 1 and sorted(roles.values()).count("leader") != 1:
+            return None
+        return roles
+
+
+def find_zookeeper() -> tuple[str, list[str]] | None:
+    """(java, classpath jars) of an installed Apache ZooKeeper (Debian's package), or None."""
+    java = shutil.which("java")
+    jar = Path("/usr/share/java/zookeeper.jar")
+    installed = Path("/usr/share/zookeeper").is_dir() or shutil.which("zkServer.sh") is not None
+    if java is None or not installed or not jar.exists():
+        return None
+    jars = [str(jar)]
+    simple = Path("/usr/share/java/slf4j-simple.jar")  # a logger binding, for errors
+    if simple.exists():
+        jars.append(str(simple))
+    return java, jars
+
+
+def zookeeper_version() -> str:
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "zookeeper"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def four_letter(host: str, port: int, command: bytes, timeout: float = 2.0) -> str:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(command)
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+class ZooKeeperEnsemble(Ensemble):
+    """Apache ZooKeeper, one JVM per member; durable like zkpy (forceSync=yes, the default)."""
+
+    system = "zookeeper"
+    heap = "1g"
+
+    def start(self) -> None:
+        assert self.tmp is not None
+        found = find_zookeeper()
+        if found is None:
+            raise EnsembleError("Apache ZooKeeper is not installed (apt-get install zookeeper)")
+        java, jars = found
+        client_base = free_port_block(self.size)
+        used = set(range(client_base, client_base + self.size))
+        quorum_base = free_port_block(self.size, used)
+        used |= set(range(quorum_base, quorum_base + self.size))
+        election_base = free_port_block(self.size, used)
+        servers = [
+            f"server.{i}={HOST}:{quorum_base + i - 1}:{election_base + i - 1}"
+            for i in range(1, self.size + 1)
+        ]
+        for member_id in range(1, self.size + 1):
+            home = Path(self.tmp) / f"member-{member_id}"
+            data = home / "data"
+            data.mkdir(parents=True)
+            (data / "myid").write_text(f"{member_id}\n")
+            config = [
+                "tickTime=2000",
+                "initLimit=10",
+                "syncLimit=5",
+                f"dataDir={data}",
+                f"clientPort={client_base + member_id - 1}",
+                f"clientPortAddress={HOST}",
+                "maxClientCnxns=0",
+                "admin.enableServer=false",
+                "4lw.commands.whitelist=srvr,ruok,mntr",
+                "forceSync=yes",
+            ]
+            if self.size > 1:
+                config += servers
+            (home / "zoo.cfg").write_text("\n".join(config) + "\n")
+            log_path = home / "zookeeper.log"
+            self.log_paths.append(log_path)
+            command = [
+                java,
+                f"-Xmx{self.heap}",
+                f"-Xms{self.heap}",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-Dzookeeper.admin.enableServer=false",
+                "-cp",
+                ":".join([str(home), *jars]),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(home / "zoo.cfg"),
+            ]
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            self.processes.append(process)
+            self.members.append(Member(member_id, HOST, client_base + member_id - 1, process.pid))
+
+    def roles(self) -> dict[int, str] | None:
+        roles = {}
+        for member in self.members:
+            try:
+                reply = four_letter(member.host, member.port, b"srvr")
+            except OSError:
+                return None
+            mode = [line for line in reply.splitlines() if line.startswith("Mode:")]
+            if not mode:
+                return None
+            roles[member.id] = mode[0].split(":", 1)[1].strip()
+        if self.size > 1 and list(roles.values()).count("leader") != 1:
+            return None
+        return roles
+
+
+SYSTEMS: dict[str, type[Ensemble]] = {"zkpy": ZkpyEnsemble, "zookeeper": ZooKeeperEnsemble}
