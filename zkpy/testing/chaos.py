@@ -281,7 +281,9 @@ class Chaos:
             self.note("reset a third of the links")
             await trio.sleep(fault_s)
         elif nemesis == "client-pause":
-            alive = [c for c in self.clients if c.returncode is None]
+            # client 0 hosts the watcher: pausing it past its timeout would end the watch
+            candidates = self.clients[1:] or self.clients
+            alive = [c for c in candidates if c.returncode is None]
             if alive:
                 victim_client = self.rng.choice(alive)
                 self.note(f"SIGSTOP client pid {victim_client.pid} past its session timeout")
@@ -354,6 +356,7 @@ class Chaos:
         finally:
             with trio.CancelScope(shield=True):
                 await self._stop_all()
+        (self.workdir / "final.json").write_text(json.dumps(final, indent=1))
         self._analyze(final)
         (self.workdir / "report.json").write_text(json.dumps(self.report.as_dict(), indent=2))
         return self.report
