@@ -383,6 +383,8 @@ class Chaos:
                 str(self.options.keys),
                 "--workers",
                 str(self.options.workers),
+                "--resource-dir",
+                str(self.workdir),
             ]
             with open(self.workdir / f"client-{index}.log", "ab") as log_file:
                 self.clients.append(

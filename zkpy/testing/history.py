@@ -46,6 +46,8 @@ def analyze(report: ReportLike, files: list[str], final: dict[int, dict[str, Any
     check_register_durability(report, registers, view)
     check_watches(report, records, registers)
     check_linearizable(report, files)
+    if files:
+        check_fenced_resource(report, records, Path(files[0]).parent / "resource.log")
 
 
 def check_convergence(report: ReportLike, final: dict[int, dict[str, Any]]) -> None:
@@ -160,11 +162,7 @@ def check_linearizable(report: ReportLike, files: list[str], timeout_s: float = 
 
     # sequential names are checked by check_sequences in O(n log n); the search covers registers
     history = [
-        op
-        for name in files
-        if Path(name).exists()
-        for op in load_history(name)
-        if op.key != "seq"
+        op for name in files if Path(name).exists() for op in load_history(name) if op.key != "seq"
     ]
 
     def model_for(key: str) -> Model:
@@ -177,3 +175,29 @@ def check_linearizable(report: ReportLike, files: list[str], timeout_s: float = 
     for key in result.violations:
         explanation = result.per_key[key].explanation
         report.violations.append(f"{key} is not linearizable: {explanation}")
+
+
+def check_fenced_resource(
+    report: ReportLike, records: list[dict[str, Any]], resource_log: Path
+) -> None:
+    """The lock workload: the resource accepted writes in non-decreasing token order (so no
+    older holder wrote after a newer one: fencing works), each lock holder had a distinct
+    token, and every write a holder saw accepted is in the resource's log."""
+    if not resource_log.exists():
+        return
+    accepted = [line.split(" ", 1) for line in resource_log.read_text().splitlines() if line]
+    tokens = [int(token) for token, _payload in accepted]
+    if any(b < a for a, b in itertools.pairwise(tokens)):
+        report.violations.append("the fenced resource accepted an older token after a newer one")
+    locks = [r for r in records if r.get("kind") == "lock" and "token" in r]
+    held_tokens = [r["token"] for r in locks]
+    if len(held_tokens) != len(set(held_tokens)):
+        report.violations.append("two lock holders got the same fencing token")
+    written = {payload for _token, payload in accepted}
+    for lock in locks:
+        for payload, ok in lock.get("writes", []):
+            if ok and payload not in written:
+                report.violations.append(f"an accepted write {payload} is not in the resource")
+    rejected = sum(1 for lock in locks for _p, ok in lock.get("writes", []) if not ok)
+    report.outcomes["lock acquisitions"] = len(locks)
+    report.outcomes["stale writes refused"] = rejected

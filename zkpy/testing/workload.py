@@ -5,21 +5,29 @@ kind, input, output, call and return times (CLOCK_MONOTONIC, shared by the proce
 machine) and outcome: "ok", "fail" (it certainly did not take effect) or "unknown" (it may have).
 A watcher task records every event of a persistent recursive watch, to check that none is lost.
 
+A lock worker takes `recipes.Lock` and writes to a resource guarded by `recipes.fencing` (a
+log file shared by the client processes), recording its token and which writes were accepted.
+
 Run by `zkpy chaos`: ``python -m zkpy.testing.workload --hosts H --out F --seconds S --seed N``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import trio
 
 import zkpy
+from recipes import Lock
+from recipes.errors import RecipeError
+from recipes.fencing import FencingGuard, StaleTokenError
 from zkpy.errors import (
     BadVersionError,
     NodeExistsError,
@@ -122,6 +130,58 @@ async def worker(
         recorder.write(record)
 
 
+LOCK_PATH = f"{ROOT}/lock"
+RESOURCE = "resource"
+
+
+def write_resource(directory: Path, token: int, payload: str) -> bool:
+    """The fenced resource: a log file shared by every client process. Under an exclusive file
+    lock, `recipes.fencing.FencingGuard` (its memory kept in a file) accepts or refuses the
+    token, and an accepted write appends a line. False: refused as stale."""
+    with open(directory / "resource.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        state_file = directory / "resource.state"
+        state: dict[str, int] = json.loads(state_file.read_text()) if state_file.exists() else {}
+        guard = FencingGuard(state=state)
+        try:
+            guard.accept(RESOURCE, token)
+        except StaleTokenError:
+            return False
+        state_file.write_text(json.dumps(state))
+        with open(directory / "resource.log", "a") as log_file:
+            log_file.write(f"{token} {payload}\n")
+        return True
+
+
+async def lock_worker(
+    zk: zkpy.Client, recorder: Recorder, resource_dir: Path, rng: random.Random, deadline: float
+) -> None:
+    """Take `recipes.Lock`, write a few times to the fenced resource, release; record it all."""
+    lock = Lock(zk, LOCK_PATH)
+    count = 0
+    while time.monotonic() < deadline:
+        count += 1
+        record: dict[str, Any] = {"kind": "lock", "time": time.monotonic()}
+        try:
+            with trio.fail_after(OP_TIMEOUT_S * 2):
+                async with lock as held:
+                    record.update(token=held.token, acquired=time.monotonic(), writes=[])
+                    for index in range(3):
+                        payload = f"{recorder.process}.{count}.{index}"
+                        accepted = await trio.to_thread.run_sync(
+                            write_resource, resource_dir, held.token, payload
+                        )
+                        record["writes"].append([payload, accepted])
+                        await trio.sleep(rng.uniform(0, 0.01))  # hold it a little while
+            record.update(released=time.monotonic(), outcome="ok", lost=held.lost)
+        except (ZkError, RecipeError, trio.TooSlowError) as err:
+            record.update(outcome="unknown", error=type(err).__name__)
+            if isinstance(err, SessionExpiredError):
+                recorder.write(record)
+                return
+        recorder.write(record)
+
+
 async def watcher(zk: zkpy.Client, recorder: Recorder, deadline: float) -> None:
     """Record every event under the registers; reconnects are the client's business."""
     try:
@@ -152,7 +212,14 @@ def _trio_deadline(monotonic_deadline: float) -> float:
 
 
 async def run(
-    hosts: str, out_path: str, seconds: float, seed: int, process: int, keys: int, workers: int
+    hosts: str,
+    out_path: str,
+    seconds: float,
+    seed: int,
+    process: int,
+    keys: int,
+    workers: int,
+    resource_dir: Path | None = None,
 ) -> None:
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
@@ -169,6 +236,11 @@ async def run(
                     async with trio.open_nursery() as nursery:
                         if first and process == 0:
                             nursery.start_soon(watcher, zk, recorder, deadline)
+                        if resource_dir is not None:
+                            lock_rng = random.Random(rng.randrange(1 << 30))
+                            nursery.start_soon(
+                                lock_worker, zk, recorder, resource_dir, lock_rng, deadline
+                            )
                         for worker_id in range(workers):
                             seed_for = rng.randrange(1 << 30)
                             nursery.start_soon(
@@ -197,9 +269,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--process", type=int, default=0)
     parser.add_argument("--keys", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--resource-dir", type=Path, default=None, help="the fenced resource")
     args = parser.parse_args(argv)
     trio.run(
-        run, args.hosts, args.out, args.seconds, args.seed, args.process, args.keys, args.workers
+        run,
+        args.hosts,
+        args.out,
+        args.seconds,
+        args.seed,
+        args.process,
+        args.keys,
+        args.workers,
+        args.resource_dir,
     )
 
 
