@@ -206,3 +206,20 @@ class Receipt:
     async def read(self) -> bytes:
         data, _stat = await retry(self.zk, self.zk.get, self.path)
         return data
+
+
+async def read_identifiers(zk: zkpy.Client, directory: str) -> list[bytes]:
+    """The data (identifiers) of the contender nodes in `directory`, in queue order; nodes that
+    vanish meanwhile are skipped."""
+    try:
+        names = await retry(zk, zk.get_children, directory)
+    except NoNodeError:
+        return []
+    out: list[bytes] = []
+    for node in parse_nodes(names):
+        try:
+            data, _stat = await retry(zk, zk.get, join(directory, node.name))
+        except NoNodeError:
+            continue
+        out.append(data)
+    return out

@@ -33,7 +33,7 @@ import trio
 import zkpy
 from recipes._nodes import join, retry
 from zkpy import EventType
-from zkpy.errors import NoNodeError
+from zkpy.errors import NoNodeError, single_error
 
 NodeState = tuple[bytes, zkpy.Stat]
 
@@ -196,7 +196,7 @@ class Cache:
                     finally:
                         nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            raise single_error(group) from None
         finally:
             self.closed = True
             self._changed.set()
@@ -219,19 +219,3 @@ class Cache:
         assert self._context is not None
         context, self._context = self._context, None
         return await context.__aexit__(kind, value, traceback)
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one real error inside nested groups, or the group (e.g. only cancellations)."""
-    leaves: list[BaseException] = []
-
-    def collect(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                collect(inner)
-        else:
-            leaves.append(exc)
-
-    collect(group)
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    return real[0] if len(real) == 1 else group

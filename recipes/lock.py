@@ -17,7 +17,7 @@ way leaves the ``async with`` quietly, like `trio.move_on_after`; check `held.lo
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal, overload
 
@@ -30,6 +30,7 @@ from recipes._nodes import (
     join,
     new_uid,
     parse_nodes,
+    read_identifiers,
     remove_contender,
     retry,
     to_bytes,
@@ -318,6 +319,40 @@ async def contend(
                 await remove_contender(zk, lock_path, uid, path, sweep=swept)
 
 
+class TaskHolds:
+    """``async with recipe as held`` for a recipe object that tasks share: the body runs in the
+    hold's cancel scope, the hold is released on exit, and each task's holds are its own."""
+
+    def __init__(self, acquire: Callable[[], Awaitable[Held]]) -> None:
+        self._acquire = acquire
+        self._contexts: dict[
+            trio.lowlevel.Task, list[AbstractAsyncContextManager[Held, bool | None]]
+        ] = {}
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[Held]:
+        held = await self._acquire()
+        try:
+            with held.cancel_scope:
+                yield held
+        finally:
+            await held.release()
+
+    async def enter(self) -> Held:
+        context = self.hold()
+        held = await context.__aenter__()
+        self._contexts.setdefault(trio.lowlevel.current_task(), []).append(context)
+        return held
+
+    async def exit(self, *exc_info: object) -> bool | None:
+        task = trio.lowlevel.current_task()
+        stack = self._contexts[task]
+        context = stack.pop()
+        if not stack:
+            del self._contexts[task]
+        return await context.__aexit__(*exc_info)  # type: ignore[arg-type]
+
+
 class Lock:
     """A fair, exclusive lock at `path` (a znode directory), with a fencing token.
 
@@ -351,9 +386,7 @@ class Lock:
         self.cancel_on_suspend = cancel_on_suspend
         self.wakeups = 0
         self._holds: dict[trio.lowlevel.Task, Held] = {}
-        self._contexts: dict[
-            trio.lowlevel.Task, list[AbstractAsyncContextManager[Held, bool | None]]
-        ] = {}
+        self._task_holds = TaskHolds(self.acquire)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
@@ -436,43 +469,17 @@ class Lock:
 
     async def contenders(self) -> list[bytes]:
         """The identifiers of every contender, holder first, in queue order."""
-        try:
-            names = await retry(self.zk, self.zk.get_children, self.path)
-        except NoNodeError:
-            return []
-        out: list[bytes] = []
-        for node in parse_nodes(names):
-            node_path = join(self.path, node.name)
-            try:
-                data, _stat = await retry(self.zk, self.zk.get, node_path)
-            except NoNodeError:
-                continue
-            out.append(data)
-        return out
+        return await read_identifiers(self.zk, self.path)
 
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[Held]:
+    def hold(self) -> AbstractAsyncContextManager[Held]:
         """``async with lock.hold() as held:`` (what ``async with lock`` does)."""
-        held = await self.acquire()
-        try:
-            with held.cancel_scope:
-                yield held
-        finally:
-            await held.release()
+        return self._task_holds.hold()
 
     async def __aenter__(self) -> Held:
-        context = self.hold()
-        held = await context.__aenter__()
-        self._contexts.setdefault(trio.lowlevel.current_task(), []).append(context)
-        return held
+        return await self._task_holds.enter()
 
     async def __aexit__(self, *exc_info: object) -> bool | None:
-        task = trio.lowlevel.current_task()
-        stack = self._contexts[task]
-        context = stack.pop()
-        if not stack:
-            del self._contexts[task]
-        return await context.__aexit__(*exc_info)  # type: ignore[arg-type]
+        return await self._task_holds.exit(*exc_info)
 
 
 class WriteLock(Lock):

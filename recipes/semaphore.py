@@ -15,8 +15,7 @@ contender in line is woken only when the lock passes to it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Literal, overload
 
 import trio
@@ -27,13 +26,14 @@ from recipes._nodes import (
     join,
     new_uid,
     parse_nodes,
+    read_identifiers,
     remove_contender,
     retry,
     to_bytes,
 )
 from recipes.errors import BarrierMismatchError, LockLostError, NotHeldError
-from recipes.lock import Held, contend, exclusive_blocker
-from zkpy.errors import BadVersionError, NodeExistsError, NoNodeError
+from recipes.lock import Held, TaskHolds, contend, exclusive_blocker
+from zkpy.errors import BadVersionError, NodeExistsError
 
 
 class Semaphore:
@@ -70,9 +70,7 @@ class Semaphore:
         self._leases_path = join(self.path, "leases")
         self._checked = False
         self._holds: dict[trio.lowlevel.Task, list[Held]] = {}
-        self._contexts: dict[
-            trio.lowlevel.Task, list[AbstractAsyncContextManager[Held, bool | None]]
-        ] = {}
+        self._task_holds = TaskHolds(self.acquire)
 
     def __repr__(self) -> str:
         return f"<Semaphore {self.path} max_leases={self.max_leases}>"
@@ -214,39 +212,13 @@ class Semaphore:
 
     async def lease_holders(self) -> list[bytes]:
         """The identifiers of the current lease holders, oldest lease first."""
-        try:
-            names = await retry(self.zk, self.zk.get_children, self._leases_path)
-        except NoNodeError:
-            return []
-        out: list[bytes] = []
-        for node in parse_nodes(names):
-            lease = join(self._leases_path, node.name)
-            try:
-                data, _stat = await retry(self.zk, self.zk.get, lease)
-            except NoNodeError:
-                continue
-            out.append(data)
-        return out
+        return await read_identifiers(self.zk, self._leases_path)
 
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[Held]:
-        held = await self.acquire()
-        try:
-            with held.cancel_scope:
-                yield held
-        finally:
-            await held.release()
+    def hold(self) -> AbstractAsyncContextManager[Held]:
+        return self._task_holds.hold()
 
     async def __aenter__(self) -> Held:
-        context = self.hold()
-        held = await context.__aenter__()
-        self._contexts.setdefault(trio.lowlevel.current_task(), []).append(context)
-        return held
+        return await self._task_holds.enter()
 
     async def __aexit__(self, *exc_info: object) -> bool | None:
-        task = trio.lowlevel.current_task()
-        stack = self._contexts[task]
-        context = stack.pop()
-        if not stack:
-            del self._contexts[task]
-        return await context.__aexit__(*exc_info)  # type: ignore[arg-type]
+        return await self._task_holds.exit(*exc_info)

@@ -20,6 +20,7 @@ import trio
 import zkpy
 from zkpy import security, tls
 from zkpy.core.errors import ZkError
+from zkpy.errors import single_error
 from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.storage import StorageError
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
@@ -64,20 +65,7 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
                 await run()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _single_error(group) from None
-
-
-def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error inside (possibly nested) groups, or the group itself if there are more."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else group
+            raise single_error(group) from None
 
 
 @main.command()

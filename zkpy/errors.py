@@ -16,6 +16,8 @@ ZooKeeper's number (``NoNodeError.code == -101``). The hierarchy::
         └── RolledBackError    (in a failed multi, an operation that was undone)
 """
 
+import trio
+
 from zkpy.core.errors import (
     ApiError,
     AuthFailedError,
@@ -48,6 +50,22 @@ from zkpy.core.errors import (
     error_for_code,
 )
 
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside (possibly nested) exception groups, or the group itself when
+    there are several (cancellations do not count). trio wraps errors that leave a nursery in
+    groups; a caller of a context manager wants to catch `NoNodeError`, not a group of one."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
+
+
 __all__ = [
     "ApiError",
     "AuthFailedError",
@@ -78,4 +96,5 @@ __all__ = [
     "UnknownSessionError",
     "ZkError",
     "error_for_code",
+    "single_error",
 ]

@@ -57,6 +57,7 @@ from zkpy.core.requests import (
     SyncRequest,
 )
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
+from zkpy.errors import single_error
 from zkpy.wire import client as wire
 from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
@@ -859,23 +860,7 @@ async def connect(
                     await client.close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _single(group) from None
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one real error inside nested groups (what the caller wants to catch), or the group."""
-    leaves: list[BaseException] = []
-
-    def collect(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                collect(inner)
-        else:
-            leaves.append(exc)
-
-    collect(group)
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    return real[0] if len(real) == 1 else group
+        raise single_error(group) from None
 
 
 __all__ = [
