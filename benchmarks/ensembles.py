@@ -11,6 +11,7 @@ SIGKILL after a grace period) and removes the temporary folder.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -142,7 +143,7 @@ def _alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
-class Ensemble:
+class Ensemble(abc.ABC):
     """What the benchmark needs of an ensemble: members (with roles and pids) to connect to."""
 
     system = "?"
@@ -173,12 +174,13 @@ class Ensemble:
     ) -> None:
         self.stop()
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start every member."""
 
+    @abc.abstractmethod
     def roles(self) -> dict[int, str] | None:
         """Each member's role, or None while the ensemble is not serving yet."""
-        raise NotImplementedError
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
