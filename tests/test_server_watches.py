@@ -10,6 +10,7 @@ import trio
 import zkpy
 from tests.conftest import FrameSpy, wait_until
 from zkpy import EventType, WatchedEvent
+from zkpy.client.admin import fetch_status
 from zkpy.core.errors import NoWatcherError
 from zkpy.core.requests import RemoveWatchesRequest
 from zkpy.core.types import WatchMode
@@ -210,3 +211,26 @@ async def test_two_streams_on_one_path_share_one_registration(server: RunningSer
             with trio.fail_after(5):
                 event = await first.next_event()
             assert event.zxid == st.mzxid
+
+
+async def test_a_one_shot_watch_can_be_removed(server: RunningServer) -> None:
+    async with zkpy.connect(server.address) as zk, zkpy.connect(server.address) as writer:
+        await zk.create("/rm", b"")
+        removed = zkpy.WatchFuture()
+        kept = zkpy.WatchFuture()
+        await zk.get("/rm", watch=removed)
+        await zk.exists("/rm", watch=kept)
+        assert await zk.remove_watch("/rm", removed)
+        assert not await zk.remove_watch("/rm", removed)  # already gone
+        await writer.set("/rm", b"x")
+        with trio.fail_after(5):
+            event = await kept.wait()
+        assert event.type is zkpy.EventType.CHANGED
+        assert not removed.fired
+        # the last local watch of a kind removed: the server forgets it too
+        await zk.get("/rm", watch=removed)
+        status = await fetch_status("127.0.0.1", server.port)
+        assert status["watches"] == 1
+        assert await zk.remove_watch("/rm", removed)
+        status = await fetch_status("127.0.0.1", server.port)
+        assert status["watches"] == 0

@@ -32,6 +32,7 @@ from zkpy.core.errors import (
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
+    NoWatcherError,
     RolledBackError,
     SessionExpiredError,
     ZkError,
@@ -685,6 +686,18 @@ class Client:
             else:
                 results.append(True)
         return results
+
+    async def remove_watch(self, path: str, watch: WatchCallback) -> bool:
+        """Remove a one-shot watch left by ``get`` / ``exists`` / ``get_children`` with
+        ``watch=``; the server forgets it too once no other local watch of its kind needs it.
+        True if it was still registered (it had not fired)."""
+        found, emptied = self._watches.remove_one_shot(path, watch)
+        for mode in emptied:
+            try:
+                await self._call(RemoveWatchesRequest(path, mode))
+            except NoWatcherError:
+                pass  # it fired, or the server forgot it with a connection: nothing to remove
+        return found
 
     @asynccontextmanager
     async def watch(self, path: str, *, recursive: bool = False) -> AsyncIterator[WatchStream]:

@@ -107,6 +107,22 @@ class WatchTable:
     def add_one_shot(self, mode: WatchMode, path: str, callback: WatchCallback) -> None:
         self.one_shot[mode].setdefault(path, []).append(callback)
 
+    def remove_one_shot(self, path: str, callback: WatchCallback) -> tuple[bool, list[WatchMode]]:
+        """Forget `callback` on `path`: whether it was there, and the modes that no local
+        watch on `path` uses any more."""
+        found = False
+        emptied: list[WatchMode] = []
+        for mode, table in self.one_shot.items():
+            callbacks = table.get(path)
+            if callbacks is None or callback not in callbacks:
+                continue
+            found = True
+            callbacks.remove(callback)
+            if not callbacks:
+                del table[path]
+                emptied.append(mode)
+        return found, emptied
+
     def add_stream(self, stream: WatchStream) -> bool:
         """Add a persistent stream; True if it is the first for its path and mode."""
         holders = self.streams[stream.mode].setdefault(stream.path, set())
