@@ -677,14 +677,21 @@ def test_sync_at_a_follower_answers_after_earlier_writes_are_applied_there() -> 
     cluster.pump(slow)
     cluster.deliver(slow, leader)  # the SyncRequest
     cluster.pump(leader)
-    # Propose, Commit, SyncDone reach the slow follower before it takes its next Ready.
-    while cluster.links.get((leader, slow)):
-        cluster.deliver(leader, slow)
-    for _ in range(5):
+    # The leader answers the sync once a quorum answered a heartbeat sent after it (it is
+    # still the leader); the slow follower answers once it has applied what came before.
+    for _ in range(10):
+        while cluster.links.get((leader, slow)):
+            cluster.deliver(leader, slow)
         ready = cluster.take(slow)
         if (1, 31) in ready.synced:
             break
-        assert "/before-sync" not in cluster.r(slow).tree
+        for follower in (fast, slow):  # heartbeat answers reach the leader
+            while cluster.links.get((follower, leader)):
+                cluster.deliver(follower, leader)
+        cluster.pump(leader)
+        while cluster.links.get((leader, fast)):
+            cluster.deliver(leader, fast)
+        cluster.pump(fast)
     else:
         raise AssertionError("the sync never completed")
     assert cluster.r(slow).tree.get("/before-sync") is not None
@@ -703,10 +710,18 @@ def test_sync_at_the_leader_answers_once_the_earlier_write_is_applied() -> None:
         cluster.deliver(follower, leader)
     assert replica.commit_zxid == cluster.r(cluster.followers()[0]).last_logged
     assert not replica._ready.committed and not replica._ready.synced
-    done = cluster.take(leader)  # durable here: the record is handed out, and the sync with it
+    done = cluster.take(leader)  # durable here: the record is handed out
     assert [record.cxid for record in done.committed] == [40]
-    assert (1, 41) in done.synced
     assert replica.tree.get("/s") is not None
+    # not answered before a quorum has answered a heartbeat sent after the sync came
+    assert (1, 41) not in done.synced
+    for follower in cluster.followers():
+        while cluster.links.get((leader, follower)):
+            cluster.deliver(leader, follower)
+        cluster.pump(follower)
+        while cluster.links.get((follower, leader)):
+            cluster.deliver(follower, leader)
+    assert (1, 41) in cluster.take(leader).synced
 
 
 def test_a_pending_sync_is_rejected_when_its_member_stops_serving() -> None:
@@ -894,3 +909,29 @@ def test_quorum_size_is_a_strict_majority() -> None:
     from zkpy.zab.replica import quorum_size
 
     assert [quorum_size(n) for n in range(1, 8)] == [1, 2, 2, 3, 3, 4, 4]
+
+
+def test_a_deposed_leader_that_has_not_noticed_cannot_answer_a_sync() -> None:
+    """sync + read must not return state older than a write committed by a newer leader:
+    the old leader needs a quorum to answer a heartbeat sent after the sync (Raft's ReadIndex)."""
+    cluster, old = ensemble()
+    others = [i for i in cluster.alive if i != old]
+    cluster.isolate(old, tell=False)  # nobody tells the old leader; its clock stands still
+    cluster.tick(only=others, count=cluster.configs[others[0]].sync_limit + 2)
+    cluster.run()
+    cluster.tick(only=others, count=cluster.configs[others[0]].init_limit)
+    cluster.run()
+    (new,) = [i for i in others if cluster.r(i).state is ServerState.LEADING]
+    assert cluster.r(new).serving and cluster.r(new).epoch > cluster.r(old).epoch
+    assert cluster.r(old).state is ServerState.LEADING and cluster.r(old).serving  # not noticed
+    cluster.r(new).submit(1, 70, create("/after-the-change"))
+    cluster.pump(new)
+    cluster.run()
+    assert cluster.r(new).tree.get("/after-the-change") is not None
+    cluster.r(old).sync(1, 71)
+    cluster.pump(old)
+    assert (1, 71) not in cluster.synced[old]  # no quorum answers: it may not claim currency
+    cluster.tick(only=[old], count=cluster.configs[old].sync_limit + 2)
+    cluster.pump(old)
+    assert not cluster.r(old).serving
+    assert (1, 71) in cluster.rejected[old] and (1, 71) not in cluster.synced[old]

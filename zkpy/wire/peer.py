@@ -100,8 +100,8 @@ def _fields(message: PeerMessage) -> list[Any]:
             return [[encode_record(r) for r in records]]
         case Ack(zxid) | Commit(zxid):
             return [zxid]
-        case Ping(sessions):
-            return [list(sessions)]
+        case Ping(sessions, round_):
+            return [list(sessions), round_]
         case Forward(session_id, cxid, request, ids):
             return [
                 session_id,
@@ -175,7 +175,7 @@ def _decode(value: Any) -> PeerMessage:
     if tag == 10:
         return Commit(f[0])
     if tag == 11:
-        return Ping(tuple(f[0]))
+        return Ping(tuple(f[0]), f[1])
     if tag == 12:
         ids = frozenset(Id(scheme, ident) for scheme, ident in f[3])
         return Forward(f[0], f[1], _request_in(f[2]), ids)

@@ -125,9 +125,12 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """Leader -> follower heartbeat; the reply carries the sessions the follower heard from."""
+    """Leader -> follower heartbeat of a numbered round; the follower's reply echoes the round
+    (a quorum of replies confirms the leader still leads) and carries the sessions it heard
+    from."""
 
     sessions: tuple[int, ...] = ()
+    round: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,6 +154,7 @@ class _Peer:
     up_to_date: bool = False
     acked_zxid: int = 0
     last_heard_tick: int = 0
+    pinged_round: int = 0  # the latest heartbeat round it answered
 
 
 class Replica:
@@ -206,7 +207,10 @@ class Replica:
         self._acked_self_epoch = False
         self._established = False
         self._acks: deque[tuple[int, set[int]]] = deque()
-        self._syncs_waiting: deque[tuple[int, int, int, int | None]] = deque()
+        # (zxid to be applied, session, cxid, forwarding member or None, heartbeat round needed)
+        self._syncs_waiting: deque[tuple[int, int, int, int | None, int]] = deque()
+        self._ping_round = 0
+        self._sync_heartbeat_sent = False
         self._phase_started = 0
         self._counter = 0
         self._batches: dict[int, tuple[int, list[TxnRecord]]] = {}
@@ -290,6 +294,7 @@ class Replica:
     def take_ready(self) -> Ready:
         """The work to do now. Calling it also says the previous Ready is durable."""
         self._advance(min(self._pending_durable, self.last_logged))
+        self._sync_heartbeat_sent = False
         self._close_proposal_batches()
         ready, self._ready = self._ready, Ready()
         self._pending_durable = self.last_logged
@@ -529,14 +534,14 @@ class Replica:
             case Commit(zxid):
                 self.commit_zxid = max(self.commit_zxid, min(zxid, self.last_logged))
                 self._apply_committed()
-            case Ping():
+            case Ping(_sessions, round_):
                 touched, self._touched = tuple(sorted(self._touched)), set()
                 assert self.leader is not None
-                self._send(self.leader, Ping(touched))
+                self._send(self.leader, Ping(touched, round_))
             case SyncDone(session_id, cxid):
                 # Every Commit the leader sent before it is in: answer once those are applied
                 # here, which waits for this member's own log to be durable.
-                self._syncs_waiting.append((self.commit_zxid, session_id, cxid, None))
+                self._syncs_waiting.append((self.commit_zxid, session_id, cxid, None, 0))
                 self._release_syncs()
 
     def _on_new_epoch(self, epoch: int) -> None:
@@ -706,10 +711,12 @@ class Replica:
                     self._check_established()
             case Ack(zxid) if peer.up_to_date and not peer.observer:
                 self._count_ack(sender, zxid)
-            case Ping(sessions):
+            case Ping(sessions, round_):
+                peer.pinged_round = max(peer.pinged_round, round_)
                 if self.tracker is not None:
                     for session_id in sessions:
                         self.tracker.touch(session_id, self.now_ms)
+                self._release_syncs()
             case Forward(session_id, cxid, request, ids):
                 if self._established:
                     self._propose(session_id, cxid, request, ids)
@@ -830,12 +837,41 @@ class Replica:
             self._release_syncs()
 
     def _leader_sync(self, member: int | None, session_id: int, cxid: int) -> None:
-        self._syncs_waiting.append((self.last_logged, session_id, cxid, member))
+        """A sync is answered once (1) a quorum has answered a heartbeat sent after it came,
+        so this member was still the leader then (a deposed leader that has not noticed yet
+        cannot answer it: Raft's ReadIndex), and (2) everything proposed before it is applied."""
+        if not self._sync_heartbeat_sent:
+            self._heartbeat()
+            self._sync_heartbeat_sent = True  # one heartbeat round serves every sync of a Ready
+        self._syncs_waiting.append((self.last_logged, session_id, cxid, member, self._ping_round))
         self._release_syncs()
 
+    def _heartbeat(self) -> None:
+        self._ping_round += 1
+        for member, peer in sorted(self._peers.items()):
+            if peer.up_to_date:
+                self._send(member, Ping((), self._ping_round))
+
+    def _confirmed_round(self) -> int:
+        """The latest heartbeat round that a quorum (this leader included) has answered."""
+        if self.state is not ServerState.LEADING:
+            return 0
+        rounds = [self._ping_round] + [
+            peer.pinged_round
+            for member, peer in self._peers.items()
+            if member in self.config.voters and peer.up_to_date
+        ]
+        rounds.sort(reverse=True)
+        quorum = self._quorum()
+        return rounds[quorum - 1] if len(rounds) >= quorum else 0
+
     def _release_syncs(self) -> None:
-        while self._syncs_waiting and self._syncs_waiting[0][0] <= self.scheduled_zxid:
-            _zxid, session_id, cxid, member = self._syncs_waiting.popleft()
+        waiting = self._syncs_waiting
+        if not waiting:
+            return
+        confirmed = self._confirmed_round()
+        while waiting and waiting[0][0] <= self.scheduled_zxid and waiting[0][4] <= confirmed:
+            _zxid, session_id, cxid, member, _round = waiting.popleft()
             if member is None:
                 self._ready.synced.append((session_id, cxid))
                 self._awaiting_local.discard((session_id, cxid))
@@ -849,9 +885,7 @@ class Replica:
             else:
                 self._resend_discovery()
             return
-        for member, peer in sorted(self._peers.items()):
-            if peer.up_to_date:
-                self._send(member, Ping())
+        self._heartbeat()
         self._check_leader_quorum()
         if self.serving:
             self._expire_sessions()
