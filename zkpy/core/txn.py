@@ -8,7 +8,7 @@ leader sends to followers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -111,6 +111,9 @@ class TxnRecord:
     cxid: int
     time_ms: int
     op: Op
+    # the log encoding, once made: a record is encoded for the log and for the followers, and
+    # a follower logs the very bytes it received (not part of the value)
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def rolled_back_multi(ops_count: int, failed_index: int, code: int) -> Multi:
@@ -183,13 +186,17 @@ def op_from_fields(fields: list[Any]) -> Op:
 
 
 def encode_record(record: TxnRecord) -> bytes:
+    """The record's log encoding (computed once per record, then remembered)."""
+    if record.encoded is not None:
+        return record.encoded
     encoded: bytes = msgpack.packb(
         [record.zxid, record.session_id, record.cxid, record.time_ms, op_to_fields(record.op)],
         use_bin_type=True,
     )
+    object.__setattr__(record, "encoded", encoded)  # a cache on a frozen value
     return encoded
 
 
 def decode_record(raw: bytes) -> TxnRecord:
     zxid, session_id, cxid, time_ms, fields = msgpack.unpackb(raw, raw=False, use_list=True)
-    return TxnRecord(zxid, session_id, cxid, time_ms, op_from_fields(fields))
+    return TxnRecord(zxid, session_id, cxid, time_ms, op_from_fields(fields), bytes(raw))
