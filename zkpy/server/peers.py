@@ -30,6 +30,9 @@ from zkpy.zab.messages import Notification, PeerMessage
 log = logging.getLogger("zkpy.server.peers")
 
 HANDSHAKE_TIMEOUT_S = 5.0
+# Bump when peer messages change shape: members of different versions refuse each other
+# (and say why) instead of failing to decode each other's messages.
+PEER_PROTOCOL_VERSION = 2
 RECONNECT_DELAY_S = 0.1
 
 
@@ -137,7 +140,7 @@ class PeerNetwork:
             raise PeerAuthError("bad challenge")
         my_nonce = secrets.token_bytes(16)
         proof = _proof(self.config.secret, b"out", challenge["nonce"], self.my_id)
-        hello = {"id": self.my_id, "nonce": my_nonce, "proof": proof}
+        hello = {"id": self.my_id, "nonce": my_nonce, "proof": proof, "v": PEER_PROTOCOL_VERSION}
         await stream.send_all(encode_frame(msgpack.packb(hello, use_bin_type=True)))
         answer = await _read_frame(stream, decoder)
         expected = _proof(self.config.secret, b"in", my_nonce, peer_id)
@@ -182,6 +185,11 @@ class PeerNetwork:
         hello = await _read_frame(stream, decoder)
         if not isinstance(hello, dict):
             raise PeerAuthError("bad hello")
+        if hello.get("v") != PEER_PROTOCOL_VERSION:
+            raise PeerAuthError(
+                f"peer protocol version {hello.get('v')!r}, this member speaks "
+                f"{PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
+            )
         peer_id = hello.get("id")
         known = {m.id for m in self.peers}
         if not isinstance(peer_id, int) or peer_id not in known:
