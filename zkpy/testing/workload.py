@@ -195,16 +195,30 @@ async def _watch(zk: zkpy.Client, recorder: Recorder, deadline: float) -> None:
         recorder.write({"kind": "watch-start", "time": time.monotonic(), "zxid": zk.last_zxid})
         with trio.move_on_at(_trio_deadline(deadline)):
             async for event in events:
-                recorder.write(
-                    {
-                        "kind": "event",
-                        "type": event.type.name,
-                        "path": event.path,
-                        "zxid": event.zxid,
-                        "time": time.monotonic(),
-                    }
-                )
-        recorder.write({"kind": "watch-end", "time": time.monotonic()})
+                _record_event(recorder, event)
+        # Close the window at a known zxid: after a sync's reply, every event up to the state it
+        # shows has arrived (events come before the replies that show their change).
+        with trio.fail_after(OP_TIMEOUT_S):
+            await zk.sync(REGISTERS)
+        end_zxid = zk.last_zxid
+        with trio.move_on_after(1.0):
+            async for event in events:
+                _record_event(recorder, event)
+                if event.zxid >= end_zxid:
+                    break
+        recorder.write({"kind": "watch-end", "time": time.monotonic(), "zxid": end_zxid})
+
+
+def _record_event(recorder: Recorder, event: zkpy.WatchedEvent) -> None:
+    recorder.write(
+        {
+            "kind": "event",
+            "type": event.type.name,
+            "path": event.path,
+            "zxid": event.zxid,
+            "time": time.monotonic(),
+        }
+    )
 
 
 def _trio_deadline(monotonic_deadline: float) -> float:
