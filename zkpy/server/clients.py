@@ -110,8 +110,7 @@ class ClientConnection:
     # ---- output ----------------------------------------------------------------------------
 
     def push(self, frame: bytes) -> None:
-        if self._closing and not frame:
-            return
+        """Queue a frame for the writer task; past the outbox limit the client is cut off."""
         self.outbox += frame
         if len(self.outbox) > self.config.max_outbox_bytes:
             log.warning("connection %d: client does not read its replies; closing", self.id)
