@@ -53,9 +53,9 @@ class Member:
     def __init__(self, config: ServerConfig, storage: Storage) -> None:
         self.config = config
         self.storage = storage
-        recovered = storage.load()
+        recovered = storage.load(include_nodes=False)
         tree = DataTree.from_checkpoint(
-            recovered.checkpoint_zxid, recovered.nodes, recovered.sessions
+            recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
         )
         tail = [decode_record(raw) for _zxid, raw in recovered.log]
         self.replica = Replica(

@@ -226,8 +226,11 @@ class Storage:
         """The data directory (absolute)."""
         return self._path
 
-    def load(self) -> Recovered:
-        """Read the whole durable state, checking its shape; raise StorageFormatError if damaged."""
+    def load(self, *, include_nodes: bool = True) -> Recovered:
+        """Read the whole durable state, checking its shape; raise StorageFormatError if damaged.
+
+        With `include_nodes=False` the checkpointed tree is left out (`nodes` is empty): a member
+        streams it with `iter_nodes()` instead of holding a second copy while it rebuilds."""
         env = self._live()
         with self._lmdb_errors("load"), env.begin() as txn:
             accepted = self._meta_int(txn, _K_ACCEPTED_EPOCH)
@@ -235,8 +238,9 @@ class Storage:
             checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
 
             nodes: list[tuple[str, bytes]] = []
-            for key, value in txn.cursor(self._nodes):
-                nodes.append(self._decode_node(key, value))
+            if include_nodes:
+                for key, value in txn.cursor(self._nodes):
+                    nodes.append(self._decode_node(key, value))
 
             sessions: list[tuple[int, bytes]] = []
             for key, value in txn.cursor(self._sessions):
@@ -257,6 +261,13 @@ class Storage:
                 if zxid > checkpoint:
                     log.append((zxid, cursor.value()))
         return Recovered(accepted, current, checkpoint, nodes, sessions, log)
+
+    def iter_nodes(self) -> Iterator[tuple[str, bytes]]:
+        """The checkpointed tree, one (path, record) at a time, from one read transaction."""
+        env = self._live()
+        with self._lmdb_errors("load"), env.begin() as txn:
+            for key, value in txn.cursor(self._nodes):
+                yield self._decode_node(key, value)
 
     def last_logged_zxid(self) -> int:
         """The zxid the next appended entry must exceed.
