@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from zkpy.core.errors import BadArgumentsError
 
 SEQUENCE_DIGITS = 10
 MAX_PATH_BYTES = 4096
 
 
-def _bad_character(ch: str) -> bool:
-    code = ord(ch)
-    return (
-        code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xF8FF or 0xFFF0 <= code <= 0xFFFF
-    )
+# control characters, and the ranges ZooKeeper refuses (surrogates, private use, specials)
+_BAD_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\uf8ff\ufff0-\uffff]")
 
 
 def validate(path: object, *, sequential: bool = False) -> str:
@@ -36,7 +35,7 @@ def validate(path: object, *, sequential: bool = False) -> str:
             raise BadArgumentsError("empty path segment", path=path)
         if segment in (".", ".."):
             raise BadArgumentsError("relative path segment", path=path)
-    if any(_bad_character(ch) for ch in path):
+    if _BAD_CHARACTER.search(path):
         raise BadArgumentsError("path contains a control or reserved character", path=repr(path))
     return path
 
