@@ -42,6 +42,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         async with zkpy.connect(proc.address, session_timeout=2) as zk:
             await zk.create("/d")
             enough = trio.Event()
+            all_cut_off = trio.Event()
 
             async def writer(w: int) -> None:
                 nonlocal failed
@@ -53,6 +54,8 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
                         _path, stat = await zk.create(name, value_for(name), include_data=True)
                     except (ConnectionLossError, ZkError):
                         failed += 1
+                        if failed == 16:
+                            all_cut_off.set()
                         return
                     acked[name] = stat.czxid
                     if len(acked) >= target:
@@ -65,8 +68,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
                     await enough.wait()
                 await proc.kill9()  # while the writers keep going
                 with trio.fail_after(10):
-                    while failed < 16:
-                        await trio.sleep(0.01)
+                    await all_cut_off.wait()
             assert len(acked) >= target
             max_acked = max(acked.values())
 
