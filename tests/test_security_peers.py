@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,72 @@ async def test_a_member_without_the_ensembles_credentials_is_refused_and_cannot_
         assert "the right secret" not in caplog.text and "a wrong secret" not in caplog.text
         for scope in scopes:
             scope.cancel()
+
+
+async def test_a_member_with_a_certificate_from_another_ca_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="zkpy.server.peers")
+    ca, rogue_ca = trustme.CA(), trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    members = _members(3)
+    configs = []
+    for member in members:
+        issuer = rogue_ca if member.id == 3 else ca  # member 3's certificate is not ours
+        cert_file = tmp_path / f"m{member.id}.pem"
+        issuer.issue_cert(f"member{member.id}.zkpy").private_key_and_cert_chain_pem.write_to_path(
+            str(cert_file)
+        )
+        configs.append(
+            ServerConfig(
+                data_dir=tmp_path / f"m{member.id}",
+                client_port=member.client_port,
+                server_id=member.id,
+                members=members,
+                peer_tls=True,
+                tls_ca=str(ca_file),
+                tls_cert=str(cert_file),
+                tls_client_auth="none",
+                peer_tick_ms=50,
+            )
+        )
+    client_tls = zkpy.tls.client_context(ca_file, check_hostname=False)
+    async with trio.open_nursery() as nursery:
+        scopes = await _run_members(nursery, configs)
+        await wait_until(lambda: "refused a peer connection" in caplog.text, what="refusal")
+        hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in members[:2])
+        async with zkpy.connect(hosts, tls=client_tls, connect_timeout=2.0) as zk:
+            await zk.create("/honest", b"")
+        # the rogue member never joins: it cannot reach a quorum, so it never serves
+        rogue = await fetch_status_tls(members[2].client_port)
+        assert rogue is not None and not rogue["serving"] and rogue["role"] == "looking"
+        for scope in scopes:
+            scope.cancel()
+
+
+async def fetch_status_tls(port: int) -> dict[str, Any] | None:
+    """The status query over TLS (the client port speaks only TLS here), trusting any
+    certificate: the rogue member's port presents its own CA's."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with trio.fail_after(2):
+            stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), context)
+            async with stream:
+                from zkpy.wire.client import pack, unpack
+                from zkpy.wire.frames import FrameDecoder, encode_frame
+
+                await stream.send_all(encode_frame(pack({"v": 1, "cmd": "status"})))
+                decoder = FrameDecoder()
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return None
+                    frames = decoder.feed(data)
+                    if frames:
+                        status: dict[str, Any] = unpack(frames[0])
+                        return status
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        return None
