@@ -216,7 +216,6 @@ class Client:
         self._watches = WatchTable()
         self._closing = False
         self._lost_error: ZkError | None = None
-        self._nursery: trio.Nursery | None = None
         self._connection_scope: trio.CancelScope | None = None
         self._max_frame = DEFAULT_MAX_FRAME
         self._last_sent = 0.0
@@ -281,7 +280,6 @@ class Client:
     # ---- connection management -------------------------------------------------------------
 
     async def _start(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
         await nursery.start(self._run)
 
     async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

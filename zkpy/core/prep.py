@@ -16,7 +16,6 @@ from zkpy.core import paths
 from zkpy.core.errors import (
     BadArgumentsError,
     BadVersionError,
-    Code,
     NoAuthError,
     NoChildrenForEphemeralsError,
     NodeExistsError,
@@ -359,8 +358,3 @@ class Prep:
             if self._state(path) is not None:
                 self._remove(path)
         return CloseSession(session_id)
-
-
-def error_code_of(op: Op) -> int:
-    """The error code a transaction answers with (OK for anything that is not an error)."""
-    return op.code if isinstance(op, ErrorTxn) else Code.OK

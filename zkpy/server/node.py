@@ -104,9 +104,6 @@ class Member:
     def serving(self) -> bool:
         return self.replica.serving
 
-    def wake(self) -> None:
-        self._work.set()
-
     # ---- sessions --------------------------------------------------------------------------
 
     def new_session_id(self) -> int:
