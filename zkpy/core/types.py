@@ -106,6 +106,9 @@ class ACL:
     perms: int
     id: Id
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "perms", int(self.perms))  # Perm flags become plain ints
+
     def to_wire(self) -> list[object]:
         return [int(self.perms), self.id.scheme, self.id.id]
 

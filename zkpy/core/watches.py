@@ -20,6 +20,7 @@ Change = tuple[EventType, str]
 _DATA_EVENTS = frozenset({EventType.CREATED, EventType.CHANGED, EventType.DELETED})
 _CHILD_EVENTS = frozenset({EventType.CHILD, EventType.DELETED})
 _ONE_SHOT = (WatchMode.DATA, WatchMode.EXIST, WatchMode.CHILD)
+_DIRECT = (WatchMode.DATA, WatchMode.EXIST, WatchMode.CHILD, WatchMode.PERSISTENT)
 
 
 def _fires(mode: WatchMode, event: EventType) -> bool:
@@ -85,10 +86,11 @@ class WatchRegistry:
         recursive = self._by_mode[WatchMode.PERSISTENT_RECURSIVE]
         for event_type, path in changes:
             notified: set[Hashable] = set()
-            for mode in WatchMode:
-                if mode is WatchMode.PERSISTENT_RECURSIVE or not _fires(mode, event_type):
+            for mode in _DIRECT:
+                table = self._by_mode[mode]
+                if not table or not _fires(mode, event_type):
                     continue
-                holders = self._by_mode[mode].get(path)
+                holders = table.get(path)
                 if holders:
                     notified.update(holders)
                     if mode in _ONE_SHOT:
