@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -56,6 +57,7 @@ def allows(acl: Iterable[ACL], perm: Perm, ids: frozenset[Id]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)
 def resolve(acl: tuple[ACL, ...], ids: frozenset[Id]) -> tuple[ACL, ...]:
     """Check an ACL given by a client and expand `auth` entries to the caller's ids."""
     if not acl:

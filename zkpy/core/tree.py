@@ -7,7 +7,6 @@ records in the same order gives byte-identical trees on every member.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from zkpy.core.txn import (
     SetData,
     TxnRecord,
 )
-from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, EventType, Stat
+from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, EventType, Stat, acl_from_wire
 
 Change = tuple[EventType, str]
 
@@ -385,19 +384,12 @@ def encode_node(node: ZNode) -> bytes:
     return encoded
 
 
-@functools.lru_cache(maxsize=4096)
-def _shared_acl(fields: tuple[tuple[int, str, str], ...]) -> tuple[ACL, ...]:
-    """One ACL value for every node that has it (most nodes share a few): a million nodes
-    rebuilt from a checkpoint would otherwise each hold their own copy."""
-    return tuple(ACL.from_wire(list(entry)) for entry in fields)
-
-
 def decode_node(raw: bytes) -> ZNode:
     fields = msgpack.unpackb(raw, raw=False, use_list=False)
     (data, czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion, owner, acl) = fields
     node = ZNode(
         data,
-        _shared_acl(acl),
+        acl_from_wire(acl),
         zxid=czxid,
         time_ms=ctime,
         ephemeral_owner=owner,

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from zkpy.core.errors import Code
-from zkpy.core.types import ACL
+from zkpy.core.types import ACL, acl_from_wire
 
 OP_CREATE = 1
 OP_DELETE = 2
@@ -135,7 +135,7 @@ def _acl_fields(acl: tuple[ACL, ...]) -> list[list[object]]:
 
 
 def _acl_from(fields: list[list[object]]) -> tuple[ACL, ...]:
-    return tuple(ACL.from_wire(entry) for entry in fields)
+    return acl_from_wire(fields)
 
 
 def op_to_fields(op: Op) -> list[Any]:

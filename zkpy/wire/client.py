@@ -36,7 +36,7 @@ from zkpy.core.requests import (
     SetWatchesRequest,
     SyncRequest,
 )
-from zkpy.core.types import ACL, EventType, Stat, WatchedEvent, WatchMode
+from zkpy.core.types import ACL, EventType, Stat, WatchedEvent, WatchMode, acl_from_wire
 from zkpy.wire.frames import encode_frame
 
 PROTOCOL_VERSION = 1
@@ -258,7 +258,9 @@ def _expect(value: Any, kind: type, what: str) -> Any:
 def _acl_in(value: Any) -> tuple[ACL, ...]:
     _expect(value, list, "acl")
     try:
-        return tuple(ACL.from_wire(_expect(entry, list, "acl entry")) for entry in value)
+        for entry in value:
+            _expect(entry, list, "acl entry")
+        return acl_from_wire(value)
     except (TypeError, ValueError):
         raise MarshallingError("acl entries must be [perms:int, scheme:str, id:str]") from None
 
