@@ -116,7 +116,7 @@ class Prep:
         session_change: int | None = None
         try:
             op = self._prepare_op(request, session_id, ids)
-            if isinstance(op, CreateSession | CloseSession):
+            if isinstance(op, (CreateSession, CloseSession)):  # a tuple: quicker than a union
                 session_change = op.session_id
                 self._pending_sessions[op.session_id] = (zxid, isinstance(op, CreateSession))
         except ZkError as err:

@@ -162,7 +162,7 @@ def promises_durability(message: object) -> bool:
     and the leader's epoch announcements. Others (proposals, commits, pings, votes) may leave
     before the Ready that holds them is persisted, so that the leader's fsync and its
     followers' run in parallel."""
-    return isinstance(message, Ack | AckEpoch | AckNewLeader | NewEpoch | NewLeader)
+    return isinstance(message, _DURABLE)
 
 
 PeerMessage = (
@@ -181,3 +181,5 @@ PeerMessage = (
     | SyncRequest
     | SyncDone
 )
+
+_DURABLE = (Ack, AckEpoch, AckNewLeader, NewEpoch, NewLeader)  # a tuple: isinstance is quicker
