@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,18 @@ async def _run_members(
     return scopes
 
 
-async def test_an_ensemble_over_mutual_tls_without_a_secret(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    members = _members(3)
+def _tls_configs(
+    tmp_path: Path,
+    members: tuple[MemberAddress, ...],
+    ca_file: Path,
+    issuer_for: Callable[[int], trustme.CA],
+) -> list[ServerConfig]:
+    """Settings of an ensemble over mutual TLS (no secret), each member's certificate signed by
+    `issuer_for(member id)`; the ensemble trusts `ca_file`."""
     configs = []
     for member in members:
-        cert = ca.issue_cert(f"member{member.id}.zkpy")
         cert_file = tmp_path / f"m{member.id}.pem"
+        cert = issuer_for(member.id).issue_cert(f"member{member.id}.zkpy")
         cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
         configs.append(
             ServerConfig(
@@ -72,6 +76,15 @@ async def test_an_ensemble_over_mutual_tls_without_a_secret(tmp_path: Path) -> N
                 peer_tick_ms=50,
             )
         )
+    return configs
+
+
+async def test_an_ensemble_over_mutual_tls_without_a_secret(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    members = _members(3)
+    configs = _tls_configs(tmp_path, members, ca_file, lambda member_id: ca)
     # clients of these members speak TLS too (tls_cert is the client port's certificate)
     client_tls = zkpy.tls.client_context(ca_file, check_hostname=False)
     async with trio.open_nursery() as nursery:
@@ -137,26 +150,10 @@ async def test_a_member_with_a_certificate_from_another_ca_is_refused(
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     members = _members(3)
-    configs = []
-    for member in members:
-        issuer = rogue_ca if member.id == 3 else ca  # member 3's certificate is not ours
-        cert_file = tmp_path / f"m{member.id}.pem"
-        issuer.issue_cert(f"member{member.id}.zkpy").private_key_and_cert_chain_pem.write_to_path(
-            str(cert_file)
-        )
-        configs.append(
-            ServerConfig(
-                data_dir=tmp_path / f"m{member.id}",
-                client_port=member.client_port,
-                server_id=member.id,
-                members=members,
-                peer_tls=True,
-                tls_ca=str(ca_file),
-                tls_cert=str(cert_file),
-                tls_client_auth="none",
-                peer_tick_ms=50,
-            )
-        )
+    # member 3's certificate is signed by a CA the ensemble does not trust
+    configs = _tls_configs(
+        tmp_path, members, ca_file, lambda member_id: rogue_ca if member_id == 3 else ca
+    )
     client_tls = zkpy.tls.client_context(ca_file, check_hostname=False)
     async with trio.open_nursery() as nursery:
         scopes = await _run_members(nursery, configs)

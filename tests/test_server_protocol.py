@@ -58,22 +58,27 @@ async def test_random_bytes(strict_server: RunningServer, bystander: zkpy.Client
         await still_works(bystander, f"random{seed}")
 
 
+async def refused_before_and_after_handshake(server: RunningServer, frame: bytes) -> None:
+    """As a handshake, `frame` is refused with a reason and the server hangs up; after a good
+    handshake, the server hangs up on it."""
+    async with RawConnection.open(server.port) as raw:
+        await raw.send(frame)
+        reply = wire.HandshakeReply.decode(await raw.receive_frame())
+        assert reply.error == Code.MARSHALLING_ERROR
+        await raw.wait_closed(timeout=5)
+    async with RawConnection.open(server.port) as raw:
+        await good_session(raw)
+        await raw.send(frame)
+        await raw.wait_closed(timeout=5)
+
+
 async def test_random_frames_before_and_after_the_handshake(
     strict_server: RunningServer, bystander: zkpy.Client
 ) -> None:
     for seed in range(8):
         rng = random.Random(seed)
         frame = encode_exact(rng.randbytes(rng.randrange(0, 512)))
-        async with RawConnection.open(strict_server.port) as raw:
-            await raw.send(frame)
-            # A bad handshake is refused with a reason, then the server hangs up.
-            reply = wire.HandshakeReply.decode(await raw.receive_frame())
-            assert reply.error == Code.MARSHALLING_ERROR
-            await raw.wait_closed(timeout=5)
-        async with RawConnection.open(strict_server.port) as raw:
-            await good_session(raw)
-            await raw.send(frame)
-            await raw.wait_closed(timeout=5)
+        await refused_before_and_after_handshake(strict_server, frame)
         await still_works(bystander, f"frame{seed}")
 
 
@@ -185,15 +190,7 @@ async def test_deeply_nested_msgpack(strict_server: RunningServer, bystander: zk
     nested_arrays = encode_exact(b"\x91" * 100_000 + b"\xc0")
     nested_maps = encode_exact(b"\x81\xa1k" * 30_000 + b"\xc0")
     for name, frame in (("arrays", nested_arrays), ("maps", nested_maps)):
-        async with RawConnection.open(strict_server.port) as raw:
-            await raw.send(frame)
-            reply = wire.HandshakeReply.decode(await raw.receive_frame())
-            assert reply.error == Code.MARSHALLING_ERROR
-            await raw.wait_closed(timeout=5)
-        async with RawConnection.open(strict_server.port) as raw:
-            await good_session(raw)
-            await raw.send(frame)
-            await raw.wait_closed(timeout=5)
+        await refused_before_and_after_handshake(strict_server, frame)
         await still_works(bystander, f"nested-{name}")
 
 
