@@ -126,14 +126,17 @@ class ChangeLog:
 
     def __init__(self, *, start_zxid: int, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._entries: deque[tuple[int, Sequence[Change]]] = deque()
+        # Entries are plain tuples of ints and strings, which the garbage collector stops
+        # tracking: a hundred thousand tracked entries would make every full collection walk
+        # them (tens of milliseconds of pause, several times a second under load).
+        self._entries: deque[tuple[int, tuple[tuple[int, str], ...]]] = deque()
         self._count = 0
         self.oldest_zxid_known = start_zxid  # every change after this zxid is still in the log
 
     def record(self, zxid: int, changes: Sequence[Change]) -> None:
         if not changes:
             return
-        self._entries.append((zxid, changes))
+        self._entries.append((zxid, tuple([(int(kind), path) for kind, path in changes])))
         self._count += len(changes)
         while self._count > self.capacity and self._entries:
             dropped_zxid, dropped = self._entries.popleft()
@@ -146,7 +149,7 @@ class ChangeLog:
     def since(self, last_zxid: int) -> Iterable[tuple[int, Sequence[Change]]]:
         for zxid, changes in self._entries:
             if zxid > last_zxid:
-                yield zxid, changes
+                yield zxid, [(EventType(kind), path) for kind, path in changes]
 
 
 def resume_watches(

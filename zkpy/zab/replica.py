@@ -31,7 +31,7 @@ from zkpy.core.prep import Prep
 from zkpy.core.requests import CloseSessionRequest, WriteRequest
 from zkpy.core.sessions import SessionTracker
 from zkpy.core.tree import ApplyResult, DataTree
-from zkpy.core.txn import CloseSession, CreateSession, TxnRecord
+from zkpy.core.txn import CloseSession, CreateSession, TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
 from zkpy.zab.messages import (
     Ack,
@@ -175,13 +175,18 @@ class Replica:
         self.tree = tree
         self.accepted_epoch = accepted_epoch
         self.current_epoch = current_epoch
-        self.history: deque[TxnRecord] = deque(log_tail)
-        # logged records not yet handed out as committed: the tail of `history`
-        self._unscheduled: deque[TxnRecord] = deque(
-            r for r in self.history if r.zxid > tree.last_zxid
+        tail = list(log_tail)
+        # The log kept in memory, as (zxid, log encoding): plain tuples of an int and bytes,
+        # which the garbage collector stops tracking (a deque of tens of thousands of records
+        # would make every full collection walk them). Records are decoded again only to sync
+        # a follower by diff.
+        self.history: deque[tuple[int, bytes]] = deque(
+            (record.zxid, encode_record(record)) for record in tail
         )
+        # logged records not yet handed out as committed: the tail of `history`
+        self._unscheduled: deque[TxnRecord] = deque(r for r in tail if r.zxid > tree.last_zxid)
         self.base_zxid = tree.last_zxid  # the zxid just before history[0]
-        self.last_logged = self.history[-1].zxid if self.history else tree.last_zxid
+        self.last_logged = self.history[-1][0] if self.history else tree.last_zxid
         self.durable_zxid = self.last_logged
         self.commit_zxid = tree.last_zxid
         self.scheduled_zxid = tree.last_zxid  # committed and handed out to be applied
@@ -341,15 +346,15 @@ class Replica:
 
     def _trim_history(self) -> None:
         while len(self.history) > self.config.history_limit:
-            if self.history[0].zxid > self.tree.last_zxid:
+            if self.history[0][0] > self.tree.last_zxid:
                 break
-            self.base_zxid = self.history.popleft().zxid
+            self.base_zxid = self.history.popleft()[0]
 
     def _log(self, records: Iterable[TxnRecord]) -> None:
         for record in records:
             if record.zxid <= self.last_logged:
                 raise ValueError(f"log out of order: {record.zxid:#x} after {self.last_logged:#x}")
-            self.history.append(record)
+            self.history.append((record.zxid, encode_record(record)))
             self._unscheduled.append(record)
             self.last_logged = record.zxid
             self._ready.persist.append(record)
@@ -592,11 +597,11 @@ class Replica:
     def _truncate(self, zxid: int) -> None:
         if zxid < self.scheduled_zxid:
             raise ValueError("asked to truncate committed history")
-        while self.history and self.history[-1].zxid > zxid:
+        while self.history and self.history[-1][0] > zxid:
             self.history.pop()
         while self._unscheduled and self._unscheduled[-1].zxid > zxid:
             self._unscheduled.pop()
-        self.last_logged = zxid if not self.history else self.history[-1].zxid
+        self.last_logged = zxid if not self.history else self.history[-1][0]
         self.last_logged = max(self.last_logged, self.base_zxid)
         self.durable_zxid = min(self.durable_zxid, self.last_logged)
         self._pending_durable = min(self._pending_durable, self.last_logged)
@@ -755,16 +760,16 @@ class Replica:
     def _sync_follower(self, member: int, peer: _Peer) -> None:
         """Bring `member` to the leader's log: diff, truncate + diff, or snapshot + diff."""
         mode, truncate_after, snapshot, start = self._sync_plan(peer)
-        records = tuple(r for r in self.history if r.zxid > start)
+        records = tuple(decode_record(raw) for zxid, raw in self.history if zxid > start)
         self._send(member, NewLeader(self.epoch, mode, truncate_after, snapshot, records))
         peer.synced = True
 
     def _has_logged(self, zxid: int) -> bool:
         if zxid == self.base_zxid:
             return True
-        if not self.history or zxid < self.history[0].zxid or zxid > self.last_logged:
+        if not self.history or zxid < self.history[0][0] or zxid > self.last_logged:
             return False
-        return any(record.zxid == zxid for record in self.history)
+        return any(logged == zxid for logged, _raw in self.history)
 
     def _sync_plan(self, peer: _Peer) -> tuple[SyncMode, int, Snapshot | None, int]:
         """DIFF when the follower's last entry is in our log (logs match up to it, as zxids are
