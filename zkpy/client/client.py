@@ -528,7 +528,9 @@ class Client:
         if pending.lost is not None:
             raise pending.lost
         if pending.error:
-            if isinstance(request, MultiRequest):
+            if isinstance(request, MultiRequest) and isinstance(pending.body, list):
+                # an operation failed: the body holds each operation's outcome (anything else,
+                # such as a lost leader, is an error of the whole request, raised below)
                 return _MultiFailure(pending.error, pending.body)
             if isinstance(pending.body, str) and pending.body:
                 raise error_for_code(pending.error, pending.body)

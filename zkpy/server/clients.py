@@ -58,6 +58,7 @@ from zkpy.core.tree import ApplyResult, OpResult
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import resume_watches
 from zkpy.server.node import Member
+from zkpy.server.outbox import Outbox
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 
@@ -98,9 +99,7 @@ class ClientConnection:
         self.session_id = 0
         self.timeout_ms = 0
         self.ids: frozenset[Id] = frozenset()
-        self.outbox = bytearray()
-        self._output_ready = trio.Event()
-        self._outbox_taken = trio.Event()
+        self.outbox = Outbox(stream, server.member.output)
         self._queue: deque[Slot] = deque()
         self._room = trio.Event()
         self._closing = False
@@ -110,13 +109,12 @@ class ClientConnection:
     # ---- output ----------------------------------------------------------------------------
 
     def push(self, frame: bytes) -> None:
-        """Queue a frame for the writer task; past the outbox limit the client is cut off."""
-        self.outbox += frame
+        """Queue a frame (it leaves when the current step flushes); past the outbox limit the
+        client is cut off."""
+        self.outbox.push(frame)
         if len(self.outbox) > self.config.max_outbox_bytes:
             log.warning("connection %d: client does not read its replies; closing", self.id)
             self.cancel_scope.cancel()
-            return
-        self._output_ready.set()
 
     def send_event(self, event: WatchedEvent) -> None:
         if self._may_see(event):
@@ -133,19 +131,11 @@ class ClientConnection:
 
     def close_after_flush(self) -> None:
         self._closing = True
-        self._output_ready.set()
+        self.outbox.finish()
 
     async def write_loop(self) -> None:
-        while True:
-            await self._output_ready.wait()
-            self._output_ready = trio.Event()
-            if self.outbox:
-                data = bytes(self.outbox)
-                self.outbox.clear()
-                self._outbox_taken.set()
-                await self.stream.send_all(data)
-            if self._closing and not self.outbox:
-                raise ConnectionDone
+        await self.outbox.run_writer(self.stream)
+        raise ConnectionDone
 
     # ---- the reply queue -------------------------------------------------------------------
 
@@ -474,6 +464,7 @@ class ClientConnection:
                     return
                 if not handshaken:
                     self.handshake(payload)
+                    self.member.output.flush()
                     handshaken = True
                     with trio.move_on_after(self.config.handshake_timeout_s):
                         await self._handshaken.wait()  # no request runs before its session
@@ -486,7 +477,9 @@ class ClientConnection:
                     self._protocol_error(err, getattr(err, "xid", None))
                     return
                 if len(self.outbox) >= self.config.max_outbox_bytes // 2:
+                    self.member.output.flush()
                     await self._wait_outbox_taken()
+            self.member.output.flush()  # the replies to this batch of reads, in one send
             if decoder.error is not None:
                 self._protocol_error(MarshallingError(str(decoder.error)), None)
                 return
@@ -504,8 +497,7 @@ class ClientConnection:
         """
         with trio.move_on_after(max(self.config.handshake_timeout_s, self.timeout_ms / 1000)):
             while len(self.outbox) >= self.config.max_outbox_bytes // 2:
-                self._outbox_taken = trio.Event()
-                await self._outbox_taken.wait()
+                await self.outbox.taken.wait()
             return
         log.warning("connection %d: client does not read its replies; closing", self.id)
         raise ConnectionDone
@@ -627,6 +619,7 @@ class ClientServer:
         try:
             await conn.serve()
         finally:
+            conn.outbox.close()
             del self._connections[conn.id]
             self._forget(address)
             self.member.drop_watcher(conn.id)

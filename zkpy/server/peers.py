@@ -23,6 +23,7 @@ import trio
 from zkpy import tls
 from zkpy.core.errors import MarshallingError
 from zkpy.server.config import ServerConfig
+from zkpy.server.outbox import Flusher, Outbox
 from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import decode_message, encode_message
 from zkpy.zab.messages import Notification, PeerMessage
@@ -61,15 +62,16 @@ class PeerNetwork:
         config: ServerConfig,
         on_message: Callable[[int, PeerMessage], None],
         on_disconnect: Callable[[int], None],
+        flusher: Flusher,
     ) -> None:
         self.config = config
         self.my_id = config.server_id
         self.on_message = on_message
         self.on_disconnect = on_disconnect
         self.peers = [m for m in config.members if m.id != self.my_id]
-        self._outbox: dict[int, bytearray] = {m.id: bytearray() for m in self.peers}
-        self._wake: dict[int, trio.Event] = {m.id: trio.Event() for m in self.peers}
-        self._connected: dict[int, bool] = {m.id: False for m in self.peers}
+        self._flusher = flusher
+        self._outbox: dict[int, Outbox] = {}  # the links that are up
+        self._known = {m.id for m in self.peers}
         self._down_reported: dict[int, bool] = {m.id: True for m in self.peers}
         self._incoming: dict[int, trio.CancelScope] = {}
         self.refused = 0
@@ -82,14 +84,13 @@ class PeerNetwork:
     # ---- sending ---------------------------------------------------------------------------
 
     def send(self, peer: int, message: PeerMessage) -> None:
-        if peer not in self._outbox:
-            return
-        if not self._connected[peer]:
-            if not isinstance(message, Notification):
+        """Queue a message; it leaves when the member's step ends (`Flusher.flush`)."""
+        outbox = self._outbox.get(peer)
+        if outbox is None:
+            if peer in self._known and not isinstance(message, Notification):
                 self._report_down(peer)
             return
-        self._outbox[peer] += encode_frame(encode_message(message))
-        self._wake[peer].set()
+        outbox.push(encode_frame(encode_message(message)))
 
     def _report_down(self, peer: int) -> None:
         if not self._down_reported[peer]:
@@ -108,30 +109,21 @@ class PeerNetwork:
                 async with stream:
                     with trio.fail_after(HANDSHAKE_TIMEOUT_S):
                         await self._handshake_out(stream, peer_id)
-                    self._outbox[peer_id].clear()
-                    self._connected[peer_id] = True
+                    outbox = Outbox(stream, self._flusher)
+                    self._outbox[peer_id] = outbox
                     self._down_reported[peer_id] = False
-                    await self._pump(stream, peer_id)
+                    try:
+                        await outbox.run_writer(stream)
+                    finally:
+                        del self._outbox[peer_id]
+                        outbox.close()
             except (OSError, trio.BrokenResourceError, trio.TooSlowError) as err:
                 log.debug("link to %d: %s", peer_id, err)
             except PeerAuthError as err:
                 log.warning("link to member %d refused: %s", peer_id, err)
             finally:
-                self._connected[peer_id] = False
-                self._outbox[peer_id].clear()
                 self._report_down(peer_id)
             await trio.sleep(RECONNECT_DELAY_S)
-
-    async def _pump(self, stream: trio.abc.Stream, peer_id: int) -> None:
-        outbox = self._outbox[peer_id]
-        while True:
-            if not outbox:
-                self._wake[peer_id] = trio.Event()
-                await self._wake[peer_id].wait()
-                continue
-            data = bytes(outbox)
-            outbox.clear()
-            await stream.send_all(data)
 
     async def _handshake_out(self, stream: trio.abc.Stream, peer_id: int) -> None:
         decoder = FrameDecoder(1 << 16)
