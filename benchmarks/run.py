@@ -278,7 +278,7 @@ def start_profilers(
             "--duration",
             str(seconds),
             "--rate",
-            "200",
+            str(args.profile_rate),
             "--nonblocking",
             "--format",
             "raw",
@@ -595,6 +595,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="record each zkpy member with py-spy during each workload (raw stacks in DIR)",
+    )
+    parser.add_argument(
+        "--profile-rate",
+        type=int,
+        default=200,
+        help="py-spy samples per second with --profile (more is finer and perturbs more)",
     )
     parser.add_argument("--json", dest="json_out", default=None, help="write the results here")
     args = parser.parse_args(argv)

@@ -38,6 +38,13 @@ except ImportError:  # run from a checkout without installing
 DEFAULT_SERVER = os.environ.get("ZKPY_SERVER", "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183")
 
 
+def say(line: str) -> None:
+    """Print a line with one write: the candidates and the observer share one output, and
+    unbuffered output (PYTHONUNBUFFERED) would otherwise let their lines run into each other."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 async def candidate(args: argparse.Namespace) -> None:
     name = f"candidate-{args.candidate}"
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
@@ -52,11 +59,11 @@ async def candidate(args: argparse.Namespace) -> None:
 
             nursery.start_soon(stop_on_sigterm)
             election = Election(zk, args.path, identifier=f"{name} pid={os.getpid()}")
-            print(f"{name}: campaigning", flush=True)
+            say(f"{name}: campaigning")
             async with election.campaign() as leadership:
-                print(f"{name}: I lead, token {leadership.token:#x}", flush=True)
+                say(f"{name}: I lead, token {leadership.token:#x}")
                 await trio.sleep_forever()  # lead until killed (or the session is lost)
-            print(f"{name}: leadership lost: {leadership.lost_reason}", flush=True)
+            say(f"{name}: leadership lost: {leadership.lost_reason}")
             nursery.cancel_scope.cancel()
 
 
@@ -81,23 +88,20 @@ async def observe(args: argparse.Namespace) -> int:
                 who = leader.identifier.decode()
                 pid = int(who.rsplit("pid=", 1)[1])
                 if pid not in {proc.pid for proc in procs.values()}:
-                    print(f"waiting for a stale leader from an earlier run to expire: {who}")
+                    say(f"waiting for a stale leader from an earlier run to expire: {who}")
                     continue
                 took = f" ({time.monotonic() - killed_at:.1f} s after the kill)" if tokens else ""
-                print(f"leader: {who}, token {leader.token:#x}{took}", flush=True)
+                say(f"leader: {who}, token {leader.token:#x}{took}")
                 if tokens and leader.token <= tokens[-1]:
-                    print("PROBLEM: the new leader's token is not larger", flush=True)
+                    say("PROBLEM: the new leader's token is not larger")
                     return 1
                 tokens.append(leader.token)
                 if len(tokens) > args.rounds:
                     break
-                print(f"killing the leader (pid {pid}) with SIGKILL", flush=True)
+                say(f"killing the leader (pid {pid}) with SIGKILL")
                 os.kill(pid, signal.SIGKILL)
                 killed_at = time.monotonic()
-            print(
-                "tokens of successive leaders: " + ", ".join(f"{t:#x}" for t in tokens),
-                flush=True,
-            )
+            say("tokens of successive leaders: " + ", ".join(f"{t:#x}" for t in tokens))
             return 0
     finally:
         for proc in procs.values():

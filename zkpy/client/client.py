@@ -59,6 +59,7 @@ from zkpy.core.requests import (
 )
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
+from zkpy.outbox import Flusher, Outbox
 from zkpy.wire import client as wire
 from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
@@ -211,8 +212,8 @@ class Client:
         self._state_channels: list[trio.MemorySendChannel[ConnectionState]] = []
         self._next_xid = 1
         self._pending: dict[int, _Pending] = {}
-        self._outbox = bytearray()
-        self._output_ready = trio.Event()
+        self._flusher = Flusher()
+        self._outbox: Outbox | None = None  # the current connection's
         self._watches = WatchTable()
         self._closing = False
         self._lost_error: ZkError | None = None
@@ -352,39 +353,43 @@ class Client:
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         resume = self._watches.resume_request(self.last_zxid)
-        self._outbox.clear()
+        outbox = self._outbox = Outbox(stream, self._flusher)
         for scheme, credential in self._auth:
             self._queue_internal(wire.XID_AUTH, AuthRequest(scheme, credential))
         if resume is not None:
             self._queue_internal(wire.XID_SET_WATCHES, resume)
+        self._flusher.flush()
         self._set_state(ConnectionState.CONNECTED)
         try:
             with trio.CancelScope() as scope:
                 self._connection_scope = scope
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, stream, scope)
+                    nursery.start_soon(self._write_loop, outbox, stream, scope)
                     nursery.start_soon(self._ping_loop, scope)
                     await self._read_loop(stream, scope)
         finally:
             self._connection_scope = None
+            self._outbox = None
+            outbox.close()
             await trio.aclose_forcefully(stream)
             self._fail_pending(ConnectionLossError(f"connection to {self.server} was lost"))
 
-    def _queue_internal(self, xid: int, request: Request) -> None:
-        self._outbox += wire.encode_request(xid, request)
-        self._output_ready.set()
+    def _push(self, frame: bytes) -> None:
+        """Queue a frame on the connection; it leaves at the next `self._flusher.flush()`."""
+        if self._outbox is None:
+            raise ConnectionLossError("not connected to any server")
+        self._outbox.push(frame)
+        self._last_sent = trio.current_time()
 
-    async def _write_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    def _queue_internal(self, xid: int, request: Request) -> None:
+        self._push(wire.encode_request(xid, request))
+
+    async def _write_loop(
+        self, outbox: Outbox, stream: trio.abc.Stream, scope: trio.CancelScope
+    ) -> None:
+        """Sends what a direct flush could not (the socket was full, or TLS)."""
         try:
-            while True:
-                if not self._outbox:
-                    await self._output_ready.wait()
-                    self._output_ready = trio.Event()
-                    continue
-                data = bytes(self._outbox)
-                self._outbox.clear()
-                self._last_sent = trio.current_time()
-                await stream.send_all(data)
+            await outbox.run_writer(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             scope.cancel()
 
@@ -398,9 +403,8 @@ class Client:
                 scope.cancel()
                 return
             if trio.current_time() - self._last_sent >= interval * 0.9:
-                self._outbox += wire.PING_FRAME
-                self._last_sent = trio.current_time()
-                self._output_ready.set()
+                self._push(wire.PING_FRAME)
+                self._flusher.flush()
 
     async def _read_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         pending_frames, decoder = self._leftover
@@ -492,6 +496,7 @@ class Client:
         arrives, before any later frame is handled (that is where watches get registered)."""
         await self._ready_to_send()
         pending = self._enqueue(request, trio.Event(), on_success)
+        self._flusher.flush()
         await pending.done.wait()
         return self._outcome(request, pending)
 
@@ -517,10 +522,9 @@ class Client:
         frame = wire.encode_request(xid, request)
         if len(frame) > self._max_frame:
             raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
+        self._push(frame)
         pending = _Pending(0, done, on_success=on_success)
         self._pending[xid] = pending
-        self._outbox += frame
-        self._output_ready.set()
         return pending
 
     def _outcome(self, request: Request, pending: _Pending) -> Any:
@@ -793,6 +797,7 @@ class Pipeline:
             except ZkError as err:  # refused before sending (a bad path, an oversize value)
                 countdown.set()
                 pending.append(err)
+        client._flusher.flush()
         await countdown.wait()
         results: list[Any] = []
         for request, convert, item in zip(requests, converters, pending, strict=True):

@@ -57,8 +57,8 @@ from zkpy.core.requests import (
 from zkpy.core.tree import ApplyResult, OpResult
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import resume_watches
+from zkpy.outbox import Outbox
 from zkpy.server.node import Member
-from zkpy.server.outbox import Outbox
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 

@@ -28,8 +28,8 @@ from zkpy.core.tree import ApplyResult, DataTree
 from zkpy.core.txn import CloseSession, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
+from zkpy.outbox import Flusher
 from zkpy.server.config import ServerConfig
-from zkpy.server.outbox import Flusher
 from zkpy.server.storage import Storage
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig

@@ -22,8 +22,8 @@ import trio
 
 from zkpy import tls
 from zkpy.core.errors import MarshallingError
+from zkpy.outbox import Flusher, Outbox
 from zkpy.server.config import ServerConfig
-from zkpy.server.outbox import Flusher, Outbox
 from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import decode_message, encode_message
 from zkpy.zab.messages import Notification, PeerMessage
