@@ -158,3 +158,23 @@ def test_generated_paths_validate_and_decompose(segments: list[str]) -> None:
     assert paths.ancestors(path) == ["/" + "/".join(segments[:i]) for i in range(1, len(segments))]
     for ancestor in paths.ancestors(path):
         assert paths.is_within(path, ancestor)
+
+
+@given(
+    st.text(alphabet=["/", ".", "a", "é", "\x00", "\x7f", "\ud800", "\ufff0", "\U0001f600"]),
+    st.booleans(),
+)
+def test_the_fast_path_accepts_only_what_the_detailed_checks_accept(
+    path: str, sequential: bool
+) -> None:
+    """`validate` accepts most paths with one regex; it must agree with the step-by-step checks
+    (which say what is wrong), never accepting a path they refuse."""
+    try:
+        expected: str | None = paths._checked(path, sequential)
+    except BadArgumentsError:
+        expected = None
+    try:
+        got: str | None = paths.validate(path, sequential=sequential)
+    except BadArgumentsError:
+        got = None
+    assert got == expected

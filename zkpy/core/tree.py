@@ -74,8 +74,9 @@ class ZNode:
         self.ephemeral_owner = ephemeral_owner
         self.children: set[str] = set()
 
-    def stat(self) -> Stat:
-        return Stat(
+    def stat_wire(self) -> list[int]:
+        """`stat().to_wire()` without the Stat in between (it is on the path of every read)."""
+        return [
             self.czxid,
             self.mzxid,
             self.ctime,
@@ -87,7 +88,10 @@ class ZNode:
             len(self.data),
             len(self.children),
             self.pzxid,
-        )
+        ]
+
+    def stat(self) -> Stat:
+        return Stat(*self.stat_wire())
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,7 +182,7 @@ class ClientConnection:
             return [outcome.error, None]
         if isinstance(value, str):
             node = self.member.tree.get(value)
-            return [0, [value, node.stat().to_wire() if node is not None else None]]
+            return [0, [value, node.stat_wire() if node is not None else None]]
         if isinstance(value, Stat):
             return [0, value.to_wire()]
         return [0, None]
@@ -190,17 +190,15 @@ class ClientConnection:
     # ---- requests --------------------------------------------------------------------------
 
     def handle_frame(self, payload: bytes) -> None:
+        """Handle one request (the read loop has touched the session for the whole batch)."""
         if wire.is_ping(payload):
-            self.member.touch(self.session_id)
             self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         xid, opcode, request = wire.decode_request(payload)
         if isinstance(request, PingRequest):
-            self.member.touch(self.session_id)
             self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         self.member.stats["requests"] += 1
-        self.member.touch(self.session_id)
         if isinstance(request, _WRITES):
             self._submit_write(xid, opcode, request)
             return
@@ -209,9 +207,11 @@ class ClientConnection:
         if isinstance(request, SyncRequest):
             self._sync(xid, request)
             return
-        slot = Slot(xid, read=request)
-        self._queue.append(slot)
-        self._flush_queue()
+        if self._queue:  # behind a pending write: answered when that write's reply leaves
+            self._queue.append(Slot(xid, read=request))
+            self._flush_queue()
+        else:
+            self.push(self._answer_read(xid, request))
 
     def _sync(self, xid: int, request: SyncRequest) -> None:
         """A sync waits until this member has applied all the leader had proposed before it."""
@@ -285,12 +285,12 @@ class ClientConnection:
                     raise NoNodeError(path=path)
                 if watch:
                     self._watch(path, WatchMode.DATA)
-                return [node.data, node.stat().to_wire()]
+                return [node.data, node.stat_wire()]
             case ExistsRequest(path, watch):
                 node = tree.get(paths.validate(path))  # as in ZooKeeper: a Stat needs no READ
                 if watch:
                     self._watch(path, WatchMode.DATA if node is not None else WatchMode.EXIST)
-                return None if node is None else node.stat().to_wire()
+                return None if node is None else node.stat_wire()
             case GetChildrenRequest(path, watch):
                 node = self._readable(paths.validate(path))
                 if node is None:
@@ -303,14 +303,14 @@ class ClientConnection:
                     )
                 if watch:
                     self._watch(path, WatchMode.CHILD)
-                return [tree.children_of(path), node.stat().to_wire()]
+                return [tree.children_of(path), node.stat_wire()]
             case GetACLRequest(path):
                 node = tree.get(paths.validate(path))
                 if node is None:
                     raise NoNodeError(path=path)
                 if not acls.allows(node.acl, Perm.READ | Perm.ADMIN, self.ids):
                     raise NoAuthError("READ or ADMIN needed to read an ACL", path=path)
-                return [[entry.to_wire() for entry in node.acl], node.stat().to_wire()]
+                return [[entry.to_wire() for entry in node.acl], node.stat_wire()]
             case AddWatchRequest(path, mode):
                 self._readable(paths.validate(path))
                 self._watch(path, mode)
@@ -459,6 +459,8 @@ class ClientConnection:
             except FrameTooLargeError as err:
                 self._protocol_error(MarshallingError(str(err)), None)
                 return
+            if frames:
+                self.member.touch(self.session_id)  # any frame keeps the session alive
             for payload in frames:
                 if self._closing:
                     return
