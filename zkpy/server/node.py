@@ -1,12 +1,16 @@
 """The loop of one member: feed the replica, then carry out its Ready.
 
 Everything the protocol decides is in `zkpy.zab.replica.Replica`; this shell owns the clocks,
-LMDB and the sockets. One task runs the Ready loop, in the order the replica requires:
+LMDB and the sockets. One task runs the Ready loop, in an order the replica allows:
 
-1. answer what was applied (watch events first, then replies), rejected or synced;
-2. make the Ready durable in one synced LMDB transaction, off the event loop (group commit:
-   requests keep arriving meanwhile and form the next batch);
-3. send the Ready's messages to the peers.
+1. send the messages that promise nothing (proposals, commits) at once, so that the followers
+   log and apply in parallel with this member;
+2. make the Ready durable in one synced LMDB transaction (group commit: requests arriving
+   meanwhile form the next batch), on the event loop while the disk is fast, else in a thread;
+3. send the rest of the messages (acknowledgements, which the leader is waiting for);
+4. apply what was committed and answer (watch events first, then replies), rejected or synced.
+
+Each step ends with a flush of the outboxes it wrote to (`zkpy.outbox`).
 
 A single member is an ensemble of one: the same replica elects itself and commits alone.
 """
@@ -189,15 +193,16 @@ class Member:
         while True:
             self.replica.now_ms = wall_ms()  # session deadlines are set from it
             ready = self.replica.take_ready()
-            self._answer(ready)
             early, late = ready.split_messages()
             for peer, message in early:
                 self.send_to_peer(peer, message)
-            self.output.flush()  # replies, events and proposals leave before the fsync
+            self.output.flush()  # proposals and commits leave before the fsync and the applying
             if ready.needs_storage:
                 await self._make_durable(ready)
             for peer, message in late:
                 self.send_to_peer(peer, message)
+            self.output.flush()  # acknowledgements: the leader waits for them
+            self._answer(ready)
             self.output.flush()
             if ready.serving_changed:
                 self._serving_changed()

@@ -211,6 +211,8 @@ class Simulation:
         self._check_ready(member, ready)
         if not ready:
             return
+        # the shell's order: messages that promise nothing, persist, the rest of the messages,
+        # then apply what was committed (while the disk works, inputs keep arriving)
         if ready.needs_storage:
             early, late = ready.split_messages()
             self._send_messages(member, early)
@@ -221,6 +223,7 @@ class Simulation:
             self._schedule(delay, lambda: self._durable(member, incarnation, ready))
         else:
             self._send_all(member, ready)
+            self._answer(member, ready)
             self._after_input(member)
 
     def _durable(self, member: SimMember, incarnation: int, ready: Ready) -> None:
@@ -229,11 +232,22 @@ class Simulation:
         member.disk.write(ready)
         member.busy = False
         self._send_all(member, ready)
+        self._answer(member, ready)
         if self.rng.random() < 0.1:
             member.disk.checkpoint(member.replica.tree, member.replica.commit_zxid)
         self._after_input(member)
 
     def _check_ready(self, member: SimMember, ready: Ready) -> None:
+        """Checks made as a Ready is taken (tests extend it)."""
+        replica = member.replica
+        assert replica is not None
+        if ready.serving_changed and replica.serving and replica.state is ServerState.LEADING:
+            other = self.leaders.setdefault(replica.epoch, member.id)
+            if other != member.id:
+                self._violation(f"two leaders established in epoch {replica.epoch}")
+            self.note(f"member {member.id} leads epoch {replica.epoch}")
+
+    def _answer(self, member: SimMember, ready: Ready) -> None:
         replica = member.replica
         assert replica is not None
         for record in ready.committed:
@@ -258,11 +272,6 @@ class Simulation:
             op = self.ops.get(key)
             if op is not None and op.member == member.id and op.outcome == "pending":
                 op.outcome = "unknown"
-        if ready.serving_changed and replica.serving and replica.state is ServerState.LEADING:
-            other = self.leaders.setdefault(replica.epoch, member.id)
-            if other != member.id:
-                self._violation(f"two leaders established in epoch {replica.epoch}")
-            self.note(f"member {member.id} leads epoch {replica.epoch}")
 
     def _violation(self, text: str) -> None:
         raise InvariantViolation(f"seed {self.seed}, t={self.now}ms: {text}")

@@ -3,16 +3,19 @@ broadcast, as leader, follower or observer.
 
 Inputs: `tick(now_ms)`, `receive(sender, message)`, `disconnected(peer)`, and on the client side
 `submit(...)`, `sync(...)`, `touch(...)`. Output: `take_ready()`, the work for the caller, in the
-shape of raft's Ready loop. The caller MUST, for each Ready, in this order:
+shape of raft's Ready loop. For each Ready the caller MUST:
 
-1. apply `committed` in order, one record at a time with `apply(record)`, and after each one
-   send its watch events and its reply before applying the next (so no read sees a state whose
-   events have not gone out); then answer `rejected` and `synced`;
-2. make durable: `epochs`, then `install` (replace all state), `truncate_after`, `persist`;
-3. only then send `messages` (an Ack or AckNewLeader promises that the data is durable); the
-   leading messages that `promises_durability` says make no promise may go before step 2, as
+1. make durable: `epochs`, then `install` (replace all state), `truncate_after`, `persist`;
+2. only then send `messages` (an Ack or AckNewLeader promises that the data is durable); the
+   leading messages that `promises_durability` says make no promise may go before step 1, as
    long as each peer still gets its messages in order (`split_messages`);
-4. not call `take_ready()` again before steps 2-3 are done: calling it says "the previous Ready
+3. apply `committed` in order, one record at a time with `apply(record)`, and after each one
+   send its watch events and its reply before applying the next (so no read sees a state whose
+   events have not gone out); then answer `rejected` and `synced`. Step 3 may come before,
+   between or after steps 1-2 (the records were made durable by earlier Readies): the shell
+   applies last, so that acknowledgements are not held up by the applying, and the simulator
+   does the same, with inputs arriving while the disk works;
+4. not call `take_ready()` again before steps 1-3 are done: calling it says "the previous Ready
    is durable", which is when the leader counts its own acknowledgement and a follower may apply
    committed entries it has logged.
 
