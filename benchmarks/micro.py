@@ -271,10 +271,12 @@ def bench_peer(seconds: float, value: bytes) -> list[Row]:
     message_rows("Ack encode+decode", [Ack((1 << 32) + i) for i in range(CHUNK)], 1)
     message_rows("Commit encode+decode", [Commit((1 << 32) + i) for i in range(CHUNK)], 1)
     ids = frozenset({Id("ip", "127.0.0.1")})
-    forwards = [
-        Forward(SESSION, i, SetDataRequest(f"/bench/k{i % 256}", value), ids) for i in range(CHUNK)
-    ]
-    message_rows(f"Forward (set {len(value)} B) encode+decode", forwards, 1)
+    writes = [(SESSION, i, SetDataRequest(f"/bench/k{i % 256}", value), ids) for i in range(CHUNK)]
+    message_rows(
+        f"Forward (1 set, {len(value)} B) encode+decode", [Forward((w,)) for w in writes], 1
+    )
+    forward_batches = [Forward(tuple(writes[i : i + 64])) for i in range(0, CHUNK - 63, 64)]
+    message_rows(f"Forward (64 sets, {len(value)} B) encode+decode", forward_batches, 64)
     return rows
 
 

@@ -35,6 +35,7 @@ from zkpy.zab.messages import (
     AckNewLeader,
     Commit,
     FollowerInfo,
+    Forward,
     NewEpoch,
     NewLeader,
     Notification,
@@ -661,6 +662,24 @@ def test_writes_submitted_at_a_follower_are_forwarded_and_applied_everywhere() -
     for i in cluster.ids:
         node = cluster.r(i).tree.get("/via-follower")
         assert node is not None and node.data == b"g" and node.version == 1
+    cluster.assert_identical()
+
+
+def test_writes_submitted_together_at_a_follower_travel_as_one_forward_in_order() -> None:
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    replica = cluster.r(follower)
+    for cxid in range(30, 35):
+        replica.submit(1, cxid, create(f"/batch-{cxid}"))
+    cluster.sent.clear()
+    cluster.pump(follower)
+    cluster.run()
+    forwards = [m for src, _dst, m in cluster.sent if src == follower and isinstance(m, Forward)]
+    assert len(forwards) == 1
+    assert [cxid for _sid, cxid, _request, _ids in forwards[0].writes] == list(range(30, 35))
+    zxids = [cluster.result_of(follower, 1, cxid).record.zxid for cxid in range(30, 35)]
+    assert zxids == sorted(zxids)  # prepped by the leader in the order the client sent them
+    assert all(f"/batch-{cxid}" in cluster.r(leader).tree for cxid in range(30, 35))
     cluster.assert_identical()
 
 

@@ -102,12 +102,12 @@ def _fields(message: PeerMessage) -> list[Any]:
             return [zxid]
         case Ping(sessions, round_):
             return [list(sessions), round_]
-        case Forward(session_id, cxid, request, ids):
+        case Forward(writes):
             return [
-                session_id,
-                cxid,
-                _request_out(request),
-                [[ident.scheme, ident.id] for ident in sorted(ids, key=lambda i: (i.scheme, i.id))],
+                [
+                    [session_id, cxid, _request_out(request), _ids_out(ids)]
+                    for session_id, cxid, request, ids in writes
+                ]
             ]
         case SyncRequest(session_id, cxid) | SyncDone(session_id, cxid):
             return [session_id, cxid]
@@ -115,6 +115,17 @@ def _fields(message: PeerMessage) -> list[Any]:
 
 
 _OP_CREATE_SESSION = -10
+_NO_IDS: frozenset[Id] = frozenset()
+
+
+def _ids_out(ids: frozenset[Id]) -> list[list[str]]:
+    return [[ident.scheme, ident.id] for ident in sorted(ids, key=lambda i: (i.scheme, i.id))]
+
+
+def _ids_in(fields: list[list[str]]) -> frozenset[Id]:
+    if not fields:
+        return _NO_IDS
+    return frozenset(Id(scheme, ident) for scheme, ident in fields)
 
 
 def _request_out(request: WriteRequest) -> list[Any]:
@@ -177,8 +188,12 @@ def _decode(value: Any) -> PeerMessage:
     if tag == 11:
         return Ping(tuple(f[0]), f[1])
     if tag == 12:
-        ids = frozenset(Id(scheme, ident) for scheme, ident in f[3])
-        return Forward(f[0], f[1], _request_in(f[2]), ids)
+        return Forward(
+            tuple(
+                (session_id, cxid, _request_in(request), _ids_in(ids))
+                for session_id, cxid, request, ids in f[0]
+            )
+        )
     if tag == 13:
         return SyncRequest(f[0], f[1])
     if tag == 14:

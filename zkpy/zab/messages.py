@@ -133,14 +133,15 @@ class Ping:
     round: int = 0
 
 
+ForwardedWrite = tuple[int, int, WriteRequest, frozenset[Id]]
+"""(session id, client xid, request, the session's authenticated identities)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """A write a follower received from its client, for the leader to prep."""
+    """Writes a follower received from its clients, in order, for the leader to prep."""
 
-    session_id: int
-    cxid: int
-    request: WriteRequest
-    ids: frozenset[Id]
+    writes: tuple[ForwardedWrite, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from zkpy.core.prep import Prep
 from zkpy.core.requests import CloseSessionRequest, WriteRequest
@@ -221,7 +222,9 @@ class Replica:
         self._sync_heartbeat_sent = False
         self._phase_started = 0
         self._counter = 0
-        self._batches: dict[int, tuple[int, list[TxnRecord]]] = {}
+        # per peer, the batch being gathered: its place in the Ready's messages, the kind of
+        # message (Propose or Forward) and its items
+        self._batches: dict[int, tuple[int, type[Propose | Forward], list[Any]]] = {}
         # follower
         self._last_heard_leader = 0
         self._touched: set[int] = set()
@@ -284,7 +287,7 @@ class Replica:
             self._propose(session_id, cxid, request, ids)
         else:
             assert self.leader is not None
-            self._send(self.leader, Forward(session_id, cxid, request, ids))
+            self._send_batched(self.leader, Forward, (session_id, cxid, request, ids))
 
     def sync(self, session_id: int, cxid: int) -> None:
         """Answer (in `Ready.synced`) once this member has applied everything the leader had
@@ -303,7 +306,7 @@ class Replica:
         """The work to do now. Calling it also says the previous Ready is durable."""
         self._advance(min(self._pending_durable, self.last_logged))
         self._sync_heartbeat_sent = False
-        self._close_proposal_batches()
+        self._close_batches()
         ready, self._ready = self._ready, Ready()
         self._pending_durable = self.last_logged
         return ready
@@ -365,21 +368,22 @@ class Replica:
     def _send(self, peer: int, message: PeerMessage) -> None:
         batch = self._batches.pop(peer, None)
         if batch is not None:
-            self._ready.messages[batch[0]] = (peer, Propose(tuple(batch[1])))
+            index, kind, items = batch
+            self._ready.messages[index] = (peer, kind(tuple(items)))
         self._ready.messages.append((peer, message))
 
-    def _send_proposal(self, peer: int, record: TxnRecord) -> None:
-        """Consecutive proposals to a peer travel as one Propose message (batching on the wire)."""
+    def _send_batched(self, peer: int, kind: type[Propose | Forward], item: Any) -> None:
+        """Consecutive proposals (or forwarded writes) to a peer travel as one message."""
         batch = self._batches.get(peer)
-        if batch is None:
-            self._batches[peer] = (len(self._ready.messages), [record])
-            self._ready.messages.append((peer, Propose(())))
+        if batch is None or batch[1] is not kind:
+            self._send(peer, kind(()))  # a placeholder, replaced when the batch closes
+            self._batches[peer] = (len(self._ready.messages) - 1, kind, [item])
         else:
-            batch[1].append(record)
+            batch[2].append(item)
 
-    def _close_proposal_batches(self) -> None:
-        for peer, (index, records) in self._batches.items():
-            self._ready.messages[index] = (peer, Propose(tuple(records)))
+    def _close_batches(self) -> None:
+        for peer, (index, kind, items) in self._batches.items():
+            self._ready.messages[index] = (peer, kind(tuple(items)))
         self._batches = {}
 
     def _set_serving(self, serving: bool) -> None:
@@ -725,9 +729,10 @@ class Replica:
                     for session_id in sessions:
                         self.tracker.touch(session_id, self.now_ms)
                 self._release_syncs()
-            case Forward(session_id, cxid, request, ids):
+            case Forward(writes):
                 if self._established:
-                    self._propose(session_id, cxid, request, ids)
+                    for session_id, cxid, request, ids in writes:
+                        self._propose(session_id, cxid, request, ids)
             case SyncRequest(session_id, cxid):
                 if self._established:
                     self._leader_sync(sender, session_id, cxid)
@@ -826,7 +831,7 @@ class Replica:
         self._acks.append((zxid, set()))
         for member, peer in self._peers.items():
             if peer.synced:
-                self._send_proposal(member, record)
+                self._send_batched(member, Propose, record)
 
     def _count_ack(self, member: int, zxid: int) -> None:
         for acked_zxid, acks in self._acks:

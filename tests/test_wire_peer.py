@@ -1,0 +1,64 @@
+"""The peer codec: every message kind survives encode + decode, batches keep their order, and bad
+input raises MarshallingError instead of anything else."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from zkpy.core.errors import MarshallingError
+from zkpy.core.requests import CreateRequest, CreateSessionRequest, SetDataRequest
+from zkpy.core.txn import SetData, TxnRecord
+from zkpy.core.types import OPEN_ACL_UNSAFE, Id
+from zkpy.wire.peer import decode_message, encode_message
+from zkpy.zab.messages import Ack, Commit, Forward, Ping, Propose, SyncDone, SyncRequest
+
+WRITES = (
+    (7, 1, SetDataRequest("/a", b"x" * 100, 3), frozenset()),
+    (7, 2, CreateRequest("/b", b"", OPEN_ACL_UNSAFE, True, True), frozenset()),
+    (
+        9,
+        1,
+        SetDataRequest("/c", b"", -1),
+        frozenset({Id("digest", "bob:hash"), Id("x509", "CN=bob")}),
+    ),
+    (11, 0, CreateSessionRequest(11, 4000, b"p" * 16), frozenset()),
+)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Forward(WRITES),
+        Forward(WRITES[:1]),
+        Propose((TxnRecord(1 << 32 | 1, 7, 1, 123, SetData("/a", b"x", 1)),)),
+        Ack(1 << 32 | 5),
+        Commit(1 << 32 | 5),
+        Ping((7, 9), 4),
+        SyncRequest(7, 3),
+        SyncDone(7, 3),
+    ],
+)
+def test_messages_round_trip(message: object) -> None:
+    assert decode_message(encode_message(message)) == message  # type: ignore[arg-type]
+
+
+def test_a_forward_batch_keeps_its_order_and_identities() -> None:
+    decoded = decode_message(encode_message(Forward(WRITES)))
+    assert isinstance(decoded, Forward)
+    assert [(w[0], w[1]) for w in decoded.writes] == [(7, 1), (7, 2), (9, 1), (11, 0)]
+    assert decoded.writes[2][3] == frozenset({Id("digest", "bob:hash"), Id("x509", "CN=bob")})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [12, [[7, 1, [4, "/a", False], []]]],  # a read cannot be forwarded
+        [12, [[7, 1]]],  # a write without its request
+        [12, "not a list"],
+        [99],
+    ],
+)
+def test_bad_peer_messages_raise_marshalling_errors(value: object) -> None:
+    with pytest.raises(MarshallingError):
+        decode_message(msgpack.packb(value))
