@@ -410,9 +410,7 @@ def _format_stat(stat: zkpy.Stat) -> str:
         f"{name} = {value:#x}"
         if name.endswith("zxid") or name == "ephemeral_owner"
         else f"{name} = {value}"
-        for name, value in (
-            (field, getattr(stat, field)) for field in zkpy.Stat.__dataclass_fields__
-        )
+        for name, value in stat._asdict().items()
     )
 
 

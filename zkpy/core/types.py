@@ -6,6 +6,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import NamedTuple
 
 
 def make_zxid(epoch: int, counter: int) -> int:
@@ -21,14 +22,16 @@ def zxid_counter(zxid: int) -> int:
     return zxid & 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
+class Stat(NamedTuple):
     """The metadata of a znode, with ZooKeeper's eleven fields.
 
     czxid / mzxid: the zxid that created / last modified the node; pzxid: the zxid that last
     changed its children; ctime / mtime: milliseconds since the epoch; version / cversion /
     aversion: changes to data / children / ACL; ephemeral_owner: the owning session id, 0 if
     persistent; data_length and num_children.
+
+    A named tuple, like kazoo's ZnodeStat: every read and write returns one, and a tuple is made
+    several times faster than a frozen dataclass.
     """
 
     czxid: int
@@ -65,23 +68,11 @@ class Stat:
         return self.ephemeral_owner or None
 
     def to_wire(self) -> list[int]:
-        return [
-            self.czxid,
-            self.mzxid,
-            self.ctime,
-            self.mtime,
-            self.version,
-            self.cversion,
-            self.aversion,
-            self.ephemeral_owner,
-            self.data_length,
-            self.num_children,
-            self.pzxid,
-        ]
+        return list(self)
 
     @classmethod
     def from_wire(cls, fields: list[int]) -> Stat:
-        return cls(*fields)
+        return cls._make(fields)
 
 
 class Perm(IntFlag):
