@@ -481,6 +481,7 @@ class ClientConnection:
                 if len(self.outbox) >= self.config.max_outbox_bytes // 2:
                     self.member.output.flush()
                     await self._wait_outbox_taken()
+            self.member.step()  # the writes of this batch start on their way at once
             self.member.output.flush()  # the replies to this batch of reads, in one send
             if decoder.error is not None:
                 self._protocol_error(MarshallingError(str(decoder.error)), None)

@@ -10,7 +10,9 @@ LMDB and the sockets. One task runs the Ready loop, in an order the replica allo
 3. send the rest of the messages (acknowledgements, which the leader is waiting for);
 4. apply what was committed and answer (watch events first, then replies), rejected or synced.
 
-Each step ends with a flush of the outboxes it wrote to (`zkpy.outbox`).
+Each step ends with a flush of the outboxes it wrote to (`zkpy.outbox`). The task that fed the
+replica (a client's reader, a peer link) carries out the Ready itself when nothing in it must
+wait (`Member.step`); the loop task takes the rest, and everything while a Ready is in progress.
 
 A single member is an ensemble of one: the same replica elects itself and commits alone.
 """
@@ -97,6 +99,9 @@ class Member:
         self.send_to_peer: Callable[[int, PeerMessage], None] = lambda peer, message: None
         self._work = trio.Event()
         self.output = Flusher()  # the client and peer outboxes written to in the current step
+        self._busy = False  # a Ready is being carried out (by the loop or by `step`)
+        self._handed_over: Ready | None = None  # taken by `step`, left to the loop to finish
+        self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._persisted_zxid = self.replica.last_logged
         self._unsafe_buffer: list[tuple[int, bytes]] = []
         self._recent_persist_s = 0.0
@@ -193,28 +198,84 @@ class Member:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            self.replica.now_ms = wall_ms()  # session deadlines are set from it
-            ready = self.replica.take_ready()
-            early, late = ready.split_messages()
-            for peer, message in early:
-                self.send_to_peer(peer, message)
-            self.output.flush()  # proposals and commits leave before the fsync and the applying
-            if ready.needs_storage:
-                await self._make_durable(ready)
-            for peer, message in late:
-                self.send_to_peer(peer, message)
-            self.output.flush()  # acknowledgements: the leader waits for them
-            self._answer(ready)
-            self.output.flush()
-            if ready.serving_changed:
-                self._serving_changed()
+            if self._failure is not None:
+                raise self._failure  # from `step`: the member stops, as if it had failed here
+            ready = self._handed_over or self._take_ready()
+            self._handed_over = None
+            self._busy = True
+            try:
+                self._send_early(ready)
+                if ready.needs_storage:
+                    await self._make_durable(ready)
+                self._finish(ready)
+            except Exception as err:
+                self._failure = err  # `step` takes nothing more before the member stops
+                raise
+            finally:
+                self._busy = False
             if not ready:
                 if self._checkpoint_due():
-                    await self.checkpoint()
+                    self._busy = True
+                    try:
+                        await self.checkpoint()
+                    finally:
+                        self._busy = False
                     continue
                 await self._work.wait()
                 self._work = trio.Event()
-        self.output = Flusher()  # the client and peer outboxes written to in the current step
+
+    def step(self) -> None:
+        """Carry out the replica's next Ready here and now, if that needs no waiting.
+
+        Tasks that fed the replica (a client's reader after a batch of requests, a peer link
+        after a batch of messages) call this, which saves a wake-up of the Ready loop task (one
+        more scheduler turn) on every hop of a write. A Ready that must wait (a persist that
+        goes to a thread) is handed over to the loop; so is everything while the loop is busy.
+        """
+        if self._busy or self._handed_over is not None or self._failure is not None:
+            return
+        ready = self._take_ready()
+        if not ready:
+            return
+        if ready.needs_storage and not self._persists_inline(ready):
+            self._handed_over = ready
+            self._work.set()
+            return
+        self._busy = True
+        try:
+            self._send_early(ready)
+            if ready.needs_storage:
+                self._persist(ready)
+            self._finish(ready)
+        except Exception as err:
+            # Nothing may be taken from the replica after a Ready that failed (taking says the
+            # last one is durable): stop here, and let the loop raise it and stop the member.
+            self._failure = err
+            self._work.set()
+        finally:
+            self._busy = False
+
+    def _take_ready(self) -> Ready:
+        self.replica.now_ms = wall_ms()  # session deadlines are set from it
+        return self.replica.take_ready()
+
+    def _send_early(self, ready: Ready) -> None:
+        """Proposals and commits leave before the fsync and the applying."""
+        early, ready.messages = ready.split_messages()
+        for peer, message in early:
+            self.send_to_peer(peer, message)
+        self.output.flush()
+
+    def _finish(self, ready: Ready) -> None:
+        """After the Ready is durable: the acknowledgements (the leader waits for them), then
+        apply and answer."""
+        for peer, message in ready.messages:
+            self.send_to_peer(peer, message)
+        self.output.flush()
+        self._answer(ready)
+        self.output.flush()
+        if ready.serving_changed:
+            self._serving_changed()
 
     async def _make_durable(self, ready: Ready) -> None:
         """Persist a Ready on the event loop when the disk is fast, else in a worker thread.
@@ -226,14 +287,17 @@ class Member:
         thread; so does everything when the disk is slow (it would stall the whole member), and
         snapshots, which can take seconds.
         """
-        if (
-            len(ready.persist) <= INLINE_PERSIST_MAX_RECORDS
-            and ready.install is None
-            and self._recent_persist_s < INLINE_PERSIST_BELOW_S
-        ):
+        if self._persists_inline(ready):
             self._persist(ready)
         else:
             await trio.to_thread.run_sync(self._persist, ready)
+
+    def _persists_inline(self, ready: Ready) -> bool:
+        return (
+            len(ready.persist) <= INLINE_PERSIST_MAX_RECORDS
+            and ready.install is None
+            and self._recent_persist_s < INLINE_PERSIST_BELOW_S
+        )
 
     def _persist(self, ready: Ready) -> None:
         """One synced LMDB transaction per step, in the required order (on the event loop or in a

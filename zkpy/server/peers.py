@@ -63,6 +63,7 @@ class PeerNetwork:
         on_message: Callable[[int, PeerMessage], None],
         on_disconnect: Callable[[int], None],
         flusher: Flusher,
+        after_messages: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.my_id = config.server_id
@@ -70,6 +71,7 @@ class PeerNetwork:
         self.on_disconnect = on_disconnect
         self.peers = [m for m in config.members if m.id != self.my_id]
         self._flusher = flusher
+        self.after_messages = after_messages  # called after each batch of received messages
         self._outbox: dict[int, Outbox] = {}  # the links that are up
         self._known = {m.id for m in self.peers}
         self._down_reported: dict[int, bool] = {m.id: True for m in self.peers}
@@ -204,6 +206,7 @@ class PeerNetwork:
                 return
             for frame in decoder.feed(data):
                 self.on_message(peer, decode_message(frame))
+            self.after_messages()
 
     # ---- running ---------------------------------------------------------------------------
 
