@@ -64,6 +64,12 @@ class Outbox:
             self._writer_owns = True
             self._wake.set()
 
+    def send_soon(self) -> None:
+        """Leave the queued bytes to the writer task, which sends them after the tasks that run
+        now (so that many tasks' frames leave in one send), instead of flushing them at once."""
+        if self.buffer:
+            self._wake.set()
+
     def finish(self) -> None:
         """Send what is queued, then let `run_writer` return."""
         self._finishing = True

@@ -496,7 +496,12 @@ class Client:
         arrives, before any later frame is handled (that is where watches get registered)."""
         await self._ready_to_send()
         pending = self._enqueue(request, trio.Event(), on_success)
-        self._flusher.flush()
+        if len(self._pending) == 1 or self._outbox is None:
+            self._flusher.flush()  # alone in flight: straight to the socket
+        else:
+            # other tasks have requests in flight, and more may be queuing theirs in this
+            # scheduler turn: the writer sends them all together right after
+            self._outbox.send_soon()
         await pending.done.wait()
         return self._outcome(request, pending)
 
