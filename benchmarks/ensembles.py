@@ -237,9 +237,24 @@ class ZkpyEnsemble(Ensemble):
     system = "zkpy"
 
     def start(self) -> None:
+        self._ports = free_port_block(self.size)
+        self._peer_ports = free_port_block(
+            self.size, set(range(self._ports, self._ports + self.size))
+        )
+        self._launch()
+
+    def restart(self) -> float:
+        """Stop every member (SIGTERM), start them again on the same data and ports, and return
+        the seconds from the start until every member serves again."""
+        _stop_processes(self.processes, [m.pid for m in self.members])
+        started = time.monotonic()
+        self._launch()
+        self.wait_ready()
+        return time.monotonic() - started
+
+    def _launch(self) -> None:
         assert self.tmp is not None
-        client_base = free_port_block(self.size)
-        peer_base = free_port_block(self.size, set(range(client_base, client_base + self.size)))
+        client_base, peer_base = self._ports, self._peer_ports
         log_path = Path(self.tmp) / "ensemble.log"
         self.log_paths = [log_path]
         command = [
@@ -256,7 +271,7 @@ class ZkpyEnsemble(Ensemble):
             "--peer-port",
             str(peer_base),
         ]
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
@@ -411,7 +426,7 @@ class ZooKeeperEnsemble(Ensemble):
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
                 str(home / "zoo.cfg"),
             ]
-            with log_path.open("wb") as log:
+            with log_path.open("ab") as log:
                 process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
                 )
