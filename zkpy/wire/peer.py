@@ -119,6 +119,8 @@ _NO_IDS: frozenset[Id] = frozenset()
 
 
 def _ids_out(ids: frozenset[Id]) -> list[list[str]]:
+    if not ids:  # most sessions have no identities
+        return []
     return [[ident.scheme, ident.id] for ident in sorted(ids, key=lambda i: (i.scheme, i.id))]
 
 
