@@ -1,13 +1,14 @@
 """Outgoing bytes of one connection, written straight to the socket at the end of a step.
 
-Every reply, event and peer message used to wake the connection's writer task, which then sent
-what had gathered. On a lightly loaded member that wake-up (one more turn of the trio scheduler
-and of epoll) was most of the cost of a hop, and a leader that fsyncs on the event loop held its
-proposals back until the fsync was done. Now frames gather in the outbox while a step runs (the
-Ready loop answering a batch, a reader handling what one receive brought), and at the end of the
-step `Flusher.flush` writes each dirty outbox with one non-blocking `send` on the socket. Only
-what the socket does not take at once is left to the writer task, which then owns the outbox
-until it is empty again, so bytes never overtake each other.
+Waking a writer task for every reply, event and peer message costs one more turn of the trio
+scheduler and of epoll per hop, which on a lightly loaded member is most of the cost of the hop
+(and a leader that fsyncs on the event loop would hold its proposals back until the fsync was
+done). So frames gather in the outbox while a step runs (the Ready loop answering a batch, a
+reader handling what one receive brought), and at the end of the step `Flusher.flush` writes each
+dirty outbox with one non-blocking write to the socket. Only what the socket does not take at
+once is left to the writer task, which then owns the outbox until it is empty again, so bytes
+never overtake each other. (A write to a socket whose peer is gone raises EPIPE: Python ignores
+SIGPIPE.)
 
 TLS streams have no socket to write to directly: their outboxes always go through the writer.
 """
