@@ -107,6 +107,7 @@ class Member:
         self._recent_persist_s = 0.0
         self._unsafe_flushed_at = time.monotonic()
         self._applied_since_checkpoint = len(tail)
+        self._checkpoint_after = self._checkpoint_interval()
         self._last_checkpoint_zxid = recovered.checkpoint_zxid
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
         self.started_at = wall_ms()
@@ -416,7 +417,7 @@ class Member:
 
     def _checkpoint_due(self) -> bool:
         return (
-            self._applied_since_checkpoint >= self.config.checkpoint_every
+            self._applied_since_checkpoint >= self._checkpoint_after
             and self.tree.last_zxid <= self._persisted_zxid
         )
 
@@ -436,6 +437,14 @@ class Member:
         )
         self._last_checkpoint_zxid = delta.zxid
         self._applied_since_checkpoint = 0
+        self._checkpoint_after = self._checkpoint_interval()
+
+    def _checkpoint_interval(self) -> int:
+        """Applied transactions until the next checkpoint: a random point between half and all
+        of `checkpoint_every` (as ZooKeeper rolls its snapCount), so that the members of an
+        ensemble, which apply the same transactions, do not all stall for a checkpoint at once."""
+        every = self.config.checkpoint_every
+        return every // 2 + secrets.randbelow(every - every // 2 + 1)
 
     # ---- status ----------------------------------------------------------------------------
 
