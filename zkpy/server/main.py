@@ -44,7 +44,9 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
             port = listeners[0].socket.getsockname()[1]
             member.client_port = port
             if config.members:
-                peers = PeerNetwork(config, member.peer_message, member.peer_down, member.output)
+                peers = PeerNetwork(
+                    config, member.peer_message, member.peer_down, member.output, member.step
+                )
                 member.send_to_peer = peers.send
                 await nursery.start(peers.run)
             await nursery.start(member.run)

@@ -205,10 +205,10 @@ class Member:
             self._handed_over = None
             self._busy = True
             try:
-                self._send_early(ready)
+                late = self._send_early(ready)
                 if ready.needs_storage:
                     await self._make_durable(ready)
-                self._finish(ready)
+                self._finish(ready, late)
             except Exception as err:
                 self._failure = err  # `step` takes nothing more before the member stops
                 raise
@@ -244,10 +244,10 @@ class Member:
             return
         self._busy = True
         try:
-            self._send_early(ready)
+            late = self._send_early(ready)
             if ready.needs_storage:
                 self._persist(ready)
-            self._finish(ready)
+            self._finish(ready, late)
         except Exception as err:
             # Nothing may be taken from the replica after a Ready that failed (taking says the
             # last one is durable): stop here, and let the loop raise it and stop the member.
@@ -260,17 +260,19 @@ class Member:
         self.replica.now_ms = wall_ms()  # session deadlines are set from it
         return self.replica.take_ready()
 
-    def _send_early(self, ready: Ready) -> None:
-        """Proposals and commits leave before the fsync and the applying."""
-        early, ready.messages = ready.split_messages()
+    def _send_early(self, ready: Ready) -> list[tuple[int, PeerMessage]]:
+        """Proposals and commits leave before the fsync and the applying; returns the messages
+        that must wait until the Ready is durable."""
+        early, late = ready.split_messages()
         for peer, message in early:
             self.send_to_peer(peer, message)
         self.output.flush()
+        return late
 
-    def _finish(self, ready: Ready) -> None:
+    def _finish(self, ready: Ready, late: list[tuple[int, PeerMessage]]) -> None:
         """After the Ready is durable: the acknowledgements (the leader waits for them), then
         apply and answer."""
-        for peer, message in ready.messages:
+        for peer, message in late:
             self.send_to_peer(peer, message)
         self.output.flush()
         self._answer(ready)
