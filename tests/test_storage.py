@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import lmdb
 import pytest
 
 import zkpy.server.storage as storage_module
+import zkpy.server.wal as wal_module
 from zkpy.server.storage import (
     FORMAT_VERSION,
     Storage,
     StorageError,
     StorageFormatError,
 )
+from zkpy.server.wal import segment_name
 
 REPO_ROOT = Path(storage_module.__file__).resolve().parents[2]
 
@@ -63,7 +66,8 @@ def test_new_directory_is_initialised_with_format_version(tmp_path: Path) -> Non
         assert s.first_logged_zxid() is None
     assert (rec.accepted_epoch, rec.current_epoch, rec.checkpoint_zxid) == (0, 0, 0)
     assert (rec.nodes, rec.sessions, rec.log) == ([], [], [])
-    assert sorted(os.listdir(data_dir)) == ["data.mdb", "lock.mdb", "zkpy.lock"]
+    assert sorted(os.listdir(data_dir)) == ["data.mdb", "lock.mdb", "wal", "zkpy.lock"]
+    assert os.listdir(data_dir / "wal") == [segment_name(1, 1)]
     env = raw_env(data_dir, readonly=True)
     try:
         meta = env.open_db(b"meta", create=False)
@@ -125,7 +129,7 @@ def test_big_entry_round_trip(tmp_path: Path) -> None:
         assert s.load().log == [(1, big), (2, b"")]
 
 
-def test_batch_is_one_lmdb_transaction(tmp_path: Path) -> None:
+def test_batch_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def last_txnid() -> int:
         env = raw_env(tmp_path, readonly=True)
         try:
@@ -133,12 +137,29 @@ def test_batch_is_one_lmdb_transaction(tmp_path: Path) -> None:
         finally:
             env.close()
 
+    calls: list[str] = []
+    real_pwrite, real_fdatasync = os.pwrite, os.fdatasync
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        calls.append("pwrite")
+        return real_pwrite(fd, data, offset)
+
+    def fdatasync(fd: int) -> None:
+        calls.append("fdatasync")
+        real_fdatasync(fd)
+
     with Storage.open(tmp_path) as s:
         s.append([(1, b"a")])
     before = last_txnid()
     with Storage.open(tmp_path) as s:
+        monkeypatch.setattr(wal_module.os, "pwrite", pwrite)
+        monkeypatch.setattr(wal_module.os, "fdatasync", fdatasync)
         s.append([(z, b"v") for z in range(2, 502)])
-    assert last_txnid() == before + 1
+        monkeypatch.undo()
+    assert calls == ["pwrite", "fdatasync"]
+    assert last_txnid() == before  # the log is not in LMDB: no LMDB commit at all
+    with Storage.open(tmp_path) as s:
+        assert [z for z, _ in s.read_log(0)] == list(range(1, 502))
 
 
 def test_non_ascending_batch_raises_and_writes_nothing(tmp_path: Path) -> None:
@@ -357,20 +378,33 @@ def test_unsafe_sync_false_still_works(tmp_path: Path) -> None:
 def test_full_map_raises_storage_error_and_writes_nothing(tmp_path: Path) -> None:
     with Storage.open(tmp_path, map_size=1 << 20) as s:
         s.append([(1, b"small")])
+        s.checkpoint(1, [("/a", b"a")], [], [], [], keep_log_after=0)
         with pytest.raises(StorageError, match="map_size"):
-            s.append([(z, os.urandom(4000)) for z in range(2, 1002)])
-        assert s.read_log(0) == [(1, b"small")]
+            s.checkpoint(1, [(f"/n{i}", os.urandom(4000)) for i in range(1000)], [], [], [], 0)
+        assert s.load().nodes == [("/a", b"a")]
         s.append([(2, b"still usable")])
         assert s.last_logged_zxid() == 2
 
 
-def test_data_file_restored_alone_opens(tmp_path: Path) -> None:
+def test_data_file_and_log_restored_alone_open(tmp_path: Path) -> None:
     with Storage.open(tmp_path / "old") as s:
         s.append([(1, b"a")])
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "data.mdb").write_bytes((tmp_path / "old" / "data.mdb").read_bytes())
+    shutil.copytree(tmp_path / "old" / "wal", tmp_path / "new" / "wal")
     with Storage.open(tmp_path / "new") as s:
         assert s.load().log == [(1, b"a")]
+
+
+def test_data_file_restored_without_its_log_is_refused(tmp_path: Path) -> None:
+    with Storage.open(tmp_path / "old") as s:
+        s.append([(1, b"acknowledged")])
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "data.mdb").write_bytes((tmp_path / "old" / "data.mdb").read_bytes())
+    before = snapshot(tmp_path / "new")
+    with pytest.raises(StorageFormatError, match=r"log directory .* is missing"):
+        Storage.open(tmp_path / "new")
+    assert snapshot(tmp_path / "new") == before
 
 
 # ---------------------------------------------------------------------------- refusing to start
@@ -486,22 +520,8 @@ def test_load_detects_damaged_meta(tmp_path: Path) -> None:
             txn.put(b"checkpoint_zxid", b"\x01\x02", db=meta)
     finally:
         env.close()
-    with Storage.open(tmp_path) as s, pytest.raises(StorageFormatError, match="checkpoint_zxid"):
-        s.load()
-
-
-def test_load_detects_bad_log_key(tmp_path: Path) -> None:
-    with Storage.open(tmp_path) as s:
-        s.append([(1, b"a")])
-    env = raw_env(tmp_path)
-    try:
-        log = env.open_db(b"log", create=False)
-        with env.begin(write=True) as txn:
-            txn.put(b"\x00\x05", b"short key", db=log)
-    finally:
-        env.close()
-    with Storage.open(tmp_path) as s, pytest.raises(StorageFormatError, match="log key"):
-        s.load()
+    with pytest.raises(StorageFormatError, match="checkpoint_zxid"):
+        Storage.open(tmp_path)
 
 
 # ---------------------------------------------------------------------------- one owner at a time

@@ -1,23 +1,29 @@
-"""Durable state of one member, in one LMDB environment inside a data directory.
+"""Durable state of one member: an LMDB environment and the proposal log, in a data directory.
 
 Storage keeps opaque bytes: the core encodes transactions, znode records and sessions, and this
 module never decodes them. It owns durability, ordering of the proposal log and the on-disk format.
 
 Files in the data directory::
 
-    data.mdb        the LMDB environment (all state below)
+    data.mdb        the LMDB environment (everything but the log)
     lock.mdb        LMDB's reader table (created by LMDB, rebuilt freely)
+    wal/            the proposal log: segment files of one generation (see zkpy.server.wal)
     zkpy.lock       an ``flock`` held while a server has the directory open
     zkpy-init.tmp/  only while a brand new directory is being initialised
+
+The log is in segment files rather than LMDB because it is written on the path of every request
+and a synced append to a preallocated file costs a third of an LMDB commit (zkpy.server.wal).
 
 Named LMDB databases inside ``data.mdb``:
 
 ``meta``
-    ``format``, ``accepted_epoch``, ``current_epoch``, ``checkpoint_zxid``: each an unsigned
-    integer stored as 8 bytes big-endian. ``format`` is written exactly once, when the directory is
-    initialised, and must equal :data:`FORMAT_VERSION` on every later open.
-``log``
-    key: zxid as 8 bytes big-endian (so keys sort by zxid); value: opaque txn bytes.
+    ``format``, ``accepted_epoch``, ``current_epoch``, ``checkpoint_zxid``, ``log_generation``
+    and ``log_floor``: each an unsigned integer stored as 8 bytes big-endian. ``format`` is written
+    when the directory is initialised (or upgraded) and must equal :data:`FORMAT_VERSION` on every
+    later open. ``log_generation`` names the segment files that form the log: truncating the log
+    or replacing the whole state writes a new generation and switches to it in one LMDB commit,
+    so a crash leaves either the old log or the new one. Log entries with zxid <= ``log_floor``
+    were dropped by a checkpoint and are never returned, even while their segment still exists.
 ``nodes``
     The checkpointed tree. key: znode path in UTF-8; value: opaque node record. LMDB keys are at
     most :meth:`lmdb.Environment.max_key_size` bytes (511), shorter than a znode path may be, so a
@@ -26,19 +32,23 @@ Named LMDB databases inside ``data.mdb``:
 ``sessions``
     key: session id as 8 bytes big-endian; value: opaque bytes.
 
-Durability: with ``sync=True`` (the default, the only setting fit for a server) every method that
-writes runs exactly one LMDB write transaction, and that transaction is on disk (fsynced) when the
-method returns. A batch given to :meth:`Storage.append` is one transaction and one fsync: group
-commit. If a write method raises :class:`StorageError` the disk may be failing; the only safe
-reaction is to close the storage and stop the server (do not retry an fsync).
+Format 1 kept the log in an LMDB table ``log`` (key: zxid as 8 bytes big-endian); opening such a
+directory moves its log into segment files and upgrades it to format 2, crash-safely.
+
+Durability: with ``sync=True`` (the default, the only setting fit for a server) everything a
+method writes is on disk (fsynced) when it returns. A batch given to :meth:`Storage.append` is
+one write and one fdatasync of the log: group commit. If a write method raises
+:class:`StorageError` the disk may be failing; the only safe reaction is to close the storage and
+stop the server (do not retry an fsync).
 
 ``sync=False`` is an UNSAFE switch for tests only: commits then reach the OS page cache but are not
 fsynced, so they survive the process being killed but not a power loss or kernel crash.
 
-Threads: the server calls this from ``trio.to_thread.run_sync`` one call at a time. Read methods
-(:meth:`~Storage.load`, :meth:`~Storage.read_log`, :meth:`~Storage.last_logged_zxid`, ...) may run
-in another thread while a write is in progress: each uses its own LMDB read transaction and sees
-the last committed state. :meth:`~Storage.close` must not overlap any other call.
+Threads: the server makes one write call at a time (on its event loop or in a worker thread).
+Read methods (:meth:`~Storage.load`, :meth:`~Storage.read_log`,
+:meth:`~Storage.last_logged_zxid`, ...) may run in another thread while a write is in progress:
+they see whole appended batches and the last committed LMDB state. :meth:`~Storage.close` must not
+overlap any other call.
 """
 
 from __future__ import annotations
@@ -49,13 +59,15 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
 import lmdb
+
+from zkpy.server.wal import SEGMENT_BYTES, LogDamagedError, SegmentLog, remove_other_generations
 
 __all__ = [
     "FORMAT_VERSION",
@@ -65,12 +77,14 @@ __all__ = [
     "StorageFormatError",
 ]
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+_LOG_TABLE_FORMAT: Final = 1  # the last format that kept the log in LMDB
 
 DATA_FILE: Final = "data.mdb"
 LMDB_LOCK_FILE: Final = "lock.mdb"
 LOCK_FILE: Final = "zkpy.lock"
 INIT_DIR: Final = "zkpy-init.tmp"
+WAL_DIR: Final = "wal"
 
 _MAX_DBS: Final = 8
 _U64_MAX: Final = (1 << 64) - 1
@@ -79,12 +93,14 @@ _DB_META: Final = b"meta"
 _DB_LOG: Final = b"log"
 _DB_NODES: Final = b"nodes"
 _DB_SESSIONS: Final = b"sessions"
-_DB_NAMES: Final = (_DB_META, _DB_LOG, _DB_NODES, _DB_SESSIONS)
+_DB_NAMES: Final = (_DB_META, _DB_NODES, _DB_SESSIONS)
 
 _K_FORMAT: Final = b"format"
 _K_ACCEPTED_EPOCH: Final = b"accepted_epoch"
 _K_CURRENT_EPOCH: Final = b"current_epoch"
 _K_CHECKPOINT_ZXID: Final = b"checkpoint_zxid"
+_K_LOG_GENERATION: Final = b"log_generation"
+_K_LOG_FLOOR: Final = b"log_floor"
 
 _LONG_PATH_PREFIX: Final = b"\x00"
 
@@ -128,15 +144,18 @@ class Storage:
     """One member's durable state. Create with :meth:`Storage.open`; close with :meth:`close`."""
 
     __slots__ = (
+        "_checkpoint_zxid",
         "_env",
         "_lock_fd",
-        "_log",
+        "_log_floor",
         "_max_key",
         "_meta",
         "_nodes",
         "_path",
+        "_segment_bytes",
         "_sessions",
         "_sync",
+        "_wal",
     )
 
     def __init__(
@@ -146,17 +165,27 @@ class Storage:
         lock_fd: int,
         dbs: dict[bytes, lmdb._Database],
         sync: bool,
+        segment_bytes: int,
     ) -> None:
         # Private: use Storage.open().
         self._path = path
         self._env: lmdb.Environment | None = env
         self._lock_fd: int | None = lock_fd
         self._meta = dbs[_DB_META]
-        self._log = dbs[_DB_LOG]
         self._nodes = dbs[_DB_NODES]
         self._sessions = dbs[_DB_SESSIONS]
         self._max_key = env.max_key_size()
         self._sync = sync
+        self._segment_bytes = segment_bytes
+        with self._lmdb_errors("open"), env.begin() as txn:
+            self._checkpoint_zxid = self._meta_int(txn, _K_CHECKPOINT_ZXID)
+            self._log_floor = self._meta_int(txn, _K_LOG_FLOOR)
+            generation = self._meta_int(txn, _K_LOG_GENERATION)
+        with self._log_errors("open"):
+            self._wal: SegmentLog | None = SegmentLog.open(
+                path / WAL_DIR, generation, sync=sync, segment_bytes=segment_bytes
+            )
+            remove_other_generations(path / WAL_DIR, generation)  # left by a crash mid-switch
 
     # ------------------------------------------------------------------ opening
 
@@ -167,16 +196,19 @@ class Storage:
         *,
         map_size: int = 8 << 30,
         sync: bool = True,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> Storage:
         """Open (or initialise) the data directory ``data_dir``.
 
         A directory that does not exist, or is empty, is initialised with :data:`FORMAT_VERSION`.
-        A directory holding a zkpy ``data.mdb`` is opened after validation. Anything else raises
-        :class:`StorageFormatError` without touching the directory. If another process (or another
-        :class:`Storage` in this process) has the directory open, raises :class:`StorageError`.
+        A directory holding a zkpy ``data.mdb`` is opened after validation (one of format 1 is
+        upgraded). Anything else raises :class:`StorageFormatError` without touching the directory.
+        If another process (or another :class:`Storage` in this process) has the directory open,
+        raises :class:`StorageError`.
 
         ``map_size`` is the LMDB map size: the largest the data can grow (sparse, costs no disk).
-        ``sync=False`` skips fsync on commit: UNSAFE, for tests only.
+        ``sync=False`` skips fsync on commit: UNSAFE, for tests only. ``segment_bytes`` is the
+        size each log segment file is preallocated to.
         """
         path = Path(os.path.abspath(os.fspath(data_dir)))
         if path.exists() and not path.is_dir():
@@ -203,11 +235,13 @@ class Storage:
                 lock_fd, created_lock = _lock_new(path)
                 fresh = _classify(path)
             if fresh:
-                _initialise(path, map_size)
+                _initialise(path, map_size, segment_bytes)
             env = _open_env(path, map_size, sync)
             try:
+                if _format_of(env) == _LOG_TABLE_FORMAT:
+                    _move_log_out_of_lmdb(env, path, segment_bytes)
                 dbs = _open_dbs(env, path)
-                return cls(path, env, lock_fd, dbs, sync)
+                return cls(path, env, lock_fd, dbs, sync, segment_bytes)
             except BaseException:
                 env.close()
                 raise
@@ -247,19 +281,8 @@ class Storage:
                 if len(key) != 8:
                     raise self._damaged(f"a session key is {len(key)} bytes long, not 8")
                 sessions.append((int.from_bytes(key, "big"), value))
-
-            log: list[tuple[int, bytes]] = []
-            prev = -1
-            cursor = txn.cursor(self._log)
-            for key in cursor.iternext(values=False):
-                if len(key) != 8:
-                    raise self._damaged(f"a log key is {len(key)} bytes long, not 8")
-                zxid = int.from_bytes(key, "big")
-                if zxid <= prev:
-                    raise self._damaged(f"log zxid {zxid:#x} follows {prev:#x}")
-                prev = zxid
-                if zxid > checkpoint:
-                    log.append((zxid, cursor.value()))
+        with self._log_errors("load"):
+            log = self._log().read(checkpoint)
         return Recovered(accepted, current, checkpoint, nodes, sessions, log)
 
     def iter_nodes(self) -> Iterator[tuple[str, bytes]]:
@@ -275,73 +298,56 @@ class Storage:
         That is the last logged zxid, or the checkpoint zxid if that is higher (the log is empty,
         or holds only entries the checkpoint already covers); 0 for a new directory.
         """
-        env = self._live()
-        with self._lmdb_errors("last_logged_zxid"), env.begin() as txn:
-            return self._last_logged(txn)
+        return max(self._log().last_zxid, self._checkpoint_zxid)
 
     def first_logged_zxid(self) -> int | None:
         """The lowest zxid still in the log, or None if the log is empty."""
-        env = self._live()
-        with self._lmdb_errors("first_logged_zxid"), env.begin() as txn:
-            cursor = txn.cursor(self._log)
-            return int.from_bytes(cursor.key(), "big") if cursor.first() else None
+        with self._log_errors("first_logged_zxid"):
+            first = self._log().read(self._log_floor, limit=1)
+        return first[0][0] if first else None
 
     def read_log(self, after_zxid: int, limit: int | None = None) -> list[tuple[int, bytes]]:
         """Log entries with zxid > ``after_zxid``, ascending, at most ``limit`` of them."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit!r}")
-        start = max(after_zxid + 1, 0)
-        if limit == 0 or start > _U64_MAX:
-            return []
-        env = self._live()
-        out: list[tuple[int, bytes]] = []
-        with self._lmdb_errors("read_log"), env.begin() as txn:
-            cursor = txn.cursor(self._log)
-            if not cursor.set_range(start.to_bytes(8, "big")):
-                return out
-            for key, value in cursor.iternext():
-                out.append((int.from_bytes(key, "big"), value))
-                if limit is not None and len(out) >= limit:
-                    break
-        return out
+        with self._log_errors("read_log"):
+            return self._log().read(max(after_zxid, self._log_floor), limit)
 
     def disk_usage(self) -> int:
-        """Bytes of ``data.mdb`` in use: pages ever allocated (freed pages are reused)."""
+        """Bytes in use: LMDB pages ever allocated (freed pages are reused) and the log's records
+        (its segment files are preallocated, so the disk holds up to a segment more)."""
         env = self._live()
         with self._lmdb_errors("disk_usage"):
-            return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+            lmdb_bytes = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        return lmdb_bytes + self._log().bytes_used()
 
     # ------------------------------------------------------------------ writing
 
     def append(self, entries: Sequence[tuple[int, bytes]]) -> None:
-        """Append a batch of ``(zxid, txn bytes)`` to the log: one transaction, one fsync.
+        """Append a batch of ``(zxid, txn bytes)`` to the log: one write, one fdatasync.
 
         zxids must be strictly ascending and above :meth:`last_logged_zxid`; otherwise ValueError
         and nothing is written. When this returns (sync=True) the whole batch is durable.
         """
         if not entries:
             return
-        env = self._live()
-        items: list[tuple[bytes, bytes]] = []
+        log = self._log()
+        last = self.last_logged_zxid()
+        if entries[0][0] <= last:
+            raise ValueError(
+                f"cannot append zxid {entries[0][0]:#x}: it must be greater than the last logged "
+                f"zxid {last:#x}"
+            )
         prev = -1
-        for zxid, data in entries:
+        for zxid, _data in entries:
             if zxid <= prev:
                 raise ValueError(
                     f"zxids in a batch must be strictly ascending: {zxid:#x} follows {prev:#x}"
                 )
-            items.append((_u64(zxid, "zxid"), data))
+            _check_u64(zxid, "zxid")
             prev = zxid
-        first = entries[0][0]
-        with self._lmdb_errors("append"), env.begin(write=True) as txn:
-            last = self._last_logged(txn)
-            if first <= last:
-                raise ValueError(
-                    f"cannot append zxid {first:#x}: it must be greater than the last logged "
-                    f"zxid {last:#x}"
-                )
-            _, added = txn.cursor(self._log).putmulti(items, append=True)
-            if added != len(items):  # cannot happen after the checks above
-                raise StorageError(f"append wrote {added} of {len(items)} entries; aborted")
+        with self._log_errors("append"):
+            log.append(entries)
 
     def checkpoint(
         self,
@@ -367,12 +373,13 @@ class Storage:
                 " entries after the checkpoint are needed to recover"
             )
         env = self._live()
+        if zxid < self._checkpoint_zxid:
+            raise ValueError(
+                f"checkpoint zxid {zxid:#x} is below the current checkpoint "
+                f"{self._checkpoint_zxid:#x}"
+            )
+        floor = max(self._log_floor, keep_log_after)
         with self._lmdb_errors("checkpoint"), env.begin(write=True) as txn:
-            current = self._meta_int(txn, _K_CHECKPOINT_ZXID)
-            if zxid < current:
-                raise ValueError(
-                    f"checkpoint zxid {zxid:#x} is below the current checkpoint {current:#x}"
-                )
             for path, record in node_puts:
                 key, value = self._encode_node(path, record)
                 txn.put(key, value, db=self._nodes)
@@ -383,14 +390,10 @@ class Storage:
             for session_id in session_deletes:
                 txn.delete(_u64(session_id, "session id"), db=self._sessions)
             txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
-
-            bound = keep_log_after.to_bytes(8, "big")
-            cursor = txn.cursor(self._log)
-            if cursor.first():
-                # After a delete the cursor sits on the next entry; key() is b"" at the end.
-                while (key := cursor.key()) and key <= bound:
-                    if not cursor.delete():
-                        break
+            txn.put(_K_LOG_FLOOR, _u64(floor, "zxid"), db=self._meta)
+        self._checkpoint_zxid, self._log_floor = zxid, floor
+        with self._log_errors("checkpoint"):
+            self._log().remove_through(floor)
 
     def set_epochs(
         self, *, accepted_epoch: int | None = None, current_epoch: int | None = None
@@ -414,23 +417,22 @@ class Storage:
 
         ValueError if ``zxid`` is below the checkpoint: those transactions are already part of the
         checkpointed tree, and only a full state transfer (:meth:`replace_all`) can undo them.
+        The entries kept are copied into a new log generation (truncation is rare: a member
+        rejoining with proposals the ensemble never committed).
         """
         _check_u64(zxid, "zxid")
-        env = self._live()
-        with self._lmdb_errors("truncate_log_after"), env.begin(write=True) as txn:
-            checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
-            if zxid < checkpoint:
-                raise ValueError(
-                    f"cannot truncate the log after {zxid:#x}: the checkpoint at {checkpoint:#x}"
-                    " already contains later transactions; a full state transfer is needed"
-                )
-            if zxid == _U64_MAX:
-                return
-            cursor = txn.cursor(self._log)
-            if cursor.set_range((zxid + 1).to_bytes(8, "big")):
-                while cursor.key():
-                    if not cursor.delete():
-                        break
+        if zxid < self._checkpoint_zxid:
+            raise ValueError(
+                f"cannot truncate the log after {zxid:#x}: the checkpoint at "
+                f"{self._checkpoint_zxid:#x} already contains later transactions; a full state "
+                "transfer is needed"
+            )
+        log = self._log()
+        if log.last_zxid <= zxid:
+            return
+        with self._log_errors("truncate_log_after"):
+            kept = [entry for entry in log.read(self._log_floor) if entry[0] <= zxid]
+        self._switch_log(kept)
 
     def replace_all(
         self,
@@ -444,25 +446,62 @@ class Storage:
         ``checkpoint_zxid`` to ``zxid``. Epochs are kept. Synced.
         """
         _check_u64(zxid, "zxid")
-        env = self._live()
-        with self._lmdb_errors("replace_all"), env.begin(write=True) as txn:
+
+        def write_snapshot(txn: lmdb.Transaction[bytes]) -> None:
             txn.drop(self._nodes, delete=False)
             txn.drop(self._sessions, delete=False)
-            txn.drop(self._log, delete=False)
             for path, record in nodes:
                 key, value = self._encode_node(path, record)
                 txn.put(key, value, db=self._nodes)
             for session_id, data in sessions:
                 txn.put(_u64(session_id, "session id"), data, db=self._sessions)
             txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
+            txn.put(_K_LOG_FLOOR, _u64(zxid, "zxid"), db=self._meta)
+
+        self._switch_log([], write_snapshot)
+        self._checkpoint_zxid = self._log_floor = zxid
+
+    def _switch_log(
+        self,
+        entries: Sequence[tuple[int, bytes]],
+        also: Callable[[lmdb.Transaction[bytes]], None] | None = None,
+    ) -> None:
+        """Write `entries` as the next log generation and make it current in one LMDB commit
+        (with whatever `also` writes); a crash before that commit leaves the old log current."""
+        env = self._live()
+        old = self._log()
+        generation = old.generation + 1
+        wal_dir = self._path / WAL_DIR
+        with self._log_errors("switch the log"):
+            SegmentLog.create(wal_dir, generation, segment_bytes=self._segment_bytes)
+            new = SegmentLog.open(
+                wal_dir, generation, sync=self._sync, segment_bytes=self._segment_bytes
+            )
+        try:
+            with self._log_errors("switch the log"):
+                new.append(entries)
+            with self._lmdb_errors("switch the log"), env.begin(write=True) as txn:
+                if also is not None:
+                    also(txn)
+                txn.put(_K_LOG_GENERATION, _u64(generation, "generation"), db=self._meta)
+        except BaseException:
+            new.close()
+            raise
+        self._wal = new
+        old.close()
+        with self._log_errors("switch the log"):
+            remove_other_generations(wal_dir, generation)
 
     # ------------------------------------------------------------------ closing
 
     def close(self) -> None:
         """Close the environment and release the directory lock. Idempotent."""
         env, self._env = self._env, None
+        wal, self._wal = self._wal, None
         fd, self._lock_fd = self._lock_fd, None
         try:
+            if wal is not None:
+                wal.close()
             if env is not None:
                 env.close()
         finally:
@@ -490,6 +529,24 @@ class Storage:
         if self._env is None:
             raise StorageError(f"storage for data directory {self._path} is closed")
         return self._env
+
+    def _log(self) -> SegmentLog:
+        if self._wal is None:
+            raise StorageError(f"storage for data directory {self._path} is closed")
+        return self._wal
+
+    @contextlib.contextmanager
+    def _log_errors(self, what: str) -> Iterator[None]:
+        """Turn errors of the segment files into StorageError or StorageFormatError."""
+        try:
+            yield
+        except LogDamagedError as e:
+            raise self._damaged(f"its log: {e}") from e
+        except OSError as e:
+            raise StorageError(
+                f"{what} failed on the log in data directory {self._path}: {e}; the disk may be "
+                "failing or full: stop this server and check the disk and the directory"
+            ) from e
 
     @contextlib.contextmanager
     def _lmdb_errors(self, what: str) -> Iterator[None]:
@@ -520,12 +577,6 @@ class Storage:
         if len(raw) != 8:
             raise self._damaged(f"meta key {key.decode()!r} is {len(raw)} bytes long, not 8")
         return int.from_bytes(raw, "big")
-
-    def _last_logged(self, txn: lmdb.Transaction[bytes]) -> int:
-        checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
-        cursor = txn.cursor(self._log)
-        last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
-        return max(last, checkpoint)
 
     def _node_key(self, path: str) -> bytes:
         raw = path.encode("utf-8")
@@ -631,7 +682,13 @@ def _classify(path: Path) -> bool:
             "deleted or moved. Refusing to start with empty state, which could lose acknowledged "
             "writes. Restore data.mdb, or empty the directory to rejoin as a new member"
         )
-    foreign = sorted(names - {LOCK_FILE, INIT_DIR})
+    if WAL_DIR in names and INIT_DIR not in names:
+        raise StorageFormatError(
+            f"data directory {path} has a log ({WAL_DIR}/) but no {DATA_FILE}: the data file was "
+            "deleted or moved. Refusing to start with empty state, which could lose acknowledged "
+            "writes. Restore data.mdb, or empty the directory to rejoin as a new member"
+        )
+    foreign = sorted(names - {LOCK_FILE, INIT_DIR, WAL_DIR})
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise StorageFormatError(
@@ -677,39 +734,47 @@ def _validate(path: Path) -> None:
         if st.st_size < needed:
             raise bad(f"is truncated: {st.st_size} bytes, its pages need {needed}")
         with env.begin() as txn:
-            for name in _DB_NAMES:
+            try:
+                meta = env.open_db(_DB_META, txn=txn, create=False)
+            except lmdb.Error:
+                raise bad(f"has no {_DB_META.decode()!r} table") from None
+            raw = txn.get(_K_FORMAT, db=meta)
+            if raw is None:
+                raise bad("has no format version")
+            if len(raw) != 8:
+                raise bad(f"has a damaged format version ({raw!r})")
+            version = int.from_bytes(raw, "big")
+            if version not in (_LOG_TABLE_FORMAT, FORMAT_VERSION):
+                raise bad(
+                    f"has format version {version}, but this zkpy reads versions "
+                    f"{_LOG_TABLE_FORMAT} and {FORMAT_VERSION}; run the zkpy version that wrote it"
+                )
+            if version == FORMAT_VERSION and not (path / WAL_DIR).is_dir():
+                raise bad(f"has lost its log: the log directory {path / WAL_DIR} is missing")
+            tables = _DB_NAMES + ((_DB_LOG,) if version == _LOG_TABLE_FORMAT else ())
+            for name in tables:
                 try:
                     env.open_db(name, txn=txn, create=False)
                 except lmdb.Error:
                     raise bad(f"has no {name.decode()!r} table") from None
-            meta = env.open_db(_DB_META, txn=txn, create=False)
-            raw = txn.get(_K_FORMAT, db=meta)
-        if raw is None:
-            raise bad("has no format version")
-        if len(raw) != 8:
-            raise bad(f"has a damaged format version ({raw!r})")
-        version = int.from_bytes(raw, "big")
-        if version != FORMAT_VERSION:
-            raise bad(
-                f"has format version {version}, but this zkpy reads version {FORMAT_VERSION}; "
-                "run the zkpy version that wrote it"
-            )
     except lmdb.Error as e:
         raise bad(f"is damaged ({e})") from e
     finally:
         env.close()
 
 
-def _initialise(path: Path, map_size: int) -> None:
-    """Create ``data.mdb`` with the format version, atomically.
+def _initialise(path: Path, map_size: int, segment_bytes: int) -> None:
+    """Create ``data.mdb`` with the format version, and an empty log, atomically.
 
-    The environment is built and synced in ``zkpy-init.tmp/`` and renamed into place, so a
-    ``data.mdb`` in the data directory always carries a format version, even after a crash here.
+    Both are built and synced in ``zkpy-init.tmp/`` and renamed into place, the log first, so a
+    ``data.mdb`` in the data directory always carries a format version and has its log, even
+    after a crash here; a ``wal/`` next to ``zkpy-init.tmp/`` is such a crash's leftover.
     """
     tmp = path / INIT_DIR
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for leftover in (tmp, path / WAL_DIR):
+            if leftover.exists():
+                shutil.rmtree(leftover)
         tmp.mkdir()
         env = lmdb.open(
             str(tmp),
@@ -725,16 +790,56 @@ def _initialise(path: Path, map_size: int) -> None:
                 dbs = {name: env.open_db(name, txn=txn) for name in _DB_NAMES}
                 meta = dbs[_DB_META]
                 txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
-                txn.put(_K_ACCEPTED_EPOCH, _u64(0, "epoch"), db=meta)
-                txn.put(_K_CURRENT_EPOCH, _u64(0, "epoch"), db=meta)
-                txn.put(_K_CHECKPOINT_ZXID, _u64(0, "zxid"), db=meta)
+                for key in (_K_ACCEPTED_EPOCH, _K_CURRENT_EPOCH, _K_CHECKPOINT_ZXID, _K_LOG_FLOOR):
+                    txn.put(key, _u64(0, "zero"), db=meta)
+                txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
         finally:
             env.close()
+        SegmentLog.create(tmp / WAL_DIR, 1, segment_bytes=segment_bytes)
+        _fsync_dir(tmp)
+        os.rename(tmp / WAL_DIR, path / WAL_DIR)
         os.rename(tmp / DATA_FILE, path / DATA_FILE)
         _fsync_dir(path)
         shutil.rmtree(tmp)
     except (OSError, lmdb.Error) as e:
         raise StorageError(f"cannot initialise data directory {path}: {e}") from e
+
+
+def _format_of(env: lmdb.Environment) -> int:
+    meta = env.open_db(_DB_META, create=False)
+    with env.begin() as txn:
+        raw = txn.get(_K_FORMAT, db=meta)
+    return int.from_bytes(raw or b"", "big")
+
+
+def _move_log_out_of_lmdb(env: lmdb.Environment, path: Path, segment_bytes: int) -> None:
+    """Upgrade a format 1 directory: copy its log table into a segment log (generation 1), then
+    switch the format in one LMDB commit. A crash before that commit leaves format 1, and the
+    next open starts the upgrade again from the beginning."""
+    wal_dir = path / WAL_DIR
+    try:
+        if wal_dir.exists():
+            shutil.rmtree(wal_dir)  # left by an interrupted upgrade
+        log_table = env.open_db(_DB_LOG, create=False)
+        with env.begin() as txn:
+            entries = [(int.from_bytes(key, "big"), value) for key, value in txn.cursor(log_table)]
+        SegmentLog.create(wal_dir, 1, segment_bytes=segment_bytes)
+        log = SegmentLog.open(wal_dir, 1, segment_bytes=segment_bytes)
+        try:
+            log.append(entries)
+        finally:
+            log.close()
+        _fsync_dir(path)
+        meta = env.open_db(_DB_META, create=False)
+        with env.begin(write=True) as txn:
+            txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
+            txn.put(_K_LOG_FLOOR, _u64(0, "zero"), db=meta)
+            txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
+            txn.drop(log_table, delete=True)
+    except (OSError, lmdb.Error, LogDamagedError) as e:
+        raise StorageError(
+            f"cannot upgrade data directory {path} to format {FORMAT_VERSION}: {e}"
+        ) from e
 
 
 def _open_env(path: Path, map_size: int, sync: bool) -> lmdb.Environment:

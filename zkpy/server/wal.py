@@ -1,0 +1,410 @@
+"""The proposal log: append-only segment files, one write and one fdatasync per batch.
+
+Every write on the path of a client's request waits for this log to reach the disk, on the
+leader and on a quorum of followers. On the reference machine an LMDB transaction holding one
+entry commits in ~0.28 ms (several page writes and two syncs) and costs ~0.13 ms of CPU; a write
+into a preallocated file followed by ``fdatasync`` takes ~0.10 ms and ~0.05 ms of CPU. So the log
+lives in segment files, and LMDB keeps what is written rarely and read by key: the checkpointed
+tree, the sessions and the metadata, including which *generation* of segment files is the log
+(see :mod:`zkpy.server.storage`).
+
+A segment is ``<generation:016x>-<seq:016x>.wal`` in the ``wal/`` directory, preallocated to
+``segment_bytes``. It starts with a 32-byte header (magic, generation, seq, zero padding) and
+holds records back to back, each a 16-byte header (payload length u32, CRC-32 u32, zxid u64, all
+big-endian) followed by the payload. The CRC covers the segment's generation and sequence number,
+the zxid and the payload, so bytes left over from an older use of a file never verify.
+
+The log ends at the first record header that is all zeros or does not verify. Only the batch being
+written when the machine stopped can be cut there, and it was never acknowledged (acknowledgements
+follow the fdatasync). Opening the log zeroes whatever follows its end in the last segment, so that
+records appended later can never run into the remains of a torn batch. A segment is only created
+(under a temporary name, then renamed) after the one before it is synced, so every segment but the
+last must end cleanly, and segments are numbered without gaps: anything else is damage.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+__all__ = ["SEGMENT_BYTES", "LogDamagedError", "SegmentLog", "remove_other_generations"]
+
+SEGMENT_BYTES: Final = 64 << 20
+
+_MAGIC: Final = b"ZKPYWAL1"
+_SEGMENT_HEADER: Final = struct.Struct(">8sQQ8x")
+_RECORD_HEADER: Final = struct.Struct(">IIQ")
+_HEADER_SIZE: Final = _SEGMENT_HEADER.size
+_RECORD_SIZE: Final = _RECORD_HEADER.size
+_EMPTY_RECORD: Final = bytes(_RECORD_SIZE)
+_NAME: Final = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.wal")
+_TMP_SUFFIX: Final = ".tmp"
+_ZERO_CHUNK: Final = bytes(1 << 20)
+
+
+class LogDamagedError(Exception):
+    """The segment files are damaged, or do not form one log."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """What readers may see of one segment: records up to `end` are written and synced."""
+
+    seq: int
+    path: Path
+    end: int  # offset just past the last record
+    first_zxid: int  # 0 while the segment holds no record
+    last_zxid: int
+
+
+def segment_name(generation: int, seq: int) -> str:
+    return f"{generation:016x}-{seq:016x}.wal"
+
+
+def _salt(generation: int, seq: int) -> int:
+    return zlib.crc32(generation.to_bytes(8, "big") + seq.to_bytes(8, "big"))
+
+
+class SegmentLog:
+    """The log of one generation. Appends and removals come from one thread at a time; reads
+    may come from any thread and see whole appended batches."""
+
+    __slots__ = (
+        "_capacity",
+        "_directory",
+        "_fd",
+        "_generation",
+        "_lock",
+        "_salt",
+        "_segment_bytes",
+        "_segments",
+        "_sync",
+    )
+
+    def __init__(
+        self,
+        directory: Path,
+        generation: int,
+        segments: list[_Segment],
+        *,
+        sync: bool,
+        segment_bytes: int,
+    ) -> None:
+        # Private: use SegmentLog.create() or SegmentLog.open().
+        self._directory = directory
+        self._generation = generation
+        self._sync = sync
+        self._segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._segments: tuple[_Segment, ...] = tuple(segments)
+        last = segments[-1]
+        self._fd: int | None = os.open(last.path, os.O_RDWR)
+        self._capacity = max(os.fstat(self._fd).st_size, segment_bytes)
+        self._salt = _salt(generation, last.seq)
+
+    # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def create(directory: Path, generation: int, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        """Create the first (empty) segment of `generation`, synced, for a later `open`."""
+        directory.mkdir(exist_ok=True)
+        _create_segment(directory, generation, 1, segment_bytes)
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        generation: int,
+        *,
+        sync: bool = True,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> SegmentLog:
+        """Open the log of `generation` for appending, after checking every segment.
+
+        Files of other generations are left alone (see `remove_other_generations`); a file in
+        the directory that is not a segment raises LogDamagedError, as does a damaged segment.
+        """
+        seqs = _segment_seqs(directory, generation)
+        if not seqs:
+            raise LogDamagedError(f"{directory} holds no segment of log generation {generation}")
+        if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            raise LogDamagedError(f"segments of {directory} are missing: found numbers {seqs}")
+        segments: list[_Segment] = []
+        last_zxid = 0
+        torn = False
+        for index, seq in enumerate(seqs):
+            is_last = index == len(seqs) - 1
+            segment, torn = _scan(
+                directory / segment_name(generation, seq), generation, seq, is_last
+            )
+            if segment.first_zxid and segment.first_zxid <= last_zxid:
+                raise LogDamagedError(
+                    f"{segment.path.name} starts at zxid {segment.first_zxid:#x}, not after "
+                    f"{last_zxid:#x}"
+                )
+            if segment.first_zxid == 0 and not is_last:
+                raise LogDamagedError(f"{segment.path.name} is empty but is not the last segment")
+            last_zxid = segment.last_zxid or last_zxid
+            segments.append(segment)
+        if torn:  # the remains of a batch torn by a crash: zero them before appending after it
+            _zero_from(segments[-1].path, segments[-1].end)
+        return cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def last_zxid(self) -> int:
+        """The zxid of the last record, 0 if the log holds none."""
+        for segment in reversed(self._segments):
+            if segment.last_zxid:
+                return segment.last_zxid
+        return 0
+
+    def bytes_used(self) -> int:
+        """Bytes of the segment files written so far (headers and records)."""
+        return sum(segment.end for segment in self._segments)
+
+    def read(self, after_zxid: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Records with zxid > `after_zxid`, ascending, at most `limit` of them."""
+        out: list[tuple[int, bytes]] = []
+        if limit == 0:
+            return out
+        for segment in self._segments:
+            if segment.last_zxid <= after_zxid:
+                continue
+            for zxid, payload in _records(segment):
+                if zxid > after_zxid:
+                    out.append((zxid, payload))
+                    if limit is not None and len(out) >= limit:
+                        return out
+        return out
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, entries: Sequence[tuple[int, bytes]]) -> None:
+        """Write `entries` (zxids ascending, above `last_zxid`; the caller checks) and sync them.
+
+        One write and one fdatasync, unless the batch fills the segment: then the part that fits
+        is synced before the next segment is created and the rest goes there.
+        """
+        fd = self._live()
+        segment = self._segments[-1]
+        offset = segment.end
+        pieces: list[bytes] = []
+        first, last = segment.first_zxid, segment.last_zxid
+        salt = self._salt
+        pack, crc32 = _RECORD_HEADER.pack, zlib.crc32
+        for zxid, payload in entries:
+            size = _RECORD_SIZE + len(payload)
+            if offset + size > self._capacity and offset > _HEADER_SIZE:
+                self._write_and_publish(fd, pieces, segment, offset, first, last)
+                fd = self._roll()
+                segment = self._segments[-1]
+                offset, pieces, first, salt = _HEADER_SIZE, [], 0, self._salt
+            crc = crc32(payload, crc32(zxid.to_bytes(8, "big"), salt))
+            pieces.append(pack(len(payload), crc, zxid))
+            pieces.append(payload)
+            offset += size
+            first = first or zxid
+            last = zxid
+        self._write_and_publish(fd, pieces, segment, offset, first, last)
+
+    def remove_through(self, zxid: int) -> None:
+        """Delete the segments (never the last) whose records all have zxids <= `zxid`."""
+        with self._lock:
+            segments = self._segments
+            keep = 0
+            while keep < len(segments) - 1 and segments[keep].last_zxid <= zxid:
+                keep += 1
+            self._segments = segments[keep:]
+        for segment in segments[:keep]:  # oldest first, so a crash leaves no gap
+            segment.path.unlink(missing_ok=True)
+            _fsync_dir(self._directory)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _live(self) -> int:
+        if self._fd is None:
+            raise OSError(f"the log in {self._directory} is closed")
+        return self._fd
+
+    def _write_and_publish(
+        self, fd: int, pieces: list[bytes], segment: _Segment, end: int, first: int, last: int
+    ) -> None:
+        if not pieces:
+            return
+        data = b"".join(pieces)
+        _write_all(fd, data, segment.end)
+        if self._sync:
+            os.fdatasync(fd)
+        with self._lock:
+            self._segments = (
+                *self._segments[:-1],
+                replace(segment, end=end, first_zxid=first, last_zxid=last),
+            )
+
+    def _roll(self) -> int:
+        """Start the next segment (the current one is synced) and return its descriptor."""
+        seq = self._segments[-1].seq + 1
+        path = _create_segment(self._directory, self._generation, seq, self._segment_bytes)
+        fd = os.open(path, os.O_RDWR)
+        old, self._fd = self._fd, fd
+        if old is not None:
+            os.close(old)
+        self._capacity = max(os.fstat(fd).st_size, self._segment_bytes)
+        self._salt = _salt(self._generation, seq)
+        with self._lock:
+            self._segments = (*self._segments, _Segment(seq, path, _HEADER_SIZE, 0, 0))
+        return fd
+
+
+def remove_other_generations(directory: Path, generation: int) -> None:
+    """Delete the segment files of every generation but `generation`, and unfinished ones."""
+    removed = False
+    for name in os.listdir(directory):
+        match = _NAME.fullmatch(name)
+        unfinished = match is None and name.endswith(_TMP_SUFFIX)
+        if unfinished or (match is not None and int(match[1], 16) != generation):
+            os.unlink(directory / name)
+            removed = True
+    if removed:
+        _fsync_dir(directory)
+
+
+def _segment_seqs(directory: Path, generation: int) -> list[int]:
+    """Sequence numbers of `generation`'s segments, ascending."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        raise LogDamagedError(f"the log directory {directory} is missing") from None
+    seqs = []
+    for name in names:
+        match = _NAME.fullmatch(name.removesuffix(_TMP_SUFFIX))
+        if match is None:
+            raise LogDamagedError(f"{directory / name} is not a log segment")
+        if not name.endswith(_TMP_SUFFIX) and int(match[1], 16) == generation:
+            seqs.append(int(match[2], 16))
+    return sorted(seqs)
+
+
+def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Path:
+    """Write a preallocated segment under a temporary name, sync it, rename it into place."""
+    path = directory / segment_name(generation, seq)
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, _SEGMENT_HEADER.pack(_MAGIC, generation, seq), 0)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            os.ftruncate(fd, size)  # a file system without fallocate: sparse, still correct
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(directory)
+    return path
+
+
+def _scan(path: Path, generation: int, seq: int, is_last: bool) -> tuple[_Segment, bool]:
+    """Check one segment's header and records and find its end; also say whether anything
+    but zeros follows the end (allowed in the last segment only: a torn batch)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size < _HEADER_SIZE:
+            raise LogDamagedError(f"{path} is {size} bytes long, shorter than a segment header")
+        with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as view:
+            if _SEGMENT_HEADER.unpack_from(view, 0) != (_MAGIC, generation, seq):
+                raise LogDamagedError(f"{path} does not start with its segment header")
+            end, first, last = _verify_records(view, path, _salt(generation, seq))
+            torn = not _all_zero(view, end)
+    if torn and not is_last:
+        raise LogDamagedError(f"{path} holds a damaged record at offset {end}")
+    return _Segment(seq, path, end, first, last), torn
+
+
+def _all_zero(view: mmap.mmap, start: int) -> bool:
+    chunk = len(_ZERO_CHUNK)
+    return all(
+        view[at : at + chunk] == _ZERO_CHUNK[: len(view) - at]
+        for at in range(start, len(view), chunk)
+    )
+
+
+def _verify_records(view: mmap.mmap, path: Path, salt: int) -> tuple[int, int, int]:
+    """Walk the records that verify; return (end offset, first zxid, last zxid)."""
+    size = len(view)
+    offset, first, last = _HEADER_SIZE, 0, 0
+    unpack, crc32 = _RECORD_HEADER.unpack_from, zlib.crc32
+    while offset + _RECORD_SIZE <= size:
+        length, crc, zxid = unpack(view, offset)
+        start = offset + _RECORD_SIZE
+        if length == 0 and crc == 0 and zxid == 0:
+            break
+        if start + length > size:
+            break
+        payload = view[start : start + length]
+        if crc32(payload, crc32(zxid.to_bytes(8, "big"), salt)) != crc:
+            break
+        if zxid <= last:
+            raise LogDamagedError(f"{path}: zxid {zxid:#x} follows {last:#x}")
+        first = first or zxid
+        last = zxid
+        offset = start + length
+    return offset, first, last
+
+
+def _records(segment: _Segment) -> Iterator[tuple[int, bytes]]:
+    """The records of a checked segment, up to its published end."""
+    with open(segment.path, "rb") as file:
+        data = os.pread(file.fileno(), segment.end - _HEADER_SIZE, _HEADER_SIZE)
+    offset, unpack = 0, _RECORD_HEADER.unpack_from
+    while offset < len(data):
+        length, _crc, zxid = unpack(data, offset)
+        start = offset + _RECORD_SIZE
+        yield zxid, data[start : start + length]
+        offset = start + length
+
+
+def _zero_from(path: Path, start: int) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        end = os.fstat(fd).st_size
+        for at in range(start, end, len(_ZERO_CHUNK)):
+            _write_all(fd, _ZERO_CHUNK[: min(len(_ZERO_CHUNK), end - at)], at)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
