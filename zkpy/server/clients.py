@@ -479,6 +479,7 @@ class ClientConnection:
                     self._protocol_error(err, getattr(err, "xid", None))
                     return
                 if len(self.outbox) >= self.config.max_outbox_bytes // 2:
+                    self.member.step()
                     self.member.output.flush()
                     await self._wait_outbox_taken()
             self.member.step()  # the writes of this batch start on their way at once

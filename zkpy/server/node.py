@@ -100,6 +100,7 @@ class Member:
         self._work = trio.Event()
         self.output = Flusher()  # the client and peer outboxes written to in the current step
         self._busy = False  # a Ready is being carried out (by the loop or by `step`)
+        self._fed = False  # the replica was fed since the last `step`
         self._handed_over: Ready | None = None  # taken by `step`, left to the loop to finish
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._persisted_zxid = self.replica.last_logged
@@ -141,6 +142,7 @@ class Member:
         password = secrets.token_bytes(16)
         timeout = self.bounds.negotiate(timeout_ms)
         self.submit(session_id, 0, CreateSessionRequest(session_id, timeout, password), waiter)
+        self._work.set()  # the handshake waits for this write before its reader steps again
         return session_id, password, timeout
 
     # ---- watches ---------------------------------------------------------------------------
@@ -162,13 +164,18 @@ class Member:
         waiter: Waiter | None,
         ids: frozenset[Id] = frozenset(),
     ) -> None:
-        """Order a write through the ensemble; `waiter` hears of its commit."""
+        """Order a write through the ensemble; `waiter` hears of its commit.
+
+        Like `sync` and `peer_message`, this only feeds the replica: the caller calls `step`
+        after its batch. Waking the Ready loop here too would cost a scheduler turn per hop for
+        a loop that finds nothing left to do.
+        """
         if waiter is not None:
             self._waiters[(session_id, cxid)] = waiter
         self.replica.now_ms = wall_ms()
         self.replica.submit(session_id, cxid, request, ids)
         self.stats["writes"] += 1
-        self._work.set()
+        self._fed = True
 
     def write_pending(self, session_id: int, cxid: int) -> bool:
         return (session_id, cxid) in self._waiters
@@ -176,12 +183,12 @@ class Member:
     def sync(self, session_id: int, cxid: int, done: Callable[[bool], None]) -> None:
         self._sync_waiters[(session_id, cxid)] = done
         self.replica.sync(session_id, cxid)
-        self._work.set()
+        self._fed = True
 
     def peer_message(self, peer: int, message: PeerMessage) -> None:
         self.replica.now_ms = wall_ms()
         self.replica.receive(peer, message)
-        self._work.set()
+        self._fed = True
 
     def peer_down(self, peer: int) -> None:
         self.replica.disconnected(peer)
@@ -226,28 +233,32 @@ class Member:
                 self._work = trio.Event()
 
     def step(self) -> None:
-        """Carry out the replica's next Ready here and now, if that needs no waiting.
+        """Carry out the replica's Readies here and now, as long as they need no waiting.
 
         Tasks that fed the replica (a client's reader after a batch of requests, a peer link
-        after a batch of messages) call this, which saves a wake-up of the Ready loop task (one
-        more scheduler turn) on every hop of a write. A Ready that must wait (a persist that
-        goes to a thread) is handed over to the loop; so is everything while the loop is busy.
+        after a batch of messages) must call this: feeding does not wake the Ready loop task,
+        which saves a scheduler turn on every hop of a write. A Ready that must wait (a persist
+        that goes to a thread) is handed over to the loop; so is everything while the loop is
+        busy (it takes the next Ready when it is done).
         """
-        if self._busy or self._handed_over is not None or self._failure is not None:
-            return
-        ready = self._take_ready()
-        if not ready:
-            return
-        if ready.needs_storage and not self._persists_inline(ready):
-            self._handed_over = ready
-            self._work.set()
-            return
+        if not self._fed or self._busy or self._handed_over is not None or self._failure:
+            return  # nothing new (a batch of reads), or the loop will take it
+        self._fed = False
         self._busy = True
         try:
-            late = self._send_early(ready)
-            if ready.needs_storage:
-                self._persist(ready)
-            self._finish(ready, late)
+            # Until the replica has nothing left: taking the next Ready is also what tells it
+            # the last one is durable, which may commit and apply more (as the loop would).
+            while ready := self._take_ready():
+                if ready.needs_storage and not self._persists_inline(ready):
+                    self._handed_over = ready
+                    self._work.set()
+                    return
+                late = self._send_early(ready)
+                if ready.needs_storage:
+                    self._persist(ready)
+                self._finish(ready, late)
+            if self._checkpoint_due():
+                self._work.set()  # the loop takes checkpoints
         except Exception as err:
             # Nothing may be taken from the replica after a Ready that failed (taking says the
             # last one is durable): stop here, and let the loop raise it and stop the member.
