@@ -1,0 +1,86 @@
+"""CPU per operation, one request at a time: the steadiest signal for comparing two versions.
+
+On a shared 2-core VM, ops/s and latency percentiles move 10-25 % between runs of the same code;
+the CPU the members and the client spend per request moves far less, and at one request in flight
+it is what the latency is made of. This starts a `zkpy ensemble`, runs `--count` sets and gets one
+at a time from a client on a follower, and prints p50 latency and the CPU per operation of the
+members (together) and of the client::
+
+    python -m benchmarks.cpu_per_op --size 3 --count 3000
+    PYTHONPATH=/path/to/other/checkout python -m benchmarks.cpu_per_op   # the same for another
+
+Alternate the two a few times: the child processes inherit ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import trio
+
+import zkpy
+from benchmarks.ensembles import ZkpyEnsemble, cpu_seconds
+
+WARMUP_OPS = 500
+
+
+async def measure(address: str, member_pids: list[int], op: str, count: int) -> dict[str, float]:
+    def members_cpu() -> float:
+        return sum(cpu_seconds(pid) for pid in member_pids)
+
+    value = b"v" * 100
+    async with zkpy.connect(address) as zk:
+        if await zk.exists("/cpu-per-op") is None:
+            await zk.create("/cpu-per-op", value)
+
+        async def one() -> None:
+            if op == "set":
+                await zk.set("/cpu-per-op", value)
+            else:
+                await zk.get("/cpu-per-op")
+
+        for _ in range(WARMUP_OPS):
+            await one()
+        latencies = []
+        members_before, client_before = members_cpu(), time.process_time()
+        for _ in range(count):
+            started = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - started)
+        members_used = members_cpu() - members_before
+        client_used = time.process_time() - client_before
+    return {
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "members_cpu_us": members_used / count * 1e6,
+        "client_cpu_us": client_used / count * 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=3, help="members (3)")
+    parser.add_argument("--count", type=int, default=3000, help="operations of each kind (3000)")
+    parser.add_argument("--json", dest="json_out", help="also write the results here")
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    with ZkpyEnsemble(args.size, None) as ensemble:
+        target = ensemble.client_targets()[0]
+        pids = [member.pid for member in ensemble.members]
+        for op in ("set", "get"):
+            results[op] = trio.run(measure, target.address, pids, op, args.count)
+    for op, row in results.items():
+        print(
+            f"{op}: p50 {row['p50_ms']:.3f} ms, members {row['members_cpu_us']:.0f} us/op, "
+            f"client {row['client_cpu_us']:.0f} us/op"
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            json.dump({"size": args.size, "count": args.count, "results": results}, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
