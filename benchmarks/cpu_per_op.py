@@ -7,9 +7,9 @@ at a time from a client on a follower, and prints p50 latency and the CPU per op
 members (together) and of the client::
 
     python -m benchmarks.cpu_per_op --size 3 --count 3000
-    PYTHONPATH=/path/to/other/checkout python -m benchmarks.cpu_per_op   # the same for another
 
-Alternate the two a few times: the child processes inherit ``PYTHONPATH``.
+To compare two versions, run it from each checkout's directory in turn (the members run the
+``zkpy`` found from the current directory), a few times alternately.
 """
 
 from __future__ import annotations
