@@ -48,11 +48,11 @@ def wall_ms() -> int:
 
 
 UNSAFE_FLUSH_S = 1.0
-# Small appends are made durable on the event loop while appends recently took less than this
-# on average (an exponentially weighted mean with this weight for the newest), else in a worker
-# thread. A big batch means requests are queuing: the thread lets their handling overlap the fsync.
+# Appends are made durable on the event loop while appends recently took less than this on
+# average (an exponentially weighted mean with this weight for the newest), else in a worker
+# thread; so are very big batches, which would hold up the member's other work for long.
 INLINE_PERSIST_BELOW_S = 0.002
-INLINE_PERSIST_MAX_RECORDS = 8
+INLINE_PERSIST_MAX_RECORDS = 1024
 PERSIST_TIME_WEIGHT = 0.1
 
 Waiter = Callable[[ApplyResult | None], None]
@@ -294,12 +294,11 @@ class Member:
     async def _make_durable(self, ready: Ready) -> None:
         """Persist a Ready on the event loop when the disk is fast, else in a worker thread.
 
-        Handing a small append to a thread and back costs more than the fsync itself on a fast
-        disk (about 0.1-0.2 ms against 0.25 ms here), and it is on the path of every write when
-        the member is lightly loaded. Under load the batches grow, and the member is better off
-        reading and preparing the next batch while the disk works, so big batches go to the
-        thread; so does everything when the disk is slow (it would stall the whole member), and
-        snapshots, which can take seconds.
+        Handing an append to a thread and back costs about as much as the write and fdatasync
+        of the segment log themselves on a fast disk (0.1-0.2 ms against 0.1-0.3 ms here),
+        also for batches of a few hundred records, and it adds wake-ups on a machine whose CPUs
+        the members share. A slow disk (it would stall the whole member), batches of more than
+        INLINE_PERSIST_MAX_RECORDS, and snapshots (which can take seconds) go to the thread.
         """
         if self._persists_inline(ready):
             self._persist(ready)
