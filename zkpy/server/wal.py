@@ -14,12 +14,15 @@ holds records back to back, each a 16-byte header (payload length u32, CRC-32 u3
 big-endian) followed by the payload. The CRC covers the segment's generation and sequence number,
 the zxid and the payload, so bytes left over from an older use of a file never verify.
 
-The log ends at the first record header that is all zeros or does not verify. Only the batch being
-written when the machine stopped can be cut there, and it was never acknowledged (acknowledgements
-follow the fdatasync). Opening the log zeroes whatever follows its end in the last segment, so that
-records appended later can never run into the remains of a torn batch. A segment is only created
-(under a temporary name, then renamed) after the one before it is synced, so every segment but the
-last must end cleanly, and segments are numbered without gaps: anything else is damage.
+A segment ends at its first record header that is all zeros or does not verify. Only the batch
+being written when the machine stopped can be cut there, and it was never acknowledged
+(acknowledgements follow the fdatasync). When opening finds such a torn end, it zeroes that one
+record header and starts a new segment for what comes next, so later records are never written
+next to the remains of the torn batch (which could otherwise verify again, after a new record of
+the same length). A segment is only created (under a temporary name, then renamed) after the one
+before it is synced, so every other segment must end cleanly (a zero header, or its last byte),
+and segments are numbered without gaps: anything else is damage. Opening reads the records only,
+never a segment's preallocated zeros, so it costs the same for a new log as for an empty one.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ _RECORD_SIZE: Final = _RECORD_HEADER.size
 _EMPTY_RECORD: Final = bytes(_RECORD_SIZE)
 _NAME: Final = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.wal")
 _TMP_SUFFIX: Final = ".tmp"
-_ZERO_CHUNK: Final = bytes(1 << 20)
 
 
 class LogDamagedError(Exception):
@@ -150,13 +152,14 @@ class SegmentLog:
                     f"{segment.path.name} starts at zxid {segment.first_zxid:#x}, not after "
                     f"{last_zxid:#x}"
                 )
-            if segment.first_zxid == 0 and not is_last:
-                raise LogDamagedError(f"{segment.path.name} is empty but is not the last segment")
             last_zxid = segment.last_zxid or last_zxid
             segments.append(segment)
-        if torn:  # the remains of a batch torn by a crash: zero them before appending after it
-            _zero_from(segments[-1].path, segments[-1].end)
-        return cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
+        if torn:  # a batch torn by a crash: end the segment cleanly before it
+            _write_zero_header(segments[-1].path, segments[-1].end)
+        log = cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
+        if torn:
+            log._roll()  # and never write next to its remains
+        return log
 
     # ------------------------------------------------------------------ reading
 
@@ -324,8 +327,8 @@ def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Pa
 
 
 def _scan(path: Path, generation: int, seq: int, is_last: bool) -> tuple[_Segment, bool]:
-    """Check one segment's header and records and find its end; also say whether anything
-    but zeros follows the end (allowed in the last segment only: a torn batch)."""
+    """Check one segment's header and records and find its end; also say whether the end is
+    torn (allowed in the last segment only)."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size < _HEADER_SIZE:
@@ -334,18 +337,11 @@ def _scan(path: Path, generation: int, seq: int, is_last: bool) -> tuple[_Segmen
             if _SEGMENT_HEADER.unpack_from(view, 0) != (_MAGIC, generation, seq):
                 raise LogDamagedError(f"{path} does not start with its segment header")
             end, first, last = _verify_records(view, path, _salt(generation, seq))
-            torn = not _all_zero(view, end)
+            after = view[end : end + _RECORD_SIZE]
+            torn = after != _EMPTY_RECORD[: len(after)]
     if torn and not is_last:
         raise LogDamagedError(f"{path} holds a damaged record at offset {end}")
     return _Segment(seq, path, end, first, last), torn
-
-
-def _all_zero(view: mmap.mmap, start: int) -> bool:
-    chunk = len(_ZERO_CHUNK)
-    return all(
-        view[at : at + chunk] == _ZERO_CHUNK[: len(view) - at]
-        for at in range(start, len(view), chunk)
-    )
 
 
 def _verify_records(view: mmap.mmap, path: Path, salt: int) -> tuple[int, int, int]:
@@ -383,12 +379,10 @@ def _records(segment: _Segment) -> Iterator[tuple[int, bytes]]:
         offset = start + length
 
 
-def _zero_from(path: Path, start: int) -> None:
+def _write_zero_header(path: Path, offset: int) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
-        end = os.fstat(fd).st_size
-        for at in range(start, end, len(_ZERO_CHUNK)):
-            _write_all(fd, _ZERO_CHUNK[: min(len(_ZERO_CHUNK), end - at)], at)
+        _write_all(fd, _EMPTY_RECORD, offset)
         os.fsync(fd)
     finally:
         os.close(fd)
