@@ -2,8 +2,8 @@
 
     python benchmarks/bench_storage.py [--batches N] [--dir DIR]
 
-Each batch is one LMDB write transaction and one fsync, so entries/s should grow with the batch
-size while batches/s stays roughly flat (bounded by the disk's fsync latency). Use --dir to
+Each batch is one write and one fdatasync of the segment log, so entries/s should grow with the
+batch size while batches/s stays roughly flat (bounded by the disk's sync latency). Use --dir to
 measure a particular disk (a tmpfs /tmp would report memory speed, not the disk's).
 """
 

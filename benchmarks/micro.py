@@ -12,7 +12,7 @@ Rows (each a rate per second of one Python thread, after a short warm-up):
 - log records: encode_record + decode_record (zkpy.core.txn), the bytes the log and peers carry;
 - peer messages: encode_message + decode_message of Propose (1 and 64 records), Ack, Commit and
   Forward (zkpy.wire.peer);
-- group commit: Storage.append of batches of 1, 16 and 256 records, one LMDB transaction and one
+- group commit: Storage.append of batches of 1, 16 and 256 records, one write and one
   fsync per batch (zkpy.server.storage), in a temporary directory (under --dir if given).
 """
 
