@@ -3,6 +3,7 @@ trimming, torn and damaged segments, generation switches and the upgrade from fo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -15,7 +16,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from zkpy.server.storage import FORMAT_VERSION, Storage, StorageFormatError
+import zkpy.server.wal as wal_module
+from zkpy.server.storage import FORMAT_VERSION, Storage, StorageError, StorageFormatError
 from zkpy.server.wal import segment_name
 
 SMALL = 4096  # bytes per segment: a few dozen records
@@ -157,6 +159,26 @@ def test_leftovers_of_a_crash_during_a_log_switch_are_removed(tmp_path: Path) ->
     with Storage.open(tmp_path) as s:
         assert s.load().log == entries(1, 3)
     assert segments(tmp_path) == [segment_name(1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("call", "code"), [("fdatasync", errno.EIO), ("pwrite", errno.ENOSPC)], ids=["sync", "write"]
+)
+def test_a_failing_write_or_sync_raises_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, code: int
+) -> None:
+    def fail(*_args: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    with Storage.open(tmp_path) as s:
+        s.append(entries(1, 3))
+        monkeypatch.setattr(wal_module.os, call, fail)
+        with pytest.raises(StorageError, match="failed on the log") as info:
+            s.append(entries(4, 6))
+        assert not isinstance(info.value, StorageFormatError)
+        monkeypatch.undo()
+    with Storage.open(tmp_path) as s:
+        assert s.read_log(0)[:3] == entries(1, 3)  # what was synced before is all there
 
 
 # ---------------------------------------------------------------------------- generations
