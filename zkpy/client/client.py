@@ -60,6 +60,7 @@ from zkpy.core.requests import (
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
 from zkpy.outbox import Flusher, Outbox
+from zkpy.receiver import Receiver
 from zkpy.wire import client as wire
 from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
@@ -412,8 +413,9 @@ class Client:
         try:
             for frame in pending_frames:
                 self._on_frame(frame)
+            receiver = Receiver(stream)
             while True:
-                data = await stream.receive_some(1 << 16)
+                data = await receiver.receive(1 << 16)
                 if not data:
                     break
                 self._last_heard = trio.current_time()

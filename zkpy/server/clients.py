@@ -59,6 +59,7 @@ from zkpy.core.tree import ApplyResult, OpResult
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import resume_watches
 from zkpy.outbox import Outbox
+from zkpy.receiver import Receiver
 from zkpy.server.node import Member
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
@@ -103,6 +104,7 @@ class ClientConnection:
         self.timeout_ms = 0
         self.ids: frozenset[Id] = frozenset()
         self.outbox = Outbox(stream, server.member.output)
+        self.receiver = Receiver(stream)
         self._queue: deque[Slot] = deque()
         self._room = trio.Event()
         self._closing = False
@@ -452,7 +454,7 @@ class ClientConnection:
             else:
                 wait_s = self.timeout_ms / 1000 * 1.5
             self._read_deadline = trio.current_time() + wait_s
-            data = await self.stream.receive_some(1 << 16)
+            data = await self.receiver.receive(1 << 16)
             self._read_deadline = math.inf
             if not data:
                 raise ConnectionDone

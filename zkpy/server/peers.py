@@ -23,6 +23,7 @@ import trio
 from zkpy import tls
 from zkpy.core.errors import MarshallingError
 from zkpy.outbox import Flusher, Outbox
+from zkpy.receiver import Receiver
 from zkpy.server.config import ServerConfig
 from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import decode_message, encode_message
@@ -200,8 +201,9 @@ class PeerNetwork:
         return peer_id
 
     async def _receive(self, stream: trio.abc.Stream, decoder: FrameDecoder, peer: int) -> None:
+        receiver = Receiver(stream)
         while True:
-            data = await stream.receive_some(1 << 18)
+            data = await receiver.receive(1 << 18)
             if not data:
                 return
             for frame in decoder.feed(data):
