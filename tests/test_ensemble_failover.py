@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.conftest import child_env
@@ -30,8 +31,16 @@ async def cli_status(address: str) -> dict[str, dict[str, object]]:
     return parsed
 
 
-async def test_leader_kill9_mid_stream(tmp_path: Path) -> None:
-    with Ensemble(tmp_path) as ens:
+@pytest.mark.parametrize(
+    "checkpoint_every",
+    [20_000, 20],
+    ids=["default-checkpoints", "checkpoints-racing-the-failover"],
+)
+async def test_leader_kill9_mid_stream(tmp_path: Path, checkpoint_every: int) -> None:
+    # With checkpoint_every=20 a checkpoint is being written in a worker thread nearly all the
+    # time, while epochs are persisted, the old leader is truncated or sent a diff, and appends
+    # go on: none of that may wait on, or undo, another.
+    with Ensemble(tmp_path, checkpoint_every=checkpoint_every) as ens:
         leader = await ens.start_serving()
         survivors = [m for m in ens.voters if m is not leader]
         async with connect_to(list(ens.members.values())) as zk:

@@ -284,12 +284,14 @@ class DataTree:
         """Encode every node and session changed since the last call, and forget the changes."""
         node_puts: list[tuple[str, bytes]] = []
         node_deletes: list[str] = []
+        packer = msgpack.Packer(use_bin_type=True)  # one for the whole walk
+        nodes = self.nodes
         for path in self._dirty_nodes:
-            node = self.nodes.get(path)
+            node = nodes.get(path)
             if node is None:
                 node_deletes.append(path)
             else:
-                node_puts.append((path, encode_node(node)))
+                node_puts.append((path, encode_node(node, packer)))
         session_puts: list[tuple[int, bytes]] = []
         session_deletes: list[int] = []
         for session_id in self._dirty_sessions:
@@ -305,8 +307,9 @@ class DataTree:
         )
 
     def iter_snapshot(self) -> Iterator[tuple[str, bytes]]:
+        packer = msgpack.Packer(use_bin_type=True)
         for path, node in self.nodes.items():
-            yield path, encode_node(node)
+            yield path, encode_node(node, packer)
 
     def iter_sessions(self) -> Iterator[tuple[int, bytes]]:
         for session_id, info in self.sessions.items():
@@ -368,24 +371,41 @@ class DataTree:
         return hasher.hexdigest()
 
 
-def encode_node(node: ZNode) -> bytes:
-    encoded: bytes = msgpack.packb(
-        [
-            node.data,
-            node.czxid,
-            node.mzxid,
-            node.pzxid,
-            node.ctime,
-            node.mtime,
-            node.version,
-            node.cversion,
-            node.aversion,
-            node.ephemeral_owner,
-            [entry.to_wire() for entry in node.acl],
-        ],
-        use_bin_type=True,
+def encode_node(node: ZNode, packer: msgpack.Packer | None = None) -> bytes:
+    """The node's checkpoint record. A caller that encodes many nodes passes its own `packer`
+    (one per caller: a Packer keeps state between calls), which saves making one per node."""
+    fields = [
+        node.data,
+        node.czxid,
+        node.mzxid,
+        node.pzxid,
+        node.ctime,
+        node.mtime,
+        node.version,
+        node.cversion,
+        node.aversion,
+        node.ephemeral_owner,
+        _acl_wire(node.acl),
+    ]
+    encoded: bytes = (
+        msgpack.packb(fields, use_bin_type=True) if packer is None else packer.pack(fields)
     )
     return encoded
+
+
+_ACL_WIRE: dict[tuple[ACL, ...], list[list[object]]] = {}
+_ACL_WIRE_LIMIT = 1024
+
+
+def _acl_wire(acl: tuple[ACL, ...]) -> list[list[object]]:
+    """The wire form of an ACL, remembered: nearly every node of a tree shares a few ACLs.
+    The lists are only ever read (packed), never changed."""
+    wire = _ACL_WIRE.get(acl)
+    if wire is None:
+        wire = [entry.to_wire() for entry in acl]
+        if len(_ACL_WIRE) < _ACL_WIRE_LIMIT:
+            _ACL_WIRE[acl] = wire
+    return wire
 
 
 def decode_node(raw: bytes) -> ZNode:

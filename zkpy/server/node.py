@@ -19,6 +19,7 @@ A single member is an ensemble of one: the same replica elects itself and commit
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import time
@@ -30,7 +31,7 @@ import trio
 from zkpy.core.errors import Code
 from zkpy.core.requests import CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
-from zkpy.core.tree import ApplyResult, DataTree
+from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree
 from zkpy.core.txn import CloseSession, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
@@ -103,6 +104,7 @@ class Member:
         self._fed = False  # the replica was fed since the last `step`
         self._handed_over: Ready | None = None  # taken by `step`, left to the loop to finish
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
+        self._checkpoint_written: trio.Event | None = None  # set while a checkpoint is written
         self._persisted_zxid = self.replica.last_logged
         self._unsafe_buffer: list[tuple[int, bytes]] = []
         self._recent_persist_s = 0.0
@@ -204,7 +206,11 @@ class Member:
     # ---- the Ready loop ----------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as checkpoints:  # at most one checkpoint write at a time
+            task_status.started()
+            await self._run_readies(checkpoints)
+
+    async def _run_readies(self, checkpoints: trio.Nursery) -> None:
         while True:
             if self._failure is not None:
                 raise self._failure  # from `step`: the member stops, as if it had failed here
@@ -223,11 +229,7 @@ class Member:
                 self._busy = False
             if not ready:
                 if self._checkpoint_due():
-                    self._busy = True
-                    try:
-                        await self.checkpoint()
-                    finally:
-                        self._busy = False
+                    self._start_checkpoint(checkpoints)
                     continue
                 await self._work.wait()
                 self._work = trio.Event()
@@ -302,14 +304,17 @@ class Member:
         """
         if self._persists_inline(ready):
             self._persist(ready)
-        else:
-            await trio.to_thread.run_sync(self._persist, ready)
+            return
+        if self._checkpoint_written is not None and _writes_lmdb(ready):
+            await self._checkpoint_written.wait()
+        await trio.to_thread.run_sync(self._persist, ready)
 
     def _persists_inline(self, ready: Ready) -> bool:
         return (
             len(ready.persist) <= INLINE_PERSIST_MAX_RECORDS
             and ready.install is None
             and self._recent_persist_s < INLINE_PERSIST_BELOW_S
+            and (self._checkpoint_written is None or not _writes_lmdb(ready))
         )
 
     def _persist(self, ready: Ready) -> None:
@@ -429,14 +434,31 @@ class Member:
 
     def _checkpoint_due(self) -> bool:
         return (
-            self._applied_since_checkpoint >= self._checkpoint_after
+            self._checkpoint_written is None
+            and self._applied_since_checkpoint >= self._checkpoint_after
             and self.tree.last_zxid <= self._persisted_zxid
         )
 
-    async def checkpoint(self) -> None:
-        """Write the nodes changed since the last checkpoint; drop the log before the last one."""
-        delta = self.tree.take_checkpoint()
+    def _start_checkpoint(self, nursery: trio.Nursery) -> None:
+        """Take the nodes changed since the last checkpoint and write them in a worker thread.
+
+        The member goes on meanwhile: appends go to the segment log, which the LMDB write does
+        not touch; a Ready that writes to LMDB itself (epochs, a snapshot, a truncation) waits
+        for the checkpoint (`_make_durable`)."""
+        collecting = gc.isenabled()
+        gc.disable()  # the delta is tens of thousands of new objects: no collection mid-way
+        try:
+            delta = self.tree.take_checkpoint()
+        finally:
+            if collecting:
+                gc.enable()
         keep_after = min(self._last_checkpoint_zxid, delta.zxid)
+        self._applied_since_checkpoint = 0
+        self._checkpoint_after = self._checkpoint_interval()
+        self._checkpoint_written = trio.Event()
+        nursery.start_soon(self._write_checkpoint, delta, keep_after)
+
+    async def _write_checkpoint(self, delta: CheckpointDelta, keep_after: int) -> None:
         await trio.to_thread.run_sync(
             lambda: self.storage.checkpoint(
                 delta.zxid,
@@ -448,8 +470,10 @@ class Member:
             )
         )
         self._last_checkpoint_zxid = delta.zxid
-        self._applied_since_checkpoint = 0
-        self._checkpoint_after = self._checkpoint_interval()
+        written, self._checkpoint_written = self._checkpoint_written, None
+        assert written is not None
+        written.set()
+        self._work.set()  # the loop may have a Ready waiting for this
 
     def _checkpoint_interval(self) -> int:
         """Applied transactions until the next checkpoint: a random point between half and all
@@ -485,3 +509,9 @@ class Member:
             "uptime_ms": wall_ms() - self.started_at,
             **self.stats,
         }
+
+
+def _writes_lmdb(ready: Ready) -> bool:
+    """Whether persisting `ready` writes to LMDB (which a checkpoint being written also does),
+    not only to the segment log."""
+    return ready.epochs is not None or ready.install is not None or ready.truncate_after is not None

@@ -44,7 +44,10 @@ stop the server (do not retry an fsync).
 ``sync=False`` is an UNSAFE switch for tests only: commits then reach the OS page cache but are not
 fsynced, so they survive the process being killed but not a power loss or kernel crash.
 
-Threads: the server makes one write call at a time (on its event loop or in a worker thread).
+Threads: the server makes one write call at a time (on its event loop or in a worker thread),
+except that :meth:`~Storage.checkpoint` may run in a worker thread while :meth:`~Storage.append`
+runs in another: the checkpoint writes LMDB and removes old segments, the append writes the last
+segment, and neither changes what the other reads.
 Read methods (:meth:`~Storage.load`, :meth:`~Storage.read_log`,
 :meth:`~Storage.last_logged_zxid`, ...) may run in another thread while a write is in progress:
 they see whole appended batches and the last committed LMDB state. :meth:`~Storage.close` must not
