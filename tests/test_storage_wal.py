@@ -41,10 +41,20 @@ def entries(first: int, last: int, size: int = 100) -> list[tuple[int, bytes]]:
 
 
 def corrupt(path: Path, marker: bytes) -> None:
-    """Flip one byte inside the record whose payload starts with `marker`."""
+    """Flip one byte inside the record whose payload starts with `marker`: damage."""
     data = bytearray(path.read_bytes())
     at = data.index(marker)
     data[at + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def lose_sector(path: Path, marker: bytes) -> None:
+    """Zero a whole 512-byte sector inside the record whose payload starts with `marker`: a
+    write torn by a crash, the sector never having reached the disk."""
+    data = bytearray(path.read_bytes())
+    at = data.index(marker)
+    sector = (at // 512 + 1) * 512
+    data[sector : sector + 512] = bytes(512)
     path.write_bytes(bytes(data))
 
 
@@ -99,17 +109,68 @@ def test_checkpoint_deletes_whole_segments_below_the_kept_log(tmp_path: Path) ->
 
 
 def test_a_torn_batch_is_cut_off_and_never_comes_back(tmp_path: Path) -> None:
+    five, six = (5, b"%08d" % 5 + os.urandom(1500)), (6, b"%08d" % 6 + b"." * 92)
     with Storage.open(tmp_path) as s:
-        s.append(entries(1, 3))
-        s.append(entries(4, 6))  # a crash tore this batch: record 5 did not reach the disk
-    corrupt(tmp_path / "wal" / segment_name(1, 1), b"%08d" % 5)
+        s.append(entries(1, 4))
+        s.append([five, six])  # a crash tore this batch: a sector of 5 never reached the disk
+    lose_sector(tmp_path / "wal" / segment_name(1, 1), b"%08d" % 5)
     with Storage.open(tmp_path) as s:
-        assert [z for z, _ in s.load().log] == [1, 2, 3, 4]
-        # A new record 5 of the same size ends exactly where the torn record 6 begins: record 6
-        # must not verify now, or it would return as a proposal nobody made in this history.
-        s.append([(5, b"new five".ljust(100, b"!"))])
+        assert s.load().log == entries(1, 4)
+        # A new record 5 of the same length would end exactly where the torn record 6 begins:
+        # record 6 must not come back as a proposal nobody made in this history.
+        s.append([(5, b"new five".ljust(len(five[1]), b"!"))])
     with Storage.open(tmp_path) as s:
-        assert s.load().log == [*entries(1, 4), (5, b"new five".ljust(100, b"!"))]
+        assert s.load().log == [*entries(1, 4), (5, b"new five".ljust(len(five[1]), b"!"))]
+
+
+def test_a_lost_first_header_of_a_torn_batch_hides_nothing(tmp_path: Path) -> None:
+    with Storage.open(tmp_path) as s:
+        s.append(entries(1, 4))
+        s.append(entries(5, 6))  # torn: the sector with record 5's header was lost
+    path = tmp_path / "wal" / segment_name(1, 1)
+    data = bytearray(path.read_bytes())
+    header = data.index(b"%08d" % 5) - 16
+    data[header : header + 16] = bytes(16)
+    path.write_bytes(bytes(data))
+    with Storage.open(tmp_path) as s:
+        assert s.load().log == entries(1, 4)
+        s.append(entries(5, 5))  # the same bytes as before: they end where record 6 begins
+    with Storage.open(tmp_path) as s:
+        assert s.load().log == entries(1, 5)  # and record 6 stays gone
+
+
+def test_damage_in_the_last_segment_is_refused_untouched(tmp_path: Path) -> None:
+    with Storage.open(tmp_path) as s:
+        s.append(entries(1, 100))  # all acknowledged
+    for name in segments(tmp_path)[1:]:
+        os.unlink(tmp_path / "wal" / name)  # the empty segment opening started
+    corrupt(tmp_path / "wal" / segment_name(1, 1), b"%08d" % 10)
+    before = snapshot(tmp_path)
+    with pytest.raises(StorageFormatError, match="fails its checksum"):
+        Storage.open(tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_lost_oldest_segment_is_refused(tmp_path: Path) -> None:
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(entries(1, 100))
+    os.unlink(tmp_path / "wal" / segment_name(1, 1))
+    with pytest.raises(StorageFormatError, match="missing segment 1"):
+        Storage.open(tmp_path, segment_bytes=SMALL)
+
+
+def test_segments_a_checkpoint_dropped_before_a_crash_are_removed(tmp_path: Path) -> None:
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(entries(1, 100))
+    kept = {name: (tmp_path / "wal" / name).read_bytes() for name in segments(tmp_path)}
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.checkpoint(100, [], [], [], [], keep_log_after=80)
+    for name, data in kept.items():  # a crash before the unlinks reached the disk
+        if not (tmp_path / "wal" / name).exists():
+            (tmp_path / "wal" / name).write_bytes(data)
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        assert s.read_log(0) == entries(81, 100)
+    assert len(segments(tmp_path)) < len(kept) + 2
 
 
 def test_damage_in_an_earlier_segment_is_refused_untouched(tmp_path: Path) -> None:
@@ -117,7 +178,7 @@ def test_damage_in_an_earlier_segment_is_refused_untouched(tmp_path: Path) -> No
         s.append(entries(1, 100))
     corrupt(tmp_path / "wal" / segment_name(1, 1), b"%08d" % 10)
     before = snapshot(tmp_path)
-    with pytest.raises(StorageFormatError, match="damaged record"):
+    with pytest.raises(StorageFormatError, match="fails its checksum"):
         Storage.open(tmp_path, segment_bytes=SMALL)
     assert snapshot(tmp_path) == before
 
@@ -158,7 +219,7 @@ def test_leftovers_of_a_crash_during_a_log_switch_are_removed(tmp_path: Path) ->
     (wal / (segment_name(1, 2) + ".tmp")).write_bytes(b"half created")
     with Storage.open(tmp_path) as s:
         assert s.load().log == entries(1, 3)
-    assert segments(tmp_path) == [segment_name(1, 1)]
+    assert all(name.startswith(f"{1:016x}-") for name in segments(tmp_path))
 
 
 @pytest.mark.parametrize(

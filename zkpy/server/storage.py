@@ -17,13 +17,15 @@ and a synced append to a preallocated file costs a third of an LMDB commit (zkpy
 Named LMDB databases inside ``data.mdb``:
 
 ``meta``
-    ``format``, ``accepted_epoch``, ``current_epoch``, ``checkpoint_zxid``, ``log_generation``
-    and ``log_floor``: each an unsigned integer stored as 8 bytes big-endian. ``format`` is written
+    ``format``, ``accepted_epoch``, ``current_epoch``, ``checkpoint_zxid``, ``log_generation``,
+    ``log_floor`` and ``log_first_segment``: each an unsigned integer stored as 8 bytes
+    big-endian. ``format`` is written
     when the directory is initialised (or upgraded) and must equal :data:`FORMAT_VERSION` on every
     later open. ``log_generation`` names the segment files that form the log: truncating the log
     or replacing the whole state writes a new generation and switches to it in one LMDB commit,
     so a crash leaves either the old log or the new one. Log entries with zxid <= ``log_floor``
-    were dropped by a checkpoint and are never returned, even while their segment still exists.
+    were dropped by a checkpoint and are never returned, even while their segment still exists;
+    ``log_first_segment`` is the first segment the log still needs, so a lost one is noticed.
 ``nodes``
     The checkpointed tree. key: znode path in UTF-8; value: opaque node record. LMDB keys are at
     most :meth:`lmdb.Environment.max_key_size` bytes (511), shorter than a znode path may be, so a
@@ -104,6 +106,7 @@ _K_CURRENT_EPOCH: Final = b"current_epoch"
 _K_CHECKPOINT_ZXID: Final = b"checkpoint_zxid"
 _K_LOG_GENERATION: Final = b"log_generation"
 _K_LOG_FLOOR: Final = b"log_floor"
+_K_LOG_FIRST_SEGMENT: Final = b"log_first_segment"
 
 _LONG_PATH_PREFIX: Final = b"\x00"
 
@@ -169,6 +172,7 @@ class Storage:
         dbs: dict[bytes, lmdb._Database],
         sync: bool,
         segment_bytes: int,
+        fresh: bool,
     ) -> None:
         # Private: use Storage.open().
         self._path = path
@@ -184,9 +188,15 @@ class Storage:
             self._checkpoint_zxid = self._meta_int(txn, _K_CHECKPOINT_ZXID)
             self._log_floor = self._meta_int(txn, _K_LOG_FLOOR)
             generation = self._meta_int(txn, _K_LOG_GENERATION)
+            first_segment = self._meta_int(txn, _K_LOG_FIRST_SEGMENT)
         with self._log_errors("open"):
             self._wal: SegmentLog | None = SegmentLog.open(
-                path / WAL_DIR, generation, sync=sync, segment_bytes=segment_bytes
+                path / WAL_DIR,
+                generation,
+                first_seq=first_segment,
+                sync=sync,
+                segment_bytes=segment_bytes,
+                new_segment=not fresh,  # a log just created ends in nothing but zeros
             )
             remove_other_generations(path / WAL_DIR, generation)  # left by a crash mid-switch
 
@@ -244,7 +254,7 @@ class Storage:
                 if _format_of(env) == _LOG_TABLE_FORMAT:
                     _move_log_out_of_lmdb(env, path, segment_bytes)
                 dbs = _open_dbs(env, path)
-                return cls(path, env, lock_fd, dbs, sync, segment_bytes)
+                return cls(path, env, lock_fd, dbs, sync, segment_bytes, fresh)
             except BaseException:
                 env.close()
                 raise
@@ -382,6 +392,7 @@ class Storage:
                 f"{self._checkpoint_zxid:#x}"
             )
         floor = max(self._log_floor, keep_log_after)
+        first_kept = self._log().first_kept_seq(floor)
         with self._lmdb_errors("checkpoint"), env.begin(write=True) as txn:
             for path, record in node_puts:
                 key, value = self._encode_node(path, record)
@@ -394,9 +405,10 @@ class Storage:
                 txn.delete(_u64(session_id, "session id"), db=self._sessions)
             txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
             txn.put(_K_LOG_FLOOR, _u64(floor, "zxid"), db=self._meta)
+            txn.put(_K_LOG_FIRST_SEGMENT, _u64(first_kept, "segment"), db=self._meta)
         self._checkpoint_zxid, self._log_floor = zxid, floor
         with self._log_errors("checkpoint"):
-            self._log().remove_through(floor)
+            self._log().remove_before(first_kept)
 
     def set_epochs(
         self, *, accepted_epoch: int | None = None, current_epoch: int | None = None
@@ -478,7 +490,11 @@ class Storage:
         with self._log_errors("switch the log"):
             SegmentLog.create(wal_dir, generation, segment_bytes=self._segment_bytes)
             new = SegmentLog.open(
-                wal_dir, generation, sync=self._sync, segment_bytes=self._segment_bytes
+                wal_dir,
+                generation,
+                sync=self._sync,
+                segment_bytes=self._segment_bytes,
+                new_segment=False,
             )
         try:
             with self._log_errors("switch the log"):
@@ -487,8 +503,11 @@ class Storage:
                 if also is not None:
                     also(txn)
                 txn.put(_K_LOG_GENERATION, _u64(generation, "generation"), db=self._meta)
+                txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=self._meta)
         except BaseException:
             new.close()
+            with contextlib.suppress(OSError):  # so that a retry cannot meet its segments
+                remove_other_generations(wal_dir, old.generation)
             raise
         self._wal = new
         old.close()
@@ -796,11 +815,13 @@ def _initialise(path: Path, map_size: int, segment_bytes: int) -> None:
                 for key in (_K_ACCEPTED_EPOCH, _K_CURRENT_EPOCH, _K_CHECKPOINT_ZXID, _K_LOG_FLOOR):
                     txn.put(key, _u64(0, "zero"), db=meta)
                 txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
+                txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=meta)
         finally:
             env.close()
         SegmentLog.create(tmp / WAL_DIR, 1, segment_bytes=segment_bytes)
         _fsync_dir(tmp)
         os.rename(tmp / WAL_DIR, path / WAL_DIR)
+        _fsync_dir(path)  # the log is in place before the data file that needs it
         os.rename(tmp / DATA_FILE, path / DATA_FILE)
         _fsync_dir(path)
         shutil.rmtree(tmp)
@@ -827,7 +848,7 @@ def _move_log_out_of_lmdb(env: lmdb.Environment, path: Path, segment_bytes: int)
         with env.begin() as txn:
             entries = [(int.from_bytes(key, "big"), value) for key, value in txn.cursor(log_table)]
         SegmentLog.create(wal_dir, 1, segment_bytes=segment_bytes)
-        log = SegmentLog.open(wal_dir, 1, segment_bytes=segment_bytes)
+        log = SegmentLog.open(wal_dir, 1, segment_bytes=segment_bytes, new_segment=False)
         try:
             log.append(entries)
         finally:
@@ -837,6 +858,7 @@ def _move_log_out_of_lmdb(env: lmdb.Environment, path: Path, segment_bytes: int)
         with env.begin(write=True) as txn:
             txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
             txn.put(_K_LOG_FLOOR, _u64(0, "zero"), db=meta)
+            txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=meta)
             txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
             txn.drop(log_table, delete=True)
     except (OSError, lmdb.Error, LogDamagedError) as e:

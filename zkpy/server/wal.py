@@ -16,13 +16,15 @@ the zxid and the payload, so bytes left over from an older use of a file never v
 
 A segment ends at its first record header that is all zeros or does not verify. Only the batch
 being written when the machine stopped can be cut there, and it was never acknowledged
-(acknowledgements follow the fdatasync). When opening finds such a torn end, it zeroes that one
-record header and starts a new segment for what comes next, so later records are never written
-next to the remains of the torn batch (which could otherwise verify again, after a new record of
-the same length). A segment is only created (under a temporary name, then renamed) after the one
-before it is synced, so every other segment must end cleanly (a zero header, or its last byte),
-and segments are numbered without gaps: anything else is damage. Opening reads the records only,
-never a segment's preallocated zeros, so it costs the same for a new log as for an empty one.
+(acknowledgements follow the fdatasync); a record that fails its checksum although every
+512-byte sector of it was written is damage, not a torn write, and is refused. Opening always
+starts a new segment for what comes next, so later records are never written next to the
+remains of a torn batch (which could otherwise verify again, after a new record of the same
+length); a torn end also gets its record header zeroed. A segment is only created (under a
+temporary name, then renamed) after the one before it is synced, so every other segment must end
+cleanly (a zero header, or its last byte), and segments are numbered without gaps from the first
+one the log still needs (which the caller records): anything else is damage. Opening reads the
+records only, never a segment's preallocated zeros.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ _RECORD_HEADER: Final = struct.Struct(">IIQ")
 _HEADER_SIZE: Final = _SEGMENT_HEADER.size
 _RECORD_SIZE: Final = _RECORD_HEADER.size
 _EMPTY_RECORD: Final = bytes(_RECORD_SIZE)
+_SECTOR: Final = 512  # the unit a disk writes whole, or not at all
 _NAME: Final = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.wal")
 _TMP_SUFFIX: Final = ".tmp"
 
@@ -76,8 +79,9 @@ def _salt(generation: int, seq: int) -> int:
 
 
 class SegmentLog:
-    """The log of one generation. Appends and removals come from one thread at a time; reads
-    may come from any thread and see whole appended batches."""
+    """The log of one generation. Appends come from one thread at a time, removals may come
+    from another (a checkpoint) and never touch the last segment; reads may come from any
+    thread and see whole appended batches."""
 
     __slots__ = (
         "_capacity",
@@ -126,17 +130,29 @@ class SegmentLog:
         directory: Path,
         generation: int,
         *,
+        first_seq: int = 1,
         sync: bool = True,
         segment_bytes: int = SEGMENT_BYTES,
+        new_segment: bool = True,
     ) -> SegmentLog:
         """Open the log of `generation` for appending, after checking every segment.
 
-        Files of other generations are left alone (see `remove_other_generations`); a file in
-        the directory that is not a segment raises LogDamagedError, as does a damaged segment.
+        `first_seq` is the first segment the log must still have (the caller records it, see
+        `first_kept_seq`); older ones are what a crash left of a removal, and are deleted once
+        everything else checked out. Files of other generations are left alone (see
+        `remove_other_generations`); a file in the directory that is not a segment raises
+        LogDamagedError, as do a damaged or missing segment. With `new_segment` (anything but a
+        log just created), appends go to a new segment: the last one may end in the remains of
+        a batch torn by a crash, even behind a clean-looking end, and no record may ever be
+        written next to them.
         """
-        seqs = _segment_seqs(directory, generation)
-        if not seqs:
-            raise LogDamagedError(f"{directory} holds no segment of log generation {generation}")
+        found = _segment_seqs(directory, generation)
+        stale = [seq for seq in found if seq < first_seq]
+        seqs = found[len(stale) :]
+        if not seqs or seqs[0] != first_seq:
+            raise LogDamagedError(
+                f"{directory} is missing segment {first_seq} of log generation {generation}"
+            )
         if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
             raise LogDamagedError(f"segments of {directory} are missing: found numbers {seqs}")
         segments: list[_Segment] = []
@@ -156,9 +172,12 @@ class SegmentLog:
             segments.append(segment)
         if torn:  # a batch torn by a crash: end the segment cleanly before it
             _write_zero_header(segments[-1].path, segments[-1].end)
+        for seq in stale:
+            os.unlink(directory / segment_name(generation, seq))
+            _fsync_dir(directory)
         log = cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
-        if torn:
-            log._roll()  # and never write next to its remains
+        if new_segment or torn:
+            log._roll()
         return log
 
     # ------------------------------------------------------------------ reading
@@ -224,17 +243,24 @@ class SegmentLog:
             last = zxid
         self._write_and_publish(fd, pieces, segment, offset, first, last)
 
-    def remove_through(self, zxid: int) -> None:
-        """Delete the segments (never the last) whose records all have zxids <= `zxid`."""
+    def first_kept_seq(self, zxid: int) -> int:
+        """The first segment that `remove_before` keeps when records <= `zxid` are no longer
+        needed: the first one (never the last) holding a later record."""
+        segments = self._segments
+        keep = 0
+        while keep < len(segments) - 1 and segments[keep].last_zxid <= zxid:
+            keep += 1
+        return segments[keep].seq
+
+    def remove_before(self, seq: int) -> None:
+        """Delete the segments numbered below `seq`, oldest first (a crash leaves no gap)."""
         with self._lock:
             segments = self._segments
-            keep = 0
-            while keep < len(segments) - 1 and segments[keep].last_zxid <= zxid:
-                keep += 1
-            self._segments = segments[keep:]
-        for segment in segments[:keep]:  # oldest first, so a crash leaves no gap
-            segment.path.unlink(missing_ok=True)
-            _fsync_dir(self._directory)
+            self._segments = tuple(segment for segment in segments if segment.seq >= seq)
+        for segment in segments:
+            if segment.seq < seq:
+                segment.path.unlink(missing_ok=True)
+                _fsync_dir(self._directory)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -358,13 +384,28 @@ def _verify_records(view: mmap.mmap, path: Path, salt: int) -> tuple[int, int, i
             break
         payload = view[start : start + length]
         if crc32(payload, crc32(zxid.to_bytes(8, "big"), salt)) != crc:
-            break
+            if not _unwritten_sector(view, offset, start + length):
+                raise LogDamagedError(f"{path}: the record at offset {offset} fails its checksum")
+            break  # a torn write: a sector of the record never reached the disk
         if zxid <= last:
             raise LogDamagedError(f"{path}: zxid {zxid:#x} follows {last:#x}")
         first = first or zxid
         last = zxid
         offset = start + length
     return offset, first, last
+
+
+def _unwritten_sector(view: mmap.mmap, start: int, end: int) -> bool:
+    """Whether some sector's share of [start, end) is all zeros: a write that never reached the
+    disk (segments are preallocated with zeros). A record that fails its checksum with every
+    sector written is damage, not a torn write, and acknowledged records may follow it."""
+    at = start
+    while at < end:
+        stop = min(end, (at // _SECTOR + 1) * _SECTOR)
+        if not view[at:stop].strip(b"\x00"):
+            return True
+        at = stop
+    return False
 
 
 def _records(segment: _Segment) -> Iterator[tuple[int, bytes]]:
