@@ -139,6 +139,15 @@ def test_a_lost_first_header_of_a_torn_batch_hides_nothing(tmp_path: Path) -> No
         assert s.load().log == entries(1, 5)  # and record 6 stays gone
 
 
+def test_restarts_of_an_idle_log_do_not_pile_up_segments(tmp_path: Path) -> None:
+    with Storage.open(tmp_path) as s:
+        s.append(entries(1, 3))
+    for _ in range(5):
+        with Storage.open(tmp_path) as s:
+            assert s.load().log == entries(1, 3)
+    assert len(segments(tmp_path)) == 2  # the records' segment and one fresh, empty one
+
+
 def test_damage_in_the_last_segment_is_refused_untouched(tmp_path: Path) -> None:
     with Storage.open(tmp_path) as s:
         s.append(entries(1, 100))  # all acknowledged

@@ -177,7 +177,9 @@ class SegmentLog:
             _fsync_dir(directory)
         log = cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
         if new_segment or torn:
-            log._roll()
+            # a last segment without a record is replaced rather than followed: restarts of an
+            # idle member would otherwise pile up empty preallocated files
+            log._roll(replace_last=segments[-1].first_zxid == 0)
         return log
 
     # ------------------------------------------------------------------ reading
@@ -289,9 +291,10 @@ class SegmentLog:
                 replace(segment, end=end, first_zxid=first, last_zxid=last),
             )
 
-    def _roll(self) -> int:
-        """Start the next segment (the current one is synced) and return its descriptor."""
-        seq = self._segments[-1].seq + 1
+    def _roll(self, *, replace_last: bool = False) -> int:
+        """Start the next segment (the current one is synced) and return its descriptor; with
+        `replace_last`, a fresh file takes the place of the last segment (which holds no record)."""
+        seq = self._segments[-1].seq + (0 if replace_last else 1)
         path = _create_segment(self._directory, self._generation, seq, self._segment_bytes)
         fd = os.open(path, os.O_RDWR)
         old, self._fd = self._fd, fd
@@ -300,7 +303,8 @@ class SegmentLog:
         self._capacity = max(os.fstat(fd).st_size, self._segment_bytes)
         self._salt = _salt(self._generation, seq)
         with self._lock:
-            self._segments = (*self._segments, _Segment(seq, path, _HEADER_SIZE, 0, 0))
+            kept = self._segments[:-1] if replace_last else self._segments
+            self._segments = (*kept, _Segment(seq, path, _HEADER_SIZE, 0, 0))
         return fd
 
 
