@@ -54,6 +54,7 @@ UNSAFE_FLUSH_S = 1.0
 # thread; so are very big batches, which would hold up the member's other work for long.
 INLINE_PERSIST_BELOW_S = 0.002
 INLINE_PERSIST_MAX_RECORDS = 1024
+INLINE_PERSIST_MAX_BYTES = 1 << 20  # big values: a batch of a few is already a long write
 PERSIST_TIME_WEIGHT = 0.1
 
 Waiter = Callable[[ApplyResult | None], None]
@@ -300,7 +301,8 @@ class Member:
         of the segment log themselves on a fast disk (0.1-0.2 ms against 0.1-0.3 ms here),
         also for batches of a few hundred records, and it adds wake-ups on a machine whose CPUs
         the members share. A slow disk (it would stall the whole member), batches of more than
-        INLINE_PERSIST_MAX_RECORDS, and snapshots (which can take seconds) go to the thread.
+        INLINE_PERSIST_MAX_RECORDS or INLINE_PERSIST_MAX_BYTES, and snapshots (which can take
+        seconds) go to the thread.
         """
         if self._persists_inline(ready):
             self._persist(ready)
@@ -315,6 +317,8 @@ class Member:
             and ready.install is None
             and self._recent_persist_s < INLINE_PERSIST_BELOW_S
             and (self._checkpoint_written is None or not _writes_lmdb(ready))
+            and sum(len(encode_record(record)) for record in ready.persist)
+            <= INLINE_PERSIST_MAX_BYTES
         )
 
     def _persist(self, ready: Ready) -> None:
