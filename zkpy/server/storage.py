@@ -72,7 +72,13 @@ from typing import Final, Self
 
 import lmdb
 
-from zkpy.server.wal import SEGMENT_BYTES, LogDamagedError, SegmentLog, remove_other_generations
+from zkpy.server.wal import (
+    SEGMENT_BYTES,
+    LogDamagedError,
+    SegmentLog,
+    fsync_dir,
+    remove_other_generations,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -231,7 +237,7 @@ class Storage:
         if not path.exists():
             try:
                 path.mkdir(parents=True)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             except FileExistsError:
                 pass  # created concurrently; the lock below settles who owns it
             except OSError as e:
@@ -633,14 +639,6 @@ class Storage:
 # ---------------------------------------------------------------------- opening helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _in_use(path: Path) -> StorageError:
     return StorageError(
         f"data directory {path} is in use by another process (it holds {path / LOCK_FILE}); "
@@ -819,11 +817,11 @@ def _initialise(path: Path, map_size: int, segment_bytes: int) -> None:
         finally:
             env.close()
         SegmentLog.create(tmp / WAL_DIR, 1, segment_bytes=segment_bytes)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp / WAL_DIR, path / WAL_DIR)
-        _fsync_dir(path)  # the log is in place before the data file that needs it
+        fsync_dir(path)  # the log is in place before the data file that needs it
         os.rename(tmp / DATA_FILE, path / DATA_FILE)
-        _fsync_dir(path)
+        fsync_dir(path)
         shutil.rmtree(tmp)
     except (OSError, lmdb.Error) as e:
         raise StorageError(f"cannot initialise data directory {path}: {e}") from e
@@ -853,7 +851,7 @@ def _move_log_out_of_lmdb(env: lmdb.Environment, path: Path, segment_bytes: int)
             log.append(entries)
         finally:
             log.close()
-        _fsync_dir(path)
+        fsync_dir(path)
         meta = env.open_db(_DB_META, create=False)
         with env.begin(write=True) as txn:
             txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)

@@ -40,7 +40,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-__all__ = ["SEGMENT_BYTES", "LogDamagedError", "SegmentLog", "remove_other_generations"]
+__all__ = [
+    "SEGMENT_BYTES",
+    "LogDamagedError",
+    "SegmentLog",
+    "fsync_dir",
+    "remove_other_generations",
+]
 
 SEGMENT_BYTES: Final = 64 << 20
 
@@ -174,7 +180,7 @@ class SegmentLog:
             _write_zero_header(segments[-1].path, segments[-1].end)
         for seq in stale:
             os.unlink(directory / segment_name(generation, seq))
-            _fsync_dir(directory)
+            fsync_dir(directory)
         log = cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
         if new_segment or torn:
             # a last segment without a record is replaced rather than followed: restarts of an
@@ -262,7 +268,7 @@ class SegmentLog:
         for segment in segments:
             if segment.seq < seq:
                 segment.path.unlink(missing_ok=True)
-                _fsync_dir(self._directory)
+                fsync_dir(self._directory)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -318,7 +324,7 @@ def remove_other_generations(directory: Path, generation: int) -> None:
             os.unlink(directory / name)
             removed = True
     if removed:
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _segment_seqs(directory: Path, generation: int) -> list[int]:
@@ -352,7 +358,7 @@ def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Pa
     finally:
         os.close(fd)
     os.rename(tmp, path)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return path
 
 
@@ -441,7 +447,8 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (created, renamed, removed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
