@@ -4,7 +4,8 @@ On a shared 2-core VM, ops/s and latency percentiles move 10-25 % between runs o
 the CPU the members and the client spend per request moves far less, and at one request in flight
 it is what the latency is made of. This starts a `zkpy ensemble`, runs `--count` sets and gets one
 at a time from a client on a follower, and prints p50 latency and the CPU per operation of the
-members (together) and of the client::
+members (together and each: leader, followers, the client's member marked with *) and of the
+client::
 
     python -m benchmarks.cpu_per_op --size 3 --count 3000
 
@@ -28,9 +29,11 @@ from benchmarks.ensembles import ZkpyEnsemble, cpu_seconds
 WARMUP_OPS = 500
 
 
-async def measure(address: str, member_pids: list[int], op: str, count: int) -> dict[str, float]:
-    def members_cpu() -> float:
-        return sum(cpu_seconds(pid) for pid in member_pids)
+async def measure(
+    address: str, member_pids: dict[str, int], op: str, count: int
+) -> dict[str, float]:
+    def members_cpu() -> dict[str, float]:
+        return {role: cpu_seconds(pid) for role, pid in member_pids.items()}
 
     value = b"v" * 100
     async with zkpy.connect(address) as zk:
@@ -51,12 +54,17 @@ async def measure(address: str, member_pids: list[int], op: str, count: int) -> 
             started = time.perf_counter()
             await one()
             latencies.append(time.perf_counter() - started)
-        members_used = members_cpu() - members_before
+        members_after = members_cpu()
         client_used = time.process_time() - client_before
+    per_member = {
+        f"{role}_cpu_us": (members_after[role] - members_before[role]) / count * 1e6
+        for role in member_pids
+    }
     return {
         "p50_ms": statistics.median(latencies) * 1e3,
-        "members_cpu_us": members_used / count * 1e6,
+        "members_cpu_us": sum(per_member.values()),
         "client_cpu_us": client_used / count * 1e6,
+        **per_member,
     }
 
 
@@ -69,17 +77,30 @@ def main() -> None:
     results: dict[str, Any] = {}
     with ZkpyEnsemble(args.size, None) as ensemble:
         target = ensemble.client_targets()[0]
-        pids = [member.pid for member in ensemble.members]
+        roles = ensemble.roles() or {}
+        pids = {_role_name(member.id, roles, target.id): member.pid for member in ensemble.members}
         for op in ("set", "get"):
             results[op] = trio.run(measure, target.address, pids, op, args.count)
     for op, row in results.items():
+        each = ", ".join(
+            f"{key.removesuffix('_cpu_us')} {value:.0f}"
+            for key, value in row.items()
+            if key.endswith("_cpu_us") and key not in ("members_cpu_us", "client_cpu_us")
+        )
         print(
-            f"{op}: p50 {row['p50_ms']:.3f} ms, members {row['members_cpu_us']:.0f} us/op, "
-            f"client {row['client_cpu_us']:.0f} us/op"
+            f"{op}: p50 {row['p50_ms']:.3f} ms, members {row['members_cpu_us']:.0f} us/op "
+            f"({each}), client {row['client_cpu_us']:.0f} us/op"
         )
     if args.json_out:
         with open(args.json_out, "w") as out:
             json.dump({"size": args.size, "count": args.count, "results": results}, out, indent=2)
+
+
+def _role_name(member_id: int, roles: dict[int, str], client_member: int) -> str:
+    """leader / follower / observer, with the member the client is on marked, e.g. follower*."""
+    role = roles.get(member_id, "member")
+    name = f"{role}*" if member_id == client_member else role
+    return f"{name}{member_id}"
 
 
 if __name__ == "__main__":

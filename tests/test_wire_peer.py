@@ -11,7 +11,16 @@ from zkpy.core.requests import CreateRequest, CreateSessionRequest, SetDataReque
 from zkpy.core.txn import SetData, TxnRecord
 from zkpy.core.types import OPEN_ACL_UNSAFE, Id
 from zkpy.wire.peer import decode_message, encode_message
-from zkpy.zab.messages import Ack, Commit, Forward, Ping, Propose, SyncDone, SyncRequest
+from zkpy.zab.messages import (
+    Ack,
+    Commit,
+    Forward,
+    LoggedPropose,
+    Ping,
+    Propose,
+    SyncDone,
+    SyncRequest,
+)
 
 WRITES = (
     (7, 1, SetDataRequest("/a", b"x" * 100, 3), frozenset()),
@@ -32,6 +41,7 @@ WRITES = (
         Forward(WRITES),
         Forward(WRITES[:1]),
         Propose((TxnRecord(1 << 32 | 1, 7, 1, 123, SetData("/a", b"x", 1)),)),
+        LoggedPropose((TxnRecord(1 << 32 | 2, 7, 2, 124, SetData("/a", b"y", 2)),)),
         Ack(1 << 32 | 5),
         Commit(1 << 32 | 5),
         Ping((7, 9), 4),

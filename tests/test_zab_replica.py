@@ -36,6 +36,7 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
+    LoggedPropose,
     NewEpoch,
     NewLeader,
     Notification,
@@ -584,7 +585,7 @@ def ensemble(voters: int = 3, observers: int = 0, **settings: int) -> tuple[Clus
 def test_a_proposal_commits_with_a_follower_ack_and_the_leaders_own_durable_log(
     own_ack_first: bool,
 ) -> None:
-    cluster, leader = ensemble()
+    cluster, leader = ensemble(local_commit=False)  # Zab's own path: Propose, Ack, Commit
     follower = cluster.followers()[0]
     replica = cluster.r(leader)
     replica.submit(1, 10, create("/p", b"v"))
@@ -619,7 +620,7 @@ def test_a_proposal_commits_with_a_follower_ack_and_the_leaders_own_durable_log(
 
 
 def test_a_follower_applies_a_commit_only_after_its_own_log_is_durable() -> None:
-    cluster, leader = ensemble()
+    cluster, leader = ensemble(local_commit=False)
     fast, slow = cluster.followers()
     cluster.r(leader).submit(1, 10, create("/q"))
     cluster.pump(leader)
@@ -633,6 +634,81 @@ def test_a_follower_applies_a_commit_only_after_its_own_log_is_durable() -> None
     logged = cluster.take(slow)
     assert [r.zxid for r in logged.persist] and not logged.committed
     assert cluster.take(slow).committed == logged.persist
+
+
+def test_where_two_members_are_a_quorum_followers_commit_logged_proposals_themselves() -> None:
+    """Three voters: the leader sends a proposal only once it is durable (LoggedPropose), so a
+    follower that has made it durable too knows it is on a quorum and applies it without a
+    Commit, and the leader, counting that follower's Ack, sends no Commit to voters at all."""
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    cluster.sent.clear()
+    cluster.r(leader).submit(1, 10, create("/local", b"v"))
+    proposed = cluster.take(leader)
+    [record] = proposed.persist
+    early, late = proposed.split_messages()
+    assert not early, "nothing may leave before the leader's own log is durable"
+    assert {t for t, m in late if m == LoggedPropose((record,))} == set(cluster.followers())
+    cluster.deliver(leader, follower)
+    logged = cluster.take(follower)
+    assert logged.persist == [record] and not logged.committed
+    assert "/local" not in cluster.r(follower).tree, "not before its own log is durable"
+    applied = cluster.take(follower)  # taking the next Ready says the last one is durable
+    assert applied.committed == [record]
+    assert cluster.r(follower).tree.get("/local") is not None
+    assert "/local" not in cluster.r(leader).tree, "the follower was first: that is allowed"
+    cluster.run()
+    assert all(cluster.r(i).tree.get("/local") is not None for i in cluster.ids)
+    assert not cluster.messages(Commit), "no Commit to followers that commit themselves"
+    cluster.assert_identical()
+
+
+def test_a_logged_proposal_commits_nothing_beyond_what_the_follower_has_made_durable() -> None:
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    replica = cluster.r(follower)
+    for cxid in (11, 12):
+        cluster.r(leader).submit(1, cxid, create(f"/n{cxid}"))
+        cluster.take(leader)
+    cluster.deliver(leader, follower)  # the first proposal
+    first = cluster.take(follower)
+    cluster.deliver(leader, follower)  # the second arrives while the first is being synced
+    assert [r.cxid for r in cluster.take(follower).committed] == [11]
+    assert replica.commit_zxid == first.persist[0].zxid
+    assert [r.cxid for r in cluster.take(follower).committed] == [12]
+
+
+def test_observers_and_five_voter_followers_still_wait_for_commits() -> None:
+    for voters, observers in ((3, 1), (5, 0)):
+        cluster, leader = ensemble(voters, observers)
+        cluster.sent.clear()
+        cluster.submit(leader, 1, 20, create("/classic"))
+        cluster.run()
+        waiting = set(cluster.observer_ids) if voters == 3 else set(cluster.ids) - {leader}
+        assert {t for _s, t, m in cluster.sent if isinstance(m, Propose)} == waiting
+        assert {t for _s, t, m in cluster.sent if isinstance(m, Commit)} == waiting
+        assert all(cluster.r(i).tree.get("/classic") is not None for i in cluster.ids)
+        cluster.assert_identical()
+
+
+def test_a_follower_that_joins_with_uncommitted_history_gets_a_commit_for_it() -> None:
+    """The records a joining follower gets in NewLeader are not logged proposals: if some are
+    not committed yet when it is up to date, the leader still sends it a Commit for them."""
+    cluster, leader = ensemble()
+    late, other = cluster.followers()
+    cluster.isolate(late)
+    cluster.held[(leader, other)] = lambda message: isinstance(message, LoggedPropose)
+    cluster.r(leader).submit(1, 30, create("/while-away"))
+    cluster.take(leader)  # proposed; `other` does not get it yet, so it is not committed
+    cluster.sent.clear()
+    cluster.heal()
+    cluster.settle()  # `late` rejoins: NewLeader carries the record, UpToDate does not commit it
+    assert cluster.r(late).tree.get("/while-away") is not None
+    assert cluster.messages(Commit, target=late), "the join committed it: the leader says so"
+    del cluster.held[(leader, other)]
+    cluster.run()
+    assert cluster.r(other).tree.get("/while-away") is not None
+    cluster.assert_identical()
 
 
 def test_a_leader_cut_off_from_its_followers_stops_serving_after_sync_limit() -> None:

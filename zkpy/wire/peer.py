@@ -32,6 +32,7 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
+    LoggedPropose,
     NewEpoch,
     NewLeader,
     Notification,
@@ -72,6 +73,7 @@ _TAGS: dict[type, int] = {
     Forward: 12,
     SyncRequest: 13,
     SyncDone: 14,
+    LoggedPropose: 15,
 }
 
 
@@ -96,7 +98,7 @@ def _fields(message: PeerMessage) -> list[Any]:
             return [epoch, last]
         case UpToDate(commit_zxid):
             return [commit_zxid]
-        case Propose(records):
+        case Propose(records) | LoggedPropose(records):
             return [[encode_record(r) for r in records]]
         case Ack(zxid) | Commit(zxid):
             return [zxid]
@@ -200,4 +202,6 @@ def _decode(value: Any) -> PeerMessage:
         return SyncRequest(f[0], f[1])
     if tag == 14:
         return SyncDone(f[0], f[1])
+    if tag == 15:
+        return LoggedPropose(tuple(decode_record(raw) for raw in f[0]))
     raise MarshallingError(f"unknown peer message tag {tag!r}")

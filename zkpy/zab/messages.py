@@ -110,6 +110,18 @@ class Propose:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedPropose:
+    """Proposals the leader has already made durable, sent after its fsync instead of before.
+
+    Where two members are a quorum (ensembles of two or three voters), a follower that has
+    made these durable too knows they are on a quorum, so it commits them itself without
+    waiting for a Commit: the leader's acknowledgement round trip leaves the path of a write.
+    """
+
+    records: tuple[TxnRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """The sender has persisted every proposal up to and including `zxid`."""
 
@@ -159,8 +171,9 @@ class SyncDone:
 
 
 def promises_durability(message: object) -> bool:
-    """Whether sending `message` claims that the sender's state is on disk: acknowledgements
-    and the leader's epoch announcements. Others (proposals, commits, pings, votes) may leave
+    """Whether sending `message` claims that the sender's state is on disk: acknowledgements,
+    the leader's epoch announcements and logged proposals. Others (proposals, commits, pings,
+    votes) may leave
     before the Ready that holds them is persisted, so that the leader's fsync and its
     followers' run in parallel."""
     return isinstance(message, _DURABLE)
@@ -175,6 +188,7 @@ PeerMessage = (
     | AckNewLeader
     | UpToDate
     | Propose
+    | LoggedPropose
     | Ack
     | Commit
     | Ping
@@ -183,4 +197,5 @@ PeerMessage = (
     | SyncDone
 )
 
-_DURABLE = (Ack, AckEpoch, AckNewLeader, NewEpoch, NewLeader)  # a tuple: isinstance is quicker
+# a tuple: isinstance is quicker
+_DURABLE = (Ack, AckEpoch, AckNewLeader, NewEpoch, NewLeader, LoggedPropose)

@@ -44,6 +44,7 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
+    LoggedPropose,
     NewEpoch,
     NewLeader,
     Notification,
@@ -60,8 +61,10 @@ from zkpy.zab.messages import (
     promises_durability,
 )
 
+Batched = Propose | LoggedPropose | Forward  # messages that gather items while a Ready fills
+
 # What only a leader sends: hearing one of these keeps a follower from timing out.
-_FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, Commit, Ping, SyncDone)
+_FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, LoggedPropose, Commit, Ping, SyncDone)
 
 
 def quorum_size(voters: int) -> int:
@@ -87,10 +90,19 @@ class ReplicaConfig:
     sync_limit: int = 5  # ticks without hearing from the leader (or a quorum) before giving up
     history_limit: int = 50_000  # logged records kept in memory to sync followers by diff
     max_data_bytes: int = 1 << 20
+    local_commit: bool = True  # see `commits_locally`; tests turn it off to drive Commits
 
     @property
     def members(self) -> frozenset[int]:
         return self.voters | self.observers
+
+    @property
+    def commits_locally(self) -> bool:
+        """Whether followers commit without the leader's Commit: where the leader and any one
+        follower are a quorum (two or three voters), the leader logs each proposal before it
+        sends it (`LoggedPropose`), so a follower that has logged it too knows it is on a
+        quorum. This saves a round trip per write (Ack -> Commit) and every Commit message."""
+        return self.local_commit and quorum_size(len(self.voters)) == 2
 
     @property
     def is_observer(self) -> bool:
@@ -157,6 +169,7 @@ class _Peer:
     synced: bool = False  # got NewLeader; receives proposals from then on
     up_to_date: bool = False
     acked_zxid: int = 0
+    logged_sent: int = 0  # the last zxid sent in a LoggedPropose: it commits those itself
     last_heard_tick: int = 0
     pinged_round: int = 0  # the latest heartbeat round it answered
 
@@ -223,12 +236,13 @@ class Replica:
         self._phase_started = 0
         self._counter = 0
         # per peer, the batch being gathered: its place in the Ready's messages, the kind of
-        # message (Propose or Forward) and its items
-        self._batches: dict[int, tuple[int, type[Propose | Forward], list[Any]]] = {}
+        # message (a proposal or Forward) and its items
+        self._batches: dict[int, tuple[int, type[Batched], list[Any]]] = {}
         # follower
         self._last_heard_leader = 0
         self._touched: set[int] = set()
         self._awaiting_local: set[tuple[int, int]] = set()
+        self._leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
         self._start_election()
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -317,6 +331,9 @@ class Replica:
         self.durable_zxid = durable
         if self.state is ServerState.LEADING and self._established:
             self._count_ack(self.my_id, self.durable_zxid)
+        elif self._leader_logged:
+            # Logged by the leader and by this member: on a quorum of two, so committed.
+            self.commit_zxid = max(self.commit_zxid, min(durable, self._leader_logged))
         self._apply_committed()
 
     def _apply_committed(self) -> None:
@@ -372,7 +389,7 @@ class Replica:
             self._ready.messages[index] = (peer, kind(tuple(items)))
         self._ready.messages.append((peer, message))
 
-    def _send_batched(self, peer: int, kind: type[Propose | Forward], item: Any) -> None:
+    def _send_batched(self, peer: int, kind: type[Batched], item: Any) -> None:
         """Consecutive proposals (or forwarded writes) to a peer travel as one message."""
         batch = self._batches.get(peer)
         if batch is None or batch[1] is not kind:
@@ -401,6 +418,7 @@ class Replica:
         self.leader = None
         self.prep = None
         self.tracker = None
+        self._leader_logged = 0
         self._peers = {}
         self._acks = deque()
         self._syncs_waiting = deque()
@@ -543,6 +561,9 @@ class Replica:
                 self._on_up_to_date(commit_zxid)
             case Propose(records):
                 self._on_propose(records)
+            case LoggedPropose(records):
+                if self._on_propose(records) and records and self.config.commits_locally:
+                    self._leader_logged = records[-1].zxid
             case Commit(zxid):
                 self.commit_zxid = max(self.commit_zxid, min(zxid, self.last_logged))
                 self._apply_committed()
@@ -551,9 +572,11 @@ class Replica:
                 assert self.leader is not None
                 self._send(self.leader, Ping(touched, round_))
             case SyncDone(session_id, cxid):
-                # Every Commit the leader sent before it is in: answer once those are applied
-                # here, which waits for this member's own log to be durable.
-                self._syncs_waiting.append((self.commit_zxid, session_id, cxid, None, 0))
+                # Every Commit the leader sent before it is in (or, where followers commit
+                # logged proposals themselves, every such proposal): answer once those are
+                # applied here, which waits for this member's own log to be durable.
+                target = max(self.commit_zxid, self._leader_logged)
+                self._syncs_waiting.append((target, session_id, cxid, None, 0))
                 self._release_syncs()
 
     def _on_new_epoch(self, epoch: int) -> None:
@@ -596,6 +619,7 @@ class Replica:
         self._pending_durable = min(self._pending_durable, snapshot.zxid)
         self.commit_zxid = snapshot.zxid
         self.scheduled_zxid = snapshot.zxid
+        self._leader_logged = 0
         self._ready.committed = []  # all older than the snapshot, which holds their effects
         self._ready.install = snapshot
         self._ready.persist = []
@@ -612,6 +636,7 @@ class Replica:
         self.last_logged = max(self.last_logged, self.base_zxid)
         self.durable_zxid = min(self.durable_zxid, self.last_logged)
         self._pending_durable = min(self._pending_durable, self.last_logged)
+        self._leader_logged = min(self._leader_logged, self.last_logged)
         self._ready.truncate_after = zxid
         self._ready.persist = [r for r in self._ready.persist if r.zxid <= zxid]
 
@@ -624,20 +649,23 @@ class Replica:
         self._apply_committed()
         self._set_serving(True)
 
-    def _on_propose(self, records: tuple[TxnRecord, ...]) -> None:
+    def _on_propose(self, records: tuple[TxnRecord, ...]) -> bool:
+        """Log proposals and acknowledge them; False (and a new election) if they do not
+        follow this member's log in the current epoch."""
         if self.phase not in (Phase.SYNCHRONIZATION, Phase.BROADCAST):
             self._start_election()
-            return
+            return False
         if any(zxid_epoch(r.zxid) != self.current_epoch for r in records):
             self._start_election()
-            return
+            return False
         if records and records[0].zxid != self._next_expected_zxid():
             self._start_election()  # a gap or a repeat: this link lost or replayed something
-            return
+            return False
         self._log(records)
         if not self.config.is_observer and records:
             assert self.leader is not None
             self._send(self.leader, Ack(records[-1].zxid))
+        return True
 
     def _next_expected_zxid(self) -> int:
         if zxid_epoch(self.last_logged) == self.current_epoch:
@@ -829,8 +857,14 @@ class Replica:
         )
         self._log((record,))
         self._acks.append((zxid, set()))
+        commits_locally = self.config.commits_locally
         for member, peer in self._peers.items():
-            if peer.synced:
+            if not peer.synced:
+                continue
+            if commits_locally and not peer.observer:
+                self._send_batched(member, LoggedPropose, record)
+                peer.logged_sent = zxid
+            else:
                 self._send_batched(member, Propose, record)
 
     def _count_ack(self, member: int, zxid: int) -> None:
@@ -843,9 +877,13 @@ class Replica:
             committed = self._acks.popleft()[0]
         if committed > self.commit_zxid:
             self.commit_zxid = committed
+            commits_locally = self.config.commits_locally
             for peer_id, peer in self._peers.items():
-                if peer.up_to_date:
-                    self._send(peer_id, Commit(committed))
+                if not peer.up_to_date:
+                    continue
+                if commits_locally and not peer.observer and committed <= peer.logged_sent:
+                    continue  # it commits what it was sent logged as soon as it logs it too
+                self._send(peer_id, Commit(committed))
             self._apply_committed()
             self._release_syncs()
 
