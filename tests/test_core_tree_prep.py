@@ -23,7 +23,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import ApplyResult, DataTree
+from zkpy.core.tree import NO_CHILDREN, ApplyResult, DataTree
 from zkpy.core.txn import (
     Check,
     CloseSession,
@@ -229,6 +229,26 @@ def test_delete_removes_node_and_updates_parent(h: Harness) -> None:
     assert after.pzxid == result.record.zxid
     assert after.mzxid == before.mzxid
     assert result.changes == [(EventType.DELETED, "/p/c"), (EventType.CHILD, "/p")]
+
+
+def test_leaves_share_one_empty_child_set_and_get_their_own_when_a_child_comes(
+    h: Harness,
+) -> None:
+    h.create("/p")
+    h.create("/q")
+    leaf_p, leaf_q = h.tree.nodes["/p"], h.tree.nodes["/q"]
+    assert leaf_p.children is NO_CHILDREN and leaf_q.children is NO_CHILDREN
+    h.create("/p/a")
+    h.create("/p/b")
+    assert leaf_q.children is NO_CHILDREN, "the shared empty set was not changed"
+    assert h.tree.children_of("/p") == ["a", "b"]
+    h.run(DeleteRequest("/p/a", -1))
+    assert h.tree.children_of("/p") == ["b"]
+    h.run(DeleteRequest("/p/b", -1))
+    assert h.tree.nodes["/p"].children is NO_CHILDREN, "a node back to a leaf frees its set"
+    assert h.stat("/p").num_children == 0
+    h.create("/p/c")
+    assert h.tree.children_of("/p") == ["c"]
 
 
 def test_ephemeral_create_records_the_owner(h: Harness) -> None:

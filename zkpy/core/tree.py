@@ -34,8 +34,15 @@ from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, EventType, Stat, acl_from_wire
 Change = tuple[EventType, str]
 
 
+NO_CHILDREN: frozenset[str] = frozenset()
+
+
 class ZNode:
-    """One znode. Mutable, and private to the tree: readers get a `Stat` copy."""
+    """One znode. Mutable, and private to the tree: readers get a `Stat` copy.
+
+    A leaf shares the empty `NO_CHILDREN` instead of owning an empty set: most znodes are
+    leaves, and a set each would cost 216 bytes and one more object for the garbage collector
+    to walk per znode (a million of them in a big tree)."""
 
     __slots__ = (
         "acl",
@@ -72,7 +79,21 @@ class ZNode:
         self.cversion = 0
         self.aversion = 0
         self.ephemeral_owner = ephemeral_owner
-        self.children: set[str] = set()
+        self.children: set[str] | frozenset[str] = NO_CHILDREN
+
+    def add_child(self, name: str) -> None:
+        children = self.children
+        if isinstance(children, set):
+            children.add(name)
+        else:
+            self.children = {name}
+
+    def remove_child(self, name: str) -> None:
+        children = self.children
+        if isinstance(children, set):
+            children.discard(name)
+            if not children:
+                self.children = NO_CHILDREN
 
     def stat_wire(self) -> list[int]:
         """`stat().to_wire()` without the Stat in between (it is on the path of every read)."""
@@ -229,7 +250,7 @@ class DataTree:
             ephemeral_owner=op.ephemeral_owner,
         )
         self.nodes[path] = node
-        parent.children.add(paths.basename(path))
+        parent.add_child(paths.basename(path))
         parent.cversion = op.parent_cversion
         parent.pzxid = record.zxid
         if op.ephemeral_owner:
@@ -247,7 +268,7 @@ class DataTree:
         del self.nodes[path]
         parent_path = paths.parent(path)
         parent = self._node(parent_path)
-        parent.children.discard(paths.basename(path))
+        parent.remove_child(paths.basename(path))
         parent.cversion += 1
         parent.pzxid = zxid
         if node.ephemeral_owner:
@@ -333,7 +354,7 @@ class DataTree:
             parent = tree.nodes.get(paths.parent(path))
             if parent is None:
                 raise ValueError(f"checkpoint holds {path} but not its parent")
-            parent.children.add(paths.basename(path))
+            parent.add_child(paths.basename(path))
         for path, node in tree.nodes.items():
             if node.ephemeral_owner:
                 tree.ephemerals.setdefault(node.ephemeral_owner, set()).add(path)
