@@ -19,11 +19,13 @@ log = logging.getLogger("zkpy.server")
 
 # The cyclic garbage collector's thresholds in a member: allocations before a young collection,
 # young collections per middle one, middle ones per full one (Python's defaults: 700, 10, 10).
-# The objects of a batch of writes (requests, records, Readies, the prep overlay) live for a
-# few milliseconds; with 700 they outlive young collections, are promoted, and soon make the
-# collector walk every znode, about once a second under pipelined writes: 11-14 % of a
-# member's CPU with 64,000 znodes. With these they die young and full passes are rare.
-GC_THRESHOLDS = (50_000, 20, 100)
+# Young and middle collections stay as they are: frequent and short (a few ms at most). Full
+# collections walk every znode (about 30 ms with 64,000 znodes, a second with a million) and
+# under pipelined writes came about once a second, as the objects of each batch of writes are
+# promoted; they find next to nothing, and now come a hundred times less often. (A bigger young
+# generation is worse: objects that live for a batch pile up in it and each young collection
+# walks 200,000 of them, 40-80 ms.)
+GC_THRESHOLDS = (700, 10, 1000)
 
 
 def _freeze_recovered_objects() -> None:
