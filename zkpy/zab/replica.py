@@ -243,6 +243,7 @@ class Replica:
         self._touched: set[int] = set()
         self._awaiting_local: set[tuple[int, int]] = set()
         self._leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
+        self._commits_locally = config.commits_locally
         self._start_election()
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -562,7 +563,7 @@ class Replica:
             case Propose(records):
                 self._on_propose(records)
             case LoggedPropose(records):
-                if self._on_propose(records) and records and self.config.commits_locally:
+                if self._on_propose(records) and records and self._commits_locally:
                     self._leader_logged = records[-1].zxid
             case Commit(zxid):
                 self.commit_zxid = max(self.commit_zxid, min(zxid, self.last_logged))
@@ -857,7 +858,7 @@ class Replica:
         )
         self._log((record,))
         self._acks.append((zxid, set()))
-        commits_locally = self.config.commits_locally
+        commits_locally = self._commits_locally
         for member, peer in self._peers.items():
             if not peer.synced:
                 continue
@@ -873,11 +874,12 @@ class Replica:
                 break
             acks.add(member)
         committed = self.commit_zxid
-        while self._acks and len(self._acks[0][1] & self.config.voters) >= self._quorum():
+        quorum, voters = self._quorum(), self.config.voters
+        while self._acks and len(self._acks[0][1] & voters) >= quorum:
             committed = self._acks.popleft()[0]
         if committed > self.commit_zxid:
             self.commit_zxid = committed
-            commits_locally = self.config.commits_locally
+            commits_locally = self._commits_locally
             for peer_id, peer in self._peers.items():
                 if not peer.up_to_date:
                     continue
