@@ -166,14 +166,41 @@ def test_a_fully_written_record_failing_its_checksum_is_refused_untouched(
 
 
 @pytest.mark.parametrize(
-    ("lost", "message"), [(1, "missing segment 1"), (2, "missing")], ids=["oldest", "middle"]
+    ("lost", "message"),
+    [(1, "missing segment 1"), (2, "missing"), (-1, "missing segment .* sealed")],
+    ids=["oldest", "middle", "newest"],
 )
 def test_a_lost_segment_is_refused(tmp_path: Path, lost: int, message: str) -> None:
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         s.append(entries(1, 100))
+    if lost == -1:  # the newest segment, holding the last acknowledged records
+        lost = len(segments(tmp_path))
+        assert b"%08d" % 100 in (tmp_path / "wal" / segment_name(1, lost)).read_bytes()
+    assert segment_name(1, lost) in segments(tmp_path)
     os.unlink(tmp_path / "wal" / segment_name(1, lost))
+    before = snapshot(tmp_path)
     with pytest.raises(StorageFormatError, match=message):
         Storage.open(tmp_path, segment_bytes=SMALL)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_crash_before_a_segment_was_sealed_is_harmless(tmp_path: Path) -> None:
+    """The next segment is created (and synced) before the one before it is marked sealed: a
+    crash in between leaves an unsealed segment followed by an empty one (as do logs written
+    before segments were sealed), and that log opens with every record."""
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(entries(1, 100))
+    names = segments(tmp_path)
+    for name in names:
+        path = tmp_path / "wal" / name
+        data = bytearray(path.read_bytes())
+        data[24:32] = bytes(8)  # the sealed mark, as it was before the seal was written
+        path.write_bytes(bytes(data))
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        assert s.read_log(0) == entries(1, 100)
+        s.append(entries(101, 110))
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        assert s.read_log(0) == entries(1, 110)
 
 
 def test_segments_a_checkpoint_dropped_before_a_crash_are_removed(tmp_path: Path) -> None:

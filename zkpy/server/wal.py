@@ -9,7 +9,7 @@ tree, the sessions and the metadata, including which *generation* of segment fil
 (see :mod:`zkpy.server.storage`).
 
 A segment is ``<generation:016x>-<seq:016x>.wal`` in the ``wal/`` directory, preallocated to
-``segment_bytes``. It starts with a 32-byte header (magic, generation, seq, zero padding) and
+``segment_bytes``. It starts with a 32-byte header (magic, generation, seq, sealed mark) and
 holds records back to back, each a 16-byte header (payload length u32, CRC-32 u32, zxid u64, all
 big-endian) followed by the payload. The CRC covers the segment's generation and sequence number,
 the zxid and the payload, so bytes left over from an older use of a file never verify.
@@ -23,8 +23,11 @@ remains of a torn batch (which could otherwise verify again, after a new record 
 length); a torn end also gets its record header zeroed. A segment is only created (under a
 temporary name, then renamed) after the one before it is synced, so every other segment must end
 cleanly (a zero header, or its last byte), and segments are numbered without gaps from the first
-one the log still needs (which the caller records): anything else is damage. Opening reads the
-records only, never a segment's preallocated zeros.
+one the log still needs (which the caller records): anything else is damage. Once the next
+segment exists (created and synced), a segment's header is marked sealed: a last segment found
+sealed means the newest one was lost, with whatever acknowledged records it held, and is
+refused as well. (A crash between the two steps leaves an unsealed segment followed by an empty
+one: fine.) Opening reads the records only, never a segment's preallocated zeros.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ __all__ = [
 SEGMENT_BYTES: Final = 64 << 20
 
 _MAGIC: Final = b"ZKPYWAL1"
-_SEGMENT_HEADER: Final = struct.Struct(">8sQQ8x")
+_SEGMENT_HEADER: Final = struct.Struct(">8sQQQ")  # magic, generation, seq, sealed mark
+_SEALED_AT: Final = 24  # the offset of the sealed mark
+_SEALED: Final = struct.pack(">Q", 0x5345414C4544)  # "SEALED"; zeros while the segment is last
 _RECORD_HEADER: Final = struct.Struct(">IIQ")
 _HEADER_SIZE: Final = _SEGMENT_HEADER.size
 _RECORD_SIZE: Final = _RECORD_HEADER.size
@@ -305,7 +310,11 @@ class SegmentLog:
         fd = os.open(path, os.O_RDWR)
         old, self._fd = self._fd, fd
         if old is not None:
-            os.close(old)
+            try:
+                if not replace_last:
+                    _seal(old)  # the next segment is durable: losing it is now detectable
+            finally:
+                os.close(old)
         self._capacity = max(os.fstat(fd).st_size, self._segment_bytes)
         self._salt = _salt(self._generation, seq)
         with self._lock:
@@ -349,7 +358,7 @@ def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Pa
     tmp = path.with_name(path.name + _TMP_SUFFIX)
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _write_all(fd, _SEGMENT_HEADER.pack(_MAGIC, generation, seq), 0)
+        _write_all(fd, _SEGMENT_HEADER.pack(_MAGIC, generation, seq, 0), 0)
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError:
@@ -370,8 +379,16 @@ def _scan(path: Path, generation: int, seq: int, is_last: bool) -> tuple[_Segmen
         if size < _HEADER_SIZE:
             raise LogDamagedError(f"{path} is {size} bytes long, shorter than a segment header")
         with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as view:
-            if _SEGMENT_HEADER.unpack_from(view, 0) != (_MAGIC, generation, seq):
+            magic, found_generation, found_seq, _mark = _SEGMENT_HEADER.unpack_from(view, 0)
+            if (magic, found_generation, found_seq) != (_MAGIC, generation, seq):
                 raise LogDamagedError(f"{path} does not start with its segment header")
+            sealed = view[_SEALED_AT:_HEADER_SIZE] == _SEALED
+            if sealed and is_last:
+                raise LogDamagedError(
+                    f"{path.parent} is missing segment {seq + 1} of log generation "
+                    f"{generation}: {path.name} was sealed when it was created, and it may "
+                    "have held acknowledged records"
+                )
             end, first, last = _verify_records(view, path, _salt(generation, seq))
             after = view[end : end + _RECORD_SIZE]
             torn = after != _EMPTY_RECORD[: len(after)]
@@ -428,6 +445,12 @@ def _records(segment: _Segment) -> Iterator[tuple[int, bytes]]:
         start = offset + _RECORD_SIZE
         yield zxid, data[start : start + length]
         offset = start + length
+
+
+def _seal(fd: int) -> None:
+    """Mark a segment sealed (its successor exists), durably."""
+    _write_all(fd, _SEALED, _SEALED_AT)
+    os.fdatasync(fd)
 
 
 def _write_zero_header(path: Path, offset: int) -> None:
