@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -201,6 +202,35 @@ def test_a_crash_before_a_segment_was_sealed_is_harmless(tmp_path: Path) -> None
         s.append(entries(101, 110))
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         assert s.read_log(0) == entries(1, 110)
+
+
+def test_a_read_racing_a_checkpoints_removal_returns_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader may take the list of segments just before a checkpoint (in another thread)
+    removes the oldest: it skips the removed ones instead of failing on a missing file."""
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(entries(1, 100))
+        log = s._log()
+        keep = log.first_kept_seq(40)
+        assert keep > 1
+        real_records = wal_module._records
+        removed = []
+
+        def records_after_a_removal(segment: Any) -> Any:
+            if not removed:
+                log.remove_before(keep)  # the checkpoint's removal lands mid-read
+                removed.append(True)
+            return real_records(segment)
+
+        monkeypatch.setattr(wal_module, "_records", records_after_a_removal)
+        got = log.read(0)
+        assert removed
+        assert got == [e for e in entries(1, 100) if e[0] >= got[0][0]]
+        assert got[-1][0] == 100 and 1 < got[0][0] <= 41
+        os.unlink(tmp_path / "wal" / segment_name(1, keep))  # a kept one lost: still damage
+        with pytest.raises(FileNotFoundError):
+            log.read(0)
 
 
 def test_segments_a_checkpoint_dropped_before_a_crash_are_removed(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -219,7 +219,13 @@ class SegmentLog:
         for segment in self._segments:
             if segment.last_zxid <= after_zxid:
                 continue
-            for zxid, payload in _records(segment):
+            try:
+                records = _records(segment)
+            except FileNotFoundError:
+                if segment in self._segments:
+                    raise
+                continue  # removed meanwhile (`remove_before`): its records are no longer kept
+            for zxid, payload in records:
                 if zxid > after_zxid:
                     out.append((zxid, payload))
                     if limit is not None and len(out) >= limit:
@@ -435,16 +441,18 @@ def _unwritten_sector(view: mmap.mmap, start: int, end: int) -> bool:
     return False
 
 
-def _records(segment: _Segment) -> Iterator[tuple[int, bytes]]:
+def _records(segment: _Segment) -> list[tuple[int, bytes]]:
     """The records of a checked segment, up to its published end."""
     with open(segment.path, "rb") as file:
         data = os.pread(file.fileno(), segment.end - _HEADER_SIZE, _HEADER_SIZE)
+    records = []
     offset, unpack = 0, _RECORD_HEADER.unpack_from
     while offset < len(data):
         length, _crc, zxid = unpack(data, offset)
         start = offset + _RECORD_SIZE
-        yield zxid, data[start : start + length]
+        records.append((zxid, data[start : start + length]))
         offset = start + length
+    return records
 
 
 def _seal(fd: int) -> None:
