@@ -243,7 +243,8 @@ class Replica:
         self._touched: set[int] = set()
         self._awaiting_local: set[tuple[int, int]] = set()
         self._leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
-        self._commits_locally = config.commits_locally
+        # an observer is no part of a quorum: it always waits for the leader's Commit
+        self._commits_locally = config.commits_locally and not config.is_observer
         self._start_election()
 
     # ---- inputs --------------------------------------------------------------------------------
