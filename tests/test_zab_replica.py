@@ -691,6 +691,23 @@ def test_observers_and_five_voter_followers_still_wait_for_commits() -> None:
         cluster.assert_identical()
 
 
+def test_an_observer_never_commits_on_its_own() -> None:
+    """The leader and an observer are no quorum: even sent a logged proposal (which a leader
+    does not do), an observer waits for the Commit."""
+    cluster, leader = ensemble(3, 1)
+    [observer] = sorted(cluster.observer_ids)
+    cluster.r(leader).submit(1, 40, create("/obs"))
+    [record] = cluster.take(leader).persist
+    proposal = cluster.links[(leader, observer)].popleft()
+    assert proposal == Propose((record,))
+    cluster.r(observer).receive(leader, LoggedPropose((record,)))
+    assert cluster.take(observer).persist == [record]
+    assert not cluster.take(observer).committed
+    assert "/obs" not in cluster.r(observer).tree
+    cluster.run()
+    assert cluster.r(observer).tree.get("/obs") is not None  # with the leader's Commit
+
+
 def test_a_follower_that_joins_with_uncommitted_history_gets_a_commit_for_it() -> None:
     """The records a joining follower gets in NewLeader are not logged proposals: if some are
     not committed yet when it is up to date, the leader still sends it a Commit for them."""
