@@ -496,7 +496,8 @@ class Client:
     async def _call(self, request: Request, on_success: Callable[[Any], None] | None = None) -> Any:
         """Send `request` and wait for its reply's body. `on_success(body)` runs as the reply
         arrives, before any later frame is handled (that is where watches get registered)."""
-        await self._ready_to_send()
+        if self._state is not ConnectionState.CONNECTED:
+            await self._ready_to_send()
         pending = self._enqueue(request, trio.Event(), on_success)
         if len(self._pending) == 1 or self._outbox is None:
             self._flusher.flush()  # alone in flight: straight to the socket
