@@ -56,7 +56,7 @@ SEGMENT_BYTES: Final = 64 << 20
 _MAGIC: Final = b"ZKPYWAL1"
 _SEGMENT_HEADER: Final = struct.Struct(">8sQQQ")  # magic, generation, seq, sealed mark
 _SEALED_AT: Final = 24  # the offset of the sealed mark
-_SEALED: Final = struct.pack(">Q", 0x5345414C4544)  # "SEALED"; zeros while the segment is last
+_SEALED: Final = 0x5345414C4544  # "SEALED"; 0 while the segment is the last one
 _RECORD_HEADER: Final = struct.Struct(">IIQ")
 _HEADER_SIZE: Final = _SEGMENT_HEADER.size
 _RECORD_SIZE: Final = _RECORD_HEADER.size
@@ -385,11 +385,10 @@ def _scan(path: Path, generation: int, seq: int, is_last: bool) -> tuple[_Segmen
         if size < _HEADER_SIZE:
             raise LogDamagedError(f"{path} is {size} bytes long, shorter than a segment header")
         with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as view:
-            magic, found_generation, found_seq, _mark = _SEGMENT_HEADER.unpack_from(view, 0)
+            magic, found_generation, found_seq, mark = _SEGMENT_HEADER.unpack_from(view, 0)
             if (magic, found_generation, found_seq) != (_MAGIC, generation, seq):
                 raise LogDamagedError(f"{path} does not start with its segment header")
-            sealed = view[_SEALED_AT:_HEADER_SIZE] == _SEALED
-            if sealed and is_last:
+            if mark == _SEALED and is_last:
                 raise LogDamagedError(
                     f"{path.parent} is missing segment {seq + 1} of log generation "
                     f"{generation}: {path.name} was sealed when it was created, and it may "
@@ -457,7 +456,7 @@ def _records(segment: _Segment) -> list[tuple[int, bytes]]:
 
 def _seal(fd: int) -> None:
     """Mark a segment sealed (its successor exists), durably."""
-    _write_all(fd, _SEALED, _SEALED_AT)
+    _write_all(fd, _SEALED.to_bytes(8, "big"), _SEALED_AT)
     os.fdatasync(fd)
 
 

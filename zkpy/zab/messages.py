@@ -173,9 +173,8 @@ class SyncDone:
 def promises_durability(message: object) -> bool:
     """Whether sending `message` claims that the sender's state is on disk: acknowledgements,
     the leader's epoch announcements and logged proposals. Others (proposals, commits, pings,
-    votes) may leave
-    before the Ready that holds them is persisted, so that the leader's fsync and its
-    followers' run in parallel."""
+    votes) may leave before the Ready that holds them is persisted, so that the leader's fsync
+    and its followers' run in parallel."""
     return isinstance(message, _DURABLE)
 
 
