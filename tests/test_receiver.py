@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
 
 from zkpy.receiver import Receiver
+from zkpy.server.config import ServerConfig
 
 
 async def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -87,3 +90,95 @@ async def test_other_streams_are_read_with_receive_some() -> None:
     receiver = Receiver(right)
     await left.send_all(b"through receive_some")
     assert await receiver.receive(1024) == b"through receive_some"
+
+
+class FrozenClock:
+    """Real time stands still until the test moves it: a spin lasts exactly as long as the
+    test wants."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _is_asleep(timeout_s: float = 5.0) -> bool:
+    """Whether every task gets blocked (a spinning reader never does: it keeps checkpointing)."""
+    with trio.move_on_after(timeout_s):
+        await trio.testing.wait_all_tasks_blocked()
+        return True
+    return False
+
+
+async def test_a_read_that_finds_no_bytes_spins_then_meets_them_awake() -> None:
+    left, right = await _socket_pair()
+    receiver = Receiver(right, spin_s=0.001, clock=FrozenClock())
+    got: list[bytes | bytearray] = []
+
+    async def read() -> None:
+        got.append(await receiver.receive(1024))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        assert not await _is_asleep(0.05)  # it keeps trying instead of sleeping in epoll
+        await left.send_all(b"soon")
+    assert got == [b"soon"]
+    await left.aclose()
+    await right.aclose()
+
+
+async def test_after_long_waits_a_read_sleeps_at_once() -> None:
+    left, right = await _socket_pair()
+    clock = FrozenClock()
+    receiver = Receiver(right, spin_s=0.001, clock=clock)
+    got: list[bytes | bytearray] = []
+
+    async def read() -> None:
+        got.append(await receiver.receive(1024))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        assert not await _is_asleep(0.05)
+        clock.now += 1.0  # the spin runs out: the reader goes to sleep
+        assert await _is_asleep()
+        await left.send_all(b"late")  # after a wait far longer than the spin
+    assert got == [b"late"]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        assert await _is_asleep()  # this connection's waits are long: no spin
+        await left.send_all(b"again")
+    assert got == [b"late", b"again"]
+    await left.aclose()
+    await right.aclose()
+
+
+async def test_spinning_can_be_turned_off() -> None:
+    left, right = await _socket_pair()
+    receiver = Receiver(right, spin_s=0.0, clock=FrozenClock())
+
+    async def read() -> None:
+        assert await receiver.receive(1024) == b"x"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        assert await _is_asleep()
+        await left.send_all(b"x")
+    await left.aclose()
+    await right.aclose()
+
+
+async def test_a_spinning_read_is_cancelled_like_a_sleeping_one() -> None:
+    _left, right = await _socket_pair()
+    receiver = Receiver(right, spin_s=0.001, clock=FrozenClock())
+    with trio.move_on_after(0.01) as scope:
+        await receiver.receive(1024)  # spins forever on the frozen clock
+    assert scope.cancelled_caught
+    await right.aclose()
+
+
+def test_a_members_spin_setting_is_checked(tmp_path: Path) -> None:
+    assert ServerConfig(data_dir=tmp_path).spin_before_wait_us == 200
+    assert ServerConfig(data_dir=tmp_path, spin_before_wait_us=0).spin_before_wait_us == 0
+    with pytest.raises(ValueError, match="spin_before_wait_us"):
+        ServerConfig(data_dir=tmp_path, spin_before_wait_us=-1)

@@ -56,6 +56,7 @@ class ServerConfig:
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree
     sync_history: int = 50_000  # recent log entries a leader keeps to sync followers by diff
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
+    spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 
     def __post_init__(self) -> None:
@@ -63,6 +64,8 @@ class ServerConfig:
             raise ValueError("server id must be between 1 and 255")
         if self.tick_ms <= 0:
             raise ValueError("tick must be positive")
+        if self.spin_before_wait_us < 0:
+            raise ValueError("spin_before_wait_us must be 0 (off) or more")
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:
