@@ -182,3 +182,30 @@ def test_a_members_spin_setting_is_checked(tmp_path: Path) -> None:
     assert ServerConfig(data_dir=tmp_path, spin_before_wait_us=0).spin_before_wait_us == 0
     with pytest.raises(ValueError, match="spin_before_wait_us"):
         ServerConfig(data_dir=tmp_path, spin_before_wait_us=-1)
+
+
+async def test_only_so_many_readers_of_a_process_spin_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("zkpy.receiver.MAX_SPINNING", 1)
+    pairs = [await _socket_pair(), await _socket_pair()]
+    first, second = (Receiver(right, spin_s=0.001, clock=FrozenClock()) for _left, right in pairs)
+    got: list[bytes | bytearray] = []
+
+    async def read(receiver: Receiver) -> None:
+        got.append(await receiver.receive(1024))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, first)
+        assert not await _is_asleep(0.05)  # the first one spins
+        nursery.start_soon(read, second)
+        for _ in range(3):  # the second one starts (and finds no bytes) while the first spins
+            await trio.lowlevel.checkpoint()
+        await pairs[0][0].send_all(b"one")  # ends the first one's spin
+        assert await _is_asleep()  # the second one found no free spin and sleeps
+        await pairs[1][0].send_all(b"two")
+    assert got == [b"one", b"two"]
+    assert Receiver.spinning == 0
+    for left, right in pairs:
+        await left.aclose()
+        await right.aclose()

@@ -19,6 +19,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 import trio
 
@@ -27,6 +28,10 @@ SPIN_BEFORE_WAIT_S = 0.0002
 connection's recent waits were shorter than that (see `Receiver`). 0 turns spinning off."""
 
 WAIT_WEIGHT = 0.25  # weight of the newest wait in the running estimate of the next one
+MAX_SPINNING = 2
+"""Readers of one process that may spin at the same time: each spinning reader adds its tries to
+every turn of trio's scheduler, so a member with many connections whose answers come quickly
+lets the first two spin and the others sleep."""
 
 
 class Receiver:
@@ -42,10 +47,12 @@ class Receiver:
     awake. The spin yields to the process's other tasks at every try (a trio checkpoint), and it
     only happens while the running estimate of this connection's waits (WAIT_WEIGHT) is below
     the spin time: a connection whose answers take longer (a write waiting for syncs, a quiet
-    link) sleeps at once, and an idle member spins not at all.
+    link) sleeps at once, and an idle member spins not at all. At most MAX_SPINNING readers of a
+    process spin at once.
     """
 
     __slots__ = ("_clock", "_expected_wait", "_socket", "_spin_s", "_stream")
+    spinning: ClassVar[int] = 0  # readers of this process spinning now
 
     def __init__(
         self,
@@ -73,20 +80,31 @@ class Receiver:
             return data
         clock = self._clock
         blocked_at = clock()
-        if self._expected_wait < self._spin_s:
-            spin_until = blocked_at + self._spin_s
-            while clock() < spin_until:
-                await trio.lowlevel.checkpoint()
-                data = self._read(max_bytes)
-                if data is not None:
-                    self._learn(clock() - blocked_at)
-                    return data
+        if self._expected_wait < self._spin_s and Receiver.spinning < MAX_SPINNING:
+            Receiver.spinning += 1
+            try:
+                data = await self._spin(max_bytes, blocked_at + self._spin_s)
+            finally:
+                Receiver.spinning -= 1
+            if data is not None:
+                self._learn(clock() - blocked_at)
+                return data
         while True:
             await trio.lowlevel.wait_readable(self._fileno())  # a checkpoint
             data = self._read(max_bytes)
             if data is not None:
                 self._learn(clock() - blocked_at)
                 return data
+
+    async def _spin(self, max_bytes: int, until: float) -> bytes | None:
+        """Try to read until `until` (on `self._clock`), yielding to the other tasks between
+        tries; None if nothing came."""
+        while self._clock() < until:
+            await trio.lowlevel.checkpoint()
+            data = self._read(max_bytes)
+            if data is not None:
+                return data
+        return None
 
     def _learn(self, waited_s: float) -> None:
         self._expected_wait += (waited_s - self._expected_wait) * WAIT_WEIGHT
