@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+import zkpy
 from zkpy.receiver import Receiver
 from zkpy.server.config import ServerConfig
 
@@ -209,3 +210,10 @@ async def test_only_so_many_readers_of_a_process_spin_at_once(
     for left, right in pairs:
         await left.aclose()
         await right.aclose()
+
+
+def test_a_clients_spin_setting_is_checked() -> None:
+    assert zkpy.Client("127.0.0.1:2181").spin_before_wait == 0.0002
+    assert zkpy.Client("127.0.0.1:2181", spin_before_wait=0).spin_before_wait == 0
+    with pytest.raises(ValueError, match="spin_before_wait"):
+        zkpy.Client("127.0.0.1:2181", spin_before_wait=-0.001)

@@ -60,7 +60,7 @@ from zkpy.core.requests import (
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
 from zkpy.outbox import Flusher, Outbox
-from zkpy.receiver import Receiver
+from zkpy.receiver import SPIN_BEFORE_WAIT_S, Receiver
 from zkpy.wire import client as wire
 from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
@@ -193,8 +193,12 @@ class Client:
         auth: Sequence[tuple[str, str]] = (),
         randomize_hosts: bool = True,
         tls: ssl.SSLContext | None = None,
+        spin_before_wait: float = SPIN_BEFORE_WAIT_S,
     ) -> None:
+        if spin_before_wait < 0:
+            raise ValueError("spin_before_wait must be 0 (off) or more")
         self.hosts = parse_hosts(hosts)
+        self.spin_before_wait = spin_before_wait
         if randomize_hosts:
             random.shuffle(self.hosts)
         self.requested_timeout_ms = int(session_timeout * 1000)
@@ -413,7 +417,7 @@ class Client:
         try:
             for frame in pending_frames:
                 self._on_frame(frame)
-            receiver = Receiver(stream)
+            receiver = Receiver(stream, self.spin_before_wait)
             while True:
                 data = await receiver.receive(1 << 16)
                 if not data:
@@ -859,6 +863,7 @@ async def connect(
     default_acl: Sequence[ACL] = OPEN_ACL_UNSAFE,
     auth: Sequence[tuple[str, str]] = (),
     tls: ssl.SSLContext | None = None,
+    spin_before_wait: float = SPIN_BEFORE_WAIT_S,
 ) -> AsyncIterator[Client]:
     """Open a session with an ensemble and keep it for the ``async with`` block.
 
@@ -866,6 +871,9 @@ async def connect(
     Leaving the block closes the session (its ephemerals are deleted at once). `auth` is a list of
     (scheme, credential) pairs sent at every (re)connect, like `add_auth`; `tls` an SSL context
     (`zkpy.tls.client_context(ca, certfile, keyfile)`) for servers that speak TLS.
+    `spin_before_wait` (seconds, 0 for never) is how long a read of the connection keeps trying
+    before it sleeps, while replies come sooner than that: one request at a time, a reply met
+    awake saves a wake-up (40-60 us on a virtual machine that halts idle CPUs).
     """
     client = Client(
         hosts,
@@ -874,6 +882,7 @@ async def connect(
         default_acl=default_acl,
         auth=auth,
         tls=tls,
+        spin_before_wait=spin_before_wait,
     )
     try:
         async with trio.open_nursery() as nursery:
