@@ -2,9 +2,11 @@
 
 Runs `--count` one-at-a-time sets (100-byte values) from a client on a follower of a
 `zkpy ensemble`, and notes in every process, the client's and each member's, when a socket read
-returns, when a write to a socket is made and when a log sync starts and ends. The hooks are
-installed from the outside (a ``sitecustomize`` module on the members' PYTHONPATH wraps
-`Receiver.receive`, `Outbox.flush` and `Member._persist`), so zkpy itself carries no tracing code;
+returns, when an outbox is flushed to its socket (what a writer task sends later, for a full
+socket or TLS, is not seen) and when a log sync starts and ends. The hooks are installed from the
+outside (a ``sitecustomize`` module on the members' PYTHONPATH wraps `Receiver.receive`,
+`Outbox.flush` and `Member._persist`; it hides any other ``sitecustomize`` for the members), so
+zkpy itself carries no tracing code;
 the clock is CLOCK_MONOTONIC, which the processes of one machine share. It prints each step (an
 event named by its process, its kind and its size) at its median time since the set began::
 
@@ -25,6 +27,7 @@ import collections
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -179,7 +182,8 @@ def main() -> None:
 
 def _load(directory: str, pid: int) -> list[Event]:
     path = Path(directory, f"{pid}.json")
-    if not path.exists():
+    if not path.exists():  # killed before it could save, or started without site (-S, -I)
+        print(f"warning: no events from member process {pid}", file=sys.stderr)
         return []
     return [(int(t), str(kind), int(size)) for t, kind, size in json.loads(path.read_text())]
 

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import zkpy
-from zkpy.receiver import Receiver
+from zkpy.receiver import Receiver, spinning_readers
 from zkpy.server.config import ServerConfig
 
 
@@ -123,8 +123,10 @@ async def test_a_read_that_finds_no_bytes_spins_then_meets_them_awake() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read)
         assert not await _is_asleep(0.05)  # it keeps trying instead of sleeping in epoll
+        assert spinning_readers() == 1
         await left.send_all(b"soon")
     assert got == [b"soon"]
+    assert spinning_readers() == 0
     await left.aclose()
     await right.aclose()
 
@@ -206,7 +208,7 @@ async def test_only_so_many_readers_of_a_process_spin_at_once(
         assert await _is_asleep()  # the second one found no free spin and sleeps
         await pairs[1][0].send_all(b"two")
     assert got == [b"one", b"two"]
-    assert Receiver.spinning == 0
+    assert spinning_readers() == 0
     for left, right in pairs:
         await left.aclose()
         await right.aclose()
@@ -215,5 +217,58 @@ async def test_only_so_many_readers_of_a_process_spin_at_once(
 def test_a_clients_spin_setting_is_checked() -> None:
     assert zkpy.Client("127.0.0.1:2181").spin_before_wait == 0.0002
     assert zkpy.Client("127.0.0.1:2181", spin_before_wait=0).spin_before_wait == 0
-    with pytest.raises(ValueError, match="spin_before_wait"):
-        zkpy.Client("127.0.0.1:2181", spin_before_wait=-0.001)
+    for out_of_range in (-0.001, 200.0):  # seconds: 200 us is 0.0002
+        with pytest.raises(ValueError, match="spin_before_wait"):
+            zkpy.Client("127.0.0.1:2181", spin_before_wait=out_of_range)
+
+
+async def test_the_end_of_the_stream_is_met_spinning() -> None:
+    left, right = await _socket_pair()
+    receiver = Receiver(right, spin_s=0.001, clock=FrozenClock())
+    got: list[bytes | bytearray] = []
+
+    async def read() -> None:
+        got.append(await receiver.receive(1024))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        assert not await _is_asleep(0.05)
+        await left.aclose()
+    assert got == [b""]
+    assert spinning_readers() == 0
+    await right.aclose()
+
+
+async def test_spinning_comes_back_after_a_long_pause() -> None:
+    left, right = await _socket_pair()
+    clock = FrozenClock()
+    receiver = Receiver(right, spin_s=0.001, clock=clock)
+
+    async def read() -> None:
+        await receiver.receive(1024)
+
+    async with trio.open_nursery() as nursery:  # a pause of an hour, counted as 8 ms at most
+        nursery.start_soon(read)
+        assert not await _is_asleep(0.05)
+        clock.now += 3600.0
+        assert await _is_asleep()
+        await left.send_all(b"x")
+    sleeping_reads = 0
+    while True:  # quick answers (no time passes on this clock) bring the estimate back down
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            asleep = await _is_asleep(0.05)
+            await left.send_all(b"x")
+        if not asleep:
+            break
+        sleeping_reads += 1
+        assert sleeping_reads < 10, "spinning never came back"
+    assert 1 <= sleeping_reads <= 5
+    await left.aclose()
+    await right.aclose()
+
+
+@pytest.mark.parametrize("spin_us", [-1, 10_001])
+def test_a_members_spin_setting_out_of_range_is_refused(tmp_path: Path, spin_us: int) -> None:
+    with pytest.raises(ValueError, match="spin_before_wait_us"):
+        ServerConfig(data_dir=tmp_path, spin_before_wait_us=spin_us)

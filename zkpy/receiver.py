@@ -19,19 +19,32 @@ import errno
 import os
 import time
 from collections.abc import Callable
-from typing import ClassVar
 
 import trio
 
 SPIN_BEFORE_WAIT_S = 0.0002
 """How long a read that finds no bytes keeps trying before it sleeps in epoll, when this
-connection's recent waits were shorter than that (see `Receiver`). 0 turns spinning off."""
+connection's recent waits were short enough (see `Receiver`). 0 turns spinning off."""
+MAX_SPIN_S = 0.01  # a longer spin would hold a CPU for most waits instead of saving a wake-up
 
 WAIT_WEIGHT = 0.25  # weight of the newest wait in the running estimate of the next one
 MAX_SPINNING = 2
-"""Readers of one process that may spin at the same time: each spinning reader adds its tries to
-every turn of trio's scheduler, so a member with many connections whose answers come quickly
-lets the first two spin and the others sleep."""
+"""Readers of one trio run that may spin at the same time: each spinning reader adds its tries
+to every turn of trio's scheduler, so a member with many connections whose answers come quickly
+lets the first ones spin and the others sleep."""
+
+_spinning: trio.lowlevel.RunVar[int] = trio.lowlevel.RunVar("zkpy_spinning_readers", default=0)
+
+
+def spinning_readers() -> int:
+    """How many readers of the current trio run are spinning now."""
+    return _spinning.get()
+
+
+def check_spin(spin_s: float, name: str) -> None:
+    """Raise ValueError unless `spin_s` (seconds) is 0 (off) or up to MAX_SPIN_S."""
+    if not 0 <= spin_s <= MAX_SPIN_S:
+        raise ValueError(f"{name} must be between 0 (off) and {MAX_SPIN_S} s")
 
 
 class Receiver:
@@ -45,14 +58,15 @@ class Receiver:
     on an idle CPU takes 60-80 us longer. A reply that comes within SPIN_BEFORE_WAIT_S (a read
     answered from memory, the next request of a client that sends one at a time) is met
     awake. The spin yields to the process's other tasks at every try (a trio checkpoint), and it
-    only happens while the running estimate of this connection's waits (WAIT_WEIGHT) is below
-    the spin time: a connection whose answers take longer (a write waiting for syncs, a quiet
-    link) sleeps at once, and an idle member spins not at all. At most MAX_SPINNING readers of a
-    process spin at once.
+    only happens while the running estimate of this connection's waits is below the spin time
+    (a stricter bar starves itself: a wait that ends in a wake-up is longer by the wake-up): a
+    connection whose answers take longer (a write waiting for syncs, a quiet link) sleeps at
+    once, and an idle member spins not at all. Each wait counts at most eight times the spin
+    time in the estimate, so that one long pause does not turn spinning off for long.
+    At most MAX_SPINNING readers of a trio run spin at once. TLS streams never spin.
     """
 
     __slots__ = ("_clock", "_expected_wait", "_socket", "_spin_s", "_stream")
-    spinning: ClassVar[int] = 0  # readers of this process spinning now
 
     def __init__(
         self,
@@ -80,12 +94,12 @@ class Receiver:
             return data
         clock = self._clock
         blocked_at = clock()
-        if self._expected_wait < self._spin_s and Receiver.spinning < MAX_SPINNING:
-            Receiver.spinning += 1
+        if self._expected_wait < self._spin_s and _spinning.get() < MAX_SPINNING:
+            _spinning.set(_spinning.get() + 1)
             try:
                 data = await self._spin(max_bytes, blocked_at + self._spin_s)
             finally:
-                Receiver.spinning -= 1
+                _spinning.set(_spinning.get() - 1)
             if data is not None:
                 self._learn(clock() - blocked_at)
                 return data
@@ -107,6 +121,7 @@ class Receiver:
         return None
 
     def _learn(self, waited_s: float) -> None:
+        waited_s = min(waited_s, 8 * self._spin_s)
         self._expected_wait += (waited_s - self._expected_wait) * WAIT_WEIGHT
 
     def _fileno(self) -> int:

@@ -60,7 +60,7 @@ from zkpy.core.requests import (
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
 from zkpy.outbox import Flusher, Outbox
-from zkpy.receiver import SPIN_BEFORE_WAIT_S, Receiver
+from zkpy.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
 from zkpy.wire import client as wire
 from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
@@ -195,8 +195,7 @@ class Client:
         tls: ssl.SSLContext | None = None,
         spin_before_wait: float = SPIN_BEFORE_WAIT_S,
     ) -> None:
-        if spin_before_wait < 0:
-            raise ValueError("spin_before_wait must be 0 (off) or more")
+        check_spin(spin_before_wait, "spin_before_wait")
         self.hosts = parse_hosts(hosts)
         self.spin_before_wait = spin_before_wait
         if randomize_hosts:
@@ -871,9 +870,10 @@ async def connect(
     Leaving the block closes the session (its ephemerals are deleted at once). `auth` is a list of
     (scheme, credential) pairs sent at every (re)connect, like `add_auth`; `tls` an SSL context
     (`zkpy.tls.client_context(ca, certfile, keyfile)`) for servers that speak TLS.
-    `spin_before_wait` (seconds, 0 for never) is how long a read of the connection keeps trying
-    before it sleeps, while replies come sooner than that: one request at a time, a reply met
-    awake saves a wake-up (40-60 us on a virtual machine that halts idle CPUs).
+    `spin_before_wait` (seconds, 0 for never, at most 0.01) is how long a read of the
+    connection keeps trying before it sleeps, while replies come quickly: one request at a time,
+    a reply met awake saves a wake-up (40-60 us on a virtual machine that halts idle CPUs). TLS
+    connections do not spin.
     """
     client = Client(
         hosts,

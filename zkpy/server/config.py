@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from zkpy.core.prep import DEFAULT_MAX_DATA_BYTES
+from zkpy.receiver import check_spin
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
 
@@ -64,8 +65,7 @@ class ServerConfig:
             raise ValueError("server id must be between 1 and 255")
         if self.tick_ms <= 0:
             raise ValueError("tick must be positive")
-        if self.spin_before_wait_us < 0:
-            raise ValueError("spin_before_wait_us must be 0 (off) or more")
+        check_spin(self.spin_before_wait_us / 1e6, "spin_before_wait_us")
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:
