@@ -78,7 +78,7 @@ def main() -> None:
     with ZkpyEnsemble(args.size, None) as ensemble:
         target = ensemble.client_targets()[0]
         roles = ensemble.roles() or {}
-        pids = {_role_name(member.id, roles, target.id): member.pid for member in ensemble.members}
+        pids = {role_name(member.id, roles, target.id): member.pid for member in ensemble.members}
         for op in ("set", "get"):
             results[op] = trio.run(measure, target.address, pids, op, args.count)
     for op, row in results.items():
@@ -96,7 +96,7 @@ def main() -> None:
             json.dump({"size": args.size, "count": args.count, "results": results}, out, indent=2)
 
 
-def _role_name(member_id: int, roles: dict[int, str], client_member: int) -> str:
+def role_name(member_id: int, roles: dict[int, str], client_member: int) -> str:
     """leader / follower / observer, with the member the client is on marked, e.g. follower*."""
     role = roles.get(member_id, "member")
     name = f"{role}*" if member_id == client_member else role

@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def install_hooks(directory: str | None = None) -> list[Event]:
     return events
 
 
-def steps(sets: Iterable[tuple[int, int]], events: dict[str, list[Event]]) -> list[Step]:
+def steps(sets: Sequence[tuple[int, int]], events: dict[str, list[Event]]) -> list[Step]:
     """The steps of a set, in the order of their median time since the set began (us).
 
     An event is named by its process, its kind and its size (the messages of a set differ in
@@ -101,9 +101,7 @@ def steps(sets: Iterable[tuple[int, int]], events: dict[str, list[Event]]) -> li
     merged = sorted((t, name, kind, size) for name, own in events.items() for t, kind, size in own)
     times = [event[0] for event in merged]
     at: dict[str, list[float]] = collections.defaultdict(list)
-    total = 0
     for start, end in sets:
-        total += 1
         seen: collections.Counter[tuple[str, str, int]] = collections.Counter()
         for t, name, kind, size in merged[
             bisect.bisect_left(times, start) : bisect.bisect_right(times, end)
@@ -114,9 +112,9 @@ def steps(sets: Iterable[tuple[int, int]], events: dict[str, list[Event]]) -> li
             step = f"{name}: {kind} {size} {unit}" + (f" #{nth}" if nth > 1 else "")
             at[step].append((t - start) / 1000)
     rows = [
-        (step, statistics.median(at[step]), len(at[step]) / total)
+        (step, statistics.median(at[step]), len(at[step]) / len(sets))
         for step in at
-        if len(at[step]) * 2 >= total
+        if len(at[step]) * 2 >= len(sets)
     ]
     return sorted(rows, key=lambda row: row[1])
 
@@ -157,6 +155,7 @@ def main() -> None:
 
     import trio
 
+    from benchmarks.cpu_per_op import role_name
     from benchmarks.ensembles import ZkpyEnsemble
 
     with tempfile.TemporaryDirectory(prefix="zkpy-timeline-") as directory:
@@ -169,9 +168,7 @@ def main() -> None:
             target = ensemble.client_targets()[0]
             roles = ensemble.roles() or {}
             names = {
-                member.pid: f"{roles.get(member.id, 'member')}{'*' if member is target else ''}"
-                f"{member.id}"
-                for member in ensemble.members
+                member.pid: role_name(member.id, roles, target.id) for member in ensemble.members
             }
             windows = trio.run(_run_sets, target.address, args.count)
         events = {name: _load(directory, pid) for pid, name in names.items()}

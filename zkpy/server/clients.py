@@ -108,7 +108,7 @@ class ClientConnection:
         self.timeout_ms = 0
         self.ids: frozenset[Id] = frozenset()
         self.outbox = Outbox(stream, server.member.output)
-        self.receiver = Receiver(stream, self.config.spin_before_wait_us / 1e6)
+        self.receiver = Receiver(stream, self.config.spin_before_wait_s)
         self._queue: deque[Slot] = deque()
         self._room = trio.Event()
         self._closing = False

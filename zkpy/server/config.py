@@ -65,7 +65,7 @@ class ServerConfig:
             raise ValueError("server id must be between 1 and 255")
         if self.tick_ms <= 0:
             raise ValueError("tick must be positive")
-        check_spin(self.spin_before_wait_us / 1e6, "spin_before_wait_us")
+        check_spin(self.spin_before_wait_s, "spin_before_wait_us")
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:
@@ -74,6 +74,10 @@ class ServerConfig:
             raise ValueError("an ensemble needs a shared secret or peer_tls")
         if self.peer_tls and not (self.tls_cert and self.tls_ca):
             raise ValueError("peer_tls needs tls_cert, tls_key and tls_ca")
+
+    @property
+    def spin_before_wait_s(self) -> float:
+        return self.spin_before_wait_us / 1e6
 
     @property
     def voters(self) -> frozenset[int]:

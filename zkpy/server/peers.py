@@ -201,7 +201,7 @@ class PeerNetwork:
         return peer_id
 
     async def _receive(self, stream: trio.abc.Stream, decoder: FrameDecoder, peer: int) -> None:
-        receiver = Receiver(stream, self.config.spin_before_wait_us / 1e6)
+        receiver = Receiver(stream, self.config.spin_before_wait_s)
         while True:
             data = await receiver.receive(1 << 18)
             if not data:
