@@ -448,6 +448,10 @@ BAD_SHAPES: list[list[Any]] = [
     [7, wire.OP_MULTI, [[wire.OP_DELETE, "/a", -1]] * (wire.MAX_MULTI_OPS + 1)],
     [7, wire.OP_MULTI, [[wire.OP_DELETE, "/a"]]],  # a bad op inside
     [7, wire.OP_MULTI, [[]]],
+    [7, wire.OP_MULTI, [[[wire.OP_DELETE], "/a", -1]]],  # an unhashable opcode inside
+    [7, wire.OP_MULTI, [[True, "/a", -1]]],  # a bool opcode inside
+    [7, wire.OP_SET_DATA, "/a", b"", True],  # a bool version
+    [7, wire.OP_GET_DATA, "/a", 0],  # watch as an int
     [7, wire.OP_REMOVE_WATCHES, "/a", 9],  # unknown mode
     [7, wire.OP_REMOVE_WATCHES, "/a", "1"],
     [7, wire.OP_AUTH, "digest", "not bytes"],

@@ -224,6 +224,7 @@ class Client:
         self._connection_scope: trio.CancelScope | None = None
         self._max_frame = DEFAULT_MAX_FRAME
         self._last_sent = 0.0
+        self._packer = wire.new_packer()  # the client lives in one trio run: one thread
         self._last_heard = 0.0
         self._leftover: tuple[list[bytes], FrameDecoder] = ([], FrameDecoder())
 
@@ -380,10 +381,15 @@ class Client:
 
     def _push(self, frame: bytes) -> None:
         """Queue a frame on the connection; it leaves at the next `self._flusher.flush()`."""
+        self._push_untimed(frame)
+        self._last_sent = trio.current_time()
+
+    def _push_untimed(self, frame: bytes) -> None:
+        """`_push` without noting the time of sending, for callers that queue many frames and
+        note it once (reading the clock cost as much as the rest of queuing a frame)."""
         if self._outbox is None:
             raise ConnectionLossError("not connected to any server")
         self._outbox.push(frame)
-        self._last_sent = trio.current_time()
 
     def _queue_internal(self, xid: int, request: Request) -> None:
         self._push(wire.encode_request(xid, request))
@@ -502,6 +508,7 @@ class Client:
         if self._state is not ConnectionState.CONNECTED:
             await self._ready_to_send()
         pending = self._enqueue(request, trio.Event(), on_success)
+        self._last_sent = trio.current_time()
         if len(self._pending) == 1 or self._outbox is None:
             self._flusher.flush()  # alone in flight: straight to the socket
         else:
@@ -526,14 +533,15 @@ class Client:
         done: trio.Event | Countdown,
         on_success: Callable[[Any], None] | None = None,
     ) -> _Pending:
-        """Encode `request` into the outgoing buffer and register who waits for its reply."""
+        """Encode `request` into the outgoing buffer and register who waits for its reply (the
+        caller notes `_last_sent`)."""
         _validate_paths(request)
         xid = self._next_xid
         self._next_xid = xid + 1 if xid < 2**31 - 1 else 1
-        frame = wire.encode_request(xid, request)
+        frame = wire.encode_request(xid, request, self._packer)
         if len(frame) > self._max_frame:
             raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
-        self._push(frame)
+        self._push_untimed(frame)
         pending = _Pending(0, done, on_success=on_success)
         self._pending[xid] = pending
         return pending
@@ -776,7 +784,7 @@ class Pipeline:
         return self._add(request, lambda body: body[0])
 
     def get(self, path: str) -> int:
-        return self._add(GetDataRequest(path), lambda body: (body[0], wire.stat_in(body[1])))
+        return self._add(GetDataRequest(path), _data_and_stat)
 
     def exists(self, path: str) -> int:
         return self._add(
@@ -808,6 +816,7 @@ class Pipeline:
             except ZkError as err:  # refused before sending (a bad path, an oversize value)
                 countdown.set()
                 pending.append(err)
+        client._last_sent = trio.current_time()
         client._flusher.flush()
         await countdown.wait()
         results: list[Any] = []
@@ -829,6 +838,10 @@ class Pipeline:
     async def __aexit__(self, kind: object, value: object, traceback: object) -> None:
         if kind is None and self._requests:
             await self.execute()
+
+
+def _data_and_stat(body: Any) -> tuple[bytes, Stat]:
+    return body[0], wire.stat_in(body[1])
 
 
 @dataclass(slots=True)

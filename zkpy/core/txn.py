@@ -185,13 +185,15 @@ def op_from_fields(fields: list[Any]) -> Op:
     raise ValueError(f"unknown transaction opcode {kind!r}")
 
 
-def encode_record(record: TxnRecord) -> bytes:
-    """The record's log encoding (computed once per record, then remembered)."""
+def encode_record(record: TxnRecord, packer: msgpack.Packer | None = None) -> bytes:
+    """The record's log encoding (computed once per record, then remembered). A caller that
+    encodes many records in one thread passes its own `packer` (msgpack.packb makes one per
+    call, which costs as much as the packing)."""
     if record.encoded is not None:
         return record.encoded
-    encoded: bytes = msgpack.packb(
-        [record.zxid, record.session_id, record.cxid, record.time_ms, op_to_fields(record.op)],
-        use_bin_type=True,
+    fields = [record.zxid, record.session_id, record.cxid, record.time_ms, op_to_fields(record.op)]
+    encoded: bytes = (
+        msgpack.packb(fields, use_bin_type=True) if packer is None else packer.pack(fields)
     )
     object.__setattr__(record, "encoded", encoded)  # a cache on a frozen value
     return encoded

@@ -108,6 +108,8 @@ class ClientConnection:
         self.timeout_ms = 0
         self.ids: frozenset[Id] = frozenset()
         self.outbox = Outbox(stream, server.member.output)
+        self._packer = server.packer
+        self._max_outbox = self.config.max_outbox_bytes
         self.receiver = Receiver(stream, self.config.spin_before_wait_s)
         self._queue: deque[Slot] = deque()
         self._room = trio.Event()
@@ -122,13 +124,16 @@ class ClientConnection:
         """Queue a frame (it leaves when the current step flushes); past the outbox limit the
         client is cut off."""
         self.outbox.push(frame)
-        if len(self.outbox) > self.config.max_outbox_bytes:
+        if len(self.outbox.buffer) > self._max_outbox:
             log.warning("connection %d: client does not read its replies; closing", self.id)
             self.cancel_scope.cancel()
 
     def send_event(self, event: WatchedEvent) -> None:
         if self._may_see(event):
-            self.push(wire.encode_event(event))
+            self.push(wire.encode_event(event, self._packer))
+
+    def _encode_reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
+        return wire.encode_reply(xid, zxid, error, body, self._packer)
 
     def _may_see(self, event: WatchedEvent) -> bool:
         """A watch tells only a client that may READ the node (for a deleted node: its parent),
@@ -166,7 +171,7 @@ class ClientConnection:
 
     def _write_committed(self, slot: Slot, opcode: int, result: ApplyResult | None) -> None:
         if result is None:
-            slot.frame = wire.encode_reply(
+            slot.frame = self._encode_reply(
                 slot.xid,
                 self.member.tree.last_zxid,
                 Code.CONNECTION_LOSS,
@@ -181,10 +186,10 @@ class ClientConnection:
         zxid = result.record.zxid
         if result.multi_results is not None:
             body = [self._op_body(r) for r in result.multi_results]
-            return wire.encode_reply(xid, zxid, result.result.error, body)
+            return self._encode_reply(xid, zxid, result.result.error, body)
         if result.result.error != Code.OK:
-            return wire.encode_reply(xid, zxid, result.result.error, None)
-        return wire.encode_reply(xid, zxid, 0, self._op_body(result.result)[1])
+            return self._encode_reply(xid, zxid, result.result.error, None)
+        return self._encode_reply(xid, zxid, 0, self._op_body(result.result)[1])
 
     def _op_body(self, outcome: OpResult) -> list[Any]:
         value = outcome.value
@@ -202,11 +207,11 @@ class ClientConnection:
     def handle_frame(self, payload: bytes) -> None:
         """Handle one request (the read loop has touched the session for the whole batch)."""
         if wire.is_ping(payload):
-            self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
+            self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         xid, opcode, request = wire.decode_request(payload)
         if isinstance(request, PingRequest):
-            self.push(wire.encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
+            self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         self.member.stats["requests"] += 1
         if isinstance(request, _WRITES):
@@ -230,7 +235,7 @@ class ClientConnection:
             paths.validate(path)
         except ZkError as err:
             zxid = self.member.tree.last_zxid
-            self._queue.append(Slot(xid, frame=wire.encode_reply(xid, zxid, err.code, str(err))))
+            self._queue.append(Slot(xid, frame=self._encode_reply(xid, zxid, err.code, str(err))))
             self._flush_queue()
             return
         slot = Slot(xid)
@@ -239,9 +244,9 @@ class ClientConnection:
         def done(ok: bool) -> None:
             zxid = self.member.tree.last_zxid
             if ok:
-                slot.frame = wire.encode_reply(xid, zxid, 0, path)
+                slot.frame = self._encode_reply(xid, zxid, 0, path)
             else:
-                slot.frame = wire.encode_reply(xid, zxid, Code.CONNECTION_LOSS, "sync failed")
+                slot.frame = self._encode_reply(xid, zxid, Code.CONNECTION_LOSS, "sync failed")
                 slot.close_after = True
             self._flush_queue()
 
@@ -267,8 +272,8 @@ class ClientConnection:
         except ZkError as err:
             if isinstance(err, AuthFailedError):
                 self.close_after_flush()
-            return wire.encode_reply(xid, zxid, err.code, str(err))
-        return wire.encode_reply(xid, zxid, 0, body)
+            return self._encode_reply(xid, zxid, err.code, str(err))
+        return self._encode_reply(xid, zxid, 0, body)
 
     def _readable(self, path: str) -> Any:
         node = self.member.tree.get(path)
@@ -538,7 +543,7 @@ class ClientConnection:
     def _protocol_error(self, err: ZkError, xid: int | None) -> None:
         log.warning("connection %d: bad input, closing: %s", self.id, err)
         if xid is not None:
-            self.push(wire.encode_reply(xid, self.member.tree.last_zxid, err.code, str(err)))
+            self.push(self._encode_reply(xid, self.member.tree.last_zxid, err.code, str(err)))
         self.close_after_flush()
 
     async def serve(self) -> None:
@@ -570,6 +575,7 @@ class ClientServer:
 
     def __init__(self, member: Member) -> None:
         self.member = member
+        self.packer = wire.new_packer()  # every connection's replies (all on the event loop)
         self.by_session: dict[int, ClientConnection] = {}
         self._ids = itertools.count(1)
         self._per_address: dict[str, int] = {}

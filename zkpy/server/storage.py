@@ -400,9 +400,8 @@ class Storage:
         floor = max(self._log_floor, keep_log_after)
         first_kept = self._log().first_kept_seq(floor)
         with self._lmdb_errors("checkpoint"), env.begin(write=True) as txn:
-            for path, record in node_puts:
-                key, value = self._encode_node(path, record)
-                txn.put(key, value, db=self._nodes)
+            encode = self._encode_node
+            txn.cursor(db=self._nodes).putmulti(encode(path, record) for path, record in node_puts)
             for path in node_deletes:
                 txn.delete(self._node_key(path), db=self._nodes)
             for session_id, data in session_puts:

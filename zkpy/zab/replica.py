@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from zkpy.core.prep import Prep
 from zkpy.core.requests import CloseSessionRequest, WriteRequest
 from zkpy.core.sessions import SessionTracker
@@ -192,6 +194,7 @@ class Replica:
         self.tree = tree
         self.accepted_epoch = accepted_epoch
         self.current_epoch = current_epoch
+        self._packer = msgpack.Packer(use_bin_type=True)  # for the records this leader makes
         tail = list(log_tail)
         # The log kept in memory, as (zxid, log encoding): plain tuples of an int and bytes,
         # which the garbage collector stops tracking (a deque of tens of thousands of records
@@ -379,7 +382,7 @@ class Replica:
         for record in records:
             if record.zxid <= self.last_logged:
                 raise ValueError(f"log out of order: {record.zxid:#x} after {self.last_logged:#x}")
-            self.history.append((record.zxid, encode_record(record)))
+            self.history.append((record.zxid, encode_record(record, self._packer)))
             self._unscheduled.append(record)
             self.last_logged = record.zxid
             self._ready.persist.append(record)
