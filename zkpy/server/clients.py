@@ -492,7 +492,7 @@ class ClientConnection:
                     except MarshallingError as err:
                         self._protocol_error(err, getattr(err, "xid", None))
                         return
-                    if len(self.outbox) >= self.config.max_outbox_bytes // 2:
+                    if len(self.outbox.buffer) >= self._max_outbox // 2:
                         self.member.step()
                         self.member.output.flush()
                         await self._wait_outbox_taken()
