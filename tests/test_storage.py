@@ -275,6 +275,8 @@ def test_checkpoint_trims_log_and_load_returns_later_entries(tmp_path: Path) -> 
     assert sorted(rec.nodes) == [("/", b"root"), ("/a", b"a2"), ("/c", b"c1")]
     assert sorted(rec.sessions) == [(8, b"s8"), (9, b"s9")]
     assert rec.log == [(9, b"t9"), (10, b"t10")]
+    # what the log keeps before the checkpoint comes back too, for syncs by diff
+    assert (rec.log_floor, rec.retained) == (6, [(7, b"t7"), (8, b"t8")])
 
 
 def test_checkpoint_beyond_log_raises_last_logged(tmp_path: Path) -> None:

@@ -101,19 +101,9 @@ class Cluster:
         return replica
 
     def boot(self, i: int, *, pump: bool = True) -> None:
-        disk = self.disks[i]
-        snap = disk.snapshot
-        tree = DataTree.from_checkpoint(snap.zxid, snap.nodes, snap.sessions)
-        replica = Replica(
-            self.configs[i],
-            tree,
-            list(disk.log),
-            accepted_epoch=disk.accepted_epoch,
-            current_epoch=disk.current_epoch,
-        )
-        replica.now_ms = self.now
+        replica = self.disks[i].replica(self.configs[i], self.now)
         self.replicas[i] = replica
-        self.last_applied[i] = tree.last_zxid
+        self.last_applied[i] = replica.tree.last_zxid
         if pump:
             self.pump(i)
 
@@ -924,6 +914,38 @@ def test_a_divergent_uncommitted_tail_is_truncated_back_to_the_committed_zxid() 
     assert tail not in {r.zxid for r in cluster.disks[old].log}
     assert tail not in {zxid for zxid, _raw in cluster.r(old).history}
     assert cluster.r(old).tree.get("/n2") is not None
+
+
+def test_a_restarted_leader_syncs_a_follower_behind_its_checkpoint_by_diff() -> None:
+    """After a restart, a member's history reaches back past its checkpoint to what its log
+    still keeps, so a follower a few records behind that checkpoint gets a diff (whose changes
+    it records, for watches to replay) instead of a snapshot."""
+    cluster, leader = ensemble()
+    behind, other = cluster.followers()
+    cluster.isolate(behind)
+    for n in range(5):
+        cluster.submit(leader, 1, 500 + n, create(f"/r{n}"))
+    its_last = cluster.r(behind).last_logged
+    for member in (leader, other):
+        cluster.disks[member].checkpoint(cluster.r(member).tree, cluster.r(member).commit_zxid)
+        assert cluster.disks[member].snapshot.zxid > its_last
+    cluster.submit(leader, 1, 505, create("/after-checkpoint"))
+    for member in (leader, other):
+        cluster.crash(member)
+    mark = len(cluster.sent)
+    for member in (leader, other):
+        cluster.restart(member)
+        restarted = cluster.r(member)
+        assert restarted.history[0][0] <= its_last < restarted.tree.last_zxid
+    cluster.heal()
+    cluster.settle()
+    new = cluster.serving_leader()
+    message = new_leader_for(cluster, behind, mark)
+    assert message.mode is SyncMode.DIFF and message.snapshot is None
+    assert message.records[0].zxid == its_last + 1
+    cluster.assert_identical()
+    cluster.submit(new, 1, 599, create("/after-diff"))
+    cluster.assert_identical()
 
 
 def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:

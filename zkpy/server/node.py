@@ -72,7 +72,7 @@ class Member:
         tree = DataTree.from_checkpoint(
             recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
         )
-        tail = [decode_record(raw) for _zxid, raw in recovered.log]
+        tail = [decode_record(raw) for _zxid, raw in (*recovered.retained, *recovered.log)]
         self.replica = Replica(
             ReplicaConfig(
                 config.server_id,
@@ -89,6 +89,7 @@ class Member:
             accepted_epoch=recovered.accepted_epoch,
             current_epoch=recovered.current_epoch,
             now_ms=wall_ms(),
+            history_base=recovered.log_floor if recovered.retained else None,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
         self.watches = WatchRegistry()

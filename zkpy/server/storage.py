@@ -58,6 +58,7 @@ overlap any other call.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -65,7 +66,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -138,6 +139,10 @@ class Recovered:
     nodes: list[tuple[str, bytes]]  # the checkpointed tree, any order
     sessions: list[tuple[int, bytes]]
     log: list[tuple[int, bytes]]  # entries with zxid > checkpoint_zxid, ascending
+    # Committed entries the checkpoint already holds (log_floor < zxid <= checkpoint_zxid), kept
+    # so that a leader can still sync a follower by diff after a restart, ascending.
+    retained: list[tuple[int, bytes]] = field(default_factory=list)
+    log_floor: int = 0  # the zxid just before `retained` (or `log`) starts
 
 
 def _u64(value: int, what: str) -> bytes:
@@ -301,8 +306,18 @@ class Storage:
                     raise self._damaged(f"a session key is {len(key)} bytes long, not 8")
                 sessions.append((int.from_bytes(key, "big"), value))
         with self._log_errors("load"):
-            log = self._log().read(checkpoint)
-        return Recovered(accepted, current, checkpoint, nodes, sessions, log)
+            entries = self._log().read(self._log_floor)
+        split = bisect.bisect_right(entries, checkpoint, key=lambda entry: entry[0])
+        return Recovered(
+            accepted,
+            current,
+            checkpoint,
+            nodes,
+            sessions,
+            entries[split:],
+            retained=entries[:split],
+            log_floor=self._log_floor,
+        )
 
     def iter_nodes(self) -> Iterator[tuple[str, bytes]]:
         """The checkpointed tree, one (path, record) at a time, from one read transaction."""

@@ -47,6 +47,7 @@ class SimDisk:
     current_epoch: int = 0
     snapshot: Snapshot = field(default_factory=lambda: Snapshot(0, (), ()))
     log: list[TxnRecord] = field(default_factory=list)
+    log_floor: int = 0  # the log holds every record after this zxid (as the segment log does)
 
     def write(self, ready: Ready) -> None:
         if ready.epochs is not None:
@@ -54,6 +55,7 @@ class SimDisk:
         if ready.install is not None:
             self.snapshot = ready.install
             self.log = []
+            self.log_floor = ready.install.zxid
         if ready.truncate_after is not None:
             self.log = [r for r in self.log if r.zxid <= ready.truncate_after]
         self.log.extend(ready.persist)
@@ -62,10 +64,27 @@ class SimDisk:
         """Fold the committed log into the snapshot, as the shell's checkpoints do."""
         if tree.last_zxid > committed or tree.last_zxid <= self.snapshot.zxid:
             return
+        # as the shell's storage does, the log keeps the records after the previous checkpoint
+        self.log_floor = self.snapshot.zxid
         self.snapshot = Snapshot(
             tree.last_zxid, tuple(tree.iter_snapshot()), tuple(tree.iter_sessions())
         )
-        self.log = [r for r in self.log if r.zxid > tree.last_zxid]
+        self.log = [r for r in self.log if r.zxid > self.log_floor]
+
+    def replica(self, config: ReplicaConfig, now_ms: int = 0) -> Replica:
+        """A replica restarted from this disk, as `Member` restarts one from its storage."""
+        snap = self.snapshot
+        tree = DataTree.from_checkpoint(snap.zxid, snap.nodes, snap.sessions)
+        retained = bool(self.log) and self.log[0].zxid <= snap.zxid
+        return Replica(
+            config,
+            tree,
+            list(self.log),
+            accepted_epoch=self.accepted_epoch,
+            current_epoch=self.current_epoch,
+            now_ms=now_ms,
+            history_base=self.log_floor if retained else None,
+        )
 
 
 @dataclass(slots=True)
@@ -80,19 +99,10 @@ class SimMember:
     last_applied: int = 0
 
     def boot(self, now_ms: int) -> None:
-        snap = self.disk.snapshot
-        tree = DataTree.from_checkpoint(snap.zxid, snap.nodes, snap.sessions)
-        self.replica = Replica(
-            self.config,
-            tree,
-            list(self.disk.log),
-            accepted_epoch=self.disk.accepted_epoch,
-            current_epoch=self.disk.current_epoch,
-            now_ms=now_ms,
-        )
+        self.replica = self.disk.replica(self.config, now_ms)
         self.busy = False
         self.incarnation += 1
-        self.last_applied = tree.last_zxid
+        self.last_applied = self.replica.tree.last_zxid
 
     @property
     def alive(self) -> bool:

@@ -186,7 +186,13 @@ class Replica:
         accepted_epoch: int = 0,
         current_epoch: int = 0,
         now_ms: int = 0,
+        history_base: int | None = None,
     ) -> None:
+        """`log_tail` is the member's log: the records after the tree's zxid, and before them
+        any committed records the log still keeps (the tree holds those already). With such
+        older records, `history_base` is the zxid just before the first of them: a leader
+        that restarted can then sync a follower that is behind its last checkpoint by diff,
+        where a snapshot would also reset the follower's record of recent changes."""
         if config.my_id not in config.members:
             raise ValueError(f"member {config.my_id} is not in the configuration")
         self.config = config
@@ -205,8 +211,9 @@ class Replica:
         )
         # logged records not yet handed out as committed: the tail of `history`
         self._unscheduled: deque[TxnRecord] = deque(r for r in tail if r.zxid > tree.last_zxid)
-        self.base_zxid = tree.last_zxid  # the zxid just before history[0]
-        self.last_logged = self.history[-1][0] if self.history else tree.last_zxid
+        # the zxid just before history[0]
+        self.base_zxid = tree.last_zxid if history_base is None else history_base
+        self.last_logged = max(self.history[-1][0] if self.history else 0, tree.last_zxid)
         self.durable_zxid = self.last_logged
         self.commit_zxid = tree.last_zxid
         self.scheduled_zxid = tree.last_zxid  # committed and handed out to be applied
@@ -638,7 +645,7 @@ class Replica:
         while self._unscheduled and self._unscheduled[-1].zxid > zxid:
             self._unscheduled.pop()
         self.last_logged = zxid if not self.history else self.history[-1][0]
-        self.last_logged = max(self.last_logged, self.base_zxid)
+        self.last_logged = max(self.last_logged, self.base_zxid, self.tree.last_zxid)
         self.durable_zxid = min(self.durable_zxid, self.last_logged)
         self._pending_durable = min(self._pending_durable, self.last_logged)
         self._leader_logged = min(self._leader_logged, self.last_logged)
