@@ -45,6 +45,7 @@ from benchmarks.ensembles import (
     zookeeper_version,
 )
 from benchmarks.workers import Go, worker_entry
+from zkpy import compiled as zkpy_compiled
 
 REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT_OPS = ("create", "set", "get", "multi", "watch")
@@ -503,6 +504,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "cpus_usable": len(os.sched_getaffinity(0)),
         "cpu_model": cpu_model,
         "python": platform.python_version(),
+        "zkpy_build": "compiled (mypyc)" if zkpy_compiled() else "pure Python",
         "platform": platform.platform(),
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
@@ -662,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(args)
     mode = f"{args.count} ops" if args.count else f"{args.duration:g} s after {args.warmup:g} s"
     print(
-        f"zkpy benchmarks: {info['nproc']} CPUs, Python {info['python']}, commit "
+        f"zkpy benchmarks: {info['nproc']} CPUs, Python {info['python']}, zkpy "
+        f"{info['zkpy_build']}, commit "
         f"{info['git_commit'][:10]}{' (dirty)' if info['git_dirty'] else ''}, data in "
         f"{info['data_dir']} ({info['data_dir_fs']}); value {args.value_size} B, {mode} per "
         "workload"

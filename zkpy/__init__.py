@@ -31,6 +31,15 @@ State = ConnectionState
 
 __version__ = "0.1.0"
 
+
+def compiled() -> bool:
+    """Whether this zkpy is the compiled build (``ZKPY_COMPILE=1 pip install .``: the request
+    path compiled by mypyc, see setup.py) rather than pure Python."""
+    from zkpy.zab import replica
+
+    return not replica.__file__.endswith(".py")
+
+
 __all__ = [
     "ACL",
     "CREATOR_ALL_ACL",
@@ -49,6 +58,7 @@ __all__ = [
     "WatchStream",
     "WatchedEvent",
     "__version__",
+    "compiled",
     "connect",
     "errors",
     "security",

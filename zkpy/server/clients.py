@@ -469,8 +469,8 @@ class ClientConnection:
                 raise ConnectionDone
             try:
                 frames = decoder.feed(data)
-            except FrameTooLargeError as err:
-                self._protocol_error(MarshallingError(str(err)), None)
+            except FrameTooLargeError as too_large:
+                self._protocol_error(MarshallingError(str(too_large)), None)
                 return
             if frames:
                 self.member.touch(self.session_id)  # any frame keeps the session alive
