@@ -158,6 +158,15 @@ async def test_a_member_with_a_certificate_from_another_ca_is_refused(
     async with trio.open_nursery() as nursery:
         scopes = await _run_members(nursery, configs)
         await wait_until(lambda: "refused a peer connection" in caplog.text, what="refusal")
+
+        async def good_ones_serve() -> bool:
+            for member in members[:2]:
+                status = await fetch_status_tls(member.client_port)
+                if status is None or not status["serving"]:
+                    return False
+            return True
+
+        await wait_until(good_ones_serve, timeout=15, what="the two trusted members serving")
         hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in members[:2])
         async with zkpy.connect(hosts, tls=client_tls, connect_timeout=2.0) as zk:
             await zk.create("/honest", b"")
