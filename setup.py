@@ -33,13 +33,21 @@ COMPILED_MODULES = [
     "zkpy/zab/replica.py",
 ]
 
+# mypyc type-checks the modules it compiles, so the build needs the runtime dependencies too
+# (keep in step with [project] dependencies in pyproject.toml)
+BUILD_REQUIRES = ["mypy>=1.10", "trio>=0.22", "msgpack>=1.0", "lmdb>=1.4", "click>=8.1"]
+
 if os.environ.get("ZKPY_COMPILE") == "1":
-    if "editable_wheel" in sys.argv:
+    if "editable_wheel" in sys.argv or "develop" in sys.argv:
         sys.exit("ZKPY_COMPILE=1 builds are not editable: use `ZKPY_COMPILE=1 pip install .`")
     try:
         from mypyc.build import mypycify
-    except ImportError:  # first pass of an isolated build: ask for mypy, then come back
-        setup(setup_requires=["mypy>=1.10"])
+    except ImportError:
+        if "egg_info" not in sys.argv:
+            sys.exit(f"ZKPY_COMPILE=1 needs mypy to build: pip install {' '.join(BUILD_REQUIRES)}")
+        # pip's isolated build asks for its requirements first (egg_info): name them, and pip
+        # runs this again with them installed
+        setup(setup_requires=BUILD_REQUIRES)
     else:
         setup(ext_modules=mypycify(COMPILED_MODULES, opt_level="3"))
 else:

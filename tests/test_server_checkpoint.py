@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import zkpy
+from zkpy.server.config import ServerConfig
+from zkpy.server.node import Member, _usable_history
 from zkpy.server.storage import Storage
 from zkpy.testing import running_server
 
@@ -47,3 +50,31 @@ async def test_checkpoints_truncate_the_log_and_restart_restores_everything(
                 assert data == expected[path]
             stat = await zk.exists("/c")
             assert stat is not None and stat.num_children == len(expected)
+
+
+async def test_a_restarted_member_keeps_the_log_before_its_checkpoint_as_history(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    async with running_server(data_dir, checkpoint_every=100) as server:
+        async with zkpy.connect(server.address) as zk:
+            for index in range(400):
+                await zk.create(f"/h{index:04d}", b"x")
+
+    config = ServerConfig(data_dir=data_dir, checkpoint_every=100)
+    with Storage.open(data_dir) as storage:
+        recovered = storage.load(include_nodes=False)
+        assert recovered.retained, "the log keeps entries back to the previous checkpoint"
+        assert recovered.retained[-1][0] == recovered.checkpoint_zxid
+        member = Member(config, storage)
+        history = [zxid for zxid, _raw in member.replica.history]
+        assert history == [zxid for zxid, _raw in (*recovered.retained, *recovered.log)]
+        assert member.replica.base_zxid == recovered.log_floor
+        assert member.replica.tree.last_zxid == recovered.checkpoint_zxid
+        # only what came after the checkpoint counts toward the next one
+        assert member._applied_since_checkpoint == len(recovered.log)
+
+        # a log whose entries stop short of the checkpoint has gaps: none of it is history
+        gap = dataclasses.replace(recovered, retained=recovered.retained[:-1])
+        assert _usable_history(gap) == []
+        assert _usable_history(recovered) == recovered.retained

@@ -349,7 +349,9 @@ def test_a_format_1_directory_is_upgraded(tmp_path: Path) -> None:
         assert (recovered.accepted_epoch, recovered.checkpoint_zxid) == (2, 5)
         assert recovered.nodes == [("/a", b"record")]
         assert recovered.log == entries(6, 9)
-        assert s.read_log(0) == entries(3, 9)
+        # entries before the checkpoint stay on disk, but are not taken as history
+        assert (recovered.log_floor, recovered.retained) == (5, [])
+        assert s.read_log(0) == entries(6, 9)
         s.append([(10, b"ten")])
     env = lmdb.open(str(tmp_path), max_dbs=8, subdir=True, readonly=True)
     try:
@@ -361,7 +363,7 @@ def test_a_format_1_directory_is_upgraded(tmp_path: Path) -> None:
     finally:
         env.close()
     with Storage.open(tmp_path) as s:
-        assert s.read_log(0) == [*entries(3, 9), (10, b"ten")]
+        assert s.read_log(0) == [*entries(6, 9), (10, b"ten")]
 
 
 # ---------------------------------------------------------------------------- against a model

@@ -37,7 +37,7 @@ from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.outbox import Flusher
 from zkpy.server.config import ServerConfig
-from zkpy.server.storage import Storage
+from zkpy.server.storage import Recovered, Storage
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
@@ -72,7 +72,8 @@ class Member:
         tree = DataTree.from_checkpoint(
             recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
         )
-        tail = [decode_record(raw) for _zxid, raw in (*recovered.retained, *recovered.log)]
+        retained = _usable_history(recovered)
+        tail = [decode_record(raw) for _zxid, raw in (*retained, *recovered.log)]
         self.replica = Replica(
             ReplicaConfig(
                 config.server_id,
@@ -89,7 +90,7 @@ class Member:
             accepted_epoch=recovered.accepted_epoch,
             current_epoch=recovered.current_epoch,
             now_ms=wall_ms(),
-            history_base=recovered.log_floor if recovered.retained else None,
+            history_base=recovered.log_floor if retained else None,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
         self.watches = WatchRegistry()
@@ -111,7 +112,7 @@ class Member:
         self._unsafe_buffer: list[tuple[int, bytes]] = []
         self._recent_persist_s = 0.0
         self._unsafe_flushed_at = time.monotonic()
-        self._applied_since_checkpoint = len(tail)
+        self._applied_since_checkpoint = len(recovered.log)
         self._checkpoint_after = self._checkpoint_interval()
         self._last_checkpoint_zxid = recovered.checkpoint_zxid
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
@@ -514,6 +515,21 @@ class Member:
             "uptime_ms": wall_ms() - self.started_at,
             **self.stats,
         }
+
+
+def _usable_history(recovered: Recovered) -> list[tuple[int, bytes]]:
+    """The committed log entries before the checkpoint, to sync followers by diff from, if they
+    reach the checkpoint: an intact log holds the record the checkpoint ends with. One that does
+    not (pages lost with `fsync = false`) may have gaps, and a diff from it would skip records."""
+    retained = recovered.retained
+    if retained and retained[-1][0] != recovered.checkpoint_zxid:
+        log.warning(
+            "the log before the checkpoint %#x ends at %#x; not used to sync followers",
+            recovered.checkpoint_zxid,
+            retained[-1][0],
+        )
+        return []
+    return retained
 
 
 def _writes_lmdb(ready: Ready) -> bool:

@@ -869,7 +869,10 @@ def _move_log_out_of_lmdb(env: lmdb.Environment, path: Path, segment_bytes: int)
         meta = env.open_db(_DB_META, create=False)
         with env.begin(write=True) as txn:
             txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
-            txn.put(_K_LOG_FLOOR, _u64(0, "zero"), db=meta)
+            # Format 1 kept no floor: the entries before its checkpoint may have gaps, so none
+            # of them count as history (a leader must not diff from them).
+            checkpoint = txn.get(_K_CHECKPOINT_ZXID, db=meta) or _u64(0, "zero")
+            txn.put(_K_LOG_FLOOR, checkpoint, db=meta)
             txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=meta)
             txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
             txn.drop(log_table, delete=True)
