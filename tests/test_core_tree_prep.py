@@ -23,7 +23,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import NO_CHILDREN, ApplyResult, DataTree
+from zkpy.core.tree import NO_CHILDREN, ApplyResult, DataTree, changes_of
 from zkpy.core.txn import (
     Check,
     CloseSession,
@@ -980,3 +980,44 @@ def test_digest_differs_when_trees_differ() -> None:
     a.create("/x", b"1")
     b.create("/x", b"2")
     assert a.tree.digest() != b.tree.digest()
+
+
+def test_changes_told_from_the_op_alone_match_what_apply_reports() -> None:
+    """A restarted member rebuilds its change log from log records its tree already holds,
+    with `changes_of`: it must say what `apply` said, for every kind of committed op."""
+    h = Harness()
+    h.open(S1)
+    h.open(S2)
+    requests: list[tuple[WriteRequest, int]] = [
+        (CreateRequest("/a", b"", OPEN), S1),
+        (CreateRequest("/a/b", b"1", OPEN), S1),
+        (CreateRequest("/a/q-", b"", OPEN, False, True), S1),  # sequential
+        (CreateRequest("/a/e", b"", OPEN, True), S2),  # ephemeral of S2
+        (SetDataRequest("/a/b", b"2"), S1),
+        (SetDataRequest("/a/b", b"3", 99), S1),  # a bad version: an ErrorTxn
+        (SetACLRequest("/a/b", READ_ACL_UNSAFE), S1),
+        (DeleteRequest("/a/b"), S1),
+        (
+            MultiRequest(
+                (
+                    CreateRequest("/m", b"", OPEN),
+                    SetDataRequest("/a", b"x"),
+                    CheckRequest("/a", 1),
+                    DeleteRequest("/m"),
+                )
+            ),
+            S1,
+        ),
+        (MultiRequest((SetDataRequest("/a", b"y"), CheckRequest("/a", 7))), S1),  # fails
+        (CreateRequest("/a", b"", OPEN), S1),  # exists: an ErrorTxn
+    ]
+    kinds = set()
+    for request, session in requests:
+        record = h.prepare(request, session)
+        assert changes_of(record.op) == h.apply(record).changes, request
+        failed_multi = isinstance(record.op, Multi) and record.op.failed
+        kinds.add("failed multi" if failed_multi else type(record.op).__name__)
+    assert kinds == {"Create", "Delete", "SetData", "SetACL", "Multi", "failed multi", "ErrorTxn"}
+    close = h.prepare(CloseSessionRequest(), S2)
+    assert h.apply(close).changes == [(EventType.DELETED, "/a/e"), (EventType.CHILD, "/a")]
+    assert changes_of(close.op) is None  # only the tree of that moment knew its ephemerals

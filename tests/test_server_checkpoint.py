@@ -73,6 +73,12 @@ async def test_a_restarted_member_keeps_the_log_before_its_checkpoint_as_history
         assert member.replica.tree.last_zxid == recovered.checkpoint_zxid
         # only what came after the checkpoint counts toward the next one
         assert member._applied_since_checkpoint == len(recovered.log)
+        # its change log reaches back as far: a watcher that reconnects after the restart with
+        # a zxid from before the checkpoint is told each change it missed, not a summary
+        last_seen = recovered.retained[0][0]
+        assert member.change_log.covers(last_seen)
+        replayed = [zxid for zxid, _changes in member.change_log.since(last_seen)]
+        assert replayed == [zxid for zxid, _raw in recovered.retained[1:]]
 
         # a log whose entries stop short of the checkpoint has gaps: none of it is history
         gap = dataclasses.replace(recovered, retained=recovered.retained[:-1])

@@ -392,6 +392,32 @@ class DataTree:
         return hasher.hexdigest()
 
 
+def changes_of(op: Op) -> list[Change] | None:
+    """The changes that applying `op` made (what `DataTree.apply` reports), told from the op
+    alone, for a committed record the tree already holds; None for a CloseSession, whose
+    ephemeral deletions only the tree of that moment knew."""
+    match op:
+        case SetData(path):
+            return [(EventType.CHANGED, path)]
+        case Create(path):
+            return [(EventType.CREATED, path), (EventType.CHILD, paths.parent(path))]
+        case Delete(path):
+            return [(EventType.DELETED, path), (EventType.CHILD, paths.parent(path))]
+        case Multi(ops):
+            if op.failed:
+                return []
+            changes: list[Change] = []
+            for inner in ops:
+                inner_changes = changes_of(inner)
+                if inner_changes is None:
+                    return None
+                changes.extend(inner_changes)
+            return changes
+        case CloseSession():
+            return None
+    return []  # SetACL, Check, CreateSession, ErrorTxn: no watch fires
+
+
 def encode_node(node: ZNode, packer: msgpack.Packer | None = None) -> bytes:
     """The node's checkpoint record. A caller that encodes many nodes passes its own `packer`
     (one per caller: a Packer keeps state between calls), which saves making one per node."""

@@ -31,8 +31,8 @@ import trio
 from zkpy.core.errors import Code
 from zkpy.core.requests import CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
-from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree
-from zkpy.core.txn import CloseSession, decode_record, encode_record
+from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree, changes_of
+from zkpy.core.txn import CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.outbox import Flusher
@@ -94,7 +94,11 @@ class Member:
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
         self.watches = WatchRegistry()
-        self.change_log = ChangeLog(start_zxid=tree.last_zxid, capacity=config.change_log_capacity)
+        self.change_log = _change_log_from(
+            tail[: len(retained)],
+            start_zxid=recovered.log_floor if retained else tree.last_zxid,
+            capacity=config.change_log_capacity,
+        )
         self._waiters: dict[tuple[int, int], Waiter] = {}
         self._sync_waiters: dict[tuple[int, int], Callable[[bool], None]] = {}
         self._event_sinks: dict[Hashable, Callable[[Any], None]] = {}
@@ -515,6 +519,21 @@ class Member:
             "uptime_ms": wall_ms() - self.started_at,
             **self.stats,
         }
+
+
+def _change_log_from(records: list[TxnRecord], *, start_zxid: int, capacity: int) -> ChangeLog:
+    """The change log a member starts with: the changes of the committed records its log keeps
+    before the checkpoint (the tree holds them already), so that a client that reconnects after
+    a restart is still told exactly what it missed back to there. A CloseSession's changes
+    were known only to the tree of its moment: the log then starts after it."""
+    change_log = ChangeLog(start_zxid=start_zxid, capacity=capacity)
+    for record in records:
+        changes = changes_of(record.op)
+        if changes is None:
+            change_log = ChangeLog(start_zxid=record.zxid, capacity=capacity)
+        else:
+            change_log.record(record.zxid, changes)
+    return change_log
 
 
 def _usable_history(recovered: Recovered) -> list[tuple[int, bytes]]:
