@@ -257,8 +257,7 @@ class DataTree:
             self.ephemerals.setdefault(op.ephemeral_owner, set()).add(path)
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
-        changes.append((EventType.CREATED, path))
-        changes.append((EventType.CHILD, parent_path))
+        changes += _added(path, parent_path)
         return path
 
     def _delete(self, path: str, zxid: int, changes: list[Change]) -> None:
@@ -279,8 +278,7 @@ class DataTree:
                     del self.ephemerals[node.ephemeral_owner]
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
-        changes.append((EventType.DELETED, path))
-        changes.append((EventType.CHILD, parent_path))
+        changes += _removed(path, parent_path)
 
     def _set_data(self, op: SetData, record: TxnRecord, changes: list[Change]) -> Stat:
         node = self._node(op.path)
@@ -392,6 +390,14 @@ class DataTree:
         return hasher.hexdigest()
 
 
+def _added(path: str, parent_path: str) -> list[Change]:
+    return [(EventType.CREATED, path), (EventType.CHILD, parent_path)]
+
+
+def _removed(path: str, parent_path: str) -> list[Change]:
+    return [(EventType.DELETED, path), (EventType.CHILD, parent_path)]
+
+
 def changes_of(op: Op) -> list[Change] | None:
     """The changes that applying `op` made (what `DataTree.apply` reports), told from the op
     alone, for a committed record the tree already holds; None for a CloseSession, whose
@@ -400,9 +406,9 @@ def changes_of(op: Op) -> list[Change] | None:
         case SetData(path):
             return [(EventType.CHANGED, path)]
         case Create(path):
-            return [(EventType.CREATED, path), (EventType.CHILD, paths.parent(path))]
+            return _added(path, paths.parent(path))
         case Delete(path):
-            return [(EventType.DELETED, path), (EventType.CHILD, paths.parent(path))]
+            return _removed(path, paths.parent(path))
         case Multi(ops):
             if op.failed:
                 return []

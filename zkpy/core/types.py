@@ -70,10 +70,6 @@ class Stat(NamedTuple):
     def to_wire(self) -> list[int]:
         return list(self)
 
-    @classmethod
-    def from_wire(cls, fields: list[int]) -> Stat:
-        return cls._make(fields)
-
 
 class Perm(IntFlag):
     """ACL permissions, with ZooKeeper's bit values."""

@@ -74,6 +74,8 @@ class Member:
         )
         retained = _usable_history(recovered)
         tail = [decode_record(raw) for _zxid, raw in (*retained, *recovered.log)]
+        # the zxid just before the history: the log's floor when it keeps entries the tree holds
+        history_base = recovered.log_floor if retained else tree.last_zxid
         self.replica = Replica(
             ReplicaConfig(
                 config.server_id,
@@ -90,13 +92,13 @@ class Member:
             accepted_epoch=recovered.accepted_epoch,
             current_epoch=recovered.current_epoch,
             now_ms=wall_ms(),
-            history_base=recovered.log_floor if retained else None,
+            history_base=history_base,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
         self.watches = WatchRegistry()
         self.change_log = _change_log_from(
             tail[: len(retained)],
-            start_zxid=recovered.log_floor if retained else tree.last_zxid,
+            start_zxid=history_base,
             capacity=config.change_log_capacity,
         )
         self._waiters: dict[tuple[int, int], Waiter] = {}
