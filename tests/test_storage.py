@@ -141,7 +141,7 @@ def test_batch_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.Mon
     real_pwrite, real_fdatasync = os.pwrite, os.fdatasync
 
     def pwrite(fd: int, data: bytes, offset: int) -> int:
-        calls.append("pwrite")
+        calls.append("pwrite" if any(data) else "pwrite zeros ahead")  # see _zero_ahead_of
         return real_pwrite(fd, data, offset)
 
     def fdatasync(fd: int) -> None:
@@ -156,7 +156,7 @@ def test_batch_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setattr(wal_module.os, "fdatasync", fdatasync)
         s.append([(z, b"v") for z in range(2, 502)])
         monkeypatch.undo()
-    assert calls == ["pwrite", "fdatasync"]
+    assert calls == ["pwrite", "pwrite zeros ahead", "fdatasync"]
     assert last_txnid() == before  # the log is not in LMDB: no LMDB commit at all
     with Storage.open(tmp_path) as s:
         assert [z for z, _ in s.read_log(0)] == list(range(1, 502))

@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import zkpy.server.wal as wal_module
 from zkpy.server.storage import FORMAT_VERSION, Storage, StorageError, StorageFormatError
-from zkpy.server.wal import segment_name
+from zkpy.server.wal import SegmentLog, segment_name
 
 SMALL = 4096  # bytes per segment: a few dozen records
 
@@ -432,3 +432,46 @@ class LogModel(RuleBasedStateMachine):
 
 TestLogModel = LogModel.TestCase
 TestLogModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+def test_space_ahead_of_the_records_is_zeroed_and_never_over_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live segment is written with zeros ahead of its records (so that syncs need not
+    change the file's extent map), never over a record, never past the segment's size."""
+    segment_bytes, zero_ahead = 32 << 10, 4096
+    writes: list[tuple[int, int, int, bool]] = []  # fd, offset, length, all zeros
+    real_write_all = wal_module._write_all
+
+    def noting_write_all(fd: int, data: bytes, offset: int) -> None:
+        writes.append((fd, offset, len(data), not any(data)))
+        real_write_all(fd, data, offset)
+
+    monkeypatch.setattr(wal_module, "_write_all", noting_write_all)
+    directory = tmp_path / "wal"
+    SegmentLog.create(directory, 1, segment_bytes=segment_bytes)
+    log = SegmentLog.open(directory, 1, segment_bytes=segment_bytes, zero_ahead=zero_ahead)
+    records: list[tuple[int, bytes]] = []
+    zeroed: dict[int, int] = {}  # segment seq -> how far it is written with zeros
+    zxid = 0
+    for batch in (1, 3, 1, 40, 2, 7, 90, 1, 5, 33, 1, 60, 4, 120):  # fills two segments
+        batch_records = entries(zxid + 1, zxid + batch, size=60 + batch)
+        zxid += batch
+        writes.clear()
+        log.append(batch_records)
+        records += batch_records
+        for fd, offset, length, zeros in writes:
+            if zeros:  # past every record of the batch in its segment, within the segment
+                assert all(offset >= o + n for f, o, n, z in writes if f == fd and not z)
+                assert offset + length <= segment_bytes
+        live_fd, live = writes[-1][0], log._segments[-1]
+        zeroed[live.seq] = max(
+            [zeroed.get(live.seq, 0)] + [o + n for f, o, n, z in writes if f == live_fd and z]
+        )
+        assert zeroed[live.seq] >= min(segment_bytes, live.end + zero_ahead // 2)
+    assert len(os.listdir(directory)) == 2
+    log.close()
+    assert all(os.path.getsize(directory / name) == segment_bytes for name in os.listdir(directory))
+    reopened = SegmentLog.open(directory, 1, segment_bytes=segment_bytes)
+    assert reopened.read(0) == records
+    reopened.close()

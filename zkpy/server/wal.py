@@ -9,10 +9,12 @@ tree, the sessions and the metadata, including which *generation* of segment fil
 (see :mod:`zkpy.server.storage`).
 
 A segment is ``<generation:016x>-<seq:016x>.wal`` in the ``wal/`` directory, preallocated to
-``segment_bytes``. It starts with a 32-byte header (magic, generation, seq, sealed mark) and
-holds records back to back, each a 16-byte header (payload length u32, CRC-32 u32, zxid u64, all
-big-endian) followed by the payload. The CRC covers the segment's generation and sequence number,
-the zxid and the payload, so bytes left over from an older use of a file never verify.
+``segment_bytes`` and written with zeros a little ahead of its records (``_zero_ahead_of``), so
+that a sync flushes data only, not the file system's journal. It starts with a 32-byte header
+(magic, generation, seq, sealed mark) and holds records back to back, each a 16-byte header
+(payload length u32, CRC-32 u32, zxid u64, all big-endian) followed by the payload. The CRC
+covers the segment's generation and sequence number, the zxid and the payload, so bytes left
+over from an older use of a file never verify.
 
 A segment ends at its first record header that is all zeros or does not verify. Only the batch
 being written when the machine stopped can be cut there, and it was never acknowledged
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 SEGMENT_BYTES: Final = 64 << 20
+ZERO_AHEAD_BYTES: Final = 256 << 10
 
 _MAGIC: Final = b"ZKPYWAL1"
 _SEGMENT_HEADER: Final = struct.Struct(">8sQQQ")  # magic, generation, seq, sealed mark
@@ -104,6 +107,8 @@ class SegmentLog:
         "_segment_bytes",
         "_segments",
         "_sync",
+        "_zero_ahead",
+        "_zeroed_end",
     )
 
     def __init__(
@@ -114,18 +119,21 @@ class SegmentLog:
         *,
         sync: bool,
         segment_bytes: int,
+        zero_ahead: int,
     ) -> None:
         # Private: use SegmentLog.create() or SegmentLog.open().
         self._directory = directory
         self._generation = generation
         self._sync = sync
         self._segment_bytes = segment_bytes
+        self._zero_ahead = zero_ahead
         self._lock = threading.Lock()
         self._segments: tuple[_Segment, ...] = tuple(segments)
         last = segments[-1]
         self._fd: int | None = os.open(last.path, os.O_RDWR)
         self._capacity = max(os.fstat(self._fd).st_size, segment_bytes)
         self._salt = _salt(generation, last.seq)
+        self._zeroed_end = last.end  # what lies past it may still be preallocated, unwritten
 
     # ------------------------------------------------------------------ opening
 
@@ -145,6 +153,7 @@ class SegmentLog:
         sync: bool = True,
         segment_bytes: int = SEGMENT_BYTES,
         new_segment: bool = True,
+        zero_ahead: int = ZERO_AHEAD_BYTES,
     ) -> SegmentLog:
         """Open the log of `generation` for appending, after checking every segment.
 
@@ -155,7 +164,8 @@ class SegmentLog:
         LogDamagedError, as do a damaged or missing segment. With `new_segment` (anything but a
         log just created), appends go to a new segment: the last one may end in the remains of
         a batch torn by a crash, even behind a clean-looking end, and no record may ever be
-        written next to them.
+        written next to them. `zero_ahead` is how far ahead of the records the live segment is
+        written with zeros (see `_zero_ahead_of`; 0 = never).
         """
         found = _segment_seqs(directory, generation)
         stale = [seq for seq in found if seq < first_seq]
@@ -186,7 +196,14 @@ class SegmentLog:
         for seq in stale:
             os.unlink(directory / segment_name(generation, seq))
             fsync_dir(directory)
-        log = cls(directory, generation, segments, sync=sync, segment_bytes=segment_bytes)
+        log = cls(
+            directory,
+            generation,
+            segments,
+            sync=sync,
+            segment_bytes=segment_bytes,
+            zero_ahead=zero_ahead,
+        )
         if new_segment or torn:
             # a last segment without a record is replaced rather than followed: restarts of an
             # idle member would otherwise pile up empty preallocated files
@@ -300,6 +317,7 @@ class SegmentLog:
             return
         data = b"".join(pieces)
         _write_all(fd, data, segment.end)
+        self._zero_ahead_of(fd, end)
         if self._sync:
             os.fdatasync(fd)
         with self._lock:
@@ -307,6 +325,26 @@ class SegmentLog:
                 *self._segments[:-1],
                 replace(segment, end=end, first_zxid=first, last_zxid=last),
             )
+
+    def _zero_ahead_of(self, fd: int, end: int) -> None:
+        """Write zeros over the preallocated space ahead of `end` before the records reach it.
+
+        `posix_fallocate` reserves the space as unwritten extents, and on ext4 and XFS the
+        first write into one changes the file's extent map, so each fdatasync that covers
+        such a write also commits the file system's journal: a sync of a 20 KiB batch took
+        170-180 us and 70 us of CPU that way, 105-130 us and 50 us once the space had been
+        written (the same machine). Zeros are what a reader already finds past the end, so
+        writing them changes nothing a reader or a crash can see; they go in chunks, half a
+        chunk ahead, to make the one sync in many that carries them only a little longer.
+        """
+        if not self._zero_ahead or end + self._zero_ahead // 2 <= self._zeroed_end:
+            return
+        start = max(self._zeroed_end, end)
+        stop = min(self._capacity, start + self._zero_ahead)
+        if start >= stop:
+            return  # the segment is written (or its one record outgrew it)
+        _write_all(fd, bytes(stop - start), start)
+        self._zeroed_end = stop
 
     def _roll(self, *, replace_last: bool = False) -> int:
         """Start the next segment (the current one is synced) and return its descriptor; with
@@ -323,6 +361,7 @@ class SegmentLog:
                 os.close(old)
         self._capacity = max(os.fstat(fd).st_size, self._segment_bytes)
         self._salt = _salt(self._generation, seq)
+        self._zeroed_end = _HEADER_SIZE
         with self._lock:
             kept = self._segments[:-1] if replace_last else self._segments
             self._segments = (*kept, _Segment(seq, path, _HEADER_SIZE, 0, 0))
