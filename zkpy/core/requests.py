@@ -1,64 +1,68 @@
 """What clients ask for, as typed values. The wire layer decodes frames into these; prep turns
-the write requests into transactions and the server answers the reads from its tree."""
+the write requests into transactions and the server answers the reads from its tree.
+
+Values with `Final` fields (mypy keeps them unchanged), not frozen dataclasses: a frozen one
+costs several times as much to construct, and every request is decoded into one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from zkpy.core.types import ACL, WatchMode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CreateRequest:
-    path: str
-    data: bytes
-    acl: tuple[ACL, ...]
-    ephemeral: bool = False
-    sequential: bool = False
+    path: Final[str]
+    data: Final[bytes]
+    acl: Final[tuple[ACL, ...]]
+    ephemeral: Final[bool] = False
+    sequential: Final[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DeleteRequest:
-    path: str
-    version: int = -1
+    path: Final[str]
+    version: Final[int] = -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SetDataRequest:
-    path: str
-    data: bytes
-    version: int = -1
+    path: Final[str]
+    data: Final[bytes]
+    version: Final[int] = -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SetACLRequest:
-    path: str
-    acl: tuple[ACL, ...]
-    version: int = -1
+    path: Final[str]
+    acl: Final[tuple[ACL, ...]]
+    version: Final[int] = -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CheckRequest:
-    path: str
-    version: int
+    path: Final[str]
+    version: Final[int]
 
 
 MultiOp = CreateRequest | DeleteRequest | SetDataRequest | CheckRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MultiRequest:
-    ops: tuple[MultiOp, ...]
+    ops: Final[tuple[MultiOp, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CreateSessionRequest:
-    session_id: int
-    timeout_ms: int
-    password: bytes
+    session_id: Final[int]
+    timeout_ms: Final[int]
+    password: Final[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CloseSessionRequest:
     pass
 
@@ -75,67 +79,67 @@ WriteRequest = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GetDataRequest:
-    path: str
-    watch: bool = False
+    path: Final[str]
+    watch: Final[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ExistsRequest:
-    path: str
-    watch: bool = False
+    path: Final[str]
+    watch: Final[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GetChildrenRequest:
-    path: str
-    watch: bool = False
+    path: Final[str]
+    watch: Final[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class GetACLRequest:
-    path: str
+    path: Final[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SyncRequest:
-    path: str
+    path: Final[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AddWatchRequest:
-    path: str
-    mode: WatchMode  # PERSISTENT or PERSISTENT_RECURSIVE
+    path: Final[str]
+    mode: Final[WatchMode]  # PERSISTENT or PERSISTENT_RECURSIVE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RemoveWatchesRequest:
-    path: str
-    mode: WatchMode | None  # None removes every kind of watch on the path
+    path: Final[str]
+    mode: Final[WatchMode | None]  # None removes every kind of watch on the path
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SetWatchesRequest:
     """Re-register watches after a reconnect, firing at once for what changed since last_zxid."""
 
-    last_zxid: int
-    data: tuple[str, ...] = ()
-    exist: tuple[str, ...] = ()
-    child: tuple[str, ...] = ()
-    persistent: tuple[str, ...] = ()
-    recursive: tuple[str, ...] = ()
+    last_zxid: Final[int]
+    data: Final[tuple[str, ...]] = ()
+    exist: Final[tuple[str, ...]] = ()
+    child: Final[tuple[str, ...]] = ()
+    persistent: Final[tuple[str, ...]] = ()
+    recursive: Final[tuple[str, ...]] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PingRequest:
     """A heartbeat (any xid); the usual form is the fixed frame ``[-2, 11]``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AuthRequest:
-    scheme: str
-    credential: bytes
+    scheme: Final[str]
+    credential: Final[bytes]
 
 
 ReadRequest = (

@@ -4,12 +4,17 @@ A transaction fixes everything that is not deterministic (zxid, time, session id
 suffix, the new versions), so `DataTree.apply` only obeys. Records are encoded with msgpack as
 flat lists (`encode_record` / `decode_record`); that byte form is what the log stores and what the
 leader sends to followers.
+
+Records and operations are values: their fields are `Final`, which mypy enforces, rather than
+frozen at run time. A frozen dataclass sets each field through `object.__setattr__`, which made
+a record 0.78 us to construct against 0.2 us, and every write makes several records and
+operations on each member (prep, then decoding on each follower).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -27,68 +32,68 @@ OP_CLOSE_SESSION = -11
 OP_ERROR = -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CreateSession:
-    session_id: int
-    timeout_ms: int
-    password: bytes
+    session_id: Final[int]
+    timeout_ms: Final[int]
+    password: Final[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CloseSession:
     """Close a session: apply deletes its ephemerals (in path order) and forgets it."""
 
-    session_id: int
+    session_id: Final[int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Create:
-    path: str  # final path, sequential suffix included
-    data: bytes
-    acl: tuple[ACL, ...]
-    ephemeral_owner: int
-    parent_cversion: int  # the parent's cversion after this create
+    path: Final[str]  # final path, sequential suffix included
+    data: Final[bytes]
+    acl: Final[tuple[ACL, ...]]
+    ephemeral_owner: Final[int]
+    parent_cversion: Final[int]  # the parent's cversion after this create
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Delete:
-    path: str
+    path: Final[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SetData:
-    path: str
-    data: bytes
-    version: int  # the node's version after this write
+    path: Final[str]
+    data: Final[bytes]
+    version: Final[int]  # the node's version after this write
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SetACL:
-    path: str
-    acl: tuple[ACL, ...]
-    aversion: int  # the node's aversion after this write
+    path: Final[str]
+    acl: Final[tuple[ACL, ...]]
+    aversion: Final[int]  # the node's aversion after this write
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Check:
     """A version check inside a multi: changes nothing."""
 
-    path: str
-    version: int
+    path: Final[str]
+    version: Final[int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ErrorTxn:
     """A write that prep refused: it still takes its place in the order, and changes nothing."""
 
-    code: int
+    code: Final[int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Multi:
     """An atomic list of operations. A failed multi holds one ErrorTxn per operation."""
 
-    ops: tuple[Op, ...]
+    ops: Final[tuple[Op, ...]]
 
     @property
     def failed(self) -> bool:
@@ -98,7 +103,7 @@ class Multi:
 Op = CreateSession | CloseSession | Create | Delete | SetData | SetACL | Check | ErrorTxn | Multi
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TxnRecord:
     """One entry of the history: header (zxid, session, client xid, time) plus the operation.
 
@@ -106,11 +111,11 @@ class TxnRecord:
     the committed record to the waiting request.
     """
 
-    zxid: int
-    session_id: int
-    cxid: int
-    time_ms: int
-    op: Op
+    zxid: Final[int]
+    session_id: Final[int]
+    cxid: Final[int]
+    time_ms: Final[int]
+    op: Final[Op]
     # the log encoding, once made: a record is encoded for the log and for the followers, and
     # a follower logs the very bytes it received (not part of the value)
     encoded: bytes | None = field(default=None, compare=False, repr=False)
@@ -195,7 +200,7 @@ def encode_record(record: TxnRecord, packer: msgpack.Packer | None = None) -> by
     encoded: bytes = (
         msgpack.packb(fields, use_bin_type=True) if packer is None else packer.pack(fields)
     )
-    object.__setattr__(record, "encoded", encoded)  # a cache on a frozen value
+    record.encoded = encoded
     return encoded
 
 
