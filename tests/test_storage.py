@@ -156,7 +156,8 @@ def test_batch_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setattr(wal_module.os, "fdatasync", fdatasync)
         s.append([(z, b"v") for z in range(2, 502)])
         monkeypatch.undo()
-    assert calls == ["pwrite", "pwrite zeros ahead", "fdatasync"]
+    assert [call for call in calls if call != "pwrite zeros ahead"] == ["pwrite", "fdatasync"]
+    assert calls[-1] == "fdatasync"  # zeros written ahead, if any, go in the same sync
     assert last_txnid() == before  # the log is not in LMDB: no LMDB commit at all
     with Storage.open(tmp_path) as s:
         assert [z for z, _ in s.read_log(0)] == list(range(1, 502))

@@ -434,8 +434,9 @@ TestLogModel = LogModel.TestCase
 TestLogModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 
 
+@pytest.mark.parametrize("new_segment", [True, False])
 def test_space_ahead_of_the_records_is_zeroed_and_never_over_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_segment: bool
 ) -> None:
     """The live segment is written with zeros ahead of its records (so that syncs need not
     change the file's extent map), never over a record, never past the segment's size."""
@@ -450,7 +451,9 @@ def test_space_ahead_of_the_records_is_zeroed_and_never_over_them(
     monkeypatch.setattr(wal_module, "_write_all", noting_write_all)
     directory = tmp_path / "wal"
     SegmentLog.create(directory, 1, segment_bytes=segment_bytes)
-    log = SegmentLog.open(directory, 1, segment_bytes=segment_bytes, zero_ahead=zero_ahead)
+    log = SegmentLog.open(
+        directory, 1, segment_bytes=segment_bytes, zero_ahead=zero_ahead, new_segment=new_segment
+    )
     records: list[tuple[int, bytes]] = []
     zeroed: dict[int, int] = {}  # segment seq -> how far it is written with zeros
     zxid = 0
