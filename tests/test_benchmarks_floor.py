@@ -1,0 +1,97 @@
+"""The floor benchmark plays the messages of zkpy's write path and of Zab's, in that order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.floor import (
+    ACK,
+    COMMIT,
+    FORWARD,
+    PROPOSE,
+    REPLY,
+    REQUEST,
+    Frames,
+    Log,
+    Member,
+    frame,
+    measure,
+)
+
+
+class Trace:
+    """Sends and log appends of one member, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int] | str] = []
+
+    def send(self, peer: str, kind: int) -> None:
+        self.events.append((peer, kind))
+
+
+def member(role: str, shape: str, tmp_path: Path) -> tuple[Member, Trace]:
+    trace = Trace()
+    log = Log(str(tmp_path / role), sync=False)
+    original_append = log.append
+
+    def traced_append() -> None:
+        original_append()
+        trace.events.append("log")
+
+    log.append = traced_append  # type: ignore[method-assign]
+    return Member(role, shape, log, trace.send), trace
+
+
+def test_zkpy_path_leader_logs_before_proposing(tmp_path: Path) -> None:
+    leader, trace = member("leader", "logged", tmp_path)
+    leader.on_message("follower1", FORWARD)
+    assert trace.events == ["log", ("follower1", PROPOSE), ("follower2", PROPOSE)]
+    leader.on_message("follower1", ACK)
+    assert trace.events[-1] == ("follower2", PROPOSE)  # no commit messages on this path
+
+
+def test_zkpy_path_clients_follower_replies_once_logged(tmp_path: Path) -> None:
+    follower, trace = member("follower1", "logged", tmp_path)
+    follower.on_message("client", REQUEST)
+    assert trace.events == [("leader", FORWARD)]
+    follower.on_message("leader", PROPOSE)
+    assert trace.events[1:] == ["log", ("client", REPLY), ("leader", ACK)]
+
+
+def test_zab_path_commits_on_its_own_log_and_one_ack(tmp_path: Path) -> None:
+    leader, trace = member("leader", "zab", tmp_path)
+    leader.on_message("follower1", FORWARD)
+    assert trace.events == [("follower1", PROPOSE), ("follower2", PROPOSE), "log"]
+    leader.on_message("follower2", ACK)
+    assert trace.events[3:] == [("follower1", COMMIT), ("follower2", COMMIT)]
+    leader.on_message("follower1", ACK)  # a second ack commits nothing more
+    assert len(trace.events) == 5
+
+
+def test_zab_path_follower_replies_on_the_commit(tmp_path: Path) -> None:
+    follower, trace = member("follower1", "zab", tmp_path)
+    follower.on_message("leader", PROPOSE)
+    assert trace.events == ["log", ("leader", ACK)]
+    follower.on_message("leader", COMMIT)
+    assert trace.events[-1] == ("client", REPLY)
+
+
+def test_frames_are_cut_across_reads() -> None:
+    stream = frame(REQUEST) + frame(ACK)
+    frames = Frames()
+    assert frames.feed(stream[:10]) == []
+    assert frames.feed(stream[10:-1]) == [REQUEST]
+    assert frames.feed(stream[-1:]) == [ACK]
+    assert len(frame(REPLY)) == 72
+
+
+@pytest.mark.parametrize("shape", ["logged", "zab"])
+@pytest.mark.parametrize("runtime", ["blocking", "trio"])
+def test_a_short_run_measures_every_write(tmp_path: Path, shape: str, runtime: str) -> None:
+    run = measure(shape, runtime, sync=False, count=20, directory=str(tmp_path))
+    assert len(run.latencies) == 20
+    assert run.latencies == sorted(run.latencies)
+    assert all(latency > 0 for latency in run.latencies)
+    assert run.member_user >= 0 and run.member_system >= 0
