@@ -22,7 +22,9 @@ and two runtimes (`--runtime`): `blocking` (a selector loop, the least any Pytho
 `trio` (a trio loop waiting on readable sockets, as the members do), each with syncs (`--sync`)
 or without (`--no-sync`, the messages alone). Members sync on the event loop, as zkpy does for
 small batches; the log files are written with zeros first, as zkpy's log is, so that a sync
-covers data only.
+covers data only. With `--watch`, a second connection of the client holds a watch on the
+written node, and each write is timed until its event arrives there (the follower sends the
+event just before the reply), as in the watch workload of `benchmarks.run`.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 # message kinds, one byte after the length
-REQUEST, FORWARD, PROPOSE, ACK, COMMIT, REPLY = range(1, 7)
-# the sizes zkpy's frames have for a set of a 100-byte value (benchmarks.timeline)
-SIZES = {REQUEST: 122, FORWARD: 136, PROPOSE: 157, ACK: 15, COMMIT: 15, REPLY: 72}
+REQUEST, FORWARD, PROPOSE, ACK, COMMIT, REPLY, EVENT = range(1, 8)
+# the sizes zkpy's frames have for a set of a 100-byte value (benchmarks.timeline) and for the
+# data watch event it fires
+SIZES = {REQUEST: 122, FORWARD: 136, PROPOSE: 157, ACK: 15, COMMIT: 15, REPLY: 72, EVENT: 32}
 RECORD_BYTES = 300
 LOG_BYTES = 16 << 20
 WARMUP = 200
@@ -89,10 +92,10 @@ class Member:
     shape: str
     log: Log
     send: Send
+    watched: bool = False  # a second connection of the client watches the written node
     logged: bool = False
     acks: int = 0
     committed: bool = False
-    waiting: list[int] = field(default_factory=list)
 
     def on_message(self, peer: str, kind: int) -> None:
         if kind == REQUEST:
@@ -102,13 +105,19 @@ class Member:
         elif kind == PROPOSE:
             self.log.append()
             if self.shape == "logged" and self.role == "follower1":
-                self.send("client", REPLY)  # the leader's sync and its own: a quorum
+                self._answer()  # the leader's sync and its own: a quorum
             self.send("leader", ACK)
         elif kind == ACK:
             self.acks += 1
             self._maybe_commit()
         elif kind == COMMIT and self.role == "follower1":
-            self.send("client", REPLY)
+            self._answer()
+
+    def _answer(self) -> None:
+        """The watch event first, then the reply (as zkpy sends them)."""
+        if self.watched:
+            self.send("watcher", EVENT)
+        self.send("client", REPLY)
 
     def _lead(self) -> None:
         self.acks, self.committed = 0, False
@@ -195,38 +204,52 @@ def run_member_trio(member: Member, sockets: dict[str, socket.socket]) -> None:
     trio.run(main)
 
 
-def run_client(runtime: str, sock: socket.socket, count: int) -> list[float]:
-    """Send a request, wait for its reply, `count` times; the latencies in seconds."""
+def run_client(
+    runtime: str, sock: socket.socket, count: int, watcher: socket.socket | None = None
+) -> list[float]:
+    """Send a request and wait for its reply, `count` times; the latencies in seconds, until
+    the reply, or with a `watcher` connection until the watch event arrives on it."""
     if runtime == "blocking":
-        return _client_blocking(sock, count)
+        return _client_blocking(sock, count, watcher)
     import trio
 
+    async def next_frame(connection: socket.socket, frames: Frames) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(connection)
+            if frames.feed(os.read(connection.fileno(), 65536)):
+                return
+
     async def main() -> list[float]:
-        frames, latencies = Frames(), []
-        fd = sock.fileno()
+        replies, events, latencies = Frames(), Frames(), []
         for _ in range(count):
             start = time.perf_counter()
-            os.write(fd, FRAMES[REQUEST])
-            replies: list[int] = []
-            while not replies:
-                await trio.lowlevel.wait_readable(sock)
-                replies = frames.feed(os.read(fd, 65536))
-            latencies.append(time.perf_counter() - start)
+            os.write(sock.fileno(), FRAMES[REQUEST])
+            if watcher is not None:
+                await next_frame(watcher, events)
+                latencies.append(time.perf_counter() - start)
+            await next_frame(sock, replies)
+            if watcher is None:
+                latencies.append(time.perf_counter() - start)
         return latencies
 
     return trio.run(main)
 
 
-def _client_blocking(sock: socket.socket, count: int) -> list[float]:
-    sock.setblocking(True)
-    frames, latencies = Frames(), []
-    fd = sock.fileno()
+def _client_blocking(sock: socket.socket, count: int, watcher: socket.socket | None) -> list[float]:
+    def next_frame(connection: socket.socket, frames: Frames) -> None:
+        while not frames.feed(os.read(connection.fileno(), 65536)):
+            pass
+
+    replies, events, latencies = Frames(), Frames(), []
     for _ in range(count):
         start = time.perf_counter()
-        os.write(fd, FRAMES[REQUEST])
-        while not frames.feed(os.read(fd, 65536)):
-            pass
-        latencies.append(time.perf_counter() - start)
+        os.write(sock.fileno(), FRAMES[REQUEST])
+        if watcher is not None:
+            next_frame(watcher, events)
+            latencies.append(time.perf_counter() - start)
+        next_frame(sock, replies)
+        if watcher is None:
+            latencies.append(time.perf_counter() - start)
     return latencies
 
 
@@ -245,17 +268,25 @@ def _member_process(
 ) -> None:
     for sock in sockets.values():
         sock.setblocking(False)
-    member = Member(role, shape, Log(log_path, sync), _sender(sockets))
+    member = Member(role, shape, Log(log_path, sync), _sender(sockets), "watcher" in sockets)
     run = run_member_blocking if runtime == "blocking" else run_member_trio
     run(member, sockets)
 
 
-def _client_process(runtime: str, sock: socket.socket, count: int, out: Connection) -> None:
-    sock.setblocking(runtime == "blocking")
-    run_client(runtime, sock, WARMUP)
+def _client_process(
+    runtime: str,
+    sock: socket.socket,
+    watcher: socket.socket | None,
+    count: int,
+    out: Connection,
+) -> None:
+    for connection in (sock, watcher):
+        if connection is not None:
+            connection.setblocking(runtime == "blocking")
+    run_client(runtime, sock, WARMUP, watcher)
     out.send(time.process_time())
     start = time.process_time()
-    latencies = run_client(runtime, sock, count)
+    latencies = run_client(runtime, sock, count, watcher)
     out.send((latencies, time.process_time() - start))
 
 
@@ -285,10 +316,14 @@ class Run:
     client_cpu: float  # seconds per write
 
 
-def measure(shape: str, runtime: str, sync: bool, count: int, directory: str) -> Run:
-    """One run: start the four processes, return the client's latencies and the CPU used."""
+def measure(
+    shape: str, runtime: str, sync: bool, count: int, directory: str, *, watch: bool = False
+) -> Run:
+    """One run: start the four processes, return the client's latencies (to the reply, or to
+    the watch event with `watch`) and the CPU used."""
     context = multiprocessing.get_context("fork")  # the processes inherit the sockets
     client_end, follower_client = _pair()
+    watcher_end, follower_watcher = _pair() if watch else (None, None)
     follower_leader, leader_follower1 = _pair()
     follower2_leader, leader_follower2 = _pair()
     roles = {
@@ -305,7 +340,11 @@ def measure(shape: str, runtime: str, sync: bool, count: int, directory: str) ->
         for role, sockets in roles.items()
     ]
     receive, send = context.Pipe(duplex=False)
-    client = context.Process(target=_client_process, args=(runtime, client_end, count, send))
+    if follower_watcher is not None:
+        roles["follower1"]["watcher"] = follower_watcher
+    client = context.Process(
+        target=_client_process, args=(runtime, client_end, watcher_end, count, send)
+    )
     for process in [*members, client]:
         process.start()
     deadline_s = 60 + count * 0.01  # a write takes about a millisecond: this means a lost process
@@ -323,6 +362,8 @@ def measure(shape: str, runtime: str, sync: bool, count: int, directory: str) ->
             for sock in pair.values():
                 sock.close()
         client_end.close()
+        if watcher_end is not None:
+            watcher_end.close()
     return Run(
         sorted(latencies),
         (user_after - user_before) / count,
@@ -342,11 +383,18 @@ def main() -> None:
         default=None,
         help="sync the members' logs (default: with and without)",
     )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="time each write until its watch event arrives on the client's second connection "
+        "(the watch workload of benchmarks.run) instead of until its reply",
+    )
     parser.add_argument("--dir", help="where the members' log files go (a temporary directory)")
     args = parser.parse_args()
     shapes = ["logged", "zab"] if args.shape == "both" else [args.shape]
     runtimes = ["blocking", "trio"] if args.runtime == "both" else [args.runtime]
     syncs = [True, False] if args.sync is None else [args.sync]
+    print(f"one write at a time, until its {'watch event' if args.watch else 'reply'}")
     print(
         f"{'shape':7s} {'runtime':9s} {'syncs':6s} {'p50 ms':>7s} {'p90 ms':>7s} {'p99 ms':>7s}"
         f" {'members us CPU (user+sys)':>26s} {'client us CPU':>14s}"
@@ -355,7 +403,7 @@ def main() -> None:
         for shape in shapes:
             for runtime in runtimes:
                 for sync in syncs:
-                    run = measure(shape, runtime, sync, args.count, directory)
+                    run = measure(shape, runtime, sync, args.count, directory, watch=args.watch)
                     latencies = run.latencies
                     p50 = statistics.median(latencies)
                     p90 = latencies[int(len(latencies) * 0.9)]

@@ -9,6 +9,7 @@ import pytest
 from benchmarks.floor import (
     ACK,
     COMMIT,
+    EVENT,
     FORWARD,
     PROPOSE,
     REPLY,
@@ -31,7 +32,7 @@ class Trace:
         self.events.append((peer, kind))
 
 
-def member(role: str, shape: str, tmp_path: Path) -> tuple[Member, Trace]:
+def member(role: str, shape: str, tmp_path: Path, *, watched: bool = False) -> tuple[Member, Trace]:
     trace = Trace()
     log = Log(str(tmp_path / role), sync=False)
     original_append = log.append
@@ -41,7 +42,7 @@ def member(role: str, shape: str, tmp_path: Path) -> tuple[Member, Trace]:
         trace.events.append("log")
 
     log.append = traced_append  # type: ignore[method-assign]
-    return Member(role, shape, log, trace.send), trace
+    return Member(role, shape, log, trace.send, watched), trace
 
 
 def test_zkpy_path_leader_logs_before_proposing(tmp_path: Path) -> None:
@@ -78,6 +79,16 @@ def test_zab_path_follower_replies_on_the_commit(tmp_path: Path) -> None:
     assert trace.events[-1] == ("client", REPLY)
 
 
+@pytest.mark.parametrize("shape", ["logged", "zab"])
+def test_a_watched_write_fires_its_event_before_the_reply(tmp_path: Path, shape: str) -> None:
+    follower, trace = member("follower1", shape, tmp_path, watched=True)
+    follower.on_message("leader", PROPOSE)
+    if shape == "zab":
+        follower.on_message("leader", COMMIT)
+    answers = [event for event in trace.events if event in (("watcher", EVENT), ("client", REPLY))]
+    assert answers == [("watcher", EVENT), ("client", REPLY)]
+
+
 def test_frames_are_cut_across_reads() -> None:
     stream = frame(REQUEST) + frame(ACK)
     frames = Frames()
@@ -89,8 +100,11 @@ def test_frames_are_cut_across_reads() -> None:
 
 @pytest.mark.parametrize("shape", ["logged", "zab"])
 @pytest.mark.parametrize("runtime", ["blocking", "trio"])
-def test_a_short_run_measures_every_write(tmp_path: Path, shape: str, runtime: str) -> None:
-    run = measure(shape, runtime, sync=False, count=20, directory=str(tmp_path))
+@pytest.mark.parametrize("watch", [False, True])
+def test_a_short_run_measures_every_write(
+    tmp_path: Path, shape: str, runtime: str, watch: bool
+) -> None:
+    run = measure(shape, runtime, sync=False, count=20, directory=str(tmp_path), watch=watch)
     assert len(run.latencies) == 20
     assert run.latencies == sorted(run.latencies)
     assert all(latency > 0 for latency in run.latencies)
