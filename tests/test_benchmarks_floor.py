@@ -109,3 +109,19 @@ def test_a_short_run_measures_every_write(
     assert run.latencies == sorted(run.latencies)
     assert all(latency > 0 for latency in run.latencies)
     assert run.member_user >= 0 and run.member_system >= 0
+
+
+def test_the_floor_is_shown_by_the_one_at_a_time_write_targets_only() -> None:
+    from benchmarks.run import Result, check_targets
+
+    def result(op: str, in_flight: int, p50_ms: float) -> Result:
+        return Result("zkpy", op, op, 3, 1, in_flight, 100, ops_per_s=50_000.0, p50_ms=p50_ms)
+
+    results = [result("set", 1, 1.1), result("watch", 1, 0.5), result("set", 256, 9.0)]
+    rows = {row["target"]: row for row in check_targets(results, {"set": 0.7, "watch": 0.8})}
+    assert rows["set p50 ms, one at a time"]["floor"] == 0.7
+    assert not rows["set p50 ms, one at a time"]["met"]
+    assert rows["write-to-watch-event p50 ms, one at a time"]["floor"] == 0.8
+    assert rows["write-to-watch-event p50 ms, one at a time"]["met"]
+    assert "floor" not in rows["sets/s, 256 in flight, 1 client"]
+    assert all("floor" not in row for row in check_targets(results))
