@@ -39,7 +39,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -93,9 +93,12 @@ class Member:
     log: Log
     send: Send
     watched: bool = False  # a second connection of the client watches the written node
-    logged: bool = False
-    acks: int = 0
-    committed: bool = False
+    # the leader's count of writes proposed, logged and committed, and of acks from each
+    # follower (a follower acks every write, in order, so its n-th ack is for write n)
+    proposed: int = 0
+    logged: int = 0
+    committed: int = 0
+    acks: dict[str, int] = field(default_factory=dict)
 
     def on_message(self, peer: str, kind: int) -> None:
         if kind == REQUEST:
@@ -108,7 +111,7 @@ class Member:
                 self._answer()  # the leader's sync and its own: a quorum
             self.send("leader", ACK)
         elif kind == ACK:
-            self.acks += 1
+            self.acks[peer] = self.acks.get(peer, 0) + 1
             self._maybe_commit()
         elif kind == COMMIT and self.role == "follower1":
             self._answer()
@@ -120,21 +123,25 @@ class Member:
         self.send("client", REPLY)
 
     def _lead(self) -> None:
-        self.acks, self.committed = 0, False
+        self.proposed += 1
         if self.shape == "logged":
             self.log.append()
+            self.logged = self.proposed
             self.send("follower1", PROPOSE)
             self.send("follower2", PROPOSE)
         else:
             self.send("follower1", PROPOSE)
             self.send("follower2", PROPOSE)
             self.log.append()
-            self.logged = True
+            self.logged = self.proposed
             self._maybe_commit()
 
     def _maybe_commit(self) -> None:
-        if self.shape == "zab" and self.logged and self.acks >= 1 and not self.committed:
-            self.committed = True
+        """Zab: the latest write commits once the leader and one follower have logged it."""
+        if self.shape != "zab" or self.committed == self.proposed:
+            return
+        if self.logged == self.proposed and max(self.acks.values(), default=0) >= self.proposed:
+            self.committed = self.proposed
             self.send("follower1", COMMIT)
             self.send("follower2", COMMIT)
 

@@ -71,6 +71,17 @@ def test_zab_path_commits_on_its_own_log_and_one_ack(tmp_path: Path) -> None:
     assert len(trace.events) == 5
 
 
+def test_zab_path_a_late_ack_of_the_last_write_does_not_commit_the_next(tmp_path: Path) -> None:
+    leader, trace = member("leader", "zab", tmp_path)
+    leader.on_message("follower1", FORWARD)
+    leader.on_message("follower1", ACK)  # write 1 commits
+    leader.on_message("follower1", FORWARD)  # write 2, logged by the leader
+    leader.on_message("follower2", ACK)  # follower 2's ack of write 1, late
+    assert trace.events.count(("follower1", COMMIT)) == 1
+    leader.on_message("follower2", ACK)  # its ack of write 2
+    assert trace.events.count(("follower1", COMMIT)) == 2
+
+
 def test_zab_path_follower_replies_on_the_commit(tmp_path: Path) -> None:
     follower, trace = member("follower1", "zab", tmp_path)
     follower.on_message("leader", PROPOSE)
