@@ -33,6 +33,7 @@ import argparse
 import multiprocessing
 import os
 import selectors
+import signal
 import socket
 import statistics
 import struct
@@ -273,6 +274,9 @@ def _pair() -> tuple[socket.socket, socket.socket]:
 def _member_process(
     role: str, shape: str, runtime: str, sync: bool, log_path: str, sockets: dict[str, Any]
 ) -> None:
+    # a forked child inherits its parent's handlers: the one benchmarks.run sets for SIGTERM
+    # would raise inside trio's loop when the member is stopped
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for sock in sockets.values():
         sock.setblocking(False)
     member = Member(role, shape, Log(log_path, sync), _sender(sockets), "watcher" in sockets)
@@ -287,6 +291,7 @@ def _client_process(
     count: int,
     out: Connection,
 ) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in _member_process
     for connection in (sock, watcher):
         if connection is not None:
             connection.setblocking(runtime == "blocking")
