@@ -257,3 +257,45 @@ async def test_spinning_comes_back_after_a_long_pause() -> None:
 def test_a_members_spin_setting_out_of_range_is_refused(tmp_path: Path, spin_us: int) -> None:
     with pytest.raises(ValueError, match="spin_before_wait_us"):
         ServerConfig(data_dir=tmp_path, spin_before_wait_us=spin_us)
+
+
+async def test_a_slow_connection_read_dry_is_not_read_again_until_readable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One write at a time, every message used to start with a read that failed (a system call
+    and an exception); a connection whose bytes come slowly now waits for them first."""
+    import zkpy.receiver as receiver_module
+
+    left, right = await _socket_pair()
+    receiver = Receiver(right, spin_s=0.0)  # never spins: its waits always count as slow
+    failed_reads = 0
+    read = receiver_module.os.read
+
+    def counting_read(fd: int, size: int) -> bytes:
+        nonlocal failed_reads
+        try:
+            return read(fd, size)
+        except BlockingIOError:
+            failed_reads += 1
+            raise
+
+    monkeypatch.setattr(receiver_module.os, "read", counting_read)
+    await left.send_all(b"first")
+    assert await receiver.receive(1024) == b"first"  # less than asked: read dry
+    got: list[bytes | bytearray] = []
+
+    async def read_next() -> None:
+        got.append(await receiver.receive(1024))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_next)
+        await trio.testing.wait_all_tasks_blocked()
+        await left.send_all(b"second")
+    assert got == [b"second"]
+    assert failed_reads == 0
+    await left.send_all(b"y" * 8)
+    assert await receiver.receive(4) == b"yyyy"  # as much as asked: maybe more is waiting
+    assert await receiver.receive(4) == b"yyyy"  # read at once, without waiting
+    monkeypatch.undo()
+    await left.aclose()
+    await right.aclose()

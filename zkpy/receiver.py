@@ -66,7 +66,7 @@ class Receiver:
     At most MAX_SPINNING readers of a trio run spin at once. TLS streams never spin.
     """
 
-    __slots__ = ("_clock", "_expected_wait", "_socket", "_spin_s", "_stream")
+    __slots__ = ("_clock", "_drained", "_expected_wait", "_socket", "_spin_s", "_stream")
 
     def __init__(
         self,
@@ -81,6 +81,7 @@ class Receiver:
         self._spin_s = spin_s
         self._clock = clock  # seconds; real time, not trio's clock: spinning takes real time
         self._expected_wait = 0.0  # seconds, the running estimate of the next read's wait
+        self._drained = False  # the last read took less than it asked for: nothing was left
 
     async def receive(self, max_bytes: int) -> bytes | bytearray:
         """Up to `max_bytes` bytes; b"" at the end of the stream. Like `receive_some`, raises
@@ -88,10 +89,15 @@ class Receiver:
         stream was closed."""
         if self._socket is None:
             return await self._stream.receive_some(max_bytes)
-        data = self._read(max_bytes)
-        if data is not None:
-            await trio.lowlevel.checkpoint()  # bytes were waiting: still let other tasks run
-            return data
+        if not (self._drained and self._expected_wait >= self._spin_s):
+            # A connection whose bytes come slowly and that was read dry last time is left
+            # unread until it is readable: the read would almost always fail here (a system
+            # call and an exception, on every message of a one-at-a-time write). One whose bytes
+            # come quickly is read at once, as they may be waiting.
+            data = self._read(max_bytes)
+            if data is not None:
+                await trio.lowlevel.checkpoint()  # bytes were waiting: still let other tasks run
+                return data
         clock = self._clock
         blocked_at = clock()
         if self._expected_wait < self._spin_s and _spinning.get() < MAX_SPINNING:
@@ -134,10 +140,13 @@ class Receiver:
     def _read(self, max_bytes: int) -> bytes | None:
         """The bytes the socket has now (b"" at its end), or None if it has none yet."""
         try:
-            return os.read(self._fileno(), max_bytes)
+            data = os.read(self._fileno(), max_bytes)
         except BlockingIOError:
+            self._drained = True
             return None
         except OSError as err:
             if err.errno == errno.EBADF:
                 raise trio.ClosedResourceError("the stream was closed") from None
             raise trio.BrokenResourceError(f"socket connection broken: {err}") from err
+        self._drained = len(data) < max_bytes
+        return data
