@@ -89,11 +89,11 @@ class Receiver:
         stream was closed."""
         if self._socket is None:
             return await self._stream.receive_some(max_bytes)
+        # A connection whose bytes come slowly and that its last read left dry is not read
+        # until it is readable: the read would almost always fail (a system call and an
+        # exception, on every message of a one-at-a-time write). One whose bytes come quickly is
+        # read at once, as they may be waiting.
         if not (self._drained and self._expected_wait >= self._spin_s):
-            # A connection whose bytes come slowly and that was read dry last time is left
-            # unread until it is readable: the read would almost always fail here (a system
-            # call and an exception, on every message of a one-at-a-time write). One whose bytes
-            # come quickly is read at once, as they may be waiting.
             data = self._read(max_bytes)
             if data is not None:
                 await trio.lowlevel.checkpoint()  # bytes were waiting: still let other tasks run
