@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from benchmarks.ensembles import cpu_times
+
 # message kinds, one byte after the length
 REQUEST, FORWARD, PROPOSE, ACK, COMMIT, REPLY, EVENT, LOGGED = range(1, 9)
 # the sizes zkpy's frames have for a set of a 100-byte value (benchmarks.timeline) and for the
@@ -365,15 +367,9 @@ def _receive(connection: Connection, timeout_s: float) -> Any:
 
 
 def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
-    """User and system CPU time of these processes (from /proc, so they need not exit)."""
-    user = system = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # fields[0] is the state, field 3
-        user += int(fields[11])  # utime, field 14
-        system += int(fields[12])  # stime, field 15
-    ticks = os.sysconf("SC_CLK_TCK")
-    return user / ticks, system / ticks
+    """User and system CPU time of these processes together (they need not have exited)."""
+    times = [cpu_times(pid) for pid in pids]
+    return sum(user for user, _ in times), sum(system for _, system in times)
 
 
 @dataclass
