@@ -29,6 +29,7 @@ import zkpy
 from tests.conftest import child_env
 from zkpy.client.admin import fetch_status
 from zkpy.core.errors import ZkError
+from zkpy.server.wal import MIN_SEGMENT_BYTES
 
 # Fast settings: a peer tick of 50 ms, a follower gives up on a silent leader after 10 ticks
 # (0.5 s); sessions may last 2..20 ticks of 200 ms, i.e. 0.4 .. 4 s.
@@ -37,6 +38,7 @@ FAST_SETTINGS: dict[str, Any] = {
     "peer_tick_ms": 50,
     "init_limit": 40,
     "sync_limit": 10,
+    "log_segment_bytes": MIN_SEGMENT_BYTES,  # 64 MiB per member would fill the disk in a run
 }
 SESSION_TIMEOUT = 4.0  # the longest these settings allow
 

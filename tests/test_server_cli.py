@@ -167,3 +167,17 @@ def test_server_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert result.returncode != 0
     line = assert_one_line(result.stderr)
     assert line.startswith("zkpy: ") and str(port) in line, line
+
+
+def test_server_refuses_a_log_segment_below_the_minimum(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from zkpy.cli import main
+
+    data_dir = tmp_path / "data"
+    result = CliRunner().invoke(
+        main, ["server", "--data-dir", str(data_dir), "--log-segment-bytes", "4096"]
+    )
+    assert result.exit_code == 2
+    assert "log_segment_bytes must be at least" in result.output
+    assert not data_dir.exists()

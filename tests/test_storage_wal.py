@@ -478,3 +478,33 @@ def test_space_ahead_of_the_records_is_zeroed_and_never_over_them(
     reopened = SegmentLog.open(directory, 1, segment_bytes=segment_bytes)
     assert reopened.read(0) == records
     reopened.close()
+
+
+# ---- the member's log_segment_bytes setting ---------------------------------------------------
+
+
+def test_config_refuses_log_segments_below_the_minimum(tmp_path: Path) -> None:
+    from zkpy.server.config import ServerConfig
+
+    with pytest.raises(ValueError, match="log_segment_bytes"):
+        ServerConfig(data_dir=tmp_path, log_segment_bytes=wal_module.MIN_SEGMENT_BYTES - 1)
+    assert ServerConfig(data_dir=tmp_path).log_segment_bytes == wal_module.SEGMENT_BYTES
+
+
+async def test_member_preallocates_segments_of_the_configured_size(tmp_path: Path) -> None:
+    from zkpy import connect
+    from zkpy.testing import running_server
+
+    size = 3 << 20
+    async with running_server(tmp_path / "data", log_segment_bytes=size) as server:
+        async with connect(server.address) as client:
+            await client.create("/a", b"x" * 1000)
+        files = [tmp_path / "data" / "wal" / name for name in segments(tmp_path / "data")]
+        assert files and all(os.path.getsize(path) == size for path in files)
+    async with running_server(tmp_path / "small") as server:
+        async with connect(server.address) as client:
+            await client.create("/a", b"x")
+        sizes = {
+            os.path.getsize(tmp_path / "small" / "wal" / n) for n in segments(tmp_path / "small")
+        }
+        assert sizes == {wal_module.MIN_SEGMENT_BYTES}

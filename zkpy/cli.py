@@ -23,6 +23,7 @@ from zkpy.core.errors import ZkError
 from zkpy.errors import single_error
 from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.storage import StorageError
+from zkpy.server.wal import SEGMENT_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
 T = TypeVar("T")
@@ -81,6 +82,12 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
 @click.option("--tick-ms", default=2000, show_default=True, help="Tick; sessions last 2-20 ticks.")
 @click.option("--max-data-bytes", default=1 << 20, show_default=True, help="Largest znode value.")
 @click.option(
+    "--log-segment-bytes",
+    default=SEGMENT_BYTES,
+    show_default=True,
+    help="Disk each new log segment file takes up front (at least 1 MiB).",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -104,6 +111,7 @@ def server(
     host: str,
     tick_ms: int,
     max_data_bytes: int,
+    log_segment_bytes: int,
     config_file: Path | None,
     member_id: int | None,
     tls_cert: str,
@@ -136,6 +144,7 @@ def server(
                 tick_ms=tick_ms,
                 max_data_bytes=max_data_bytes,
                 max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
+                log_segment_bytes=log_segment_bytes,
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 tls_ca=tls_ca,

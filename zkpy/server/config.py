@@ -10,6 +10,7 @@ from typing import Any
 
 from zkpy.core.prep import DEFAULT_MAX_DATA_BYTES
 from zkpy.receiver import check_spin
+from zkpy.server.wal import MIN_SEGMENT_BYTES, SEGMENT_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
 
@@ -56,6 +57,7 @@ class ServerConfig:
     handshake_timeout_s: float = 10.0
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree
     sync_history: int = 50_000  # recent log entries a leader keeps to sync followers by diff
+    log_segment_bytes: int = SEGMENT_BYTES  # disk taken by each new log segment file, up front
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
@@ -66,6 +68,8 @@ class ServerConfig:
         if self.tick_ms <= 0:
             raise ValueError("tick must be positive")
         check_spin(self.spin_before_wait_s, "spin_before_wait_us")
+        if self.log_segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"log_segment_bytes must be at least {MIN_SEGMENT_BYTES} (1 MiB)")
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:

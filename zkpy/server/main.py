@@ -42,7 +42,9 @@ def _freeze_recovered_objects() -> None:
 async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run one member until cancelled. `task_status.started()` reports the bound client port."""
     storage = await trio.to_thread.run_sync(
-        lambda: Storage.open(config.data_dir, sync=config.fsync)
+        lambda: Storage.open(
+            config.data_dir, sync=config.fsync, segment_bytes=config.log_segment_bytes
+        )
     )
     try:
         member = await trio.to_thread.run_sync(Member, config, storage)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "MIN_SEGMENT_BYTES",
     "SEGMENT_BYTES",
     "LogDamagedError",
     "SegmentLog",
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 SEGMENT_BYTES: Final = 64 << 20
+MIN_SEGMENT_BYTES: Final = 1 << 20  # smaller segments would roll (create + fsync) too often
 ZERO_AHEAD_BYTES: Final = 256 << 10
 
 _MAGIC: Final = b"ZKPYWAL1"

@@ -30,6 +30,7 @@ import trio
 
 import zkpy
 from zkpy.client.admin import fetch_status
+from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing.proxy import LinkProxy
 from zkpy.testing.workload import EPHEMERALS, REGISTERS, SEQUENCES
 
@@ -149,6 +150,8 @@ class Chaos:
                 "peer_tick_ms = 50",
                 "sync_limit = 20",
                 "init_limit = 60",
+                # every restart starts a segment, and rolling over under faults is worth testing
+                f"log_segment_bytes = {MIN_SEGMENT_BYTES}",
                 f"fsync = {'true' if self.options.fsync else 'false'}",
                 f'data_dir = "{self.workdir}"',
             ]

@@ -18,6 +18,7 @@ import trio
 
 from zkpy.server.config import ServerConfig
 from zkpy.server.main import serve
+from zkpy.server.wal import MIN_SEGMENT_BYTES
 
 
 @dataclass(slots=True)
@@ -38,10 +39,13 @@ class RunningServer:
 async def running_server(data_dir: Path | str, **settings: Any) -> AsyncIterator[RunningServer]:
     """Start one member on 127.0.0.1 (port 0 picks a free one unless `client_port` is given).
 
-    Settings are `ServerConfig` fields; tests usually pass a short `tick_ms`.
+    Settings are `ServerConfig` fields; tests usually pass a short `tick_ms`. Log segments
+    default to the smallest size, so that a suite of many short-lived servers does not take
+    64 MiB of disk for each.
     """
     settings.setdefault("client_port", 0)
     settings.setdefault("tick_ms", 200)
+    settings.setdefault("log_segment_bytes", MIN_SEGMENT_BYTES)
     config = ServerConfig(data_dir=Path(data_dir), **settings)
     async with trio.open_nursery() as nursery:
         scope = trio.CancelScope()
