@@ -298,6 +298,45 @@ def test_a_failing_write_or_sync_raises_storage_error(
         assert s.read_log(0)[:3] == entries(1, 3)  # what was synced before is all there
 
 
+def test_a_full_disk_when_a_segment_rolls_raises_and_loses_nothing_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    log = entries(1, 60)
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(log[:20])
+        monkeypatch.setattr(wal_module.os, "posix_fallocate", no_space)
+        with pytest.raises(StorageError, match="failed on the log"):
+            s.append(log[20:])  # fills the segment, then cannot make the next one
+        monkeypatch.undo()
+    assert any(name.endswith(".tmp") for name in os.listdir(tmp_path / "wal"))
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:  # the unfinished file goes
+        kept = s.read_log(0)
+        assert kept == log[: len(kept)] and len(kept) >= 20
+        s.append(entries(len(kept) + 1, len(kept) + 40))
+        assert s.read_log(0) == entries(1, len(kept) + 40)
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "wal"))
+
+
+def test_a_file_system_without_fallocate_gets_sparse_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*_args: object) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(wal_module.os, "posix_fallocate", unsupported)
+    log = entries(1, 100)
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(log)
+    names = segments(tmp_path)
+    assert len(names) > 1
+    assert all(os.path.getsize(tmp_path / "wal" / name) >= SMALL for name in names)
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        assert s.read_log(0) == log
+
+
 # ---------------------------------------------------------------------------- generations
 
 

@@ -34,6 +34,7 @@ one: fine.) Opening reads the records only, never a segment's preallocated zeros
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
@@ -69,6 +70,10 @@ _EMPTY_RECORD: Final = bytes(_RECORD_SIZE)
 _SECTOR: Final = 512  # the unit a disk writes whole, or not at all
 _NAME: Final = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.wal")
 _TMP_SUFFIX: Final = ".tmp"
+# what posix_fallocate fails with where the file system cannot preallocate
+_FALLOCATE_UNSUPPORTED: Final = frozenset(
+    {errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+)
 
 
 class LogDamagedError(Exception):
@@ -408,7 +413,9 @@ def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Pa
         _write_all(fd, _SEGMENT_HEADER.pack(_MAGIC, generation, seq, 0), 0)
         try:
             os.posix_fallocate(fd, 0, size)
-        except OSError:
+        except OSError as err:
+            if err.errno not in _FALLOCATE_UNSUPPORTED:
+                raise  # a full disk above all: say so now, not at a later write
             os.ftruncate(fd, size)  # a file system without fallocate: sparse, still correct
         os.fsync(fd)
     finally:
