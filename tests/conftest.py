@@ -27,6 +27,7 @@ import trio
 
 import zkpy
 from zkpy.core.requests import Request
+from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing import RunningServer, running_server
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder
@@ -109,6 +110,8 @@ class ServerProcess:
             str(self.port),
             "--tick-ms",
             str(self.tick_ms),
+            "--log-segment-bytes",
+            str(MIN_SEGMENT_BYTES),
         ]
 
     def start(self) -> None:

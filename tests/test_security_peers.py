@@ -16,6 +16,7 @@ import zkpy
 from zkpy.client.admin import fetch_status
 from zkpy.server.config import MemberAddress, ServerConfig
 from zkpy.server.main import serve
+from zkpy.server.wal import MIN_SEGMENT_BYTES
 
 from .conftest import free_port, wait_until
 
@@ -66,6 +67,7 @@ def _tls_configs(
         configs.append(
             ServerConfig(
                 data_dir=tmp_path / f"m{member.id}",
+                log_segment_bytes=MIN_SEGMENT_BYTES,
                 client_port=member.client_port,
                 server_id=member.id,
                 members=members,
@@ -107,6 +109,7 @@ async def test_a_member_without_the_ensembles_credentials_is_refused_and_cannot_
     good = [
         ServerConfig(
             data_dir=tmp_path / f"m{m.id}",
+            log_segment_bytes=MIN_SEGMENT_BYTES,
             client_port=m.client_port,
             server_id=m.id,
             secret="the right secret",
@@ -116,6 +119,7 @@ async def test_a_member_without_the_ensembles_credentials_is_refused_and_cannot_
     ]
     impostor = ServerConfig(
         data_dir=tmp_path / "m3",
+        log_segment_bytes=MIN_SEGMENT_BYTES,
         client_port=members[2].client_port,
         server_id=3,
         secret="a wrong secret",

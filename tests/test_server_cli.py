@@ -179,5 +179,5 @@ def test_server_refuses_a_log_segment_below_the_minimum(tmp_path: Path) -> None:
         main, ["server", "--data-dir", str(data_dir), "--log-segment-bytes", "4096"]
     )
     assert result.exit_code == 2
-    assert "log_segment_bytes must be at least" in result.output
+    assert "--log-segment-bytes" in result.output and "1048576<=x<=1073741824" in result.output
     assert not data_dir.exists()

@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import zkpy.server.wal as wal_module
+from zkpy import connect
+from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.storage import FORMAT_VERSION, Storage, StorageError, StorageFormatError
 from zkpy.server.wal import SegmentLog, segment_name
+from zkpy.testing import running_server
 
 SMALL = 4096  # bytes per segment: a few dozen records
 
@@ -311,20 +314,32 @@ def test_a_full_disk_when_a_segment_rolls_raises_and_loses_nothing_synced(
         with pytest.raises(StorageError, match="failed on the log"):
             s.append(log[20:])  # fills the segment, then cannot make the next one
         monkeypatch.undo()
-    assert any(name.endswith(".tmp") for name in os.listdir(tmp_path / "wal"))
-    with Storage.open(tmp_path, segment_bytes=SMALL) as s:  # the unfinished file goes
-        kept = s.read_log(0)
-        assert kept == log[: len(kept)] and len(kept) >= 20
-        s.append(entries(len(kept) + 1, len(kept) + 40))
-        assert s.read_log(0) == entries(1, len(kept) + 40)
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "wal"))
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        # what filled the first segment was synced before the roll: (4096 - 32) // 116 records
+        assert s.read_log(0) == log[:35]
+        s.append(entries(36, 80))
+        assert s.read_log(0) == entries(1, 80)
 
 
-def test_a_file_system_without_fallocate_gets_sparse_segments(
+def test_a_failing_preallocation_other_than_unsupported_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def broken(*_args: object) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        monkeypatch.setattr(wal_module.os, "posix_fallocate", broken)
+        with pytest.raises(StorageError, match="failed on the log"):
+            s.append(entries(1, 60))
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL])
+def test_a_file_system_without_fallocate_gets_sparse_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     def unsupported(*_args: object) -> None:
-        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(wal_module.os, "posix_fallocate", unsupported)
     log = entries(1, 100)
@@ -522,18 +537,35 @@ def test_space_ahead_of_the_records_is_zeroed_and_never_over_them(
 # ---- the member's log_segment_bytes setting ---------------------------------------------------
 
 
-def test_config_refuses_log_segments_below_the_minimum(tmp_path: Path) -> None:
-    from zkpy.server.config import ServerConfig
+@pytest.mark.parametrize(
+    "size",
+    [
+        wal_module.MIN_SEGMENT_BYTES - 1,
+        wal_module.MAX_SEGMENT_BYTES + 1,
+        2097152.0,
+        "2097152",
+        True,
+    ],
+)
+def test_config_refuses_log_segments_of_a_bad_size(tmp_path: Path, size: object) -> None:
+    with pytest.raises(ValueError, match="log_segment_bytes must be a whole number of bytes"):
+        ServerConfig(data_dir=tmp_path, log_segment_bytes=size)  # type: ignore[arg-type]
 
-    with pytest.raises(ValueError, match="log_segment_bytes"):
-        ServerConfig(data_dir=tmp_path, log_segment_bytes=wal_module.MIN_SEGMENT_BYTES - 1)
+
+def test_config_takes_log_segment_bytes_from_the_ensemble_file(tmp_path: Path) -> None:
     assert ServerConfig(data_dir=tmp_path).log_segment_bytes == wal_module.SEGMENT_BYTES
+    path = tmp_path / "ensemble.toml"
+    path.write_text(
+        'secret = "s"\nlog_segment_bytes = 2097152\n'
+        '[members.1]\nhost = "127.0.0.1"\nclient_port = 2181\npeer_port = 2888\n'
+    )
+    assert load_config(path, 1).log_segment_bytes == 2 << 20
+    path.write_text(path.read_text().replace("2097152", "2097152.5"))
+    with pytest.raises(ValueError, match="log_segment_bytes"):
+        load_config(path, 1)
 
 
 async def test_member_preallocates_segments_of_the_configured_size(tmp_path: Path) -> None:
-    from zkpy import connect
-    from zkpy.testing import running_server
-
     size = 3 << 20
     async with running_server(tmp_path / "data", log_segment_bytes=size) as server:
         async with connect(server.address) as client:

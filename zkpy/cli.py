@@ -23,7 +23,7 @@ from zkpy.core.errors import ZkError
 from zkpy.errors import single_error
 from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.storage import StorageError
-from zkpy.server.wal import SEGMENT_BYTES
+from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
 T = TypeVar("T")
@@ -83,9 +83,10 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
 @click.option("--max-data-bytes", default=1 << 20, show_default=True, help="Largest znode value.")
 @click.option(
     "--log-segment-bytes",
+    type=click.IntRange(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
     default=SEGMENT_BYTES,
     show_default=True,
-    help="Disk each new log segment file takes up front (at least 1 MiB).",
+    help="Disk each new log segment file takes up front (1 MiB to 1 GiB).",
 )
 @click.option(
     "--config",

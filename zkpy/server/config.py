@@ -10,7 +10,7 @@ from typing import Any
 
 from zkpy.core.prep import DEFAULT_MAX_DATA_BYTES
 from zkpy.receiver import check_spin
-from zkpy.server.wal import MIN_SEGMENT_BYTES, SEGMENT_BYTES
+from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
 
@@ -68,8 +68,12 @@ class ServerConfig:
         if self.tick_ms <= 0:
             raise ValueError("tick must be positive")
         check_spin(self.spin_before_wait_s, "spin_before_wait_us")
-        if self.log_segment_bytes < MIN_SEGMENT_BYTES:
-            raise ValueError(f"log_segment_bytes must be at least {MIN_SEGMENT_BYTES} (1 MiB)")
+        segment = self.log_segment_bytes
+        if type(segment) is not int or not MIN_SEGMENT_BYTES <= segment <= MAX_SEGMENT_BYTES:
+            raise ValueError(
+                f"log_segment_bytes must be a whole number of bytes from {MIN_SEGMENT_BYTES} "
+                f"(1 MiB) to {MAX_SEGMENT_BYTES} (1 GiB), not {segment!r}"
+            )
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "MAX_SEGMENT_BYTES",
     "MIN_SEGMENT_BYTES",
     "SEGMENT_BYTES",
     "LogDamagedError",
@@ -57,6 +58,7 @@ __all__ = [
 
 SEGMENT_BYTES: Final = 64 << 20
 MIN_SEGMENT_BYTES: Final = 1 << 20  # smaller segments would roll (create + fsync) too often
+MAX_SEGMENT_BYTES: Final = 1 << 30
 ZERO_AHEAD_BYTES: Final = 256 << 10
 
 _MAGIC: Final = b"ZKPYWAL1"
@@ -418,8 +420,12 @@ def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Pa
                 raise  # a full disk above all: say so now, not at a later write
             os.ftruncate(fd, size)  # a file system without fallocate: sparse, still correct
         os.fsync(fd)
-    finally:
+    except BaseException:
+        # a failed preallocation may keep what it got: give a full disk its space back
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.rename(tmp, path)
     fsync_dir(directory)
     return path
