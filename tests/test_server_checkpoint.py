@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 import zkpy
+import zkpy.server.node as node_module
+from zkpy.core.txn import CloseSession, decode_record
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member, _usable_history
 from zkpy.server.storage import Storage
@@ -52,9 +56,17 @@ async def test_checkpoints_truncate_the_log_and_restart_restores_everything(
             assert stat is not None and stat.num_children == len(expected)
 
 
+@pytest.mark.parametrize(
+    "interval",
+    # checkpoints every 50 transactions end at zxid 400, before the client's session closes (402);
+    # every 67, the last one is that close
+    [50, 67],
+    ids=["before-the-close", "at-the-close"],
+)
 async def test_a_restarted_member_keeps_the_log_before_its_checkpoint_as_history(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
 ) -> None:
+    monkeypatch.setattr(node_module.secrets, "randbelow", lambda _bound: interval - 50)
     data_dir = tmp_path / "data"
     async with running_server(data_dir, checkpoint_every=100) as server:
         async with zkpy.connect(server.address) as zk:
@@ -74,11 +86,19 @@ async def test_a_restarted_member_keeps_the_log_before_its_checkpoint_as_history
         # only what came after the checkpoint counts toward the next one
         assert member._applied_since_checkpoint == len(recovered.log)
         # its change log reaches back as far: a watcher that reconnects after the restart with
-        # a zxid from before the checkpoint is told each change it missed, not a summary
-        last_seen = recovered.retained[0][0]
+        # a zxid from before the checkpoint is told each change it missed, not a summary. (Back
+        # to the last session close the retained log holds, if a checkpoint came after the
+        # client's session closed: which ephemerals a close deleted only the tree of its moment
+        # knew, see `_change_log_from`.)
+        retained = [decode_record(raw) for _zxid, raw in recovered.retained]
+        closes = [record.zxid for record in retained if isinstance(record.op, CloseSession)]
+        last_seen = closes[-1] if closes else retained[0].zxid
         assert member.change_log.covers(last_seen)
         replayed = [zxid for zxid, _changes in member.change_log.since(last_seen)]
-        assert replayed == [zxid for zxid, _raw in recovered.retained[1:]]
+        assert replayed == [record.zxid for record in retained if record.zxid > last_seen]
+        assert bool(closes) == (interval == 67)
+        if closes:  # a reconnect from before the close gets a summary instead
+            assert not member.change_log.covers(last_seen - 1)
 
         # a log whose entries stop short of the checkpoint has gaps: none of it is history
         gap = dataclasses.replace(recovered, retained=recovered.retained[:-1])
