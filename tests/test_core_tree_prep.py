@@ -459,10 +459,10 @@ def test_close_session_deletes_its_ephemerals_in_one_txn(h: Harness) -> None:
         (EventType.DELETED, "/p/q-0000000001"),
         (EventType.CHILD, "/p"),
     }
-    deleted = [path for kind, path in result.changes if kind is EventType.DELETED]
+    deleted = [path for kind, path in result.changes if kind == EventType.DELETED]
     assert sorted(deleted) == deleted == ["/e1", "/p/e2", "/p/q-0000000001"]
     for index, (kind, path) in enumerate(result.changes):
-        if kind is EventType.DELETED:
+        if kind == EventType.DELETED:
             parent = path.rsplit("/", 1)[0] or "/"
             assert result.changes[index + 1] == (EventType.CHILD, parent)
 

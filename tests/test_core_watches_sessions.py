@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Hashable
 
 import pytest
@@ -14,7 +15,9 @@ from zkpy.core.sessions import (
     SessionTracker,
     TimeoutBounds,
 )
-from zkpy.core.types import EventType, WatchedEvent, WatchMode
+from zkpy.core.tree import DataTree
+from zkpy.core.txn import Create, SetData, TxnRecord
+from zkpy.core.types import OPEN_ACL_UNSAFE, EventType, WatchedEvent, WatchMode
 from zkpy.core.watches import ChangeLog, WatchRegistry, resume_watches
 
 CREATED, DELETED, CHANGED, CHILD = (
@@ -308,6 +311,28 @@ def test_change_log_capacity_and_coverage() -> None:
     assert log.oldest_zxid_known == 3
     assert not log.covers(2)
     assert [z for z, _ in log.since(3)] == [4, 5, 6]
+
+
+def test_the_change_log_holds_nothing_the_garbage_collector_walks() -> None:
+    """A member keeps 100,000 changes: as plain tuples of ints and strings, which the collector
+    stops tracking, no full collection has to walk them."""
+    tree = DataTree()
+    created = tree.apply(TxnRecord(1, 0, 1, 0, Create("/a", b"", OPEN_ACL_UNSAFE, 0, 1)))
+    changed = tree.apply(TxnRecord(2, 0, 2, 0, SetData("/a", b"x", 1)))
+    log = ChangeLog(start_zxid=0)
+    log.record(1, created.changes)
+    log.record(2, changed.changes)
+    gc.collect()  # a tuple is let go once what it holds is: the changes first,
+    gc.collect()  # then the tuple of them
+    entries = list(log.since(0))
+    assert [zxid for zxid, _changes in entries] == [1, 2]
+    for _zxid, changes in entries:
+        assert not gc.is_tracked(changes)
+        assert not any(gc.is_tracked(change) for change in changes)
+    registry = WatchRegistry()
+    registry.add(W1, "/a", WatchMode.PERSISTENT)
+    (event,) = [event for _watcher, event in registry.trigger(entries[1][1], 2)]
+    assert event.type is EventType.CHANGED  # watchers get the enum
 
 
 def test_resume_falls_back_to_stat_comparison_when_the_log_is_too_short() -> None:

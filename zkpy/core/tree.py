@@ -29,10 +29,8 @@ from zkpy.core.txn import (
     SetData,
     TxnRecord,
 )
-from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, EventType, Stat, acl_from_wire
-
-Change = tuple[EventType, str]
-
+from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, acl_from_wire
+from zkpy.core.watches import CHANGED, CHILD, CREATED, DELETED, Change
 
 NO_CHILDREN: frozenset[str] = frozenset()
 
@@ -287,7 +285,7 @@ class DataTree:
         node.mzxid = record.zxid
         node.mtime = record.time_ms
         self._dirty_nodes.add(op.path)
-        changes.append((EventType.CHANGED, op.path))
+        changes.append((CHANGED, op.path))
         return node.stat()
 
     def _set_acl(self, op: SetACL) -> Stat:
@@ -391,11 +389,11 @@ class DataTree:
 
 
 def _added(path: str, parent_path: str) -> list[Change]:
-    return [(EventType.CREATED, path), (EventType.CHILD, parent_path)]
+    return [(CREATED, path), (CHILD, parent_path)]
 
 
 def _removed(path: str, parent_path: str) -> list[Change]:
-    return [(EventType.DELETED, path), (EventType.CHILD, parent_path)]
+    return [(DELETED, path), (CHILD, parent_path)]
 
 
 def changes_of(op: Op) -> list[Change] | None:
@@ -404,7 +402,7 @@ def changes_of(op: Op) -> list[Change] | None:
     ephemeral deletions only the tree of that moment knew."""
     match op:
         case SetData(path):
-            return [(EventType.CHANGED, path)]
+            return [(CHANGED, path)]
         case Create(path):
             return _added(path, paths.parent(path))
         case Delete(path):

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from zkpy.core import paths
 from zkpy.core.types import EventType, WatchedEvent, WatchMode
 
-Change = tuple[EventType, str]
+# A change is (kind, path) with the kind a plain int, the EventType's number: the change log
+# keeps the last hundred thousand of them, and the garbage collector stops tracking tuples of
+# ints and strings, but not tuples holding enum members (which would make every full collection
+# walk them all). Events handed to watchers carry the EventType.
+Change = tuple[int, str]
+CREATED: Final = int(EventType.CREATED)
+DELETED: Final = int(EventType.DELETED)
+CHANGED: Final = int(EventType.CHANGED)
+CHILD: Final = int(EventType.CHILD)
 
 _DATA_EVENTS = frozenset({EventType.CREATED, EventType.CHANGED, EventType.DELETED})
 _CHILD_EVENTS = frozenset({EventType.CHILD, EventType.DELETED})
@@ -23,7 +31,7 @@ _ONE_SHOT = (WatchMode.DATA, WatchMode.EXIST, WatchMode.CHILD)
 _DIRECT = (WatchMode.DATA, WatchMode.EXIST, WatchMode.CHILD, WatchMode.PERSISTENT)
 
 
-def _fires(mode: WatchMode, event: EventType) -> bool:
+def _fires(mode: WatchMode, event: int) -> bool:
     if mode is WatchMode.CHILD:
         return event in _CHILD_EVENTS
     if mode is WatchMode.PERSISTENT:
@@ -84,11 +92,11 @@ class WatchRegistry:
         if not self._by_watcher:
             return out
         recursive = self._by_mode[WatchMode.PERSISTENT_RECURSIVE]
-        for event_type, path in changes:
+        for kind, path in changes:
             notified: set[Hashable] = set()
             for mode in _DIRECT:
                 table = self._by_mode[mode]
-                if not table or not _fires(mode, event_type):
+                if not table or not _fires(mode, kind):
                     continue
                 holders = table.get(path)
                 if holders:
@@ -96,13 +104,13 @@ class WatchRegistry:
                     if mode in _ONE_SHOT:
                         for watcher in list(holders):
                             self._discard(watcher, path, mode)
-            if recursive and event_type is not EventType.CHILD:
+            if recursive and kind != CHILD:
                 for root in (*paths.ancestors(path), path, "/"):
                     holders = recursive.get(root)
                     if holders:
                         notified.update(holders)
             if notified:
-                event = WatchedEvent(event_type, path, zxid)
+                event = WatchedEvent(EventType(kind), path, zxid)
                 out.extend((watcher, event) for watcher in notified)
         return out
 
@@ -134,9 +142,10 @@ class ChangeLog:
         self.oldest_zxid_known = start_zxid  # every change after this zxid is still in the log
 
     def record(self, zxid: int, changes: Sequence[Change]) -> None:
+        """Keep one transaction's changes (their kinds plain ints, see `Change`)."""
         if not changes:
             return
-        self._entries.append((zxid, tuple([(int(kind), path) for kind, path in changes])))
+        self._entries.append((zxid, tuple(changes)))
         self._count += len(changes)
         while self._count > self.capacity and self._entries:
             dropped_zxid, dropped = self._entries.popleft()
@@ -149,7 +158,7 @@ class ChangeLog:
     def since(self, last_zxid: int) -> Iterable[tuple[int, Sequence[Change]]]:
         for zxid, changes in self._entries:
             if zxid > last_zxid:
-                yield zxid, [(EventType(kind), path) for kind, path in changes]
+                yield zxid, changes
 
 
 def resume_watches(
