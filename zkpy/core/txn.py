@@ -13,6 +13,7 @@ operations on each member (prep, then decoding on each follower).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -139,7 +140,7 @@ def _acl_fields(acl: tuple[ACL, ...]) -> list[list[object]]:
     return [entry.to_wire() for entry in acl]
 
 
-def _acl_from(fields: list[list[object]]) -> tuple[ACL, ...]:
+def _acl_from(fields: Sequence[Sequence[object]]) -> tuple[ACL, ...]:
     return acl_from_wire(fields)
 
 
@@ -167,7 +168,7 @@ def op_to_fields(op: Op) -> list[Any]:
     raise TypeError(f"not a transaction op: {op!r}")
 
 
-def op_from_fields(fields: list[Any]) -> Op:
+def op_from_fields(fields: Sequence[Any]) -> Op:
     kind = fields[0]
     if kind == OP_CREATE:
         return Create(fields[1], fields[2], _acl_from(fields[3]), fields[4], fields[5])
@@ -205,5 +206,6 @@ def encode_record(record: TxnRecord, packer: msgpack.Packer | None = None) -> by
 
 
 def decode_record(raw: bytes) -> TxnRecord:
-    zxid, session_id, cxid, time_ms, fields = msgpack.unpackb(raw, raw=False, use_list=True)
+    # arrays as tuples: an ACL's entries are then the key of its shared decoded value as they are
+    zxid, session_id, cxid, time_ms, fields = msgpack.unpackb(raw, raw=False, use_list=False)
     return TxnRecord(zxid, session_id, cxid, time_ms, op_from_fields(fields), bytes(raw))

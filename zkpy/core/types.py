@@ -121,6 +121,8 @@ def acl_from_wire(fields: Iterable[Sequence[object]]) -> tuple[ACL, ...]:
     checkpoint), almost always the same few: building new objects each time was a fifth of a
     follower's time in a create benchmark. Raises TypeError or ValueError on a bad shape.
     """
+    if type(fields) is tuple:  # decoded as tuples (`use_list=False`): already the key
+        return _acl_tuple(fields)  # unhashable parts (a map) are a bad shape: TypeError
     key = tuple(tuple(entry) for entry in fields)
     hash(key)  # unhashable parts (a map, a list) are a bad shape: TypeError
     return _acl_tuple(key)
