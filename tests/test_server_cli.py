@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tests.conftest import ServerProcess, assert_one_line, child_env, free_port
+from zkpy.cli import main
 
 
 def zkpy_command() -> list[str]:
@@ -170,10 +172,6 @@ def test_server_refuses_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_server_refuses_a_log_segment_below_the_minimum(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from zkpy.cli import main
-
     data_dir = tmp_path / "data"
     result = CliRunner().invoke(
         main, ["server", "--data-dir", str(data_dir), "--log-segment-bytes", "4096"]
