@@ -179,32 +179,35 @@ class Prep:
     # ---- per request -----------------------------------------------------------------------
 
     def _prepare_op(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
-        match request:
-            case CreateSessionRequest(new_id, timeout_ms, password):
-                if self.session_alive(new_id):
-                    raise BadArgumentsError(f"session {new_id:#x} exists")
-                return CreateSession(new_id, timeout_ms, password)
-            case CloseSessionRequest():
-                self._require_session(session_id)
-                return self._close_session(session_id)
+        # exact type tests, the most frequent first (see `op_to_fields` for why not `match`)
+        if type(request) is SetDataRequest:
+            self._require_session(session_id)
+            return self._set_data(request, ids)
+        if type(request) is CreateRequest:
+            self._require_session(session_id)
+            return self._create(request, session_id, ids)
+        if type(request) is CreateSessionRequest:
+            if self.session_alive(request.session_id):
+                raise BadArgumentsError(f"session {request.session_id:#x} exists")
+            return CreateSession(request.session_id, request.timeout_ms, request.password)
         self._require_session(session_id)
-        match request:
-            case MultiRequest(ops):
-                return self._multi(ops, session_id, ids)
-            case SetACLRequest():
-                return self._set_acl(request, ids)
+        if type(request) is CloseSessionRequest:
+            return self._close_session(session_id)
+        if type(request) is MultiRequest:
+            return self._multi(request.ops, session_id, ids)
+        if type(request) is SetACLRequest:
+            return self._set_acl(request, ids)
         return self._single(request, session_id, ids)
 
     def _single(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
-        match request:
-            case CreateRequest():
-                return self._create(request, session_id, ids)
-            case DeleteRequest():
-                return self._delete(request, ids)
-            case SetDataRequest():
-                return self._set_data(request, ids)
-            case CheckRequest():
-                return self._check(request, ids)
+        if type(request) is SetDataRequest:
+            return self._set_data(request, ids)
+        if type(request) is CreateRequest:
+            return self._create(request, session_id, ids)
+        if type(request) is DeleteRequest:
+            return self._delete(request, ids)
+        if type(request) is CheckRequest:
+            return self._check(request, ids)
         raise BadArgumentsError(f"{type(request).__name__} cannot be prepped here")
 
     def _require_session(self, session_id: int) -> None:

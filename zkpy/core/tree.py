@@ -200,32 +200,32 @@ class DataTree:
         return [self._apply_op(inner, record, changes) for inner in op.ops]
 
     def _apply_op(self, op: Op, record: TxnRecord, changes: list[Change]) -> OpResult:
-        match op:
-            case Create():
-                return OpResult(value=self._create(op, record, changes))
-            case Delete(path):
+        # exact type tests, the most frequent first (see `op_to_fields` for why not `match`)
+        if type(op) is SetData:
+            return OpResult(value=self._set_data(op, record, changes))
+        if type(op) is Create:
+            return OpResult(value=self._create(op, record, changes))
+        if type(op) is Delete:
+            self._delete(op.path, record.zxid, changes)
+            return OpResult()
+        if type(op) is Check:
+            return OpResult()
+        if type(op) is ErrorTxn:
+            return OpResult(op.code)
+        if type(op) is SetACL:
+            return OpResult(value=self._set_acl(op))
+        if type(op) is CreateSession:
+            self.sessions[op.session_id] = SessionInfo(op.timeout_ms, op.password)
+            self._dirty_sessions.add(op.session_id)
+            return OpResult(value=op.session_id)
+        if type(op) is CloseSession:
+            for path in sorted(self.ephemerals.pop(op.session_id, set())):
                 self._delete(path, record.zxid, changes)
-                return OpResult()
-            case SetData():
-                return OpResult(value=self._set_data(op, record, changes))
-            case SetACL():
-                return OpResult(value=self._set_acl(op))
-            case Check():
-                return OpResult()
-            case ErrorTxn(code):
-                return OpResult(code)
-            case CreateSession(session_id, timeout_ms, password):
-                self.sessions[session_id] = SessionInfo(timeout_ms, password)
-                self._dirty_sessions.add(session_id)
-                return OpResult(value=session_id)
-            case CloseSession(session_id):
-                for path in sorted(self.ephemerals.pop(session_id, set())):
-                    self._delete(path, record.zxid, changes)
-                self.sessions.pop(session_id, None)
-                self._dirty_sessions.add(session_id)
-                return OpResult()
-            case Multi():
-                raise RuntimeInconsistencyError("nested multi")
+            self.sessions.pop(op.session_id, None)
+            self._dirty_sessions.add(op.session_id)
+            return OpResult()
+        if type(op) is Multi:
+            raise RuntimeInconsistencyError("nested multi")
         raise RuntimeInconsistencyError(f"unknown op {op!r}")
 
     def _node(self, path: str) -> ZNode:

@@ -292,15 +292,16 @@ class ClientConnection:
         watches.add(self.id, path, mode)
 
     def _read(self, request: ReadRequest) -> Any:
+        if type(request) is GetDataRequest:  # the most frequent, without `match`'s lookups
+            path = request.path
+            node = self._readable(paths.validate(path))
+            if node is None:
+                raise NoNodeError(path=path)
+            if request.watch:
+                self._watch(path, WatchMode.DATA)
+            return [node.data, node.stat_wire()]
         tree = self.member.tree
         match request:
-            case GetDataRequest(path, watch):
-                node = self._readable(paths.validate(path))
-                if node is None:
-                    raise NoNodeError(path=path)
-                if watch:
-                    self._watch(path, WatchMode.DATA)
-                return [node.data, node.stat_wire()]
             case ExistsRequest(path, watch):
                 node = tree.get(paths.validate(path))  # as in ZooKeeper: a Stat needs no READ
                 if watch:

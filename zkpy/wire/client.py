@@ -201,14 +201,18 @@ def _acl_out(acl: tuple[ACL, ...]) -> list[list[object]]:
 
 def request_fields(request: Request) -> list[Any]:
     """The ``[opcode, args...]`` form of a request (without its xid)."""
-    match request:  # the most frequent requests first
-        case GetDataRequest(path, watch):
-            return [OP_GET_DATA, path, watch]
-        case SetDataRequest(path, data, version):
-            return [OP_SET_DATA, path, data, version]
-        case CreateRequest(path, data, acl, ephemeral, sequential):
-            flags = (FLAG_EPHEMERAL if ephemeral else 0) | (FLAG_SEQUENTIAL if sequential else 0)
-            return [OP_CREATE, path, data, _acl_out(acl), flags]
+    # the most frequent requests by exact type tests (see `zkpy.core.txn.op_to_fields` for
+    # why not `match`), the rest by pattern
+    if type(request) is GetDataRequest:
+        return [OP_GET_DATA, request.path, request.watch]
+    if type(request) is SetDataRequest:
+        return [OP_SET_DATA, request.path, request.data, request.version]
+    if type(request) is CreateRequest:
+        flags = (FLAG_EPHEMERAL if request.ephemeral else 0) | (
+            FLAG_SEQUENTIAL if request.sequential else 0
+        )
+        return [OP_CREATE, request.path, request.data, _acl_out(request.acl), flags]
+    match request:
         case DeleteRequest(path, version):
             return [OP_DELETE, path, version]
         case ExistsRequest(path, watch):
