@@ -12,6 +12,11 @@ Rows (each a rate per second of one Python thread, after a short warm-up):
 - log records: encode_record + decode_record (zkpy.core.txn), the bytes the log and peers carry;
 - peer messages: encode_message + decode_message of Propose (1 and 64 records), Ack, Commit and
   Forward (zkpy.wire.peer);
+- zab: sets replicated through three `Replica`s of the pure core (a leader and two followers,
+  established by the simulator without faults), batches of 128 as a pipelined client sends
+  them, every message through the peer codec: the leader's work per set (prep, log, apply,
+  counting acks) and one follower's (decode, log, commit, apply), no storage and no trio. Set
+  beside a running member's CPU per set, it tells the core's share from the shell's;
 - group commit: Storage.append of batches of 1, 16 and 256 records, one write and one
   fsync per batch (zkpy.server.storage), in a temporary directory (under --dir if given).
 """
@@ -45,10 +50,12 @@ from zkpy.core.tree import DataTree
 from zkpy.core.txn import SetData, TxnRecord, decode_record, encode_record
 from zkpy.core.types import OPEN_ACL_UNSAFE, Id, Stat
 from zkpy.server.storage import Storage
+from zkpy.testing.sim import Faults, Simulation
 from zkpy.wire import client as wire
 from zkpy.wire import peer
 from zkpy.wire.frames import FrameDecoder
-from zkpy.zab.messages import Ack, Commit, Forward, Propose
+from zkpy.zab.messages import Ack, Commit, Forward, Propose, ServerState
+from zkpy.zab.replica import Ready, Replica
 
 CHUNK = 1000
 SESSION = 0x1234
@@ -280,6 +287,103 @@ def bench_peer(seconds: float, value: bytes) -> list[Row]:
     return rows
 
 
+# ---- the replicas of the pure core --------------------------------------------------------------
+
+
+class ZabBench:
+    """A leader and two followers of the pure core, established without faults; `sets()` moves
+    one batch of sets through them, timing the leader's and one follower's part."""
+
+    BATCH = 128
+
+    def __init__(self, value: bytes) -> None:
+        quiet = Faults(
+            crash=0,
+            restart=0,
+            partition=0,
+            heal=0,
+            reset_link=0,
+            delay_ms=(0, 0),
+            duplicate_notification=0,
+            disk_ms=(0, 0),
+        )
+        sim = Simulation(1, faults=quiet)
+        sim.run_until(5_000, chaos=False, load=False)
+        self.replicas = {i: member.replica for i, member in sim.members.items()}
+        leaders = [
+            i
+            for i, r in self.replicas.items()
+            if r is not None and r.state is ServerState.LEADING and r.serving
+        ]
+        if len(leaders) != 1:
+            raise RuntimeError("the simulated ensemble elected no leader")
+        self.leader = leaders[0]
+        self.followers = [i for i in self.replicas if i != self.leader]
+        self.leader_time = self.follower_time = 0.0
+        self._cxid = 0
+        self._batch([CreateSessionRequest(SESSION, 30_000, b"p" * 16)], session_id=0)
+        keys = [f"/k{i}" for i in range(self.BATCH)]
+        self._batch([CreateRequest(key, b"", OPEN_ACL_UNSAFE) for key in keys])
+        self.requests = [SetDataRequest(key, value) for key in keys]
+
+    def _replica(self, member: int) -> Replica:
+        replica = self.replicas[member]
+        assert replica is not None
+        return replica
+
+    def _apply(self, member: int, ready: Ready) -> None:
+        replica = self._replica(member)
+        for record in ready.committed:
+            replica.apply(record)
+
+    def _batch(self, requests: list[Any], session_id: int = SESSION) -> None:
+        leader = self._replica(self.leader)
+        start = time.perf_counter()
+        for request in requests:
+            self._cxid += 1
+            leader.submit(session_id, self._cxid, request)
+        ready = leader.take_ready()
+        self._apply(self.leader, ready)
+        leader_part = time.perf_counter() - start
+        wires = [(target, peer.encode_message(m)) for target, m in ready.messages]
+        answers: list[tuple[int, bytes]] = []
+        for member in self.followers:
+            start = time.perf_counter()
+            follower = self._replica(member)
+            for target, raw in wires:
+                if target == member:
+                    follower.receive(self.leader, peer.decode_message(raw))
+            for _ in range(2):  # the Ready to persist, then the one that commits it
+                follow_ready = follower.take_ready()
+                self._apply(member, follow_ready)
+                answers += [(member, peer.encode_message(m)) for _, m in follow_ready.messages]
+            if member == self.followers[0]:
+                self.follower_time += time.perf_counter() - start
+        start = time.perf_counter()
+        for member, raw in answers:
+            leader.receive(member, peer.decode_message(raw))
+        self._apply(self.leader, leader.take_ready())
+        self.leader_time += leader_part + time.perf_counter() - start
+
+    def sets(self) -> int:
+        self._batch(self.requests)
+        return len(self.requests)
+
+
+def bench_zab(seconds: float, value: bytes) -> list[Row]:
+    bench = ZabBench(value)
+    bench.sets()  # warm-up
+    bench.leader_time = bench.follower_time = 0.0
+    units = 0
+    while bench.leader_time + bench.follower_time < seconds:
+        units += bench.sets()
+    note = "Replica: submit/receive, take_ready, apply"
+    return [
+        Row("zab", "leader's part of a set", units / bench.leader_time, "sets/s", note),
+        Row("zab", "a follower's part of a set", units / bench.follower_time, "sets/s", note),
+    ]
+
+
 # ---- group commit ------------------------------------------------------------------------------
 
 
@@ -341,8 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None, help="parent of the temporary LMDB directory")
     parser.add_argument(
         "--only",
-        default="frames,core,peer,storage",
-        help="comma-separated groups to run: frames, core, peer, storage",
+        default="frames,core,peer,zab,storage",
+        help="comma-separated groups to run: frames, core, peer, zab, storage",
     )
     parser.add_argument("--json", dest="json_out", default=None, help="write results here")
     args = parser.parse_args(argv)
@@ -355,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_core(args.seconds, value)
     if "peer" in groups:
         rows += bench_peer(args.seconds, value)
+    if "zab" in groups:
+        rows += bench_zab(args.seconds, value)
     if "storage" in groups:
         rows += bench_storage(args.seconds, value, args.dir)
     print_table(rows)
