@@ -198,6 +198,29 @@ def test_set_data_updates_version_mzxid_mtime_and_length(h: Harness) -> None:
     assert h.stat("/a").data_length == 0
 
 
+def test_apply_without_stats_changes_the_same_but_returns_no_stat(h: Harness) -> None:
+    """A member applies others' writes without making the Stat only a waiting client reads."""
+    h.create("/a", b"one")
+    twin = DataTree.from_checkpoint(
+        h.tree.last_zxid, h.tree.iter_snapshot(), h.tree.iter_sessions()
+    )
+    records = [
+        h.prepare(SetDataRequest("/a", b"two", 0)),
+        h.prepare(SetACLRequest("/a", OPEN, 0)),
+        h.prepare(MultiRequest((SetDataRequest("/a", b"three", 1), CheckRequest("/a", 2)))),
+    ]
+    with_stats = [h.apply(record) for record in records]
+    without = [twin.apply(record, stats=False) for record in records]
+
+    assert [ok(r) for r in without[:2]] == [None, None]
+    assert ok(with_stats[0]).version == 1 and ok(with_stats[1]).aversion == 1
+    # a multi's results keep their Stats: its reply is made of them, one per operation
+    assert without[2].multi_results == with_stats[2].multi_results
+    assert [r.changes for r in without] == [r.changes for r in with_stats]
+    assert twin.get("/a").stat() == h.stat("/a")  # type: ignore[union-attr]
+    assert twin.get("/a").data == b"three"  # type: ignore[union-attr]
+
+
 def test_set_acl_bumps_aversion_only(h: Harness) -> None:
     h.create("/a", b"d")
     before = h.stat("/a")

@@ -681,6 +681,31 @@ def test_observers_and_five_voter_followers_still_wait_for_commits() -> None:
         cluster.assert_identical()
 
 
+def test_acks_are_cumulative_and_a_quorum_commits_what_all_of_it_has_logged() -> None:
+    """Five voters: a follower's Ack covers every proposal up to it, and the leader commits up
+    to the highest zxid that three voters (itself included) have logged."""
+    cluster, leader = ensemble(5)
+    fast, slow, *_silent = cluster.followers()
+    replica = cluster.r(leader)
+    for cxid in (31, 32, 33):
+        replica.submit(1, cxid, create(f"/c{cxid}"))
+    records = cluster.take(leader).persist
+    z1, _z2, z3 = (record.zxid for record in records)
+    assert not cluster.take(leader).committed, "the leader's own log alone is no quorum"
+
+    replica.receive(fast, Ack(z3))
+    assert not cluster.take(leader).committed, "two of five"
+    replica.receive(slow, Ack(z1))
+    assert cluster.take(leader).committed == records[:1]
+    replica.receive(fast, Ack(z1))  # late and lower: changes nothing
+    assert not cluster.take(leader).committed
+    assert replica.outstanding == 2
+    replica.receive(slow, Ack(z3))
+    assert cluster.take(leader).committed == records[1:]
+    assert replica.outstanding == 0
+    assert replica.commit_zxid == z3
+
+
 def test_an_observer_never_commits_on_its_own() -> None:
     """The leader and an observer are no quorum: even sent a logged proposal (which a leader
     does not do), an observer waits for the Commit."""

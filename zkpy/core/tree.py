@@ -175,8 +175,13 @@ class DataTree:
 
     # ---- apply ---------------------------------------------------------------------------------
 
-    def apply(self, record: TxnRecord) -> ApplyResult:
-        """Carry out one committed transaction. Records must arrive in increasing zxid order."""
+    def apply(self, record: TxnRecord, *, stats: bool = True) -> ApplyResult:
+        """Carry out one committed transaction. Records must arrive in increasing zxid order.
+
+        `stats=False` leaves out the Stat a set_data or set_acl returns (its result's value is
+        None then) where nobody will read it: a member answers only its own clients' writes,
+        and making the Stat was a tenth of applying a set. A multi's results always have them.
+        """
         if record.zxid <= self.last_zxid:
             raise RuntimeInconsistencyError(
                 f"zxid {record.zxid:#x} applied after {self.last_zxid:#x}"
@@ -190,19 +195,20 @@ class DataTree:
             if failed:
                 outcome.result = OpResult(next(r.error for r in results if r.error != Code.OK))
         else:
-            outcome = ApplyResult(record, self._apply_op(op, record, changes), changes)
+            outcome = ApplyResult(record, self._apply_op(op, record, changes, stats), changes)
         self.last_zxid = record.zxid
         return outcome
 
     def _apply_multi(self, op: Multi, record: TxnRecord, changes: list[Change]) -> list[OpResult]:
         if op.failed:
             return [OpResult(inner.code if isinstance(inner, ErrorTxn) else 0) for inner in op.ops]
-        return [self._apply_op(inner, record, changes) for inner in op.ops]
+        return [self._apply_op(inner, record, changes, True) for inner in op.ops]
 
-    def _apply_op(self, op: Op, record: TxnRecord, changes: list[Change]) -> OpResult:
+    def _apply_op(self, op: Op, record: TxnRecord, changes: list[Change], stats: bool) -> OpResult:
         # exact type tests, the most frequent first (see `op_to_fields` for why not `match`)
         if type(op) is SetData:
-            return OpResult(value=self._set_data(op, record, changes))
+            node = self._set_data(op, record, changes)
+            return OpResult(value=node.stat() if stats else None)
         if type(op) is Create:
             return OpResult(value=self._create(op, record, changes))
         if type(op) is Delete:
@@ -213,7 +219,8 @@ class DataTree:
         if type(op) is ErrorTxn:
             return OpResult(op.code)
         if type(op) is SetACL:
-            return OpResult(value=self._set_acl(op))
+            node = self._set_acl(op)
+            return OpResult(value=node.stat() if stats else None)
         if type(op) is CreateSession:
             self.sessions[op.session_id] = SessionInfo(op.timeout_ms, op.password)
             self._dirty_sessions.add(op.session_id)
@@ -278,7 +285,7 @@ class DataTree:
         self._dirty_nodes.add(parent_path)
         changes += _removed(path, parent_path)
 
-    def _set_data(self, op: SetData, record: TxnRecord, changes: list[Change]) -> Stat:
+    def _set_data(self, op: SetData, record: TxnRecord, changes: list[Change]) -> ZNode:
         node = self._node(op.path)
         node.data = op.data
         node.version = op.version
@@ -286,14 +293,14 @@ class DataTree:
         node.mtime = record.time_ms
         self._dirty_nodes.add(op.path)
         changes.append((CHANGED, op.path))
-        return node.stat()
+        return node
 
-    def _set_acl(self, op: SetACL) -> Stat:
+    def _set_acl(self, op: SetACL) -> ZNode:
         node = self._node(op.path)
         node.acl = op.acl
         node.aversion = op.aversion
         self._dirty_nodes.add(op.path)
-        return node.stat()
+        return node
 
     # ---- checkpoints and snapshots ----------------------------------------------------------
 

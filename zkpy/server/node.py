@@ -395,8 +395,10 @@ class Member:
                 start_zxid=ready.install.zxid, capacity=self.config.change_log_capacity
             )
             self._last_checkpoint_zxid = ready.install.zxid
+        waiters = self._waiters
         for record in ready.committed:
-            self._applied(self.replica.apply(record))
+            wanted = (record.session_id, record.cxid) in waiters  # a client here awaits it
+            self._applied(self.replica.apply(record, stats=wanted))
         for key in ready.rejected:
             waiter = self._waiters.pop(key, None)
             if waiter is not None:

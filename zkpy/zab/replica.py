@@ -238,7 +238,10 @@ class Replica:
         self._peers: dict[int, _Peer] = {}
         self._acked_self_epoch = False
         self._established = False
-        self._acks: deque[tuple[int, set[int]]] = deque()
+        # this leadership's proposals not yet committed, and each voter's highest ack: acks are
+        # cumulative (a follower logs and acknowledges in order, over a FIFO link)
+        self._uncommitted: deque[int] = deque()
+        self._acked: dict[int, int] = {}
         # (zxid to be applied, session, cxid, forwarding member or None, heartbeat round needed)
         self._syncs_waiting: deque[tuple[int, int, int, int | None, int]] = deque()
         self._ping_round = 0
@@ -331,6 +334,7 @@ class Replica:
     def take_ready(self) -> Ready:
         """The work to do now. Calling it also says the previous Ready is durable."""
         self._advance(min(self._pending_durable, self.last_logged))
+        self._trim_history()  # once per step: the shell has applied the last one's records
         self._sync_heartbeat_sent = False
         self._close_batches()
         ready, self._ready = self._ready, Ready()
@@ -361,13 +365,13 @@ class Replica:
             self._awaiting_local.discard((record.session_id, record.cxid))
         self._release_syncs()
 
-    def apply(self, record: TxnRecord) -> ApplyResult:
-        """Apply one record of `Ready.committed` to the tree (the caller does, one at a time)."""
-        result = self.tree.apply(record)
+    def apply(self, record: TxnRecord, *, stats: bool = True) -> ApplyResult:
+        """Apply one record of `Ready.committed` to the tree (the caller does, one at a time);
+        `stats` as in `DataTree.apply`."""
+        result = self.tree.apply(record, stats=stats)
         if self.prep is not None:
             self.prep.applied(record.zxid)
         self._session_effects(record)
-        self._trim_history()
         return result
 
     def _session_effects(self, record: TxnRecord) -> None:
@@ -432,7 +436,8 @@ class Replica:
         self.tracker = None
         self._leader_logged = 0
         self._peers = {}
-        self._acks = deque()
+        self._uncommitted = deque()
+        self._acked = {}
         self._syncs_waiting = deque()
         self._established = False
         self.round += 1
@@ -868,7 +873,7 @@ class Replica:
             request, zxid=zxid, session_id=session_id, cxid=cxid, now_ms=self.now_ms, ids=ids
         )
         self._log((record,))
-        self._acks.append((zxid, set()))
+        self._uncommitted.append(zxid)
         commits_locally = self._commits_locally
         for member, peer in self._peers.items():
             if not peer.synced:
@@ -880,14 +885,18 @@ class Replica:
                 self._send_batched(member, Propose, record)
 
     def _count_ack(self, member: int, zxid: int) -> None:
-        for acked_zxid, acks in self._acks:
-            if acked_zxid > zxid:
-                break
-            acks.add(member)
+        """`member` has logged everything up to `zxid`: commit what a quorum of voters has."""
+        if member not in self.config.voters or zxid <= self._acked.get(member, 0):
+            return
+        self._acked[member] = zxid
+        quorum = self._quorum()
+        if len(self._acked) < quorum:
+            return
+        logged_by_quorum = sorted(self._acked.values(), reverse=True)[quorum - 1]
         committed = self.commit_zxid
-        quorum, voters = self._quorum(), self.config.voters
-        while self._acks and len(self._acks[0][1] & voters) >= quorum:
-            committed = self._acks.popleft()[0]
+        uncommitted = self._uncommitted
+        while uncommitted and uncommitted[0] <= logged_by_quorum:
+            committed = uncommitted.popleft()
         if committed > self.commit_zxid:
             self.commit_zxid = committed
             commits_locally = self._commits_locally
@@ -996,4 +1005,6 @@ class Replica:
 
     @property
     def outstanding(self) -> int:
-        return len(self._acks) if self.state is ServerState.LEADING else len(self._awaiting_local)
+        if self.state is ServerState.LEADING:
+            return len(self._uncommitted)
+        return len(self._awaiting_local)
