@@ -180,13 +180,13 @@ def op_to_fields(op: Op) -> list[Any]:
 
 
 def op_from_fields(fields: Sequence[Any]) -> Op:
-    kind = fields[0]
+    kind = fields[0]  # the most frequent first: every follower decodes every write here
+    if kind == OP_SET_DATA:
+        return SetData(fields[1], fields[2], fields[3])
     if kind == OP_CREATE:
         return Create(fields[1], fields[2], _acl_from(fields[3]), fields[4], fields[5])
     if kind == OP_DELETE:
         return Delete(fields[1])
-    if kind == OP_SET_DATA:
-        return SetData(fields[1], fields[2], fields[3])
     if kind == OP_SET_ACL:
         return SetACL(fields[1], _acl_from(fields[2]), fields[3])
     if kind == OP_CHECK:
