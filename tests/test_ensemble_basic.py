@@ -84,3 +84,30 @@ async def test_three_members_elect_one_leader_and_replicate(tmp_path: Path) -> N
         statuses = await ens.statuses()
         assert {status["last_zxid"] for status in statuses.values()} == {zxid}
         assert (await ens.leader()) is leader
+
+
+async def test_each_pipelined_write_is_answered_with_the_stat_it_left(tmp_path: Path) -> None:
+    """Members apply writes without making Stats; the client's member reads each reply's Stat
+    from the node as that write left it, before the next write in the same batch changes it."""
+    with Ensemble(tmp_path) as ens:
+        ens.start_all()
+        await ens.wait_all_serving()
+        leader = await ens.leader()
+        follower = next(m for m in ens.members.values() if m is not leader)
+        async with connect_to(follower) as zk:
+            await zk.create("/s", b"")
+            pipe = zk.pipeline()
+            for index in range(1, 41):
+                pipe.set("/s", b"x" * index)
+                pipe.create(f"/s/c{index}", b"")
+            results = await pipe.execute()
+            stats = results[0::2]
+            assert [stat.version for stat in stats] == list(range(1, 41))
+            assert [stat.data_length for stat in stats] == list(range(1, 41))
+            assert [stat.num_children for stat in stats] == list(range(40))
+            assert [stat.cversion for stat in stats] == list(range(40))
+            mzxids = [stat.mzxid for stat in stats]
+            assert mzxids == sorted(set(mzxids))
+            _data, final = await zk.get("/s")
+            assert final.version == 40 and final.num_children == 40
+            assert final.mzxid == stats[-1].mzxid

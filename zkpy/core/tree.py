@@ -179,8 +179,9 @@ class DataTree:
         """Carry out one committed transaction. Records must arrive in increasing zxid order.
 
         `stats=False` leaves out the Stat a set_data or set_acl returns (its result's value is
-        None then) where nobody will read it: a member answers only its own clients' writes,
-        and making the Stat was a tenth of applying a set. A multi's results always have them.
+        None then): a member answers only its own clients' writes, and reads such a reply's
+        Stat from the node right after the apply (`ZNode.stat_wire`), where making a `Stat`
+        for every write was a tenth of applying a set. A multi's results always have them.
         """
         if record.zxid <= self.last_zxid:
             raise RuntimeInconsistencyError(

@@ -56,6 +56,7 @@ from zkpy.core.requests import (
     SyncRequest,
 )
 from zkpy.core.tree import ApplyResult, OpResult
+from zkpy.core.txn import SetACL, SetData
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import resume_watches
 from zkpy.outbox import Outbox
@@ -183,12 +184,19 @@ class ClientConnection:
         self._flush_queue()
 
     def _write_reply(self, xid: int, opcode: int, result: ApplyResult) -> bytes:
+        """The reply to a committed write, made as soon as it is applied: a set's or create's
+        Stat is read from the node now, as this write left it (the member applies records
+        without Stats, see `Member._answer`)."""
         zxid = result.record.zxid
         if result.multi_results is not None:
             body = [self._op_body(r) for r in result.multi_results]
             return self._encode_reply(xid, zxid, result.result.error, body)
         if result.result.error != Code.OK:
             return self._encode_reply(xid, zxid, result.result.error, None)
+        op = result.record.op
+        if type(op) is SetData or type(op) is SetACL:
+            node = self.member.tree.get(op.path)
+            return self._encode_reply(xid, zxid, 0, None if node is None else node.stat_wire())
         return self._encode_reply(xid, zxid, 0, self._op_body(result.result)[1])
 
     def _op_body(self, outcome: OpResult) -> list[Any]:

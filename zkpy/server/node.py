@@ -395,10 +395,10 @@ class Member:
                 start_zxid=ready.install.zxid, capacity=self.config.change_log_capacity
             )
             self._last_checkpoint_zxid = ready.install.zxid
-        waiters = self._waiters
         for record in ready.committed:
-            wanted = (record.session_id, record.cxid) in waiters  # a client here awaits it
-            self._applied(self.replica.apply(record, stats=wanted))
+            # no Stat: a client's reply reads it from the node as it answers, before the next
+            # record is applied (`ClientConnection._write_reply`); most records have no client here
+            self._applied(self.replica.apply(record, stats=False))
         for key in ready.rejected:
             waiter = self._waiters.pop(key, None)
             if waiter is not None:
