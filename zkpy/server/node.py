@@ -35,7 +35,7 @@ from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree, changes_of
 from zkpy.core.txn import CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
-from zkpy.outbox import Flusher
+from zkpy.outbox import ByteMeter, Flusher
 from zkpy.server.config import ServerConfig
 from zkpy.server.storage import Recovered, Storage
 from zkpy.zab.messages import PeerMessage
@@ -124,6 +124,8 @@ class Member:
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
         self.started_at = wall_ms()
         self.connections = 0
+        self.outbox_bytes = ByteMeter()  # the client connections' unsent bytes (clients.py)
+        self.pending_bytes = ByteMeter()  # their requests read and not yet answered
         self.client_port = config.client_port
         self.stats = {"requests": 0, "writes": 0, "batches": 0}
 
@@ -514,6 +516,9 @@ class Member:
             "sessions": len(replica.tree.sessions),
             "watches": len(self.watches),
             "connections": self.connections,
+            "outbox_bytes": self.outbox_bytes.total,
+            "pending_bytes": self.pending_bytes.total,
+            "watch_bytes": self.watches.weight,
             "outstanding": replica.outstanding,
             "members": [
                 f"{m.host}:{m.client_port}"
