@@ -49,10 +49,14 @@ class ServerConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     max_peer_frame: int = 1 << 30  # a snapshot travels in one frame
     max_connections: int = 4096
-    max_connections_per_address: int = 1024
+    max_connections_per_address: int = 128  # so that a few addresses cannot take them all
+    max_connections_in_handshake: int = 256  # past it, the oldest one still handshaking goes
     max_in_flight_per_connection: int = 10_000
     max_outbox_bytes: int = 64 << 20  # a client that stops reading is cut off past this
     max_watches_per_session: int = 100_000
+    max_total_outbox_bytes: int = 512 << 20  # unsent replies of all connections together
+    max_total_watch_bytes: int = 256 << 20  # all watches: their paths and bookkeeping
+    max_total_pending_bytes: int = 256 << 20  # requests read and not yet answered, together
     max_children_per_reply: int = 500_000  # a bigger get_children fails with TooManyRequests
     handshake_timeout_s: float = 10.0
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree
@@ -82,6 +86,7 @@ class ServerConfig:
             raise ValueError("an ensemble needs a shared secret or peer_tls")
         if self.peer_tls and not (self.tls_cert and self.tls_ca):
             raise ValueError("peer_tls needs tls_cert, tls_key and tls_ca")
+        _check_limits(self)
 
     @property
     def spin_before_wait_s(self) -> float:
@@ -102,6 +107,22 @@ class ServerConfig:
             if member.id == member_id:
                 return member
         raise KeyError(member_id)
+
+
+_LIMITS = (
+    "max_connections_in_handshake",
+    "max_total_outbox_bytes",
+    "max_total_watch_bytes",
+    "max_total_pending_bytes",
+)
+
+
+def _check_limits(config: ServerConfig) -> None:
+    """The member-wide limits are whole numbers of at least 1."""
+    for name in _LIMITS:
+        value = getattr(config, name)
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{name} must be a whole number from 1, not {value!r}")
 
 
 _MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir"}
