@@ -13,8 +13,9 @@ import trio
 
 import zkpy
 from tests.conftest import TICK_MS, RawConnection
+from zkpy.core.acl import digest_id
 from zkpy.core.requests import AuthRequest, CreateRequest, GetChildrenRequest, GetDataRequest
-from zkpy.core.types import OPEN_ACL_UNSAFE
+from zkpy.core.types import ACL, AUTH_IDS, OPEN_ACL_UNSAFE, Perm
 from zkpy.security import make_digest_acl
 from zkpy.testing import RunningServer, running_server
 from zkpy.wire import client as wire
@@ -112,3 +113,22 @@ async def test_pipelined_big_get_children_do_not_stall_other_clients(
                 flood_done.set()
         assert worst[0] < LATENCY_BOUND_S / 2, f"a bystander waited {worst[0]:.2f} s"
         assert bystander.connected
+
+
+async def test_a_write_after_an_auth_carries_its_identity(member: RunningServer) -> None:
+    """An add_auth that arrives behind a pending write still applies to the write after it."""
+    async with RawConnection.open(member.port) as raw:
+        assert (await raw.handshake(timeout_ms=2000)).error == 0
+        creator_only = (ACL(Perm.ALL, AUTH_IDS),)  # needs an identity when it is written
+        await raw.send(
+            wire.encode_request(1, CreateRequest("/first", b"", OPEN_ACL_UNSAFE))
+            + wire.encode_request(2, AuthRequest("digest", b"alice:pw"))
+            + wire.encode_request(3, CreateRequest("/mine", b"", creator_only))
+        )
+        for xid in (1, 2, 3):
+            _zxid, error, _body = await raw.reply_to(xid)
+            assert error == 0, (xid, error)
+    async with zkpy.connect(member.address) as zk:
+        await zk.add_auth("digest", "alice:pw")
+        acl, _stat = await zk.get_acl("/mine")
+        assert [entry.id for entry in acl] == [digest_id("alice", "pw")]
