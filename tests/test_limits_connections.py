@@ -154,3 +154,16 @@ async def test_connections_from_one_address_are_capped(limited: RunningServer) -
         other = await _open_from("127.0.0.8", limited.port)
         async with other:
             assert (await _handshake(other)).error == 0
+
+
+async def test_a_big_frame_before_the_handshake_is_refused_at_once(tmp_path: Path) -> None:
+    """Nothing but a handshake may come before the handshake reply: a connection that declares
+    a frame of nearly a MiB is closed at once instead of being buffered until its deadline."""
+    async with running_server(tmp_path / "data", tick_ms=TICK_MS, handshake_timeout_s=30) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all((900_000).to_bytes(4, "big") + b"x" * 1000)
+            await wait_until(lambda: _is_closed(stream), timeout=5, what="the connection closed")
+        async with zkpy.connect(server.address) as zk:
+            await zk.create("/after", b"y" * 900_000)
+            assert len((await zk.get("/after"))[0]) == 900_000

@@ -76,6 +76,10 @@ STEP_EVERY_FRAMES = 128
 YIELD_EVERY_S = 0.005
 """A reader that has spent this long on the requests of one read lets the member's other tasks
 run (other connections, peer links, the session ticker) before it goes on."""
+MAX_HANDSHAKE_FRAME = 64 << 10
+"""The largest frame read before the handshake is done (a handshake takes well under 1 KiB, and
+nothing else may come before its reply): a connection that has not handshaken yet cannot make
+the member buffer a whole `max_frame`."""
 HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
 """Worker threads that hash digest credentials (PBKDF2, milliseconds each) for a member, so that
 a flood of `add_auth` takes at most these CPUs and never the event loop."""
@@ -519,7 +523,7 @@ class ClientConnection:
     # ---- the reader ------------------------------------------------------------------------
 
     async def read_loop(self) -> None:
-        decoder = FrameDecoder(self.config.max_frame)
+        decoder = FrameDecoder(min(self.config.max_frame, MAX_HANDSHAKE_FRAME))
         handshaken = False
         while True:
             if not handshaken:
@@ -536,7 +540,10 @@ class ClientConnection:
             try:
                 frames = decoder.feed(data)
             except FrameTooLargeError as too_large:
-                self._protocol_error(MarshallingError(str(too_large)), None)
+                if handshaken:
+                    self._protocol_error(MarshallingError(str(too_large)), None)
+                else:  # said in a handshake refusal, as any bad handshake
+                    self._refuse(MarshallingError(f"handshake {too_large}"))
                 return
             if frames:
                 self.member.touch(self.session_id)  # any frame keeps the session alive
@@ -551,6 +558,7 @@ class ClientConnection:
                         handshaken = True
                         await self._handshaken.wait()  # no request runs before its session
                         self.server.handshake_done(self.id)
+                        decoder.max_frame = self.config.max_frame
                         continue
                     queued = len(self._queue)
                     try:
