@@ -806,9 +806,10 @@ class ClientServer:
         # however slowly their bytes come
         admission = trio.CancelScope(deadline=trio.current_time() + timeout_s)
         self._handshaking[conn_id] = admission
+        streams: list[trio.abc.Stream] = [stream]  # and the TLS stream over it, if any
         try:
             with admission:
-                await self._serve(stream, address, conn_id)
+                await self._serve(streams, address, conn_id)
             if admission.cancelled_caught and trio.current_time() >= admission.deadline:
                 log.warning(
                     "connection %d from %s: no handshake within %s s (handshake_timeout_s)",
@@ -821,20 +822,25 @@ class ClientServer:
             self._forget(address)
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
+                await trio.aclose_forcefully(streams[-1])
                 await trio.aclose_forcefully(stream)
 
-    async def _serve(self, stream: trio.SocketStream, address: str, conn_id: int) -> None:
-        client_stream: trio.abc.Stream = stream
+    async def _serve(self, streams: list[trio.abc.Stream], address: str, conn_id: int) -> None:
+        """Serve one admitted connection. Its cleanup here is synchronous: `handle` closes the
+        streams (in compiled code, an await in a `finally` that an exception passes through
+        broke the cancel scope around it, and ended the listener)."""
+        stream = streams[0]
+        assert isinstance(stream, trio.SocketStream)
         identities: frozenset[Id] = frozenset()
         if self._tls is not None:
             secured = await self._secure(stream, self._tls, address)
             if secured is None:
                 return
+            streams.append(secured)
             subject = tls.subject_of(secured.getpeercert())
             if subject is not None:
                 identities = frozenset({Id("x509", subject)})
-            client_stream = secured
-        conn = ClientConnection(self, client_stream, conn_id)
+        conn = ClientConnection(self, streams[-1], conn_id)
         conn.ids = identities
         self.member.register_event_sink(conn.id, conn.send_event)
         self._connections[conn.id] = conn
@@ -847,6 +853,3 @@ class ClientServer:
             self.member.drop_watcher(conn.id)
             if self.by_session.get(conn.session_id) is conn:
                 del self.by_session[conn.session_id]
-            with trio.move_on_after(1) as cleanup:
-                cleanup.shield = True
-                await trio.aclose_forcefully(client_stream)
