@@ -14,9 +14,11 @@ import trio
 import zkpy
 from tests.conftest import TICK_MS, RawConnection
 from zkpy.core.acl import digest_id
+from zkpy.core.errors import AuthFailedError
 from zkpy.core.requests import AuthRequest, CreateRequest, GetChildrenRequest, GetDataRequest
 from zkpy.core.types import ACL, AUTH_IDS, OPEN_ACL_UNSAFE, Perm
 from zkpy.security import make_digest_acl
+from zkpy.server.clients import MAX_IDENTITIES
 from zkpy.testing import RunningServer, running_server
 from zkpy.wire import client as wire
 
@@ -47,7 +49,8 @@ async def test_pipelined_auth_requests_do_not_stall_other_clients(
     answered promptly meanwhile, and a request sent after them runs with their identity."""
     count = 1000
     async with zkpy.connect(member.address, session_timeout=2) as bystander:
-        last_user = f"user-{count - 1}"
+        users = MAX_IDENTITIES // 2  # each auth hashes anew, whether its user is new or not
+        last_user = f"user-{count % users}"
         await bystander.create("/secret", b"s", acl=[make_digest_acl(last_user, "pw", all=True)])
         flood_done = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -60,7 +63,9 @@ async def test_pipelined_auth_requests_do_not_stall_other_clients(
             async with RawConnection.open(member.port) as raw:
                 assert (await raw.handshake(timeout_ms=2000)).error == 0
                 frames = [
-                    wire.encode_request(xid, AuthRequest("digest", f"user-{xid - 1}:pw".encode()))
+                    wire.encode_request(
+                        xid, AuthRequest("digest", f"user-{xid % users}:pw".encode())
+                    )
                     for xid in range(1, count + 1)
                 ]
                 read = wire.encode_request(count + 1, GetDataRequest("/secret", False))
@@ -132,3 +137,22 @@ async def test_a_write_after_an_auth_carries_its_identity(member: RunningServer)
         await zk.add_auth("digest", "alice:pw")
         acl, _stat = await zk.get_acl("/mine")
         assert [entry.id for entry in acl] == [digest_id("alice", "pw")]
+
+
+async def test_a_connection_may_hold_only_so_many_identities(member: RunningServer) -> None:
+    """Each identity travels with every write the connection makes: past MAX_IDENTITIES an
+    add_auth fails (and the connection closes, as after any failed auth); repeating one that
+    the connection holds is fine."""
+    async with RawConnection.open(member.port) as raw:
+        assert (await raw.handshake(timeout_ms=2000)).error == 0
+        users = [f"u{index}:pw".encode() for index in range(MAX_IDENTITIES)]
+        frames = [
+            wire.encode_request(xid, AuthRequest("digest", credential))
+            for xid, credential in enumerate([*users, users[0], b"one-too-many:pw"], 1)
+        ]
+        await raw.send(b"".join(frames))
+        for xid in range(1, MAX_IDENTITIES + 2):
+            assert (await raw.reply_to(xid))[1] == 0
+        _zxid, error, message = await raw.reply_to(MAX_IDENTITIES + 2)
+        assert error == AuthFailedError.code and "at most" in message
+        await raw.wait_closed()

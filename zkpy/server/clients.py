@@ -80,6 +80,9 @@ MAX_HANDSHAKE_FRAME = 64 << 10
 """The largest frame read before the handshake is done (a handshake takes well under 1 KiB, and
 nothing else may come before its reply): a connection that has not handshaken yet cannot make
 the member buffer a whole `max_frame`."""
+MAX_IDENTITIES = 64
+"""Identities one connection may gain with add_auth: each is sent with every write it forwards,
+and kept while it lives."""
 HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
 """Worker threads that hash digest credentials (PBKDF2, milliseconds each) for a member, so that
 a flood of `add_auth` takes at most these CPUs and never the event loop."""
@@ -431,6 +434,10 @@ class ClientConnection:
             )
         except AuthFailedError as err:
             self._auth_failed(slot, err)
+            return
+        if ident not in self.ids and len(self.ids) >= MAX_IDENTITIES:
+            too_many = f"a connection may hold at most {MAX_IDENTITIES} identities"
+            self._auth_failed(slot, AuthFailedError(too_many))
             return
         added = {ident}
         if self.config.super_digest and ident.id == self.config.super_digest:
