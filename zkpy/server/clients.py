@@ -110,8 +110,8 @@ class Slot:
     xid: int
     read: ReadRequest | None = None
     frame: bytes | None = None
-    close_after: bool = False
     size: int = 0  # the request's bytes, counted in the member's pending bytes until answered
+    close_after: bool = False
 
 
 class ClientConnection:
