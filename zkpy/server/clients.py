@@ -735,6 +735,12 @@ class ClientServer:
         if conn is not None:
             conn.close_after_flush()
 
+    def _forget(self, address: str) -> None:
+        self.member.connections -= 1
+        self._per_address[address] -= 1
+        if not self._per_address[address]:
+            del self._per_address[address]
+
     def _admit(self, address: str) -> bool:
         """Count a new connection from `address` in, unless it is over a connection limit.
 
@@ -775,12 +781,6 @@ class ClientServer:
         log.warning("connection %d: dropped before its handshake, to make room", oldest)
         return True
 
-    def _forget(self, address: str) -> None:
-        self.member.connections -= 1
-        self._per_address[address] -= 1
-        if not self._per_address[address]:
-            del self._per_address[address]
-
     def handshake_done(self, conn_id: int) -> None:
         """The connection has a session: no handshake deadline for it any more."""
         admission = self._handshaking.pop(conn_id, None)
@@ -816,7 +816,7 @@ class ClientServer:
         streams: list[trio.abc.Stream] = [stream]  # and the TLS stream over it, if any
         try:
             with admission:
-                await self._serve(streams, address, conn_id)
+                await self._serve(stream, address, conn_id, streams)
             if admission.cancelled_caught and trio.current_time() >= admission.deadline:
                 log.warning(
                     "connection %d from %s: no handshake within %s s (handshake_timeout_s)",
@@ -832,12 +832,16 @@ class ClientServer:
                 await trio.aclose_forcefully(streams[-1])
                 await trio.aclose_forcefully(stream)
 
-    async def _serve(self, streams: list[trio.abc.Stream], address: str, conn_id: int) -> None:
-        """Serve one admitted connection. Its cleanup here is synchronous: `handle` closes the
-        streams (in compiled code, an await in a `finally` that an exception passes through
-        broke the cancel scope around it, and ended the listener)."""
-        stream = streams[0]
-        assert isinstance(stream, trio.SocketStream)
+    async def _serve(
+        self, stream: trio.SocketStream, address: str, conn_id: int, streams: list[trio.abc.Stream]
+    ) -> None:
+        """Serve one admitted connection; a TLS stream over `stream` is added to `streams`.
+
+        Its cleanup here is synchronous: `handle` closes the streams (compiled, an await in a
+        `finally` that an exception passed through broke the cancel scope around it, and the
+        client listener ended).
+        """
+        client_stream: trio.abc.Stream = stream
         identities: frozenset[Id] = frozenset()
         if self._tls is not None:
             secured = await self._secure(stream, self._tls, address)
@@ -847,7 +851,8 @@ class ClientServer:
             subject = tls.subject_of(secured.getpeercert())
             if subject is not None:
                 identities = frozenset({Id("x509", subject)})
-        conn = ClientConnection(self, streams[-1], conn_id)
+            client_stream = secured
+        conn = ClientConnection(self, client_stream, conn_id)
         conn.ids = identities
         self.member.register_event_sink(conn.id, conn.send_event)
         self._connections[conn.id] = conn
