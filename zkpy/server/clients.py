@@ -81,8 +81,8 @@ MAX_HANDSHAKE_FRAME = 64 << 10
 nothing else may come before its reply): a connection that has not handshaken yet cannot make
 the member buffer a whole `max_frame`."""
 MAX_IDENTITIES = 64
-"""Identities one connection may gain with add_auth: each is sent with every write it forwards,
-and kept while it lives."""
+"""Identities one connection may gain with add_auth (beyond what its address or certificate give
+it): each is sent with every write it forwards, and kept while it lives."""
 HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
 """Worker threads that hash digest credentials (PBKDF2, milliseconds each) for a member, so that
 a flood of `add_auth` takes at most these CPUs and never the event loop."""
@@ -435,7 +435,8 @@ class ClientConnection:
         except AuthFailedError as err:
             self._auth_failed(slot, err)
             return
-        if ident not in self.ids and len(self.ids) >= MAX_IDENTITIES:
+        gained = sum(1 for held in self.ids if held.scheme == ident.scheme)
+        if ident not in self.ids and gained >= MAX_IDENTITIES:
             too_many = f"a connection may hold at most {MAX_IDENTITIES} identities"
             self._auth_failed(slot, AuthFailedError(too_many))
             return
