@@ -47,7 +47,6 @@ from zkpy.core.requests import (
     GetChildrenRequest,
     GetDataRequest,
     MultiRequest,
-    PingRequest,
     ReadRequest,
     RemoveWatchesRequest,
     SetACLRequest,
@@ -218,9 +217,6 @@ class ClientConnection:
             self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         xid, opcode, request = wire.decode_request(payload)
-        if isinstance(request, PingRequest):
-            self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
-            return
         self.member.stats["requests"] += 1
         if isinstance(request, _WRITES):
             self._submit_write(xid, opcode, request)
