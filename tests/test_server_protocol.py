@@ -124,6 +124,7 @@ async def test_silent_connection_is_timed_out(
 
 
 WRONG_SHAPES_WITH_XID = {
+    "no-opcode": [4],
     "missing-args": [5, wire.OP_CREATE, "/x"],
     "unknown-opcode": [6, 9999],
     "watch-not-bool": [7, wire.OP_GET_DATA, "/", "yes"],
