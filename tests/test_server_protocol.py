@@ -310,8 +310,11 @@ async def test_data_over_the_limit_names_the_limit(tmp_path: Path) -> None:
     ):
         await zk.create("/n", b"small")
         too_big = b"x" * 1001
-        with pytest.raises(zkpy.errors.BadArgumentsError, match=r"1001 .*max_data_bytes.* 1000"):
+        with pytest.raises(
+            zkpy.errors.BadArgumentsError, match=r"1001 .*max_data_bytes.* 1000"
+        ) as refused:
             await zk.set("/n", too_big)
+        assert refused.value.path == "/n"
         with pytest.raises(zkpy.errors.BadArgumentsError, match=r"1001 .*max_data_bytes.* 1000"):
             await zk.create("/m", too_big, sequential=True)
         assert (await zk.get("/n"))[0] == b"small"
