@@ -555,9 +555,12 @@ class Client:
                 # an operation failed: the body holds each operation's outcome (anything else,
                 # such as a lost leader, is an error of the whole request, raised below)
                 return _MultiFailure(pending.error, pending.body)
+            path = getattr(request, "path", None)
             if isinstance(pending.body, str) and pending.body:
-                raise error_for_code(pending.error, pending.body)
-            raise error_for_code(pending.error, path=getattr(request, "path", None))
+                err = error_for_code(pending.error, pending.body)  # the message names the path
+                err.path = path
+                raise err
+            raise error_for_code(pending.error, path=path)
         return pending.body
 
     def pipeline(self) -> Pipeline:

@@ -47,7 +47,6 @@ from zkpy.core.requests import (
     GetChildrenRequest,
     GetDataRequest,
     MultiRequest,
-    PingRequest,
     ReadRequest,
     RemoveWatchesRequest,
     SetACLRequest,
@@ -96,6 +95,7 @@ class Slot:
     read: ReadRequest | None = None
     frame: bytes | None = None
     close_after: bool = False
+    error: ZkError | None = None  # refused before ordering: answered with it at its turn
 
 
 class ClientConnection:
@@ -160,9 +160,14 @@ class ClientConnection:
         while queue:
             slot = queue[0]
             if slot.frame is None:
-                if slot.read is None:
+                if slot.read is not None:
+                    slot.frame = self._answer_read(slot.xid, slot.read)
+                elif slot.error is not None:
+                    # made now, not when refused: its zxid must not be older than the replies
+                    # to the writes before it
+                    slot.frame = self._error_reply(slot.xid, slot.error)
+                else:
                     break
-                slot.frame = self._answer_read(slot.xid, slot.read)
             queue.popleft()
             self.push(slot.frame)
             if slot.close_after:
@@ -218,9 +223,6 @@ class ClientConnection:
             self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         xid, opcode, request = wire.decode_request(payload)
-        if isinstance(request, PingRequest):
-            self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
-            return
         self.member.stats["requests"] += 1
         if isinstance(request, _WRITES):
             self._submit_write(xid, opcode, request)
@@ -238,13 +240,12 @@ class ClientConnection:
 
     def _sync(self, xid: int, request: SyncRequest) -> None:
         """A sync waits until this member has applied all the leader had proposed before it."""
+        self._check_xid_free(xid)
         path = request.path
         try:
             paths.validate(path)
         except ZkError as err:
-            zxid = self.member.tree.last_zxid
-            self._queue.append(Slot(xid, frame=self._encode_reply(xid, zxid, err.code, str(err))))
-            self._flush_queue()
+            self._refuse_in_turn(xid, err)
             return
         slot = Slot(xid)
         self._queue.append(slot)
@@ -260,9 +261,51 @@ class ClientConnection:
 
         self.member.sync(self.session_id, xid, done)
 
+    def _check_xid_free(self, xid: int) -> None:
+        """Refuse a write or sync that reuses the xid of one still awaiting its reply: the
+        member matches outcomes to requests by (session, xid). A -5 reply, then the close."""
+        if self.member.xid_pending(self.session_id, xid):
+            err = MarshallingError(f"xid {xid} is already in use by a write or sync in progress")
+            err.xid = xid  # type: ignore[attr-defined]
+            raise err
+
+    def _refuse_in_turn(self, xid: int, err: ZkError) -> None:
+        """Answer a request with `err` in its turn, without ordering it through the ensemble."""
+        self._queue.append(Slot(xid, error=err))
+        self._flush_queue()
+
+    def _error_reply(self, xid: int, err: ZkError) -> bytes:
+        return self._encode_reply(xid, self.member.tree.last_zxid, err.code, str(err))
+
+    def _oversize(self, request: Any) -> ZkError | None:
+        """The refusal of a create or set_data whose value is over `max_data_bytes`, made here
+        so that the reply can name the limit (a refusal ordered through the log carries only
+        its code) and the value is not forwarded to the leader for nothing. Only when prep
+        would refuse it for its size too: its session is alive and its path is valid and not
+        the root (prep checks those first)."""
+        if type(request) is not CreateRequest and type(request) is not SetDataRequest:
+            return None
+        size = len(request.data)
+        limit = self.config.max_data_bytes
+        if size <= limit or not self.member.session_alive(self.session_id):
+            return None
+        sequential = type(request) is CreateRequest and request.sequential
+        try:
+            path = paths.validate(request.path, sequential=sequential)
+        except ZkError as err:
+            return err
+        if type(request) is CreateRequest and path == "/" and not sequential:
+            return None
+        return BadArgumentsError(
+            f"value of {size} bytes is over the max_data_bytes limit of {limit} bytes", path=path
+        )
+
     def _submit_write(self, xid: int, opcode: int, request: Any) -> None:
-        if self.member.write_pending(self.session_id, xid):
-            raise MarshallingError(f"xid {xid} is already in use by a pending write")
+        self._check_xid_free(xid)
+        refusal = self._oversize(request)
+        if refusal is not None:
+            self._refuse_in_turn(xid, refusal)
+            return
         slot = Slot(xid, close_after=isinstance(request, CloseSessionRequest))
         self._queue.append(slot)
         self.member.submit(

@@ -188,8 +188,11 @@ class Member:
         self.stats["writes"] += 1
         self._fed = True
 
-    def write_pending(self, session_id: int, cxid: int) -> bool:
-        return (session_id, cxid) in self._waiters
+    def xid_pending(self, session_id: int, cxid: int) -> bool:
+        """Whether a write or sync of the session with this cxid still awaits its outcome (the
+        replica and the waiters know them by (session, cxid), so a second one would be lost)."""
+        key = (session_id, cxid)
+        return key in self._waiters or key in self._sync_waiters
 
     def sync(self, session_id: int, cxid: int, done: Callable[[bool], None]) -> None:
         self._sync_waiters[(session_id, cxid)] = done
