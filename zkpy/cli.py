@@ -413,6 +413,9 @@ def _run_client(conn: ClientOptions, body: Callable[[zkpy.Client], Awaitable[T]]
     except (OSError, ValueError, ssl.SSLError) as err:
         click.echo(f"zkpy: {err}", err=True)
         sys.exit(1)
+    except Exception as err:  # a bug, not the user's input: still one line, not a traceback
+        click.echo(f"zkpy: unexpected {type(err).__name__}: {err}", err=True)
+        sys.exit(1)
 
 
 def _format_stat(stat: zkpy.Stat) -> str:
