@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
 
 import zkpy
 from tests.conftest import RawConnection
+from tests.ensemble_harness import Ensemble, connect_to
 from zkpy.core import acl as acls
 from zkpy.core import ipacl
 from zkpy.core.errors import Code
@@ -132,3 +134,20 @@ def test_matching(ident: str, address: str, expected: bool) -> None:
     assert ipacl.matches(ident, ids) is expected
     assert acls.allows([ip(ident, Perm.READ)], Perm.READ, ids) is expected
     assert not acls.allows([ip(ident, Perm.READ)], Perm.WRITE, ids)
+
+
+async def test_a_follower_forwards_the_address_to_the_leader(tmp_path: Path) -> None:
+    """Writes are checked on the leader: it must see the address of the follower's client."""
+    with Ensemble(tmp_path) as ens:
+        ens.start_all()
+        await ens.wait_all_serving()
+        leader = await ens.leader()
+        follower = next(m for m in ens.members.values() if m is not leader)
+        async with connect_to(follower) as zk:
+            await zk.create("/here", b"v1", acl=[ip("127.0.0.0/8")])
+            await zk.set("/here", b"v2")
+            await zk.create("/here/child", b"")
+            await zk.create("/elsewhere", b"", acl=[ip("192.0.2.0/24"), ip("::1", Perm.READ)])
+            with pytest.raises(NoAuthError):
+                await zk.set("/elsewhere", b"x")
+            assert (await zk.get("/here"))[0] == b"v2"
