@@ -693,7 +693,10 @@ class ClientServer:
         self.member.connections += 1
         self._per_address[address] = self._per_address.get(address, 0) + 1
         client_stream: trio.abc.Stream = stream
-        identities: frozenset[Id] = frozenset()
+        # every connection is who its address says (ACLs of the ip scheme), and more if proven
+        identities: frozenset[Id] = (
+            frozenset() if address == "?" else frozenset({Id("ip", address)})
+        )
         if self._tls is not None:
             secured = await self._secure(stream, self._tls, address)
             if secured is None:
@@ -702,7 +705,7 @@ class ClientServer:
                 return
             subject = tls.subject_of(secured.getpeercert())
             if subject is not None:
-                identities = frozenset({Id("x509", subject)})
+                identities = identities | {Id("x509", subject)}
             client_stream = secured
         conn = ClientConnection(self, client_stream, next(self._ids))
         conn.ids = identities
