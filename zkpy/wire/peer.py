@@ -6,6 +6,7 @@ bytes the leader logged. Decoding checks shapes and raises `MarshallingError` on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -22,7 +23,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.txn import decode_record, encode_record
+from zkpy.core.txn import TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.wire.client import decode_request_fields, request_fields
 from zkpy.zab.messages import (
@@ -32,6 +33,7 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
+    ForwardedWrite,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -126,10 +128,10 @@ def _ids_out(ids: frozenset[Id]) -> list[list[str]]:
     return [[ident.scheme, ident.id] for ident in sorted(ids, key=lambda i: (i.scheme, i.id))]
 
 
-def _ids_in(fields: list[list[str]]) -> frozenset[Id]:
+def _ids_in(fields: list[Any]) -> frozenset[Id]:
     if not fields:
         return _NO_IDS
-    return frozenset(Id(scheme, ident) for scheme, ident in fields)
+    return frozenset(Id(_str(scheme), _str(ident)) for scheme, ident in map(_pair, fields))
 
 
 def _request_out(request: WriteRequest) -> list[Any]:
@@ -140,7 +142,8 @@ def _request_out(request: WriteRequest) -> list[Any]:
 
 def _request_in(fields: list[Any]) -> WriteRequest:
     if fields and fields[0] == _OP_CREATE_SESSION:
-        return CreateSessionRequest(fields[1], fields[2], fields[3])
+        _, session_id, timeout_ms, password = _pair(fields, 4)
+        return CreateSessionRequest(_int(session_id), _int(timeout_ms), _bytes(password))
     _opcode, request = decode_request_fields(fields)
     if not isinstance(request, _WRITES):
         raise MarshallingError(f"{type(request).__name__} cannot be forwarded")
@@ -153,55 +156,185 @@ def encode_message(message: PeerMessage) -> bytes:
 
 
 def decode_message(payload: bytes) -> PeerMessage:
+    """Decode one peer message, checking its tag, its arity and the type of every field; raise
+    `MarshallingError` on anything else (a message that decodes is safe to hand the replica)."""
     try:
         value = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
-        return _decode(value)
+        if type(value) is not list or not value:
+            raise MarshallingError("a peer message is a non-empty array")
+        decode = _DECODERS.get(value[0]) if type(value[0]) is int else None
+        if decode is None:
+            raise MarshallingError(f"unknown peer message tag {value[0]!r}")
+        return decode(value)
     except MarshallingError:
         raise
-    except Exception as err:
+    except Exception as err:  # msgpack raises several unrelated types for bad input
         raise MarshallingError(f"bad peer message ({type(err).__name__}: {err})") from None
 
 
-def _decode(value: Any) -> PeerMessage:
-    tag, *f = value
-    if tag == 1:
-        return Notification(f[0], Vote(f[1], f[2], f[3]), ServerState(f[4]))
-    if tag == 2:
-        return FollowerInfo(f[0], f[1], f[2], bool(f[3]))
-    if tag == 3:
-        return NewEpoch(f[0])
-    if tag == 4:
-        return AckEpoch(f[0], f[1], f[2])
-    if tag == 5:
-        snap = None
-        if f[3] is not None:
-            zxid, nodes, sessions = f[3]
-            snap = Snapshot(zxid, tuple(map(tuple, nodes)), tuple(map(tuple, sessions)))
-        records = tuple(decode_record(raw) for raw in f[4])
-        return NewLeader(f[0], SyncMode(f[1]), f[2], snap, records)
-    if tag == 6:
-        return AckNewLeader(f[0], f[1])
-    if tag == 7:
-        return UpToDate(f[0])
-    if tag == 8:
-        return Propose(tuple(decode_record(raw) for raw in f[0]))
-    if tag == 9:
-        return Ack(f[0])
-    if tag == 10:
-        return Commit(f[0])
-    if tag == 11:
-        return Ping(tuple(f[0]), f[1])
-    if tag == 12:
-        return Forward(
-            tuple(
-                (session_id, cxid, _request_in(request), _ids_in(ids))
-                for session_id, cxid, request, ids in f[0]
-            )
-        )
-    if tag == 13:
-        return SyncRequest(f[0], f[1])
-    if tag == 14:
-        return SyncDone(f[0], f[1])
-    if tag == 15:
-        return LoggedPropose(tuple(decode_record(raw) for raw in f[0]))
-    raise MarshallingError(f"unknown peer message tag {tag!r}")
+# One decoder per tag, each given the whole ``[tag, fields...]`` list. The checks are plain
+# `type(...) is` tests: Propose, Ack and Commit pass here for every write.
+
+
+def _arity(value: list[Any], count: int) -> None:
+    if len(value) != count + 1:
+        raise MarshallingError(f"peer message {value[0]} has {len(value) - 1} fields, not {count}")
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise MarshallingError(f"expected an integer, not {type(value).__name__}")
+    return value
+
+
+def _list(value: object) -> list[Any]:
+    if type(value) is not list:
+        raise MarshallingError(f"expected an array, not {type(value).__name__}")
+    return value
+
+
+def _bytes(value: object) -> bytes:
+    if type(value) is not bytes:
+        raise MarshallingError(f"expected bytes, not {type(value).__name__}")
+    return value
+
+
+def _str(value: object) -> str:
+    if type(value) is not str:
+        raise MarshallingError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+def _records(value: object) -> tuple[TxnRecord, ...]:
+    # decode_record refuses anything but bytes-like input (TypeError, caught by the caller)
+    records = tuple([decode_record(raw) for raw in _list(value)])
+    for record in records:
+        if not (
+            type(record.zxid) is int
+            and type(record.session_id) is int
+            and type(record.cxid) is int
+            and type(record.time_ms) is int
+        ):
+            raise MarshallingError("a record's zxid, session, xid and time are integers")
+    return records
+
+
+def _pair(value: object, count: int = 2) -> list[Any]:
+    items = _list(value)
+    if len(items) != count:
+        raise MarshallingError(f"expected {count} items, got {len(items)}")
+    return items
+
+
+def _snapshot(value: object) -> Snapshot | None:
+    if value is None:
+        return None
+    zxid, nodes, sessions = _pair(value, 3)
+    return Snapshot(
+        _int(zxid),
+        tuple([(_str(path), _bytes(node)) for path, node in map(_pair, _list(nodes))]),
+        tuple([(_int(sid), _bytes(session)) for sid, session in map(_pair, _list(sessions))]),
+    )
+
+
+def _notification(v: list[Any]) -> Notification:
+    _arity(v, 5)
+    return Notification(
+        _int(v[1]), Vote(_int(v[2]), _int(v[3]), _int(v[4])), ServerState(_int(v[5]))
+    )
+
+
+def _follower_info(v: list[Any]) -> FollowerInfo:
+    _arity(v, 4)
+    if type(v[4]) is not bool:
+        raise MarshallingError("FollowerInfo's observer flag is a boolean")
+    return FollowerInfo(_int(v[1]), _int(v[2]), _int(v[3]), v[4])
+
+
+def _new_epoch(v: list[Any]) -> NewEpoch:
+    _arity(v, 1)
+    return NewEpoch(_int(v[1]))
+
+
+def _ack_epoch(v: list[Any]) -> AckEpoch:
+    _arity(v, 3)
+    return AckEpoch(_int(v[1]), _int(v[2]), _int(v[3]))
+
+
+def _new_leader(v: list[Any]) -> NewLeader:
+    _arity(v, 5)
+    return NewLeader(_int(v[1]), SyncMode(_int(v[2])), _int(v[3]), _snapshot(v[4]), _records(v[5]))
+
+
+def _ack_new_leader(v: list[Any]) -> AckNewLeader:
+    _arity(v, 2)
+    return AckNewLeader(_int(v[1]), _int(v[2]))
+
+
+def _up_to_date(v: list[Any]) -> UpToDate:
+    _arity(v, 1)
+    return UpToDate(_int(v[1]))
+
+
+def _propose(v: list[Any]) -> Propose:
+    _arity(v, 1)
+    return Propose(_records(v[1]))
+
+
+def _logged_propose(v: list[Any]) -> LoggedPropose:
+    _arity(v, 1)
+    return LoggedPropose(_records(v[1]))
+
+
+def _ack(v: list[Any]) -> Ack:
+    _arity(v, 1)
+    return Ack(_int(v[1]))
+
+
+def _commit(v: list[Any]) -> Commit:
+    _arity(v, 1)
+    return Commit(_int(v[1]))
+
+
+def _ping(v: list[Any]) -> Ping:
+    _arity(v, 2)
+    return Ping(tuple([_int(session) for session in _list(v[1])]), _int(v[2]))
+
+
+def _forwarded(value: object) -> ForwardedWrite:
+    session_id, cxid, request, ids = _pair(value, 4)
+    return (_int(session_id), _int(cxid), _request_in(_list(request)), _ids_in(_list(ids)))
+
+
+def _forward(v: list[Any]) -> Forward:
+    _arity(v, 1)
+    return Forward(tuple([_forwarded(write) for write in _list(v[1])]))
+
+
+def _sync_request(v: list[Any]) -> SyncRequest:
+    _arity(v, 2)
+    return SyncRequest(_int(v[1]), _int(v[2]))
+
+
+def _sync_done(v: list[Any]) -> SyncDone:
+    _arity(v, 2)
+    return SyncDone(_int(v[1]), _int(v[2]))
+
+
+_DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
+    _TAGS[Notification]: _notification,
+    _TAGS[FollowerInfo]: _follower_info,
+    _TAGS[NewEpoch]: _new_epoch,
+    _TAGS[AckEpoch]: _ack_epoch,
+    _TAGS[NewLeader]: _new_leader,
+    _TAGS[AckNewLeader]: _ack_new_leader,
+    _TAGS[UpToDate]: _up_to_date,
+    _TAGS[Propose]: _propose,
+    _TAGS[Ack]: _ack,
+    _TAGS[Commit]: _commit,
+    _TAGS[Ping]: _ping,
+    _TAGS[Forward]: _forward,
+    _TAGS[SyncRequest]: _sync_request,
+    _TAGS[SyncDone]: _sync_done,
+    _TAGS[LoggedPropose]: _logged_propose,
+}
