@@ -1,12 +1,29 @@
-"""The peer protocol: Zab messages between members, as msgpack arrays ``[tag, fields...]``.
+"""The peer protocol: the handshake that opens a link, then Zab messages between members, as
+msgpack arrays ``[tag, fields...]``.
 
 Transaction records travel in their log encoding (`encode_record`), so a follower logs the very
 bytes the leader logged. Decoding checks shapes and raises `MarshallingError` on anything else.
+
+The handshake (`PeerIdentity`), three frames of msgpack maps:
+
+1. the listening member (the verifier) sends a challenge: ``{v, id, nonce}``;
+2. the connecting member (the prover) answers with a hello: ``{v, id, to, nonce, ensemble,
+   proof}``, where `proof` is an HMAC-SHA256 under the shared secret over the direction, the
+   ensemble's digest, the prover's and the verifier's ids and both nonces;
+3. the verifier checks it and proves itself the same way over the other direction: ``{proof}``.
+
+Binding the verifier's id means a proof made for one member is worthless to another, so a man in
+the middle (say, on the port of a member that is down) cannot relay one member's challenge to
+another and be taken for the first; binding the ensemble's digest does the same between two
+ensembles that share a secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -338,3 +355,193 @@ _DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
     _TAGS[SyncDone]: _sync_done,
     _TAGS[LoggedPropose]: _logged_propose,
 }
+
+
+# ---- the handshake -------------------------------------------------------------------------
+
+# Bump when the handshake or the messages change shape: members of different versions refuse
+# each other (and say why) instead of failing to decode each other's messages.
+PEER_PROTOCOL_VERSION = 5
+NONCE_BYTES = 16
+MAX_HANDSHAKE_FRAME = 4096
+"""The largest frame read before the other end has proved itself: the three handshake frames
+are about 150 bytes, so nothing unauthenticated can make a member buffer more than this."""
+
+_PROOF_LABEL = b"zkpy peer handshake v5"
+_FROM_PROVER = b"P"
+_FROM_VERIFIER = b"V"
+
+
+class HandshakeError(Exception):
+    """The other end of a peer connection failed the handshake; the message says how."""
+
+
+class NotAPeerError(HandshakeError):
+    """The first frame on a peer port is not a member's hello (a client, a tool, noise)."""
+
+
+def ensemble_digest(members: Iterable[tuple[int, bool, str, int]]) -> bytes:
+    """The ensemble's identity, bound into every proof: a digest of its members' (id, observer,
+    host, client port), sorted. Peer ports are left out: a member may reach another through a
+    proxy, on a port of its own choosing."""
+    rows = sorted(
+        [[member_id, observer, host, port] for member_id, observer, host, port in members]
+    )
+    return hashlib.sha256(msgpack.packb(rows, use_bin_type=True)).digest()
+
+
+def _proof(
+    secret: bytes,
+    direction: bytes,
+    prover: int,
+    verifier: int,
+    challenge_nonce: bytes,
+    hello_nonce: bytes,
+    ensemble: bytes,
+) -> bytes:
+    # every part has a fixed length, so no two different inputs make the same message
+    message = b"".join(
+        [
+            _PROOF_LABEL,
+            direction,
+            ensemble,
+            prover.to_bytes(2, "big"),
+            verifier.to_bytes(2, "big"),
+            challenge_nonce,
+            hello_nonce,
+        ]
+    )
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def _handshake_map(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = msgpack.unpackb(payload, raw=False)
+    except Exception:  # msgpack raises several unrelated types for bad input
+        raise HandshakeError(f"the {what} is not msgpack") from None
+    if not isinstance(value, dict):
+        raise HandshakeError(f"the {what} is not a map")
+    return value
+
+
+def _nonce(value: object, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != NONCE_BYTES:
+        raise HandshakeError(f"the {what} carries no {NONCE_BYTES}-byte nonce")
+    return value
+
+
+def _member_id(value: object) -> int:
+    if type(value) is not int or not 0 < value < 1 << 16:
+        raise HandshakeError(f"bad member id {value!r}")
+    return value
+
+
+def _not_a_peer(payload: bytes) -> NotAPeerError | None:
+    """Why the first frame is not a member's hello, or None if it looks like one."""
+    try:
+        value = msgpack.unpackb(payload, raw=False)
+    except Exception:
+        return NotAPeerError("the first frame is not msgpack")
+    if isinstance(value, dict) and "id" in value and "proof" in value:
+        return None
+    if isinstance(value, dict) and ("session_id" in value or "cmd" in value):
+        return NotAPeerError("a zkpy client's handshake")
+    return NotAPeerError("the first frame is not a member's hello")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A prover's hello as sent, and the answer its verifier must give."""
+
+    payload: bytes
+    expected_answer: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """What one member proves and checks in peer handshakes. Sans-I/O: nonces come in as
+    arguments, frames' payloads in and out as bytes."""
+
+    member_id: int
+    ensemble: bytes
+    peers: frozenset[int]
+    secret: bytes = field(repr=False)
+
+    def challenge(self, nonce: bytes) -> bytes:
+        """The verifier's first frame."""
+        return _pack({"v": PEER_PROTOCOL_VERSION, "id": self.member_id, "nonce": nonce})
+
+    def hello(self, challenge: bytes, verifier: int, nonce: bytes) -> Hello:
+        """The prover's answer to `challenge`, from the member it dialled as `verifier`."""
+        value = _handshake_map(challenge, "challenge")
+        if value.get("v") != PEER_PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"member {verifier} speaks peer protocol {value.get('v', 'before 5')!r}, this "
+                f"member {PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
+            )
+        if value.get("id") != verifier:
+            raise HandshakeError(
+                f"the peer port of member {verifier} answers as member {value.get('id')!r}"
+            )
+        theirs = _nonce(value.get("nonce"), "challenge")
+        proof = self._proof(_FROM_PROVER, self.member_id, verifier, theirs, nonce)
+        hello = {
+            "v": PEER_PROTOCOL_VERSION,
+            "id": self.member_id,
+            "to": verifier,
+            "nonce": nonce,
+            "ensemble": self.ensemble,
+            "proof": proof,
+        }
+        answer = self._proof(_FROM_VERIFIER, verifier, self.member_id, theirs, nonce)
+        return Hello(_pack(hello), answer)
+
+    def check_hello(self, hello: bytes, nonce: bytes) -> tuple[int, bytes]:
+        """Check a prover's hello to our challenge of `nonce`; return its member id and our
+        answer. Raises NotAPeerError for a frame that is no member's hello at all."""
+        refusal = _not_a_peer(hello)
+        if refusal is not None:
+            raise refusal
+        value = _handshake_map(hello, "hello")
+        version = value.get("v")
+        if version != PEER_PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"peer protocol version {version!r}, this member speaks "
+                f"{PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
+            )
+        prover = _member_id(value.get("id"))
+        if prover not in self.peers:
+            raise HandshakeError(f"unknown member id {prover}")
+        if value.get("to") != self.member_id:
+            raise HandshakeError(
+                f"member {prover}'s hello is meant for member {value.get('to')!r}, not this "
+                f"member {self.member_id} (relayed, or a peer port in the wrong place)"
+            )
+        if value.get("ensemble") != self.ensemble:
+            raise HandshakeError(
+                f"member {prover} describes another ensemble (members, roles, hosts or client "
+                "ports differ): give every member the same ensemble file"
+            )
+        theirs = _nonce(value.get("nonce"), "hello")
+        proof = value.get("proof")
+        expected = self._proof(_FROM_PROVER, prover, self.member_id, nonce, theirs)
+        if type(proof) is not bytes or not hmac.compare_digest(proof, expected):
+            raise HandshakeError(f"member {prover} failed to prove the cluster secret")
+        answer = self._proof(_FROM_VERIFIER, self.member_id, prover, nonce, theirs)
+        return prover, _pack({"proof": answer})
+
+    def check_answer(self, answer: bytes, hello: Hello, verifier: int) -> None:
+        """Check the verifier's answer to our hello."""
+        proof = _handshake_map(answer, "answer").get("proof")
+        if type(proof) is not bytes or not hmac.compare_digest(proof, hello.expected_answer):
+            raise HandshakeError(f"member {verifier} failed to prove the cluster secret")
+
+    def _proof(
+        self, direction: bytes, prover: int, verifier: int, challenge: bytes, hello: bytes
+    ) -> bytes:
+        return _proof(self.secret, direction, prover, verifier, challenge, hello, self.ensemble)
+
+
+def _pack(value: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
