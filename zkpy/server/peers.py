@@ -202,12 +202,13 @@ class PeerNetwork:
     async def _incoming_connection(self, raw: trio.SocketStream) -> None:
         """One incoming connection, from its handshake to its end. Nothing it sends may end the
         member: every error is caught here, logged, and closes this connection alone."""
+        address = _address(raw)  # while it is connected
         try:
             stream, peer_id = await self._authenticate(raw)
         except Exception as err:  # whatever the other end sent or failed to send: refuse it
             self.refused += 1
             self._refusals.warning(
-                f"refused a peer connection from {_address(raw)}: {self._why_refused(err)}"
+                f"refused a peer connection from {address}: {self._why_refused(err)}"
             )
             await trio.aclose_forcefully(raw)  # and a TLS stream over it
             return
