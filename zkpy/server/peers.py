@@ -1,11 +1,16 @@
 """TCP links between members: one outgoing connection to every peer (FIFO in that direction),
 and a listener for theirs.
 
-A connection starts with a mutual proof of the shared cluster secret (HMAC over fresh nonces),
-inside mutual TLS when `peer_tls` is set (each member presents a certificate signed by the
-ensemble's CA); a peer that cannot prove itself is refused and logged. When a link breaks, or a
-message for a peer cannot be sent, the replica is told the link is down: Zab then
+A connection starts with a mutual proof of the shared cluster secret (the handshake of
+`zkpy.wire.peer.PeerIdentity`), inside mutual TLS when `peer_tls` is set (each member presents a
+certificate signed by the ensemble's CA); a peer that cannot prove itself is refused and logged.
+Until it has, a connection is held to a small frame, a deadline and a few places. When a link
+breaks, or a message for a peer cannot be sent, the replica is told the link is down: Zab then
 resynchronises instead of skipping a lost message.
+
+Nothing the other end of a connection sends, or fails to send, may end the member: each
+connection's task (and each outgoing link's) runs under one guard that logs the error and closes
+that connection alone. The guards sit around the loops, so the path of each message costs no more.
 """
 
 from __future__ import annotations
