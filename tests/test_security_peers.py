@@ -3,6 +3,7 @@ peer ports that nothing sent to them (or answered from them) can use to end a me
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,12 @@ import zkpy
 from zkpy.client.admin import fetch_status
 from zkpy.server.config import MemberAddress, ServerConfig
 from zkpy.server.main import serve
-from zkpy.server.peers import MAX_PENDING_HANDSHAKES, handshake_out, peer_identity
+from zkpy.server.peers import (
+    HANDSHAKE_TIMEOUT_S,
+    MAX_PENDING_HANDSHAKES,
+    handshake_out,
+    peer_identity,
+)
 from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, encode_frame
@@ -468,6 +474,25 @@ async def test_idle_unauthenticated_connections_do_not_keep_a_member_out(
     assert caplog.text.count("refused a peer connection") < 5
 
 
+async def test_a_slow_sender_gets_one_handshake_deadline_from_its_start(tmp_path: Path) -> None:
+    """Dripping a byte now and then does not hold a connection open: the handshake must be done
+    HANDSHAKE_TIMEOUT_S after connecting, however the bytes arrive."""
+    configs = _ensemble(tmp_path)
+    async with running(configs[0]):
+        started = trio.current_time()
+        async with await trio.open_tcp_stream("127.0.0.1", configs[0].peer(1).peer_port) as s:
+            await read_challenge(s)
+            await s.send_all((100).to_bytes(4, "big"))  # a hello of 100 bytes, one at a time
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S + 2):
+                try:
+                    while True:
+                        await s.send_all(b"x")
+                        await trio.sleep(HANDSHAKE_TIMEOUT_S / 40)  # the sender's pace
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        assert trio.current_time() - started >= HANDSHAKE_TIMEOUT_S - 0.5
+
+
 async def test_a_client_on_a_peer_port_is_told_where_clients_go(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -477,7 +502,12 @@ async def test_a_client_on_a_peer_port_is_told_where_clients_go(
         async with RawConnection.open(configs[0].peer(1).peer_port) as raw:
             await raw.send(wire.Handshake().encode())
             await raw.wait_closed()
-        await wait_until(lambda: "not a member" in caplog.text, what="the refusal")
+        with contextlib.suppress(OSError, trio.TooSlowError, zkpy.errors.ZkError):  # `zkpy status`
+            await fetch_status("127.0.0.1", configs[0].peer(1).peer_port, timeout=2.0)
+        await wait_until(
+            lambda: caplog.text.count("not a member (a zkpy client's handshake)") == 2,
+            what="both refusals",
+        )
     client_address = f"127.0.0.1:{configs[0].client_port}"
     assert f"this is member 1's peer port; clients use {client_address}" in caplog.text
     assert "upgrade" not in caplog.text
