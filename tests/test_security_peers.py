@@ -32,6 +32,7 @@ from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import HandshakeError
 
 from .conftest import RawConnection, free_port, wait_until
+from .ensemble_harness import Ensemble, connect_to, read_tree
 
 SECRET = "the peers' secret"
 
@@ -532,3 +533,24 @@ async def test_the_proof_binds_the_verifier_and_the_ensemble(tmp_path: Path) -> 
     prover, answer = three.check_hello(hello.payload, nonce)
     assert prover == 1
     one.check_answer(answer, hello, 3)
+
+
+async def test_garbage_on_every_peer_port_leaves_the_ensemble_serving(tmp_path: Path) -> None:
+    """Five bytes of bad msgpack, and a 4 GiB length, sent to every member's peer port."""
+    with Ensemble(tmp_path) as ens:
+        leader = await ens.start_serving()
+        async with connect_to(leader) as zk:
+            await zk.create("/before", b"")
+        for garbage in GARBAGE_BEFORE_AUTH["bad msgpack"], GARBAGE_BEFORE_AUTH["a length of 4 GiB"]:
+            for member in ens.voters:
+                async with await trio.open_tcp_stream("127.0.0.1", member.peer_port) as s:
+                    await read_challenge(s)
+                    await s.send_all(garbage)
+                    await assert_closed_soon(s)
+        assert all(member.running for member in ens.voters)
+        async with connect_to(ens.voters) as zk:
+            await zk.create("/after", b"")
+        for member in ens.voters:
+            assert (await member.wait_serving())["serving"]
+            assert set(await read_tree(member, "/")) >= {"/before", "/after"}
+            assert "refused a peer connection" in member.log()
