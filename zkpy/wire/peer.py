@@ -247,11 +247,22 @@ def _snapshot(value: object) -> Snapshot | None:
     if value is None:
         return None
     zxid, nodes, sessions = _pair(value, 3)
-    return Snapshot(
-        _int(zxid),
-        tuple([(_str(path), _bytes(node)) for path, node in map(_pair, _list(nodes))]),
-        tuple([(_int(sid), _bytes(session)) for sid, session in map(_pair, _list(sessions))]),
-    )
+    return Snapshot(_int(zxid), _entries(nodes, str), _entries(sessions, int))
+
+
+def _entries(value: object, key: type) -> tuple[tuple[Any, bytes], ...]:
+    """A snapshot's ``[key, bytes]`` pairs, checked in one plain loop: a whole tree's worth."""
+    entries = []
+    for entry in _list(value):
+        if not (
+            type(entry) is list
+            and len(entry) == 2
+            and type(entry[0]) is key
+            and type(entry[1]) is bytes
+        ):
+            raise MarshallingError(f"a snapshot entry is [{key.__name__}, bytes]")
+        entries.append((entry[0], entry[1]))
+    return tuple(entries)
 
 
 def _notification(v: list[Any]) -> Notification:
