@@ -34,7 +34,7 @@ log = logging.getLogger("zkpy.server.peers")
 HANDSHAKE_TIMEOUT_S = 5.0
 # Bump when peer messages change shape: members of different versions refuse each other
 # (and say why) instead of failing to decode each other's messages.
-PEER_PROTOCOL_VERSION = 4
+PEER_PROTOCOL_VERSION = 5
 RECONNECT_DELAY_S = 0.1
 
 

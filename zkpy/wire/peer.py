@@ -12,6 +12,7 @@ import msgpack
 
 from zkpy.core.errors import MarshallingError
 from zkpy.core.requests import (
+    AttachSessionRequest,
     CheckRequest,
     CloseSessionRequest,
     CreateRequest,
@@ -107,8 +108,8 @@ def _fields(message: PeerMessage) -> list[Any]:
         case Forward(writes):
             return [
                 [
-                    [session_id, cxid, _request_out(request), _ids_out(ids)]
-                    for session_id, cxid, request, ids in writes
+                    [session_id, cxid, _request_out(request), _ids_out(ids), owner]
+                    for session_id, cxid, request, ids, owner in writes
                 ]
             ]
         case SyncRequest(session_id, cxid) | SyncDone(session_id, cxid):
@@ -117,6 +118,7 @@ def _fields(message: PeerMessage) -> list[Any]:
 
 
 _OP_CREATE_SESSION = -10
+_OP_ATTACH_SESSION = -12  # member-made requests: no client opcode has these numbers
 _NO_IDS: frozenset[Id] = frozenset()
 
 
@@ -135,12 +137,16 @@ def _ids_in(fields: list[list[str]]) -> frozenset[Id]:
 def _request_out(request: WriteRequest) -> list[Any]:
     if isinstance(request, CreateSessionRequest):
         return [_OP_CREATE_SESSION, request.session_id, request.timeout_ms, request.password]
+    if isinstance(request, AttachSessionRequest):
+        return [_OP_ATTACH_SESSION]
     return request_fields(request)
 
 
 def _request_in(fields: list[Any]) -> WriteRequest:
     if fields and fields[0] == _OP_CREATE_SESSION:
         return CreateSessionRequest(fields[1], fields[2], fields[3])
+    if fields and fields[0] == _OP_ATTACH_SESSION:
+        return AttachSessionRequest()
     _opcode, request = decode_request_fields(fields)
     if not isinstance(request, _WRITES):
         raise MarshallingError(f"{type(request).__name__} cannot be forwarded")
@@ -194,8 +200,8 @@ def _decode(value: Any) -> PeerMessage:
     if tag == 12:
         return Forward(
             tuple(
-                (session_id, cxid, _request_in(request), _ids_in(ids))
-                for session_id, cxid, request, ids in f[0]
+                (session_id, cxid, _request_in(request), _ids_in(ids), owner)
+                for session_id, cxid, request, ids, owner in f[0]
             )
         )
     if tag == 13:
