@@ -16,8 +16,10 @@ from pathlib import Path
 import trio
 
 import zkpy
-from tests.conftest import TcpProxy, tcp_proxy
+from tests.conftest import RawConnection, TcpProxy, tcp_proxy
 from tests.ensemble_harness import SESSION_TIMEOUT, Ensemble, Member, connect_to, poll
+from zkpy.core.requests import CreateRequest, SetDataRequest
+from zkpy.core.types import OPEN_ACL_UNSAFE
 from zkpy.errors import ConnectionLossError
 
 
@@ -106,3 +108,22 @@ async def test_a_write_held_up_at_a_stalled_follower_is_refused_after_the_sessio
                     data, stat = await reader.get("/k")
                     assert (data, stat.version) == (b"w2", 2), member.id
             assert "Traceback" not in late.log()
+
+
+async def test_resuming_a_session_elsewhere_closes_its_old_connection(tmp_path: Path) -> None:
+    """The member that held the session's connection closes it once it applies the attach
+    made on another member (before, it stayed open until the client's read timeout, 1.5 T)."""
+    with Ensemble(tmp_path / "ensemble") as ensemble:
+        await ensemble.start_serving()
+        first, second = ensemble.voters[:2]
+        async with RawConnection.open(first.client_port) as old:
+            hello = await old.handshake(timeout_ms=4000)
+            assert hello.error == 0
+            await old.request(1, CreateRequest("/k", b"v0", OPEN_ACL_UNSAFE))
+            assert (await old.reply_to(1))[1] == 0
+            async with RawConnection.open(second.client_port) as new:
+                resumed = await new.handshake(session_id=hello.session_id, password=hello.password)
+                assert resumed.error == 0 and resumed.session_id == hello.session_id
+                await old.wait_closed(timeout=3.0)  # well within the 6 s read timeout
+                await new.request(1, SetDataRequest("/k", b"v1"))
+                assert (await new.reply_to(1))[1] == 0
