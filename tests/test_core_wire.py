@@ -210,11 +210,12 @@ def test_request_round_trip(opcode: int, request_: Request) -> None:
 
 
 def test_every_request_type_is_covered() -> None:
-    """A new request type needs a line in REQUESTS (session creation travels in the handshake,
-    and a ping is a fixed frame: `test_a_ping_is_only_its_exact_frame`)."""
+    """A new request type needs a line in REQUESTS (session creation and attachment travel in
+    the handshake, and a ping is a fixed frame: `test_a_ping_is_only_its_exact_frame`)."""
     covered = {type(r) for _o, r in REQUESTS}
     assert covered == set(Request.__args__) - {  # type: ignore[attr-defined]
         requests_module.CreateSessionRequest,
+        requests_module.AttachSessionRequest,
         PingRequest,
     }
 

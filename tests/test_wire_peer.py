@@ -7,7 +7,12 @@ import msgpack
 import pytest
 
 from zkpy.core.errors import MarshallingError
-from zkpy.core.requests import CreateRequest, CreateSessionRequest, SetDataRequest
+from zkpy.core.requests import (
+    AttachSessionRequest,
+    CreateRequest,
+    CreateSessionRequest,
+    SetDataRequest,
+)
 from zkpy.core.txn import SetData, TxnRecord
 from zkpy.core.types import OPEN_ACL_UNSAFE, Id
 from zkpy.wire.peer import decode_message, encode_message
@@ -34,15 +39,17 @@ from zkpy.zab.messages import (
 )
 
 WRITES = (
-    (7, 1, SetDataRequest("/a", b"x" * 100, 3), frozenset()),
-    (7, 2, CreateRequest("/b", b"", OPEN_ACL_UNSAFE, True, True), frozenset()),
+    (7, 1, SetDataRequest("/a", b"x" * 100, 3), frozenset(), 0),
+    (7, 2, CreateRequest("/b", b"", OPEN_ACL_UNSAFE, True, True), frozenset(), 3 << 56 | 5),
     (
         9,
         1,
         SetDataRequest("/c", b"", -1),
         frozenset({Id("digest", "bob:hash"), Id("x509", "CN=bob")}),
+        2 << 56 | 1,
     ),
-    (11, 0, CreateSessionRequest(11, 4000, b"p" * 16), frozenset()),
+    (11, 0, CreateSessionRequest(11, 4000, b"p" * 16), frozenset(), 1 << 56 | 9),
+    (7, -3, AttachSessionRequest(), frozenset(), 2 << 56 | 2),
 )
 
 
@@ -81,7 +88,8 @@ def test_messages_round_trip(message: object) -> None:
 def test_a_forward_batch_keeps_its_order_and_identities() -> None:
     decoded = decode_message(encode_message(Forward(WRITES)))
     assert isinstance(decoded, Forward)
-    assert [(w[0], w[1]) for w in decoded.writes] == [(7, 1), (7, 2), (9, 1), (11, 0)]
+    assert [(w[0], w[1]) for w in decoded.writes] == [(7, 1), (7, 2), (9, 1), (11, 0), (7, -3)]
+    assert [w[4] for w in decoded.writes] == [w[4] for w in WRITES]  # each write's owner
     assert decoded.writes[2][3] == frozenset({Id("digest", "bob:hash"), Id("x509", "CN=bob")})
 
 

@@ -463,6 +463,11 @@ class Client:
         pending.done.set()
         if error == Code.SESSION_EXPIRED:
             self._lose(SessionExpiredError("the session expired"))
+        elif error == Code.SESSION_MOVED and self._connection_scope is not None:
+            # the session was attached to another connection (one of ours the ensemble saw
+            # late): this one may no longer write; reconnecting attaches the session again
+            log.info("session %#x moved away from %s; reconnecting", self.session_id, self.server)
+            self._connection_scope.cancel()
 
     def _fail_pending(self, error: ZkError) -> None:
         pending, self._pending = self._pending, {}

@@ -36,6 +36,7 @@ from zkpy.core.errors import (
 )
 from zkpy.core.requests import (
     AddWatchRequest,
+    AttachSessionRequest,
     AuthRequest,
     CheckRequest,
     CloseSessionRequest,
@@ -107,6 +108,7 @@ class ClientConnection:
         self.id = conn_id
         self.session_id = 0
         self.timeout_ms = 0
+        self.owner = 0  # this connection's id as its session's owner (`Member.new_owner_id`)
         self.ids: frozenset[Id] = frozenset()
         self.outbox = Outbox(stream, server.member.output)
         self._packer = server.packer
@@ -118,6 +120,11 @@ class ClientConnection:
         self._read_deadline = math.inf  # when the read in progress times out (`_watch_reads`)
         self._handshaken = trio.Event()
         self.cancel_scope = trio.CancelScope()
+
+    @property
+    def greeted(self) -> bool:
+        """The handshake is done: the session is created, or attached to this connection."""
+        return self._handshaken.is_set()
 
     # ---- output ----------------------------------------------------------------------------
 
@@ -186,6 +193,8 @@ class ClientConnection:
             slot.close_after = True
         else:
             slot.frame = self._write_reply(slot.xid, opcode, result)
+            if result.result.error == Code.SESSION_MOVED:
+                slot.close_after = True  # the session is another connection's now
         self._flush_queue()
 
     def _write_reply(self, xid: int, opcode: int, result: ApplyResult) -> bytes:
@@ -227,8 +236,8 @@ class ClientConnection:
         if isinstance(request, _WRITES):
             self._submit_write(xid, opcode, request)
             return
-        if isinstance(request, CreateSessionRequest):
-            raise MarshallingError("sessions are created by the handshake")
+        if isinstance(request, (CreateSessionRequest, AttachSessionRequest)):
+            raise MarshallingError("sessions are created and attached by the handshake")
         if isinstance(request, SyncRequest):
             self._sync(xid, request)
             return
@@ -314,6 +323,7 @@ class ClientConnection:
             request,
             lambda result: self._write_committed(slot, opcode, result),
             self.ids,
+            self.owner,
         )
 
     def _answer_read(self, xid: int, request: ReadRequest) -> bytes:
@@ -451,9 +461,12 @@ class ClientConnection:
         if hello.last_zxid > member.tree.last_zxid:
             self._refuse(ConnectionLossError("this server is behind the client; try another"))
             return
+        self.owner = member.new_owner_id()
         if hello.session_id == 0:
             session_id, password, timeout = member.create_session(
-                hello.timeout_ms, lambda result: self._session_created(result, password, timeout)
+                hello.timeout_ms,
+                lambda result: self._session_created(result, password, timeout),
+                self.owner,
             )
             self._bind(session_id, timeout)
             return
@@ -466,7 +479,11 @@ class ClientConnection:
             return
         self._bind(hello.session_id, info.timeout_ms)
         member.touch(hello.session_id)
-        self._greet(hello.session_id, info.password, info.timeout_ms)
+        member.attach_session(
+            hello.session_id,
+            self.owner,
+            lambda result: self._session_created(result, info.password, info.timeout_ms),
+        )
 
     def _bind(self, session_id: int, timeout_ms: int) -> None:
         previous = self.server.by_session.get(session_id)
@@ -477,11 +494,16 @@ class ClientConnection:
         self.timeout_ms = timeout_ms
 
     def _session_created(self, result: ApplyResult | None, password: bytes, timeout: int) -> None:
+        """The session was created, or attached to this connection (a reconnect): greet."""
         if result is None:
             self._refuse(ConnectionLossError("the member lost its leader; try another"))
             return
-        if result.result.error != Code.OK:
-            self._refuse(ZkError(f"session could not be created ({result.result.error})"))
+        error = result.result.error
+        if error == Code.SESSION_EXPIRED:
+            self._refuse(SessionExpiredError(f"session {self.session_id:#x} has expired"))
+            return
+        if error != Code.OK:
+            self._refuse(ZkError(f"session {self.session_id:#x} could not be taken ({error})"))
             return
         self._greet(self.session_id, password, timeout)
 
@@ -632,6 +654,7 @@ class ClientServer:
         self._ids = itertools.count(1)
         self._per_address: dict[str, int] = {}
         member.session_closed = self._session_closed
+        member.session_attached = self._session_attached
         member.serving_changed = self._serving_changed
         self._connections: dict[int, ClientConnection] = {}
         config = member.config
@@ -655,6 +678,16 @@ class ClientServer:
     def _session_closed(self, session_id: int) -> None:
         conn = self.by_session.pop(session_id, None)
         if conn is not None:
+            conn.close_after_flush()
+
+    def _session_attached(self, session_id: int, owner: int) -> None:
+        """A session moved to the connection `owner`: an older one of it here must go. Ours
+        only if it is greeted: its own attachment was applied before this one (a connection
+        still in its handshake waits for its attachment, which comes later)."""
+        conn = self.by_session.get(session_id)
+        if conn is not None and conn.owner != owner and conn.greeted:
+            del self.by_session[session_id]
+            log.info("connection %d: session %#x moved to another member", conn.id, session_id)
             conn.close_after_flush()
 
     def _forget(self, address: str) -> None:

@@ -30,6 +30,7 @@ import msgpack
 
 from zkpy.core.errors import MarshallingError
 from zkpy.core.requests import (
+    AttachSessionRequest,
     CheckRequest,
     CloseSessionRequest,
     CreateRequest,
@@ -126,8 +127,8 @@ def _fields(message: PeerMessage) -> list[Any]:
         case Forward(writes):
             return [
                 [
-                    [session_id, cxid, _request_out(request), _ids_out(ids)]
-                    for session_id, cxid, request, ids in writes
+                    [session_id, cxid, _request_out(request), _ids_out(ids), owner]
+                    for session_id, cxid, request, ids, owner in writes
                 ]
             ]
         case SyncRequest(session_id, cxid) | SyncDone(session_id, cxid):
@@ -136,6 +137,7 @@ def _fields(message: PeerMessage) -> list[Any]:
 
 
 _OP_CREATE_SESSION = -10
+_OP_ATTACH_SESSION = -12  # member-made requests: no client opcode has these numbers
 _NO_IDS: frozenset[Id] = frozenset()
 
 
@@ -154,6 +156,8 @@ def _ids_in(fields: list[Any]) -> frozenset[Id]:
 def _request_out(request: WriteRequest) -> list[Any]:
     if isinstance(request, CreateSessionRequest):
         return [_OP_CREATE_SESSION, request.session_id, request.timeout_ms, request.password]
+    if isinstance(request, AttachSessionRequest):
+        return [_OP_ATTACH_SESSION]
     return request_fields(request)
 
 
@@ -161,6 +165,9 @@ def _request_in(fields: list[Any]) -> WriteRequest:
     if fields and fields[0] == _OP_CREATE_SESSION:
         _, session_id, timeout_ms, password = _pair(fields, 4)
         return CreateSessionRequest(_int(session_id), _int(timeout_ms), _bytes(password))
+    if fields and fields[0] == _OP_ATTACH_SESSION:
+        _pair(fields, 1)
+        return AttachSessionRequest()
     _opcode, request = decode_request_fields(fields)
     if not isinstance(request, _WRITES):
         raise MarshallingError(f"{type(request).__name__} cannot be forwarded")
@@ -330,8 +337,14 @@ def _ping(v: list[Any]) -> Ping:
 
 
 def _forwarded(value: object) -> ForwardedWrite:
-    session_id, cxid, request, ids = _pair(value, 4)
-    return (_int(session_id), _int(cxid), _request_in(_list(request)), _ids_in(_list(ids)))
+    session_id, cxid, request, ids, owner = _pair(value, 5)
+    return (
+        _int(session_id),
+        _int(cxid),
+        _request_in(_list(request)),
+        _ids_in(_list(ids)),
+        _int(owner),
+    )
 
 
 def _forward(v: list[Any]) -> Forward:
