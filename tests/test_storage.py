@@ -171,7 +171,7 @@ def test_non_ascending_batch_raises_and_writes_nothing(tmp_path: Path) -> None:
             [(2, b"b"), (2, b"b")],
             [(2, b"b"), (-1, b"c")],
         ):
-            with pytest.raises(ValueError, match="ascending"):
+            with pytest.raises(ValueError, match="next counter"):
                 s.append(bad)
         assert s.read_log(0) == [(1, b"a")]
         assert s.last_logged_zxid() == 1
@@ -181,7 +181,7 @@ def test_batch_not_above_last_logged_raises_and_writes_nothing(tmp_path: Path) -
     with Storage.open(tmp_path) as s:
         s.append([(5, b"a")])
         for bad in ([(5, b"b"), (6, b"c")], [(3, b"b"), (7, b"c")]):
-            with pytest.raises(ValueError, match="greater than the last logged"):
+            with pytest.raises(ValueError, match="next counter"):
                 s.append(bad)
         assert s.read_log(0) == [(5, b"a")]
 
@@ -283,7 +283,9 @@ def test_checkpoint_trims_log_and_load_returns_later_entries(tmp_path: Path) -> 
 def test_checkpoint_beyond_log_raises_last_logged(tmp_path: Path) -> None:
     with Storage.open(tmp_path) as s:
         s.append([(1, b"a"), (2, b"b")])
-        s.checkpoint(5, [], [], [], [], keep_log_after=0)
+        with pytest.raises(ValueError, match="beyond the log"):
+            s.checkpoint(5, [], [], [], [], keep_log_after=0)  # it would skip records 3 and 4
+        s.checkpoint(5, [], [], [], [], keep_log_after=5)  # a checkpoint replacing the log
         assert s.last_logged_zxid() == 5
         with pytest.raises(ValueError):
             s.append([(3, b"c")])
@@ -323,6 +325,7 @@ def test_long_and_unicode_paths_round_trip(tmp_path: Path) -> None:
     long_path = "/" + "x" * 3000
     nodes = [("/é/日本", b"u"), (long_path, b"long"), ("/" + "y" * 511, b"edge")]
     with Storage.open(tmp_path) as s:
+        s.append([(1, b"a"), (2, b"b")])
         s.checkpoint(1, nodes, [], [], [], keep_log_after=0)
     with Storage.open(tmp_path) as s:
         assert sorted(s.load().nodes) == sorted(nodes)
