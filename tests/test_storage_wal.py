@@ -185,6 +185,87 @@ def test_a_fully_written_record_failing_its_checksum_is_refused_untouched(
     assert snapshot(tmp_path) == before
 
 
+def write_in_batches(data_dir: Path, last: int = 100, batch: int = 10) -> None:
+    with Storage.open(data_dir, segment_bytes=wal_module.MIN_SEGMENT_BYTES) as s:
+        for first in range(1, last + 1, batch):
+            s.append(entries(first, min(last, first + batch - 1)))
+
+
+def record_offset(path: Path, zxid: int) -> int:
+    """Where the header of the record with payload `entries` gave `zxid` begins."""
+    return path.read_bytes().index(b"%08d" % zxid) - 24
+
+
+def reopen_refused(data_dir: Path, message: str) -> None:
+    before = snapshot(data_dir)
+    with pytest.raises(StorageFormatError, match=message):
+        Storage.open(data_dir, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+    assert snapshot(data_dir) == before
+
+
+@pytest.mark.parametrize("crashed", [True, False], ids=["after-a-crash", "after-a-clean-stop"])
+def test_a_length_past_the_end_of_the_file_mid_segment_is_refused(
+    tmp_path: Path, crashed: bool
+) -> None:
+    write_in_batches(tmp_path)
+    if crashed:
+        as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    data = bytearray(path.read_bytes())
+    at = record_offset(path, 35)
+    data[at + 4 : at + 8] = (0xFFFFFF00).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    reopen_refused(tmp_path, f"offset {at}")
+
+
+@pytest.mark.parametrize("crashed", [True, False], ids=["after-a-crash", "after-a-clean-stop"])
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_a_zeroed_sector_mid_segment_is_refused(tmp_path: Path, crashed: bool, where: str) -> None:
+    """Records of later batches verify after it: the batch it hit had been synced before they
+    were written, so it is damage, not a torn write (which the next test accepts)."""
+    write_in_batches(tmp_path)
+    if crashed:
+        as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    at = record_offset(path, 35) + (0 if where == "header" else 60)
+    data = bytearray(path.read_bytes())
+    sector = at // 512 * 512
+    data[sector : sector + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+    reopen_refused(tmp_path, "damaged")
+
+
+def test_a_zeroed_sector_in_the_last_batch_after_a_crash_is_a_torn_write(tmp_path: Path) -> None:
+    write_in_batches(tmp_path)
+    as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    data = bytearray(path.read_bytes())
+    sector = record_offset(path, 95) // 512 * 512
+    data[sector : sector + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+    with Storage.open(tmp_path) as s:
+        kept = s.read_log(0)
+    assert kept == entries(1, len(kept)) and 90 <= len(kept) < 95  # only the last batch is cut
+
+
+def test_a_truncated_segment_is_refused(tmp_path: Path) -> None:
+    write_in_batches(tmp_path)
+    as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    os.truncate(path, record_offset(path, 100) + 50)  # in the middle of the last record
+    reopen_refused(tmp_path, "truncated")
+
+
+def test_zxids_that_do_not_follow_each_other_are_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "wal"
+    SegmentLog.create(directory, 1, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+    log = SegmentLog.open(directory, 1, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+    log.append([*entries(1, 3), *entries(5, 6)])  # the log trusts its caller; Storage checks
+    log.close()
+    with pytest.raises(wal_module.LogDamagedError, match="cannot follow 0x3"):
+        SegmentLog.open(directory, 1, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+
+
 @pytest.mark.parametrize(
     ("lost", "message"),
     [(1, "missing segment 1"), (2, "missing"), (-1, "missing segment .* sealed")],
