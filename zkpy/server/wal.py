@@ -15,9 +15,10 @@ magic, generation, seq, the size it was preallocated to, then its *seal* (a mark
 just past its last record and that record's zxid) and a CRC-32 of all of it. Records follow
 back to back, each a 24-byte header (a marker, payload length u32, batch offset u32, zxid u64,
 CRC-32 u32, all big-endian) and the payload. The batch offset is where the write that carried
-the record began in the segment. The CRC covers the segment's generation and sequence number,
-the rest of the header and the payload, so bytes left over from an older use of a file never
-verify.
+the record began in the segment. The CRC covers the segment's generation and sequence number
+and the batch offset (XORed into its initial value: any change of them changes the CRC), the
+zxid and the payload (a changed length moves the payload), so bytes left over from an older use
+of a file never verify; it costs no more per record than a CRC of the zxid and payload alone.
 
 Once the next segment exists (created under a temporary name, synced, renamed), a segment is
 sealed: its mark says SEALED and its seal says exactly where its records end. A clean close
@@ -36,8 +37,10 @@ after the end may verify with a batch offset beyond it (a batch begun after the 
 one before was synced, so what was lost there had been acknowledged). Anything else is damage
 and raises `LogDamagedError`, as do a segment shorter than it was preallocated, a damaged
 header, a missing segment, and zxids that do not follow each other (within an epoch by one; a
-new epoch starts at 1). One ambiguity remains: after a crash, damage that zeroes a sector of
-the last batch, which may have been acknowledged, looks exactly like a torn write.
+new epoch starts at 1). One ambiguity remains: after a crash, damage that zeroes sectors at the
+very end of the records (in the last batch, which may have been acknowledged, or reaching from
+the end of the batch before over all of the last one) leaves exactly what a torn write of that
+batch leaves.
 
 Opening always starts a new segment for what comes next, so later records are never written
 next to the remains of a torn batch (which could otherwise verify again, after a new record of
@@ -91,9 +94,10 @@ _UNSEALED: Final = 0  # while the segment is written to
 _SEALED: Final = 0x5345414C4544  # "SEALED": the next segment exists
 _CLOSED: Final = 0x434C4F534544  # "CLOSED": closed cleanly, the last segment
 _RECORD_MARK: Final = b"\xc1zkr"  # no zero byte: never split by a hole of the file
-_RECORD_PREFIX: Final = struct.Struct(">4sIIQ")  # marker, payload length, batch offset, zxid
+# marker, payload length, batch offset, zxid, CRC-32
+_RECORD_HEADER: Final = struct.Struct(">4sIIQI")
 _CRC_SIZE: Final = 4
-_RECORD_SIZE: Final = _RECORD_PREFIX.size + _CRC_SIZE
+_RECORD_SIZE: Final = _RECORD_HEADER.size
 _EMPTY_RECORD: Final = bytes(_RECORD_SIZE)
 _SECTOR: Final = 512  # the unit a disk writes whole, or not at all
 _COUNTER_MASK: Final = 0xFFFFFFFF
@@ -302,8 +306,8 @@ class SegmentLog:
         offset = batch = segment.end
         pieces: list[bytes] = []
         first, last = segment.first_zxid, segment.last_zxid
-        salt = self._salt
-        pack, crc32 = _RECORD_PREFIX.pack, zlib.crc32
+        seed = self._salt ^ batch
+        pack, crc32 = _RECORD_HEADER.pack, zlib.crc32
         for zxid, payload in entries:
             size = _RECORD_SIZE + len(payload)
             if offset + size > self._capacity and offset > _HEADER_SIZE:
@@ -311,10 +315,9 @@ class SegmentLog:
                 fd = self._roll()
                 segment = self._segments[-1]
                 offset = batch = _HEADER_SIZE
-                pieces, first, salt = [], 0, self._salt
-            prefix = pack(_RECORD_MARK, len(payload), batch, zxid)
-            pieces.append(prefix)
-            pieces.append(crc32(payload, crc32(prefix, salt)).to_bytes(_CRC_SIZE, "big"))
+                pieces, first, seed = [], 0, self._salt ^ batch
+            crc = crc32(payload, crc32(zxid.to_bytes(8, "big"), seed))
+            pieces.append(pack(_RECORD_MARK, len(payload), batch, zxid, crc))
             pieces.append(payload)
             offset += size
             first = first or zxid
@@ -580,16 +583,15 @@ class _Walk:
 
     def run(self, limit: int) -> None:
         """Advance `end` over the records that verify and end by `limit`."""
-        view, offset, last = self.view, self.end, self.last
-        unpack, crc32 = _RECORD_PREFIX.unpack_from, zlib.crc32
+        view, offset, last, salt = self.view, self.end, self.last, self.salt
+        unpack, crc32 = _RECORD_HEADER.unpack_from, zlib.crc32
         while offset + _RECORD_SIZE <= limit:
-            marker, length, batch, zxid = unpack(view, offset)
+            marker, length, batch, zxid, crc = unpack(view, offset)
             start = offset + _RECORD_SIZE
             stop = start + length
             if marker != _RECORD_MARK or stop > limit or not _HEADER_SIZE <= batch <= offset:
                 break
-            crc = int.from_bytes(view[start - _CRC_SIZE : start], "big")
-            if crc32(view[start:stop], crc32(view[offset : start - _CRC_SIZE], self.salt)) != crc:
+            if crc32(view[start:stop], crc32(zxid.to_bytes(8, "big"), salt ^ batch)) != crc:
                 break
             if not follows(last, zxid):
                 raise LogDamagedError(
@@ -614,7 +616,7 @@ class _Walk:
             return "its header is cut off by the end of the file"
         if not header.strip(b"\x00"):
             return "its header is all zeros"
-        marker, length, batch, _zxid = _RECORD_PREFIX.unpack(header[: _RECORD_PREFIX.size])
+        marker, length, batch, _zxid, _crc = _RECORD_HEADER.unpack(header)
         if marker != _RECORD_MARK:
             return "it has no record header"
         if offset + _RECORD_SIZE + length > len(view):
@@ -681,13 +683,12 @@ def _later_record(view: mmap.mmap, at: int, end: int, last_zxid: int, salt: int)
     start = at + _RECORD_SIZE
     if start > len(view):
         return 0
-    _marker, length, batch, zxid = _RECORD_PREFIX.unpack_from(view, at)
+    _marker, length, batch, zxid, crc = _RECORD_HEADER.unpack_from(view, at)
     stop = start + length
     if not end < batch <= at or zxid <= last_zxid or stop > len(view):
         return 0
-    crc = int.from_bytes(view[start - _CRC_SIZE : start], "big")
-    prefix = view[at : start - _CRC_SIZE]
-    return zxid if zlib.crc32(view[start:stop], zlib.crc32(prefix, salt)) == crc else 0
+    seed = zlib.crc32(zxid.to_bytes(8, "big"), salt ^ batch)
+    return zxid if zlib.crc32(view[start:stop], seed) == crc else 0
 
 
 def _unwritten_sector(view: mmap.mmap | bytes, start: int, end: int) -> bool:
@@ -708,9 +709,9 @@ def _records(segment: _Segment) -> list[tuple[int, bytes]]:
     with open(segment.path, "rb") as file:
         data = os.pread(file.fileno(), segment.end - _HEADER_SIZE, _HEADER_SIZE)
     records = []
-    offset, unpack = 0, _RECORD_PREFIX.unpack_from
+    offset, unpack = 0, _RECORD_HEADER.unpack_from
     while offset < len(data):
-        _marker, length, _batch, zxid = unpack(data, offset)
+        _marker, length, _batch, zxid, _crc = unpack(data, offset)
         start = offset + _RECORD_SIZE
         records.append((zxid, data[start : start + length]))
         offset = start + length
