@@ -37,7 +37,7 @@ from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.outbox import Flusher
 from zkpy.server.config import ServerConfig
-from zkpy.server.storage import Recovered, Storage, StorageError, StorageFormatError
+from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
@@ -559,8 +559,7 @@ def _decode_recovered(
     except Exception as err:  # anything a decoder meets in bytes it did not expect
         raise StorageFormatError(
             f"data directory {storage.path} holds a record this member cannot use "
-            f"({type(err).__name__}: {err}); restore it from a backup or let this member "
-            "resynchronise from the ensemble with an empty data directory"
+            f"({type(err).__name__}: {err}); {REBUILD}"
         ) from err
     return tree, tail
 

@@ -103,6 +103,7 @@ from zkpy.server.wal import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "REBUILD",
     "Recovered",
     "Storage",
     "StorageError",
@@ -114,6 +115,12 @@ _LOG_TABLE_FORMAT: Final = 1  # the last format that kept the log in LMDB
 _UNCHECKED_FORMAT: Final = 2  # the last format without checksums in LMDB
 
 log = logging.getLogger("zkpy.server")
+
+REBUILD: Final = (
+    "do not start this member with it: in an ensemble, move the directory aside and start the "
+    "member with an empty one while all the others serve, and it is rebuilt from them "
+    "(docs/operations.md, 'Data directory and durability'); alone, restore it from a backup"
+)
 
 DATA_FILE: Final = "data.mdb"
 LMDB_LOCK_FILE: Final = "lock.mdb"
@@ -700,10 +707,7 @@ class Storage:
             ) from e
 
     def _damaged(self, problem: str) -> StorageFormatError:
-        return StorageFormatError(
-            f"data directory {self._path} is damaged: {problem}; restore it from a backup or let "
-            "this member resynchronise from the ensemble with an empty data directory"
-        )
+        return StorageFormatError(f"data directory {self._path} is damaged: {problem}; {REBUILD}")
 
     def _seal_meta(self, txn: lmdb.Transaction[bytes]) -> None:
         """Record the entry counts and the checksum of the meta table, at the end of a write."""
@@ -1007,8 +1011,7 @@ def _upgrade(env: lmdb.Environment, path: Path, version: int, segment_bytes: int
             if txn.get(_K_META_CRC, db=meta) is not None:
                 raise StorageFormatError(
                     f"data directory {path} is damaged: its format version says {version}, but it "
-                    "holds checksums only later formats write; restore it from a backup or let "
-                    "this member resynchronise from the ensemble with an empty data directory"
+                    f"holds checksums only later formats write; {REBUILD}"
                 )
             value = {key: int.from_bytes(raw, "big") for key, raw in txn.cursor(meta)}
         checkpoint = value.get(_K_CHECKPOINT_ZXID, 0)
@@ -1063,8 +1066,7 @@ def _after_floor(
         if not follows(previous, zxid):
             raise StorageFormatError(
                 f"data directory {path} is damaged: its log has zxid {zxid:#x} after "
-                f"{previous:#x}, records are missing; restore it from a backup or let this "
-                "member resynchronise from the ensemble with an empty data directory"
+                f"{previous:#x}, records are missing; {REBUILD}"
             )
         previous = zxid
     return kept
