@@ -183,7 +183,9 @@ class SegmentLog:
         self._segments: tuple[_Segment, ...] = tuple(segments)
         last = segments[-1]
         self._fd: int | None = os.open(last.path, os.O_RDWR)
-        self._capacity = max(os.fstat(self._fd).st_size, segment_bytes)
+        # what it was preallocated to: only a segment's first record may run past it (see
+        # `_Walk.accept_end`), so appends to an older segment keep to its own size
+        self._capacity = last.size
         self._salt = _salt(generation, last.seq)
         self._zeroed_end = last.end  # what lies past it may still be preallocated, unwritten
 
@@ -424,7 +426,7 @@ class SegmentLog:
                     _seal(old, self._generation, last, _SEALED)
             finally:
                 os.close(old)
-        self._capacity = max(os.fstat(fd).st_size, self._segment_bytes)
+        self._capacity = self._segment_bytes
         self._salt = _salt(self._generation, seq)
         self._zeroed_end = _HEADER_SIZE
         segment = _Segment(seq, path, _HEADER_SIZE, 0, 0, self._segment_bytes)
