@@ -37,7 +37,7 @@ from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.outbox import Flusher
 from zkpy.server.config import ServerConfig
-from zkpy.server.storage import Recovered, Storage
+from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
@@ -73,11 +73,8 @@ class Member:
         self.config = config
         self.storage = storage
         recovered = storage.load(include_nodes=False)
-        tree = DataTree.from_checkpoint(
-            recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
-        )
         retained = _usable_history(recovered)
-        tail = [decode_record(raw) for _zxid, raw in (*retained, *recovered.log)]
+        tree, tail = _decode_recovered(storage, recovered, retained)
         # the zxid just before the history: the log's floor when it keeps entries the tree holds
         history_base = recovered.log_floor if retained else tree.last_zxid
         self.replica = Replica(
@@ -569,6 +566,33 @@ def _change_log_from(records: list[TxnRecord], *, start_zxid: int, capacity: int
         else:
             change_log.record(record.zxid, changes)
     return change_log
+
+
+def _decode_recovered(
+    storage: Storage, recovered: Recovered, retained: list[tuple[int, bytes]]
+) -> tuple[DataTree, list[TxnRecord]]:
+    """The checkpointed tree and the records of the log, decoded. The storage checked their
+    checksums; a record that still does not decode, or a log record whose zxid is not the one
+    it was logged under, was written wrong (by a bug, another program or a hand): the member
+    refuses to start with it rather than fail later or serve, vote or lead with it."""
+    try:
+        tree = DataTree.from_checkpoint(
+            recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
+        )
+        tail = []
+        for zxid, raw in (*retained, *recovered.log):
+            record = decode_record(raw)
+            if record.zxid != zxid:
+                raise ValueError(f"the log record of zxid {zxid:#x} holds zxid {record.zxid:#x}")
+            tail.append(record)
+    except StorageError:
+        raise
+    except Exception as err:  # anything a decoder meets in bytes it did not expect
+        raise StorageFormatError(
+            f"data directory {storage.path} holds a record this member cannot use "
+            f"({type(err).__name__}: {err}); {REBUILD}"
+        ) from err
+    return tree, tail
 
 
 def _usable_history(recovered: Recovered) -> list[tuple[int, bytes]]:
