@@ -3,10 +3,10 @@
 On a shared 2-core VM the same code measures 10-25 % apart from one minute to the next, so a
 before/after pair of runs says little. This checks `BASE` out into a temporary git worktree
 (with this checkout's `benchmarks/` copied in, so both sides are measured the same way) and runs
-`python -m benchmarks.cpu_per_op` from each checkout in turn, `--rounds` times, then prints the
+`python -m benchmarks cpu-per-op` from each checkout in turn, `--rounds` times, then prints the
 median of each measure per side::
 
-    python -m benchmarks.ab 43b199d --rounds 5
+    python -m benchmarks ab 43b199d --rounds 5
 
 Besides p50 latency and the CPU per operation of the members and of the client, it prints the
 latency per microsecond of the client's CPU: the client's code is the same on both sides (unless

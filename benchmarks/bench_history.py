@@ -1,6 +1,6 @@
 """How one-at-a-time write latency and idle CPU change as a 3-member ensemble's history grows.
 
-    python -m benchmarks.bench_history [--size 3] [--steps 0,5000,20000,50000,60000]
+    python -m benchmarks history [--size 3] [--steps 0,5000,20000,50000,60000]
 
 Starts a `zkpy ensemble` in a temporary folder, then at each step writes (in batches of 256
 sets) until that many writes are in, measures the members' CPU at rest for 2 s and the p50 of

@@ -1,8 +1,8 @@
 """The scale run: load N znodes into a zkpy ensemble, report each member's memory, restart the
 ensemble and time how long until every member serves again with all N znodes.
 
-    python -m benchmarks.bench_scale                        # 1,000,000 znodes of 100 B, 1 member
-    python -m benchmarks.bench_scale --znodes 200000 --size 3 --json scale.json
+    python -m benchmarks scale                        # 1,000,000 znodes of 100 B, 1 member
+    python -m benchmarks scale --znodes 200000 --size 3 --json scale.json
 
 The znodes are spread over folders of 1,000 children (/scale/f0000/n000...), written with the
 client's pipeline() in batches, from one client process. Memory is each member's resident

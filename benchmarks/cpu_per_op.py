@@ -7,7 +7,7 @@ at a time from a client on a follower, and prints p50 latency and the CPU per op
 members (together and each: leader, followers, the client's member marked with *) and of the
 client::
 
-    python -m benchmarks.cpu_per_op --size 3 --count 3000
+    python -m benchmarks cpu-per-op --size 3 --count 3000
 
 To compare two versions, run it from each checkout's directory in turn (the members run the
 ``zkpy`` found from the current directory), a few times alternately.

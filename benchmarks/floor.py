@@ -7,7 +7,7 @@ They do nothing else: no decoding, no tree, no sessions. So what a write takes h
 an implementation of that path on this machine pays for the messages and the syncs alone, and
 the gap to `benchmarks.cpu_per_op`'s set p50 is what zkpy's own work costs::
 
-    python -m benchmarks.floor --count 2000
+    python -m benchmarks floor --count 2000
 
 Three shapes of the write path (`--shape`):
 

@@ -1,6 +1,6 @@
 """Micro-benchmarks of zkpy's pure core (and its LMDB log): how much one CPU core can do.
 
-    python -m benchmarks.micro [--seconds 1] [--value-size 100] [--dir DIR] [--json OUT.json]
+    python -m benchmarks micro [--seconds 1] [--value-size 100] [--dir DIR] [--json OUT.json]
 
 Rows (each a rate per second of one Python thread, after a short warm-up):
 
@@ -430,9 +430,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.micro", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per row (default 1)")
     parser.add_argument("--value-size", type=int, default=100, help="bytes per value")
     parser.add_argument("--dir", default=None, help="parent of the temporary LMDB directory")

@@ -1,8 +1,8 @@
 """zkpy's benchmark suite, end to end: start ensembles, run workloads, stop everything, report.
 
-    python -m benchmarks.run                          # 1- and 3-member zkpy, every workload
-    python -m benchmarks.run --sizes 3 --ops set,get --duration 3 --json out.json
-    python -m benchmarks.run --kazoo                  # also Apache ZooKeeper with kazoo, ratios
+    python -m benchmarks run                          # 1- and 3-member zkpy, every workload
+    python -m benchmarks run --sizes 3 --ops set,get --duration 3 --json out.json
+    python -m benchmarks run --kazoo                  # also Apache ZooKeeper with kazoo, ratios
 
 For each ensemble size it starts `zkpy ensemble --size N` in a temporary folder on loopback, finds
 the members' roles (`fetch_status`), connects the client processes to a follower (round robin over
@@ -580,7 +580,7 @@ def _filesystem(path: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.run",
+        prog="python -m benchmarks run",
         description="Start zkpy ensembles (and optionally Apache ZooKeeper), run workloads, "
         "report ops/s, latency percentiles and CPU. See docs/benchmarks.md.",
     )

@@ -10,7 +10,7 @@ zkpy itself carries no tracing code;
 the clock is CLOCK_MONOTONIC, which the processes of one machine share. It prints each step (an
 event named by its process, its kind and its size) at its median time since the set began::
 
-    python -m benchmarks.timeline --count 2000
+    python -m benchmarks timeline --count 2000
 
 The gaps tell the kinds of time apart: a write in one process to the read in the next is a
 wake-up (the kernel and trio's scheduler), a read to the next write in the same process is its

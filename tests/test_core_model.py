@@ -28,7 +28,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import ApplyResult, DataTree, OpResult
+from zkpy.core.tree import RESERVED_NODES, ApplyResult, DataTree, OpResult
 from zkpy.core.txn import decode_record, encode_record
 from zkpy.core.types import OPEN_ACL_UNSAFE, Stat, make_zxid
 
@@ -52,6 +52,12 @@ class Refused(Exception):
         self.code = code
 
 
+def _writable(path: str) -> None:
+    """/zookeeper and everything under it is reserved: no client writes there."""
+    if path == "/zookeeper" or path.startswith("/zookeeper/"):
+        raise Refused(Code.BAD_ARGUMENTS)
+
+
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
@@ -64,7 +70,12 @@ class Model:
     """A dict of path -> node, and a set of live sessions. Nothing clever."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, MNode] = {"/": MNode(b"", 0, 0)}
+        # the root, and the reserved /zookeeper and /zookeeper/quota that every tree holds
+        self.nodes: dict[str, MNode] = {
+            "/": MNode(b"", 0, 0, children={"zookeeper"}),
+            "/zookeeper": MNode(b"", 0, 0, children={"quota"}),
+            "/zookeeper/quota": MNode(b"", 0, 0),
+        }
         self.sessions: set[int] = set()
         self.created: list[str] = []  # every path created, in order
 
@@ -82,6 +93,7 @@ class Model:
         if path == "/" and not sequential:
             raise Refused(Code.NODE_EXISTS)
         parent_path = _parent(path)
+        _writable(parent_path)
         parent = self.nodes.get(parent_path)
         if parent is None:
             raise Refused(Code.NO_NODE)
@@ -99,6 +111,7 @@ class Model:
         return path
 
     def set(self, path: str, data: bytes, version: int, zxid: int) -> int:
+        _writable(path)
         node = self.nodes.get(path)
         if node is None:
             raise Refused(Code.NO_NODE)
@@ -118,6 +131,7 @@ class Model:
     def delete(self, path: str, version: int, zxid: int) -> None:
         if path == "/":
             raise Refused(Code.BAD_ARGUMENTS)
+        _writable(path)
         node = self.nodes.get(path)
         if node is None:
             raise Refused(Code.NO_NODE)
@@ -157,7 +171,7 @@ class Model:
 
 # ---- operations as hypothesis generates them ------------------------------------------------
 
-POOL = ["/a", "/b", "/a/b", "/a/c", "/a/b/c", "/a/s-", "/zz/top"]
+POOL = ["/a", "/b", "/a/b", "/a/c", "/a/b/c", "/a/s-", "/zz/top", "/zookeeper", "/zookeeper/q"]
 # a string is a path; an int picks an existing node; ("recent", k) the k-th latest created path,
 # which is often still in flight in the same batch: that is what exercises the overlay
 path_spec = st.one_of(
@@ -408,6 +422,6 @@ def test_the_model_runner_is_not_vacuous() -> None:
     ]
     for batch in plan:
         runner.run_batch(batch)
-    assert set(runner.tree.nodes) == {"/", "/a", "/a/s-0000000001"}
+    assert set(runner.tree.nodes) == {"/", "/a", "/a/s-0000000001", *RESERVED_NODES}
     assert runner.tree.get("/a").version == 1  # type: ignore[union-attr]
     assert len(runner.tree.sessions) == 3

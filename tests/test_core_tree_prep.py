@@ -23,8 +23,9 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import NO_CHILDREN, ApplyResult, DataTree, changes_of
+from zkpy.core.tree import NO_CHILDREN, RESERVED_NODES, ApplyResult, DataTree, changes_of
 from zkpy.core.txn import (
+    AttachSession,
     Check,
     CloseSession,
     Create,
@@ -161,7 +162,7 @@ def test_create_sets_every_stat_field(h: Harness) -> None:
     assert h.tree.get("/a").data == b"hello"  # type: ignore[union-attr]
     assert h.tree.get("/a").acl == OPEN  # type: ignore[union-attr]
     root = h.stat("/")
-    assert (root.cversion, root.pzxid, root.num_children) == (1, z, 1)
+    assert (root.cversion, root.pzxid, root.num_children) == (1, z, 2)  # /a and /zookeeper
     assert (root.mzxid, root.version) == (0, 0)  # a child does not modify the parent's data
     assert h.tree.last_zxid == z
 
@@ -726,7 +727,7 @@ def test_pipelined_close_session_removes_pending_ephemerals(h: Harness) -> None:
     codes = [code(h.apply(r)) for r in records]
     assert codes == [Code.OK, Code.OK, Code.OK, Code.SESSION_EXPIRED, Code.OK]
     assert h.tree.ephemerals_of(S1) == set()
-    assert set(h.tree.nodes) == {"/", "/new"}
+    assert set(h.tree.nodes) == {"/", "/new", *RESERVED_NODES}
     assert h.stat("/new").ephemeral_owner == 0
     assert h.overlay_is_empty()
 
@@ -756,7 +757,7 @@ def test_pipelined_multi_sees_earlier_pending_writes(h: Harness) -> None:
     ]
     codes = [code(h.apply(r)) for r in records]
     assert codes == [Code.OK, Code.OK, Code.NOT_EMPTY, Code.OK]
-    assert set(h.tree.nodes) == {"/"}
+    assert set(h.tree.nodes) == {"/", *RESERVED_NODES}
 
 
 def test_applied_is_cumulative_and_keeps_later_overlay(h: Harness) -> None:
@@ -819,6 +820,7 @@ ACLS = (ACL(Perm.READ | Perm.WRITE, Id("digest", "bob:x")), ACL(Perm.ALL, Id("ip
 ALL_OPS = [
     CreateSession(S1, 30_000, b"\x00\xffpassword"),
     CloseSession(S1),
+    AttachSession(S1, 0x0200_0000_0000_0007),
     Create("/a/b", b"\x00data\xff", OPEN, 0, 3),
     Create("/e-0000000007", b"", ACLS, S2, 8),
     Delete("/a/b"),

@@ -24,6 +24,7 @@ from zkpy.core.requests import (
     GetChildrenRequest,
     GetDataRequest,
     MultiRequest,
+    PingRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -191,9 +192,6 @@ REQUESTS: list[tuple[int, Request]] = [
     (wire.OP_ADD_WATCH, AddWatchRequest("/a", WatchMode.PERSISTENT)),
     (wire.OP_ADD_WATCH, AddWatchRequest("/", WatchMode.PERSISTENT_RECURSIVE)),
 ]
-# a ping as a request of its own, where the codec has one
-if hasattr(requests_module, "PingRequest"):
-    REQUESTS.append((wire.OP_PING, requests_module.PingRequest()))
 
 
 def _payload(frame: bytes) -> bytes:
@@ -203,7 +201,7 @@ def _payload(frame: bytes) -> bytes:
 
 @pytest.mark.parametrize(("opcode", "request_"), REQUESTS, ids=lambda v: repr(v)[:40])
 def test_request_round_trip(opcode: int, request_: Request) -> None:
-    for xid in (1, 0, 2**31 - 1, -(2**31), wire.XID_AUTH):
+    for xid in (1, 2**31 - 1, -(2**31), -3, wire.XID_AUTH, wire.XID_SET_WATCHES):
         assert wire.decode_request(_payload(wire.encode_request(xid, request_))) == (
             xid,
             opcode,
@@ -212,20 +210,55 @@ def test_request_round_trip(opcode: int, request_: Request) -> None:
 
 
 def test_every_request_type_is_covered() -> None:
-    """A new request type needs a line in REQUESTS (session creation travels in the handshake)."""
+    """A new request type needs a line in REQUESTS (session creation and attachment travel in
+    the handshake, and a ping is a fixed frame: `test_a_ping_is_only_its_exact_frame`)."""
     covered = {type(r) for _o, r in REQUESTS}
     assert covered == set(Request.__args__) - {  # type: ignore[attr-defined]
-        requests_module.CreateSessionRequest
+        requests_module.CreateSessionRequest,
+        requests_module.AttachSessionRequest,
+        PingRequest,
     }
 
 
 def test_ping_frame_is_recognised() -> None:
     assert wire.is_ping(_payload(wire.PING_FRAME))
+    assert wire.encode_request(wire.XID_PING, PingRequest()) == wire.PING_FRAME
     assert not wire.is_ping(_payload(wire.encode_request(1, SyncRequest("/"))))
+
+
+@pytest.mark.parametrize(
+    ("payload", "xid"),
+    [
+        (b"\x92\xd0\xfe\x0b", None),  # [-2, 11] with the xid as an int 8
+        (b"\x92\xfe\xd0\x0b", None),  # ... with the opcode as an int 8
+        (msgpack.packb([-2, wire.OP_PING, None]), None),  # an extra field
+        (msgpack.packb([5, wire.OP_PING]), 5),  # opcode 11 with another xid: answered, for 5
+        (msgpack.packb([5, wire.OP_MULTI, [[wire.OP_PING]]]), 5),
+    ],
+    ids=lambda v: v.hex() if isinstance(v, bytes) else repr(v),
+)
+def test_a_ping_is_only_its_exact_frame(payload: bytes, xid: int | None) -> None:
+    """docs/protocol.md 12.2: the server knows a ping by its 3 bytes alone; anything else that
+    says opcode 11 is a marshalling error (without an xid to answer when it claims -2)."""
+    assert not wire.is_ping(payload)
+    err = _refused(payload)
+    assert getattr(err, "xid", None) == xid
+
+
+@pytest.mark.parametrize("xid", sorted(wire.RESERVED_XIDS))
+def test_reserved_xids_are_refused_without_an_xid_to_answer(xid: int) -> None:
+    """A reply with xid -1 would read as a watch event, with -2 as a ping reply, and 0 is the
+    cxid of the server's own transactions on the session (its creation and expiry)."""
+    assert set(range(-2, 1)) == wire.RESERVED_XIDS  # what decode_request's range test assumes
+    for request_ in (GetDataRequest("/a"), SetDataRequest("/a", b"x"), SyncRequest("/")):
+        err = _refused(_payload(wire.encode_request(xid, request_)))
+        assert "reserved" in str(err)
+        assert getattr(err, "xid", None) is None
 
 
 paths_st = st.text(max_size=12).map(lambda s: "/" + s)
 ints32 = st.integers(-(2**31), 2**31 - 1)
+client_xids = ints32.filter(lambda xid: xid not in wire.RESERVED_XIDS)
 acl_st = st.lists(
     st.builds(
         ACL,
@@ -273,7 +306,7 @@ request_st = st.one_of(
 )
 
 
-@given(ints32, request_st)
+@given(client_xids, request_st)
 def test_any_request_round_trips(xid: int, request_: Request) -> None:
     got_xid, opcode, decoded = wire.decode_request(_payload(wire.encode_request(xid, request_)))
     assert (got_xid, decoded) == (xid, request_)
@@ -342,7 +375,7 @@ KNOWN_OPCODES = [
 
 
 @settings(max_examples=200)
-@given(ints32, st.sampled_from(KNOWN_OPCODES), st.lists(msgpack_values, max_size=7))
+@given(client_xids, st.sampled_from(KNOWN_OPCODES), st.lists(msgpack_values, max_size=7))
 def test_well_formed_msgpack_of_any_shape_is_decoded_or_refused(
     xid: int, opcode: int, args: list[Any]
 ) -> None:
@@ -398,7 +431,7 @@ BAD_SHAPES: list[list[Any]] = [
     [7, "1", "/a", -1],  # opcode of the wrong type
     [7, True, "/a", -1],  # bool for the opcode
     [7, 999, "/a"],  # unknown opcode
-    [7, wire.OP_PING, 1],  # a ping takes no arguments
+    [7, wire.OP_PING],  # a ping is only the exact frame [-2, 11]
     [7, -10, 1, 1000, b""],  # create-session travels in the handshake only
     # wrong argument counts
     [7, wire.OP_CREATE, "/a", b"", []],
@@ -483,7 +516,7 @@ def test_wrong_shapes_are_refused_with_the_xid(value: list[Any]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [{"xid": 7}, [], ["7", 1], [True, 1], [2**31, 1], [None]],
+    [{"xid": 7}, [], ["7", 1], [True, 1], [2**31, 1], [None], [0, 4, "/a", False], [-1, 11]],
     ids=repr,
 )
 def test_no_xid_when_the_xid_was_unreadable(value: Any) -> None:

@@ -20,9 +20,13 @@ import pytest
 import trio
 
 import zkpy
+from zkpy.core import paths, sessions
 from zkpy.core.errors import Code, NoNodeError, SessionExpiredError
 from zkpy.core.requests import CreateRequest, GetDataRequest, SetDataRequest
 from zkpy.core.types import OPEN_ACL_UNSAFE, EventType, Stat, WatchedEvent
+from zkpy.core.watches import WATCH_BYTES
+from zkpy.server.clients import MAX_HANDSHAKE_FRAME, MAX_IDENTITIES
+from zkpy.server.config import ServerConfig
 from zkpy.testing import running_server
 from zkpy.wire import client as wire
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
@@ -215,6 +219,61 @@ def test_error_table_matches_the_codes() -> None:
 def test_stat_table_matches_the_stat_fields() -> None:
     rows = [row for row in table_rows(section("8")) if re.fullmatch(r"\d+", row[0])]
     assert [(int(row[0]), row[1]) for row in rows] == list(enumerate(Stat._fields))
+
+
+def test_xid_table_matches_the_wire_module() -> None:
+    """Section 5.1's table of special xids (indented in its list item): the reserved ones are
+    those the server refuses, and the others are the ones zkpy's client uses."""
+    rows = table_rows("\n".join(line.strip() for line in section("5").splitlines()))
+    xids = {int(row[0]): row[1] for row in rows if row[1].startswith(("reserved", "not reserved"))}
+    reserved = {xid for xid, meaning in xids.items() if meaning.startswith("reserved")}
+    assert reserved == wire.RESERVED_XIDS == {wire.XID_EVENT, wire.XID_PING, wire.XID_SESSION}
+    assert set(xids) - reserved == {wire.XID_AUTH, wire.XID_SET_WATCHES}
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(number.replace(",", "")) for number in re.findall(r"\d[\d,]*", text)]
+
+
+def test_limits_table_matches_the_defaults() -> None:
+    """Section 14's defaults are the code's: each row named here starts with these numbers."""
+    config = ServerConfig()
+    mib = 1 << 20
+    expected = {
+        "client frame payload": [config.max_frame, 1, 64],
+        "node data": [config.max_data_bytes, 1],
+        "path": [paths.MAX_PATH_BYTES],
+        "ops in one multi": [wire.MAX_MULTI_OPS],
+        "session timeout": [
+            sessions.MIN_TIMEOUT_TICKS,
+            sessions.MAX_TIMEOUT_TICKS,
+            config.tick_ms,
+            sessions.MIN_TIMEOUT_TICKS * config.tick_ms // 1000,
+            sessions.MAX_TIMEOUT_TICKS * config.tick_ms // 1000,
+        ],
+        "time from connecting to a complete handshake": [int(config.handshake_timeout_s)],
+        "a frame before the handshake reply": [MAX_HANDSHAKE_FRAME, MAX_HANDSHAKE_FRAME >> 10],
+        "connections still in their handshake": [config.max_connections_in_handshake],
+        "requests awaiting a reply, per connection": [config.max_in_flight_per_connection],
+        "requests awaiting a reply, of all": [config.max_total_pending_bytes // mib],
+        "server output not yet read": [
+            config.max_outbox_bytes // 2 // mib,
+            config.max_outbox_bytes // mib,
+        ],
+        "output not yet sent, of all": [config.max_total_outbox_bytes // mib],
+        "identities a connection gains": [MAX_IDENTITIES],
+        "watches of all connections": [config.max_total_watch_bytes // mib, WATCH_BYTES],
+        "watches per connection": [config.max_watches_per_session],
+        "children in one": [config.max_children_per_reply],
+        "connections per server": [config.max_connections, config.max_connections_per_address],
+        "changes kept": [config.change_log_capacity],
+    }
+    rows = {row[0]: row[1] for row in table_rows(section("14"))[1:]}
+    for label, numbers in expected.items():
+        matching = [name for name in rows if name.startswith(label)]
+        assert len(matching) == 1, f"section 14 has no single row for {label!r}"
+        documented = _numbers(rows[matching[0]])
+        assert documented[: len(numbers)] == numbers, matching[0]
 
 
 # ---- the doc's bytes against a live server --------------------------------------------------

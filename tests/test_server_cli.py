@@ -69,7 +69,7 @@ def test_shell_commands(cli_server: ServerProcess) -> None:
 
     ok(run("delete", "/cli/s-0000000001", server=at))
     ok(run("delete", "/cli", "--recursive", server=at))
-    assert ok(run("ls", "/", server=at)) == ""
+    assert ok(run("ls", "/", server=at)) == "zookeeper\n"
 
 
 def test_server_from_the_environment(cli_server: ServerProcess) -> None:

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 import zkpy
 from tests.conftest import assert_one_line, child_env, free_port, server_process
 from zkpy.core.tree import DataTree
-from zkpy.core.txn import decode_record
+from zkpy.core.txn import CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.errors import ConnectionLossError, ZkError
 from zkpy.server.storage import Storage
 
@@ -101,13 +102,8 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         assert last_zxid_on_disk(data_dir) == before
 
 
-async def test_damaged_data_file_is_refused_and_left_alone(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    garbage = bytes(range(256)) * 64
-    (data_dir / "data.mdb").write_bytes(garbage)
-    before = sorted(p.name for p in data_dir.iterdir())
-
+async def refused_to_start(data_dir: Path) -> str:
+    """Start `zkpy server` on `data_dir`; it must exit with one clear line (returned)."""
     command = [
         sys.executable,
         "-m",
@@ -126,7 +122,43 @@ async def test_damaged_data_file_is_refused_and_left_alone(tmp_path: Path) -> No
     line = assert_one_line(result.stderr.decode())
     assert line.startswith("zkpy: ")
     assert "Traceback" not in result.stderr.decode()
+    return line
+
+
+async def test_damaged_data_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    garbage = bytes(range(256)) * 64
+    (data_dir / "data.mdb").write_bytes(garbage)
+    before = sorted(p.name for p in data_dir.iterdir())
+
+    line = await refused_to_start(data_dir)
     assert str(data_dir) in line or "data.mdb" in line, line
     assert (data_dir / "data.mdb").read_bytes() == garbage
     after = sorted(p.name for p in data_dir.iterdir())
     assert after == before or set(after) - set(before) <= {"zkpy.lock"}, after
+
+
+@pytest.mark.parametrize("damage", ["mistyped-node", "mistyped-log-record", "flipped-bit"])
+async def test_a_checkpoint_or_log_record_it_cannot_use_is_refused(
+    tmp_path: Path, damage: str
+) -> None:
+    """Records that pass their checksums but do not decode (written wrong) end in the same
+    clear refusal as damaged ones, never in a traceback or a member that serves them."""
+    data_dir = tmp_path / "data"
+    node, record = b"\xc1 not a node record", encode_record(TxnRecord(1, 0, 0, 0, CloseSession(5)))
+    if damage == "mistyped-log-record":
+        record = b"\xc1 not a transaction"
+    with Storage.open(data_dir) as storage:
+        storage.append([(1, record)])
+        if damage != "mistyped-log-record":
+            storage.checkpoint(1, [("/a", node)], [], [], [], keep_log_after=0)
+    if damage == "flipped-bit":
+        data = bytearray((data_dir / "data.mdb").read_bytes())
+        at = data.find(node)
+        data[at + 3] ^= 0x10
+        (data_dir / "data.mdb").write_bytes(bytes(data))
+    line = await refused_to_start(data_dir)
+    assert f"data directory {data_dir}" in line, line
+    expected = "fails its checksum" if damage == "flipped-bit" else "cannot use"
+    assert expected in line and "start the member with an empty one" in line, line

@@ -171,7 +171,7 @@ def test_non_ascending_batch_raises_and_writes_nothing(tmp_path: Path) -> None:
             [(2, b"b"), (2, b"b")],
             [(2, b"b"), (-1, b"c")],
         ):
-            with pytest.raises(ValueError, match="ascending"):
+            with pytest.raises(ValueError, match="next counter"):
                 s.append(bad)
         assert s.read_log(0) == [(1, b"a")]
         assert s.last_logged_zxid() == 1
@@ -181,7 +181,7 @@ def test_batch_not_above_last_logged_raises_and_writes_nothing(tmp_path: Path) -
     with Storage.open(tmp_path) as s:
         s.append([(5, b"a")])
         for bad in ([(5, b"b"), (6, b"c")], [(3, b"b"), (7, b"c")]):
-            with pytest.raises(ValueError, match="greater than the last logged"):
+            with pytest.raises(ValueError, match="next counter"):
                 s.append(bad)
         assert s.read_log(0) == [(5, b"a")]
 
@@ -283,7 +283,9 @@ def test_checkpoint_trims_log_and_load_returns_later_entries(tmp_path: Path) -> 
 def test_checkpoint_beyond_log_raises_last_logged(tmp_path: Path) -> None:
     with Storage.open(tmp_path) as s:
         s.append([(1, b"a"), (2, b"b")])
-        s.checkpoint(5, [], [], [], [], keep_log_after=0)
+        with pytest.raises(ValueError, match="beyond the log"):
+            s.checkpoint(5, [], [], [], [], keep_log_after=0)  # it would skip records 3 and 4
+        s.checkpoint(5, [], [], [], [], keep_log_after=5)  # a checkpoint replacing the log
         assert s.last_logged_zxid() == 5
         with pytest.raises(ValueError):
             s.append([(3, b"c")])
@@ -323,6 +325,7 @@ def test_long_and_unicode_paths_round_trip(tmp_path: Path) -> None:
     long_path = "/" + "x" * 3000
     nodes = [("/é/日本", b"u"), (long_path, b"long"), ("/" + "y" * 511, b"edge")]
     with Storage.open(tmp_path) as s:
+        s.append([(1, b"a"), (2, b"b")])
         s.checkpoint(1, nodes, [], [], [], keep_log_after=0)
     with Storage.open(tmp_path) as s:
         assert sorted(s.load().nodes) == sorted(nodes)
@@ -666,3 +669,144 @@ def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
         assert zxids == list(range(1, len(zxids) + 1))  # ... as a gapless prefix
         assert len(zxids) % 3 == 0  # and no batch was half written
         assert all(data == b"entry %d" % z for z, data in log)
+
+
+# ---------------------------------------------------------------------------- damaged checkpoints
+
+VALUE = b"the value of /a, checkpointed"
+
+
+def checkpointed(path: Path) -> None:
+    """A directory with log records 1..20, a checkpoint at 10 (one node, one session) and the
+    records after 5 kept."""
+    with Storage.open(path) as s:
+        s.append([(z, b"t%d" % z) for z in range(1, 21)])
+        s.checkpoint(10, [("/a", VALUE)], [], [(7, b"session seven")], [], keep_log_after=5)
+        s.set_epochs(accepted_epoch=3, current_epoch=3)
+
+
+def flip_everywhere(path: Path, marker: bytes) -> None:
+    """Flip one bit of `marker` wherever data.mdb holds it (pages are copied on write)."""
+    data = bytearray((path / "data.mdb").read_bytes())
+    at = data.find(marker)
+    assert at >= 0
+    while at >= 0:
+        data[at + 5] ^= 0x04
+        at = data.find(marker, at + 1)
+    (path / "data.mdb").write_bytes(bytes(data))
+
+
+def rewrite_meta(path: Path, key: bytes, value: int, *, keep_checksum_valid: bool) -> None:
+    env = raw_env(path)
+    try:
+        meta = env.open_db(b"meta", create=False)
+        with env.begin(write=True) as txn:
+            txn.put(key, u64(value), db=meta)
+            if keep_checksum_valid:
+                txn.put(b"meta_crc", storage_module._meta_crc(txn, meta), db=meta)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("marker", [VALUE, b"session seven"], ids=["node", "session"])
+def test_a_flipped_bit_in_a_checkpointed_record_is_refused(tmp_path: Path, marker: bytes) -> None:
+    checkpointed(tmp_path)
+    flip_everywhere(tmp_path, marker)
+    with Storage.open(tmp_path) as s, pytest.raises(StorageFormatError, match="fails its checksum"):
+        s.load()
+
+
+@pytest.mark.parametrize("change", [1 << 3, -1], ids=["raised-one-bit", "lowered"])
+def test_a_damaged_checkpoint_zxid_is_refused(tmp_path: Path, change: int) -> None:
+    """Raised, it would skip log records and claim a later last zxid than the member has (and
+    win elections with it); lowered, it would apply records the tree already holds."""
+    checkpointed(tmp_path)
+    rewrite_meta(tmp_path, b"checkpoint_zxid", 10 + change, keep_checksum_valid=False)
+    with pytest.raises(StorageFormatError, match=r"metadata .* fails its checksum"):
+        Storage.open(tmp_path)
+
+
+def test_a_checkpoint_zxid_the_log_does_not_reach_is_refused(tmp_path: Path) -> None:
+    """Even with a checksum that matches (written wrong rather than damaged later)."""
+    checkpointed(tmp_path)
+    rewrite_meta(tmp_path, b"checkpoint_zxid", 25, keep_checksum_valid=True)
+    with Storage.open(tmp_path) as s, pytest.raises(StorageFormatError, match="not in its log"):
+        s.load()
+
+
+def test_a_lost_checkpoint_record_is_refused(tmp_path: Path) -> None:
+    checkpointed(tmp_path)
+    env = raw_env(tmp_path)
+    try:
+        nodes = env.open_db(b"nodes", create=False)
+        with env.begin(write=True) as txn:
+            assert txn.delete(b"/a", db=nodes)
+    finally:
+        env.close()
+    with Storage.open(tmp_path) as s:
+        with pytest.raises(StorageFormatError, match="holds 0 checkpointed nodes"):
+            s.load()
+        with pytest.raises(StorageFormatError, match="holds 0 checkpointed nodes"):
+            list(s.iter_nodes())
+
+
+def legacy_segment(generation: int, seq: int, records: list[tuple[int, bytes]]) -> bytes:
+    """A log segment as format 2 wrote it: 32-byte header, records of a 16-byte header."""
+    salt = wal_module._salt(generation, seq)
+    out = [b"ZKPYWAL1" + u64(generation) + u64(seq) + u64(0)]
+    for zxid, payload in records:
+        crc = wal_module.zlib.crc32(payload, wal_module.zlib.crc32(u64(zxid), salt))
+        out.append(len(payload).to_bytes(4, "big") + crc.to_bytes(4, "big") + u64(zxid) + payload)
+    return b"".join(out).ljust(1 << 16, b"\x00")
+
+
+def test_a_format_2_directory_is_rewritten_with_checksums(tmp_path: Path) -> None:
+    long_path = "/" + "x" * 600
+    env = raw_env(tmp_path)
+    try:
+        with env.begin(write=True) as txn:
+            dbs = {n: env.open_db(n, txn=txn) for n in (b"meta", b"nodes", b"sessions")}
+            for key, value in {
+                b"format": 2,
+                b"accepted_epoch": 4,
+                b"current_epoch": 4,
+                b"checkpoint_zxid": 6,
+                b"log_generation": 3,
+                b"log_floor": 4,
+                b"log_first_segment": 2,
+            }.items():
+                txn.put(key, u64(value), db=dbs[b"meta"])
+            txn.put(b"/a", b"record a", db=dbs[b"nodes"])
+            raw = long_path.encode()
+            key = b"\x00" + hashlib.sha256(raw).digest()
+            txn.put(key, len(raw).to_bytes(4, "big") + raw + b"long", db=dbs[b"nodes"])
+            txn.put(u64(9), b"session nine", db=dbs[b"sessions"])
+    finally:
+        env.close()
+    (tmp_path / "zkpy.lock").touch()
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    log = [(z, b"r%d" % z) for z in range(2, 10)]
+    (wal / segment_name(3, 2)).write_bytes(legacy_segment(3, 2, log[:4]))
+    (wal / segment_name(3, 3)).write_bytes(legacy_segment(3, 3, log[4:]))
+    (wal / segment_name(4, 1)).write_bytes(b"left by an interrupted upgrade")
+
+    with Storage.open(tmp_path) as s:
+        recovered = s.load()
+        s.append([(10, b"r10")])
+    assert (recovered.accepted_epoch, recovered.checkpoint_zxid) == (4, 6)
+    assert sorted(recovered.nodes) == [("/a", b"record a"), (long_path, b"long")]
+    assert recovered.sessions == [(9, b"session nine")]
+    assert (recovered.log_floor, recovered.retained) == (4, log[3:5])
+    assert recovered.log == log[5:]
+    assert all(name.startswith(f"{4:016x}") for name in os.listdir(wal))
+    env = raw_env(tmp_path, readonly=True)
+    try:
+        meta = env.open_db(b"meta", create=False)
+        with env.begin() as txn:
+            assert txn.get(b"format", db=meta) == u64(FORMAT_VERSION)
+    finally:
+        env.close()
+    flip_everywhere(tmp_path, b"session nine")  # now checked like any other record
+    with Storage.open(tmp_path) as s, pytest.raises(StorageFormatError, match="checksum"):
+        s.load()

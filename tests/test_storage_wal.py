@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ def snapshot(path: Path) -> dict[str, str]:
 
 def entries(first: int, last: int, size: int = 100) -> list[tuple[int, bytes]]:
     return [(z, b"%08d" % z + b"." * (size - 8)) for z in range(first, last + 1)]
+
+
+def unseal(path: Path) -> None:
+    """Write a segment's header back as it was while the segment was written to: no seal."""
+    data = bytearray(path.read_bytes())
+    _magic, generation, seq, size = struct.unpack_from(">8sQQQ", data)
+    data[: wal_module._HEADER_SIZE] = wal_module._header(generation, seq, size, (0, 0, 0))
+    path.write_bytes(bytes(data))
+
+
+def as_after_a_crash(data_dir: Path) -> None:
+    """Undo the seal a clean close wrote into the last segment: the log as a crash left it."""
+    unseal(data_dir / "wal" / segments(data_dir)[-1])
 
 
 def corrupt(path: Path, marker: bytes) -> None:
@@ -117,6 +131,7 @@ def test_a_torn_batch_is_cut_off_and_never_comes_back(tmp_path: Path) -> None:
     with Storage.open(tmp_path) as s:
         s.append(entries(1, 4))
         s.append([five, six])  # a crash tore this batch: a sector of 5 never reached the disk
+    as_after_a_crash(tmp_path)
     lose_sector(tmp_path / "wal" / segment_name(1, 1), b"%08d" % 5)
     with Storage.open(tmp_path) as s:
         assert s.load().log == entries(1, 4)
@@ -131,10 +146,11 @@ def test_a_lost_first_header_of_a_torn_batch_hides_nothing(tmp_path: Path) -> No
     with Storage.open(tmp_path) as s:
         s.append(entries(1, 4))
         s.append(entries(5, 6))  # torn: the sector with record 5's header was lost
+    as_after_a_crash(tmp_path)
     path = tmp_path / "wal" / segment_name(1, 1)
     data = bytearray(path.read_bytes())
-    header = data.index(b"%08d" % 5) - 16
-    data[header : header + 16] = bytes(16)
+    header = data.index(b"%08d" % 5) - 24
+    data[header : header + 24] = bytes(24)
     path.write_bytes(bytes(data))
     with Storage.open(tmp_path) as s:
         assert s.load().log == entries(1, 4)
@@ -169,6 +185,87 @@ def test_a_fully_written_record_failing_its_checksum_is_refused_untouched(
     assert snapshot(tmp_path) == before
 
 
+def write_in_batches(data_dir: Path, last: int = 100, batch: int = 10) -> None:
+    with Storage.open(data_dir, segment_bytes=wal_module.MIN_SEGMENT_BYTES) as s:
+        for first in range(1, last + 1, batch):
+            s.append(entries(first, min(last, first + batch - 1)))
+
+
+def record_offset(path: Path, zxid: int) -> int:
+    """Where the header of the record with payload `entries` gave `zxid` begins."""
+    return path.read_bytes().index(b"%08d" % zxid) - 24
+
+
+def reopen_refused(data_dir: Path, message: str) -> None:
+    before = snapshot(data_dir)
+    with pytest.raises(StorageFormatError, match=message):
+        Storage.open(data_dir, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+    assert snapshot(data_dir) == before
+
+
+@pytest.mark.parametrize("crashed", [True, False], ids=["after-a-crash", "after-a-clean-stop"])
+def test_a_length_past_the_end_of_the_file_mid_segment_is_refused(
+    tmp_path: Path, crashed: bool
+) -> None:
+    write_in_batches(tmp_path)
+    if crashed:
+        as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    data = bytearray(path.read_bytes())
+    at = record_offset(path, 35)
+    data[at + 4 : at + 8] = (0xFFFFFF00).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    reopen_refused(tmp_path, f"offset {at}")
+
+
+@pytest.mark.parametrize("crashed", [True, False], ids=["after-a-crash", "after-a-clean-stop"])
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_a_zeroed_sector_mid_segment_is_refused(tmp_path: Path, crashed: bool, where: str) -> None:
+    """Records of later batches verify after it: the batch it hit had been synced before they
+    were written, so it is damage, not a torn write (which the next test accepts)."""
+    write_in_batches(tmp_path)
+    if crashed:
+        as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    at = record_offset(path, 35) + (0 if where == "header" else 60)
+    data = bytearray(path.read_bytes())
+    sector = at // 512 * 512
+    data[sector : sector + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+    reopen_refused(tmp_path, "damaged")
+
+
+def test_a_zeroed_sector_in_the_last_batch_after_a_crash_is_a_torn_write(tmp_path: Path) -> None:
+    write_in_batches(tmp_path)
+    as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    data = bytearray(path.read_bytes())
+    sector = record_offset(path, 95) // 512 * 512
+    data[sector : sector + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+    with Storage.open(tmp_path) as s:
+        kept = s.read_log(0)
+    assert kept == entries(1, len(kept)) and 90 <= len(kept) < 95  # only the last batch is cut
+
+
+def test_a_truncated_segment_is_refused(tmp_path: Path) -> None:
+    write_in_batches(tmp_path)
+    as_after_a_crash(tmp_path)
+    path = tmp_path / "wal" / segment_name(1, 1)
+    os.truncate(path, record_offset(path, 100) + 50)  # in the middle of the last record
+    reopen_refused(tmp_path, "truncated")
+
+
+def test_zxids_that_do_not_follow_each_other_are_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "wal"
+    SegmentLog.create(directory, 1, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+    log = SegmentLog.open(directory, 1, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+    log.append([*entries(1, 3), *entries(5, 6)])  # the log trusts its caller; Storage checks
+    log.close()
+    with pytest.raises(wal_module.LogDamagedError, match="cannot follow 0x3"):
+        SegmentLog.open(directory, 1, segment_bytes=wal_module.MIN_SEGMENT_BYTES)
+
+
 @pytest.mark.parametrize(
     ("lost", "message"),
     [(1, "missing segment 1"), (2, "missing"), (-1, "missing segment .* sealed")],
@@ -190,21 +287,29 @@ def test_a_lost_segment_is_refused(tmp_path: Path, lost: int, message: str) -> N
 
 def test_a_crash_before_a_segment_was_sealed_is_harmless(tmp_path: Path) -> None:
     """The next segment is created (and synced) before the one before it is marked sealed: a
-    crash in between leaves an unsealed segment followed by an empty one (as do logs written
-    before segments were sealed), and that log opens with every record."""
+    crash in between leaves an unsealed segment followed by an empty one, and that log opens
+    with every record."""
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         s.append(entries(1, 100))
-    names = segments(tmp_path)
-    for name in names:
-        path = tmp_path / "wal" / name
-        data = bytearray(path.read_bytes())
-        data[24:32] = bytes(8)  # the sealed mark, as it was before the seal was written
-        path.write_bytes(bytes(data))
+    with Storage.open(tmp_path, segment_bytes=SMALL):
+        pass  # creates an empty segment after the last one, then seals that one
+    for name in segments(tmp_path)[-2:]:
+        unseal(tmp_path / "wal" / name)
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         assert s.read_log(0) == entries(1, 100)
         s.append(entries(101, 110))
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         assert s.read_log(0) == entries(1, 110)
+
+
+def test_an_unsealed_segment_before_records_is_refused(tmp_path: Path) -> None:
+    """Records are only written to a segment once the one before it is sealed: an unsealed
+    one before them means a damaged header (its seal, which said where its records end)."""
+    with Storage.open(tmp_path, segment_bytes=SMALL) as s:
+        s.append(entries(1, 100))
+    unseal(tmp_path / "wal" / segments(tmp_path)[1])
+    with pytest.raises(StorageFormatError, match="never sealed"):
+        Storage.open(tmp_path, segment_bytes=SMALL)
 
 
 def test_a_read_racing_a_checkpoints_removal_returns_what_is_kept(
@@ -316,9 +421,9 @@ def test_a_full_disk_when_a_segment_rolls_raises_and_loses_nothing_synced(
         monkeypatch.undo()
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "wal"))
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
-        # what filled the first segment was synced before the roll: (4096 - 32) // 116 records
-        assert s.read_log(0) == log[:35]
-        s.append(entries(36, 80))
+        # what filled the first segment was synced before the roll: (4096 - 64) // 124 records
+        assert s.read_log(0) == log[:32]
+        s.append(entries(33, 80))
         assert s.read_log(0) == entries(1, 80)
 
 
@@ -442,9 +547,10 @@ class LogModel(RuleBasedStateMachine):
     def last_logged(self) -> int:
         return max(self.log[-1][0] if self.log else 0, self.checkpoint)
 
-    @rule(count=st.integers(1, 12), size=st.integers(0, 300), gap=st.integers(1, 3))
-    def append(self, count: int, size: int, gap: int) -> None:
-        first = self.last_logged() + gap
+    @rule(count=st.integers(1, 12), size=st.integers(0, 300), new_epoch=st.booleans())
+    def append(self, count: int, size: int, new_epoch: bool) -> None:
+        last = self.last_logged()
+        first = ((last >> 32) + 1) << 32 | 1 if new_epoch else last + 1
         batch = [(first + i, os.urandom(size)) for i in range(count)]
         self.storage.append(batch)
         self.log.extend(batch)
@@ -452,7 +558,9 @@ class LogModel(RuleBasedStateMachine):
     @precondition(lambda self: self.log)
     @rule(data=st.data())
     def checkpoint_somewhere(self, data: st.DataObject) -> None:
-        zxid = data.draw(st.integers(self.checkpoint, self.last_logged()))
+        # of a logged record (or the last checkpoint again), as a member takes them
+        logged = [zxid for zxid, _ in self.log if zxid > self.checkpoint]
+        zxid = data.draw(st.sampled_from([self.checkpoint, *logged]))
         keep = data.draw(st.integers(0, zxid))
         self.storage.checkpoint(zxid, [], [], [], [], keep_log_after=keep)
         self.checkpoint, self.floor = zxid, max(self.floor, keep)

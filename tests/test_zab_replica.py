@@ -784,7 +784,7 @@ def test_writes_submitted_together_at_a_follower_travel_as_one_forward_in_order(
     cluster.run()
     forwards = [m for src, _dst, m in cluster.sent if src == follower and isinstance(m, Forward)]
     assert len(forwards) == 1
-    assert [cxid for _sid, cxid, _request, _ids in forwards[0].writes] == list(range(30, 35))
+    assert [write[1] for write in forwards[0].writes] == list(range(30, 35))
     zxids = [cluster.result_of(follower, 1, cxid).record.zxid for cxid in range(30, 35)]
     assert zxids == sorted(zxids)  # prepped by the leader in the order the client sent them
     assert all(f"/batch-{cxid}" in cluster.r(leader).tree for cxid in range(30, 35))

@@ -22,6 +22,7 @@ from zkpy import security, tls
 from zkpy.core.errors import ZkError
 from zkpy.errors import single_error
 from zkpy.server.config import ServerConfig, load_config
+from zkpy.server.settings import MAX_PORT, SETTINGS
 from zkpy.server.storage import StorageError
 from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
@@ -29,6 +30,15 @@ from zkpy.wire.frames import DEFAULT_MAX_FRAME
 T = TypeVar("T")
 
 DEFAULT_SERVER = "127.0.0.1:2181"
+
+
+def _setting_range(name: str) -> click.IntRange:
+    """The range an option that feeds the setting `name` takes (see zkpy.server.settings)."""
+    setting = SETTINGS[name]
+    return click.IntRange(int(setting.low), int(setting.high))
+
+
+PORT = click.IntRange(1, MAX_PORT)
 
 
 def _server_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,10 +87,28 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     show_default=True,
     help="Where the member keeps its LMDB data (standalone; see --config).",
 )
-@click.option("--client-port", default=2181, show_default=True, help="Port for clients.")
+@click.option(
+    "--client-port",
+    type=_setting_range("client_port"),
+    default=2181,
+    show_default=True,
+    help="Port for clients (0: any free port).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--tick-ms", default=2000, show_default=True, help="Tick; sessions last 2-20 ticks.")
-@click.option("--max-data-bytes", default=1 << 20, show_default=True, help="Largest znode value.")
+@click.option(
+    "--tick-ms",
+    type=_setting_range("tick_ms"),
+    default=2000,
+    show_default=True,
+    help="Tick; sessions last 2-20 ticks.",
+)
+@click.option(
+    "--max-data-bytes",
+    type=_setting_range("max_data_bytes"),
+    default=1 << 20,
+    show_default=True,
+    help="Largest znode value.",
+)
 @click.option(
     "--log-segment-bytes",
     type=click.IntRange(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
@@ -94,7 +122,13 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Ensemble file (TOML); run member --id of it. Overrides the options above.",
 )
-@click.option("--id", "member_id", type=int, default=None, help="This member's id in --config.")
+@click.option(
+    "--id",
+    "member_id",
+    type=_setting_range("server_id"),
+    default=None,
+    help="This member's id in --config.",
+)
 @click.option("--tls-cert", default="", help="Certificate file: clients must speak TLS.")
 @click.option("--tls-key", default="", help="Key file for --tls-cert.")
 @click.option("--tls-ca", default="", help="CA file that signs client certificates (x509 ACLs).")
@@ -104,7 +138,17 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     default="optional",
     show_default=True,
 )
-@click.option("--super-digest", default="", help="A digest id (user:hash) that bypasses ACLs.")
+@click.option(
+    "--super-digest",
+    default="",
+    help="A digest id (user:hash) that bypasses ACLs (visible in ps: prefer the next two).",
+)
+@click.option(
+    "--super-digest-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Read the super digest from this file (or set ZKPY_SUPER_DIGEST).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def server(
     data_dir: Path,
@@ -120,6 +164,7 @@ def server(
     tls_ca: str,
     tls_client_auth: str,
     super_digest: str,
+    super_digest_file: Path | None,
     log_level: str,
 ) -> None:
     """Run one member in the foreground (Ctrl-C or SIGTERM stops it cleanly).
@@ -127,16 +172,18 @@ def server(
     Without --config it is an ensemble of one. With --config FILE --id N it is member N of the
     ensemble that FILE describes.
     """
-    from zkpy.server.main import serve
+    from zkpy.server.main import ListenError, serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    super_digest = _super_digest(super_digest, super_digest_file)
     try:
         if config_file is not None:
             if member_id is None:
                 raise click.UsageError("--config needs --id")
-            config = load_config(config_file, member_id)
+            overrides = {"super_digest": super_digest} if super_digest else {}
+            config = load_config(config_file, member_id, **overrides)
         else:
             config = ServerConfig(
                 data_dir=data_dir,
@@ -159,14 +206,25 @@ def server(
     except StorageError as err:
         click.echo(f"zkpy: {err}", err=True)
         sys.exit(2)
+    except ListenError as err:
+        click.echo(f"zkpy: {err.strerror}", err=True)
+        sys.exit(2)
     except OSError as err:
-        click.echo(f"zkpy: cannot serve on {config.host}:{config.client_port}: {err}", err=True)
+        click.echo(f"zkpy: member {config.server_id} stopped: {err}", err=True)
         sys.exit(2)
 
 
 @main.command()
-@click.option("--size", default=3, show_default=True, help="Voting members.")
-@click.option("--observers", default=0, show_default=True, help="Non-voting members.")
+@click.option(
+    "--size", type=click.IntRange(1, 255), default=3, show_default=True, help="Voting members."
+)
+@click.option(
+    "--observers",
+    type=click.IntRange(0, 254),
+    default=0,
+    show_default=True,
+    help="Non-voting members.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -174,9 +232,17 @@ def server(
     show_default=True,
     help="Holds ensemble.toml and member-N/ for each member.",
 )
-@click.option("--client-port", default=2181, show_default=True, help="First client port.")
-@click.option("--peer-port", default=2888, show_default=True, help="First peer port.")
-@click.option("--tick-ms", default=2000, show_default=True, help="Tick; sessions last 2-20 ticks.")
+@click.option(
+    "--client-port", type=PORT, default=2181, show_default=True, help="First client port."
+)
+@click.option("--peer-port", type=PORT, default=2888, show_default=True, help="First peer port.")
+@click.option(
+    "--tick-ms",
+    type=_setting_range("tick_ms"),
+    default=2000,
+    show_default=True,
+    help="Tick; sessions last 2-20 ticks.",
+)
 @click.option("--log-level", default="WARNING", show_default=True, help="Members' log level.")
 def ensemble(
     size: int,
@@ -194,8 +260,12 @@ def ensemble(
     """
     from zkpy.server.launcher import ensure_ensemble_file, run_ensemble
 
-    if size < 1 or observers < 0:
-        raise click.UsageError("--size must be at least 1 and --observers at least 0")
+    count = size + observers
+    if count > 255:
+        raise click.UsageError("an ensemble has at most 255 members and observers")
+    for option, first in (("--client-port", client_port), ("--peer-port", peer_port)):
+        if first + count - 1 > MAX_PORT:
+            raise click.UsageError(f"{option} {first} leaves no room for {count} ports")
     try:
         config_file, addresses = ensure_ensemble_file(
             data_dir, size, observers, client_port, peer_port, tick_ms
@@ -206,6 +276,41 @@ def ensemble(
     sys.stdout.flush()
     code = trio.run(_until_signal_value, lambda: run_ensemble(config_file, log_level))
     sys.exit(code)
+
+
+SUPER_DIGEST_ENV = "ZKPY_SUPER_DIGEST"
+
+
+def _super_digest(given: str, file: Path | None) -> str:
+    """The super digest from --super-digest, --super-digest-file or $ZKPY_SUPER_DIGEST (at
+    most one of them), checked to look like ``user:hash``; "" for none."""
+    sources: list[tuple[str, str]] = []
+    if given:
+        logging.getLogger("zkpy").warning(
+            "--super-digest shows in the process list: prefer --super-digest-file or $%s",
+            SUPER_DIGEST_ENV,
+        )
+        sources.append(("--super-digest", given))
+    if file is not None:
+        try:
+            sources.append(("--super-digest-file", file.read_text().strip()))
+        except (OSError, UnicodeDecodeError) as err:
+            raise click.BadParameter(str(err), param_hint="--super-digest-file") from None
+    from_env = os.environ.get(SUPER_DIGEST_ENV, "").strip()
+    if from_env:
+        sources.append((f"${SUPER_DIGEST_ENV}", from_env))
+    if len(sources) > 1:
+        names = " and ".join(name for name, _value in sources)
+        raise click.UsageError(f"the super digest is given twice ({names}): give it once")
+    if not sources:
+        return ""
+    name, value = sources[0]
+    user, sep, digest = value.partition(":")
+    if not (user and sep and digest) or any(c.isspace() for c in value):
+        raise click.UsageError(
+            f"{name} must be a digest id user:hash (zkpy.security.make_digest_acl_credential)"
+        )
+    return value
 
 
 async def _until_signal_value(run: Callable[[], Awaitable[int]]) -> int:
@@ -412,6 +517,9 @@ def _run_client(conn: ClientOptions, body: Callable[[zkpy.Client], Awaitable[T]]
         sys.exit(1)
     except (OSError, ValueError, ssl.SSLError) as err:
         click.echo(f"zkpy: {err}", err=True)
+        sys.exit(1)
+    except Exception as err:  # a bug, not the user's input: still one line, not a traceback
+        click.echo(f"zkpy: unexpected {type(err).__name__}: {err}", err=True)
         sys.exit(1)
 
 

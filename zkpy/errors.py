@@ -14,6 +14,10 @@ ZooKeeper's number (``NoNodeError.code == -101``). The hierarchy::
         ├── SessionExpiredError (-112), InvalidACLError (-114), AuthFailedError (-115),
         ├── SessionMovedError (-118), NoWatcherError (-121), TooManyRequestsError (-127)
         └── RolledBackError    (in a failed multi, an operation that was undone)
+
+SessionMovedError is a ConnectionLossError too: a write sent on a connection that its session
+has left (the client reconnected elsewhere meanwhile) is refused, not applied, and a retry on
+the new connection is what the caller wants.
 """
 
 import trio

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from zkpy.client import builders
 from zkpy.client.watches import WatchCallback, WatchStream, WatchTable
 from zkpy.core import paths
 from zkpy.core.errors import (
@@ -39,23 +40,15 @@ from zkpy.core.errors import (
     error_for_code,
 )
 from zkpy.core.requests import (
-    AddWatchRequest,
     AuthRequest,
-    CheckRequest,
     CloseSessionRequest,
     CreateRequest,
     DeleteRequest,
-    ExistsRequest,
-    GetACLRequest,
-    GetChildrenRequest,
-    GetDataRequest,
     MultiOp,
     MultiRequest,
     RemoveWatchesRequest,
     Request,
-    SetACLRequest,
     SetDataRequest,
-    SyncRequest,
 )
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
@@ -149,28 +142,30 @@ class Transaction:
         ephemeral: bool = False,
         sequential: bool = False,
     ) -> Transaction:
-        self._ops.append(CreateRequest(path, data, self._client._acl(acl), ephemeral, sequential))
+        request = builders.create(path, data, self._client._acl(acl), ephemeral, sequential)
+        self._ops.append(request)
         return self
 
     def delete(self, path: str, version: int = -1) -> Transaction:
-        self._ops.append(DeleteRequest(path, version))
+        self._ops.append(builders.delete(path, version))
         return self
 
     def set_data(self, path: str, data: bytes, version: int = -1) -> Transaction:
-        self._ops.append(SetDataRequest(path, data, version))
+        self._ops.append(builders.set_data(path, data, version))
         return self
 
     set = set_data
 
     def check(self, path: str, version: int) -> Transaction:
-        self._ops.append(CheckRequest(path, version))
+        self._ops.append(builders.check(path, version))
         return self
 
     async def commit(self) -> list[Any]:
         if self.committed:
             raise ValueError("this transaction was already committed")
+        request = builders.multi(self._ops)
         self.committed = True
-        return await self._client._multi(tuple(self._ops))
+        return await self._client._multi(request)
 
     async def __aenter__(self) -> Transaction:
         return self
@@ -209,7 +204,10 @@ class Client:
         self.session_timeout = session_timeout
         self.last_zxid = 0
         self.server: tuple[str, int] | None = None
-        self._auth: list[tuple[str, bytes]] = [(s, c.encode()) for s, c in auth]
+        self._auth: list[tuple[str, bytes]] = []
+        for scheme, credential in auth:
+            request = builders.auth(scheme, credential)
+            self._auth.append((request.scheme, request.credential))
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
         self._listeners: list[Callable[[ConnectionState], Any]] = []
@@ -465,6 +463,11 @@ class Client:
         pending.done.set()
         if error == Code.SESSION_EXPIRED:
             self._lose(SessionExpiredError("the session expired"))
+        elif error == Code.SESSION_MOVED and self._connection_scope is not None:
+            # the session was attached to another connection (one of ours the ensemble saw
+            # late): this one may no longer write; reconnecting attaches the session again
+            log.info("session %#x moved away from %s; reconnecting", self.session_id, self.server)
+            self._connection_scope.cancel()
 
     def _fail_pending(self, error: ZkError) -> None:
         pending, self._pending = self._pending, {}
@@ -535,7 +538,6 @@ class Client:
     ) -> _Pending:
         """Encode `request` into the outgoing buffer and register who waits for its reply (the
         caller notes `_last_sent`)."""
-        _validate_paths(request)
         xid = self._next_xid
         self._next_xid = xid + 1 if xid < 2**31 - 1 else 1
         frame = wire.encode_request(xid, request, self._packer)
@@ -555,9 +557,12 @@ class Client:
                 # an operation failed: the body holds each operation's outcome (anything else,
                 # such as a lost leader, is an error of the whole request, raised below)
                 return _MultiFailure(pending.error, pending.body)
+            path = getattr(request, "path", None)
             if isinstance(pending.body, str) and pending.body:
-                raise error_for_code(pending.error, pending.body)
-            raise error_for_code(pending.error, path=getattr(request, "path", None))
+                err = error_for_code(pending.error, pending.body)  # the message names the path
+                err.path = path
+                raise err
+            raise error_for_code(pending.error, path=path)
         return pending.body
 
     def pipeline(self) -> Pipeline:
@@ -568,8 +573,9 @@ class Client:
         """
         return Pipeline(self)
 
-    def _acl(self, acl: Sequence[ACL] | None) -> tuple[ACL, ...]:
-        return self.default_acl if acl is None else tuple(acl)
+    def _acl(self, acl: Sequence[ACL] | None) -> Sequence[ACL]:
+        """The ACL a create uses (the builders check it)."""
+        return self.default_acl if acl is None else acl
 
     async def create(
         self,
@@ -584,14 +590,13 @@ class Client:
     ) -> Any:
         """Create a znode; return its path (with the sequential suffix), or (path, Stat) when
         `include_data` is set. `makepath` creates missing parents as persistent empty nodes."""
-        _check_bytes(data)
-        request = CreateRequest(path, data, self._acl(acl), ephemeral, sequential)
+        request = builders.create(path, data, self._acl(acl), ephemeral, sequential)
         try:
             body = await self._call(request)
         except NoNodeError:
             if not makepath:
                 raise
-            await self.ensure_path(paths.parent(paths.validate(path, sequential=sequential)))
+            await self.ensure_path(paths.parent(request.path))
             body = await self._call(request)
         created, stat = body
         return (created, wire.stat_in(stat)) if include_data else created
@@ -599,11 +604,12 @@ class Client:
     async def ensure_path(self, path: str, *, acl: Sequence[ACL] | None = None) -> None:
         """Create `path` and any missing ancestors (persistent, empty); no error if present."""
         path = paths.validate(path)
+        entries = builders.acl(self._acl(acl))
         if path == "/" or await self.exists(path) is not None:
             return
         for each in [*paths.ancestors(path), path]:
             try:
-                await self._call(CreateRequest(each, b"", self._acl(acl)))
+                await self._call(CreateRequest(each, b"", entries))
             except NodeExistsError:
                 pass
 
@@ -612,7 +618,7 @@ class Client:
 
     async def get(self, path: str, *, watch: WatchCallback | None = None) -> tuple[bytes, Stat]:
         body = await self._call(
-            GetDataRequest(path, watch is not None),
+            builders.get_data(path, watch is not None),
             None if watch is None else self._one_shot(WatchMode.DATA, path, watch),
         )
         data, stat = body
@@ -625,7 +631,7 @@ class Client:
             self._watches.add_one_shot(mode, path, watch)
 
         body = await self._call(
-            ExistsRequest(path, watch is not None), None if watch is None else register
+            builders.exists(path, watch is not None), None if watch is None else register
         )
         return None if body is None else wire.stat_in(body)
 
@@ -634,15 +640,14 @@ class Client:
     ) -> Any:
         """The names of `path`'s children, sorted; with `include_data`, (names, parent Stat)."""
         body = await self._call(
-            GetChildrenRequest(path, watch is not None),
+            builders.get_children(path, watch is not None),
             None if watch is None else self._one_shot(WatchMode.CHILD, path, watch),
         )
         children, stat = body
         return (children, wire.stat_in(stat)) if include_data else children
 
     async def set(self, path: str, data: bytes, version: int = -1) -> Stat:
-        _check_bytes(data)
-        return wire.stat_in(await self._call(SetDataRequest(path, data, version)))
+        return wire.stat_in(await self._call(builders.set_data(path, data, version)))
 
     set_data = set
 
@@ -651,48 +656,56 @@ class Client:
         if recursive:
             await self._delete_tree(path)
             return
-        await self._call(DeleteRequest(path, version))
+        await self._call(builders.delete(path, version))
 
-    async def _delete_tree(self, path: str) -> None:
-        while True:
+    async def _delete_tree(self, root: str) -> None:
+        """Delete `root` and everything below it, deepest first. Iterative (paths may nest
+        about 2,000 levels deep, more than Python's recursion allows): each stack entry is a
+        path and whether its children have already been put above it."""
+        stack: list[tuple[str, bool]] = [(paths.validate(root), False)]
+        while stack:
+            path, expanded = stack.pop()
             try:
-                for child in await self.get_children(path):
-                    await self._delete_tree(paths.join(path, child))
+                if not expanded:
+                    children = await self.get_children(path)
+                    stack.append((path, True))
+                    stack.extend((paths.join(path, child), False) for child in children)
+                    continue
                 await self._call(DeleteRequest(path, -1))
-                return
             except NoNodeError:
-                return
+                continue
             except NotEmptyError:
-                continue  # someone added a child meanwhile: go round again
+                stack.append((path, False))  # someone added a child meanwhile: look again
 
     async def sync(self, path: str = "/") -> str:
         """Make the next read on this session reflect every write committed before the sync."""
-        result: str = await self._call(SyncRequest(path))
+        result: str = await self._call(builders.sync(path))
         return result
 
     async def get_acl(self, path: str) -> tuple[list[ACL], Stat]:
-        acl, stat = await self._call(GetACLRequest(path))
+        acl, stat = await self._call(builders.get_acl(path))
         return list(wire.acl_in(acl)), wire.stat_in(stat)
 
     async def set_acl(self, path: str, acl: Sequence[ACL], version: int = -1) -> Stat:
-        return wire.stat_in(await self._call(SetACLRequest(path, tuple(acl), version)))
+        return wire.stat_in(await self._call(builders.set_acl(path, acl, version)))
 
     async def add_auth(self, scheme: str, credential: str) -> None:
         """Authenticate this session (``add_auth("digest", "user:password")``); kept across
         reconnects. A refusal raises `AuthFailedError` and ends the session, as in ZooKeeper."""
-        raw = credential.encode()
+        request = builders.auth(scheme, credential)
         try:
-            await self._call(AuthRequest(scheme, raw))
+            await self._call(request)
         except ZkError as err:
             self._lose(err)
             raise
-        self._auth.append((scheme, raw))
+        self._auth.append((scheme, request.credential))
 
     def transaction(self) -> Transaction:
         return Transaction(self)
 
-    async def _multi(self, ops: tuple[MultiOp, ...]) -> list[Any]:
-        body = await self._call(MultiRequest(ops))
+    async def _multi(self, request: MultiRequest) -> list[Any]:
+        ops = request.ops
+        body = await self._call(request)
         if isinstance(body, _MultiFailure):
             return [
                 RolledBackError(path=getattr(op, "path", None))
@@ -717,7 +730,7 @@ class Client:
         found, emptied = self._watches.remove_one_shot(path, watch)
         for mode in emptied:
             try:
-                await self._call(RemoveWatchesRequest(path, mode))
+                await self._call(builders.remove_watches(path, mode))
             except NoWatcherError:
                 pass  # it fired, or the server forgot it with a connection: nothing to remove
         return found
@@ -737,7 +750,7 @@ class Client:
         first = self._watches.add_stream(stream)
         try:
             if first:
-                await self._call(AddWatchRequest(path, mode))
+                await self._call(builders.add_watch(path, mode))
             yield stream
         finally:
             stream.close()
@@ -753,19 +766,24 @@ class Pipeline:
     """Queue reads and writes, then `execute()` them in one go; results come back in order.
 
     Each queued call returns the index of its result. `execute(raise_on_error=False)` puts an
-    exception instance where a request failed, instead of raising the first error.
+    exception instance where a request failed, instead of raising the first error; a request
+    refused before sending (a bad path, data that is not bytes) fails there too, not when queued.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._requests: list[Request] = []
+        self._requests: list[Request | ZkError] = []
         self._converters: list[Callable[[Any], Any]] = []
         self.results: list[Any] = []
 
     def __len__(self) -> int:
         return len(self._requests)
 
-    def _add(self, request: Request, convert: Callable[[Any], Any]) -> int:
+    def _add(self, build: Callable[[], Request], convert: Callable[[Any], Any]) -> int:
+        try:
+            request: Request | ZkError = build()
+        except ZkError as err:
+            request = err
         self._requests.append(request)
         self._converters.append(convert)
         return len(self._requests) - 1
@@ -779,29 +797,30 @@ class Pipeline:
         ephemeral: bool = False,
         sequential: bool = False,
     ) -> int:
-        _check_bytes(data)
-        request = CreateRequest(path, data, self._client._acl(acl), ephemeral, sequential)
-        return self._add(request, lambda body: body[0])
+        entries = self._client._acl(acl)
+        return self._add(
+            lambda: builders.create(path, data, entries, ephemeral, sequential),
+            lambda body: body[0],
+        )
 
     def get(self, path: str) -> int:
-        return self._add(GetDataRequest(path), _data_and_stat)
+        return self._add(lambda: builders.get_data(path), _data_and_stat)
 
     def exists(self, path: str) -> int:
         return self._add(
-            ExistsRequest(path), lambda body: None if body is None else wire.stat_in(body)
+            lambda: builders.exists(path), lambda body: None if body is None else wire.stat_in(body)
         )
 
     def get_children(self, path: str) -> int:
-        return self._add(GetChildrenRequest(path), lambda body: body[0])
+        return self._add(lambda: builders.get_children(path), lambda body: body[0])
 
     def set(self, path: str, data: bytes, version: int = -1) -> int:
-        _check_bytes(data)
-        return self._add(SetDataRequest(path, data, version), wire.stat_in)
+        return self._add(lambda: builders.set_data(path, data, version), wire.stat_in)
 
     set_data = set
 
     def delete(self, path: str, version: int = -1) -> int:
-        return self._add(DeleteRequest(path, version), lambda body: None)
+        return self._add(lambda: builders.delete(path, version), lambda body: None)
 
     async def execute(self, *, raise_on_error: bool = True) -> list[Any]:
         client = self._client
@@ -809,10 +828,12 @@ class Pipeline:
         requests, converters = self._requests, self._converters
         self._requests, self._converters = [], []
         countdown = Countdown(len(requests))
-        pending: list[_Pending | ZkError] = []
+        pending: list[tuple[Request, _Pending] | ZkError] = []
         for request in requests:
             try:
-                pending.append(client._enqueue(request, countdown))
+                if isinstance(request, ZkError):  # refused by its builder
+                    raise request
+                pending.append((request, client._enqueue(request, countdown)))
             except ZkError as err:  # refused before sending (a bad path, an oversize value)
                 countdown.set()
                 pending.append(err)
@@ -820,11 +841,11 @@ class Pipeline:
         client._flusher.flush()
         await countdown.wait()
         results: list[Any] = []
-        for request, convert, item in zip(requests, converters, pending, strict=True):
+        for convert, item in zip(converters, pending, strict=True):
             try:
                 if isinstance(item, ZkError):
                     raise item
-                results.append(convert(client._outcome(request, item)))
+                results.append(convert(client._outcome(*item)))
             except ZkError as err:
                 if raise_on_error:
                     raise
@@ -848,22 +869,6 @@ def _data_and_stat(body: Any) -> tuple[bytes, Stat]:
 class _MultiFailure:
     code: int
     results: list[tuple[int, Any]]
-
-
-def _validate_paths(request: Request) -> None:
-    """Refuse a bad path here, with a clear message, instead of a round trip."""
-    if isinstance(request, MultiRequest):
-        for op in request.ops:
-            _validate_paths(op)
-        return
-    path = getattr(request, "path", None)
-    if path is not None:
-        paths.validate(path, sequential=getattr(request, "sequential", False))
-
-
-def _check_bytes(data: object) -> None:
-    if not isinstance(data, bytes):
-        raise BadArgumentsError(f"data must be bytes, not {type(data).__name__}")
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ import base64
 import hashlib
 from collections.abc import Iterable
 
+from zkpy.core import ipacl
 from zkpy.core.errors import AuthFailedError, InvalidACLError
 from zkpy.core.types import (
     ACL,
@@ -61,6 +62,8 @@ def allows(acl: Iterable[ACL], perm: Perm, ids: frozenset[Id]) -> bool:
             return True
         if entry.id in ids:
             return True
+        if entry.id.scheme == "ip" and ipacl.matches(entry.id.id, ids):
+            return True
     return False
 
 
@@ -93,8 +96,15 @@ def _resolve(acl: tuple[ACL, ...], ids: frozenset[Id]) -> tuple[ACL, ...]:
             raise InvalidACLError(f"bad permission bits {entry.perms}")
         if entry.id.scheme == "world" and entry.id.id != "anyone":
             raise InvalidACLError("the world scheme has only the id 'anyone'")
+        if entry.id.scheme == "ip" and ipacl.parse_network(entry.id.id) is None:
+            raise InvalidACLError(
+                f"an ip ACL id is an address or address/bits, not {entry.id.id[:80]!r}"
+            )
         if entry.id.scheme == "auth":
-            real = sorted((i for i in ids if i.scheme != "super"), key=lambda i: (i.scheme, i.id))
+            # a connection's address is who it is, not something it proved: not for `auth`
+            real = sorted(
+                (i for i in ids if i.scheme not in ("super", "ip")), key=lambda i: (i.scheme, i.id)
+            )
             if not real:
                 raise InvalidACLError("an 'auth' ACL needs an authenticated caller")
             resolved.extend(ACL(entry.perms, ident) for ident in real)

@@ -146,7 +146,11 @@ class AuthFailedError(ApiError):
     code = Code.AUTH_FAILED
 
 
-class SessionMovedError(ApiError):
+class SessionMovedError(ApiError, ConnectionLossError):
+    """The session was attached to another connection since this request was sent: the request
+    was not applied. Also a `ConnectionLossError`, so that code that retries after a lost
+    connection retries it; the client reconnects by itself."""
+
     code = Code.SESSION_MOVED
 
 

@@ -4,6 +4,20 @@ Writes are prepped on the leader, one after another, before they are committed. 
 be checked against the tree *and* against the effects of every earlier transaction that is not yet
 applied: that is the overlay of pending node states. A refused write still becomes a transaction
 (`ErrorTxn`) so that it keeps its place in the order and its reply comes back in FIFO order.
+
+Prep also fences moved sessions, as ZooKeeper does with SESSION_MOVED. Every write is submitted
+with the owner of the connection it came on (a member-made id, see `AttachSession`), and the
+owner of each session is the connection that created it or that it was last attached to, in
+prep order. A write from any other connection of the session is refused: a member that stalled
+with a write in hand (a pause, a slow link) cannot have it applied after the writes the client
+made since through another member, which would break FIFO client order.
+
+The owners are kept here, in the leader's memory, for the epoch it leads, and in no checkpoint:
+that is enough. A member drops all its client connections when it stops serving, and a new
+leader starts a new epoch, so every write a leader preps came from a connection that was
+created or attached (in this order on the same FIFO link) while this leader led: its owner, and
+any attach that superseded it, were prepped here. An owner of 0 (the leader's own expiry of a
+session, the simulator's writes) is not checked.
 """
 
 from __future__ import annotations
@@ -22,9 +36,11 @@ from zkpy.core.errors import (
     NoNodeError,
     NotEmptyError,
     SessionExpiredError,
+    SessionMovedError,
     ZkError,
 )
 from zkpy.core.requests import (
+    AttachSessionRequest,
     CheckRequest,
     CloseSessionRequest,
     CreateRequest,
@@ -35,8 +51,9 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import DataTree, ZNode
+from zkpy.core.tree import DataTree, ZNode, is_reserved
 from zkpy.core.txn import (
+    AttachSession,
     Check,
     CloseSession,
     Create,
@@ -87,6 +104,9 @@ def _snapshot(node: ZNode) -> PendingNode:
     )
 
 
+_SESSION_OPS = (CreateSession, CloseSession, AttachSession)  # a tuple: quicker than a union
+
+
 class Prep:
     def __init__(self, tree: DataTree, *, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> None:
         self.tree = tree
@@ -95,6 +115,7 @@ class Prep:
         self._pending_sessions: dict[int, tuple[int, bool]] = {}
         self._order: deque[tuple[int, list[str], int | None]] = deque()
         self._staged: dict[str, NodeState] = {}
+        self._owners: dict[int, int] = {}  # session -> the connection that may write for it
 
     # ---- the public steps ------------------------------------------------------------------
 
@@ -107,18 +128,19 @@ class Prep:
         cxid: int,
         now_ms: int,
         ids: frozenset[Id] = NO_IDS,
+        owner: int = 0,
     ) -> TxnRecord:
-        """Decide the transaction for `request`, to be committed at `zxid`.
+        """Decide the transaction for `request`, to be committed at `zxid`; `owner` is the
+        connection it came on (0: not checked, see the module docstring).
 
         Never raises for a bad request: the refusal is an `ErrorTxn` (or a rolled-back multi).
         """
         self._staged = {}
         session_change: int | None = None
         try:
-            op = self._prepare_op(request, session_id, ids)
-            if isinstance(op, (CreateSession, CloseSession)):  # a tuple: quicker than a union
-                session_change = op.session_id
-                self._pending_sessions[op.session_id] = (zxid, isinstance(op, CreateSession))
+            op = self._prepare_op(request, session_id, ids, owner)
+            if isinstance(op, _SESSION_OPS):
+                session_change = self._session_op(op, zxid, owner)
         except ZkError as err:
             self._staged = {}
             op = ErrorTxn(err.code)
@@ -148,6 +170,26 @@ class Prep:
         self._pending.clear()
         self._pending_sessions.clear()
         self._order.clear()
+        self._owners.clear()
+
+    def owner_of(self, session_id: int) -> int:
+        """The connection that may write for `session_id` (0: none known in this epoch)."""
+        return self._owners.get(session_id, 0)
+
+    def _session_op(
+        self, op: CreateSession | CloseSession | AttachSession, zxid: int, owner: int
+    ) -> int | None:
+        """Note what a prepped session operation changes; the session it creates or closes."""
+        if type(op) is AttachSession:
+            self._owners[op.session_id] = op.owner
+            return None
+        created = type(op) is CreateSession
+        self._pending_sessions[op.session_id] = (zxid, created)
+        if created and owner:
+            self._owners[op.session_id] = owner
+        elif not created:
+            self._owners.pop(op.session_id, None)
+        return op.session_id
 
     def session_alive(self, session_id: int) -> bool:
         held = self._pending_sessions.get(session_id)
@@ -178,19 +220,24 @@ class Prep:
 
     # ---- per request -----------------------------------------------------------------------
 
-    def _prepare_op(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
+    def _prepare_op(
+        self, request: WriteRequest, session_id: int, ids: frozenset[Id], owner: int
+    ) -> Op:
         # exact type tests, the most frequent first (see `op_to_fields` for why not `match`)
         if type(request) is SetDataRequest:
-            self._require_session(session_id)
+            self._require_session(session_id, owner)
             return self._set_data(request, ids)
         if type(request) is CreateRequest:
-            self._require_session(session_id)
+            self._require_session(session_id, owner)
             return self._create(request, session_id, ids)
         if type(request) is CreateSessionRequest:
             if self.session_alive(request.session_id):
                 raise BadArgumentsError(f"session {request.session_id:#x} exists")
             return CreateSession(request.session_id, request.timeout_ms, request.password)
-        self._require_session(session_id)
+        if type(request) is AttachSessionRequest:
+            self._require_session(session_id, 0)  # any connection may take the session over
+            return AttachSession(session_id, owner)
+        self._require_session(session_id, owner)
         if type(request) is CloseSessionRequest:
             return self._close_session(session_id)
         if type(request) is MultiRequest:
@@ -210,9 +257,18 @@ class Prep:
             return self._check(request, ids)
         raise BadArgumentsError(f"{type(request).__name__} cannot be prepped here")
 
-    def _require_session(self, session_id: int) -> None:
+    def _require_session(self, session_id: int, owner: int) -> None:
         if not self.session_alive(session_id):
             raise SessionExpiredError(f"session {session_id:#x} is closed or expired")
+        if owner and self._owners.get(session_id, owner) != owner:
+            raise SessionMovedError(
+                f"session {session_id:#x} has moved to another connection; "
+                "this one may no longer write"
+            )
+
+    def _check_writable(self, path: str) -> None:
+        if is_reserved(path):
+            raise BadArgumentsError("/zookeeper is reserved: no client may change it", path=path)
 
     def _check_version(self, path: str, expected: int, actual: int) -> None:
         if expected < -1:
@@ -234,9 +290,11 @@ class Prep:
         requested = paths.validate(request.path, sequential=request.sequential)
         if requested == "/" and not request.sequential:  # sequential "/" names a root child
             raise NodeExistsError(path="/")
+        parent_path = paths.parent(requested)
+        if is_reserved(parent_path):  # "/zookeeper" itself: NodeExists, as in ZooKeeper
+            self._check_writable(requested)
         self._check_data(request.data)
         acl = acls.resolve(request.acl, ids)
-        parent_path = paths.parent(requested)
         parent = self._state(parent_path)
         if parent is None:
             raise NoNodeError("parent does not exist", path=requested)
@@ -282,6 +340,7 @@ class Prep:
         path = paths.validate(request.path)
         if path == "/":
             raise BadArgumentsError("the root cannot be deleted", path=path)
+        self._check_writable(path)
         state = self._existing(path)
         parent_path = paths.parent(path)
         self._check_perm(self._existing(parent_path), Perm.DELETE, ids, parent_path)
@@ -293,6 +352,7 @@ class Prep:
 
     def _set_data(self, request: SetDataRequest, ids: frozenset[Id]) -> SetData:
         path = paths.validate(request.path)
+        self._check_writable(path)
         self._check_data(request.data)
         state = self._existing(path)
         self._check_perm(state, Perm.WRITE, ids, path)
@@ -313,6 +373,7 @@ class Prep:
 
     def _set_acl(self, request: SetACLRequest, ids: frozenset[Id]) -> SetACL:
         path = paths.validate(request.path)
+        self._check_writable(path)
         state = self._existing(path)
         self._check_perm(state, Perm.ADMIN, ids, path)
         self._check_version(path, request.version, state.aversion)

@@ -67,6 +67,12 @@ class CloseSessionRequest:
     pass
 
 
+@dataclass(slots=True, unsafe_hash=True)
+class AttachSessionRequest:
+    """A member took a reconnecting session's connection: from now on only that connection
+    (the owner it is submitted with) may write for the session. Made by members, not clients."""
+
+
 WriteRequest = (
     CreateRequest
     | DeleteRequest
@@ -76,6 +82,7 @@ WriteRequest = (
     | MultiRequest
     | CreateSessionRequest
     | CloseSessionRequest
+    | AttachSessionRequest
 )
 
 

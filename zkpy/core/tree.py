@@ -17,6 +17,7 @@ import msgpack
 from zkpy.core import paths
 from zkpy.core.errors import Code, RuntimeInconsistencyError
 from zkpy.core.txn import (
+    AttachSession,
     Check,
     CloseSession,
     Create,
@@ -33,6 +34,15 @@ from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, acl_from_wire
 from zkpy.core.watches import CHANGED, CHILD, CREATED, DELETED, Change
 
 NO_CHILDREN: frozenset[str] = frozenset()
+RESERVED_PATH = "/zookeeper"
+RESERVED_NODES = ("/zookeeper", "/zookeeper/quota")  # in every tree, as in ZooKeeper's
+
+
+def is_reserved(path: str) -> bool:
+    """Whether `path` is /zookeeper or under it: clients may read there, but not write."""
+    return path.startswith(RESERVED_PATH) and (
+        len(path) == len(RESERVED_PATH) or path[len(RESERVED_PATH)] == "/"
+    )
 
 
 class ZNode:
@@ -153,8 +163,17 @@ class DataTree:
         self.ephemerals: dict[int, set[str]] = {}
         self.sessions: dict[int, SessionInfo] = {}
         self.last_zxid = 0
-        self._dirty_nodes: set[str] = {"/"}
+        self._add_reserved()
+        self._dirty_nodes: set[str] = {"/", *RESERVED_NODES}
         self._dirty_sessions: set[int] = set()
+
+    def _add_reserved(self) -> None:
+        """The reserved nodes, made at zxid 0 and linked to their parents (the root's cversion
+        is left as it is: they are no client's creations), if the tree lacks them."""
+        for path in RESERVED_NODES:
+            if path not in self.nodes:
+                self.nodes[path] = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
+                self.nodes[paths.parent(path)].add_child(paths.basename(path))
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -232,6 +251,8 @@ class DataTree:
             self.sessions.pop(op.session_id, None)
             self._dirty_sessions.add(op.session_id)
             return OpResult()
+        if type(op) is AttachSession:
+            return OpResult()  # the leader's prep enforces it; members close older connections
         if type(op) is Multi:
             raise RuntimeInconsistencyError("nested multi")
         raise RuntimeInconsistencyError(f"unknown op {op!r}")
@@ -352,6 +373,9 @@ class DataTree:
         tree.nodes = {path: decode_node(raw) for path, raw in nodes}
         if "/" not in tree.nodes:
             tree.nodes["/"] = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
+        for path in RESERVED_NODES:  # a checkpoint written before they were reserved
+            if path not in tree.nodes:
+                tree.nodes[path] = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
         for path in tree.nodes:
             if path == "/":
                 continue
@@ -427,7 +451,7 @@ def changes_of(op: Op) -> list[Change] | None:
             return changes
         case CloseSession():
             return None
-    return []  # SetACL, Check, CreateSession, ErrorTxn: no watch fires
+    return []  # SetACL, Check, CreateSession, AttachSession, ErrorTxn: no watch fires
 
 
 def encode_node(node: ZNode, packer: msgpack.Packer | None = None) -> bytes:

@@ -30,6 +30,7 @@ OP_CHECK = 13
 OP_MULTI = 14
 OP_CREATE_SESSION = -10
 OP_CLOSE_SESSION = -11
+OP_ATTACH_SESSION = -12
 OP_ERROR = -1
 
 
@@ -45,6 +46,16 @@ class CloseSession:
     """Close a session: apply deletes its ephemerals (in path order) and forgets it."""
 
     session_id: Final[int]
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class AttachSession:
+    """A session's connection moved to a member: `owner` names that connection (a member-made
+    id). It changes no node. Prep refuses the session's writes from any other connection
+    (SESSION_MOVED), and a member holding an older connection of the session closes it."""
+
+    session_id: Final[int]
+    owner: Final[int]
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -101,7 +112,18 @@ class Multi:
         return any(isinstance(op, ErrorTxn) for op in self.ops)
 
 
-Op = CreateSession | CloseSession | Create | Delete | SetData | SetACL | Check | ErrorTxn | Multi
+Op = (
+    CreateSession
+    | CloseSession
+    | AttachSession
+    | Create
+    | Delete
+    | SetData
+    | SetACL
+    | Check
+    | ErrorTxn
+    | Multi
+)
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -170,6 +192,8 @@ def op_to_fields(op: Op) -> list[Any]:
         return [OP_CREATE_SESSION, op.session_id, op.timeout_ms, op.password]
     if type(op) is CloseSession:
         return [OP_CLOSE_SESSION, op.session_id]
+    if type(op) is AttachSession:
+        return [OP_ATTACH_SESSION, op.session_id, op.owner]
     if type(op) is SetACL:
         return [OP_SET_ACL, op.path, _acl_fields(op.acl), op.aversion]
     if type(op) is Check:
@@ -199,6 +223,8 @@ def op_from_fields(fields: Sequence[Any]) -> Op:
         return CreateSession(fields[1], fields[2], fields[3])
     if kind == OP_CLOSE_SESSION:
         return CloseSession(fields[1])
+    if kind == OP_ATTACH_SESSION:
+        return AttachSession(fields[1], fields[2])
     raise ValueError(f"unknown transaction opcode {kind!r}")
 
 

@@ -38,6 +38,7 @@ from zkpy.core.errors import (
 )
 from zkpy.core.requests import (
     AddWatchRequest,
+    AttachSessionRequest,
     AuthRequest,
     CheckRequest,
     CloseSessionRequest,
@@ -49,7 +50,6 @@ from zkpy.core.requests import (
     GetChildrenRequest,
     GetDataRequest,
     MultiRequest,
-    PingRequest,
     ReadRequest,
     RemoveWatchesRequest,
     SetACLRequest,
@@ -112,6 +112,7 @@ class Slot:
     frame: bytes | None = None
     size: int = 0  # the request's bytes, counted in the member's pending bytes until answered
     close_after: bool = False
+    error: ZkError | None = None  # refused before ordering: answered with it at its turn
 
 
 class ClientConnection:
@@ -123,6 +124,7 @@ class ClientConnection:
         self.id = conn_id
         self.session_id = 0
         self.timeout_ms = 0
+        self.owner = 0  # this connection's id as its session's owner (`Member.new_owner_id`)
         self.ids: frozenset[Id] = frozenset()
         self.outbox = Outbox(stream, server.member.output, server.member.outbox_bytes)
         self._outboxes = server.member.outbox_bytes
@@ -138,6 +140,11 @@ class ClientConnection:
         self._handshaken = trio.Event()
         self._auth: tuple[Slot, bytes] | None = None  # an add_auth whose hashing is due
         self.cancel_scope = trio.CancelScope()
+
+    @property
+    def greeted(self) -> bool:
+        """The handshake is done: the session is created, or attached to this connection."""
+        return self._handshaken.is_set()
 
     # ---- output ----------------------------------------------------------------------------
 
@@ -180,9 +187,14 @@ class ClientConnection:
         while queue:
             slot = queue[0]
             if slot.frame is None:
-                if slot.read is None:
+                if slot.read is not None:
+                    slot.frame = self._answer_read(slot.xid, slot.read)
+                elif slot.error is not None:
+                    # made now, not when refused: its zxid must not be older than the replies
+                    # to the writes before it
+                    slot.frame = self._error_reply(slot.xid, slot.error)
+                else:
                     break
-                slot.frame = self._answer_read(slot.xid, slot.read)
             queue.popleft()
             self._pending.total -= slot.size
             self.push(slot.frame)
@@ -202,6 +214,8 @@ class ClientConnection:
             slot.close_after = True
         else:
             slot.frame = self._write_reply(slot.xid, opcode, result)
+            if result.result.error == Code.SESSION_MOVED:
+                slot.close_after = True  # the session is another connection's now
         self._flush_queue()
 
     def _write_reply(self, xid: int, opcode: int, result: ApplyResult) -> bytes:
@@ -239,15 +253,12 @@ class ClientConnection:
             self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
             return
         xid, opcode, request = wire.decode_request(payload)
-        if isinstance(request, PingRequest):
-            self.push(self._encode_reply(wire.XID_PING, self.member.tree.last_zxid, 0, None))
-            return
         self.member.stats["requests"] += 1
         if isinstance(request, _WRITES):
             self._submit_write(xid, opcode, request)
             return
-        if isinstance(request, CreateSessionRequest):
-            raise MarshallingError("sessions are created by the handshake")
+        if isinstance(request, (CreateSessionRequest, AttachSessionRequest)):
+            raise MarshallingError("sessions are created and attached by the handshake")
         if isinstance(request, SyncRequest):
             self._sync(xid, request)
             return
@@ -262,13 +273,12 @@ class ClientConnection:
 
     def _sync(self, xid: int, request: SyncRequest) -> None:
         """A sync waits until this member has applied all the leader had proposed before it."""
+        self._check_xid_free(xid)
         path = request.path
         try:
             paths.validate(path)
         except ZkError as err:
-            zxid = self.member.tree.last_zxid
-            self._queue.append(Slot(xid, frame=self._encode_reply(xid, zxid, err.code, str(err))))
-            self._flush_queue()
+            self._refuse_in_turn(xid, err)
             return
         slot = Slot(xid)
         self._queue.append(slot)
@@ -284,9 +294,51 @@ class ClientConnection:
 
         self.member.sync(self.session_id, xid, done)
 
+    def _check_xid_free(self, xid: int) -> None:
+        """Refuse a write or sync that reuses the xid of one still awaiting its reply: the
+        member matches outcomes to requests by (session, xid). A -5 reply, then the close."""
+        if self.member.xid_pending(self.session_id, xid):
+            err = MarshallingError(f"xid {xid} is already in use by a write or sync in progress")
+            err.xid = xid  # type: ignore[attr-defined]
+            raise err
+
+    def _refuse_in_turn(self, xid: int, err: ZkError) -> None:
+        """Answer a request with `err` in its turn, without ordering it through the ensemble."""
+        self._queue.append(Slot(xid, error=err))
+        self._flush_queue()
+
+    def _error_reply(self, xid: int, err: ZkError) -> bytes:
+        return self._encode_reply(xid, self.member.tree.last_zxid, err.code, str(err))
+
+    def _oversize(self, request: Any) -> ZkError | None:
+        """The refusal of a create or set_data whose value is over `max_data_bytes`, made here
+        so that the reply can name the limit (a refusal ordered through the log carries only
+        its code) and the value is not forwarded to the leader for nothing. Only when prep
+        would refuse it for its size too: its session is alive and its path is valid and not
+        the root (prep checks those first)."""
+        if type(request) is not CreateRequest and type(request) is not SetDataRequest:
+            return None
+        size = len(request.data)
+        limit = self.config.max_data_bytes
+        if size <= limit or not self.member.session_alive(self.session_id):
+            return None
+        sequential = type(request) is CreateRequest and request.sequential
+        try:
+            path = paths.validate(request.path, sequential=sequential)
+        except ZkError as err:
+            return err
+        if type(request) is CreateRequest and path == "/" and not sequential:
+            return None
+        return BadArgumentsError(
+            f"value of {size} bytes is over the max_data_bytes limit of {limit} bytes", path=path
+        )
+
     def _submit_write(self, xid: int, opcode: int, request: Any) -> None:
-        if self.member.write_pending(self.session_id, xid):
-            raise MarshallingError(f"xid {xid} is already in use by a pending write")
+        self._check_xid_free(xid)
+        refusal = self._oversize(request)
+        if refusal is not None:
+            self._refuse_in_turn(xid, refusal)
+            return
         slot = Slot(xid, close_after=isinstance(request, CloseSessionRequest))
         self._queue.append(slot)
         self.member.submit(
@@ -295,6 +347,7 @@ class ClientConnection:
             request,
             lambda result: self._write_committed(slot, opcode, result),
             self.ids,
+            self.owner,
         )
 
     def _answer_read(self, xid: int, request: ReadRequest) -> bytes:
@@ -477,9 +530,12 @@ class ClientConnection:
         if hello.last_zxid > member.tree.last_zxid:
             self._refuse(ConnectionLossError("this server is behind the client; try another"))
             return
+        self.owner = member.new_owner_id()
         if hello.session_id == 0:
             session_id, password, timeout = member.create_session(
-                hello.timeout_ms, lambda result: self._session_created(result, password, timeout)
+                hello.timeout_ms,
+                lambda result: self._session_created(result, password, timeout),
+                self.owner,
             )
             self._bind(session_id, timeout)
             return
@@ -492,7 +548,11 @@ class ClientConnection:
             return
         self._bind(hello.session_id, info.timeout_ms)
         member.touch(hello.session_id)
-        self._greet(hello.session_id, info.password, info.timeout_ms)
+        member.attach_session(
+            hello.session_id,
+            self.owner,
+            lambda result: self._session_created(result, info.password, info.timeout_ms),
+        )
 
     def _bind(self, session_id: int, timeout_ms: int) -> None:
         previous = self.server.by_session.get(session_id)
@@ -503,11 +563,16 @@ class ClientConnection:
         self.timeout_ms = timeout_ms
 
     def _session_created(self, result: ApplyResult | None, password: bytes, timeout: int) -> None:
+        """The session was created, or attached to this connection (a reconnect): greet."""
         if result is None:
             self._refuse(ConnectionLossError("the member lost its leader; try another"))
             return
-        if result.result.error != Code.OK:
-            self._refuse(ZkError(f"session could not be created ({result.result.error})"))
+        error = result.result.error
+        if error == Code.SESSION_EXPIRED:
+            self._refuse(SessionExpiredError(f"session {self.session_id:#x} has expired"))
+            return
+        if error != Code.OK:
+            self._refuse(ZkError(f"session {self.session_id:#x} could not be taken ({error})"))
             return
         self._greet(self.session_id, password, timeout)
 
@@ -711,6 +776,7 @@ class ClientServer:
         self._handshaking: dict[int, trio.CancelScope] = {}
         self.hashing = trio.CapacityLimiter(HASHING_THREADS)
         member.session_closed = self._session_closed
+        member.session_attached = self._session_attached
         member.serving_changed = self._serving_changed
         self._connections: dict[int, ClientConnection] = {}
         config = member.config
@@ -734,6 +800,16 @@ class ClientServer:
     def _session_closed(self, session_id: int) -> None:
         conn = self.by_session.pop(session_id, None)
         if conn is not None:
+            conn.close_after_flush()
+
+    def _session_attached(self, session_id: int, owner: int) -> None:
+        """A session moved to the connection `owner`: an older one of it here must go. Ours
+        only if it is greeted: its own attachment was applied before this one (a connection
+        still in its handshake waits for its attachment, which comes later)."""
+        conn = self.by_session.get(session_id)
+        if conn is not None and conn.owner != owner and conn.greeted:
+            del self.by_session[session_id]
+            log.info("connection %d: session %#x moved to another member", conn.id, session_id)
             conn.close_after_flush()
 
     def _forget(self, address: str) -> None:
@@ -843,7 +919,10 @@ class ClientServer:
         client listener ended).
         """
         client_stream: trio.abc.Stream = stream
-        identities: frozenset[Id] = frozenset()
+        # every connection is who its address says (ACLs of the ip scheme), and more if proven
+        identities: frozenset[Id] = (
+            frozenset() if address == "?" else frozenset({Id("ip", address)})
+        )
         if self._tls is not None:
             secured = await self._secure(stream, self._tls, address)
             if secured is None:
@@ -851,7 +930,7 @@ class ClientServer:
             streams.append(secured)
             subject = tls.subject_of(secured.getpeercert())
             if subject is not None:
-                identities = frozenset({Id("x509", subject)})
+                identities = identities | {Id("x509", subject)}
             client_stream = secured
         conn = ClientConnection(self, client_stream, conn_id)
         conn.ids = identities

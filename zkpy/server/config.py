@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from zkpy.core.prep import DEFAULT_MAX_DATA_BYTES
-from zkpy.receiver import check_spin
-from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_BYTES
+from zkpy.server.settings import MAX_PORT, check_settings
+from zkpy.server.wal import SEGMENT_BYTES
 from zkpy.wire.frames import DEFAULT_MAX_FRAME
 
 
@@ -67,17 +67,7 @@ class ServerConfig:
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 
     def __post_init__(self) -> None:
-        if not 0 < self.server_id < 256:
-            raise ValueError("server id must be between 1 and 255")
-        if self.tick_ms <= 0:
-            raise ValueError("tick must be positive")
-        check_spin(self.spin_before_wait_s, "spin_before_wait_us")
-        segment = self.log_segment_bytes
-        if type(segment) is not int or not MIN_SEGMENT_BYTES <= segment <= MAX_SEGMENT_BYTES:
-            raise ValueError(
-                f"log_segment_bytes must be a whole number of bytes from {MIN_SEGMENT_BYTES} "
-                f"(1 MiB) to {MAX_SEGMENT_BYTES} (1 GiB), not {segment!r}"
-            )
+        check_settings(self)  # each setting's type and range; what follows relates settings
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
         if self.members and self.server_id not in {m.id for m in self.members}:
@@ -86,7 +76,6 @@ class ServerConfig:
             raise ValueError("an ensemble needs a shared secret or peer_tls")
         if self.peer_tls and not (self.tls_cert and self.tls_ca):
             raise ValueError("peer_tls needs tls_cert, tls_key and tls_ca")
-        _check_limits(self)
 
     @property
     def spin_before_wait_s(self) -> float:
@@ -107,22 +96,6 @@ class ServerConfig:
             if member.id == member_id:
                 return member
         raise KeyError(member_id)
-
-
-_LIMITS = (
-    "max_connections_in_handshake",
-    "max_total_outbox_bytes",
-    "max_total_watch_bytes",
-    "max_total_pending_bytes",
-)
-
-
-def _check_limits(config: ServerConfig) -> None:
-    """The member-wide limits are whole numbers of at least 1."""
-    for name in _LIMITS:
-        value = getattr(config, name)
-        if type(value) is not int or value < 1:
-            raise ValueError(f"{name} must be a whole number from 1, not {value!r}")
 
 
 _MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir"}
@@ -153,65 +126,106 @@ def load_config(path: Path | str, member_id: int, **overrides: Any) -> ServerCon
     """
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        text = path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err}") from None
+    return config_from_text(text, path, member_id, **overrides)
+
+
+def config_from_text(text: str, path: Path, member_id: int, **overrides: Any) -> ServerConfig:
+    """`load_config` for the text of the ensemble file at `path` (not read)."""
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    try:
+        return _config(document, path, member_id, overrides)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _config(
+    document: dict[str, Any], path: Path, member_id: int, overrides: dict[str, Any]
+) -> ServerConfig:
+    """`load_config` for a parsed document; raises ValueError naming what is wrong."""
     members = _members(document, "members", False) + _members(document, "observers", True)
     if not members:
-        raise ConfigError(f"{path} names no [members.N]")
+        raise ValueError("names no [members.N]")
+    _check_distinct(members)
     me = next((m for m in members if m.id == member_id), None)
     if me is None:
-        raise ConfigError(f"{path} has no member {member_id}")
+        raise ValueError(f"has no member {member_id}")
     unknown = set(document) - _TOP_KEYS - {"members", "observers"}
     if unknown:
-        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+        raise ValueError(f"unknown settings {sorted(unknown)}")
     settings: dict[str, Any] = {k: v for k, v in document.items() if k in _TOP_KEYS}
-    base = Path(settings.pop("data_dir", "zkpy-data"))
+    base = Path(_text(settings.pop("data_dir", "zkpy-data"), "data_dir"))
     if not base.is_absolute():
         base = path.parent / base
-    member_table = document.get("observers" if me.observer else "members", {})[str(member_id)]
+    table = "observers" if me.observer else "members"
+    member_table = document[table][str(member_id)]
     data_dir = (
-        Path(member_table["data_dir"])
+        Path(_text(member_table["data_dir"], f"[{table}.{member_id}] data_dir"))
         if "data_dir" in member_table
         else base / (f"member-{member_id}")
     )
     settings.update(overrides)
-    try:
-        return ServerConfig(
-            data_dir=data_dir,
-            host=me.host,
-            client_port=me.client_port,
-            server_id=member_id,
-            members=tuple(members),
-            **settings,
+    return ServerConfig(
+        data_dir=data_dir,
+        host=me.host,
+        client_port=me.client_port,
+        server_id=member_id,
+        members=tuple(members),
+        **settings,
+    )
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _port(entry: dict[str, Any], key: str, where: str) -> int:
+    if key not in entry:
+        raise ValueError(f"{where} lacks {key!r}")
+    value = entry[key]
+    if type(value) is not int or not 1 <= value <= MAX_PORT:
+        raise ValueError(
+            f"{where} {key} must be a whole number from 1 to {MAX_PORT}, not {value!r}"
         )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{path}: {err}") from None
+    return value
 
 
 def _members(document: dict[str, Any], key: str, observer: bool) -> list[MemberAddress]:
     table = document.get(key, {})
     if not isinstance(table, dict):
-        raise ConfigError(f"[{key}] must be a table of members")
+        raise ValueError(f"[{key}] must be a table of members")
     found = []
     for name, entry in table.items():
-        if not name.isdigit() or not isinstance(entry, dict):
-            raise ConfigError(f"[{key}.{name}]: members are [{key}.N] tables with a numeric N")
+        where = f"[{key}.{name}]"
+        if not name.isdigit() or not 1 <= int(name) <= 255 or not isinstance(entry, dict):
+            raise ValueError(f"{where}: members are [{key}.N] tables with N from 1 to 255")
         unknown = set(entry) - _MEMBER_KEYS
         if unknown:
-            raise ConfigError(f"[{key}.{name}]: unknown keys {sorted(unknown)}")
-        try:
-            found.append(
-                MemberAddress(
-                    int(name),
-                    str(entry.get("host", "127.0.0.1")),
-                    int(entry["client_port"]),
-                    int(entry["peer_port"]),
-                    observer,
-                )
-            )
-        except KeyError as err:
-            raise ConfigError(f"[{key}.{name}] lacks {err}") from None
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        host = _text(entry.get("host", "127.0.0.1"), f"{where} host")
+        client_port = _port(entry, "client_port", where)
+        peer_port = _port(entry, "peer_port", where)
+        found.append(MemberAddress(int(name), host, client_port, peer_port, observer))
     return found
+
+
+def _check_distinct(members: list[MemberAddress]) -> None:
+    """No two members share an id, and no two ports of the ensemble the same address."""
+    ids: set[int] = set()
+    addresses: dict[tuple[str, int], str] = {}
+    for member in members:
+        if member.id in ids:
+            raise ValueError(f"member {member.id} is both a voting member and an observer")
+        ids.add(member.id)
+        for kind, port in (("client_port", member.client_port), ("peer_port", member.peer_port)):
+            owner = f"member {member.id}'s {kind}"
+            other = addresses.setdefault((member.host, port), owner)
+            if other != owner:
+                raise ValueError(f"{owner} and {other} are both {member.host}:{port}")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
+import stat
 import sys
 from pathlib import Path
 
 import trio
 
-from zkpy.server.config import ConfigError, load_config
+from zkpy.server.config import ConfigError, config_from_text, load_config
 
 log = logging.getLogger("zkpy.ensemble")
 
@@ -25,10 +27,14 @@ def ensure_ensemble_file(
     peer_port: int,
     tick_ms: int,
 ) -> tuple[Path, list[str]]:
-    """Write DATA_DIR/ensemble.toml (or reuse the one there); return it and client addresses."""
+    """Write DATA_DIR/ensemble.toml (or reuse the one there); return it and client addresses.
+
+    The file holds the peer secret: it is created readable by its owner only (0600)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "ensemble.toml"
-    if not path.exists():
+    if path.exists():
+        _warn_if_readable_by_others(path)
+    else:
         lines = [
             "# written by `zkpy ensemble`; every member reads it",
             f'secret = "{secrets.token_hex(16)}"',
@@ -45,7 +51,7 @@ def ensure_ensemble_file(
                 f"client_port = {client_port + index}",
                 f"peer_port = {peer_port + index}",
             ]
-        path.write_text("\n".join(lines) + "\n")
+        _write_private(path, "\n".join(lines) + "\n")
     first = load_config(path, 1)
     if len(first.voters) != size or len(first.observers) != observers:
         raise ConfigError(
@@ -54,6 +60,27 @@ def ensure_ensemble_file(
         )
     addresses = [f"{m.host}:{m.client_port}" for m in first.members]
     return path, addresses
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a new file at `path` that only its owner can read (mode 0600 from its
+    creation, so the secret is never readable by others even for a moment), after checking it:
+    a layout the members would refuse (ports that overlap) is never left behind for the next
+    run to trip over."""
+    config_from_text(text, path, 1)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        print(
+            f"zkpy ensemble: warning: {path} holds the peer secret and is readable by others "
+            f"(mode {mode:04o}); chmod 600 it",
+            file=sys.stderr,
+        )
 
 
 async def run_ensemble(config_file: Path, log_level: str) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from zkpy.errors import single_error
 from zkpy.server.clients import ClientServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
@@ -26,6 +27,20 @@ log = logging.getLogger("zkpy.server")
 # generation is worse: objects that live for a batch pile up in it and each young collection
 # walks 200,000 of them, 40-80 ms.)
 GC_THRESHOLDS = (700, 10, 1000)
+
+
+class ListenError(OSError):
+    """A member could not listen on one of its addresses; the message names which."""
+
+
+def _listen_error(err: BaseException, what: str, host: str, port: int) -> ListenError | None:
+    """A ListenError naming host:port for a listener whose start failed with an OSError (trio
+    may deliver it in exception groups), or None for any other failure."""
+    cause = single_error(err) if isinstance(err, BaseExceptionGroup) else err
+    if not isinstance(cause, OSError):
+        return None
+    reason = cause.strerror or str(cause)
+    return ListenError(cause.errno, f"cannot listen for {what} on {host}:{port}: {reason}")
 
 
 def _freeze_recovered_objects() -> None:
@@ -51,11 +66,20 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
         _freeze_recovered_objects()
         clients = ClientServer(member)
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                lambda task_status: trio.serve_tcp(
-                    clients.handle, config.client_port, host=config.host, task_status=task_status
+            try:
+                listeners = await nursery.start(
+                    lambda task_status: trio.serve_tcp(
+                        clients.handle,
+                        config.client_port,
+                        host=config.host,
+                        task_status=task_status,
+                    )
                 )
-            )
+            except (OSError, BaseExceptionGroup) as err:
+                busy = _listen_error(err, "clients", config.host, config.client_port)
+                if busy is None:
+                    raise
+                raise busy from err
             port = listeners[0].socket.getsockname()[1]
             member.client_port = port
             if config.members:
@@ -63,7 +87,14 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
                     config, member.peer_message, member.peer_down, member.output, member.step
                 )
                 member.send_to_peer = peers.send
-                await nursery.start(peers.run)
+                me = config.peer(config.server_id)
+                try:
+                    await nursery.start(peers.run)
+                except (OSError, BaseExceptionGroup) as err:
+                    busy = _listen_error(err, "peers", me.host, me.peer_port)
+                    if busy is None:
+                        raise
+                    raise busy from err
             await nursery.start(member.run)
             nursery.start_soon(member.run_ticks)
             log.info(

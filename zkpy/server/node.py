@@ -29,15 +29,15 @@ from typing import Any
 import trio
 
 from zkpy.core.errors import Code
-from zkpy.core.requests import CreateSessionRequest, WriteRequest
+from zkpy.core.requests import AttachSessionRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
 from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree, changes_of
-from zkpy.core.txn import CloseSession, TxnRecord, decode_record, encode_record
+from zkpy.core.txn import AttachSession, CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.outbox import ByteMeter, Flusher
 from zkpy.server.config import ServerConfig
-from zkpy.server.storage import Recovered, Storage
+from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
@@ -57,6 +57,10 @@ INLINE_PERSIST_MAX_RECORDS = 1024
 INLINE_PERSIST_MAX_BYTES = 1 << 20  # big values: a batch of a few is already a long write
 PERSIST_TIME_WEIGHT = 0.1
 
+# The client xid of a member's AttachSession: below the int32 range that client xids are held to,
+# so that it matches no write of the session's older connection still waiting here.
+ATTACH_CXID = -(1 << 31) - 1
+
 Waiter = Callable[[ApplyResult | None], None]
 """Called with the outcome when a write commits, or with None if its outcome is unknown
 (the member lost its leader before the write was committed: the client sees ConnectionLoss)."""
@@ -69,11 +73,8 @@ class Member:
         self.config = config
         self.storage = storage
         recovered = storage.load(include_nodes=False)
-        tree = DataTree.from_checkpoint(
-            recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
-        )
         retained = _usable_history(recovered)
-        tail = [decode_record(raw) for _zxid, raw in (*retained, *recovered.log)]
+        tree, tail = _decode_recovered(storage, recovered, retained)
         # the zxid just before the history: the log's floor when it keeps entries the tree holds
         history_base = recovered.log_floor if retained else tree.last_zxid
         self.replica = Replica(
@@ -105,6 +106,8 @@ class Member:
         self._sync_waiters: dict[tuple[int, int], Callable[[bool], None]] = {}
         self._event_sinks: dict[Hashable, Callable[[Any], None]] = {}
         self.session_closed: Callable[[int], None] = lambda session_id: None
+        # (session, owner) of each AttachSession applied: older connections of it must go
+        self.session_attached: Callable[[int, int], None] = lambda session_id, owner: None
         self.serving_changed: Callable[[bool], None] = lambda serving: None
         self.send_to_peer: Callable[[int, PeerMessage], None] = lambda peer, message: None
         self._work = trio.Event()
@@ -143,6 +146,12 @@ class Member:
         self._next_session += 1
         return (self.config.server_id << 56) | (self._next_session & ((1 << 56) - 1))
 
+    def new_owner_id(self) -> int:
+        """An id for a client connection that takes a session (see `zkpy.core.prep`): unique
+        in the ensemble, and over restarts of this member (from the same counter as session
+        ids, which starts from the clock)."""
+        return self.new_session_id()
+
     def touch(self, session_id: int) -> None:
         if session_id:
             self.replica.touch(session_id)
@@ -150,13 +159,24 @@ class Member:
     def session_alive(self, session_id: int) -> bool:
         return session_id in self.tree.sessions
 
-    def create_session(self, timeout_ms: int, waiter: Waiter) -> tuple[int, bytes, int]:
+    def create_session(
+        self, timeout_ms: int, waiter: Waiter, owner: int = 0
+    ) -> tuple[int, bytes, int]:
+        """Order a new session, owned by the connection `owner`."""
         session_id = self.new_session_id()
         password = secrets.token_bytes(16)
         timeout = self.bounds.negotiate(timeout_ms)
-        self.submit(session_id, 0, CreateSessionRequest(session_id, timeout, password), waiter)
+        request = CreateSessionRequest(session_id, timeout, password)
+        self.submit(session_id, 0, request, waiter, owner=owner)
         self._work.set()  # the handshake waits for this write before its reader steps again
         return session_id, password, timeout
+
+    def attach_session(self, session_id: int, owner: int, waiter: Waiter) -> None:
+        """Order the move of a session to the connection `owner`, before any of its requests:
+        the leader then refuses writes from the session's older connections (SESSION_MOVED),
+        and checks that the session still lives (the waiter hears SESSION_EXPIRED if not)."""
+        self.submit(session_id, ATTACH_CXID, AttachSessionRequest(), waiter, owner=owner)
+        self._work.set()  # the handshake waits for this write before its reader steps again
 
     # ---- watches ---------------------------------------------------------------------------
 
@@ -176,8 +196,10 @@ class Member:
         request: WriteRequest,
         waiter: Waiter | None,
         ids: frozenset[Id] = frozenset(),
+        owner: int = 0,
     ) -> None:
-        """Order a write through the ensemble; `waiter` hears of its commit.
+        """Order a write through the ensemble; `waiter` hears of its commit. `owner` is the
+        client connection it came on (see `Replica.submit`).
 
         Like `sync` and `peer_message`, this only feeds the replica: the caller calls `step`
         after its batch. Waking the Ready loop here too would cost a scheduler turn per hop for
@@ -186,12 +208,15 @@ class Member:
         if waiter is not None:
             self._waiters[(session_id, cxid)] = waiter
         self.replica.now_ms = wall_ms()
-        self.replica.submit(session_id, cxid, request, ids)
+        self.replica.submit(session_id, cxid, request, ids, owner)
         self.stats["writes"] += 1
         self._fed = True
 
-    def write_pending(self, session_id: int, cxid: int) -> bool:
-        return (session_id, cxid) in self._waiters
+    def xid_pending(self, session_id: int, cxid: int) -> bool:
+        """Whether a write or sync of the session with this cxid still awaits its outcome (the
+        replica and the waiters know them by (session, cxid), so a second one would be lost)."""
+        key = (session_id, cxid)
+        return key in self._waiters or key in self._sync_waiters
 
     def sync(self, session_id: int, cxid: int, done: Callable[[bool], None]) -> None:
         self._sync_waiters[(session_id, cxid)] = done
@@ -422,8 +447,11 @@ class Member:
                 sink = self._event_sinks.get(watcher)
                 if sink is not None:
                     sink(event)
-        if isinstance(record.op, CloseSession) and result.result.error == Code.OK:
-            self.session_closed(record.op.session_id)
+        op = record.op
+        if type(op) is CloseSession and result.result.error == Code.OK:
+            self.session_closed(op.session_id)
+        elif type(op) is AttachSession:
+            self.session_attached(op.session_id, op.owner)
         waiter = self._waiters.pop((record.session_id, record.cxid), None)
         if waiter is not None:
             waiter(result)
@@ -543,6 +571,33 @@ def _change_log_from(records: list[TxnRecord], *, start_zxid: int, capacity: int
         else:
             change_log.record(record.zxid, changes)
     return change_log
+
+
+def _decode_recovered(
+    storage: Storage, recovered: Recovered, retained: list[tuple[int, bytes]]
+) -> tuple[DataTree, list[TxnRecord]]:
+    """The checkpointed tree and the records of the log, decoded. The storage checked their
+    checksums; a record that still does not decode, or a log record whose zxid is not the one
+    it was logged under, was written wrong (by a bug, another program or a hand): the member
+    refuses to start with it rather than fail later or serve, vote or lead with it."""
+    try:
+        tree = DataTree.from_checkpoint(
+            recovered.checkpoint_zxid, storage.iter_nodes(), recovered.sessions
+        )
+        tail = []
+        for zxid, raw in (*retained, *recovered.log):
+            record = decode_record(raw)
+            if record.zxid != zxid:
+                raise ValueError(f"the log record of zxid {zxid:#x} holds zxid {record.zxid:#x}")
+            tail.append(record)
+    except StorageError:
+        raise
+    except Exception as err:  # anything a decoder meets in bytes it did not expect
+        raise StorageFormatError(
+            f"data directory {storage.path} holds a record this member cannot use "
+            f"({type(err).__name__}: {err}); {REBUILD}"
+        ) from err
+    return tree, tail
 
 
 def _usable_history(recovered: Recovered) -> list[tuple[int, bytes]]:

@@ -1,23 +1,26 @@
 """TCP links between members: one outgoing connection to every peer (FIFO in that direction),
 and a listener for theirs.
 
-A connection starts with a mutual proof of the shared cluster secret (HMAC over fresh nonces),
-inside mutual TLS when `peer_tls` is set (each member presents a certificate signed by the
-ensemble's CA); a peer that cannot prove itself is refused and logged. When a link breaks, or a
-message for a peer cannot be sent, the replica is told the link is down: Zab then
+A connection starts with a mutual proof of the shared cluster secret (the handshake of
+`zkpy.wire.peer.PeerIdentity`), inside mutual TLS when `peer_tls` is set (each member presents a
+certificate signed by the ensemble's CA); a peer that cannot prove itself is refused and logged.
+Until it has, a connection is held to a small frame, a deadline and a few places. When a link
+breaks, or a message for a peer cannot be sent, the replica is told the link is down: Zab then
 resynchronises instead of skipping a lost message.
+
+Nothing the other end of a connection sends, or fails to send, may end the member: each
+connection's task (and each outgoing link's) runs under one guard that logs the error and closes
+that connection alone. The guards sit around the loops, so the path of each message costs no more.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import trio
 
 from zkpy import tls
@@ -25,36 +28,92 @@ from zkpy.core.errors import MarshallingError
 from zkpy.outbox import Flusher, Outbox
 from zkpy.receiver import Receiver
 from zkpy.server.config import ServerConfig
-from zkpy.wire.frames import FrameDecoder, encode_frame
-from zkpy.wire.peer import decode_message, encode_message
+from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
+from zkpy.wire.peer import (
+    MAX_HANDSHAKE_FRAME,
+    NONCE_BYTES,
+    HandshakeError,
+    NotAPeerError,
+    PeerIdentity,
+    decode_message,
+    encode_message,
+    ensemble_digest,
+)
 from zkpy.zab.messages import Notification, PeerMessage
 
 log = logging.getLogger("zkpy.server.peers")
 
-HANDSHAKE_TIMEOUT_S = 5.0
-# Bump when peer messages change shape: members of different versions refuse each other
-# (and say why) instead of failing to decode each other's messages.
-PEER_PROTOCOL_VERSION = 4
+HANDSHAKE_TIMEOUT_S = 5.0  # from a connection's start to its last handshake frame
+MAX_PENDING_HANDSHAKES = 16
+"""Incoming connections that may be unauthenticated at once; past this the oldest is closed.
+A genuine member finishes its handshake within a round trip, so to keep one out an attacker
+would have to open this many connections every round trip."""
 RECONNECT_DELAY_S = 0.1
+# how a link ends when the other end goes away or does not answer: logged at debug only
+_BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
+WARNING_INTERVAL_S = 1.0  # at most one warning per interval about refused connections
 
 
-class PeerAuthError(Exception):
-    pass
+class RateLimitedLog:
+    """A warning at most once per WARNING_INTERVAL_S; the rest go to debug and are counted in the
+    next warning, so a flood of bad connections cannot flood the member's log."""
+
+    def __init__(self) -> None:
+        self._next = -math.inf
+        self._quiet = 0
+
+    def warning(self, message: str) -> None:
+        now = trio.current_time()
+        if now < self._next:
+            self._quiet += 1
+            log.debug("%s", message)
+            return
+        self._next = now + WARNING_INTERVAL_S
+        quiet, self._quiet = self._quiet, 0
+        log.warning("%s%s", message, f" ({quiet} more since the last warning)" if quiet else "")
 
 
-def _proof(secret: str, side: bytes, nonce: bytes, member_id: int) -> bytes:
-    message = side + nonce + member_id.to_bytes(2, "big")
-    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+def peer_identity(config: ServerConfig) -> PeerIdentity:
+    """What this member proves and checks in peer handshakes."""
+    return PeerIdentity(
+        member_id=config.server_id,
+        ensemble=ensemble_digest((m.id, m.observer, m.host, m.client_port) for m in config.members),
+        peers=frozenset(m.id for m in config.members if m.id != config.server_id),
+        secret=config.secret.encode(),
+    )
 
 
-async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder) -> Any:
+async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder) -> bytes:
     while True:
-        data = await stream.receive_some(1 << 16)
+        data = await stream.receive_some(MAX_HANDSHAKE_FRAME)
         if not data:
-            raise PeerAuthError("connection closed during the handshake")
+            raise HandshakeError("connection closed during the handshake")
         frames = decoder.feed(data)
         if frames:
-            return msgpack.unpackb(frames[0], raw=False)
+            if len(frames) > 1 or decoder.buffered:
+                raise HandshakeError("sent more than the handshake before it was answered")
+            return frames[0]
+
+
+async def handshake_out(stream: trio.abc.Stream, identity: PeerIdentity, peer_id: int) -> None:
+    """Prove ourselves to member `peer_id`, the listener at the other end, and check its proof.
+    Raises HandshakeError (or FrameTooLargeError) if it fails."""
+    decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
+    challenge = await _read_frame(stream, decoder)
+    hello = identity.hello(challenge, peer_id, secrets.token_bytes(NONCE_BYTES))
+    await stream.send_all(encode_frame(hello.payload))
+    identity.check_answer(await _read_frame(stream, decoder), hello, peer_id)
+
+
+async def handshake_in(stream: trio.abc.Stream, identity: PeerIdentity) -> int:
+    """Challenge the member that connected, check its proof and prove ourselves; return its
+    id. Raises HandshakeError (NotAPeerError for a client) or FrameTooLargeError if it fails."""
+    decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    await stream.send_all(encode_frame(identity.challenge(nonce)))
+    peer_id, answer = identity.check_hello(await _read_frame(stream, decoder), nonce)
+    await stream.send_all(encode_frame(answer))
+    return peer_id
 
 
 class PeerNetwork:
@@ -77,7 +136,12 @@ class PeerNetwork:
         self._known = {m.id for m in self.peers}
         self._down_reported: dict[int, bool] = {m.id: True for m in self.peers}
         self._incoming: dict[int, trio.CancelScope] = {}
-        self.refused = 0
+        self._identity = peer_identity(config)
+        self._pending: dict[trio.CancelScope, None] = {}  # unfinished handshakes, oldest first
+        self._evicted: set[trio.CancelScope] = set()
+        self.refused = 0  # incoming connections refused
+        self._refusals = RateLimitedLog()
+        self._link_warnings = {m.id: RateLimitedLog() for m in self.peers}
         self._tls = (
             tls.peer_contexts(config.tls_cert, config.tls_key or None, config.tls_ca)
             if config.peer_tls
@@ -101,104 +165,121 @@ class PeerNetwork:
             self.on_disconnect(peer)
 
     async def _outgoing(self, peer_id: int) -> None:
-        peer = self.config.peer(peer_id)
+        """Keep a link to `peer_id` up. Nothing the other end does, or fails to do, ends this
+        task: every failure is logged, and the link is tried again."""
+        warnings = RateLimitedLog()
         while True:
             try:
-                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                    stream: trio.abc.Stream = await trio.open_tcp_stream(peer.host, peer.peer_port)
-                    if self._tls is not None:
-                        stream = trio.SSLStream(stream, self._tls[0])
-                        await stream.do_handshake()
-                async with stream:
-                    with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                        await self._handshake_out(stream, peer_id)
-                    outbox = Outbox(stream, self._flusher)
-                    self._outbox[peer_id] = outbox
-                    self._down_reported[peer_id] = False
-                    try:
-                        await outbox.run_writer(stream)
-                    finally:
-                        del self._outbox[peer_id]
-                        outbox.close()
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError) as err:
-                log.debug("link to %d: %s", peer_id, err)
-            except PeerAuthError as err:
-                log.warning("link to member %d refused: %s", peer_id, err)
+                await self._link_out(peer_id)
+            except Exception as err:  # whatever the other end caused: log it, try again
+                if isinstance(err, _BROKEN):
+                    log.debug("link to member %d: %s", peer_id, _describe(err))
+                else:
+                    warnings.warning(f"link to member {peer_id} refused: {_describe(err)}")
             finally:
                 self._report_down(peer_id)
             await trio.sleep(RECONNECT_DELAY_S)
 
-    async def _handshake_out(self, stream: trio.abc.Stream, peer_id: int) -> None:
-        decoder = FrameDecoder(1 << 16)
-        challenge = await _read_frame(stream, decoder)
-        if not isinstance(challenge, dict) or not isinstance(challenge.get("nonce"), bytes):
-            raise PeerAuthError("bad challenge")
-        my_nonce = secrets.token_bytes(16)
-        proof = _proof(self.config.secret, b"out", challenge["nonce"], self.my_id)
-        hello = {"id": self.my_id, "nonce": my_nonce, "proof": proof, "v": PEER_PROTOCOL_VERSION}
-        await stream.send_all(encode_frame(msgpack.packb(hello, use_bin_type=True)))
-        answer = await _read_frame(stream, decoder)
-        expected = _proof(self.config.secret, b"in", my_nonce, peer_id)
-        if not isinstance(answer, dict) or not hmac.compare_digest(
-            answer.get("proof", b""), expected
-        ):
-            raise PeerAuthError(f"member {peer_id} failed to prove the cluster secret")
+    async def _link_out(self, peer_id: int) -> None:
+        peer = self.config.peer(peer_id)
+        deadline = trio.current_time() + HANDSHAKE_TIMEOUT_S
+        with trio.fail_at(deadline):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(peer.host, peer.peer_port)
+        try:
+            with trio.fail_at(deadline):
+                if self._tls is not None:
+                    stream = trio.SSLStream(stream, self._tls[0])
+                    await stream.do_handshake()
+                await handshake_out(stream, self._identity, peer_id)
+            outbox = Outbox(stream, self._flusher)
+            self._outbox[peer_id] = outbox
+            self._down_reported[peer_id] = False
+            try:
+                await outbox.run_writer(stream)
+            finally:
+                del self._outbox[peer_id]
+                outbox.close()
+        finally:
+            await trio.aclose_forcefully(stream)
 
     # ---- receiving -------------------------------------------------------------------------
 
     async def _incoming_connection(self, raw: trio.SocketStream) -> None:
-        decoder = FrameDecoder(self.config.max_peer_frame)
-        stream: trio.abc.Stream = raw
+        """One incoming connection, from its handshake to its end. Nothing it sends may end the
+        member: every error is caught here, logged, and closes this connection alone."""
+        address = _address(raw)  # while it is connected
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+            stream, peer_id = await self._authenticate(raw)
+        except Exception as err:  # whatever the other end sent or failed to send: refuse it
+            self.refused += 1
+            self._refusals.warning(
+                f"refused a peer connection from {address}: {self._why_refused(err)}"
+            )
+            await trio.aclose_forcefully(raw)  # and a TLS stream over it
+            return
+        try:
+            await self._serve_link(stream, peer_id)
+        except Exception as err:  # a bug met on this link: it must not take the member down
+            log.error("link from member %d failed", peer_id, exc_info=err)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _authenticate(self, raw: trio.SocketStream) -> tuple[trio.abc.Stream, int]:
+        """The handshake, within HANDSHAKE_TIMEOUT_S of the connection's start, in one of the
+        MAX_PENDING_HANDSHAKES places (taking the oldest one's place if they are all held)."""
+        scope = trio.CancelScope(deadline=trio.current_time() + HANDSHAKE_TIMEOUT_S)
+        if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            self._evicted.add(oldest)
+            oldest.cancel()
+        self._pending[scope] = None
+        try:
+            with scope:
+                stream: trio.abc.Stream = raw
                 if self._tls is not None:
                     stream = trio.SSLStream(raw, self._tls[1], server_side=True)
                     await stream.do_handshake()
-                peer_id = await self._handshake_in(stream, decoder)
-        except (PeerAuthError, trio.TooSlowError, OSError, trio.BrokenResourceError) as err:
-            self.refused += 1
-            log.warning("refused a peer connection from %s: %s", _address(raw), err)
-            await trio.aclose_forcefully(stream)
-            return
+                return stream, await handshake_in(stream, self._identity)
+            if scope in self._evicted:
+                raise HandshakeError(
+                    f"closed to make room: {MAX_PENDING_HANDSHAKES} unfinished handshakes"
+                )
+            raise HandshakeError(f"no handshake within {HANDSHAKE_TIMEOUT_S:g} s")
+        finally:
+            self._pending.pop(scope, None)
+            self._evicted.discard(scope)
+
+    def _why_refused(self, err: Exception) -> str:
+        if isinstance(err, NotAPeerError):
+            me = self.config.peer(self.my_id)
+            return (
+                f"not a member ({err}): this is member {self.my_id}'s peer port; clients use "
+                f"{me.host}:{me.client_port}"
+            )
+        return _describe(err)
+
+    async def _serve_link(self, stream: trio.abc.Stream, peer_id: int) -> None:
+        """Feed member `peer_id`'s messages to the replica until the link ends (or a newer
+        link from the same member replaces it); then tell the replica it is down."""
         previous = self._incoming.pop(peer_id, None)
         if previous is not None:
             previous.cancel()
         with trio.CancelScope() as scope:
             self._incoming[peer_id] = scope
             try:
-                await self._receive(stream, decoder, peer_id)
-            except (OSError, trio.BrokenResourceError, ValueError, MarshallingError) as err:
-                log.debug("link from %d: %s", peer_id, err)
+                await self._receive(stream, FrameDecoder(self.config.max_peer_frame), peer_id)
+            except _BROKEN as err:
+                log.debug("link from member %d: %s", peer_id, _describe(err))
+            except (MarshallingError, FrameTooLargeError) as err:
+                self._link_warnings[peer_id].warning(
+                    f"link from member {peer_id} closed: {_describe(err)}"
+                )
+            except Exception as err:  # a bug met on this link: it must not take the member down
+                log.error("link from member %d failed", peer_id, exc_info=err)
         if self._incoming.get(peer_id) is scope:
             del self._incoming[peer_id]
-        await trio.aclose_forcefully(stream)
         self.on_disconnect(peer_id)
-
-    async def _handshake_in(self, stream: trio.abc.Stream, decoder: FrameDecoder) -> int:
-        nonce = secrets.token_bytes(16)
-        await stream.send_all(encode_frame(msgpack.packb({"nonce": nonce}, use_bin_type=True)))
-        hello = await _read_frame(stream, decoder)
-        if not isinstance(hello, dict):
-            raise PeerAuthError("bad hello")
-        if hello.get("v") != PEER_PROTOCOL_VERSION:
-            raise PeerAuthError(
-                f"peer protocol version {hello.get('v')!r}, this member speaks "
-                f"{PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
-            )
-        peer_id = hello.get("id")
-        known = {m.id for m in self.peers}
-        if not isinstance(peer_id, int) or peer_id not in known:
-            raise PeerAuthError(f"unknown member id {peer_id!r}")
-        expected = _proof(self.config.secret, b"out", nonce, peer_id)
-        proof = hello.get("proof")
-        if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
-            raise PeerAuthError(f"member {peer_id} failed to prove the cluster secret")
-        their_nonce = hello.get("nonce")
-        if not isinstance(their_nonce, bytes):
-            raise PeerAuthError("bad hello nonce")
-        answer = {"proof": _proof(self.config.secret, b"in", their_nonce, self.my_id)}
-        await stream.send_all(encode_frame(msgpack.packb(answer, use_bin_type=True)))
-        return peer_id
 
     async def _receive(self, stream: trio.abc.Stream, decoder: FrameDecoder, peer: int) -> None:
         receiver = Receiver(stream, self.config.spin_before_wait_s)
@@ -223,6 +304,11 @@ class PeerNetwork:
             for peer in self.peers:
                 nursery.start_soon(self._outgoing, peer.id)
             task_status.started()
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if not isinstance(err, HandshakeError) else text
 
 
 def _address(stream: trio.SocketStream) -> str:

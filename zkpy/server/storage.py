@@ -18,24 +18,39 @@ Named LMDB databases inside ``data.mdb``:
 
 ``meta``
     ``format``, ``accepted_epoch``, ``current_epoch``, ``checkpoint_zxid``, ``log_generation``,
-    ``log_floor`` and ``log_first_segment``: each an unsigned integer stored as 8 bytes
-    big-endian. ``format`` is written
+    ``log_floor``, ``log_first_segment``, ``node_count`` and ``session_count``: each an unsigned
+    integer stored as 8 bytes big-endian; and ``meta_crc``, a CRC-32 (4 bytes) of every other
+    key and value, rewritten by every transaction that writes the table. ``format`` is written
     when the directory is initialised (or upgraded) and must equal :data:`FORMAT_VERSION` on every
-    later open. ``log_generation`` names the segment files that form the log: truncating the log
+    later open. The counts are the entries of ``nodes`` and ``sessions`` as of the last commit.
+    ``log_generation`` names the segment files that form the log: truncating the log
     or replacing the whole state writes a new generation and switches to it in one LMDB commit,
     so a crash leaves either the old log or the new one. Log entries with zxid <= ``log_floor``
     were dropped by a checkpoint and are never returned, even while their segment still exists;
     ``log_first_segment`` is the first segment the log still needs, so a lost one is noticed.
 ``nodes``
-    The checkpointed tree. key: znode path in UTF-8; value: opaque node record. LMDB keys are at
+    The checkpointed tree. key: znode path in UTF-8; value: a CRC-32 (4 bytes, of the path and the
+    record) followed by the opaque node record. LMDB keys are at
     most :meth:`lmdb.Environment.max_key_size` bytes (511), shorter than a znode path may be, so a
     longer path is stored under ``b"\\x00" + sha256(path)`` (no path starts with NUL) with the value
-    ``len(path) as 4 bytes big-endian + path + record``. This is invisible through the API.
+    ``CRC + len(path) as 4 bytes big-endian + path + record``. This is invisible through the API.
 ``sessions``
-    key: session id as 8 bytes big-endian; value: opaque bytes.
+    key: session id as 8 bytes big-endian; value: a CRC-32 (4 bytes, of the key and the data)
+    followed by the opaque data.
 
-Format 1 kept the log in an LMDB table ``log`` (key: zxid as 8 bytes big-endian); opening such a
-directory moves its log into segment files and upgrades it to format 2, crash-safely.
+LMDB keeps no checksums of its own, so these are what tell a damaged ``data.mdb`` (a flipped
+bit, a lost page) from a good one. :meth:`Storage.load` checks every one of them, the counts,
+and that ``checkpoint_zxid`` is either ``log_floor`` or a record of the log, whose records
+follow each other from ``log_floor`` on (see :func:`zkpy.server.wal.follows`): anything else
+raises :class:`StorageFormatError`, and a member refuses to start rather than serve, vote or
+lead with what is left.
+
+Format 1 kept the log in an LMDB table ``log`` (key: zxid as 8 bytes big-endian), format 2 kept
+no checksums in LMDB and wrote segments of an older layout. Opening a directory of either
+format rewrites it as format 3, once and crash-safely: the log records after the floor go to a
+new log generation, every node and session record gets its checksum, and one LMDB commit
+switches to the result (a crash before it leaves the old format, and the next open starts
+again).
 
 Durability: with ``sync=True`` (the default, the only setting fit for a server) everything a
 method writes is on disk (fsynced) when it returns. A batch given to :meth:`Storage.append` is
@@ -62,9 +77,12 @@ import bisect
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import stat
+import struct
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,20 +95,32 @@ from zkpy.server.wal import (
     SEGMENT_BYTES,
     LogDamagedError,
     SegmentLog,
+    follows,
     fsync_dir,
+    read_legacy_log,
     remove_other_generations,
 )
 
 __all__ = [
     "FORMAT_VERSION",
+    "REBUILD",
     "Recovered",
     "Storage",
     "StorageError",
     "StorageFormatError",
 ]
 
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 _LOG_TABLE_FORMAT: Final = 1  # the last format that kept the log in LMDB
+_UNCHECKED_FORMAT: Final = 2  # the last format without checksums in LMDB
+
+log = logging.getLogger("zkpy.server")
+
+REBUILD: Final = (
+    "do not start this member with it: in an ensemble, move the directory aside and start the "
+    "member with an empty one while all the others serve, and it is rebuilt from them "
+    "(docs/operations.md, 'Data directory and durability'); alone, restore it from a backup"
+)
 
 DATA_FILE: Final = "data.mdb"
 LMDB_LOCK_FILE: Final = "lock.mdb"
@@ -114,6 +144,11 @@ _K_CHECKPOINT_ZXID: Final = b"checkpoint_zxid"
 _K_LOG_GENERATION: Final = b"log_generation"
 _K_LOG_FLOOR: Final = b"log_floor"
 _K_LOG_FIRST_SEGMENT: Final = b"log_first_segment"
+_K_NODE_COUNT: Final = b"node_count"
+_K_SESSION_COUNT: Final = b"session_count"
+_K_META_CRC: Final = b"meta_crc"
+_CRC_SIZE: Final = 4
+_CRC: Final = struct.Struct(">I")
 
 _LONG_PATH_PREFIX: Final = b"\x00"
 
@@ -140,7 +175,8 @@ class Recovered:
     sessions: list[tuple[int, bytes]]
     log: list[tuple[int, bytes]]  # entries with zxid > checkpoint_zxid, ascending
     # Committed entries the checkpoint already holds (log_floor < zxid <= checkpoint_zxid), kept
-    # so that a leader can still sync a follower by diff after a restart, ascending.
+    # so that a leader can still sync a follower by diff after a restart, ascending; they end
+    # with checkpoint_zxid (`load` checks it).
     retained: list[tuple[int, bytes]] = field(default_factory=list)
     log_floor: int = 0  # the zxid just before `retained` (or `log`) starts
 
@@ -196,10 +232,16 @@ class Storage:
         self._sync = sync
         self._segment_bytes = segment_bytes
         with self._lmdb_errors("open"), env.begin() as txn:
+            self._check_meta(txn)
             self._checkpoint_zxid = self._meta_int(txn, _K_CHECKPOINT_ZXID)
             self._log_floor = self._meta_int(txn, _K_LOG_FLOOR)
             generation = self._meta_int(txn, _K_LOG_GENERATION)
             first_segment = self._meta_int(txn, _K_LOG_FIRST_SEGMENT)
+        if self._log_floor > self._checkpoint_zxid:
+            raise self._damaged(
+                f"its log floor {self._log_floor:#x} is above its checkpoint_zxid "
+                f"{self._checkpoint_zxid:#x}"
+            )
         with self._log_errors("open"):
             self._wal: SegmentLog | None = SegmentLog.open(
                 path / WAL_DIR,
@@ -262,8 +304,9 @@ class Storage:
                 _initialise(path, map_size, segment_bytes)
             env = _open_env(path, map_size, sync)
             try:
-                if _format_of(env) == _LOG_TABLE_FORMAT:
-                    _move_log_out_of_lmdb(env, path, segment_bytes)
+                version = _format_of(env)
+                if version != FORMAT_VERSION:
+                    _upgrade(env, path, version, segment_bytes)
                 dbs = _open_dbs(env, path)
                 return cls(path, env, lock_fd, dbs, sync, segment_bytes, fresh)
             except BaseException:
@@ -294,20 +337,12 @@ class Storage:
             accepted = self._meta_int(txn, _K_ACCEPTED_EPOCH)
             current = self._meta_int(txn, _K_CURRENT_EPOCH)
             checkpoint = self._meta_int(txn, _K_CHECKPOINT_ZXID)
-
-            nodes: list[tuple[str, bytes]] = []
-            if include_nodes:
-                for key, value in txn.cursor(self._nodes):
-                    nodes.append(self._decode_node(key, value))
-
-            sessions: list[tuple[int, bytes]] = []
-            for key, value in txn.cursor(self._sessions):
-                if len(key) != 8:
-                    raise self._damaged(f"a session key is {len(key)} bytes long, not 8")
-                sessions.append((int.from_bytes(key, "big"), value))
+            nodes = list(self._checked_nodes(txn)) if include_nodes else []
+            sessions = self._checked_sessions(txn)
         with self._log_errors("load"):
             entries = self._log().read(self._log_floor)
         split = bisect.bisect_right(entries, checkpoint, key=lambda entry: entry[0])
+        self._check_log_reaches(checkpoint, entries, split)
         return Recovered(
             accepted,
             current,
@@ -320,11 +355,69 @@ class Storage:
         )
 
     def iter_nodes(self) -> Iterator[tuple[str, bytes]]:
-        """The checkpointed tree, one (path, record) at a time, from one read transaction."""
+        """The checkpointed tree, one (path, record) at a time, from one read transaction;
+        raises StorageFormatError at a record that fails its check, or at the end if records
+        are missing."""
         env = self._live()
         with self._lmdb_errors("load"), env.begin() as txn:
-            for key, value in txn.cursor(self._nodes):
-                yield self._decode_node(key, value)
+            yield from self._checked_nodes(txn)
+
+    def _checked_nodes(self, txn: lmdb.Transaction[bytes]) -> Iterator[tuple[str, bytes]]:
+        """Every node, checked; the common case (a short path that checks out) inline, as this
+        runs once per znode when a member starts."""
+        count = 0
+        crc32, unpack, long_prefix = zlib.crc32, _CRC.unpack_from, _LONG_PATH_PREFIX[0]
+        for key, value in txn.cursor(self._nodes):
+            count += 1
+            record = value[_CRC_SIZE:]
+            if (
+                key[0] != long_prefix
+                and key.isascii()
+                and len(value) >= _CRC_SIZE
+                and crc32(record, crc32(key)) == unpack(value)[0]
+            ):
+                yield key.decode("ascii"), record
+            else:
+                yield self._decode_node(key, value)  # the rest, or the error
+        self._check_count(txn, _K_NODE_COUNT, count, "checkpointed nodes")
+
+    def _checked_sessions(self, txn: lmdb.Transaction[bytes]) -> list[tuple[int, bytes]]:
+        sessions: list[tuple[int, bytes]] = []
+        for key, value in txn.cursor(self._sessions):
+            if len(key) != 8:
+                raise self._damaged(f"a session key is {len(key)} bytes long, not 8")
+            data = value[_CRC_SIZE:]
+            if len(value) < _CRC_SIZE or _crc(key, data) != value[:_CRC_SIZE]:
+                raise self._damaged(
+                    f"the checkpointed session {int.from_bytes(key, 'big'):#x} fails its checksum"
+                )
+            sessions.append((int.from_bytes(key, "big"), data))
+        self._check_count(txn, _K_SESSION_COUNT, len(sessions), "checkpointed sessions")
+        return sessions
+
+    def _check_count(self, txn: lmdb.Transaction[bytes], key: bytes, found: int, what: str) -> None:
+        expected = self._meta_int(txn, key)
+        if found != expected:
+            raise self._damaged(f"it holds {found} {what}, but its last commit wrote {expected}")
+
+    def _check_log_reaches(
+        self, checkpoint: int, entries: list[tuple[int, bytes]], split: int
+    ) -> None:
+        """The log must continue the checkpoint: its records after the floor follow the floor,
+        and the checkpoint is the floor or one of them (a checkpoint_zxid raised by damage would
+        otherwise skip records, and claim a later last zxid than this member has)."""
+        floor = self._log_floor
+        if entries and not follows(floor, entries[0][0]):
+            raise self._damaged(
+                f"its log's first record after the floor {floor:#x} is {entries[0][0]:#x}: "
+                "records are missing"
+            )
+        if checkpoint != floor and (split == 0 or entries[split - 1][0] != checkpoint):
+            held = f"{entries[0][0]:#x}..{entries[-1][0]:#x}" if entries else "nothing"
+            raise self._damaged(
+                f"its checkpoint_zxid {checkpoint:#x} is not in its log, which holds {held} "
+                f"after the floor {floor:#x}"
+            )
 
     def last_logged_zxid(self) -> int:
         """The zxid the next appended entry must exceed.
@@ -360,23 +453,20 @@ class Storage:
     def append(self, entries: Sequence[tuple[int, bytes]]) -> None:
         """Append a batch of ``(zxid, txn bytes)`` to the log: one write, one fdatasync.
 
-        zxids must be strictly ascending and above :meth:`last_logged_zxid`; otherwise ValueError
-        and nothing is written. When this returns (sync=True) the whole batch is durable.
+        Each zxid must follow the one before it (the first one, :meth:`last_logged_zxid`): the
+        next counter of the same epoch, or counter 1 of a later epoch, as the log is checked for
+        gaps when it is opened; otherwise ValueError and nothing is written. When this returns
+        (sync=True) the whole batch is durable.
         """
         if not entries:
             return
         log = self._log()
-        last = self.last_logged_zxid()
-        if entries[0][0] <= last:
-            raise ValueError(
-                f"cannot append zxid {entries[0][0]:#x}: it must be greater than the last logged "
-                f"zxid {last:#x}"
-            )
-        prev = -1
+        prev = self.last_logged_zxid()
         for zxid, _data in entries:
-            if zxid <= prev:
+            if not follows(prev, zxid):
                 raise ValueError(
-                    f"zxids in a batch must be strictly ascending: {zxid:#x} follows {prev:#x}"
+                    f"cannot append zxid {zxid:#x} after {prev:#x}: it must be the next counter "
+                    "of the same epoch or counter 1 of a later one"
                 )
             _check_u64(zxid, "zxid")
             prev = zxid
@@ -413,6 +503,11 @@ class Storage:
                 f"{self._checkpoint_zxid:#x}"
             )
         floor = max(self._log_floor, keep_log_after)
+        if zxid > floor and zxid > self._log().last_zxid:
+            raise ValueError(
+                f"checkpoint zxid {zxid:#x} is beyond the log ({self._log().last_zxid:#x}): "
+                "a checkpoint must be of a logged record, or drop the whole log"
+            )
         first_kept = self._log().first_kept_seq(floor)
         with self._lmdb_errors("checkpoint"), env.begin(write=True) as txn:
             encode = self._encode_node
@@ -420,12 +515,14 @@ class Storage:
             for path in node_deletes:
                 txn.delete(self._node_key(path), db=self._nodes)
             for session_id, data in session_puts:
-                txn.put(_u64(session_id, "session id"), data, db=self._sessions)
+                key = _u64(session_id, "session id")
+                txn.put(key, _crc(key, data) + data, db=self._sessions)
             for session_id in session_deletes:
                 txn.delete(_u64(session_id, "session id"), db=self._sessions)
             txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
             txn.put(_K_LOG_FLOOR, _u64(floor, "zxid"), db=self._meta)
             txn.put(_K_LOG_FIRST_SEGMENT, _u64(first_kept, "segment"), db=self._meta)
+            self._seal_meta(txn)
         self._checkpoint_zxid, self._log_floor = zxid, floor
         with self._log_errors("checkpoint"):
             self._log().remove_before(first_kept)
@@ -446,6 +543,7 @@ class Storage:
                 txn.put(_K_ACCEPTED_EPOCH, _u64(accepted_epoch, "epoch"), db=self._meta)
             if current_epoch is not None:
                 txn.put(_K_CURRENT_EPOCH, _u64(current_epoch, "epoch"), db=self._meta)
+            self._seal_meta(txn)
 
     def truncate_log_after(self, zxid: int) -> None:
         """Delete log entries with zxid > ``zxid`` (Zab TRUNC), synced.
@@ -489,7 +587,8 @@ class Storage:
                 key, value = self._encode_node(path, record)
                 txn.put(key, value, db=self._nodes)
             for session_id, data in sessions:
-                txn.put(_u64(session_id, "session id"), data, db=self._sessions)
+                key = _u64(session_id, "session id")
+                txn.put(key, _crc(key, data) + data, db=self._sessions)
             txn.put(_K_CHECKPOINT_ZXID, _u64(zxid, "zxid"), db=self._meta)
             txn.put(_K_LOG_FLOOR, _u64(zxid, "zxid"), db=self._meta)
 
@@ -524,6 +623,7 @@ class Storage:
                     also(txn)
                 txn.put(_K_LOG_GENERATION, _u64(generation, "generation"), db=self._meta)
                 txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=self._meta)
+                self._seal_meta(txn)
         except BaseException:
             new.close()
             with contextlib.suppress(OSError):  # so that a retry cannot meet its segments
@@ -607,10 +707,18 @@ class Storage:
             ) from e
 
     def _damaged(self, problem: str) -> StorageFormatError:
-        return StorageFormatError(
-            f"data directory {self._path} is damaged: {problem}; restore it from a backup or let "
-            "this member resynchronise from the ensemble with an empty data directory"
-        )
+        return StorageFormatError(f"data directory {self._path} is damaged: {problem}; {REBUILD}")
+
+    def _seal_meta(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Record the entry counts and the checksum of the meta table, at the end of a write."""
+        _seal_meta(txn, self._meta, self._nodes, self._sessions)
+
+    def _check_meta(self, txn: lmdb.Transaction[bytes]) -> None:
+        raw = txn.get(_K_META_CRC, db=self._meta)
+        if raw is None or raw != _meta_crc(txn, self._meta):
+            raise self._damaged(
+                "its metadata (checkpoint_zxid, epochs, log position) fails its checksum"
+            )
 
     def _meta_int(self, txn: lmdb.Transaction[bytes], key: bytes) -> int:
         raw = txn.get(key, db=self._meta)
@@ -629,25 +737,66 @@ class Storage:
         return _LONG_PATH_PREFIX + hashlib.sha256(raw).digest()
 
     def _encode_node(self, path: str, record: bytes) -> tuple[bytes, bytes]:
+        raw = path.encode("utf-8")
+        if raw and len(raw) <= self._max_key and not raw.startswith(_LONG_PATH_PREFIX):
+            return raw, zlib.crc32(record, zlib.crc32(raw)).to_bytes(_CRC_SIZE, "big") + record
         key = self._node_key(path)
-        if key.startswith(_LONG_PATH_PREFIX):
-            raw = path.encode("utf-8")
-            return key, len(raw).to_bytes(4, "big") + raw + bytes(record)
-        return key, record
+        return key, _node_value(key, raw, bytes(record))
 
     def _decode_node(self, key: bytes, value: bytes) -> tuple[str, bytes]:
+        body = value[_CRC_SIZE:]
         if key.startswith(_LONG_PATH_PREFIX):
-            size = int.from_bytes(value[:4], "big")
-            raw = value[4 : 4 + size]
+            size = int.from_bytes(body[:4], "big")
+            raw = body[4 : 4 + size]
             if len(raw) != size or _LONG_PATH_PREFIX + hashlib.sha256(raw).digest() != key:
                 raise self._damaged("a long-path node entry does not match its key")
-            value = value[4 + size :]
+            record = body[4 + size :]
         else:
-            raw = key
+            raw, record = key, body
+        if len(value) < _CRC_SIZE or _crc(raw, record) != value[:_CRC_SIZE]:
+            shown = raw.decode("utf-8", "replace")
+            raise self._damaged(f"the checkpointed node {shown!r} fails its checksum")
         try:
-            return raw.decode("utf-8"), value
+            return raw.decode("utf-8"), record
         except UnicodeDecodeError as e:
             raise self._damaged(f"a node path is not valid UTF-8 ({e})") from None
+
+
+# ---------------------------------------------------------------------- checksums
+
+
+def _crc(key: bytes, data: bytes) -> bytes:
+    """The 4-byte checksum stored ahead of a node's or a session's record."""
+    return zlib.crc32(data, zlib.crc32(key)).to_bytes(_CRC_SIZE, "big")
+
+
+def _node_value(key: bytes, raw_path: bytes, record: bytes) -> bytes:
+    """The stored value of a node: its checksum, then (under a long path's hashed key) the
+    path, then the record."""
+    crc = _crc(raw_path, record)
+    if key.startswith(_LONG_PATH_PREFIX):
+        return crc + len(raw_path).to_bytes(4, "big") + raw_path + record
+    return crc + record
+
+
+def _meta_crc(txn: lmdb.Transaction[bytes], meta: lmdb._Database) -> bytes:
+    crc = 0
+    for key, value in txn.cursor(meta):
+        if key != _K_META_CRC:
+            crc = zlib.crc32(value, zlib.crc32(len(key).to_bytes(1, "big") + key, crc))
+    return crc.to_bytes(_CRC_SIZE, "big")
+
+
+def _seal_meta(
+    txn: lmdb.Transaction[bytes],
+    meta: lmdb._Database,
+    nodes: lmdb._Database,
+    sessions: lmdb._Database,
+) -> None:
+    """Write the entry counts and the meta table's checksum, last in a write transaction."""
+    txn.put(_K_NODE_COUNT, _u64(txn.stat(nodes)["entries"], "count"), db=meta)
+    txn.put(_K_SESSION_COUNT, _u64(txn.stat(sessions)["entries"], "count"), db=meta)
+    txn.put(_K_META_CRC, _meta_crc(txn, meta), db=meta)
 
 
 # ---------------------------------------------------------------------- opening helpers
@@ -778,12 +927,12 @@ def _validate(path: Path) -> None:
             if len(raw) != 8:
                 raise bad(f"has a damaged format version ({raw!r})")
             version = int.from_bytes(raw, "big")
-            if version not in (_LOG_TABLE_FORMAT, FORMAT_VERSION):
+            if version not in (_LOG_TABLE_FORMAT, _UNCHECKED_FORMAT, FORMAT_VERSION):
                 raise bad(
                     f"has format version {version}, but this zkpy reads versions "
-                    f"{_LOG_TABLE_FORMAT} and {FORMAT_VERSION}; run the zkpy version that wrote it"
+                    f"{_LOG_TABLE_FORMAT} to {FORMAT_VERSION}; run the zkpy version that wrote it"
                 )
-            if version == FORMAT_VERSION and not (path / WAL_DIR).is_dir():
+            if version != _LOG_TABLE_FORMAT and not (path / WAL_DIR).is_dir():
                 raise bad(f"has lost its log: the log directory {path / WAL_DIR} is missing")
             tables = _DB_NAMES + ((_DB_LOG,) if version == _LOG_TABLE_FORMAT else ())
             for name in tables:
@@ -828,6 +977,7 @@ def _initialise(path: Path, map_size: int, segment_bytes: int) -> None:
                     txn.put(key, _u64(0, "zero"), db=meta)
                 txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
                 txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=meta)
+                _seal_meta(txn, meta, dbs[_DB_NODES], dbs[_DB_SESSIONS])
         finally:
             env.close()
         SegmentLog.create(tmp / WAL_DIR, 1, segment_bytes=segment_bytes)
@@ -848,38 +998,103 @@ def _format_of(env: lmdb.Environment) -> int:
     return int.from_bytes(raw or b"", "big")
 
 
-def _move_log_out_of_lmdb(env: lmdb.Environment, path: Path, segment_bytes: int) -> None:
-    """Upgrade a format 1 directory: copy its log table into a segment log (generation 1), then
-    switch the format in one LMDB commit. A crash before that commit leaves format 1, and the
-    next open starts the upgrade again from the beginning."""
+def _upgrade(env: lmdb.Environment, path: Path, version: int, segment_bytes: int) -> None:
+    """Rewrite a directory of format 1 or 2 as the current format (see the module docstring).
+
+    The log records after the floor go to a new log generation; then one LMDB commit gives every
+    node and session record its checksum, writes the counts, the meta checksum and the format,
+    and switches to the new log. A crash before that commit leaves the old format."""
     wal_dir = path / WAL_DIR
     try:
-        if wal_dir.exists():
-            shutil.rmtree(wal_dir)  # left by an interrupted upgrade
-        log_table = env.open_db(_DB_LOG, create=False)
-        with env.begin() as txn:
-            entries = [(int.from_bytes(key, "big"), value) for key, value in txn.cursor(log_table)]
-        SegmentLog.create(wal_dir, 1, segment_bytes=segment_bytes)
-        log = SegmentLog.open(wal_dir, 1, segment_bytes=segment_bytes, new_segment=False)
-        try:
-            log.append(entries)
-        finally:
-            log.close()
-        fsync_dir(path)
         meta = env.open_db(_DB_META, create=False)
-        with env.begin(write=True) as txn:
-            txn.put(_K_LOG_GENERATION, _u64(1, "generation"), db=meta)
+        with env.begin() as txn:
+            if txn.get(_K_META_CRC, db=meta) is not None:
+                raise StorageFormatError(
+                    f"data directory {path} is damaged: its format version says {version}, but it "
+                    f"holds checksums only later formats write; {REBUILD}"
+                )
+            value = {key: int.from_bytes(raw, "big") for key, raw in txn.cursor(meta)}
+        checkpoint = value.get(_K_CHECKPOINT_ZXID, 0)
+        if version == _LOG_TABLE_FORMAT:
             # Format 1 kept no floor: the entries before its checkpoint may have gaps, so none
             # of them count as history (a leader must not diff from them).
-            checkpoint = txn.get(_K_CHECKPOINT_ZXID, db=meta) or _u64(0, "zero")
-            txn.put(_K_LOG_FLOOR, checkpoint, db=meta)
-            txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=meta)
-            txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
-            txn.drop(log_table, delete=True)
-    except (OSError, lmdb.Error, LogDamagedError) as e:
+            floor, generation = checkpoint, 1
+            if wal_dir.exists():
+                shutil.rmtree(wal_dir)  # left by an interrupted upgrade
+            with env.begin() as txn:
+                table = env.open_db(_DB_LOG, txn=txn, create=False)
+                entries = [(int.from_bytes(k, "big"), v) for k, v in txn.cursor(table)]
+        else:
+            floor, old = value[_K_LOG_FLOOR], value[_K_LOG_GENERATION]
+            remove_other_generations(wal_dir, old)  # left by an interrupted upgrade
+            entries = read_legacy_log(wal_dir, old, value[_K_LOG_FIRST_SEGMENT])
+            generation = old + 1
+        entries = _after_floor(entries, floor, path)
+        SegmentLog.create(wal_dir, generation, segment_bytes=segment_bytes)
+        new_log = SegmentLog.open(
+            wal_dir, generation, segment_bytes=segment_bytes, new_segment=False
+        )
+        try:
+            new_log.append(entries)
+        finally:
+            new_log.close()
+        fsync_dir(path)
+        _checksum_records_and_switch(env, floor, generation)
+        remove_other_generations(wal_dir, generation)
+    except (OSError, lmdb.Error, LogDamagedError, KeyError) as e:
         raise StorageError(
             f"cannot upgrade data directory {path} to format {FORMAT_VERSION}: {e}"
         ) from e
+    log.warning(
+        "upgraded data directory %s from format %d to %d: its checkpoint and log now carry "
+        "checksums (%d log records after zxid %#x rewritten)",
+        path,
+        version,
+        FORMAT_VERSION,
+        len(entries),
+        floor,
+    )
+
+
+def _after_floor(
+    entries: list[tuple[int, bytes]], floor: int, path: Path
+) -> list[tuple[int, bytes]]:
+    """The records after `floor`, which must follow it and each other."""
+    kept = [entry for entry in entries if entry[0] > floor]
+    previous = floor
+    for zxid, _data in kept:
+        if not follows(previous, zxid):
+            raise StorageFormatError(
+                f"data directory {path} is damaged: its log has zxid {zxid:#x} after "
+                f"{previous:#x}, records are missing; {REBUILD}"
+            )
+        previous = zxid
+    return kept
+
+
+def _checksum_records_and_switch(env: lmdb.Environment, floor: int, generation: int) -> None:
+    """The LMDB half of `_upgrade`, in one commit."""
+    with env.begin(write=True) as txn:
+        dbs = {name: env.open_db(name, txn=txn, create=False) for name in _DB_NAMES}
+        nodes, sessions, meta = dbs[_DB_NODES], dbs[_DB_SESSIONS], dbs[_DB_META]
+        rewritten = [(key, _checksummed_node(key, value)) for key, value in txn.cursor(nodes)]
+        txn.cursor(db=nodes).putmulti(rewritten)
+        rewritten = [(key, _crc(key, value) + value) for key, value in txn.cursor(sessions)]
+        txn.cursor(db=sessions).putmulti(rewritten)
+        txn.put(_K_LOG_FLOOR, _u64(floor, "zxid"), db=meta)
+        txn.put(_K_LOG_GENERATION, _u64(generation, "generation"), db=meta)
+        txn.put(_K_LOG_FIRST_SEGMENT, _u64(1, "segment"), db=meta)
+        txn.put(_K_FORMAT, _u64(FORMAT_VERSION, "format"), db=meta)
+        with contextlib.suppress(lmdb.NotFoundError):
+            txn.drop(env.open_db(_DB_LOG, txn=txn, create=False), delete=True)
+        _seal_meta(txn, meta, nodes, sessions)
+
+
+def _checksummed_node(key: bytes, value: bytes) -> bytes:
+    if key.startswith(_LONG_PATH_PREFIX):
+        size = int.from_bytes(value[:4], "big")
+        return _node_value(key, value[4 : 4 + size], value[4 + size :])
+    return _node_value(key, key, value)
 
 
 def _open_env(path: Path, map_size: int, sync: bool) -> lmdb.Environment:

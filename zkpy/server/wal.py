@@ -10,31 +10,52 @@ tree, the sessions and the metadata, including which *generation* of segment fil
 
 A segment is ``<generation:016x>-<seq:016x>.wal`` in the ``wal/`` directory, preallocated to
 ``segment_bytes`` and written with zeros a little ahead of its records (``_zero_ahead_of``), so
-that a sync flushes data only, not the file system's journal. It starts with a 32-byte header
-(magic, generation, seq, sealed mark) and holds records back to back, each a 16-byte header
-(payload length u32, CRC-32 u32, zxid u64, all big-endian) followed by the payload. The CRC
-covers the segment's generation and sequence number, the zxid and the payload, so bytes left
-over from an older use of a file never verify.
+that a sync flushes data only, not the file system's journal. It starts with a 64-byte header:
+magic, generation, seq, the size it was preallocated to, then its *seal* (a mark, the offset
+just past its last record and that record's zxid) and a CRC-32 of all of it. Records follow
+back to back, each a 24-byte header (a marker, payload length u32, batch offset u32, zxid u64,
+CRC-32 u32, all big-endian) and the payload. The batch offset is where the write that carried
+the record began in the segment. The CRC covers the segment's generation and sequence number
+and the batch offset (XORed into its initial value: any change of them changes the CRC), the
+zxid and the payload (a changed length moves the payload), so bytes left over from an older use
+of a file never verify; it costs no more per record than a CRC of the zxid and payload alone.
 
-A segment ends at its first record header that is all zeros or does not verify. Only the batch
-being written when the machine stopped can be cut there, and it was never acknowledged
-(acknowledgements follow the fdatasync); a record that fails its checksum although every
-512-byte sector of it was written is damage, not a torn write, and is refused. Opening always
-starts a new segment for what comes next, so later records are never written next to the
-remains of a torn batch (which could otherwise verify again, after a new record of the same
-length); a torn end also gets its record header zeroed. A segment is only created (under a
-temporary name, then renamed) after the one before it is synced, so every other segment must end
-cleanly (a zero header, or its last byte), and segments are numbered without gaps from the first
-one the log still needs (which the caller records): anything else is damage. Once the next
-segment exists (created and synced), a segment's header is marked sealed: a last segment found
-sealed means the newest one was lost, with whatever acknowledged records it held, and is
-refused as well. (A crash between the two steps leaves an unsealed segment followed by an empty
-one: fine.) Opening reads the records only, never a segment's preallocated zeros.
+Once the next segment exists (created under a temporary name, synced, renamed), a segment is
+sealed: its mark says SEALED and its seal says exactly where its records end. A clean close
+seals the last segment the same way with the mark CLOSED. A sealed segment's records must
+verify up to exactly its sealed end; a last segment found SEALED means the newest one was lost.
+
+Only a segment that was being written when the machine stopped is unsealed: the last one, or
+the one before an empty last one (a crash between creating a segment and sealing the one before
+it). Its records are read until a header of zeros, the end of the file, or a record that does
+not verify. Only the batch being written at the crash can end there, torn, and it was never
+acknowledged (acknowledgements follow the fdatasync). A torn write leaves whole 512-byte sectors
+unwritten (zeros), never other bytes, so that end is accepted only if it looks like one: a
+record that fails its checksum must have a sector of zeros, a record's length may run past the
+end of the file only for the first record of a segment, which grew the file, and no record
+after the end may verify with a batch offset beyond it (a batch begun after the end means the
+one before was synced, so what was lost there had been acknowledged). Anything else is damage
+and raises `LogDamagedError`, as do a segment shorter than it was preallocated, a damaged
+header, a missing segment, and zxids that do not follow each other (within an epoch by one; a
+new epoch starts at 1). One ambiguity remains: after a crash, damage that zeroes sectors at the
+very end of the records (in the last batch, which may have been acknowledged, or reaching from
+the end of the batch before over all of the last one) leaves exactly what a torn write of that
+batch leaves.
+
+Opening always starts a new segment for what comes next, so later records are never written
+next to the remains of a torn batch (which could otherwise verify again, after a new record of
+the same length). Opening reads the records and the data the file system holds past them, not
+a segment's unwritten preallocated space (``SEEK_DATA``).
+
+Format 2 of the data directory wrote segments of an older layout (magic ``ZKPYWAL1``, 32-byte
+segment and 16-byte record headers, no seal positions, no batch offsets);
+`read_legacy_log` reads them once, for the storage to rewrite.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import mmap
 import os
 import re
@@ -52,7 +73,9 @@ __all__ = [
     "SEGMENT_BYTES",
     "LogDamagedError",
     "SegmentLog",
+    "follows",
     "fsync_dir",
+    "read_legacy_log",
     "remove_other_generations",
 ]
 
@@ -61,15 +84,23 @@ MIN_SEGMENT_BYTES: Final = 1 << 20  # smaller segments would roll (create + fsyn
 MAX_SEGMENT_BYTES: Final = 1 << 30
 ZERO_AHEAD_BYTES: Final = 256 << 10
 
-_MAGIC: Final = b"ZKPYWAL1"
-_SEGMENT_HEADER: Final = struct.Struct(">8sQQQ")  # magic, generation, seq, sealed mark
-_SEALED_AT: Final = 24  # the offset of the sealed mark
-_SEALED: Final = 0x5345414C4544  # "SEALED"; 0 while the segment is the last one
-_RECORD_HEADER: Final = struct.Struct(">IIQ")
-_HEADER_SIZE: Final = _SEGMENT_HEADER.size
+_MAGIC: Final = b"ZKPYWAL2"
+_SEGMENT_HEADER: Final = struct.Struct(">8sQQQ")  # magic, generation, seq, preallocated size
+_SEAL: Final = struct.Struct(">QQQ")  # mark, offset just past the last record, its zxid
+_SEAL_AT: Final = _SEGMENT_HEADER.size
+_CRC_AT: Final = _SEAL_AT + _SEAL.size  # a CRC-32 of the header before it
+_HEADER_SIZE: Final = 64
+_UNSEALED: Final = 0  # while the segment is written to
+_SEALED: Final = 0x5345414C4544  # "SEALED": the next segment exists
+_CLOSED: Final = 0x434C4F534544  # "CLOSED": closed cleanly, the last segment
+_RECORD_MARK: Final = b"\xc1zkr"  # no zero byte: never split by a hole of the file
+# marker, payload length, batch offset, zxid, CRC-32
+_RECORD_HEADER: Final = struct.Struct(">4sIIQI")
+_CRC_SIZE: Final = 4
 _RECORD_SIZE: Final = _RECORD_HEADER.size
 _EMPTY_RECORD: Final = bytes(_RECORD_SIZE)
 _SECTOR: Final = 512  # the unit a disk writes whole, or not at all
+_COUNTER_MASK: Final = 0xFFFFFFFF
 _NAME: Final = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.wal")
 _TMP_SUFFIX: Final = ".tmp"
 # what posix_fallocate fails with where the file system cannot preallocate
@@ -91,10 +122,22 @@ class _Segment:
     end: int  # offset just past the last record
     first_zxid: int  # 0 while the segment holds no record
     last_zxid: int
+    size: int  # what it was preallocated to, in its header
+    mark: int = 0  # its seal's mark: _UNSEALED, or _SEALED or _CLOSED with its end known
 
 
 def segment_name(generation: int, seq: int) -> str:
     return f"{generation:016x}-{seq:016x}.wal"
+
+
+def follows(previous: int, zxid: int) -> bool:
+    """Whether `zxid` may come right after `previous` in a log: the next counter of the same
+    epoch, or the first of a later one. Anything may follow 0 (nothing before it is known)."""
+    if previous == 0:
+        return zxid > 0
+    if zxid == previous + 1:
+        return True
+    return zxid >> 32 > previous >> 32 and zxid & _COUNTER_MASK == 1
 
 
 def _salt(generation: int, seq: int) -> int:
@@ -140,7 +183,9 @@ class SegmentLog:
         self._segments: tuple[_Segment, ...] = tuple(segments)
         last = segments[-1]
         self._fd: int | None = os.open(last.path, os.O_RDWR)
-        self._capacity = max(os.fstat(self._fd).st_size, segment_bytes)
+        # what it was preallocated to: only a segment's first record may run past it (see
+        # `_Walk.accept_end`), so appends to an older segment keep to its own size
+        self._capacity = last.size
         self._salt = _salt(generation, last.seq)
         self._zeroed_end = last.end  # what lies past it may still be preallocated, unwritten
 
@@ -188,20 +233,13 @@ class SegmentLog:
         segments: list[_Segment] = []
         last_zxid = 0
         torn = False
-        for index, seq in enumerate(seqs):
-            is_last = index == len(seqs) - 1
+        for seq in seqs:
             segment, torn = _scan(
-                directory / segment_name(generation, seq), generation, seq, is_last
+                directory / segment_name(generation, seq), generation, seq, last_zxid
             )
-            if segment.first_zxid and segment.first_zxid <= last_zxid:
-                raise LogDamagedError(
-                    f"{segment.path.name} starts at zxid {segment.first_zxid:#x}, not after "
-                    f"{last_zxid:#x}"
-                )
             last_zxid = segment.last_zxid or last_zxid
             segments.append(segment)
-        if torn:  # a batch torn by a crash: end the segment cleanly before it
-            _write_zero_header(segments[-1].path, segments[-1].end)
+        _check_seals(segments, generation)
         for seq in stale:
             os.unlink(directory / segment_name(generation, seq))
             fsync_dir(directory)
@@ -214,9 +252,7 @@ class SegmentLog:
             zero_ahead=zero_ahead,
         )
         if new_segment or torn:
-            # a last segment without a record is replaced rather than followed: restarts of an
-            # idle member would otherwise pile up empty preallocated files
-            log._roll(replace_last=segments[-1].first_zxid == 0)
+            log._start_fresh_segment()
         return log
 
     # ------------------------------------------------------------------ reading
@@ -264,14 +300,15 @@ class SegmentLog:
         """Write `entries` (zxids ascending, above `last_zxid`; the caller checks) and sync them.
 
         One write and one fdatasync, unless the batch fills the segment: then the part that fits
-        is synced before the next segment is created and the rest goes there.
+        is synced before the next segment is created and the rest goes there. Each record
+        carries the offset where its part of the batch begins (see the module's docstring).
         """
         fd = self._live()
         segment = self._segments[-1]
-        offset = segment.end
+        offset = batch = segment.end
         pieces: list[bytes] = []
         first, last = segment.first_zxid, segment.last_zxid
-        salt = self._salt
+        seed = self._salt ^ batch
         pack, crc32 = _RECORD_HEADER.pack, zlib.crc32
         for zxid, payload in entries:
             size = _RECORD_SIZE + len(payload)
@@ -279,9 +316,10 @@ class SegmentLog:
                 self._write_and_publish(fd, pieces, segment, offset, first, last)
                 fd = self._roll()
                 segment = self._segments[-1]
-                offset, pieces, first, salt = _HEADER_SIZE, [], 0, self._salt
-            crc = crc32(payload, crc32(zxid.to_bytes(8, "big"), salt))
-            pieces.append(pack(len(payload), crc, zxid))
+                offset = batch = _HEADER_SIZE
+                pieces, first, seed = [], 0, self._salt ^ batch
+            crc = crc32(payload, crc32(zxid.to_bytes(8, "big"), seed))
+            pieces.append(pack(_RECORD_MARK, len(payload), batch, zxid, crc))
             pieces.append(payload)
             offset += size
             first = first or zxid
@@ -308,8 +346,17 @@ class SegmentLog:
                 fsync_dir(self._directory)
 
     def close(self) -> None:
+        """Seal the last segment as closed cleanly (so that damage to its last batch is told
+        from a torn write at the next open), then close it. Idempotent. A seal that fails
+        leaves the segment as a crash would: still correct."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        try:
+            _seal(fd, self._generation, self._segments[-1], _CLOSED)
+        except OSError:
+            pass  # a failing disk: the next open treats the segment as after a crash
+        finally:
             os.close(fd)
 
     # ------------------------------------------------------------------ helpers
@@ -355,25 +402,39 @@ class SegmentLog:
         _write_all(fd, bytes(stop - start), start)
         self._zeroed_end = stop
 
+    def _start_fresh_segment(self) -> None:
+        """After opening: seal a segment a crash left unsealed before the last one, then append
+        to a new segment. A last segment without a record is replaced rather than followed:
+        restarts of an idle member would otherwise pile up empty preallocated files."""
+        segments = self._segments
+        if len(segments) > 1 and segments[-2].mark == _UNSEALED:
+            _seal_file(segments[-2], self._generation, _SEALED)
+        self._roll(replace_last=segments[-1].first_zxid == 0)
+
     def _roll(self, *, replace_last: bool = False) -> int:
         """Start the next segment (the current one is synced) and return its descriptor; with
         `replace_last`, a fresh file takes the place of the last segment (which holds no record)."""
-        seq = self._segments[-1].seq + (0 if replace_last else 1)
+        last = self._segments[-1]
+        seq = last.seq + (0 if replace_last else 1)
         path = _create_segment(self._directory, self._generation, seq, self._segment_bytes)
         fd = os.open(path, os.O_RDWR)
         old, self._fd = self._fd, fd
         if old is not None:
             try:
                 if not replace_last:
-                    _seal(old)  # the next segment is durable: losing it is now detectable
+                    # the next segment is durable: losing it is now detectable
+                    _seal(old, self._generation, last, _SEALED)
             finally:
                 os.close(old)
-        self._capacity = max(os.fstat(fd).st_size, self._segment_bytes)
+        self._capacity = self._segment_bytes
         self._salt = _salt(self._generation, seq)
         self._zeroed_end = _HEADER_SIZE
+        segment = _Segment(seq, path, _HEADER_SIZE, 0, 0, self._segment_bytes)
         with self._lock:
             kept = self._segments[:-1] if replace_last else self._segments
-            self._segments = (*kept, _Segment(seq, path, _HEADER_SIZE, 0, 0))
+            if not replace_last:
+                kept = (*kept[:-1], replace(last, mark=_SEALED))
+            self._segments = (*kept, segment)
         return fd
 
 
@@ -406,13 +467,20 @@ def _segment_seqs(directory: Path, generation: int) -> list[int]:
     return sorted(seqs)
 
 
+def _header(generation: int, seq: int, size: int, seal: tuple[int, int, int]) -> bytes:
+    """The segment header: fixed fields, the seal, the CRC of both, padding."""
+    head = _SEGMENT_HEADER.pack(_MAGIC, generation, seq, size) + _SEAL.pack(*seal)
+    crc = zlib.crc32(head).to_bytes(_CRC_SIZE, "big")
+    return (head + crc).ljust(_HEADER_SIZE, b"\x00")
+
+
 def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Path:
     """Write a preallocated segment under a temporary name, sync it, rename it into place."""
     path = directory / segment_name(generation, seq)
     tmp = path.with_name(path.name + _TMP_SUFFIX)
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _write_all(fd, _SEGMENT_HEADER.pack(_MAGIC, generation, seq, 0), 0)
+        _write_all(fd, _header(generation, seq, size, (_UNSEALED, 0, 0)), 0)
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as err:
@@ -431,57 +499,201 @@ def _create_segment(directory: Path, generation: int, seq: int, size: int) -> Pa
     return path
 
 
-def _scan(path: Path, generation: int, seq: int, is_last: bool) -> tuple[_Segment, bool]:
-    """Check one segment's header and records and find its end; also say whether the end is
-    torn (allowed in the last segment only)."""
+def _check_seals(segments: list[_Segment], generation: int) -> None:
+    """Only the last segment may be unsealed, or the one before an empty last one (a crash
+    between creating a segment and sealing the one before it); a sealed one must be followed."""
+    last = segments[-1]
+    if last.mark == _SEALED:
+        raise LogDamagedError(
+            f"{last.path.parent} is missing segment {last.seq + 1} of log generation "
+            f"{generation}: {last.path.name} was sealed when it was created, and it may "
+            "have held acknowledged records"
+        )
+    for index, segment in enumerate(segments[:-1]):
+        if segment.mark != _UNSEALED:
+            continue
+        if index != len(segments) - 2 or last.first_zxid:
+            raise LogDamagedError(
+                f"{segment.path} was never sealed, yet a later segment holds records: a "
+                "damaged header, or segments that do not belong together"
+            )
+
+
+def _scan(path: Path, generation: int, seq: int, previous: int) -> tuple[_Segment, bool]:
+    """Check one segment's header and records and find its end; also say whether it ends in
+    anything but zeros (the remains of a torn write). `previous` is the zxid of the record
+    before it (0: none)."""
     with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
         if size < _HEADER_SIZE:
             raise LogDamagedError(f"{path} is {size} bytes long, shorter than a segment header")
-        with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as view:
-            magic, found_generation, found_seq, mark = _SEGMENT_HEADER.unpack_from(view, 0)
-            if (magic, found_generation, found_seq) != (_MAGIC, generation, seq):
-                raise LogDamagedError(f"{path} does not start with its segment header")
-            if mark == _SEALED and is_last:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
+            declared, mark, sealed_end, sealed_last = _read_header(view, path, generation, seq)
+            if size < declared:
                 raise LogDamagedError(
-                    f"{path.parent} is missing segment {seq + 1} of log generation "
-                    f"{generation}: {path.name} was sealed when it was created, and it may "
-                    "have held acknowledged records"
+                    f"{path} is {size} bytes long, shorter than the {declared} it was "
+                    "preallocated to: it was truncated"
                 )
-            end, first, last = _verify_records(view, path, _salt(generation, seq))
-            after = view[end : end + _RECORD_SIZE]
-            torn = after != _EMPTY_RECORD[: len(after)]
-    if torn and not is_last:
-        raise LogDamagedError(f"{path} holds a damaged record at offset {end}")
-    return _Segment(seq, path, end, first, last), torn
+            walk = _Walk(view, path, _salt(generation, seq), previous)
+            if mark != _UNSEALED:
+                walk.run(min(sealed_end, size))
+                if walk.end != sealed_end:
+                    raise walk.damage(f"its seal says its records end at offset {sealed_end}")
+                if (walk.last if walk.first else 0) != sealed_last:
+                    raise LogDamagedError(
+                        f"{path}: its last record has zxid {walk.last:#x}, its seal says "
+                        f"{sealed_last:#x}"
+                    )
+                torn = False
+            else:
+                walk.run(size)
+                torn = walk.accept_end(declared)
+                _refuse_later_batch(view, fd, path, walk.end, walk.last or previous, walk.salt)
+    last = walk.last if walk.first else 0
+    return _Segment(seq, path, walk.end, walk.first, last, declared, mark), torn
 
 
-def _verify_records(view: mmap.mmap, path: Path, salt: int) -> tuple[int, int, int]:
-    """Walk the records that verify; return (end offset, first zxid, last zxid)."""
+def _read_header(
+    view: mmap.mmap, path: Path, generation: int, seq: int
+) -> tuple[int, int, int, int]:
+    """(preallocated size, seal mark, sealed end, sealed last zxid) from a checked header."""
+    magic, found_generation, found_seq, declared = _SEGMENT_HEADER.unpack_from(view, 0)
+    if (magic, found_generation, found_seq) != (_MAGIC, generation, seq):
+        raise LogDamagedError(f"{path} does not start with its segment header")
+    crc = int.from_bytes(view[_CRC_AT : _CRC_AT + _CRC_SIZE], "big")
+    if zlib.crc32(view[:_CRC_AT]) != crc:
+        raise LogDamagedError(f"{path}: its segment header fails its checksum")
+    mark, end, last = _SEAL.unpack_from(view, _SEAL_AT)
+    if mark not in (_UNSEALED, _SEALED, _CLOSED):
+        raise LogDamagedError(f"{path}: its segment header has an unknown seal {mark:#x}")
+    return declared, mark, end, last
+
+
+class _Walk:
+    """Reading one segment's records from its header on, as far as they verify."""
+
+    __slots__ = ("end", "first", "last", "path", "salt", "view")
+
+    def __init__(self, view: mmap.mmap, path: Path, salt: int, previous: int) -> None:
+        self.view = view
+        self.path = path
+        self.salt = salt
+        self.end = _HEADER_SIZE
+        self.first = 0
+        self.last = previous
+
+    def run(self, limit: int) -> None:
+        """Advance `end` over the records that verify and end by `limit`."""
+        view, offset, last, salt = self.view, self.end, self.last, self.salt
+        unpack, crc32 = _RECORD_HEADER.unpack_from, zlib.crc32
+        while offset + _RECORD_SIZE <= limit:
+            marker, length, batch, zxid, crc = unpack(view, offset)
+            start = offset + _RECORD_SIZE
+            stop = start + length
+            if marker != _RECORD_MARK or stop > limit or not _HEADER_SIZE <= batch <= offset:
+                break
+            if crc32(view[start:stop], crc32(zxid.to_bytes(8, "big"), salt ^ batch)) != crc:
+                break
+            if not follows(last, zxid):
+                raise LogDamagedError(
+                    f"{self.path}: the record at offset {offset} has zxid {zxid:#x}, which "
+                    f"cannot follow {last:#x}: records are missing or out of order"
+                )
+            self.first = self.first or zxid
+            last = zxid
+            offset = stop
+        self.end, self.last = offset, last
+
+    def damage(self, why: str) -> LogDamagedError:
+        return LogDamagedError(
+            f"{self.path}: the record at offset {self.end} is damaged ({self.describe()}), "
+            f"and {why}"
+        )
+
+    def describe(self) -> str:
+        view, offset = self.view, self.end
+        header = view[offset : offset + _RECORD_SIZE]
+        if len(header) < _RECORD_SIZE:
+            return "its header is cut off by the end of the file"
+        if not header.strip(b"\x00"):
+            return "its header is all zeros"
+        marker, length, batch, _zxid, _crc = _RECORD_HEADER.unpack(header)
+        if marker != _RECORD_MARK:
+            return "it has no record header"
+        if offset + _RECORD_SIZE + length > len(view):
+            return f"its length {length} runs past the end of the file ({len(view)} bytes)"
+        if not _HEADER_SIZE <= batch <= offset:
+            return f"its batch offset {batch} is impossible"
+        return "it fails its checksum"
+
+    def accept_end(self, declared: int) -> bool:
+        """Whether the walk's end in an unsealed segment may be a torn write (raise if it is
+        damage); True if anything but zeros lies there (the remains of the torn batch)."""
+        view, offset = self.view, self.end
+        size = len(view)
+        header = view[offset : offset + _RECORD_SIZE]
+        if not header.strip(b"\x00"):
+            return False  # a clean end, or a torn batch's first header that never got written
+        span = offset + _RECORD_SIZE
+        if len(header) == _RECORD_SIZE and header[:4] == _RECORD_MARK:
+            span += int.from_bytes(header[4:8], "big")
+            if span > size:
+                if offset == _HEADER_SIZE and span > declared:
+                    return True  # one record outgrew the segment: the file's growth was torn
+                raise self.damage("a torn write never runs past the end of a file")
+        if not _unwritten_sector(view, offset, min(span, size)):
+            raise self.damage("every sector of it was written, so it is not a torn write")
+        return True
+
+
+def _refuse_later_batch(
+    view: mmap.mmap, fd: int, path: Path, end: int, last_zxid: int, salt: int
+) -> None:
+    """Raise if a record past `end` verifies and was written by a batch begun after `end`: the
+    batch before it was synced (and acknowledged) first, so `end` is damage, not a torn write.
+
+    Only the data the file holds is searched (SEEK_DATA/SEEK_HOLE skip its unwritten
+    preallocated space), for record markers, whose records are then checked.
+    """
     size = len(view)
-    offset, first, last = _HEADER_SIZE, 0, 0
-    unpack, crc32 = _RECORD_HEADER.unpack_from, zlib.crc32
-    while offset + _RECORD_SIZE <= size:
-        length, crc, zxid = unpack(view, offset)
-        start = offset + _RECORD_SIZE
-        if length == 0 and crc == 0 and zxid == 0:
-            break
-        if start + length > size:
-            break
-        payload = view[start : start + length]
-        if crc32(payload, crc32(zxid.to_bytes(8, "big"), salt)) != crc:
-            if not _unwritten_sector(view, offset, start + length):
-                raise LogDamagedError(f"{path}: the record at offset {offset} fails its checksum")
-            break  # a torn write: a sector of the record never reached the disk
-        if zxid <= last:
-            raise LogDamagedError(f"{path}: zxid {zxid:#x} follows {last:#x}")
-        first = first or zxid
-        last = zxid
-        offset = start + length
-    return offset, first, last
+    position = end + 1
+    while position < size:
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        except OSError as err:
+            if err.errno == errno.ENXIO:
+                return  # nothing but holes from here
+            data, hole = position, size  # no SEEK_DATA here: search it all
+        at = view.find(_RECORD_MARK, data, hole)
+        while at != -1:
+            zxid = _later_record(view, at, end, last_zxid, salt)
+            if zxid:
+                raise LogDamagedError(
+                    f"{path}: the records end at offset {end}, yet the record at offset {at} "
+                    f"(zxid {zxid:#x}) verifies and was written after that end was synced: "
+                    f"the log is damaged at offset {end}"
+                )
+            at = view.find(_RECORD_MARK, at + 1, hole)
+        position = hole
 
 
-def _unwritten_sector(view: mmap.mmap, start: int, end: int) -> bool:
+def _later_record(view: mmap.mmap, at: int, end: int, last_zxid: int, salt: int) -> int:
+    """The zxid of the record at `at` if it verifies, follows `last_zxid` and belongs to a
+    batch begun after `end`; 0 otherwise."""
+    start = at + _RECORD_SIZE
+    if start > len(view):
+        return 0
+    _marker, length, batch, zxid, crc = _RECORD_HEADER.unpack_from(view, at)
+    stop = start + length
+    if not end < batch <= at or zxid <= last_zxid or stop > len(view):
+        return 0
+    seed = zlib.crc32(zxid.to_bytes(8, "big"), salt ^ batch)
+    return zxid if zlib.crc32(view[start:stop], seed) == crc else 0
+
+
+def _unwritten_sector(view: mmap.mmap | bytes, start: int, end: int) -> bool:
     """Whether some sector's share of [start, end) is all zeros: a write that never reached the
     disk (segments are preallocated with zeros). A record that fails its checksum with every
     sector written is damage, not a torn write, and acknowledged records may follow it."""
@@ -501,24 +713,24 @@ def _records(segment: _Segment) -> list[tuple[int, bytes]]:
     records = []
     offset, unpack = 0, _RECORD_HEADER.unpack_from
     while offset < len(data):
-        length, _crc, zxid = unpack(data, offset)
+        _marker, length, _batch, zxid, _crc = unpack(data, offset)
         start = offset + _RECORD_SIZE
         records.append((zxid, data[start : start + length]))
         offset = start + length
     return records
 
 
-def _seal(fd: int) -> None:
-    """Mark a segment sealed (its successor exists), durably."""
-    _write_all(fd, _SEALED.to_bytes(8, "big"), _SEALED_AT)
+def _seal(fd: int, generation: int, segment: _Segment, mark: int) -> None:
+    """Write a segment's seal (where its records end, `mark`) into its header, durably."""
+    header = _header(generation, segment.seq, segment.size, (mark, segment.end, segment.last_zxid))
+    _write_all(fd, header[_SEAL_AT:_HEADER_SIZE], _SEAL_AT)
     os.fdatasync(fd)
 
 
-def _write_zero_header(path: Path, offset: int) -> None:
-    fd = os.open(path, os.O_RDWR)
+def _seal_file(segment: _Segment, generation: int, mark: int) -> None:
+    fd = os.open(segment.path, os.O_RDWR)
     try:
-        _write_all(fd, _EMPTY_RECORD, offset)
-        os.fsync(fd)
+        _seal(fd, generation, segment, mark)
     finally:
         os.close(fd)
 
@@ -538,3 +750,52 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------- the format 2 layout
+
+_LEGACY_MAGIC: Final = b"ZKPYWAL1"
+_LEGACY_HEADER: Final = struct.Struct(">8sQQQ")  # magic, generation, seq, sealed mark
+_LEGACY_RECORD: Final = struct.Struct(">IIQ")  # payload length, CRC-32, zxid
+
+
+def read_legacy_log(directory: Path, generation: int, first_seq: int) -> list[tuple[int, bytes]]:
+    """Every record of a log written in the older segment layout, by that layout's rules: a
+    segment ends at its first record header of zeros or one that does not verify, unless that
+    record's sectors were all written (damage). Used once, to rewrite the log."""
+    seqs = [seq for seq in _segment_seqs(directory, generation) if seq >= first_seq]
+    if not seqs or seqs != list(range(first_seq, first_seq + len(seqs))):
+        raise LogDamagedError(f"segments of {directory} are missing: found numbers {seqs}")
+    out: list[tuple[int, bytes]] = []
+    for seq in seqs:
+        path = directory / segment_name(generation, seq)
+        data = path.read_bytes()
+        if len(data) < _LEGACY_HEADER.size or _LEGACY_HEADER.unpack_from(data)[:3] != (
+            _LEGACY_MAGIC,
+            generation,
+            seq,
+        ):
+            raise LogDamagedError(f"{path} does not start with its segment header")
+        out.extend(_legacy_records(data, path, _salt(generation, seq)))
+    for (previous, _), (zxid, _) in itertools.pairwise(out):
+        if zxid <= previous:
+            raise LogDamagedError(f"{directory}: zxid {zxid:#x} follows {previous:#x}")
+    return out
+
+
+def _legacy_records(data: bytes, path: Path, salt: int) -> list[tuple[int, bytes]]:
+    records = []
+    offset = _LEGACY_HEADER.size
+    while offset + _LEGACY_RECORD.size <= len(data):
+        length, crc, zxid = _LEGACY_RECORD.unpack_from(data, offset)
+        start = offset + _LEGACY_RECORD.size
+        if (length, crc, zxid) == (0, 0, 0) or start + length > len(data):
+            break
+        payload = data[start : start + length]
+        if zlib.crc32(payload, zlib.crc32(zxid.to_bytes(8, "big"), salt)) != crc:
+            if not _unwritten_sector(data, offset, start + length):
+                raise LogDamagedError(f"{path}: the record at offset {offset} fails its checksum")
+            break
+        records.append((zxid, payload))
+        offset = start + length
+    return records

@@ -8,6 +8,12 @@ broke), link delays, and duplicated or reordered election notifications (which c
 
 Invariants are checked as the run goes; the first violation raises `InvariantViolation` with the
 seed, so `Simulation(seed=S).run(...)` replays it exactly.
+
+Clients hold their session's connection at one member, as real ones do: the connection lasts
+while that member serves (a member drops its clients when it stops), and a session that moves
+to another member attaches there first (`AttachSessionRequest`, under a new owner). The final
+check walks the committed history: no write may be applied from a connection the session had
+left (SESSION_MOVED fencing), whatever the faults.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 from zkpy.core.errors import Code
 from zkpy.core.requests import (
+    AttachSessionRequest,
     CloseSessionRequest,
     CreateRequest,
     CreateSessionRequest,
@@ -29,8 +36,15 @@ from zkpy.core.requests import (
     WriteRequest,
 )
 from zkpy.core.tree import DataTree
-from zkpy.core.txn import CreateSession, TxnRecord, encode_record
-from zkpy.core.types import OPEN_ACL_UNSAFE
+from zkpy.core.txn import (
+    AttachSession,
+    CreateSession,
+    ErrorTxn,
+    TxnRecord,
+    decode_record,
+    encode_record,
+)
+from zkpy.core.types import OPEN_ACL_UNSAFE, zxid_epoch
 from zkpy.zab.messages import Notification, PeerMessage, ServerState, Snapshot
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
@@ -97,6 +111,7 @@ class SimMember:
     sending: bool = False  # a Ready's messages are going out: take no other Ready meanwhile
     incarnation: int = 0
     last_applied: int = 0
+    serving_changes: int = 0  # client connections last only while this stays the same
 
     def boot(self, now_ms: int) -> None:
         self.replica = self.disk.replica(self.config, now_ms)
@@ -132,6 +147,7 @@ class ClientOp:
     outcome: str = "pending"  # pending / ok / failed / unknown
     zxid: int = 0
     error: int = 0
+    owner: int = 0  # the client connection it was sent on
 
 
 class Simulation:
@@ -175,6 +191,9 @@ class Simulation:
         self._next_session = 1
         self.sessions: list[int] = []
         self._cxid = 0
+        # session -> (member, its incarnation and serving changes then, owner) of its connection
+        self.connections: dict[int, tuple[int, int, int, int]] = {}
+        self._next_owner = 1
         for member in self.members.values():
             member.boot(self.now)
             self._after_input(member)
@@ -218,6 +237,8 @@ class Simulation:
             return
         replica = member.replica
         ready = replica.take_ready()
+        if ready.serving_changed:
+            member.serving_changes += 1
         self._check_ready(member, ready)
         if not ready:
             return
@@ -412,7 +433,6 @@ class Simulation:
         serving = self._serving_members()
         if not serving:
             return
-        member = self.rng.choice(serving)
         live = [s for s in self.sessions if s not in self.closed_sessions]
         request: WriteRequest
         roll = self.rng.random()
@@ -420,25 +440,77 @@ class Simulation:
             session_id = self._next_session
             self._next_session += 1
             request = CreateSessionRequest(session_id, 1_000_000, b"pw")
+            member = self.rng.choice(serving)
+            self._submit(member, session_id, request, self._connect(member, session_id))
+            return
+        session_id = self.rng.choice(live)
+        if roll < 0.08:
+            request = CloseSessionRequest()
+            self.closed_sessions.add(session_id)
+        elif roll < 0.3:
+            request = CreateRequest(f"/e{self._cxid}", b"e", OPEN_ACL_UNSAFE, ephemeral=True)
+        elif roll < 0.5:
+            request = SetDataRequest("/counter", str(self._cxid).encode())
         else:
-            session_id = self.rng.choice(live)
-            if roll < 0.08:
-                request = CloseSessionRequest()
-                self.closed_sessions.add(session_id)
-            elif roll < 0.3:
-                request = CreateRequest(f"/e{self._cxid}", b"e", OPEN_ACL_UNSAFE, ephemeral=True)
-            elif roll < 0.5:
-                request = SetDataRequest("/counter", str(self._cxid).encode())
-            else:
-                request = CreateRequest(
-                    f"/k{self._cxid}", str(self._cxid).encode(), OPEN_ACL_UNSAFE
-                )
+            request = CreateRequest(f"/k{self._cxid}", str(self._cxid).encode(), OPEN_ACL_UNSAFE)
+        member, owner = self._connection_for(session_id, serving)
+        self._submit(member, session_id, request, owner)
+
+    def _connect(self, member: SimMember, session_id: int) -> int:
+        """A new connection of `session_id` at `member`: its owner id."""
+        owner = self._next_owner
+        self._next_owner += 1
+        self.connections[session_id] = (
+            member.id,
+            member.incarnation,
+            member.serving_changes,
+            owner,
+        )
+        return owner
+
+    def _connection_for(self, session_id: int, serving: list[SimMember]) -> tuple[SimMember, int]:
+        """The session's connection if it still stands (and the client stays), else a new one
+        at a random serving member, attached before the request."""
+        held = self.connections.get(session_id)
+        if held is not None and self.rng.random() < 0.8:
+            member = self.members[held[0]]
+            if (member.incarnation, member.serving_changes) == held[1:3] and member in serving:
+                return member, held[3]
+        member = self.rng.choice(serving)
+        owner = self._connect(member, session_id)
+        self._submit(member, session_id, AttachSessionRequest(), owner)
+        return member, owner
+
+    def _submit(
+        self, member: SimMember, session_id: int, request: WriteRequest, owner: int
+    ) -> None:
         self._cxid += 1
-        op = ClientOp(session_id, self._cxid, request, member.id)
+        op = ClientOp(session_id, self._cxid, request, member.id, owner=owner)
         self.ops[(session_id, self._cxid)] = op
         assert member.replica is not None
-        member.replica.submit(session_id, self._cxid, request)
+        member.replica.submit(session_id, self._cxid, request, owner=owner)
         self._after_input(member)
+
+    def _check_fencing(self) -> None:
+        """In the committed history, every write of a session came on the connection that
+        created it or it was last attached to, within the epoch (a leader knows the owners of
+        its own epoch only; every connection of an epoch attaches in it)."""
+        owners: dict[int, int] = {}
+        epoch = -1
+        for zxid in sorted(self.committed):
+            if zxid_epoch(zxid) != epoch:
+                epoch, owners = zxid_epoch(zxid), {}
+            record = decode_record(self.committed[zxid])
+            op = self.ops.get((record.session_id, record.cxid))
+            if op is None or type(record.op) is ErrorTxn:
+                continue
+            if type(record.op) is AttachSession or type(record.op) is CreateSession:
+                owners[record.session_id] = op.owner
+            elif owners.get(record.session_id, op.owner) != op.owner:
+                self._violation(
+                    f"{zxid:#x} applied a write of session {record.session_id} from a "
+                    "connection it had left"
+                )
 
     # ---- ending a run -----------------------------------------------------------------------
 
@@ -482,6 +554,7 @@ class Simulation:
             for session_id in tree.ephemerals:
                 if session_id not in tree.sessions:
                     self._violation(f"member {member.id} keeps ephemerals of a closed session")
+        self._check_fencing()
         outcomes: dict[str, int] = {}
         for op in self.ops.values():
             outcomes[op.outcome] = outcomes.get(op.outcome, 0) + 1

@@ -44,8 +44,12 @@ PROTOCOL_VERSION = 1
 
 XID_EVENT = -1
 XID_PING = -2
+XID_SESSION = 0  # the cxid of the server's own transactions on a session (its creation, expiry)
 XID_AUTH = -4
 XID_SET_WATCHES = -8
+# xids a client request may not carry: the server's frames and transactions use them. They are
+# exactly -2..0, which `decode_request` checks with one chained comparison.
+RESERVED_XIDS = frozenset({XID_PING, XID_EVENT, XID_SESSION})
 
 OP_CREATE = 1
 OP_DELETE = 2
@@ -291,6 +295,8 @@ def decode_request_fields(fields: list[Any]) -> tuple[int, Request]:
         _refuse(opcode, int, "opcode")
     decode = _REQUEST_DECODERS.get(opcode)
     if decode is None:
+        if opcode == OP_PING:
+            raise MarshallingError(f"a ping must be exactly the frame {PING_FRAME.hex(' ')}")
         raise MarshallingError(f"unknown opcode {opcode}")
     return opcode, decode(fields)
 
@@ -431,11 +437,6 @@ def _decode_set_watches(fields: list[Any]) -> Request:
     return SetWatchesRequest(last_zxid, *path_lists)
 
 
-def _decode_ping(fields: list[Any]) -> Request:
-    _arity(fields, 0, "ping")
-    return PingRequest()
-
-
 def _decode_add_watch(fields: list[Any]) -> Request:
     _arity(fields, 2, "add_watch")
     _, path, mode = fields
@@ -461,7 +462,6 @@ _REQUEST_DECODERS: dict[int, Callable[[list[Any]], Request]] = {
     OP_CLOSE: _decode_close,
     OP_AUTH: _decode_auth,
     OP_SET_WATCHES: _decode_set_watches,
-    OP_PING: _decode_ping,
     OP_ADD_WATCH: _decode_add_watch,
 }
 
@@ -481,10 +481,13 @@ def _path_list(value: Any) -> tuple[str, ...]:
 
 
 def decode_request(payload: bytes) -> tuple[int, int, Request]:
-    """Decode a request frame into (xid, opcode, request).
+    """Decode a request frame (other than the ping, which `is_ping` recognises by its bytes)
+    into (xid, opcode, request).
 
-    Raises MarshallingError; its `xid` attribute is set when the xid could be read, so that the
-    server can answer that request before it closes the connection.
+    Raises MarshallingError; its `xid` attribute is set when the xid could be read and is not
+    reserved, so that the server can answer that request before it closes the connection. A
+    reserved xid (`RESERVED_XIDS`) gets no `xid`: a reply carrying it would pass for a watch
+    event or a ping reply.
     """
     value = unpack(payload)
     if not isinstance(value, list) or not value:
@@ -492,6 +495,10 @@ def decode_request(payload: bytes) -> tuple[int, int, Request]:
     xid = value[0]
     if type(xid) is not int or not -(2**31) <= xid < 2**31:  # (a bool is not of type int)
         raise MarshallingError("xid must be a 32-bit integer")
+    if -2 <= xid <= 0:
+        raise MarshallingError(
+            f"xid {xid} is reserved (-1 marks events, -2 pings, 0 the server's own transactions)"
+        )
     try:
         opcode, request = decode_request_fields(value[1:])
     except MarshallingError as err:

@@ -1,17 +1,36 @@
-"""The peer protocol: Zab messages between members, as msgpack arrays ``[tag, fields...]``.
+"""The peer protocol: the handshake that opens a link, then Zab messages between members, as
+msgpack arrays ``[tag, fields...]``.
 
 Transaction records travel in their log encoding (`encode_record`), so a follower logs the very
 bytes the leader logged. Decoding checks shapes and raises `MarshallingError` on anything else.
+
+The handshake (`PeerIdentity`), three frames of msgpack maps:
+
+1. the listening member (the verifier) sends a challenge: ``{v, id, nonce}``;
+2. the connecting member (the prover) answers with a hello: ``{v, id, to, nonce, ensemble,
+   proof}``, where `proof` is an HMAC-SHA256 under the shared secret over the direction, the
+   ensemble's digest, the prover's and the verifier's ids and both nonces;
+3. the verifier checks it and proves itself the same way over the other direction: ``{proof}``.
+
+Binding the verifier's id means a proof made for one member is worthless to another, so a man in
+the middle (say, on the port of a member that is down) cannot relay one member's challenge to
+another and be taken for the first; binding the ensemble's digest does the same between two
+ensembles that share a secret.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from zkpy.core.errors import MarshallingError
 from zkpy.core.requests import (
+    AttachSessionRequest,
     CheckRequest,
     CloseSessionRequest,
     CreateRequest,
@@ -22,7 +41,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.txn import decode_record, encode_record
+from zkpy.core.txn import TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.wire.client import decode_request_fields, request_fields
 from zkpy.zab.messages import (
@@ -32,6 +51,7 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
+    ForwardedWrite,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -107,8 +127,8 @@ def _fields(message: PeerMessage) -> list[Any]:
         case Forward(writes):
             return [
                 [
-                    [session_id, cxid, _request_out(request), _ids_out(ids)]
-                    for session_id, cxid, request, ids in writes
+                    [session_id, cxid, _request_out(request), _ids_out(ids), owner]
+                    for session_id, cxid, request, ids, owner in writes
                 ]
             ]
         case SyncRequest(session_id, cxid) | SyncDone(session_id, cxid):
@@ -117,6 +137,7 @@ def _fields(message: PeerMessage) -> list[Any]:
 
 
 _OP_CREATE_SESSION = -10
+_OP_ATTACH_SESSION = -12  # member-made requests: no client opcode has these numbers
 _NO_IDS: frozenset[Id] = frozenset()
 
 
@@ -126,21 +147,27 @@ def _ids_out(ids: frozenset[Id]) -> list[list[str]]:
     return [[ident.scheme, ident.id] for ident in sorted(ids, key=lambda i: (i.scheme, i.id))]
 
 
-def _ids_in(fields: list[list[str]]) -> frozenset[Id]:
+def _ids_in(fields: list[Any]) -> frozenset[Id]:
     if not fields:
         return _NO_IDS
-    return frozenset(Id(scheme, ident) for scheme, ident in fields)
+    return frozenset(Id(_str(scheme), _str(ident)) for scheme, ident in map(_pair, fields))
 
 
 def _request_out(request: WriteRequest) -> list[Any]:
     if isinstance(request, CreateSessionRequest):
         return [_OP_CREATE_SESSION, request.session_id, request.timeout_ms, request.password]
+    if isinstance(request, AttachSessionRequest):
+        return [_OP_ATTACH_SESSION]
     return request_fields(request)
 
 
 def _request_in(fields: list[Any]) -> WriteRequest:
     if fields and fields[0] == _OP_CREATE_SESSION:
-        return CreateSessionRequest(fields[1], fields[2], fields[3])
+        _, session_id, timeout_ms, password = _pair(fields, 4)
+        return CreateSessionRequest(_int(session_id), _int(timeout_ms), _bytes(password))
+    if fields and fields[0] == _OP_ATTACH_SESSION:
+        _pair(fields, 1)
+        return AttachSessionRequest()
     _opcode, request = decode_request_fields(fields)
     if not isinstance(request, _WRITES):
         raise MarshallingError(f"{type(request).__name__} cannot be forwarded")
@@ -153,55 +180,392 @@ def encode_message(message: PeerMessage) -> bytes:
 
 
 def decode_message(payload: bytes) -> PeerMessage:
+    """Decode one peer message, checking its tag, its arity and the type of every field; raise
+    `MarshallingError` on anything else (a message that decodes is safe to hand the replica)."""
     try:
         value = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
-        return _decode(value)
+        if type(value) is not list or not value:
+            raise MarshallingError("a peer message is a non-empty array")
+        decode = _DECODERS.get(value[0]) if type(value[0]) is int else None
+        if decode is None:
+            raise MarshallingError(f"unknown peer message tag {value[0]!r}")
+        return decode(value)
     except MarshallingError:
         raise
-    except Exception as err:
+    except Exception as err:  # msgpack raises several unrelated types for bad input
         raise MarshallingError(f"bad peer message ({type(err).__name__}: {err})") from None
 
 
-def _decode(value: Any) -> PeerMessage:
-    tag, *f = value
-    if tag == 1:
-        return Notification(f[0], Vote(f[1], f[2], f[3]), ServerState(f[4]))
-    if tag == 2:
-        return FollowerInfo(f[0], f[1], f[2], bool(f[3]))
-    if tag == 3:
-        return NewEpoch(f[0])
-    if tag == 4:
-        return AckEpoch(f[0], f[1], f[2])
-    if tag == 5:
-        snap = None
-        if f[3] is not None:
-            zxid, nodes, sessions = f[3]
-            snap = Snapshot(zxid, tuple(map(tuple, nodes)), tuple(map(tuple, sessions)))
-        records = tuple(decode_record(raw) for raw in f[4])
-        return NewLeader(f[0], SyncMode(f[1]), f[2], snap, records)
-    if tag == 6:
-        return AckNewLeader(f[0], f[1])
-    if tag == 7:
-        return UpToDate(f[0])
-    if tag == 8:
-        return Propose(tuple(decode_record(raw) for raw in f[0]))
-    if tag == 9:
-        return Ack(f[0])
-    if tag == 10:
-        return Commit(f[0])
-    if tag == 11:
-        return Ping(tuple(f[0]), f[1])
-    if tag == 12:
-        return Forward(
-            tuple(
-                (session_id, cxid, _request_in(request), _ids_in(ids))
-                for session_id, cxid, request, ids in f[0]
+# One decoder per tag, each given the whole ``[tag, fields...]`` list. The checks are plain
+# `type(...) is` tests: Propose, Ack and Commit pass here for every write.
+
+
+def _arity(value: list[Any], count: int) -> None:
+    if len(value) != count + 1:
+        raise MarshallingError(f"peer message {value[0]} has {len(value) - 1} fields, not {count}")
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise MarshallingError(f"expected an integer, not {type(value).__name__}")
+    return value
+
+
+def _list(value: object) -> list[Any]:
+    if type(value) is not list:
+        raise MarshallingError(f"expected an array, not {type(value).__name__}")
+    return value
+
+
+def _bytes(value: object) -> bytes:
+    if type(value) is not bytes:
+        raise MarshallingError(f"expected bytes, not {type(value).__name__}")
+    return value
+
+
+def _str(value: object) -> str:
+    if type(value) is not str:
+        raise MarshallingError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
+def _records(value: object) -> tuple[TxnRecord, ...]:
+    # decode_record refuses anything but bytes-like input (TypeError, caught by the caller)
+    records = tuple([decode_record(raw) for raw in _list(value)])
+    for record in records:
+        if not (
+            type(record.zxid) is int
+            and type(record.session_id) is int
+            and type(record.cxid) is int
+            and type(record.time_ms) is int
+        ):
+            raise MarshallingError("a record's zxid, session, xid and time are integers")
+    return records
+
+
+def _pair(value: object, count: int = 2) -> list[Any]:
+    items = _list(value)
+    if len(items) != count:
+        raise MarshallingError(f"expected {count} items, got {len(items)}")
+    return items
+
+
+def _snapshot(value: object) -> Snapshot | None:
+    if value is None:
+        return None
+    zxid, nodes, sessions = _pair(value, 3)
+    return Snapshot(_int(zxid), _entries(nodes, str), _entries(sessions, int))
+
+
+def _entries(value: object, key: type) -> tuple[tuple[Any, bytes], ...]:
+    """A snapshot's ``[key, bytes]`` pairs, checked in one plain loop: a whole tree's worth."""
+    entries = []
+    for entry in _list(value):
+        if not (
+            type(entry) is list
+            and len(entry) == 2
+            and type(entry[0]) is key
+            and type(entry[1]) is bytes
+        ):
+            raise MarshallingError(f"a snapshot entry is [{key.__name__}, bytes]")
+        entries.append((entry[0], entry[1]))
+    return tuple(entries)
+
+
+def _notification(v: list[Any]) -> Notification:
+    _arity(v, 5)
+    return Notification(
+        _int(v[1]), Vote(_int(v[2]), _int(v[3]), _int(v[4])), ServerState(_int(v[5]))
+    )
+
+
+def _follower_info(v: list[Any]) -> FollowerInfo:
+    _arity(v, 4)
+    if type(v[4]) is not bool:
+        raise MarshallingError("FollowerInfo's observer flag is a boolean")
+    return FollowerInfo(_int(v[1]), _int(v[2]), _int(v[3]), v[4])
+
+
+def _new_epoch(v: list[Any]) -> NewEpoch:
+    _arity(v, 1)
+    return NewEpoch(_int(v[1]))
+
+
+def _ack_epoch(v: list[Any]) -> AckEpoch:
+    _arity(v, 3)
+    return AckEpoch(_int(v[1]), _int(v[2]), _int(v[3]))
+
+
+def _new_leader(v: list[Any]) -> NewLeader:
+    _arity(v, 5)
+    return NewLeader(_int(v[1]), SyncMode(_int(v[2])), _int(v[3]), _snapshot(v[4]), _records(v[5]))
+
+
+def _ack_new_leader(v: list[Any]) -> AckNewLeader:
+    _arity(v, 2)
+    return AckNewLeader(_int(v[1]), _int(v[2]))
+
+
+def _up_to_date(v: list[Any]) -> UpToDate:
+    _arity(v, 1)
+    return UpToDate(_int(v[1]))
+
+
+def _propose(v: list[Any]) -> Propose:
+    _arity(v, 1)
+    return Propose(_records(v[1]))
+
+
+def _logged_propose(v: list[Any]) -> LoggedPropose:
+    _arity(v, 1)
+    return LoggedPropose(_records(v[1]))
+
+
+def _ack(v: list[Any]) -> Ack:
+    _arity(v, 1)
+    return Ack(_int(v[1]))
+
+
+def _commit(v: list[Any]) -> Commit:
+    _arity(v, 1)
+    return Commit(_int(v[1]))
+
+
+def _ping(v: list[Any]) -> Ping:
+    _arity(v, 2)
+    return Ping(tuple([_int(session) for session in _list(v[1])]), _int(v[2]))
+
+
+def _forwarded(value: object) -> ForwardedWrite:
+    session_id, cxid, request, ids, owner = _pair(value, 5)
+    return (
+        _int(session_id),
+        _int(cxid),
+        _request_in(_list(request)),
+        _ids_in(_list(ids)),
+        _int(owner),
+    )
+
+
+def _forward(v: list[Any]) -> Forward:
+    _arity(v, 1)
+    return Forward(tuple([_forwarded(write) for write in _list(v[1])]))
+
+
+def _sync_request(v: list[Any]) -> SyncRequest:
+    _arity(v, 2)
+    return SyncRequest(_int(v[1]), _int(v[2]))
+
+
+def _sync_done(v: list[Any]) -> SyncDone:
+    _arity(v, 2)
+    return SyncDone(_int(v[1]), _int(v[2]))
+
+
+_DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
+    _TAGS[Notification]: _notification,
+    _TAGS[FollowerInfo]: _follower_info,
+    _TAGS[NewEpoch]: _new_epoch,
+    _TAGS[AckEpoch]: _ack_epoch,
+    _TAGS[NewLeader]: _new_leader,
+    _TAGS[AckNewLeader]: _ack_new_leader,
+    _TAGS[UpToDate]: _up_to_date,
+    _TAGS[Propose]: _propose,
+    _TAGS[Ack]: _ack,
+    _TAGS[Commit]: _commit,
+    _TAGS[Ping]: _ping,
+    _TAGS[Forward]: _forward,
+    _TAGS[SyncRequest]: _sync_request,
+    _TAGS[SyncDone]: _sync_done,
+    _TAGS[LoggedPropose]: _logged_propose,
+}
+
+
+# ---- the handshake -------------------------------------------------------------------------
+
+# Bump when the handshake or the messages change shape: members of different versions refuse
+# each other (and say why) instead of failing to decode each other's messages.
+PEER_PROTOCOL_VERSION = 5
+NONCE_BYTES = 16
+MAX_HANDSHAKE_FRAME = 4096
+"""The largest frame read before the other end has proved itself: the three handshake frames
+are about 150 bytes, so nothing unauthenticated can make a member buffer more than this."""
+
+_PROOF_LABEL = b"zkpy peer handshake v5"
+_FROM_PROVER = b"P"
+_FROM_VERIFIER = b"V"
+
+
+class HandshakeError(Exception):
+    """The other end of a peer connection failed the handshake; the message says how."""
+
+
+class NotAPeerError(HandshakeError):
+    """The first frame on a peer port is not a member's hello (a client, a tool, noise)."""
+
+
+def ensemble_digest(members: Iterable[tuple[int, bool, str, int]]) -> bytes:
+    """The ensemble's identity, bound into every proof: a digest of its members' (id, observer,
+    host, client port), sorted. Peer ports are left out: a member may reach another through a
+    proxy, on a port of its own choosing."""
+    rows = sorted(
+        [[member_id, observer, host, port] for member_id, observer, host, port in members]
+    )
+    return hashlib.sha256(msgpack.packb(rows, use_bin_type=True)).digest()
+
+
+def _proof(
+    secret: bytes,
+    direction: bytes,
+    prover: int,
+    verifier: int,
+    challenge_nonce: bytes,
+    hello_nonce: bytes,
+    ensemble: bytes,
+) -> bytes:
+    # every part has a fixed length, so no two different inputs make the same message
+    message = b"".join(
+        [
+            _PROOF_LABEL,
+            direction,
+            ensemble,
+            prover.to_bytes(2, "big"),
+            verifier.to_bytes(2, "big"),
+            challenge_nonce,
+            hello_nonce,
+        ]
+    )
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def _handshake_map(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = msgpack.unpackb(payload, raw=False)
+    except Exception:  # msgpack raises several unrelated types for bad input
+        raise HandshakeError(f"the {what} is not msgpack") from None
+    if not isinstance(value, dict):
+        raise HandshakeError(f"the {what} is not a map")
+    return value
+
+
+def _nonce(value: object, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != NONCE_BYTES:
+        raise HandshakeError(f"the {what} carries no {NONCE_BYTES}-byte nonce")
+    return value
+
+
+def _member_id(value: object) -> int:
+    if type(value) is not int or not 0 < value < 1 << 16:
+        raise HandshakeError(f"bad member id {value!r}")
+    return value
+
+
+def _not_a_peer(payload: bytes) -> NotAPeerError | None:
+    """Why the first frame is not a member's hello, or None if it looks like one."""
+    try:
+        value = msgpack.unpackb(payload, raw=False)
+    except Exception:
+        return NotAPeerError("the first frame is not msgpack")
+    if isinstance(value, dict) and "id" in value and "proof" in value:
+        return None
+    if isinstance(value, dict) and ("session_id" in value or "cmd" in value):
+        return NotAPeerError("a zkpy client's handshake")
+    return NotAPeerError("the first frame is not a member's hello")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A prover's hello as sent, and the answer its verifier must give."""
+
+    payload: bytes
+    expected_answer: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """What one member proves and checks in peer handshakes. Sans-I/O: nonces come in as
+    arguments, frames' payloads in and out as bytes."""
+
+    member_id: int
+    ensemble: bytes
+    peers: frozenset[int]
+    secret: bytes = field(repr=False)
+
+    def challenge(self, nonce: bytes) -> bytes:
+        """The verifier's first frame."""
+        return _pack({"v": PEER_PROTOCOL_VERSION, "id": self.member_id, "nonce": nonce})
+
+    def hello(self, challenge: bytes, verifier: int, nonce: bytes) -> Hello:
+        """The prover's answer to `challenge`, from the member it dialled as `verifier`."""
+        value = _handshake_map(challenge, "challenge")
+        if value.get("v") != PEER_PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"member {verifier} speaks peer protocol {value.get('v', 'before 5')!r}, this "
+                f"member {PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
             )
-        )
-    if tag == 13:
-        return SyncRequest(f[0], f[1])
-    if tag == 14:
-        return SyncDone(f[0], f[1])
-    if tag == 15:
-        return LoggedPropose(tuple(decode_record(raw) for raw in f[0]))
-    raise MarshallingError(f"unknown peer message tag {tag!r}")
+        if value.get("id") != verifier:
+            raise HandshakeError(
+                f"the peer port of member {verifier} answers as member {value.get('id')!r}"
+            )
+        theirs = _nonce(value.get("nonce"), "challenge")
+        proof = self._proof(_FROM_PROVER, self.member_id, verifier, theirs, nonce)
+        hello = {
+            "v": PEER_PROTOCOL_VERSION,
+            "id": self.member_id,
+            "to": verifier,
+            "nonce": nonce,
+            "ensemble": self.ensemble,
+            "proof": proof,
+        }
+        answer = self._proof(_FROM_VERIFIER, verifier, self.member_id, theirs, nonce)
+        return Hello(_pack(hello), answer)
+
+    def check_hello(self, hello: bytes, nonce: bytes) -> tuple[int, bytes]:
+        """Check a prover's hello to our challenge of `nonce`; return its member id and our
+        answer. Raises NotAPeerError for a frame that is no member's hello at all."""
+        refusal = _not_a_peer(hello)
+        if refusal is not None:
+            raise refusal
+        value = _handshake_map(hello, "hello")
+        version = value.get("v")
+        if version != PEER_PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"peer protocol version {version!r}, this member speaks "
+                f"{PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
+            )
+        prover = _member_id(value.get("id"))
+        if prover not in self.peers:
+            raise HandshakeError(f"unknown member id {prover}")
+        if value.get("to") != self.member_id:
+            raise HandshakeError(
+                f"member {prover}'s hello is meant for member {value.get('to')!r}, not this "
+                f"member {self.member_id} (relayed, or a peer port in the wrong place)"
+            )
+        if value.get("ensemble") != self.ensemble:
+            raise HandshakeError(
+                f"member {prover} describes another ensemble (members, roles, hosts or client "
+                "ports differ): give every member the same ensemble file"
+            )
+        theirs = _nonce(value.get("nonce"), "hello")
+        proof = value.get("proof")
+        expected = self._proof(_FROM_PROVER, prover, self.member_id, nonce, theirs)
+        if type(proof) is not bytes or not hmac.compare_digest(proof, expected):
+            raise HandshakeError(f"member {prover} failed to prove the cluster secret")
+        answer = self._proof(_FROM_VERIFIER, self.member_id, prover, nonce, theirs)
+        return prover, _pack({"proof": answer})
+
+    def check_answer(self, answer: bytes, hello: Hello, verifier: int) -> None:
+        """Check the verifier's answer to our hello."""
+        proof = _handshake_map(answer, "answer").get("proof")
+        if type(proof) is not bytes or not hmac.compare_digest(proof, hello.expected_answer):
+            raise HandshakeError(f"member {verifier} failed to prove the cluster secret")
+
+    def _proof(
+        self, direction: bytes, prover: int, verifier: int, challenge: bytes, hello: bytes
+    ) -> bytes:
+        return _proof(self.secret, direction, prover, verifier, challenge, hello, self.ensemble)
+
+
+def _pack(value: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed

@@ -145,8 +145,9 @@ class Ping:
     round: int = 0
 
 
-ForwardedWrite = tuple[int, int, WriteRequest, frozenset[Id]]
-"""(session id, client xid, request, the session's authenticated identities)."""
+ForwardedWrite = tuple[int, int, WriteRequest, frozenset[Id], int]
+"""(session id, client xid, request, the session's authenticated identities, the owner: the
+connection it came on, which the leader checks against the session's latest attachment)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -305,18 +305,21 @@ class Replica:
         cxid: int,
         request: WriteRequest,
         ids: frozenset[Id] = frozenset(),
+        owner: int = 0,
     ) -> None:
         """A write from a local client; its record comes back in `Ready.committed` (matched by
-        session id and cxid) or, if it cannot be ordered now, in `Ready.rejected`."""
+        session id and cxid) or, if it cannot be ordered now, in `Ready.rejected`. `owner`
+        names the client's connection: the leader refuses the write if the session has been
+        attached to another connection since (`zkpy.core.prep`); 0 is not checked."""
         if not self.serving:
             self._ready.rejected.append((session_id, cxid))
             return
         self._awaiting_local.add((session_id, cxid))
         if self.state is ServerState.LEADING:
-            self._propose(session_id, cxid, request, ids)
+            self._propose(session_id, cxid, request, ids, owner)
         else:
             assert self.leader is not None
-            self._send_batched(self.leader, Forward, (session_id, cxid, request, ids))
+            self._send_batched(self.leader, Forward, (session_id, cxid, request, ids, owner))
 
     def sync(self, session_id: int, cxid: int) -> None:
         """Answer (in `Ready.synced`) once this member has applied everything the leader had
@@ -776,8 +779,8 @@ class Replica:
                 self._release_syncs()
             case Forward(writes):
                 if self._established:
-                    for session_id, cxid, request, ids in writes:
-                        self._propose(session_id, cxid, request, ids)
+                    for session_id, cxid, request, ids, owner in writes:
+                        self._propose(session_id, cxid, request, ids, owner)
             case SyncRequest(session_id, cxid):
                 if self._established:
                     self._leader_sync(sender, session_id, cxid)
@@ -861,7 +864,12 @@ class Replica:
     # ---- leader: broadcast -----------------------------------------------------------------
 
     def _propose(
-        self, session_id: int, cxid: int, request: WriteRequest, ids: frozenset[Id]
+        self,
+        session_id: int,
+        cxid: int,
+        request: WriteRequest,
+        ids: frozenset[Id],
+        owner: int = 0,
     ) -> None:
         assert self.prep is not None
         if self._counter >= 0xFFFFFFFF:
@@ -870,7 +878,13 @@ class Replica:
         self._counter += 1
         zxid = make_zxid(self.epoch, self._counter)
         record = self.prep.prepare(
-            request, zxid=zxid, session_id=session_id, cxid=cxid, now_ms=self.now_ms, ids=ids
+            request,
+            zxid=zxid,
+            session_id=session_id,
+            cxid=cxid,
+            now_ms=self.now_ms,
+            ids=ids,
+            owner=owner,
         )
         self._log((record,))
         self._uncommitted.append(zxid)

@@ -1,0 +1,155 @@
+"""The request builders that `Client`, `Transaction` and `Pipeline` all call.
+
+Each checks its arguments the way the server's decoder and prep would, and raises the same
+error before anything is sent: `BadArgumentsError` for a bad path, data that is not bytes or a
+version out of range, `InvalidACLError` for an ACL that is not a list of `ACL` entries. A bad
+argument thus fails that one call and leaves the connection (and every other request on it)
+alone, instead of reaching the server as a frame it must refuse as garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from zkpy.core import paths
+from zkpy.core.errors import BadArgumentsError, InvalidACLError
+from zkpy.core.requests import (
+    AddWatchRequest,
+    AuthRequest,
+    CheckRequest,
+    CreateRequest,
+    DeleteRequest,
+    ExistsRequest,
+    GetACLRequest,
+    GetChildrenRequest,
+    GetDataRequest,
+    MultiOp,
+    MultiRequest,
+    RemoveWatchesRequest,
+    SetACLRequest,
+    SetDataRequest,
+    SyncRequest,
+)
+from zkpy.core.types import ACL, Id, Perm, WatchMode
+from zkpy.wire.client import MAX_MULTI_OPS
+
+MAX_VERSION = 2**31 - 1  # versions are ZooKeeper's signed 32-bit counters
+
+
+def data(value: object) -> bytes:
+    """`value` if it is bytes (a znode's value is bytes: encode text yourself)."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes):  # a subclass: send plain bytes
+        return bytes(value)
+    raise BadArgumentsError(f"data must be bytes, not {type(value).__name__}")
+
+
+def version(value: object) -> int:
+    """`value` if it is -1 (any version) or a version a node can have."""
+    if type(value) is int and -1 <= value <= MAX_VERSION:
+        return value
+    raise BadArgumentsError(
+        f"version must be -1 (any) or a whole number from 0 to {MAX_VERSION}, not {value!r}"
+    )
+
+
+def acl(entries: object) -> tuple[ACL, ...]:
+    """`entries` as a tuple, if it is a non-empty collection of well-formed `ACL` entries."""
+    if isinstance(entries, ACL):
+        raise InvalidACLError("an ACL is a list of entries, not a single ACL entry")
+    if isinstance(entries, str | bytes) or not isinstance(entries, Iterable):
+        raise InvalidACLError(f"an ACL is a list of ACL entries, not {type(entries).__name__}")
+    checked = tuple(entries)
+    if not checked:
+        raise InvalidACLError("an ACL must have at least one entry")
+    for entry in checked:
+        _check_acl_entry(entry)
+    return checked
+
+
+def _check_acl_entry(entry: object) -> None:
+    if not isinstance(entry, ACL):
+        raise InvalidACLError(f"ACL entries must be zkpy.ACL values, not {type(entry).__name__}")
+    if not 0 < entry.perms <= Perm.ALL:
+        raise InvalidACLError(f"bad permission bits {entry.perms!r} (1 to {int(Perm.ALL)})")
+    ident = entry.id
+    if not (isinstance(ident, Id) and type(ident.scheme) is str and type(ident.id) is str):
+        raise InvalidACLError(f"an ACL entry's id must be Id(scheme: str, id: str): {ident!r}")
+
+
+def create(
+    path: object,
+    value: object,
+    entries: object,
+    ephemeral: bool = False,
+    sequential: bool = False,
+) -> CreateRequest:
+    return CreateRequest(
+        paths.validate(path, sequential=bool(sequential)),
+        data(value),
+        acl(entries),
+        bool(ephemeral),
+        bool(sequential),
+    )
+
+
+def set_data(path: object, value: object, expected: object = -1) -> SetDataRequest:
+    return SetDataRequest(paths.validate(path), data(value), version(expected))
+
+
+def delete(path: object, expected: object = -1) -> DeleteRequest:
+    return DeleteRequest(paths.validate(path), version(expected))
+
+
+def check(path: object, expected: object) -> CheckRequest:
+    return CheckRequest(paths.validate(path), version(expected))
+
+
+def set_acl(path: object, entries: object, expected: object = -1) -> SetACLRequest:
+    return SetACLRequest(paths.validate(path), acl(entries), version(expected))
+
+
+def get_data(path: object, watch: bool = False) -> GetDataRequest:
+    return GetDataRequest(paths.validate(path), watch)
+
+
+def exists(path: object, watch: bool = False) -> ExistsRequest:
+    return ExistsRequest(paths.validate(path), watch)
+
+
+def get_children(path: object, watch: bool = False) -> GetChildrenRequest:
+    return GetChildrenRequest(paths.validate(path), watch)
+
+
+def get_acl(path: object) -> GetACLRequest:
+    return GetACLRequest(paths.validate(path))
+
+
+def sync(path: object) -> SyncRequest:
+    return SyncRequest(paths.validate(path))
+
+
+def add_watch(path: object, mode: WatchMode) -> AddWatchRequest:
+    return AddWatchRequest(paths.validate(path), mode)
+
+
+def remove_watches(path: object, mode: WatchMode | None) -> RemoveWatchesRequest:
+    return RemoveWatchesRequest(paths.validate(path), mode)
+
+
+def multi(ops: Sequence[MultiOp]) -> MultiRequest:
+    """A multi of operations made by the builders above (each already checked)."""
+    if len(ops) > MAX_MULTI_OPS:
+        raise BadArgumentsError(
+            f"a transaction holds at most {MAX_MULTI_OPS} operations, not {len(ops)}"
+        )
+    return MultiRequest(tuple(ops))
+
+
+def auth(scheme: object, credential: object) -> AuthRequest:
+    if type(scheme) is not str or not scheme:
+        raise BadArgumentsError(f"an auth scheme must be a non-empty str, not {scheme!r}")
+    if type(credential) is not str:
+        raise BadArgumentsError(f"a credential must be a str, not {type(credential).__name__}")
+    return AuthRequest(scheme, credential.encode())
