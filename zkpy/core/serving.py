@@ -451,23 +451,25 @@ class ServerConnection:
 
     def feed(self, payload: bytes) -> None:
         """One request frame: a ping is answered at once, anything else decoded and handled."""
+        self._check_open()
         codec = self.codec
         if codec.is_ping(payload):
-            self._check_open()
             self.sink.push(codec.pong(self.view.tree.last_zxid))
             return
         try:
             xid, _opcode, request = codec.decode_request(payload)
         except MarshallingError as err:
-            self._check_open()
             self._protocol_error(err, getattr(err, "xid", None))
             return
-        self.receive(xid, request, len(payload))
+        self._receive(xid, request, len(payload))
 
     def receive(self, xid: int, request: Request, size: int = 0) -> None:
         """One decoded request; `size` is its frame's bytes, counted in the member's pending
         bytes while it waits for its reply."""
         self._check_open()
+        self._receive(xid, request, size)
+
+    def _receive(self, xid: int, request: Request, size: int) -> None:
         self.requests += 1
         queued = len(self._queue)
         try:
