@@ -303,6 +303,9 @@ class ServerConnection:
         watcher: int,
         ids: frozenset[Id] = frozenset(),
     ) -> None:
+        """A connection of the member seen through `view`, answering with `codec` into `sink`;
+        `watcher` is its key in the watch registry, `ids` the identities it starts with (its
+        address, its certificate)."""
         self.view = view
         self.codec = codec
         self.sink = sink
@@ -702,22 +705,13 @@ class ServerConnection:
             if request.watch:
                 self._watch(path, WatchMode.DATA)
             return [node.data, node.stat_wire()]
-        tree = self.view.tree
         match request:
             case ExistsRequest(path, watch):
-                found = tree.get(paths.validate(path))  # as in ZooKeeper: a Stat needs no READ
-                if watch:
-                    self._watch(path, WatchMode.DATA if found is not None else WatchMode.EXIST)
-                return None if found is None else found.stat_wire()
+                return self._exists(path, watch)
             case GetChildrenRequest(path, watch):
                 return self._get_children(path, watch)
             case GetACLRequest(path):
-                found = tree.get(paths.validate(path))
-                if found is None:
-                    raise NoNodeError(path=path)
-                if not acls.allows(found.acl, Perm.READ | Perm.ADMIN, self.ids):
-                    raise NoAuthError("READ or ADMIN needed to read an ACL", path=path)
-                return [[entry.to_wire() for entry in found.acl], found.stat_wire()]
+                return self._get_acl(path)
             case AddWatchRequest(path, mode):
                 self._readable(paths.validate(path))
                 self._watch(path, mode)
@@ -730,6 +724,20 @@ class ServerConnection:
                 self._set_watches(request)
                 return None
         raise BadArgumentsError(f"unknown read {type(request).__name__}")
+
+    def _exists(self, path: str, watch: bool) -> list[int] | None:
+        node = self.view.tree.get(paths.validate(path))  # as in ZooKeeper: a Stat needs no READ
+        if watch:
+            self._watch(path, WatchMode.DATA if node is not None else WatchMode.EXIST)
+        return None if node is None else node.stat_wire()
+
+    def _get_acl(self, path: str) -> list[Any]:
+        node = self.view.tree.get(paths.validate(path))
+        if node is None:
+            raise NoNodeError(path=path)
+        if not acls.allows(node.acl, Perm.READ | Perm.ADMIN, self.ids):
+            raise NoAuthError("READ or ADMIN needed to read an ACL", path=path)
+        return [[entry.to_wire() for entry in node.acl], node.stat_wire()]
 
     def _get_children(self, path: str, watch: bool) -> list[Any]:
         node = self._readable(paths.validate(path))

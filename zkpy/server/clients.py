@@ -78,6 +78,7 @@ class MsgpackCodec:
     """The msgpack client protocol (`zkpy.wire.client`), as `zkpy.core.serving.Codec`."""
 
     def __init__(self) -> None:
+        """One codec per listener: its packer is reused by every connection's replies."""
         self._packer = wire.new_packer()  # every connection's replies (all on the event loop)
 
     def decode_hello(self, payload: bytes) -> Hello | None:
@@ -158,6 +159,7 @@ class ClientConnection:
     def __init__(
         self, server: ClientServer, stream: trio.abc.Stream, conn_id: int, ids: frozenset[Id]
     ) -> None:
+        """Connection `conn_id` on `stream`, starting with the identities `ids`."""
         self.server = server
         self.member = server.member
         self.config = server.member.config
@@ -452,6 +454,7 @@ class ClientConnection:
         self.rules.closed()
 
     async def serve(self) -> None:
+        """Run the connection's reader, writer and read watchdog until it ends."""
         with self.cancel_scope:
             try:
                 async with trio.open_nursery() as nursery:
@@ -479,6 +482,7 @@ class ClientServer:
     """The client listener of one member: accepts, limits and tracks connections."""
 
     def __init__(self, member: Member) -> None:
+        """The listener of `member`, which it tells of sessions closed and moved."""
         self.member = member
         self.codec = MsgpackCodec()
         self.limits = limits_of(member.config)
@@ -590,6 +594,7 @@ class ClientServer:
         return secured
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted connection, if the connection limits admit it."""
         try:
             address = str(stream.socket.getpeername()[0])
         except OSError:
