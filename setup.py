@@ -19,6 +19,7 @@ from setuptools import setup
 COMPILED_MODULES = [
     "zkpy/core/acl.py",
     "zkpy/core/prep.py",
+    "zkpy/core/serving.py",
     "zkpy/core/sessions.py",
     "zkpy/core/tree.py",
     "zkpy/core/watches.py",
