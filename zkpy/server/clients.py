@@ -36,6 +36,7 @@ from zkpy.core.serving import (
     Limits,
     Notice,
     ServerConnection,
+    ServingStateError,
     Slot,
     StartSync,
     SubmitWrite,
@@ -266,15 +267,27 @@ class ClientConnection:
         )
 
     def _write_committed(self, slot: Slot, result: ApplyResult | None) -> None:
-        self.rules.write_committed(slot, result)
+        try:
+            self.rules.write_committed(slot, result)
+        except ServingStateError as err:
+            self._fail(err)
         self._check_room()
 
     def _start_sync(self, slot: Slot) -> None:
         def done(ok: bool) -> None:
-            self.rules.sync_done(slot, ok)
+            try:
+                self.rules.sync_done(slot, ok)
+            except ServingStateError as err:
+                self._fail(err)
             self._check_room()
 
         self.member.sync(self.rules.session_id, slot.xid, done)
+
+    def _fail(self, err: ServingStateError) -> None:
+        """An outcome the connection's state does not allow (a bug, not the client's doing):
+        it ends this connection, never the member whose Ready loop reported it."""
+        log.error("connection %d: %s; closing", self.id, err)
+        self.cancel_scope.cancel()
 
     def _check_room(self) -> None:
         if self.rules.has_room():
@@ -299,7 +312,10 @@ class ClientConnection:
         self.server.by_session[session_id] = self
 
     def _session_ready(self, result: ApplyResult | None) -> None:
-        self.rules.session_ready(result)
+        try:
+            self.rules.session_ready(result)
+        except ServingStateError as err:
+            self._fail(err)
         self._bound.set()
 
     async def _hash(self, credential: bytes) -> None:
