@@ -270,6 +270,20 @@ def test_a_handshake_that_is_not_one_is_refused_as_marshalling() -> None:
     assert sink.finished
 
 
+def test_a_frame_over_the_limit_is_refused_before_the_greeting_and_closes_after() -> None:
+    conn, sink, _ = new_connection(FakeMember())
+    assert conn.read_timeout_s(buffered=True) == float("inf")  # the handshake deadline rules
+    conn.bad_frame("frame of 70000 bytes is over the limit of 65536")
+    refusal = sink.take_hello()
+    assert refusal.error == Code.MARSHALLING_ERROR and refusal.message.startswith("handshake")
+    assert sink.finished
+    conn, sink, _ = opened(FakeMember())
+    assert conn.read_timeout_s(buffered=True) == 4.0  # the session timeout, over 2 s
+    conn.bad_frame("frame of 2000000 bytes is over the limit of 1048576")
+    assert sink.frames == [] and sink.finished
+    assert [type(e) for e in take_effects(conn)] == [Notice]
+
+
 def test_inputs_out_of_turn_raise_and_change_nothing() -> None:
     member = FakeMember()
     conn, sink, _ = new_connection(member)
