@@ -119,12 +119,10 @@ class Codec(Protocol):
         """The handshake in the first frame, or None for a status query; MarshallingError if
         it is neither."""
 
-    def is_ping(self, payload: bytes) -> bool:
-        """Whether the frame is a heartbeat (answered with `pong`)."""
-
-    def decode_request(self, payload: bytes) -> tuple[int, int, Request]:
-        """(xid, opcode, request); MarshallingError, with an `xid` attribute when the request's
-        xid could be read and may be answered, for anything else."""
+    def decode_request(self, payload: bytes) -> tuple[int, int, Request] | None:
+        """(xid, opcode, request), or None for a heartbeat (answered with `pong`);
+        MarshallingError, with an `xid` attribute when the request's xid could be read and may
+        be answered, for anything else. (One call for both: this is every request's path.)"""
 
     def pong(self, zxid: int) -> bytes:
         """The reply to a heartbeat."""
@@ -456,15 +454,15 @@ class ServerConnection:
         """One request frame: a ping is answered at once, anything else decoded and handled."""
         self._check_open()
         codec = self.codec
-        if codec.is_ping(payload):
-            self.sink.push(codec.pong(self.view.tree.last_zxid))
-            return
         try:
-            xid, _opcode, request = codec.decode_request(payload)
+            decoded = codec.decode_request(payload)
         except MarshallingError as err:
             self._protocol_error(err, getattr(err, "xid", None))
             return
-        self._receive(xid, request, len(payload))
+        if decoded is None:
+            self.sink.push(codec.pong(self.view.tree.last_zxid))
+            return
+        self._receive(decoded[0], decoded[2], len(payload))
 
     def receive(self, xid: int, request: Request, size: int = 0) -> None:
         """One decoded request; `size` is its frame's bytes, counted in the member's pending
@@ -681,14 +679,28 @@ class ServerConnection:
     # ---- reads -----------------------------------------------------------------------------
 
     def _answer_read(self, xid: int, request: ReadRequest) -> bytes:
-        zxid = self.view.tree.last_zxid
+        tree = self.view.tree
         try:
-            body = self._read(request)
+            if type(request) is GetDataRequest:  # the most frequent, without `match`'s lookups
+                body = self._get_data(tree, request)
+            else:
+                body = self._read(request)
         except ZkError as err:
             if isinstance(err, AuthFailedError):
                 self.close_after_flush()
-            return self.codec.reply(xid, zxid, err.code, str(err))
-        return self.codec.reply(xid, zxid, 0, body)
+            return self.codec.reply(xid, tree.last_zxid, err.code, str(err))
+        return self.codec.reply(xid, tree.last_zxid, 0, body)
+
+    def _get_data(self, tree: DataTree, request: GetDataRequest) -> list[Any]:
+        path = request.path
+        node = tree.get(paths.validate(path))
+        if node is None:
+            raise NoNodeError(path=path)
+        if not acls.allows(node.acl, Perm.READ, self.ids):
+            raise NoAuthError("READ not allowed", path=path)
+        if request.watch:
+            self._watch(path, WatchMode.DATA)
+        return [node.data, node.stat_wire()]
 
     def _readable(self, path: str) -> ZNode | None:
         node = self.view.tree.get(path)
@@ -697,14 +709,7 @@ class ServerConnection:
         return node
 
     def _read(self, request: ReadRequest) -> Any:
-        if type(request) is GetDataRequest:  # the most frequent, without `match`'s lookups
-            path = request.path
-            node = self._readable(paths.validate(path))
-            if node is None:
-                raise NoNodeError(path=path)
-            if request.watch:
-                self._watch(path, WatchMode.DATA)
-            return [node.data, node.stat_wire()]
+        """The body of the reply to a read other than get_data."""
         match request:
             case ExistsRequest(path, watch):
                 return self._exists(path, watch)

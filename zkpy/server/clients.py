@@ -90,12 +90,10 @@ class MsgpackCodec:
         hello = wire.Handshake.decode(payload)
         return Hello(hello.session_id, hello.password, hello.timeout_ms, hello.last_zxid)
 
-    def is_ping(self, payload: bytes) -> bool:
-        """The fixed ping frame."""
-        return wire.is_ping(payload)
-
-    def decode_request(self, payload: bytes) -> tuple[int, int, Request]:
-        """See `zkpy.wire.client.decode_request`."""
+    def decode_request(self, payload: bytes) -> tuple[int, int, Request] | None:
+        """None for the fixed ping frame, else see `zkpy.wire.client.decode_request`."""
+        if wire.is_ping(payload):
+            return None
         return wire.decode_request(payload)
 
     def pong(self, zxid: int) -> bytes:
