@@ -452,7 +452,8 @@ class ServerConnection:
 
     def feed(self, payload: bytes) -> None:
         """One request frame: a ping is answered at once, anything else decoded and handled."""
-        self._check_open()
+        if self.state != OPEN or self.closing or self._auth is not None:
+            self._check_open()  # raises
         codec = self.codec
         try:
             decoded = codec.decode_request(payload)
@@ -472,6 +473,9 @@ class ServerConnection:
 
     def _receive(self, xid: int, request: Request, size: int) -> None:
         self.requests += 1
+        if type(request) is GetDataRequest and not self._queue:  # most requests: answered now
+            self.sink.push(self._answer_read(xid, request))
+            return
         queued = len(self._queue)
         try:
             self._dispatch(xid, request)
