@@ -684,6 +684,7 @@ class ServerConnection:
 
     def _answer_read(self, xid: int, request: ReadRequest) -> bytes:
         tree = self.view.tree
+        body: Any  # (compiled, a variable takes the type of its first assignment)
         try:
             if type(request) is GetDataRequest:  # the most frequent, without `match`'s lookups
                 body = self._get_data(tree, request)
