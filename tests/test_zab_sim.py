@@ -40,7 +40,6 @@ from zkpy.core.requests import (
 from zkpy.core.tree import DataTree
 from zkpy.core.types import OPEN_ACL_UNSAFE
 from zkpy.testing.sim import (
-    ClientOp,
     Faults,
     InvariantViolation,
     Ready,
@@ -467,8 +466,7 @@ def submit_write(sim: Simulation, member: SimMember, kind: str) -> None:
     """A client write at `member`, booked the way the simulator books its own load."""
     assert member.replica is not None
     live = [s for s in sim.sessions if s not in sim.closed_sessions]
-    sim._cxid += 1
-    cxid = sim._cxid
+    cxid = sim._cxid + 1
     request: WriteRequest
     if kind == "session" or not live:
         session_id = sim._next_session
@@ -485,9 +483,7 @@ def submit_write(sim: Simulation, member: SimMember, kind: str) -> None:
             request = CreateRequest(
                 f"/k{cxid}", b"d", OPEN_ACL_UNSAFE, ephemeral=kind == "ephemeral"
             )
-    sim.ops[(session_id, cxid)] = ClientOp(session_id, cxid, request, member.id)
-    member.replica.submit(session_id, cxid, request)
-    sim._after_input(member)
+    sim._submit(member, session_id, request, owner=0)
 
 
 TestEnsembleMachine = EnsembleMachine.TestCase

@@ -60,6 +60,7 @@ PERSIST_TIME_WEIGHT = 0.1
 # so that it matches no write of the session's older connection still waiting here.
 ATTACH_CXID = -(1 << 31) - 1
 
+
 class MemberDisk:
     """Where a member's Readies become durable: the segment log and LMDB (`Storage`), one
     synced write per Ready. Implements `zkpy.server.executor.Storage`."""
