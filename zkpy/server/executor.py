@@ -27,7 +27,7 @@ serving changes). `zkpy.server.node.Member` runs it over its log, LMDB and trio 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol, TypeVar
 
 from zkpy.core.errors import Code
 from zkpy.core.tree import ApplyResult, DataTree
@@ -37,15 +37,14 @@ from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica
 
-if TYPE_CHECKING:
-    from mypy_extensions import mypyc_attr
-else:
-    try:
-        from mypy_extensions import mypyc_attr
-    except ImportError:  # a pure install needs no mypy: the decorator only informs mypyc
+_T = TypeVar("_T")
 
-        def mypyc_attr(*_names: str, **_attrs: Any) -> Callable[[type], type]:
-            return lambda cls: cls
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # a pure install needs no mypy: the decorator only informs mypyc
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
+        return lambda cls: cls
 
 
 Waiter = Callable[[ApplyResult | None], None]
