@@ -91,6 +91,10 @@ class SimDisk:
 
     def persist(self, ready: Ready) -> None:
         """Write the Ready, as one synced write."""
+        self.write(ready)
+
+    def write(self, ready: Ready) -> None:
+        """Write what a Ready asks to persist, in the order a member does."""
         if ready.epochs is not None:
             self.accepted_epoch, self.current_epoch = ready.epochs
         if ready.install is not None:
@@ -108,9 +112,16 @@ class SimDisk:
         index = bisect.bisect_left(self.log, zxid, key=lambda record: record.zxid)
         return index < len(self.log) and self.log[index].zxid == zxid
 
-    def checkpoint(self, tree: DataTree, keep_after: int) -> None:
-        """Fold the tree into the snapshot, keeping the log after `keep_after`, as members'
-        checkpoints do."""
+    def checkpoint(self, tree: DataTree, committed: int) -> None:
+        """Fold the committed log into the snapshot, as the shell's checkpoints do (if the
+        tree holds only committed records, and more than the snapshot)."""
+        if tree.last_zxid > committed or tree.last_zxid <= self.snapshot.zxid:
+            return
+        # as the shell's storage does, the log keeps the records after the previous checkpoint
+        self.fold(tree, keep_after=self.snapshot.zxid)
+
+    def fold(self, tree: DataTree, *, keep_after: int) -> None:
+        """Make the tree the snapshot, keeping the log's records after `keep_after`."""
         self.log_floor = keep_after
         self.snapshot = Snapshot(
             tree.last_zxid, tuple(tree.iter_snapshot()), tuple(tree.iter_sessions())
@@ -362,7 +373,7 @@ class Simulation:
         if executor.checkpoint_due():
             tree = executor.tree
             keep_after = executor.checkpoint_started(tree.last_zxid)
-            member.disk.checkpoint(tree, keep_after)
+            member.disk.fold(tree, keep_after=keep_after)
             executor.checkpoint_written(tree.last_zxid)
         self._after_input(member)
 
