@@ -181,14 +181,14 @@ class SimLinks:
         self.sim._check_ready(self.member, ready)
 
     def on_session_closed(self, session_id: int) -> None:
-        self.sim._session_closed(self.member, session_id)
+        self.sim.clients.session_closed(self.member, session_id)
 
     def on_session_attached(self, session_id: int, owner: int) -> None:
-        self.sim._session_attached(self.member, session_id, owner)
+        self.sim.clients.session_attached(self.member, session_id, owner)
 
     def on_serving_changed(self, serving: bool) -> None:
         if not serving:
-            self.sim._drop_clients(self.member)
+            self.sim.clients.drop_at(self.member)
 
 
 @dataclass(slots=True)
@@ -234,9 +234,113 @@ class SimConnection:
     last_reply_zxid: int = 0
     last_reply_cxid: int = 0
     last_event_zxid: int = 0
-    events: int = 0
     session_closed: bool = False
     ended: bool = False
+
+
+class SimClients:
+    """The clients' connections to members, and the checks of what each one hears."""
+
+    def __init__(self, members: dict[int, SimMember], violation: Callable[[str], None]) -> None:
+        self.members = members
+        self.violation = violation
+        self.by_session: dict[int, SimConnection] = {}  # each session's latest connection
+        self.open: dict[int, SimConnection] = {}  # owner -> each connection still open
+        self.events = 0
+        self._next_owner = 1
+
+    def connect(self, member: SimMember, session_id: int) -> int:
+        """A new connection of `session_id` at `member`, watching the whole tree: its owner id.
+        The session's previous connection ends (its client moved)."""
+        owner = self._next_owner
+        self._next_owner += 1
+        old = self.by_session.get(session_id)
+        if old is not None:
+            self.end(old)
+        connection = SimConnection(
+            owner, session_id, member.id, member.incarnation, member.serving_changes
+        )
+        self.by_session[session_id] = connection
+        self.open[owner] = connection
+        executor = member.executor
+        assert executor is not None
+        executor.watches.add(owner, "/", WatchMode.PERSISTENT_RECURSIVE)
+        executor.register_event_sink(owner, functools.partial(self.heard, connection))
+        return owner
+
+    def standing(self, session_id: int) -> SimConnection | None:
+        """The session's connection, if it is open and its member has neither restarted nor
+        stopped serving since it was made."""
+        held = self.by_session.get(session_id)
+        if held is None or held.ended:
+            return None
+        member = self.members[held.member]
+        if (member.incarnation, member.serving_changes) != (held.incarnation, held.serving_changes):
+            return None
+        return held
+
+    def end(self, connection: SimConnection) -> None:
+        """The connection closes; its member forgets its watches."""
+        connection.ended = True
+        self.open.pop(connection.owner, None)
+        member = self.members[connection.member]
+        if member.executor is not None and member.incarnation == connection.incarnation:
+            member.executor.drop_watcher(connection.owner)
+
+    def drop_at(self, member: SimMember) -> None:
+        """A member that stops serving (or crashes) drops its client connections."""
+        for connection in [c for c in self.open.values() if c.member == member.id]:
+            self.end(connection)
+
+    def session_closed(self, member: SimMember, session_id: int) -> None:
+        """The member tells the session's clients there that it closed."""
+        for connection in self.open.values():
+            if connection.session_id == session_id and connection.member == member.id:
+                connection.session_closed = True
+
+    def session_attached(self, member: SimMember, session_id: int, owner: int) -> None:
+        """The session moved to the connection `owner`: its others at this member end."""
+        for connection in [c for c in self.open.values() if c.member == member.id]:
+            if connection.session_id == session_id and connection.owner != owner:
+                self.end(connection)
+
+    def replied(self, op: ClientOp, zxid: int, session_alive: bool) -> None:
+        """A reply reaches the client. Replies on a connection come in request order; a write
+        of a session succeeds only while the session lives, and not after its client heard it
+        closed."""
+        connection = self.open.get(op.owner)
+        if connection is None:
+            return
+        if op.cxid <= connection.last_reply_cxid or zxid <= connection.last_reply_zxid:
+            self.violation(
+                f"connection {connection.owner} got the reply to {op.cxid} ({zxid:#x}) after "
+                f"the one to {connection.last_reply_cxid} ({connection.last_reply_zxid:#x})"
+            )
+        connection.last_reply_zxid = zxid
+        connection.last_reply_cxid = op.cxid
+        if op.outcome != "ok" or isinstance(op.request, CloseSessionRequest):
+            return
+        if connection.session_closed or not session_alive:
+            self.violation(
+                f"write {zxid:#x} of closed session {op.session_id} succeeded on "
+                f"connection {connection.owner}"
+            )
+
+    def heard(self, connection: SimConnection, event: WatchedEvent) -> None:
+        """A watch event reaches the client: after the events before it, and before any reply
+        that shows its change."""
+        self.events += 1
+        if event.zxid <= connection.last_reply_zxid:
+            self.violation(
+                f"connection {connection.owner} got the event of {event.zxid:#x} after a reply "
+                f"at {connection.last_reply_zxid:#x}"
+            )
+        if event.zxid < connection.last_event_zxid:
+            self.violation(
+                f"connection {connection.owner} got the event of {event.zxid:#x} after one at "
+                f"{connection.last_event_zxid:#x}"
+            )
+        connection.last_event_zxid = event.zxid
 
 
 class Simulation:
@@ -290,9 +394,7 @@ class Simulation:
         self._next_session = 1
         self.sessions: list[int] = []
         self._cxid = 0
-        self.connections: dict[int, SimConnection] = {}  # session -> its current connection
-        self.clients: dict[int, SimConnection] = {}  # owner -> every connection still open
-        self._next_owner = 1
+        self.clients = SimClients(self.members, self._violation)
         for member in self.members.values():
             self._boot(member)
             self._schedule(self.rng.randint(0, tick_ms), functools.partial(self._tick, member))
@@ -508,7 +610,7 @@ class Simulation:
         its client connections."""
         member = self.members[member_id]
         self.note(f"crash {member_id}")
-        self._drop_clients(member)
+        self.clients.drop_at(member)
         member.replica = None
         member.executor = None
         member.incarnation += 1
@@ -554,7 +656,8 @@ class Simulation:
             self._next_session += 1
             request = CreateSessionRequest(session_id, 1_000_000, b"pw")
             member = self.rng.choice(serving)
-            self._submit(member, session_id, request, self._connect(member, session_id))
+            owner = self.clients.connect(member, session_id)
+            self._submit(member, session_id, request, owner)
             return
         session_id = self.rng.choice(live)
         if roll < 0.08:
@@ -569,58 +672,16 @@ class Simulation:
         member, owner = self._connection_for(session_id, serving)
         self._submit(member, session_id, request, owner)
 
-    def _connect(self, member: SimMember, session_id: int) -> int:
-        """A new connection of `session_id` at `member`, watching the whole tree: its owner id."""
-        owner = self._next_owner
-        self._next_owner += 1
-        old = self.connections.get(session_id)
-        if old is not None:
-            self._end_connection(old)
-        connection = SimConnection(
-            owner, session_id, member.id, member.incarnation, member.serving_changes
-        )
-        self.connections[session_id] = connection
-        self.clients[owner] = connection
-        executor = member.executor
-        assert executor is not None
-        executor.watches.add(owner, "/", WatchMode.PERSISTENT_RECURSIVE)
-        executor.register_event_sink(owner, functools.partial(self._event, connection))
-        return owner
-
-    def _end_connection(self, connection: SimConnection) -> None:
-        connection.ended = True
-        self.clients.pop(connection.owner, None)
-        member = self.members[connection.member]
-        if member.executor is not None and member.incarnation == connection.incarnation:
-            member.executor.drop_watcher(connection.owner)
-
-    def _drop_clients(self, member: SimMember) -> None:
-        """A member that stops serving (or crashes) drops its client connections."""
-        for connection in [c for c in self.clients.values() if c.member == member.id]:
-            self._end_connection(connection)
-
-    def _session_closed(self, member: SimMember, session_id: int) -> None:
-        for connection in self.clients.values():
-            if connection.session_id == session_id and connection.member == member.id:
-                connection.session_closed = True
-
-    def _session_attached(self, member: SimMember, session_id: int, owner: int) -> None:
-        """The session moved to the connection `owner`: its others at this member end."""
-        for connection in [c for c in self.clients.values() if c.member == member.id]:
-            if connection.session_id == session_id and connection.owner != owner:
-                self._end_connection(connection)
-
     def _connection_for(self, session_id: int, serving: list[SimMember]) -> tuple[SimMember, int]:
         """The session's connection if it still stands (and the client stays), else a new one
         at a random serving member, attached before the request."""
-        held = self.connections.get(session_id)
-        if held is not None and not held.ended and self.rng.random() < 0.8:
+        held = self.clients.standing(session_id)
+        if held is not None and self.rng.random() < 0.8:
             member = self.members[held.member]
-            current = (member.incarnation, member.serving_changes)
-            if current == (held.incarnation, held.serving_changes) and member in serving:
+            if member in serving:
                 return member, held.owner
         member = self.rng.choice(serving)
-        owner = self._connect(member, session_id)
+        owner = self.clients.connect(member, session_id)
         self._submit(member, session_id, AttachSessionRequest(), owner)
         return member, owner
 
@@ -650,12 +711,9 @@ class Simulation:
         self._check_durable(zxid)
         if isinstance(result.record.op, CreateSession) and op.outcome == "ok":
             self.sessions.append(op.session_id)
-        connection = self.clients.get(op.owner)
-        if connection is None:
-            return
-        self._check_reply(connection, op, result)
-        connection.last_reply_zxid = zxid
-        connection.last_reply_cxid = op.cxid
+        member = self.members[op.member]
+        assert member.replica is not None
+        self.clients.replied(op, zxid, op.session_id in member.replica.tree.sessions)
 
     def _check_durable(self, zxid: int) -> None:
         """A record is answered only once a quorum of voters holds it durably."""
@@ -664,41 +722,6 @@ class Simulation:
             self._violation(
                 f"a reply for {zxid:#x} went out while only {holding} voter(s) held it durably"
             )
-
-    def _check_reply(self, connection: SimConnection, op: ClientOp, result: ApplyResult) -> None:
-        """Replies on a connection come in request order; an applied write of a session is
-        answered only while the session lives, and not after its client heard it closed."""
-        zxid = result.record.zxid
-        if op.cxid <= connection.last_reply_cxid or zxid <= connection.last_reply_zxid:
-            self._violation(
-                f"connection {connection.owner} got the reply to {op.cxid} ({zxid:#x}) after "
-                f"the one to {connection.last_reply_cxid} ({connection.last_reply_zxid:#x})"
-            )
-        if op.outcome != "ok" or isinstance(op.request, CloseSessionRequest):
-            return
-        member = self.members[connection.member]
-        assert member.replica is not None
-        if connection.session_closed or op.session_id not in member.replica.tree.sessions:
-            self._violation(
-                f"write {zxid:#x} of closed session {op.session_id} succeeded on "
-                f"connection {connection.owner}"
-            )
-
-    def _event(self, connection: SimConnection, event: WatchedEvent) -> None:
-        """A watch event reaches the client: after the events before it, before any reply
-        that shows its change."""
-        connection.events += 1
-        if event.zxid <= connection.last_reply_zxid:
-            self._violation(
-                f"connection {connection.owner} got the event of {event.zxid:#x} after a reply "
-                f"at {connection.last_reply_zxid:#x}"
-            )
-        if event.zxid < connection.last_event_zxid:
-            self._violation(
-                f"connection {connection.owner} got the event of {event.zxid:#x} after one at "
-                f"{connection.last_event_zxid:#x}"
-            )
-        connection.last_event_zxid = event.zxid
 
     def _check_fencing(self) -> None:
         """In the committed history, every write of a session came on the connection that
@@ -767,7 +790,7 @@ class Simulation:
         outcomes: dict[str, int] = {}
         for op in self.ops.values():
             outcomes[op.outcome] = outcomes.get(op.outcome, 0) + 1
-        events = sum(c.events for c in self.connections.values())
+        events = self.clients.events
         return {
             "outcomes": outcomes,
             "leaders": dict(self.leaders),
