@@ -309,6 +309,23 @@ def test_sweep_with_stalled_members_and_harsher_faults(
     assert stalls > len(seeds), "the stall fault fired"
 
 
+def test_sweep_with_messages_lost_and_overtaken_apart_from_partitions() -> None:
+    """Lost messages and links that fall behind, at high rates and with no other fault."""
+    faults = Faults(crash=0, restart=0, partition=0, heal=0, reset_link=0, drop=0.01, reorder=0.05)
+    counts = {"lost": 0, "held back": 0, "out of order": 0}
+    events = 0
+    for seed in range(10):
+        sim = CheckedSimulation(seed, faults=faults)
+        sim.run_until(6_000)
+        sim.settle()
+        result = sim.check_converged()
+        events += result["events"]
+        for kind, count in sim.message_fault_counts.items():
+            counts[kind] += count
+    assert all(count > 10 for count in counts.values()), counts
+    assert events > 1_000, "the clients' watches fired"
+
+
 # ---- replay --------------------------------------------------------------------------------------
 
 

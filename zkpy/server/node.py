@@ -375,8 +375,9 @@ class Member:
             if self._failure is not None:
                 raise self._failure  # from `step`: the member stops, as if it had failed here
             try:
-                ready = self._handed_over or self._advance()
-                self._handed_over = None
+                ready, self._handed_over = self._handed_over, None
+                if ready is None:
+                    ready = self._advance()
                 if ready is not None:
                     await self._make_durable(ready)
                     self.executor.durable()

@@ -386,6 +386,7 @@ class Simulation:
         self.link_broken: dict[tuple[int, int], int] = {}
         self.blocked: set[tuple[int, int]] = set()
         self.message_faults = True  # drop and reorder messages (off while settling)
+        self.message_fault_counts = {"lost": 0, "held back": 0, "out of order": 0}
         self.committed: dict[int, bytes] = {}
         self.leaders: dict[int, int] = {}
         self.ops: dict[tuple[int, int], ClientOp] = {}
@@ -521,9 +522,11 @@ class Simulation:
             return
         if chaos and self.rng.random() < faults.reorder:
             if isinstance(message, Notification):  # they carry no order: deliver it out of it
+                self.message_fault_counts["out of order"] += 1
                 later = self.rng.randint(0, 200)
                 self._schedule(later, lambda: self._deliver_loose(source, target, message))
                 return
+            self.message_fault_counts["held back"] += 1
             held = self.now + self.rng.randint(20, 150)
             self.link_held_until[pair] = max(held, self.link_held_until.get(pair, 0))
         link = self.links.setdefault(pair, deque())
@@ -543,6 +546,7 @@ class Simulation:
         pair = (source, target)
         generation = self.link_generation.get(pair, 0)
         self.link_broken[pair] = generation
+        self.message_fault_counts["lost"] += 1
         self.note(f"lost a message {source} -> {target}")
 
         def detect() -> None:
