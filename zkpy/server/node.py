@@ -44,6 +44,7 @@ log = logging.getLogger("zkpy.server")
 
 
 def wall_ms() -> int:
+    """Milliseconds since the epoch (session deadlines and record times)."""
     return int(time.time() * 1000)
 
 
@@ -217,23 +218,28 @@ class Member:
 
     @property
     def tree(self) -> DataTree:
+        """The replica's tree (replaced when a snapshot is installed)."""
         return self.replica.tree
 
     @property
     def serving(self) -> bool:
+        """Whether the replica serves clients (in a quorum that broadcasts)."""
         return self.replica.serving
 
     @property
     def watches(self) -> WatchRegistry:
+        """The watches of this member's clients (kept by the executor)."""
         return self.executor.watches
 
     @property
     def change_log(self) -> ChangeLog:
+        """Recent changes, to tell a reconnecting client what it missed."""
         return self.executor.change_log
 
     # ---- sessions --------------------------------------------------------------------------
 
     def new_session_id(self) -> int:
+        """A session id unique in the ensemble: this member's id, then a counter."""
         self._next_session += 1
         return (self.config.server_id << 56) | (self._next_session & ((1 << 56) - 1))
 
@@ -244,10 +250,12 @@ class Member:
         return self.new_session_id()
 
     def touch(self, session_id: int) -> None:
+        """A client of the session was heard from: it stays alive."""
         if session_id:
             self.replica.touch(session_id)
 
     def session_alive(self, session_id: int) -> bool:
+        """Whether the session is open in this member's tree."""
         return session_id in self.tree.sessions
 
     def create_session(
@@ -272,9 +280,11 @@ class Member:
     # ---- watches ---------------------------------------------------------------------------
 
     def register_event_sink(self, watcher: Hashable, sink: Callable[[WatchedEvent], None]) -> None:
+        """Watch events of `watcher` go to `sink`."""
         self.executor.register_event_sink(watcher, sink)
 
     def drop_watcher(self, watcher: Hashable) -> None:
+        """Forget a watcher (a closed connection): its sink and its watches."""
         self.executor.drop_watcher(watcher)
 
     # ---- requests into the replica -----------------------------------------------------------
@@ -308,20 +318,24 @@ class Member:
         return self.executor.pending((session_id, cxid))
 
     def sync(self, session_id: int, cxid: int, done: SyncDone) -> None:
+        """Order a sync; `done` hears once this member applied what the leader had."""
         self.executor.expect_sync((session_id, cxid), done)
         self.replica.sync(session_id, cxid)
         self._fed = True
 
     def peer_message(self, peer: int, message: PeerMessage) -> None:
+        """Feed a peer's message to the replica (the link calls `step` after a batch)."""
         self.replica.now_ms = wall_ms()
         self.replica.receive(peer, message)
         self._fed = True
 
     def peer_down(self, peer: int) -> None:
+        """The link to `peer` broke: whatever was in flight on it is lost."""
         self.replica.disconnected(peer)
         self._work.set()
 
     async def run_ticks(self) -> None:
+        """Tick the replica every `peer_tick_ms` (timeouts, heartbeats, elections)."""
         period = self.config.peer_tick_ms / 1000
         while True:
             await trio.sleep(period)
@@ -366,6 +380,7 @@ class Member:
     # ---- the Ready loop ----------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The Ready loop: persists what waits for a thread, writes checkpoints."""
         async with trio.open_nursery() as checkpoints:  # at most one checkpoint write at a time
             task_status.started()
             await self._run_readies(checkpoints)
@@ -488,6 +503,7 @@ class Member:
     # ---- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """What `zkpy status` shows of this member."""
         replica = self.replica
         return {
             "server_id": self.config.server_id,

@@ -159,6 +159,7 @@ class SimMember:
 
     @property
     def alive(self) -> bool:
+        """Whether the member is up (not crashed)."""
         return self.replica is not None
 
 
@@ -170,23 +171,28 @@ class SimLinks:
         self.member = member
 
     def send(self, peer: int, message: PeerMessage) -> None:
+        """Put the message on the simulated link to `peer`."""
         self.sim._send(self.member.id, peer, message)
 
     def flush(self) -> None:
         """Nothing: simulated links carry each message as it is sent."""
 
     def on_ready(self, ready: Ready) -> None:
+        """Check each Ready as it is taken (`Simulation._check_ready`)."""
         if ready.serving_changed:
             self.member.serving_changes += 1
         self.sim._check_ready(self.member, ready)
 
     def on_session_closed(self, session_id: int) -> None:
+        """Tell the session's clients at this member that it closed."""
         self.sim.clients.session_closed(self.member, session_id)
 
     def on_session_attached(self, session_id: int, owner: int) -> None:
+        """End the session's other connections at this member."""
         self.sim.clients.session_attached(self.member, session_id, owner)
 
     def on_serving_changed(self, serving: bool) -> None:
+        """A member that stops serving drops its clients."""
         if not serving:
             self.sim.clients.drop_at(self.member)
 
@@ -727,6 +733,31 @@ class Simulation:
                 f"a reply for {zxid:#x} went out while only {holding} voter(s) held it durably"
             )
 
+    def _check_acknowledged(self, serving: list[SimMember], top: int) -> None:
+        """Every acknowledged write is within the members' history, and every acknowledged
+        create is on each member that has applied that far."""
+        for op in self.ops.values():
+            if op.outcome != "ok":
+                continue
+            if op.zxid > top:
+                self._violation(f"acknowledged zxid {op.zxid:#x} is beyond every member")
+            request = op.request
+            if not isinstance(request, CreateRequest) or request.ephemeral:
+                continue
+            for member in serving:
+                assert member.replica is not None
+                tree = member.replica.tree
+                if tree.last_zxid >= op.zxid and tree.get(request.path) is None:
+                    self._violation(f"acknowledged create {request.path} missing on {member.id}")
+
+    def _check_ephemerals(self, serving: list[SimMember]) -> None:
+        """No member keeps an ephemeral of a closed session."""
+        for member in serving:
+            assert member.replica is not None
+            tree = member.replica.tree
+            if any(session_id not in tree.sessions for session_id in tree.ephemerals):
+                self._violation(f"member {member.id} keeps ephemerals of a closed session")
+
     def _check_fencing(self) -> None:
         """In the committed history, every write of a session came on the connection that
         created it or it was last attached to, within the epoch (a leader knows the owners of
@@ -770,26 +801,8 @@ class Simulation:
         if len(set(last.values())) == 1 and len(set(digests.values())) != 1:
             self._violation(f"members at the same zxid hold different trees: {digests}")
         top = max(last.values())
-        for op in self.ops.values():
-            if op.outcome != "ok":
-                continue
-            if op.zxid > top:
-                self._violation(f"acknowledged zxid {op.zxid:#x} is beyond every member")
-            request = op.request
-            if isinstance(request, CreateRequest) and not request.ephemeral:
-                for member in serving:
-                    assert member.replica is not None
-                    node = member.replica.tree.get(request.path)
-                    if member.replica.tree.last_zxid >= op.zxid and node is None:
-                        self._violation(
-                            f"acknowledged create {request.path} missing on {member.id}"
-                        )
-        for member in serving:
-            assert member.replica is not None
-            tree = member.replica.tree
-            for session_id in tree.ephemerals:
-                if session_id not in tree.sessions:
-                    self._violation(f"member {member.id} keeps ephemerals of a closed session")
+        self._check_acknowledged(serving, top)
+        self._check_ephemerals(serving)
         self._check_fencing()
         outcomes: dict[str, int] = {}
         for op in self.ops.values():
