@@ -105,9 +105,7 @@ def test_a_later_round_restarts_the_count_and_an_earlier_one_is_answered() -> No
     assert election.round == 4 and election.vote == Vote(1, 9, 1)  # its own is better
     assert {t for t, _n in election.take_messages()} == {2, 3}
     election.receive(3, Notification(2, Vote(1, 3, 3), ServerState.LOOKING))
-    assert election.take_messages() == [
-        (3, Notification(4, Vote(1, 9, 1), ServerState.LOOKING))
-    ]
+    assert election.take_messages() == [(3, Notification(4, Vote(1, 9, 1), ServerState.LOOKING))]
 
 
 def test_a_voter_joins_an_established_leader_only_with_a_quorum_behind_it() -> None:
