@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from zkpy.zab.election import Election, quorum_size
+from zkpy.zab.election import Election
 from zkpy.zab.messages import Notification, ServerState, Vote
 
 Outbox = list[tuple[int, int, Notification]]  # (sender, target, notification)
@@ -145,6 +145,3 @@ def test_undecided_members_repeat_their_vote_every_tick() -> None:
     election.tick()
     assert election.take_messages() == first
 
-
-def test_quorum_size_is_a_strict_majority() -> None:
-    assert [quorum_size(n) for n in range(1, 8)] == [1, 2, 2, 3, 3, 4, 4]

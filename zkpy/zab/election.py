@@ -34,6 +34,7 @@ class Election:
         observers: frozenset[int] = frozenset(),
         finalize_ticks: int = 1,
     ) -> None:
+        """`finalize_ticks`: how long a quorum's vote must stand unchallenged to decide."""
         self.my_id = my_id
         self.voters = voters
         self.observers = observers

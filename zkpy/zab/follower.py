@@ -43,6 +43,7 @@ class Following(Role):
     """This member follows (or observes) `leader`; see the module docstring."""
 
     def __init__(self, replica: Replica, leader: int) -> None:
+        """Follow (or observe, as the configuration says) `leader`; `start` reports to it."""
         super().__init__(replica)
         config = replica.config
         self.observer = config.is_observer

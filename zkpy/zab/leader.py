@@ -64,6 +64,7 @@ class Leading(Role):
     """This member leads (or is establishing) an epoch; see the module docstring."""
 
     def __init__(self, replica: Replica) -> None:
+        """Lead, with no follower known yet; `start` begins discovery."""
         super().__init__(replica)
         self.state = ServerState.LEADING
         config = replica.config

@@ -92,6 +92,7 @@ class Ready:
         )
 
     def __bool__(self) -> bool:
+        """Whether there is anything to do."""
         return bool(
             self.needs_storage
             or self.committed

@@ -34,6 +34,7 @@ class Role:
     those of a member that neither leads nor follows."""
 
     def __init__(self, replica: Replica) -> None:
+        """A role of `replica`, whose shared state it reads and changes."""
         self.replica = replica
         self.state = ServerState.LOOKING
 
