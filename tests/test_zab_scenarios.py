@@ -180,7 +180,7 @@ class Scenario:
         assert voters == list(range(1, len(voters) + 1)), "voters are 1..n"
         assert observers == list(range(len(voters) + 1, len(voters) + len(observers) + 1))
         settings = {
-            key: int(value == "true") if value in ("true", "false") else int(value)
+            key: value == "true" if value in ("true", "false") else int(value)
             for key, value in (a.split("=") for a in args if "=" in a)
         }
         self.cluster = StepCluster(self.delivered, len(voters), len(observers), **settings)
