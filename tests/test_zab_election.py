@@ -144,4 +144,3 @@ def test_undecided_members_repeat_their_vote_every_tick() -> None:
     first = election.take_messages()
     election.tick()
     assert election.take_messages() == first
-
