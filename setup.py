@@ -30,7 +30,12 @@ COMPILED_MODULES = [
     "zkpy/wire/client.py",
     "zkpy/wire/frames.py",
     "zkpy/wire/peer.py",
+    "zkpy/zab/election.py",
+    "zkpy/zab/follower.py",
+    "zkpy/zab/leader.py",
+    "zkpy/zab/ready.py",
     "zkpy/zab/replica.py",
+    "zkpy/zab/role.py",
 ]
 # Left pure on purpose: zkpy/core/txn.py and requests.py (mypyc makes `Final` dataclass fields
 # read-only, which the dataclass's own __init__ then cannot set), wal.py (a test patches it),

@@ -24,6 +24,8 @@ from zkpy.core import paths, sessions
 from zkpy.core.errors import Code, NoNodeError, SessionExpiredError
 from zkpy.core.requests import CreateRequest, GetDataRequest, SetDataRequest
 from zkpy.core.types import OPEN_ACL_UNSAFE, EventType, Stat, WatchedEvent
+from zkpy.core.watches import WATCH_BYTES
+from zkpy.server.clients import MAX_HANDSHAKE_FRAME, MAX_IDENTITIES
 from zkpy.server.config import ServerConfig
 from zkpy.testing import running_server
 from zkpy.wire import client as wire
@@ -249,12 +251,18 @@ def test_limits_table_matches_the_defaults() -> None:
             sessions.MIN_TIMEOUT_TICKS * config.tick_ms // 1000,
             sessions.MAX_TIMEOUT_TICKS * config.tick_ms // 1000,
         ],
-        "silence before the handshake": [int(config.handshake_timeout_s)],
-        "requests awaiting a reply": [config.max_in_flight_per_connection],
+        "time from connecting to a complete handshake": [int(config.handshake_timeout_s)],
+        "a frame before the handshake reply": [MAX_HANDSHAKE_FRAME, MAX_HANDSHAKE_FRAME >> 10],
+        "connections still in their handshake": [config.max_connections_in_handshake],
+        "requests awaiting a reply, per connection": [config.max_in_flight_per_connection],
+        "requests awaiting a reply, of all": [config.max_total_pending_bytes // mib],
         "server output not yet read": [
             config.max_outbox_bytes // 2 // mib,
             config.max_outbox_bytes // mib,
         ],
+        "output not yet sent, of all": [config.max_total_outbox_bytes // mib],
+        "identities a connection gains": [MAX_IDENTITIES],
+        "watches of all connections": [config.max_total_watch_bytes // mib, WATCH_BYTES],
         "watches per connection": [config.max_watches_per_session],
         "children in one": [config.max_children_per_reply],
         "connections per server": [config.max_connections, config.max_connections_per_address],

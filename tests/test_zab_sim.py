@@ -46,8 +46,9 @@ from zkpy.testing.sim import (
     SimMember,
     Simulation,
 )
+from zkpy.zab import leader
+from zkpy.zab.leader import Leading
 from zkpy.zab.messages import PeerMessage, ServerState, SyncMode
-from zkpy.zab.replica import Replica
 
 QUIET = Faults(
     crash=0,
@@ -360,26 +361,27 @@ def first_violation(seeds: range, duration_ms: int = 8_000) -> int | None:
     return None
 
 
-# These two break the leader on purpose by patching `Replica`; in the compiled build, compiled
-# code calls its own methods directly, past the patch. They test the simulator, which is the
-# same in both builds.
+# These two break the leader on purpose by patching its role (zkpy.zab.leader); in the compiled
+# build, compiled code calls its own functions and methods directly, past the patch. They test
+# the simulator, which is the same in both builds.
 breaks_replica = pytest.mark.skipif(
-    zkpy.compiled(), reason="patches Replica, which compiled code calls past the patch (setup.py)"
+    zkpy.compiled(),
+    reason="patches the leader, which compiled code calls past the patch (setup.py)",
 )
 
 
 @breaks_replica
 def test_a_leader_that_commits_without_a_quorum_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Replica, "_quorum", lambda self: 1)
+    monkeypatch.setattr(leader, "quorum_size", lambda voters: 1)
     assert first_violation(range(12)) is not None
 
 
 @breaks_replica
 def test_a_leader_that_always_syncs_by_diff_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    def always_diff(self: Replica, peer: Any) -> tuple[SyncMode, int, None, int]:
+    def always_diff(self: Leading, peer: Any) -> tuple[SyncMode, int, None, int]:
         return SyncMode.DIFF, 0, None, peer.last_zxid
 
-    monkeypatch.setattr(Replica, "_sync_plan", always_diff)
+    monkeypatch.setattr(Leading, "_sync_plan", always_diff)
     assert first_violation(range(12)) is not None
 
 

@@ -11,6 +11,9 @@ never overtake each other. (A write to a socket whose peer is gone raises EPIPE:
 SIGPIPE.)
 
 TLS streams have no socket to write to directly: their outboxes always go through the writer.
+
+A `ByteMeter` shared by several outboxes counts the bytes they hold together (queued, or being
+sent by a writer), for a limit on their total.
 """
 
 from __future__ import annotations
@@ -21,9 +24,22 @@ import os
 import trio
 
 
+class ByteMeter:
+    """The bytes a group of outboxes holds, queued or being sent."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
 class Outbox:
-    def __init__(self, stream: trio.abc.Stream, flusher: Flusher) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, flusher: Flusher, meter: ByteMeter | None = None
+    ) -> None:
         self.buffer = bytearray()
+        self.sending = 0  # bytes the writer has taken from the buffer and not yet sent
+        self._meter = meter if meter is not None else ByteMeter()
         self._flusher = flusher
         # the socket's descriptor, borrowed: the stream owns (and closes) it
         self._fd: int | None = None
@@ -33,14 +49,20 @@ class Outbox:
         self._writer_owns = False  # the writer task holds unsent bytes: never write around it
         self._dirty = False
         self._finishing = False
-        self.taken = trio.Event()  # set each time the writer takes the buffer
+        self.taken = trio.Event()  # set each time the writer takes the buffer, and has sent it
 
     def __len__(self) -> int:
         return len(self.buffer)
 
+    @property
+    def unsent(self) -> int:
+        """Bytes queued or being sent."""
+        return len(self.buffer) + self.sending
+
     def push(self, data: bytes) -> None:
         """Queue bytes; they leave at the flusher's next flush (the caller's step ends in one)."""
         self.buffer += data
+        self._meter.total += len(data)
         if not self._dirty:
             self._dirty = True
             self._flusher.dirty.append(self)
@@ -61,6 +83,7 @@ class Outbox:
                 return
             sent = 0
         del self.buffer[:sent]
+        self._meter.total -= sent
         if self.buffer:
             self._writer_owns = True
             self._wake.set()
@@ -86,18 +109,29 @@ class Outbox:
                 self._writer_owns = True
                 data = bytes(self.buffer)
                 self.buffer.clear()
-                self.taken.set()
-                self.taken = trio.Event()
+                self.sending = len(data)
+                self._signal_taken()
                 await stream.send_all(data)
+                self._meter.total -= self.sending
+                self.sending = 0
+                self._signal_taken()
             self._writer_owns = False
             if self._finishing:
                 return
 
+    def _signal_taken(self) -> None:
+        self.taken.set()
+        self.taken = trio.Event()
+
     def close(self) -> None:
         """Forget the socket before the stream closes it: nothing is written directly after (the
-        descriptor's number may soon belong to another connection)."""
+        descriptor's number may soon belong to another connection). What is still queued no
+        longer counts in the meter, nor does anything pushed later."""
         self._fd = None
+        self._meter.total -= self.unsent
+        self._meter = ByteMeter()
         self.buffer.clear()
+        self.sending = 0
 
 
 class Flusher:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 from collections.abc import Iterable
 
 from zkpy.core import ipacl
 from zkpy.core.errors import AuthFailedError, InvalidACLError
-from zkpy.core.types import ACL, Id, Perm
+from zkpy.core.types import (
+    ACL,
+    SHARED_ACL_CAPACITY,
+    SHARED_ACL_MAX_WEIGHT,
+    Id,
+    Perm,
+    SmallValueCache,
+    acl_weight,
+)
 
 KNOWN_SCHEMES = frozenset({"world", "auth", "digest", "ip", "x509", "super"})
 SUPER_ID = Id("super", "")
@@ -60,8 +67,24 @@ def allows(acl: Iterable[ACL], perm: Perm, ids: frozenset[Id]) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=4096)
+_RESOLVED: SmallValueCache[tuple[tuple[ACL, ...], frozenset[Id]], tuple[ACL, ...]] = (
+    SmallValueCache(SHARED_ACL_CAPACITY, SHARED_ACL_MAX_WEIGHT)
+)
+
+
 def resolve(acl: tuple[ACL, ...], ids: frozenset[Id]) -> tuple[ACL, ...]:
+    """`_resolve`, remembered for small ACLs and identities (most creates repeat a few)."""
+    key = (acl, ids)
+    shared = _RESOLVED.get(key)
+    if shared is not None:
+        return shared
+    resolved = _resolve(acl, ids)
+    weight = acl_weight(acl) + acl_weight(resolved)
+    _RESOLVED.put(key, resolved, weight + sum(len(i.scheme) + len(i.id) for i in ids))
+    return resolved
+
+
+def _resolve(acl: tuple[ACL, ...], ids: frozenset[Id]) -> tuple[ACL, ...]:
     """Check an ACL given by a client and expand `auth` entries to the caller's ids."""
     if not acl:
         raise InvalidACLError("an ACL must have at least one entry")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 
 def make_zxid(epoch: int, counter: int) -> int:
@@ -115,22 +114,67 @@ class ACL:
 
 
 def acl_from_wire(fields: Iterable[Sequence[object]]) -> tuple[ACL, ...]:
-    """Decode a wire ACL (a list of [perms, scheme, id]); equal ACLs share one value.
+    """Decode a wire ACL (a list of [perms, scheme, id]); equal small ACLs share one value.
 
     Every create carries an ACL and every member decodes it several times (request, log record,
     checkpoint), almost always the same few: building new objects each time was a fifth of a
-    follower's time in a create benchmark. Raises TypeError or ValueError on a bad shape.
+    follower's time in a create benchmark. Only small ACLs are shared (`SmallValueCache`): a
+    big one from a client would otherwise stay in memory after its request was refused.
+    Raises TypeError or ValueError on a bad shape.
     """
-    if type(fields) is tuple:  # decoded as tuples (`use_list=False`): already the key
-        return _acl_tuple(fields)  # unhashable parts (a map) are a bad shape: TypeError
-    key = tuple(tuple(entry) for entry in fields)
-    hash(key)  # unhashable parts (a map, a list) are a bad shape: TypeError
-    return _acl_tuple(key)
+    # decoded as tuples (`use_list=False`), the ACL is already the key
+    key = fields if type(fields) is tuple else tuple(tuple(entry) for entry in fields)
+    shared = _SHARED_ACLS.get(key)  # unhashable parts (a map, a list): TypeError, a bad shape
+    if shared is not None:
+        return shared
+    acl = tuple(ACL.from_wire(list(entry)) for entry in key)
+    _SHARED_ACLS.put(key, acl, acl_weight(acl))
+    return acl
 
 
-@functools.lru_cache(maxsize=4096)
-def _acl_tuple(key: tuple[tuple[object, ...], ...]) -> tuple[ACL, ...]:
-    return tuple(ACL.from_wire(list(entry)) for entry in key)
+def acl_weight(acl: Iterable[ACL]) -> int:
+    """About how many bytes an ACL holds beyond its entries' objects: its ids' characters."""
+    return sum(len(entry.id.scheme) + len(entry.id.id) for entry in acl)
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SmallValueCache(Generic[K, V]):
+    """A cache that keeps only small values, at most `capacity` of them, and starts over when
+    full. It exists to share the few ACLs that nearly every request carries, and holds at most
+    about `capacity * max_weight` bytes of them whatever clients send: a big value (an ACL of
+    many entries, perhaps of a request that is then refused) is never kept, so it is freed with
+    its request. A hit costs one dict lookup; only a miss is weighed."""
+
+    __slots__ = ("_entries", "capacity", "max_weight")
+
+    def __init__(self, capacity: int, max_weight: int) -> None:
+        self._entries: dict[K, V] = {}
+        self.capacity = capacity
+        self.max_weight = max_weight
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        return self._entries.get(key)
+
+    def put(self, key: K, value: V, weight: int) -> None:
+        """Keep `value` if its `weight` (about its size in bytes) is at most `max_weight`."""
+        if weight > self.max_weight:
+            return
+        if len(self._entries) >= self.capacity:
+            self._entries.clear()
+        self._entries[key] = value
+
+
+SHARED_ACL_CAPACITY = 4096
+SHARED_ACL_MAX_WEIGHT = 512  # characters of ids: a few digest or x509 entries
+_SHARED_ACLS: SmallValueCache[tuple[tuple[object, ...], ...], tuple[ACL, ...]] = SmallValueCache(
+    SHARED_ACL_CAPACITY, SHARED_ACL_MAX_WEIGHT
+)
 
 
 ANYONE_ID_UNSAFE = Id("world", "anyone")

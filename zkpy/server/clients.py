@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import ssl
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +60,7 @@ from zkpy.core.requests import (
 from zkpy.core.tree import ApplyResult, OpResult
 from zkpy.core.txn import SetACL, SetData
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
-from zkpy.core.watches import resume_watches
+from zkpy.core.watches import resume_watches, watch_weight
 from zkpy.outbox import Outbox
 from zkpy.receiver import Receiver
 from zkpy.server.node import Member
@@ -71,6 +73,19 @@ log = logging.getLogger("zkpy.server.clients")
 # starts on the first while the rest are decoded (256 requests of one client otherwise travel
 # through every member as one convoy, each stage waiting for the one before).
 STEP_EVERY_FRAMES = 128
+YIELD_EVERY_S = 0.005
+"""A reader that has spent this long on the requests of one read lets the member's other tasks
+run (other connections, peer links, the session ticker) before it goes on."""
+MAX_HANDSHAKE_FRAME = 64 << 10
+"""The largest frame read before the handshake is done (a handshake takes well under 1 KiB, and
+nothing else may come before its reply): a connection that has not handshaken yet cannot make
+the member buffer a whole `max_frame`."""
+MAX_IDENTITIES = 64
+"""Identities one connection may gain with add_auth (beyond what its address or certificate give
+it): each is sent with every write it forwards, and kept while it lives."""
+HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
+"""Worker threads that hash digest credentials (PBKDF2, milliseconds each) for a member, so that
+a flood of `add_auth` takes at most these CPUs and never the event loop."""
 READ_WATCH_PERIOD_S = 1.0  # how often `_watch_reads` looks while no read is in progress
 
 _WRITES = (
@@ -95,6 +110,7 @@ class Slot:
     xid: int
     read: ReadRequest | None = None
     frame: bytes | None = None
+    size: int = 0  # the request's bytes, counted in the member's pending bytes until answered
     close_after: bool = False
     error: ZkError | None = None  # refused before ordering: answered with it at its turn
 
@@ -110,15 +126,19 @@ class ClientConnection:
         self.timeout_ms = 0
         self.owner = 0  # this connection's id as its session's owner (`Member.new_owner_id`)
         self.ids: frozenset[Id] = frozenset()
-        self.outbox = Outbox(stream, server.member.output)
+        self.outbox = Outbox(stream, server.member.output, server.member.outbox_bytes)
+        self._outboxes = server.member.outbox_bytes
+        self._pending = server.member.pending_bytes
         self._packer = server.packer
         self._max_outbox = self.config.max_outbox_bytes
+        self._max_total_outbox = self.config.max_total_outbox_bytes
         self.receiver = Receiver(stream, self.config.spin_before_wait_s)
         self._queue: deque[Slot] = deque()
         self._room = trio.Event()
         self._closing = False
         self._read_deadline = math.inf  # when the read in progress times out (`_watch_reads`)
         self._handshaken = trio.Event()
+        self._auth: tuple[Slot, bytes] | None = None  # an add_auth whose hashing is due
         self.cancel_scope = trio.CancelScope()
 
     @property
@@ -176,6 +196,7 @@ class ClientConnection:
                 else:
                     break
             queue.popleft()
+            self._pending.total -= slot.size
             self.push(slot.frame)
             if slot.close_after:
                 self.close_after_flush()
@@ -240,6 +261,9 @@ class ClientConnection:
             raise MarshallingError("sessions are created and attached by the handshake")
         if isinstance(request, SyncRequest):
             self._sync(xid, request)
+            return
+        if type(request) is AuthRequest:
+            self._authenticate(xid, request)
             return
         if self._queue:  # behind a pending write: answered when that write's reply leaves
             self._queue.append(Slot(xid, read=request))
@@ -350,7 +374,15 @@ class ClientConnection:
             raise TooManyRequestsError(
                 f"a session may hold at most {self.config.max_watches_per_session} watches"
             )
+        self._check_watch_room(watch_weight(path))
         watches.add(self.id, path, mode)
+
+    def _check_watch_room(self, weight: int) -> None:
+        limit = self.config.max_total_watch_bytes
+        if self.member.watches.weight + weight > limit:
+            raise TooManyRequestsError(
+                f"this member's watches are at their limit of {limit} bytes (max_total_watch_bytes)"
+            )
 
     def _read(self, request: ReadRequest) -> Any:
         if type(request) is GetDataRequest:  # the most frequent, without `match`'s lookups
@@ -398,8 +430,6 @@ class ClientConnection:
                 return None
             case SetWatchesRequest():
                 return self._set_watches(request)
-            case AuthRequest(scheme, credential):
-                return self._authenticate(scheme, credential)
         raise BadArgumentsError(f"unknown read {type(request).__name__}")
 
     def _set_watches(self, request: SetWatchesRequest) -> None:
@@ -417,6 +447,7 @@ class ClientConnection:
         member = self.member
         if member.watches.count(self.id) + len(registrations) > self.config.max_watches_per_session:
             raise TooManyRequestsError("too many watches")
+        self._check_watch_room(sum(watch_weight(path) for _mode, path in registrations))
         missed = resume_watches(
             member.watches,
             self.id,
@@ -431,15 +462,53 @@ class ClientConnection:
             if node is None or acls.allows(node.acl, Perm.READ, self.ids):
                 self.send_event(event)
 
-    def _authenticate(self, scheme: str, credential: bytes) -> None:
-        if scheme != "digest":
-            raise AuthFailedError(f"unknown authentication scheme {scheme!r}")
-        ident = acls.digest_id_from_credential(credential)
+    def _authenticate(self, xid: int, request: AuthRequest) -> None:
+        """Take an add_auth's place in the reply order; the reader hashes the credential
+        (`_finish_auth`) before it handles this connection's next request, so that the requests
+        after it carry the new identity."""
+        slot = Slot(xid)
+        self._queue.append(slot)
+        if request.scheme != "digest":
+            err = AuthFailedError(f"unknown authentication scheme {request.scheme!r}")
+            self._auth_failed(slot, err)
+            return
+        self._auth = (slot, request.credential)
+
+    async def _finish_auth(self) -> None:
+        """Hash the pending add_auth's credential in a worker thread (PBKDF2 takes milliseconds:
+        a flood of them on the event loop would starve every other connection and the peer
+        links) and answer it in its place."""
+        assert self._auth is not None
+        slot, credential = self._auth
+        self._auth = None
+        try:
+            ident = await trio.to_thread.run_sync(
+                acls.digest_id_from_credential, credential, limiter=self.server.hashing
+            )
+        except AuthFailedError as err:
+            self._auth_failed(slot, err)
+            return
+        gained = sum(1 for held in self.ids if held.scheme == ident.scheme)
+        if ident not in self.ids and gained >= MAX_IDENTITIES:
+            too_many = f"a connection may hold at most {MAX_IDENTITIES} identities"
+            self._auth_failed(slot, AuthFailedError(too_many))
+            return
         added = {ident}
         if self.config.super_digest and ident.id == self.config.super_digest:
             added.add(acls.SUPER_ID)
             log.info("connection %d authenticated as the super user", self.id)
         self.ids = self.ids | added
+        slot.frame = self._encode_reply(slot.xid, self.member.tree.last_zxid, 0, None)
+        self._flush_queue()
+
+    def _auth_failed(self, slot: Slot, err: AuthFailedError) -> None:
+        """A failed add_auth is answered in its place, and then the connection is closed (no
+        request after it is handled)."""
+        self._closing = True
+        zxid = self.member.tree.last_zxid
+        slot.frame = self._encode_reply(slot.xid, zxid, err.code, str(err))
+        slot.close_after = True
+        self._flush_queue()
 
     # ---- handshake -------------------------------------------------------------------------
 
@@ -527,11 +596,11 @@ class ClientConnection:
     # ---- the reader ------------------------------------------------------------------------
 
     async def read_loop(self) -> None:
-        decoder = FrameDecoder(self.config.max_frame)
+        decoder = FrameDecoder(min(self.config.max_frame, MAX_HANDSHAKE_FRAME))
         handshaken = False
         while True:
             if not handshaken:
-                wait_s = self.config.handshake_timeout_s
+                wait_s = math.inf  # the handshake's deadline counts from the connection's start
             elif decoder.buffered:
                 wait_s = max(self.config.handshake_timeout_s, self.timeout_ms / 1000)
             else:
@@ -544,10 +613,14 @@ class ClientConnection:
             try:
                 frames = decoder.feed(data)
             except FrameTooLargeError as too_large:
-                self._protocol_error(MarshallingError(str(too_large)), None)
+                if handshaken:
+                    self._protocol_error(MarshallingError(str(too_large)), None)
+                else:  # said in a handshake refusal, as any bad handshake
+                    self._refuse(MarshallingError(f"handshake {too_large}"))
                 return
             if frames:
                 self.member.touch(self.session_id)  # any frame keeps the session alive
+            yield_at = time.perf_counter() + YIELD_EVERY_S
             try:
                 for index, payload in enumerate(frames, 1):
                     if self._closing:
@@ -556,32 +629,63 @@ class ClientConnection:
                         self.handshake(payload)
                         self.member.output.flush()
                         handshaken = True
-                        with trio.move_on_after(self.config.handshake_timeout_s):
-                            await self._handshaken.wait()  # no request runs before its session
-                        if not self._handshaken.is_set():
-                            return
+                        await self._handshaken.wait()  # no request runs before its session
+                        self.server.handshake_done(self.id)
+                        decoder.max_frame = self.config.max_frame
                         continue
+                    queued = len(self._queue)
                     try:
                         self.handle_frame(payload)
                     except MarshallingError as err:
                         self._protocol_error(err, getattr(err, "xid", None))
                         return
-                    if len(self.outbox.buffer) >= self._max_outbox // 2:
-                        self.member.step()
-                        self.member.output.flush()
+                    if len(self._queue) > queued:  # answered later: held until then
+                        self._queue[-1].size = len(payload)
+                        self._pending.total += len(payload)
+                    if self._auth is not None:
+                        self._send_so_far()
+                        await self._finish_auth()
+                        self.member.touch(self.session_id)  # its requests came in time
+                    if self._outbox_full():
+                        self._send_so_far()
                         await self._wait_outbox_taken()
                     if index % STEP_EVERY_FRAMES == 0:
-                        self.member.step()  # these writes leave while the rest is read
-                        self.member.output.flush()
+                        self._send_so_far()  # these writes leave while the rest is read
+                    if time.perf_counter() >= yield_at:
+                        self._send_so_far()
+                        await trio.lowlevel.checkpoint()  # let the other connections run
+                        self.member.touch(self.session_id)
+                        yield_at = time.perf_counter() + YIELD_EVERY_S
             finally:
                 self.member.step()  # the writes of this batch start on their way at once
                 self.member.output.flush()  # the replies to this batch of reads, in one send
             if decoder.error is not None:
                 self._protocol_error(MarshallingError(str(decoder.error)), None)
                 return
-            while len(self._queue) >= self.config.max_in_flight_per_connection:
+            while self._too_much_pending():
                 self._room = trio.Event()
                 await self._room.wait()
+
+    def _too_much_pending(self) -> bool:
+        """Read no more while this connection has its most requests in flight, or while the
+        member's connections hold their most request bytes and this one holds some of them
+        (each connection may always have one request in flight: no one waits for ever)."""
+        queued = len(self._queue)
+        if queued >= self.config.max_in_flight_per_connection:
+            return True
+        return queued > 0 and self._pending.total > self.config.max_total_pending_bytes
+
+    def _outbox_full(self) -> bool:
+        """This connection's outbox is half full, or the member's outboxes together are over
+        their limit and this one holds some of it."""
+        if len(self.outbox.buffer) >= self._max_outbox // 2:
+            return True
+        return self._outboxes.total > self._max_total_outbox and self.outbox.unsent > 0
+
+    def _send_so_far(self) -> None:
+        """Start the writes handled so far on their way, and send the replies made so far."""
+        self.member.step()
+        self.member.output.flush()
 
     async def _watch_reads(self) -> None:
         """Close the connection when a read waits past its deadline (set by `read_loop`).
@@ -600,7 +704,8 @@ class ClientConnection:
             await trio.sleep_until(min(deadline, now + READ_WATCH_PERIOD_S))
 
     async def _wait_outbox_taken(self) -> None:
-        """Backpressure: read no more requests until the writer has taken the replies so far.
+        """Backpressure: read no more requests until the writer has taken the replies so far
+        (while the member's outboxes are over their total, until they are sent).
 
         Many pipelined reads of big values arrive in one read from the socket; answering them
         all at once would go over `max_outbox_bytes` however fast the client reads. The writer
@@ -608,11 +713,25 @@ class ClientConnection:
         holds us here, and is cut off after a session timeout.
         """
         with trio.move_on_after(max(self.config.handshake_timeout_s, self.timeout_ms / 1000)):
-            while len(self.outbox) >= self.config.max_outbox_bytes // 2:
+            while self._outbox_full():
                 await self.outbox.taken.wait()
             return
-        log.warning("connection %d: client does not read its replies; closing", self.id)
+        if len(self.outbox.buffer) >= self._max_outbox // 2:
+            log.warning("connection %d: client does not read its replies; closing", self.id)
+        else:
+            log.warning(
+                "connection %d: client does not read its replies while the member's outboxes "
+                "hold over %d bytes (max_total_outbox_bytes); closing",
+                self.id,
+                self._max_total_outbox,
+            )
         raise ConnectionDone
+
+    def release(self) -> None:
+        """The connection has ended: its unanswered requests no longer count as pending (their
+        writes may still commit; their replies go nowhere)."""
+        self._pending.total -= sum(slot.size for slot in self._queue)
+        self._queue.clear()
 
     def _protocol_error(self, err: ZkError, xid: int | None) -> None:
         log.warning("connection %d: bad input, closing: %s", self.id, err)
@@ -653,6 +772,9 @@ class ClientServer:
         self.by_session: dict[int, ClientConnection] = {}
         self._ids = itertools.count(1)
         self._per_address: dict[str, int] = {}
+        # the admission deadlines of connections still in their handshake, oldest first
+        self._handshaking: dict[int, trio.CancelScope] = {}
+        self.hashing = trio.CapacityLimiter(HASHING_THREADS)
         member.session_closed = self._session_closed
         member.session_attached = self._session_attached
         member.serving_changed = self._serving_changed
@@ -696,35 +818,106 @@ class ClientServer:
         if not self._per_address[address]:
             del self._per_address[address]
 
+    def _admit(self, address: str) -> bool:
+        """Count a new connection from `address` in, unless it is over a connection limit.
+
+        When the member is full, or too many connections are in their handshake, the oldest
+        connection still in its handshake is dropped to make room, rather than the new one
+        refused: real clients finish their handshakes in milliseconds, so the oldest are idle
+        ones, and connections that never handshake cannot lock real clients out.
+        """
+        config = self.member.config
+        if self._per_address.get(address, 0) >= config.max_connections_per_address:
+            log.warning(
+                "refusing a connection from %s: it has %d, the limit for one address "
+                "(max_connections_per_address)",
+                address,
+                config.max_connections_per_address,
+            )
+            return False
+        if self.member.connections >= config.max_connections and not self._drop_oldest():
+            log.warning(
+                "refusing a connection from %s: %d connections is the limit (max_connections)",
+                address,
+                config.max_connections,
+            )
+            return False
+        if len(self._handshaking) >= config.max_connections_in_handshake:
+            self._drop_oldest()
+        self.member.connections += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return True
+
+    def _drop_oldest(self) -> bool:
+        """Drop the connection that has been in its handshake longest; False if there is none."""
+        if not self._handshaking:
+            return False
+        oldest, admission = next(iter(self._handshaking.items()))
+        del self._handshaking[oldest]
+        admission.cancel()
+        log.warning("connection %d: dropped before its handshake, to make room", oldest)
+        return True
+
+    def handshake_done(self, conn_id: int) -> None:
+        """The connection has a session: no handshake deadline for it any more."""
+        admission = self._handshaking.pop(conn_id, None)
+        if admission is not None:
+            admission.deadline = math.inf
+
     async def _secure(
         self, stream: trio.SocketStream, context: ssl.SSLContext, address: str
     ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS handshake (within the connection's handshake deadline, set by `handle`)."""
         secured = trio.SSLStream(stream, context, server_side=True)
-        with trio.move_on_after(self.member.config.handshake_timeout_s):
-            try:
-                await secured.do_handshake()
-            except (trio.BrokenResourceError, ssl.SSLError, OSError) as err:
-                log.warning("TLS handshake with %s failed: %s", address, err)
-                return None
-            return secured
-        log.warning("TLS handshake with %s timed out", address)
-        return None
+        try:
+            await secured.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError, OSError) as err:
+            log.warning("TLS handshake with %s failed: %s", address, err)
+            return None
+        return secured
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        config = self.member.config
         try:
             address = str(stream.socket.getpeername()[0])
         except OSError:
             address = "?"
-        if (
-            self.member.connections >= config.max_connections
-            or self._per_address.get(address, 0) >= config.max_connections_per_address
-        ):
-            log.warning("refusing a connection from %s: too many connections", address)
+        if not self._admit(address):
             await stream.aclose()
             return
-        self.member.connections += 1
-        self._per_address[address] = self._per_address.get(address, 0) + 1
+        conn_id = next(self._ids)
+        timeout_s = self.member.config.handshake_timeout_s
+        # one deadline from the connection's start for the TLS and the session handshakes,
+        # however slowly their bytes come
+        admission = trio.CancelScope(deadline=trio.current_time() + timeout_s)
+        self._handshaking[conn_id] = admission
+        streams: list[trio.abc.Stream] = [stream]  # and the TLS stream over it, if any
+        try:
+            with admission:
+                await self._serve(stream, address, conn_id, streams)
+            if admission.cancelled_caught and trio.current_time() >= admission.deadline:
+                log.warning(
+                    "connection %d from %s: no handshake within %s s (handshake_timeout_s)",
+                    conn_id,
+                    address,
+                    timeout_s,
+                )
+        finally:
+            self._handshaking.pop(conn_id, None)
+            self._forget(address)
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await trio.aclose_forcefully(streams[-1])
+                await trio.aclose_forcefully(stream)
+
+    async def _serve(
+        self, stream: trio.SocketStream, address: str, conn_id: int, streams: list[trio.abc.Stream]
+    ) -> None:
+        """Serve one admitted connection; a TLS stream over `stream` is added to `streams`.
+
+        Its cleanup here is synchronous: `handle` closes the streams (compiled, an await in a
+        `finally` that an exception passed through broke the cancel scope around it, and the
+        client listener ended).
+        """
         client_stream: trio.abc.Stream = stream
         # every connection is who its address says (ACLs of the ip scheme), and more if proven
         identities: frozenset[Id] = (
@@ -733,14 +926,13 @@ class ClientServer:
         if self._tls is not None:
             secured = await self._secure(stream, self._tls, address)
             if secured is None:
-                self._forget(address)
-                await trio.aclose_forcefully(stream)
                 return
+            streams.append(secured)
             subject = tls.subject_of(secured.getpeercert())
             if subject is not None:
                 identities = identities | {Id("x509", subject)}
             client_stream = secured
-        conn = ClientConnection(self, client_stream, next(self._ids))
+        conn = ClientConnection(self, client_stream, conn_id)
         conn.ids = identities
         self.member.register_event_sink(conn.id, conn.send_event)
         self._connections[conn.id] = conn
@@ -748,11 +940,8 @@ class ClientServer:
             await conn.serve()
         finally:
             conn.outbox.close()
+            conn.release()
             del self._connections[conn.id]
-            self._forget(address)
             self.member.drop_watcher(conn.id)
             if self.by_session.get(conn.session_id) is conn:
                 del self.by_session[conn.session_id]
-            with trio.move_on_after(1) as cleanup:
-                cleanup.shield = True
-                await trio.aclose_forcefully(client_stream)

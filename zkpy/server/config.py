@@ -49,10 +49,14 @@ class ServerConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     max_peer_frame: int = 1 << 30  # a snapshot travels in one frame
     max_connections: int = 4096
-    max_connections_per_address: int = 1024
+    max_connections_per_address: int = 128  # so that a few addresses cannot take them all
+    max_connections_in_handshake: int = 256  # past it, the oldest one still handshaking goes
     max_in_flight_per_connection: int = 10_000
     max_outbox_bytes: int = 64 << 20  # a client that stops reading is cut off past this
     max_watches_per_session: int = 100_000
+    max_total_outbox_bytes: int = 512 << 20  # unsent replies of all connections together
+    max_total_watch_bytes: int = 256 << 20  # all watches: their paths and bookkeeping
+    max_total_pending_bytes: int = 256 << 20  # requests read and not yet answered, together
     max_children_per_reply: int = 500_000  # a bigger get_children fails with TooManyRequests
     handshake_timeout_s: float = 10.0
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree

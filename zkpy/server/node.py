@@ -33,7 +33,7 @@ from zkpy.core.tree import CheckpointDelta, DataTree, changes_of
 from zkpy.core.txn import TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id, WatchedEvent
 from zkpy.core.watches import ChangeLog, WatchRegistry
-from zkpy.outbox import Flusher
+from zkpy.outbox import ByteMeter, Flusher
 from zkpy.server.config import ServerConfig
 from zkpy.server.executor import ReadyExecutor, SyncDone, Waiter
 from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
@@ -213,6 +213,8 @@ class Member:
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
         self.started_at = wall_ms()
         self.connections = 0
+        self.outbox_bytes = ByteMeter()  # the client connections' unsent bytes (clients.py)
+        self.pending_bytes = ByteMeter()  # their requests read and not yet answered
         self.client_port = config.client_port
         self.stats = {"requests": 0, "writes": 0}
 
@@ -519,6 +521,9 @@ class Member:
             "sessions": len(replica.tree.sessions),
             "watches": len(self.watches),
             "connections": self.connections,
+            "outbox_bytes": self.outbox_bytes.total,
+            "pending_bytes": self.pending_bytes.total,
+            "watch_bytes": self.watches.weight,
             "outstanding": replica.outstanding,
             "members": [
                 f"{m.host}:{m.client_port}"
