@@ -48,7 +48,7 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-UNSAFE_FLUSH_S = 1.0
+UNSAFE_BUFFER_RECORDS = 100_000  # fsync = false: records held before they are written
 # Appends are made durable on the event loop while appends recently took less than this on
 # average (an exponentially weighted mean with this weight for the newest), else in a worker
 # thread; so are very big batches, which would hold up the member's other work for long.
@@ -75,7 +75,6 @@ class MemberDisk:
         self._persisted_zxid = replica.last_logged
         self._unsafe_buffer: list[tuple[int, bytes]] = []
         self._recent_persist_s = 0.0
-        self._unsafe_flushed_at = time.monotonic()
 
     @property
     def durable_zxid(self) -> int:
@@ -123,11 +122,14 @@ class MemberDisk:
 
     def _persist_unsafely(self, ready: Ready) -> None:
         """fsync = false, an UNSAFE test switch: log entries are acknowledged before they are
-        written, and written (unsynced) only every UNSAFE_FLUSH_S, so a kill -9 loses the recent
-        ones, as a power cut loses what a disk had not synced. Chaos runs use it to prove that
-        lost acknowledged writes are detected."""
+        written, and written (unsynced) only when the member must write LMDB (a new epoch, a
+        snapshot, a truncation) or holds UNSAFE_BUFFER_RECORDS of them, so a kill -9 loses every
+        write acknowledged since, on every member alike, as a power cut loses what a disk had
+        not synced. Chaos runs use it to prove that lost acknowledged writes are detected: a run
+        that cuts the power always loses some, not only when the cut falls between two members'
+        flushes."""
         if _writes_lmdb(ready):
-            self._flush_unsafe_buffer()
+            self.flush_unsafe_buffer()
             if ready.epochs is not None:
                 self.storage.set_epochs(
                     accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1]
@@ -140,11 +142,11 @@ class MemberDisk:
                 self.storage.truncate_log_after(ready.truncate_after)
                 self._persisted_zxid = min(self._persisted_zxid, ready.truncate_after)
         self._unsafe_buffer.extend((r.zxid, encode_record(r)) for r in ready.persist)
-        if time.monotonic() - self._unsafe_flushed_at >= UNSAFE_FLUSH_S:
-            self._flush_unsafe_buffer()
+        if len(self._unsafe_buffer) >= UNSAFE_BUFFER_RECORDS:
+            self.flush_unsafe_buffer()
 
-    def _flush_unsafe_buffer(self) -> None:
-        self._unsafe_flushed_at = time.monotonic()
+    def flush_unsafe_buffer(self) -> None:
+        """fsync = false: write what the log holds back (a checkpoint must not get ahead of it)."""
         if self._unsafe_buffer:
             self.storage.append(self._unsafe_buffer)
             self._persisted_zxid = self._unsafe_buffer[-1][0]
@@ -472,6 +474,7 @@ class Member:
         finally:
             if collecting:
                 gc.enable()
+        self.disk.flush_unsafe_buffer()
         keep_after = self.executor.checkpoint_started(delta.zxid)
         self._checkpoint_written = trio.Event()
         self.disk.checkpointing = True
