@@ -113,10 +113,6 @@ class Countdown:
         await self._event.wait()
 
 
-def _same(result: Any) -> Any:
-    return result
-
-
 def _first(result: Any) -> Any:
     return result[0]
 
@@ -734,13 +730,15 @@ class Pipeline:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._requests: list[Request | ZkError] = []
-        self._converters: list[Callable[[Any], Any]] = []
+        self._converters: list[Callable[[Any], Any] | None] = []  # None: the result as it is
         self.results: list[Any] = []
 
     def __len__(self) -> int:
         return len(self._requests)
 
-    def _add(self, build: Callable[[], Request], convert: Callable[[Any], Any] = _same) -> int:
+    def _add(
+        self, build: Callable[[], Request], convert: Callable[[Any], Any] | None = None
+    ) -> int:
         try:
             request: Request | ZkError = build()
         except ZkError as err:
@@ -811,7 +809,8 @@ class Pipeline:
             try:
                 if isinstance(item, ZkError):
                     raise item
-                results.append(convert(item.outcome()))
+                result = item.outcome()
+                results.append(result if convert is None else convert(result))
             except ZkError as err:
                 if raise_on_error:
                     raise

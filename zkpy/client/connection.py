@@ -450,16 +450,25 @@ class ClientConnection:
                 raise RemoteProtocolError("a ping reply came with no ping outstanding")
             self._pings -= 1
             return
-        call = self._awaited(xid, error)
-        self._settle(call, error, body)  # a body of the wrong shape raises: the call stays
+        # the common case (the oldest call answered with success) spelled out: every reply
+        # passes here
         pending = self.pending
+        call = pending[0] if pending and pending[0].xid == xid else self._awaited(xid, error)
+        request = call.request
+        if error or type(request) is MultiRequest:
+            self._settle(call, error, body)  # a malformed body raises: the call stays awaited
+        else:
+            call.result = RESULTS[type(request)](body)
+            if call.watch is not None:
+                self._register(call)
         if pending[0] is call:
             pending.popleft()
         else:
             pending.remove(call)
         if call.xid > 0:
             events.append(call)
-        self._after_reply(call, error, body, events)
+        if error or type(request) is AuthRequest:
+            self._after_reply(call, error, body, events)
 
     def _awaited(self, xid: int, error: int) -> Call:
         """The call a reply answers: the oldest one, or (a marshalling error is sent at once,
@@ -474,19 +483,16 @@ class ClientConnection:
         raise RemoteProtocolError(f"a reply for xid {xid}, which is not the next one awaited")
 
     def _settle(self, call: Call, error: int, body: Any) -> None:
-        """Set the call's result or failure from its reply (raises if the body is malformed)."""
+        """Set the result or failure of a refused call or a multi (raises if the body is
+        malformed)."""
         request = call.request
-        if error:
-            if type(request) is MultiRequest and type(body) is list:
+        if error and (type(request) is not MultiRequest or type(body) is not list):
+            call.failure = _reply_error(request, error, body)
+        elif type(request) is MultiRequest:
+            if error:
                 call.result = _multi_failure(request, body)  # the multi was refused as a whole
             else:
-                call.failure = _reply_error(request, error, body)
-        elif type(request) is MultiRequest:
-            call.result = _multi_result(request, body)
-        else:
-            call.result = RESULTS[type(request)](body)
-            if call.watch is not None:
-                self._register(call)
+                call.result = _multi_result(request, body)
 
     def _register(self, call: Call) -> None:
         """A watching read succeeded: its one-shot watch is registered now, before any later
