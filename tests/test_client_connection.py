@@ -7,15 +7,18 @@ send, feeds them to a `ClientConnection`, and checks the events and the bytes it
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+import zkpy
 from zkpy.client import builders
 from zkpy.client.connection import (
     MAX_XID,
@@ -531,3 +534,72 @@ ClientMachineRun.TestCase.settings = settings(
     max_examples=150, stateful_step_count=30, deadline=None
 )
 test_the_machine_under_random_call_sequences = ClientMachineRun.TestCase
+
+
+# ---- through the trio client ---------------------------------------------------------------
+
+
+class MisbehavingMember:
+    """Greets every handshake with SESSION; on the first connection answers the first request
+    wrongly (as `answer` says), on later ones answers a get with data and a Stat."""
+
+    def __init__(self, answer: Callable[[int], bytes]) -> None:
+        self.answer = answer
+        self.handshakes: list[wire.Handshake] = []
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder(1 << 20)
+        frames: list[bytes] = []
+
+        async def next_frame() -> bytes:
+            while not frames:
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    raise trio.BrokenResourceError
+                frames.extend(decoder.feed(data))
+            return frames.pop(0)
+
+        try:
+            self.handshakes.append(wire.Handshake.decode(await next_frame()))
+            await stream.send_all(handshake_reply())
+            first = len(self.handshakes) == 1
+            while True:
+                payload = await next_frame()
+                if wire.is_ping(payload):
+                    await stream.send_all(reply(wire.XID_PING, None))
+                    continue
+                xid, _opcode, _request = wire.decode_request(payload)
+                await stream.send_all(self.answer(xid) if first else reply(xid, [b"ok", STAT]))
+                first = False
+        except trio.BrokenResourceError:
+            pass
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda xid: reply(xid, 5), id="a-body-of-the-wrong-shape"),
+        pytest.param(lambda xid: reply(xid + 1000, [b"x", STAT]), id="a-reply-to-no-request"),
+        pytest.param(lambda xid: reply(wire.XID_PING, None), id="an-unrequested-ping-reply"),
+    ],
+)
+async def test_a_server_breaking_the_protocol_costs_a_connection_not_the_session(
+    answer: Callable[[int], bytes],
+) -> None:
+    """Before the machine, the first was a TypeError in the caller's task and the others were
+    dropped in silence, leaving the request waiting for ever."""
+    member = MisbehavingMember(answer)
+    async with trio.open_nursery() as nursery:
+        listeners: Any = await nursery.start(
+            lambda task_status: trio.serve_tcp(
+                member.serve, 0, host="127.0.0.1", task_status=task_status
+            )
+        )
+        port = listeners[0].socket.getsockname()[1]
+        async with zkpy.connect(f"127.0.0.1:{port}", session_timeout=6.0) as zk:
+            with trio.fail_after(10), pytest.raises(ConnectionLossError):
+                await zk.get("/a")
+            with trio.fail_after(10):
+                assert await zk.get("/a") == (b"ok", Stat(*STAT))
+            assert [hello.session_id for hello in member.handshakes] == [0, SESSION]
+        nursery.cancel_scope.cancel()

@@ -74,6 +74,7 @@ class ConnectionState(enum.Enum):
 
 
 def parse_hosts(hosts: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``"a:1,b:2"`` (or a list of ``"host:port"``) as (host, port) pairs; port 2181 if none."""
     items = hosts.split(",") if isinstance(hosts, str) else list(hosts)
     parsed: list[tuple[str, int]] = []
     for item in items:
@@ -139,25 +140,30 @@ class Transaction:
         ephemeral: bool = False,
         sequential: bool = False,
     ) -> Transaction:
+        """Add a create (its result: the created path)."""
         request = builders.create(path, data, self._client._acl(acl), ephemeral, sequential)
         self._ops.append(request)
         return self
 
     def delete(self, path: str, version: int = -1) -> Transaction:
+        """Add a delete (its result: True)."""
         self._ops.append(builders.delete(path, version))
         return self
 
     def set_data(self, path: str, data: bytes, version: int = -1) -> Transaction:
+        """Add a set (its result: the node's new Stat)."""
         self._ops.append(builders.set_data(path, data, version))
         return self
 
     set = set_data
 
     def check(self, path: str, version: int) -> Transaction:
+        """Add a check that the node's version is `version` (its result: True)."""
         self._ops.append(builders.check(path, version))
         return self
 
     async def commit(self) -> list[Any]:
+        """Send the operations as one multi; one result per operation (see the class)."""
         if self.committed:
             raise ValueError("this transaction was already committed")
         request = builders.multi(self._ops)
@@ -373,12 +379,13 @@ class Client:
         conn = self._conn
         conn.connect(trio.current_time(), str(host))
         await stream.send_all(conn.data_to_send())
+        events: list[Event] = []
         while conn.state is State.HANDSHAKING:
             data = await stream.receive_some(1 << 16)
             if not data:
                 raise ConnectionLossError("server closed the connection in the handshake")
             events = conn.receive_data(data, trio.current_time())
-        first = events[0]
+        first = events[0]  # what ended the handshake: its reply comes first
         if isinstance(first, HandshakeRefused | ConnectionLost):
             raise first.error
         return events
@@ -393,7 +400,7 @@ class Client:
                 self._connection_scope = scope
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, outbox, stream, scope)
-                    nursery.start_soon(self._timer_loop, scope)
+                    nursery.start_soon(self._timer_loop)
                     await self._read_loop(stream, scope)
         finally:
             self._connection_scope = None
@@ -421,7 +428,7 @@ class Client:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             scope.cancel()
 
-    async def _timer_loop(self, scope: trio.CancelScope) -> None:
+    async def _timer_loop(self) -> None:
         """Feeds the machine the time when it has something to do: a ping, or giving up on a
         silent server."""
         conn = self._conn
@@ -476,6 +483,8 @@ class Client:
             log.warning("bad frame from %s: %s", self.server, reason)
         else:
             log.info("%s", reason)
+        if self._lost_error is None and not self._closing:
+            self._set_state(ConnectionState.SUSPENDED)  # new calls wait for the next connection
         if self._connection_scope is not None:
             self._connection_scope.cancel()
 
