@@ -6,6 +6,10 @@ When the connection breaks, requests in flight fail with `ConnectionLossError`, 
 to another listed server and resumes its session (and its watches, with the last zxid it saw);
 requests made meanwhile wait for that. If the server says the session expired, the client is
 LOST for good: every request raises `SessionExpiredError`, as with ZooKeeper's own client.
+
+Every protocol rule (what to send, what a server frame means, when to ping or give up) is in
+`zkpy.client.connection`, which does no I/O; this module connects sockets, moves bytes between
+them and that machine, feeds it the time and wakes the tasks that wait.
 """
 
 from __future__ import annotations
