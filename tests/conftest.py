@@ -26,6 +26,7 @@ import pytest
 import trio
 
 import zkpy
+from zkpy.client.connection import Event
 from zkpy.core.requests import Request
 from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing import RunningServer, running_server
@@ -353,13 +354,14 @@ class FrameSpy:
 
     def __init__(self, client: zkpy.Client) -> None:
         self.frames: list[tuple[int, int, int, Any]] = []
-        original = client._on_frame
+        connection = client._conn
+        original = connection._receive_frame
 
-        def spy(frame: bytes) -> None:
+        def spy(frame: bytes, events: list[Event]) -> None:
             self.frames.append(wire.decode_server_frame(frame))
-            original(frame)
+            original(frame, events)
 
-        client._on_frame = spy  # type: ignore[method-assign]
+        connection._receive_frame = spy  # type: ignore[method-assign]
 
     def events(self) -> list[tuple[int, str, int]]:
         """(event type, path, zxid) of every watch event seen so far."""
