@@ -82,6 +82,7 @@ def new_packer() -> msgpack.Packer:
 
 
 def pack(value: Any, packer: msgpack.Packer | None = None) -> bytes:
+    """`value` as msgpack (bytes as bin), through `packer` when the caller reuses one."""
     packed: bytes = (
         msgpack.packb(value, use_bin_type=True) if packer is None else packer.pack(value)
     )
@@ -110,6 +111,7 @@ class Handshake:
     version: int = PROTOCOL_VERSION
 
     def encode(self) -> bytes:
+        """The handshake as a frame: a msgpack map, so that fields can be added compatibly."""
         return encode_frame(
             pack(
                 {
@@ -124,6 +126,8 @@ class Handshake:
 
     @classmethod
     def decode(cls, payload: bytes) -> Handshake:
+        """The handshake in one frame's payload; MarshallingError on a bad shape or another
+        protocol version."""
         value = unpack(payload)
         if not isinstance(value, dict):
             raise MarshallingError("handshake must be a map")
@@ -140,6 +144,9 @@ class Handshake:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeReply:
+    """The member's answer to a handshake: the session it opened or resumed and the limits it
+    enforces, or an error code and message when it refused."""
+
     session_id: int = 0
     password: bytes = b""
     timeout_ms: int = 0
@@ -150,6 +157,7 @@ class HandshakeReply:
     message: str = ""
 
     def encode(self) -> bytes:
+        """The reply as a frame: only the error and message when it refuses."""
         body: dict[str, Any] = {"v": PROTOCOL_VERSION}
         if self.error:
             body.update(error=self.error, message=self.message)
@@ -166,6 +174,7 @@ class HandshakeReply:
 
     @classmethod
     def decode(cls, payload: bytes) -> HandshakeReply:
+        """The handshake reply in one frame's payload; MarshallingError on a bad shape."""
         value = unpack(payload)
         if not isinstance(value, dict):
             raise MarshallingError("handshake reply must be a map")
@@ -307,6 +316,7 @@ _REQUEST_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
 
 
 def encode_request(xid: int, request: Request, packer: msgpack.Packer | None = None) -> bytes:
+    """One request as a frame: ``[xid, opcode, args...]``."""
     return encode_frame(pack([xid, *request_fields(request)], packer))
 
 
@@ -558,6 +568,7 @@ def decode_request(payload: bytes) -> tuple[int, int, Request]:
 
 
 def is_ping(payload: bytes) -> bool:
+    """Whether a frame's payload is the fixed ping ``[-2, 11]`` (tested before any decoding)."""
     return payload == PING_FRAME[4:]
 
 
@@ -567,14 +578,17 @@ def is_ping(payload: bytes) -> bool:
 def encode_reply(
     xid: int, zxid: int, error: int, body: Any, packer: msgpack.Packer | None = None
 ) -> bytes:
+    """One reply as a frame: ``[xid, zxid, error, body]``."""
     return encode_frame(pack([xid, zxid, error, body], packer))
 
 
 def encode_event(event: WatchedEvent, packer: msgpack.Packer | None = None) -> bytes:
+    """One watch event as a frame: a reply with the event xid and ``[type, path]`` as body."""
     return encode_frame(pack([XID_EVENT, event.zxid, 0, [int(event.type), event.path]], packer))
 
 
 def stat_out(stat: Stat | None) -> list[int] | None:
+    """A Stat in its wire form (None stays None: exists on a missing node)."""
     return None if stat is None else stat.to_wire()
 
 
@@ -587,6 +601,7 @@ _new_tuple = tuple.__new__
 
 
 def stat_in(value: Any) -> Stat:
+    """A Stat from its wire form, checking it is 11 integers."""
     # {*map(type, ...)} runs in C: a reply's stat is checked in a fraction of a microsecond
     if type(value) is not list or len(value) != 11 or {*map(type, value)} != _ONLY_INT:
         raise MarshallingError("a stat is an array of 11 integers")
@@ -594,6 +609,7 @@ def stat_in(value: Any) -> Stat:
 
 
 def acl_in(value: Any) -> tuple[ACL, ...]:
+    """An ACL from its wire form, checking every entry's shape."""
     return _acl_in(value)
 
 
@@ -609,6 +625,7 @@ def decode_server_frame(payload: bytes) -> tuple[int, int, int, Any]:
 
 
 def decode_event(body: Any, zxid: int) -> WatchedEvent:
+    """The watch event an event frame's body describes; MarshallingError on a bad shape."""
     if not isinstance(body, list) or len(body) != 2:
         raise MarshallingError("an event body is [type, path]")
     kind, path = body
