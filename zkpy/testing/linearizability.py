@@ -88,6 +88,8 @@ __all__ = [
 
 
 class Outcome(enum.Enum):
+    """How an operation ended, as far as its client knows."""
+
     OK = "ok"
     FAIL = "fail"  # certainly did not take effect: dropped by the checker
     UNKNOWN = "unknown"  # may or may not have taken effect; return time +infinity
@@ -171,9 +173,12 @@ class Model(Protocol):
     A step may depend on an operation's kind, input, outcome and (for OK ones) output only.
     """
 
-    def init(self) -> Hashable: ...
+    def init(self) -> Hashable:
+        """The state before any operation."""
 
-    def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]: ...
+    def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]:
+        """Whether `op` may take effect in `state` (with its recorded output, for an OK op),
+        and the state after it."""
 
 
 def _version_of(output: Any) -> int | None:
@@ -208,6 +213,7 @@ class RegisterModel:
         self.initial: tuple[Hashable, int] = (initial, -1 if initial is None else 0)
 
     def init(self) -> tuple[Hashable, int]:
+        """The register before any operation: missing, or `initial` at version 0."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
@@ -217,6 +223,7 @@ class RegisterModel:
         )
 
     def step(self, state: tuple[Hashable, int], op: Operation) -> tuple[bool, tuple[Hashable, int]]:
+        """Apply a read, write or cas to ``(value, version)``; see the class docstring."""
         value, version = state
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
@@ -360,12 +367,15 @@ class SequentialCreateModel:
         self.initial: _SeqState = (names, top, ())
 
     def init(self) -> _SeqState:
+        """The children named in `initial`, with no creates pending."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
+        """Listing the children changes nothing."""
         return op.kind == "children"
 
     def step(self, state: _SeqState, op: Operation) -> tuple[bool, _SeqState]:
+        """Apply a create or a children listing; see the class docstring."""
         names, top, pending = state
         if op.kind == "create":
             if op.outcome is not Outcome.OK:
@@ -445,12 +455,15 @@ class CounterModel:
         self.initial = initial
 
     def init(self) -> int:
+        """The counter at `initial`."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
+        """Reading the counter changes nothing."""
         return op.kind == "read"
 
     def step(self, state: int, op: Operation) -> tuple[bool, int]:
+        """Apply an add or a read; see the class docstring."""
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
             return (not checked or op.output == state), state
@@ -488,6 +501,8 @@ class KeyResult:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """The verdict of `check`, one `KeyResult` per key."""
+
     per_key: dict[str, KeyResult] = field(default_factory=dict)
 
     @property
@@ -508,6 +523,7 @@ class CheckResult:
         )
 
     def report(self) -> str:
+        """A few lines for a person: the verdict, then each key's result or explanation."""
         total = sum(result.ops for result in self.per_key.values())
         lines = [
             f"{len(self.per_key)} keys, {total} operations checked: "
@@ -1070,6 +1086,8 @@ def _model_choice(name: str, initial: str | None) -> Model | Callable[[str], Mod
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: check a JSON-lines history file and print the report. Exit status
+    EXIT_OK, EXIT_VIOLATION or EXIT_TIMEOUT; 2 for a history or model it cannot use."""
     parser = argparse.ArgumentParser(
         prog="python -m zkpy.testing.linearizability",
         description="Check a recorded JSON-lines history for linearizability, key by key.",
