@@ -88,7 +88,7 @@ __all__ = [
 
 
 class Outcome(enum.Enum):
-    """How an operation ended, as far as its client knows."""
+    """How an operation ended, as far as its caller knows."""
 
     OK = "ok"
     FAIL = "fail"  # certainly did not take effect: dropped by the checker
@@ -177,8 +177,7 @@ class Model(Protocol):
         """The state before any operation."""
 
     def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]:
-        """Whether `op` may take effect in `state` (with its recorded output, for an OK op),
-        and the state after it."""
+        """Whether `op` may take effect in `state`, and the state after it."""
 
 
 def _version_of(output: Any) -> int | None:
@@ -213,7 +212,7 @@ class RegisterModel:
         self.initial: tuple[Hashable, int] = (initial, -1 if initial is None else 0)
 
     def init(self) -> tuple[Hashable, int]:
-        """The register before any operation: missing, or `initial` at version 0."""
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
@@ -223,7 +222,7 @@ class RegisterModel:
         )
 
     def step(self, state: tuple[Hashable, int], op: Operation) -> tuple[bool, tuple[Hashable, int]]:
-        """Apply a read, write or cas to ``(value, version)``; see the class docstring."""
+        """Whether `op` may take effect in `state`, and the state after it."""
         value, version = state
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
@@ -367,15 +366,15 @@ class SequentialCreateModel:
         self.initial: _SeqState = (names, top, ())
 
     def init(self) -> _SeqState:
-        """The children named in `initial`, with no creates pending."""
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
-        """Listing the children changes nothing."""
+        """Listing the children never changes them."""
         return op.kind == "children"
 
     def step(self, state: _SeqState, op: Operation) -> tuple[bool, _SeqState]:
-        """Apply a create or a children listing; see the class docstring."""
+        """Whether `op` may take effect in `state`, and the state after it."""
         names, top, pending = state
         if op.kind == "create":
             if op.outcome is not Outcome.OK:
@@ -455,15 +454,15 @@ class CounterModel:
         self.initial = initial
 
     def init(self) -> int:
-        """The counter at `initial`."""
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
-        """Reading the counter changes nothing."""
+        """Reads never change the counter."""
         return op.kind == "read"
 
     def step(self, state: int, op: Operation) -> tuple[bool, int]:
-        """Apply an add or a read; see the class docstring."""
+        """Whether `op` may take effect in `state`, and the state after it."""
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
             return (not checked or op.output == state), state
@@ -501,7 +500,7 @@ class KeyResult:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The verdict of `check`, one `KeyResult` per key."""
+    """The verdict for every key of a history."""
 
     per_key: dict[str, KeyResult] = field(default_factory=dict)
 
@@ -523,7 +522,7 @@ class CheckResult:
         )
 
     def report(self) -> str:
-        """A few lines for a person: the verdict, then each key's result or explanation."""
+        """A verdict for a person: a line per key, and what broke where it broke."""
         total = sum(result.ops for result in self.per_key.values())
         lines = [
             f"{len(self.per_key)} keys, {total} operations checked: "
@@ -1086,8 +1085,7 @@ def _model_choice(name: str, initial: str | None) -> Model | Callable[[str], Mod
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: check a JSON-lines history file and print the report. Exit status
-    EXIT_OK, EXIT_VIOLATION or EXIT_TIMEOUT; 2 for a history or model it cannot use."""
+    """`python -m zkpy.testing.linearizability`: check history files; 0 when linearizable."""
     parser = argparse.ArgumentParser(
         prog="python -m zkpy.testing.linearizability",
         description="Check a recorded JSON-lines history for linearizability, key by key.",
