@@ -450,7 +450,9 @@ class Client:
             receiver = Receiver(stream, self.spin_before_wait)
             while conn.state is State.CONNECTED:
                 data = await receiver.receive(1 << 16)
-                if not data:
+                if not data or conn.state is not State.CONNECTED:
+                    # (the timer may have ended the connection while this read waited: a
+                    # process resumed after a pause runs both at once; its bytes are moot)
                     break
                 self._on_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
