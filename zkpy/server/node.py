@@ -10,7 +10,7 @@ LMDB and the sockets. One task runs the Ready loop, in an order the replica allo
 3. send the rest of the messages (acknowledgements, which the leader is waiting for);
 4. apply what was committed and answer (watch events first, then replies), rejected or synced.
 
-Each step ends with a flush of the outboxes it wrote to (`zkpy.outbox`). The task that fed the
+Each step ends with a flush of the outboxes it wrote to (`zkpy._net.outbox`). The task that fed the
 replica (a client's reader, a peer link) carries out the Ready itself when nothing in it must
 wait (`Member.step`); the loop task takes the rest, and everything while a Ready is in progress.
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from zkpy._net.outbox import Flusher
 from zkpy.core.errors import Code
 from zkpy.core.requests import AttachSessionRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
@@ -35,7 +36,6 @@ from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree, changes_of
 from zkpy.core.txn import AttachSession, CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id
 from zkpy.core.watches import ChangeLog, WatchRegistry
-from zkpy.outbox import Flusher
 from zkpy.server.config import ServerConfig
 from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
