@@ -2,6 +2,7 @@
 
 - `server`: an in-process member on a free loopback port (`zkpy.testing.running_server`).
 - `ServerProcess`: a real `zkpy server` subprocess that can be SIGTERMed, SIGKILLed and restarted.
+- `free_port` and `child_env` come from `zkpy.testing` (`ports`, `ensemble`), as for every launcher.
 - `RawConnection`: a hand-driven client connection (handshake, raw requests, raw bytes).
 - `TcpProxy`: a loopback proxy whose links can be paused and cut.
 - `FrameSpy`: records, in arrival order, every frame a `zkpy.Client` receives.
@@ -10,12 +11,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,29 +25,16 @@ import trio
 
 import zkpy
 from zkpy.core.requests import Request
+from zkpy.server.launcher import MemberProcess
 from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing import RunningServer, running_server
+from zkpy.testing.ensemble import child_env
+from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder
 
 REPO_ROOT = Path(zkpy.__file__).resolve().parents[1]
 TICK_MS = 100  # sessions may last 0.2 .. 2 s
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.pop("ZKPY_SERVER", None)
-    env.update(extra)
-    return env
 
 
 async def wait_until(
@@ -84,13 +69,14 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
 
 
 class ServerProcess:
-    """`python -m zkpy.cli server` on a fixed port and data directory; restartable."""
+    """A standalone `zkpy server` on a fixed port and data directory; restartable. The process
+    itself is the launcher's `MemberProcess`, as for the members of an ensemble."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, tick_ms: int = TICK_MS) -> None:
         self.data_dir = data_dir
         self.port = port if port is not None else free_port()
         self.tick_ms = tick_ms
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = MemberProcess(0, self.server_args(), env=child_env())
         self.starts = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server-0.log"
 
@@ -98,12 +84,8 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def command(self) -> list[str]:
+    def server_args(self) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "zkpy.cli",
-            "server",
             "--data-dir",
             str(self.data_dir),
             "--client-port",
@@ -114,22 +96,22 @@ class ServerProcess:
             str(MIN_SEGMENT_BYTES),
         ]
 
+    def command(self) -> list[str]:
+        return self.process.command()
+
     def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
+        assert not self.process.running, "already running"
         self.starts += 1
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{self.starts}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=child_env()
-            )
+        self.process.start(self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        code = self.process.returncode
+        if code is not None:
+            raise AssertionError(f"server exited with {code}:\n{self.log()}")
         return "serving on" in self.log()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
@@ -143,14 +125,12 @@ class ServerProcess:
             time.sleep(0.02)
 
     def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
+        self.process.signal(signum)
 
     async def wait_exit(self, timeout: float = 15.0) -> int:
-        proc = self.proc
-        assert proc is not None
-        await wait_until(lambda: proc.poll() is not None, timeout=timeout, what="server exit")
-        return proc.returncode
+        with trio.move_on_after(timeout):
+            return await self.process.wait()
+        raise AssertionError(f"timed out after {timeout} s waiting for server exit")
 
     async def stop(self) -> int:
         """SIGTERM and wait: a clean stop."""
@@ -163,9 +143,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         """Make sure the process is gone (for finally blocks)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.process.kill()
 
 
 @contextmanager

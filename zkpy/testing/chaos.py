@@ -18,7 +18,6 @@ import json
 import logging
 import random
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -30,7 +29,9 @@ import trio
 
 import zkpy
 from zkpy.client.admin import fetch_status
+from zkpy.server.launcher import MemberProcess, member_args
 from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ports import free_ports
 from zkpy.testing.proxy import LinkProxy
 from zkpy.testing.workload import EPHEMERALS, REGISTERS, SEQUENCES
 
@@ -56,18 +57,26 @@ class ChaosOptions:
 
 
 @dataclass(slots=True)
-class MemberProcess:
-    id: int
+class ChaosMember:
+    """A member of the run: its ports, its own TOML file (its peers are reached through the
+    proxy, so every member's file differs), its log and its process."""
+
     client_port: int
     peer_port: int
-    config_path: Path
     log_path: Path
-    process: trio.Process | None = None
-    paused: bool = False
+    process: MemberProcess
+
+    @property
+    def id(self) -> int:
+        return self.process.id
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        return self.process.running
+
+    @property
+    def paused(self) -> bool:
+        return self.process.paused
 
 
 @dataclass(slots=True)
@@ -99,18 +108,6 @@ class Report:
         }
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 class Chaos:
     def __init__(self, options: ChaosOptions) -> None:
         self.options = options
@@ -120,7 +117,7 @@ class Chaos:
         self.workdir = workdir
         self.report = Report(options.seed, str(workdir))
         self.proxy = LinkProxy()
-        self.members: dict[int, MemberProcess] = {}
+        self.members: dict[int, ChaosMember] = {}
         self.clients: list[trio.Process] = []
         self._layout()
 
@@ -129,7 +126,7 @@ class Chaos:
     def _layout(self) -> None:
         size = self.options.size
         ids = list(range(1, size + 1))
-        ports = _free_ports(2 * size + size * (size - 1))
+        ports = free_ports(2 * size + size * (size - 1))
         client_ports, peer_ports, proxy_ports = (
             ports[:size],
             ports[size : 2 * size],
@@ -165,38 +162,21 @@ class Chaos:
                 ]
             path = self.workdir / f"member-{me}.toml"
             path.write_text("\n".join(lines) + "\n")
-            self.members[me] = MemberProcess(
-                me,
+            self.members[me] = ChaosMember(
                 client_ports[me - 1],
                 peer_ports[me - 1],
-                path,
                 self.workdir / f"member-{me}.log",
+                MemberProcess(me, member_args(path, me, "INFO")),
             )
 
     @property
     def hosts(self) -> str:
         return ",".join(f"127.0.0.1:{m.client_port}" for m in self.members.values())
 
-    async def start_member(self, member: MemberProcess) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "zkpy",
-            "server",
-            "--config",
-            str(member.config_path),
-            "--id",
-            str(member.id),
-            "--log-level",
-            "INFO",
-        ]
-        with open(member.log_path, "ab") as log_file:
-            member.process = await trio.lowlevel.open_process(
-                command, stdout=log_file, stderr=log_file
-            )
-        member.paused = False
+    def start_member(self, member: ChaosMember) -> None:
+        member.process.start(member.log_path)
 
-    async def status(self, member: MemberProcess) -> dict[str, Any] | None:
+    async def status(self, member: ChaosMember) -> dict[str, Any] | None:
         if not member.alive or member.paused:
             return None
         try:
@@ -204,7 +184,7 @@ class Chaos:
         except (OSError, trio.TooSlowError, zkpy.errors.ZkError):
             return None
 
-    async def leader(self) -> MemberProcess | None:
+    async def leader(self) -> ChaosMember | None:
         for member in self.members.values():
             status = await self.status(member)
             if status is not None and status.get("role") == "leader" and status.get("serving"):
@@ -225,7 +205,7 @@ class Chaos:
 
     # ---- faults ------------------------------------------------------------------------------
 
-    async def _victim(self) -> MemberProcess:
+    async def _victim(self) -> ChaosMember:
         if self.rng.random() < 0.5:
             leader = await self.leader()
             if leader is not None:
@@ -238,32 +218,28 @@ class Chaos:
         fault_s = self.options.fault_s
         if nemesis == "kill":
             victim = await self._victim()
-            if victim.process is not None:
+            if victim.alive:
                 self.note(f"kill -9 member {victim.id}")
-                victim.process.kill()
-                await victim.process.wait()
+                await victim.process.kill9()
             await trio.sleep(fault_s)
-            await self.start_member(victim)
+            self.start_member(victim)
             self.note(f"restart member {victim.id}")
         elif nemesis == "power":
             self.note("kill -9 every member at once (a power cut)")
             for member in self.members.values():
-                if member.process is not None and member.alive:
-                    member.process.kill()
-                    await member.process.wait()
+                if member.alive:
+                    await member.process.kill9()
             await trio.sleep(fault_s)
             for member in self.members.values():
-                await self.start_member(member)
+                self.start_member(member)
             self.note("restart every member")
         elif nemesis == "pause":
             victim = await self._victim()
-            if victim.process is not None and victim.alive:
+            if victim.alive:
                 self.note(f"SIGSTOP member {victim.id}")
-                victim.process.send_signal(signal.SIGSTOP)
-                victim.paused = True
+                victim.process.pause()
                 await trio.sleep(fault_s)
-                victim.process.send_signal(signal.SIGCONT)
-                victim.paused = False
+                victim.process.resume()
                 self.note(f"SIGCONT member {victim.id}")
         elif nemesis == "partition":
             await self._partition()
@@ -338,7 +314,7 @@ class Chaos:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.proxy.run)
                 for member in self.members.values():
-                    await self.start_member(member)
+                    self.start_member(member)
                 if not await self.wait_converged(timeout=30):
                     self.report.violations.append("the ensemble did not start serving")
                     nursery.cancel_scope.cancel()
@@ -397,11 +373,10 @@ class Chaos:
     async def _heal_everything(self) -> None:
         self.proxy.heal_all()
         for member in self.members.values():
-            if member.process is not None and member.paused:
-                member.process.send_signal(signal.SIGCONT)
-                member.paused = False
+            if member.paused:
+                member.process.resume()
             if not member.alive:
-                await self.start_member(member)
+                self.start_member(member)
         for client in self.clients:
             if client.returncode is None:
                 client.send_signal(signal.SIGCONT)
@@ -432,11 +407,14 @@ class Chaos:
         return views
 
     async def _stop_all(self) -> None:
-        for process in [m.process for m in self.members.values()] + self.clients:
-            if process is not None and process.returncode is None:
-                process.send_signal(signal.SIGCONT)
-                process.kill()
-                await process.wait()
+        for member in self.members.values():
+            if member.alive:
+                await member.process.kill9()  # SIGKILL ends a paused process too
+        for client in self.clients:
+            if client.returncode is None:
+                client.send_signal(signal.SIGCONT)
+                client.kill()
+                await client.wait()
 
     # ---- checking ----------------------------------------------------------------------------
 
