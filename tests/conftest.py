@@ -1,4 +1,12 @@
-"""Shared fixtures and helpers for the end-to-end server tests (tests/test_server_*.py).
+"""Shared fixtures and helpers for the end-to-end server tests (tests/test_server_*.py), and
+the suite's tiers.
+
+Tiers (markers set here, at collection): `chaos` (runs `zkpy chaos`), `processes` (starts real
+processes: members, ensembles, the command line, child interpreters), and unmarked, the fast
+deterministic tier. A test is in a tier when it, a fixture it uses or a helper of their module
+they call names what the tier's pattern names, or (for `processes`) its module is listed in
+PROCESS_MODULES; a test of the fast tier that starts a process anyway fails, saying where to
+list it.
 
 - `server`: an in-process member on a free loopback port (`zkpy.testing.running_server`).
 - `ServerProcess`: a real `zkpy server` subprocess that can be SIGTERMed, SIGKILLed and restarted.
@@ -11,9 +19,12 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -34,6 +45,7 @@ from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder
 
 REPO_ROOT = Path(zkpy.__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 TICK_MS = 100  # sessions may last 0.2 .. 2 s
 
 
@@ -54,6 +66,91 @@ async def wait_until(
                 return
             await trio.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---- tiers ---------------------------------------------------------------------------------
+
+RUNS_CHAOS = re.compile(r"\b(_chaos|run_chaos|Chaos)\(")
+# modules whose tests start processes in ways the scan below does not see (none today)
+PROCESS_MODULES: frozenset[str] = frozenset()
+STARTS_PROCESSES = re.compile(
+    r"\b(Ensemble|ServerProcess|server_process|MemberProcess|subprocess|sys\.executable)\b"
+)
+
+
+def _helpers(function: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The functions and classes of its own module that `function` refers to by name."""
+    code, names = function.__code__, set()
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending += [const for const in current.co_consts if inspect.iscode(const)]
+    found = []
+    for name in sorted(names):
+        value = function.__globals__.get(name)
+        if (inspect.isfunction(value) or inspect.isclass(value)) and (
+            value.__module__ == function.__module__
+        ):
+            found.append(value)
+    return found
+
+
+def _sources(item: pytest.Function) -> list[str]:
+    """The source of a test function, of every fixture of the suite's own it uses (not the
+    tier guard's, nor pytest's), and of the helpers of their modules they call."""
+    functions = [item.function]
+    for name in item.fixturenames:
+        for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            if fixturedef.argname != _fast_tier_starts_no_processes.__name__:
+                functions.append(fixturedef.func)
+    for function in list(functions):
+        if inspect.isfunction(function):
+            functions += _helpers(function)
+    sources = []
+    for function in functions:
+        try:
+            if Path(inspect.getsourcefile(function) or "").is_relative_to(TESTS):
+                sources.append(inspect.getsource(function))
+        except (OSError, TypeError):
+            continue
+    return sources
+
+
+def tier_of(item: pytest.Function) -> str | None:
+    """`chaos`, `processes`, or None for the fast deterministic tier."""
+    sources = _sources(item)
+    if any(RUNS_CHAOS.search(source) for source in sources):
+        return "chaos"
+    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+    if module in PROCESS_MODULES or any(STARTS_PROCESSES.search(s) for s in sources):
+        return "processes"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and (tier := tier_of(item)) is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+class _NoProcessesInTheFastTier:
+    """Stands in for subprocess.Popen during fast-tier tests."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            "a test of the fast tier started a process: list its module in PROCESS_MODULES "
+            "in tests/conftest.py (or use a launcher from zkpy.testing, which the tier scan sees)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_processes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks = {mark.name for mark in request.node.iter_markers()}
+    if not marks & {"processes", "chaos"}:
+        monkeypatch.setattr(subprocess, "Popen", _NoProcessesInTheFastTier)
 
 
 # ---- in-process server ---------------------------------------------------------------------
