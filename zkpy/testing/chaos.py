@@ -43,6 +43,8 @@ SESSION_TIMEOUT_S = 4.0
 
 @dataclass(slots=True)
 class ChaosOptions:
+    """What `zkpy chaos` runs: the ensemble, the workload, the faults and the seed."""
+
     size: int = 3
     seconds: float = 60.0
     nemeses: tuple[str, ...] = ("kill", "pause", "partition")
@@ -68,19 +70,24 @@ class ChaosMember:
 
     @property
     def id(self) -> int:
+        """The member's id."""
         return self.process.id
 
     @property
     def alive(self) -> bool:
+        """Whether its process is up (paused or not)."""
         return self.process.running
 
     @property
     def paused(self) -> bool:
+        """Whether its process is stopped by SIGSTOP."""
         return self.process.paused
 
 
 @dataclass(slots=True)
 class Report:
+    """What a run did and found: the faults, the outcomes and every violation."""
+
     seed: int
     workdir: str
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -92,9 +99,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """No violation and no lost write."""
         return not self.violations and not self.lost_writes
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (report.json)."""
         return {
             "ok": self.ok,
             "seed": self.seed,
@@ -109,6 +118,8 @@ class Report:
 
 
 class Chaos:
+    """One chaos run; see the module docstring."""
+
     def __init__(self, options: ChaosOptions) -> None:
         self.options = options
         self.rng = random.Random(options.seed)
@@ -171,12 +182,15 @@ class Chaos:
 
     @property
     def hosts(self) -> str:
+        """The client connection string of every member."""
         return ",".join(f"127.0.0.1:{m.client_port}" for m in self.members.values())
 
     def start_member(self, member: ChaosMember) -> None:
+        """Start (or restart) `member`, its output appended to its log."""
         member.process.start(member.log_path)
 
     async def status(self, member: ChaosMember) -> dict[str, Any] | None:
+        """`member`'s status, or None if it is down, paused or does not answer."""
         if not member.alive or member.paused:
             return None
         try:
@@ -185,6 +199,7 @@ class Chaos:
             return None
 
     async def leader(self) -> ChaosMember | None:
+        """The first member that says it leads and serves, if any."""
         for member in self.members.values():
             status = await self.status(member)
             if status is not None and status.get("role") == "leader" and status.get("serving"):
@@ -215,62 +230,79 @@ class Chaos:
 
     async def inject(self, nemesis: str) -> None:
         """Apply one fault for `fault_s`, then heal it."""
-        fault_s = self.options.fault_s
-        if nemesis == "kill":
-            victim = await self._victim()
-            if victim.alive:
-                self.note(f"kill -9 member {victim.id}")
-                await victim.process.kill9()
-            await trio.sleep(fault_s)
-            self.start_member(victim)
-            self.note(f"restart member {victim.id}")
-        elif nemesis == "power":
-            self.note("kill -9 every member at once (a power cut)")
-            for member in self.members.values():
-                if member.alive:
-                    await member.process.kill9()
-            await trio.sleep(fault_s)
-            for member in self.members.values():
-                self.start_member(member)
-            self.note("restart every member")
-        elif nemesis == "pause":
-            victim = await self._victim()
-            if victim.alive:
-                self.note(f"SIGSTOP member {victim.id}")
-                victim.process.pause()
-                await trio.sleep(fault_s)
-                victim.process.resume()
-                self.note(f"SIGCONT member {victim.id}")
-        elif nemesis == "partition":
-            await self._partition()
-            await trio.sleep(fault_s)
-            self.proxy.heal_all()
-            self.note("heal")
-        elif nemesis == "delay":
-            for link in self.proxy.links.values():
-                if self.rng.random() < 0.5:
-                    link.delay_s = self.rng.uniform(0.01, 0.1)
-            self.note("delay random links by 10-100 ms")
-            await trio.sleep(fault_s)
-            self.proxy.heal_all()
-        elif nemesis == "drop":
-            links = list(self.proxy.links.values())
-            for link in self.rng.sample(links, max(1, len(links) // 3)):
-                link.reset()
-            self.note("reset a third of the links")
-            await trio.sleep(fault_s)
-        elif nemesis == "client-pause":
-            # client 0 hosts the watcher: pausing it past its timeout would end the watch
-            candidates = self.clients[1:] or self.clients
-            alive = [c for c in candidates if c.returncode is None]
-            if alive:
-                victim_client = self.rng.choice(alive)
-                self.note(f"SIGSTOP client pid {victim_client.pid} past its session timeout")
-                victim_client.send_signal(signal.SIGSTOP)
-                await trio.sleep(SESSION_TIMEOUT_S * 1.5 + 1)
-                victim_client.send_signal(signal.SIGCONT)
-        else:
+        faults = {
+            "kill": self._kill,
+            "power": self._power,
+            "pause": self._pause,
+            "partition": self._partition_and_heal,
+            "delay": self._delay,
+            "drop": self._drop,
+            "client-pause": self._pause_a_client,
+        }
+        fault = faults.get(nemesis)
+        if fault is None:
             raise ValueError(f"unknown nemesis {nemesis!r} (known: {', '.join(NEMESES)})")
+        await fault(self.options.fault_s)
+
+    async def _kill(self, fault_s: float) -> None:
+        victim = await self._victim()
+        if victim.alive:
+            self.note(f"kill -9 member {victim.id}")
+            await victim.process.kill9()
+        await trio.sleep(fault_s)
+        self.start_member(victim)
+        self.note(f"restart member {victim.id}")
+
+    async def _power(self, fault_s: float) -> None:
+        self.note("kill -9 every member at once (a power cut)")
+        for member in self.members.values():
+            if member.alive:
+                await member.process.kill9()
+        await trio.sleep(fault_s)
+        for member in self.members.values():
+            self.start_member(member)
+        self.note("restart every member")
+
+    async def _pause(self, fault_s: float) -> None:
+        victim = await self._victim()
+        if victim.alive:
+            self.note(f"SIGSTOP member {victim.id}")
+            victim.process.pause()
+            await trio.sleep(fault_s)
+            victim.process.resume()
+            self.note(f"SIGCONT member {victim.id}")
+
+    async def _partition_and_heal(self, fault_s: float) -> None:
+        await self._partition()
+        await trio.sleep(fault_s)
+        self.proxy.heal_all()
+        self.note("heal")
+
+    async def _delay(self, fault_s: float) -> None:
+        for link in self.proxy.links.values():
+            if self.rng.random() < 0.5:
+                link.delay_s = self.rng.uniform(0.01, 0.1)
+        self.note("delay random links by 10-100 ms")
+        await trio.sleep(fault_s)
+        self.proxy.heal_all()
+
+    async def _drop(self, fault_s: float) -> None:
+        links = list(self.proxy.links.values())
+        for link in self.rng.sample(links, max(1, len(links) // 3)):
+            link.reset()
+        self.note("reset a third of the links")
+        await trio.sleep(fault_s)
+
+    async def _pause_a_client(self, fault_s: float) -> None:
+        # client 0 hosts the watcher: pausing it past its timeout would end the watch
+        candidates = self.clients[1:] or self.clients
+        alive = [c for c in candidates if c.returncode is None]
+        if alive:
+            victim_client = self.rng.choice(alive)
+            self.note(f"SIGSTOP client pid {victim_client.pid} past its session timeout")
+            victim_client.send_signal(signal.SIGSTOP)
+            await trio.sleep(SESSION_TIMEOUT_S * 1.5 + 1)
+            victim_client.send_signal(signal.SIGCONT)
 
     async def _partition(self) -> None:
         ids = sorted(self.members)
@@ -303,12 +335,14 @@ class Chaos:
         self.note(f"partition {sorted(side)} from the rest ({kind})")
 
     def note(self, text: str) -> None:
+        """Record a fault in the report and the log."""
         self.report.faults.append(text)
         log.info("nemesis: %s", text)
 
     # ---- the run -----------------------------------------------------------------------------
 
     async def run(self) -> Report:
+        """Start everything, inject faults until the time is up, heal, check; the report."""
         options = self.options
         try:
             async with trio.open_nursery() as nursery:
@@ -445,10 +479,12 @@ async def _final_view(zk: zkpy.Client) -> dict[str, Any]:
 
 
 def run_chaos(options: ChaosOptions) -> Report:
+    """Run one chaos run to its end (blocking) and return its report."""
     return trio.run(Chaos(options).run)
 
 
 def print_report(report: Report, out: Any = sys.stdout) -> None:
+    """Print `report` for a person: the faults, the checks, OK or FAILED."""
     print(f"zkpy chaos, seed {report.seed}, history in {report.workdir}", file=out)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
     print(f"operations: {outcomes or 'none'}", file=out)
@@ -466,6 +502,7 @@ def print_report(report: Report, out: Any = sys.stdout) -> None:
 
 
 def parse_nemeses(text: str) -> tuple[str, ...]:
+    """The nemeses named in a comma-separated list; ValueError for an unknown one."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in NEMESES]
     if unknown or not names:

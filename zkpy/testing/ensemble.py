@@ -261,6 +261,7 @@ class Ensemble:
         return self.members[member_id]
 
     def __enter__(self) -> Ensemble:
+        """The ensemble itself; nothing starts until asked."""
         return self
 
     def __exit__(
@@ -269,6 +270,7 @@ class Ensemble:
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Kill every member; after a failure, print the end of each one's log."""
         self.kill_all()
         if kind is not None and not issubclass(kind, KeyboardInterrupt):
             # Shown by pytest with the failure: the end of every member's log.
