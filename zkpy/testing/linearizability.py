@@ -88,6 +88,8 @@ __all__ = [
 
 
 class Outcome(enum.Enum):
+    """How an operation ended, as far as its caller knows."""
+
     OK = "ok"
     FAIL = "fail"  # certainly did not take effect: dropped by the checker
     UNKNOWN = "unknown"  # may or may not have taken effect; return time +infinity
@@ -123,6 +125,7 @@ class Operation:
     outcome: Outcome = Outcome.OK
 
     def __post_init__(self) -> None:
+        """Freeze input and output (they are hashed) and check the outcome."""
         object.__setattr__(self, "input", _freeze(self.input))
         object.__setattr__(self, "output", _freeze(self.output))
         if not isinstance(self.outcome, Outcome):
@@ -135,6 +138,7 @@ class Operation:
             raise ValueError(f"return before call, or no call time: {self}")
 
     def __str__(self) -> str:
+        """The operation as a person reads it in a report."""
         args = "" if self.input is None else repr(self.input)
         if self.outcome is Outcome.OK:
             result = f" -> {self.output!r}"
@@ -171,9 +175,11 @@ class Model(Protocol):
     A step may depend on an operation's kind, input, outcome and (for OK ones) output only.
     """
 
-    def init(self) -> Hashable: ...
+    def init(self) -> Hashable:
+        """The state before any operation."""
 
-    def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]: ...
+    def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]:
+        """Whether `op` may take effect in `state`, and the state after it."""
 
 
 def _version_of(output: Any) -> int | None:
@@ -208,6 +214,7 @@ class RegisterModel:
         self.initial: tuple[Hashable, int] = (initial, -1 if initial is None else 0)
 
     def init(self) -> tuple[Hashable, int]:
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
@@ -217,6 +224,7 @@ class RegisterModel:
         )
 
     def step(self, state: tuple[Hashable, int], op: Operation) -> tuple[bool, tuple[Hashable, int]]:
+        """Whether `op` may take effect in `state`, and the state after it."""
         value, version = state
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
@@ -360,12 +368,15 @@ class SequentialCreateModel:
         self.initial: _SeqState = (names, top, ())
 
     def init(self) -> _SeqState:
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
+        """Listing the children never changes them."""
         return op.kind == "children"
 
     def step(self, state: _SeqState, op: Operation) -> tuple[bool, _SeqState]:
+        """Whether `op` may take effect in `state`, and the state after it."""
         names, top, pending = state
         if op.kind == "create":
             if op.outcome is not Outcome.OK:
@@ -445,12 +456,15 @@ class CounterModel:
         self.initial = initial
 
     def init(self) -> int:
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
+        """Reads never change the counter."""
         return op.kind == "read"
 
     def step(self, state: int, op: Operation) -> tuple[bool, int]:
+        """Whether `op` may take effect in `state`, and the state after it."""
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
             return (not checked or op.output == state), state
@@ -488,6 +502,8 @@ class KeyResult:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """The verdict for every key of a history."""
+
     per_key: dict[str, KeyResult] = field(default_factory=dict)
 
     @property
@@ -508,6 +524,7 @@ class CheckResult:
         )
 
     def report(self) -> str:
+        """A verdict for a person: a line per key, and what broke where it broke."""
         total = sum(result.ops for result in self.per_key.values())
         lines = [
             f"{len(self.per_key)} keys, {total} operations checked: "
@@ -1003,6 +1020,7 @@ def _model_choice(name: str, initial: str | None) -> Model | Callable[[str], Mod
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m zkpy.testing.linearizability`: check history files; 0 when linearizable."""
     parser = argparse.ArgumentParser(
         prog="python -m zkpy.testing.linearizability",
         description="Check a recorded JSON-lines history for linearizability, key by key.",
