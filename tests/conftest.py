@@ -39,7 +39,7 @@ from zkpy.core.requests import Request
 from zkpy.server.launcher import MemberProcess
 from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing import RunningServer, running_server
-from zkpy.testing.ensemble import child_env
+from zkpy.testing.ensemble import child_env, poll
 from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder
@@ -56,16 +56,9 @@ async def wait_until(
     interval: float = 0.02,
     what: str = "condition",
 ) -> None:
-    """Poll `condition` (sync or async) until it is true; fail after `timeout` seconds."""
-    with trio.move_on_after(timeout):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await trio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Poll `condition` (sync or async) until it is true; fail after `timeout` seconds
+    (`zkpy.testing.ensemble.poll`, which the ensemble harness waits with too)."""
+    await poll(condition, timeout=timeout, interval=interval, what=what)
 
 
 # ---- tiers ---------------------------------------------------------------------------------
