@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from zkpy.server.config import load_config
 from zkpy.server.launcher import MemberProcess, stop_all
 from zkpy.testing.ensemble import Ensemble, child_env
 from zkpy.testing.ports import PORT_RANGE, free_ports, port_is_free
@@ -26,11 +27,27 @@ def test_consecutive_free_ports_are_adjacent() -> None:
     assert ports == list(range(ports[0], ports[0] + 6))
 
 
+def test_free_ports_leave_out_the_ports_already_handed_out() -> None:
+    low, high = PORT_RANGE
+    handed_out = range(low, high - 50)  # all but the last 50
+    ports = free_ports(5, besides=handed_out)
+    assert all(high - 50 <= port < high for port in ports)
+
+
 def test_a_taken_port_is_not_free() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         assert not port_is_free(sock.getsockname()[1])
+
+
+def test_the_ensemble_file_takes_booleans_and_per_member_peer_ports(tmp_path: Path) -> None:
+    ensemble = Ensemble(tmp_path, 3, fsync=False)  # lays out and writes the file, starts nothing
+    assert load_config(ensemble.config_path, 1).fsync is False
+    seen_by_1 = ensemble.write_config(tmp_path / "member-1.toml", "s", peer_ports={2: 4242})
+    config = load_config(seen_by_1, 1)
+    assert config.peer(2).peer_port == 4242
+    assert config.peer(3).peer_port == ensemble[3].peer_port
 
 
 async def test_a_member_that_cannot_start_is_waited_for_and_its_code_kept(

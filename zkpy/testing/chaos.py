@@ -28,9 +28,8 @@ from typing import Any
 import trio
 
 import zkpy
-from zkpy.client.admin import fetch_status
-from zkpy.server.launcher import MemberProcess, member_args
 from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ensemble import Ensemble, Member
 from zkpy.testing.ports import free_ports
 from zkpy.testing.proxy import LinkProxy
 from zkpy.testing.workload import EPHEMERALS, REGISTERS, SEQUENCES
@@ -39,6 +38,14 @@ log = logging.getLogger("zkpy.chaos")
 
 NEMESES = ("kill", "pause", "partition", "delay", "drop", "client-pause", "power")
 SESSION_TIMEOUT_S = 4.0
+CHAOS_SETTINGS: dict[str, Any] = {
+    "tick_ms": 200,
+    "peer_tick_ms": 50,
+    "sync_limit": 20,
+    "init_limit": 60,
+    # every restart starts a segment, and rolling over under faults is worth testing
+    "log_segment_bytes": MIN_SEGMENT_BYTES,
+}
 
 
 @dataclass(slots=True)
@@ -56,32 +63,6 @@ class ChaosOptions:
     fault_s: float = 3.0  # how long a fault lasts
     workdir: Path | None = None
     fsync: bool = True  # False is UNSAFE: the run must then find lost writes
-
-
-@dataclass(slots=True)
-class ChaosMember:
-    """A member of the run: its ports, its own TOML file (its peers are reached through the
-    proxy, so every member's file differs), its log and its process."""
-
-    client_port: int
-    peer_port: int
-    log_path: Path
-    process: MemberProcess
-
-    @property
-    def id(self) -> int:
-        """The member's id."""
-        return self.process.id
-
-    @property
-    def alive(self) -> bool:
-        """Whether its process is up (paused or not)."""
-        return self.process.running
-
-    @property
-    def paused(self) -> bool:
-        """Whether its process is stopped by SIGSTOP."""
-        return self.process.paused
 
 
 @dataclass(slots=True)
@@ -128,77 +109,56 @@ class Chaos:
         self.workdir = workdir
         self.report = Report(options.seed, str(workdir))
         self.proxy = LinkProxy()
-        self.members: dict[int, ChaosMember] = {}
+        self.members: dict[int, Member] = {}
+        self.configs: dict[int, Path] = {}
         self.clients: list[trio.Process] = []
         self._layout()
 
     # ---- the ensemble ------------------------------------------------------------------------
 
     def _layout(self) -> None:
+        """The members on free ports, and one TOML file per member in which every peer is
+        reached through the proxy of that directed link."""
         size = self.options.size
         ids = list(range(1, size + 1))
-        ports = free_ports(2 * size + size * (size - 1))
-        client_ports, peer_ports, proxy_ports = (
-            ports[:size],
-            ports[size : 2 * size],
-            ports[2 * size :],
-        )
-        links = iter(proxy_ports)
-        via: dict[tuple[int, int], int] = {}
-        for source in ids:
-            for target in ids:
-                if source != target:
-                    via[(source, target)] = next(links)
-                    self.proxy.add(source, target, via[(source, target)], peer_ports[target - 1])
         secret = f"chaos-{self.options.seed}-{self.rng.getrandbits(64):x}"
+        self.ensemble = Ensemble(
+            self.workdir,
+            size,
+            secret=secret,
+            fast=False,
+            log_level="INFO",
+            fsync=self.options.fsync,  # False is UNSAFE: the run must then find lost writes
+            **CHAOS_SETTINGS,
+        )
+        self.members = self.ensemble.members
+        taken = [port for m in self.members.values() for port in (m.client_port, m.peer_port)]
+        links = iter(free_ports(size * (size - 1), besides=taken))
         for me in ids:
-            lines = [
-                f'secret = "{secret}"',
-                "tick_ms = 200",
-                "peer_tick_ms = 50",
-                "sync_limit = 20",
-                "init_limit = 60",
-                # every restart starts a segment, and rolling over under faults is worth testing
-                f"log_segment_bytes = {MIN_SEGMENT_BYTES}",
-                f"fsync = {'true' if self.options.fsync else 'false'}",
-                f'data_dir = "{self.workdir}"',
-            ]
+            via: dict[int, int] = {}
             for other in ids:
-                peer_port = peer_ports[me - 1] if other == me else via[(me, other)]
-                lines += [
-                    f"[members.{other}]",
-                    'host = "127.0.0.1"',
-                    f"client_port = {client_ports[other - 1]}",
-                    f"peer_port = {peer_port}",
-                ]
+                if other != me:
+                    via[other] = next(links)
+                    self.proxy.add(me, other, via[other], self.members[other].peer_port)
             path = self.workdir / f"member-{me}.toml"
-            path.write_text("\n".join(lines) + "\n")
-            self.members[me] = ChaosMember(
-                client_ports[me - 1],
-                peer_ports[me - 1],
-                self.workdir / f"member-{me}.log",
-                MemberProcess(me, member_args(path, me, "INFO")),
-            )
+            self.configs[me] = self.ensemble.write_config(path, secret, peer_ports=via)
 
     @property
     def hosts(self) -> str:
         """The client connection string of every member."""
         return ",".join(f"127.0.0.1:{m.client_port}" for m in self.members.values())
 
-    def start_member(self, member: ChaosMember) -> None:
-        """Start (or restart) `member`, its output appended to its log."""
-        member.process.start(member.log_path)
+    def start_member(self, member: Member) -> None:
+        """Start (or restart) `member` from its own TOML file (peers through the proxy)."""
+        member.start(self.configs[member.id])
 
-    async def status(self, member: ChaosMember) -> dict[str, Any] | None:
+    async def status(self, member: Member) -> dict[str, Any] | None:
         """`member`'s status, or None if it is down, paused or does not answer."""
-        if not member.alive or member.paused:
+        if not member.running or member.paused:
             return None
-        try:
-            return await fetch_status("127.0.0.1", member.client_port, timeout=1.0)
-        except (OSError, trio.TooSlowError, zkpy.errors.ZkError):
-            return None
+        return await member.status()
 
-    async def leader(self) -> ChaosMember | None:
+    async def leader(self) -> Member | None:
         """The first member that says it leads and serves, if any."""
         for member in self.members.values():
             status = await self.status(member)
@@ -220,12 +180,12 @@ class Chaos:
 
     # ---- faults ------------------------------------------------------------------------------
 
-    async def _victim(self) -> ChaosMember:
+    async def _victim(self) -> Member:
         if self.rng.random() < 0.5:
             leader = await self.leader()
             if leader is not None:
                 return leader
-        alive = [m for m in self.members.values() if m.alive and not m.paused]
+        alive = [m for m in self.members.values() if m.running and not m.paused]
         return self.rng.choice(alive or list(self.members.values()))
 
     async def inject(self, nemesis: str) -> None:
@@ -246,7 +206,7 @@ class Chaos:
 
     async def _kill(self, fault_s: float) -> None:
         victim = await self._victim()
-        if victim.alive:
+        if victim.running:
             self.note(f"kill -9 member {victim.id}")
             await victim.process.kill9()
         await trio.sleep(fault_s)
@@ -256,7 +216,7 @@ class Chaos:
     async def _power(self, fault_s: float) -> None:
         self.note("kill -9 every member at once (a power cut)")
         for member in self.members.values():
-            if member.alive:
+            if member.running:
                 await member.process.kill9()
         await trio.sleep(fault_s)
         for member in self.members.values():
@@ -265,7 +225,7 @@ class Chaos:
 
     async def _pause(self, fault_s: float) -> None:
         victim = await self._victim()
-        if victim.alive:
+        if victim.running:
             self.note(f"SIGSTOP member {victim.id}")
             victim.process.pause()
             await trio.sleep(fault_s)
@@ -409,7 +369,7 @@ class Chaos:
         for member in self.members.values():
             if member.paused:
                 member.process.resume()
-            if not member.alive:
+            if not member.running:
                 self.start_member(member)
         for client in self.clients:
             if client.returncode is None:
@@ -442,7 +402,7 @@ class Chaos:
 
     async def _stop_all(self) -> None:
         for member in self.members.values():
-            if member.alive:
+            if member.running:
                 await member.process.kill9()  # SIGKILL ends a paused process too
         for client in self.clients:
             if client.returncode is None:

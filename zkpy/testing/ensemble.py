@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -73,6 +73,14 @@ async def poll(
                 return result
             await trio.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _toml(value: Any) -> str:
+    """A setting's value as TOML: booleans are lowercase; numbers and strings as Python
+    writes them (single-quoted strings are TOML's literal strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 async def try_status(host: str, port: int, timeout: float = 1.0) -> dict[str, Any] | None:
@@ -237,19 +245,23 @@ class Ensemble:
             self.members[member.id] = member
         self.write_config(self.config_path, secret)
 
-    def write_config(self, path: Path, secret: str) -> Path:
+    def write_config(
+        self, path: Path, secret: str, peer_ports: Mapping[int, int] | None = None
+    ) -> Path:
         """Write this ensemble's TOML file (with `secret`) at `path`; the data directory is
-        always ROOT/data/member-N."""
+        always ROOT/data/member-N. `peer_ports` replaces some members' peer ports: where one
+        member reaches the others (through a proxy, say)."""
         lines = [f'secret = "{secret}"', f'data_dir = "{self.root / "data"}"']
-        lines += [f"{key} = {value!r}" for key, value in self.settings.items()]
+        lines += [f"{key} = {_toml(value)}" for key, value in self.settings.items()]
         for member in self.members.values():
             table = "observers" if member.observer else "members"
+            peer_port = (peer_ports or {}).get(member.id, member.peer_port)
             lines += [
                 "",
                 f"[{table}.{member.id}]",
                 'host = "127.0.0.1"',
                 f"client_port = {member.client_port}",
-                f"peer_port = {member.peer_port}",
+                f"peer_port = {peer_port}",
             ]
         path.write_text("\n".join(lines) + "\n")
         return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 
 # Ports below the kernel's ephemeral range, so that no outgoing connection (a peer link, a
 # client) can be given the port of a member that is down at the moment and is to restart.
@@ -11,19 +12,26 @@ PORT_RANGE = (12000, 32000)
 ATTEMPTS = 200
 
 
-def free_ports(count: int, *, consecutive: bool = False) -> list[int]:
-    """`count` loopback ports that are free now, outside the ephemeral range; with
-    `consecutive`, a run of adjacent ports (for `zkpy ensemble`, which numbers them itself).
+def free_ports(
+    count: int, *, consecutive: bool = False, besides: Collection[int] = ()
+) -> list[int]:
+    """`count` loopback ports that are free now, outside the ephemeral range and not in
+    `besides` (ports already handed out); with `consecutive`, a run of adjacent ports (for
+    `zkpy ensemble`, which numbers them itself).
 
     Every candidate is bound at once and released before returning, so the ports differ from
     each other; nothing holds them afterwards, and another process may take one in between."""
     low, high = PORT_RANGE
+    taken = set(besides)
+    pool = [port for port in range(low, high) if port not in taken]
     for _attempt in range(ATTEMPTS):
         if consecutive:
             base = random.randrange(low, high - count)
             candidates = list(range(base, base + count))
+            if taken.intersection(candidates):
+                continue
         else:
-            candidates = random.sample(range(low, high), count)
+            candidates = random.sample(pool, count)
         if all_free(candidates):
             return candidates
     raise RuntimeError(f"no {count} free loopback ports found in {low}-{high}")
