@@ -26,6 +26,8 @@ from typing import Any
 
 import trio
 
+from zkpy._net.outbox import Flusher, Outbox
+from zkpy._net.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
 from zkpy.client import builders
 from zkpy.client.connection import (
     Call,
@@ -62,8 +64,6 @@ from zkpy.core.requests import (
 )
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
-from zkpy.outbox import Flusher, Outbox
-from zkpy.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
 
 log = logging.getLogger("zkpy.client")
 

@@ -21,6 +21,8 @@ from typing import Any
 import trio
 
 from zkpy import tls
+from zkpy._net.outbox import Outbox
+from zkpy._net.receiver import Receiver
 from zkpy.core import acl as acls
 from zkpy.core import paths
 from zkpy.core.errors import (
@@ -61,8 +63,6 @@ from zkpy.core.tree import ApplyResult, OpResult
 from zkpy.core.txn import SetACL, SetData
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import resume_watches, watch_weight
-from zkpy.outbox import Outbox
-from zkpy.receiver import Receiver
 from zkpy.server.node import Member
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame

@@ -11,7 +11,7 @@ the clocks, the log and LMDB, the sockets and the tasks:
   itself while nothing in them must wait (`Member.step`); the loop task takes a Ready that
   waits for a thread's fsync, and writes checkpoints in the background.
 
-Each step ends with a flush of the outboxes it wrote to (`zkpy.outbox`).
+Each step ends with a flush of the outboxes it wrote to (`zkpy._net.outbox`).
 
 A single member is an ensemble of one: the same replica elects itself and commits alone.
 """
@@ -27,13 +27,13 @@ from typing import Any
 
 import trio
 
+from zkpy._net.outbox import ByteMeter, Flusher
 from zkpy.core.requests import AttachSessionRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
 from zkpy.core.tree import CheckpointDelta, DataTree, changes_of
 from zkpy.core.txn import TxnRecord, decode_record, encode_record
 from zkpy.core.types import Id, WatchedEvent
 from zkpy.core.watches import ChangeLog, WatchRegistry
-from zkpy.outbox import ByteMeter, Flusher
 from zkpy.server.config import ServerConfig
 from zkpy.server.executor import ReadyExecutor, SyncDone, Waiter
 from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError

@@ -24,9 +24,9 @@ from typing import Any
 import trio
 
 from zkpy import tls
+from zkpy._net.outbox import Flusher, Outbox
+from zkpy._net.receiver import Receiver
 from zkpy.core.errors import MarshallingError
-from zkpy.outbox import Flusher, Outbox
-from zkpy.receiver import Receiver
 from zkpy.server.config import ServerConfig
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 from zkpy.wire.peer import (

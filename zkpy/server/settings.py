@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zkpy.receiver import MAX_SPIN_S
+from zkpy._net.receiver import MAX_SPIN_S
 from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES
 
 MAX_PORT = 65535

@@ -125,6 +125,7 @@ class Operation:
     outcome: Outcome = Outcome.OK
 
     def __post_init__(self) -> None:
+        """Freeze input and output (they are hashed) and check the outcome."""
         object.__setattr__(self, "input", _freeze(self.input))
         object.__setattr__(self, "output", _freeze(self.output))
         if not isinstance(self.outcome, Outcome):
@@ -137,6 +138,7 @@ class Operation:
             raise ValueError(f"return before call, or no call time: {self}")
 
     def __str__(self) -> str:
+        """The operation as a person reads it in a report."""
         args = "" if self.input is None else repr(self.input)
         if self.outcome is Outcome.OK:
             result = f" -> {self.output!r}"
