@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +35,13 @@ import trio
 try:
     import zkpy
     from recipes import Lock
+    from zkpy.testing import ensemble as launch
     from zkpy.testing import running_server
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import zkpy
     from recipes import Lock
+    from zkpy.testing import ensemble as launch
     from zkpy.testing import running_server
 
 
@@ -105,13 +105,6 @@ async def bench(address: str, counts: list[int], acquisitions: int) -> None:
         print(await run_round(address, contenders, acquisitions, path), flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     where = parser.add_mutually_exclusive_group()
@@ -140,24 +133,17 @@ def main() -> int:
 
             trio.run(in_process)
             return 0
-        port = free_port()
-        log = open(Path(scratch) / "server.log", "wb")  # noqa: SIM115
-        command = [sys.executable, "-m", "zkpy.cli", "server", "--data-dir"]
-        command += [str(Path(scratch) / "data"), "--client-port", str(port)]
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while b"serving on" not in (Path(scratch) / "server.log").read_bytes():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print((Path(scratch) / "server.log").read_text(), file=sys.stderr)
-                    return 1
-                time.sleep(0.05)
-            print(f"server: `zkpy server` subprocess on 127.0.0.1:{port}")
-            trio.run(bench, f"127.0.0.1:{port}", counts, args.acquisitions)
-        finally:
-            server.terminate()
-            server.wait()
-            log.close()
+        with launch.Ensemble(Path(scratch), 1, fast=False, log_level="WARNING") as ensemble:
+            member = ensemble[1]
+            member.start()
+            try:
+                trio.run(member.wait_serving, 30.0)
+            except AssertionError as err:
+                print(err, file=sys.stderr)
+                return 1
+            print(f"server: `zkpy server` subprocess on {member.address}")
+            trio.run(bench, member.address, counts, args.acquisitions)
+            trio.run(ensemble.stop_all)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Start and stop the ensembles the benchmarks run against, on loopback, in temporary folders.
 
-- `ZkpyEnsemble`: `zkpy ensemble --size N` (the documented command) in a temporary data dir; its
-  members are the child processes it starts, found through /proc.
+- `ZkpyEnsemble`: N `zkpy server` members from one TOML file with the members' default settings,
+  in a temporary data dir, started by `zkpy.testing.ensemble` (the launcher the test suite and
+  `zkpy chaos` use too).
 - `ZooKeeperEnsemble`: Apache ZooKeeper from Debian's `zookeeper` package, one JVM per member
   (`QuorumPeerMain`), configured here (no system files are touched).
 
@@ -18,13 +19,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import trio
+
+from zkpy.client.admin import fetch_status
+from zkpy.testing import ensemble as launch
+from zkpy.testing.ports import free_ports
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -75,51 +81,8 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(raw[raw.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        return []
-
-
-def free_port_block(count: int, avoid: set[int] | None = None) -> int:
-    """A base port such that base .. base+count-1 can all be bound on loopback right now."""
-    avoid = avoid or set()
-    for base in range(20000 + (os.getpid() * 37) % 20000, 60000, 97):
-        ports = range(base, base + count)
-        if avoid.intersection(ports):
-            continue
-        sockets = []
-        try:
-            for port in ports:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return base
-    raise EnsembleError("no free block of loopback ports")
-
-
-def _stop_processes(processes: list[subprocess.Popen[bytes]], extra_pids: list[int]) -> None:
-    """SIGTERM the processes (and stray pids), wait, then SIGKILL whatever is left."""
+def _stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the processes, wait, then SIGKILL whatever is left."""
     for process in processes:
         if process.poll() is None:
             with contextlib.suppress(OSError):
@@ -128,25 +91,10 @@ def _stop_processes(processes: list[subprocess.Popen[bytes]], extra_pids: list[i
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
-    for pid in extra_pids:
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
     for process in processes:
         if process.poll() is None:
             process.kill()
             process.wait()
-    for pid in extra_pids:
-        if _alive(pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
 
 
 class Ensemble(abc.ABC):
@@ -228,12 +176,16 @@ class Ensemble(abc.ABC):
 
     def stop(self) -> None:
         try:
-            _stop_processes(self.processes, [m.pid for m in self.members])
+            self.stop_members()
         finally:
             self.processes = []
             if self.tmp is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 self.tmp = None
+
+    def stop_members(self) -> None:
+        """Stop every member process: SIGTERM, then SIGKILL after a grace period."""
+        _stop_processes(self.processes)
 
     def describe(self) -> str:
         return ", ".join(f"{m.id}:{m.role}@{m.port}" for m in self.members)
@@ -241,69 +193,53 @@ class Ensemble(abc.ABC):
 
 class ZkpyEnsemble(Ensemble):
     system = "zkpy"
+    launched: launch.Ensemble | None = None
 
     def start(self) -> None:
-        self._ports = free_port_block(self.size)
-        self._peer_ports = free_port_block(
-            self.size, set(range(self._ports, self._ports + self.size))
-        )
+        assert self.tmp is not None
+        self.launched = launch.Ensemble(Path(self.tmp), self.size, fast=False, log_level="WARNING")
         self._launch()
 
     def restart(self) -> float:
         """Stop every member (SIGTERM), start them again on the same data and ports, and return
         the seconds from the start until every member serves again."""
-        _stop_processes(self.processes, [m.pid for m in self.members])
+        self.stop_members()
         started = time.monotonic()
         self._launch()
         self.wait_ready()
         return time.monotonic() - started
 
     def _launch(self) -> None:
-        assert self.tmp is not None
-        client_base, peer_base = self._ports, self._peer_ports
-        log_path = Path(self.tmp) / "ensemble.log"
-        self.log_paths = [log_path]
-        command = [
-            sys.executable,
-            "-m",
-            "zkpy",
-            "ensemble",
-            "--size",
-            str(self.size),
-            "--data-dir",
-            str(Path(self.tmp) / "data"),
-            "--client-port",
-            str(client_base),
-            "--peer-port",
-            str(peer_base),
-        ]
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.processes = [process]
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            pids = {}
-            for pid in _children(process.pid):
-                argv = _cmdline(pid)
-                if "--id" in argv:
-                    pids[int(argv[argv.index("--id") + 1])] = pid
-            if len(pids) == self.size:
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise EnsembleError("zkpy ensemble did not start its members" + self.log_tail())
-            time.sleep(0.05)
+        assert self.launched is not None
+        self.launched.start_all()
         self.members = [
-            Member(member_id, HOST, client_base + member_id - 1, pid)
-            for member_id, pid in sorted(pids.items())
+            Member(member.id, HOST, member.client_port, member.pid or 0)
+            for member in self.launched.members.values()
         ]
+
+    def stop_members(self) -> None:
+        if self.launched is not None:
+            trio.run(self.launched.stop_all, STOP_GRACE_S)
+
+    def wait_ready(self) -> None:
+        assert self.launched is not None
+        for member in self.launched.members.values():
+            if not member.running:
+                raise EnsembleError(
+                    f"zkpy member {member.id} exited with {member.process.returncode} while "
+                    f"starting{self.log_tail()}"
+                )
+        super().wait_ready()
+
+    def log_tail(self) -> str:
+        if self.launched is None:
+            return ""
+        return "".join(
+            f"\n--- member {m.id} ---\n" + "\n".join(m.log().splitlines()[-15:])
+            for m in self.launched.members.values()
+        )
 
     def statuses(self) -> dict[int, dict[str, Any]]:
-        import trio
-
-        from zkpy.client.admin import fetch_status
-
         async def gather() -> dict[int, dict[str, Any]]:
             statuses = {}
             for member in self.members:
@@ -390,11 +326,8 @@ class ZooKeeperEnsemble(Ensemble):
         if found is None:
             raise EnsembleError("Apache ZooKeeper is not installed (apt-get install zookeeper)")
         java, jars = found
-        client_base = free_port_block(self.size)
-        used = set(range(client_base, client_base + self.size))
-        quorum_base = free_port_block(self.size, used)
-        used |= set(range(quorum_base, quorum_base + self.size))
-        election_base = free_port_block(self.size, used)
+        ports = free_ports(3 * self.size, consecutive=True)
+        client_base, quorum_base, election_base = ports[:: self.size]
         servers = [
             f"server.{i}={HOST}:{quorum_base + i - 1}:{election_base + i - 1}"
             for i in range(1, self.size + 1)

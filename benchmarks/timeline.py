@@ -53,8 +53,8 @@ def install_hooks(directory: str | None = None) -> list[Event]:
     """Wrap the socket reads and writes (members and client) and the log syncs (members) of
     this process so that each notes its time in the list returned; with `directory`, the list
     is also written to DIRECTORY/PID.json when the process exits."""
-    from zkpy.outbox import Outbox
-    from zkpy.receiver import Receiver
+    from zkpy._net.outbox import Outbox
+    from zkpy._net.receiver import Receiver
     from zkpy.server.node import Member
 
     events: list[Event] = []

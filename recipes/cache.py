@@ -54,6 +54,7 @@ class Snapshot(dict[str, NodeState]):
     ``cache.snapshot`` and ``cache.snapshot()`` are the same thing."""
 
     def __call__(self) -> Snapshot:
+        """The snapshot itself (see the class docstring)."""
         return self
 
 
@@ -85,16 +86,20 @@ class Cache:
 
     @property
     def snapshot(self) -> Snapshot:
+        """A copy of the whole mirror, path -> (data, Stat); also callable, as ``snapshot()``."""
         return Snapshot(self._nodes)
 
     def get(self, path: str) -> NodeState | None:
+        """The mirrored (data, Stat) of `path`, or None if the mirror does not hold it."""
         return self._nodes.get(path)
 
     def get_data(self, path: str) -> bytes | None:
+        """The mirrored data of `path`, or None if the mirror does not hold it."""
         state = self._nodes.get(path)
         return None if state is None else state[0]
 
     def get_children(self, path: str) -> list[str]:
+        """The names of the mirrored children of `path`, sorted."""
         prefix = path.rstrip("/") + "/"
         return sorted(
             key[len(prefix) :]

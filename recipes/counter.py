@@ -102,9 +102,11 @@ class Counter:
                 return value + delta
 
     async def increment(self, delta: int = 1) -> int:
+        """`add(delta)`: returns the new value."""
         return await self.add(delta)
 
     async def decrement(self, delta: int = 1) -> int:
+        """`add(-delta)`: returns the new value."""
         return await self.add(-delta)
 
     async def set(self, value: int) -> None:

@@ -331,6 +331,7 @@ class TaskHolds:
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[Held]:
+        """Acquire, run the body in the hold's cancel scope, and release on the way out."""
         held = await self._acquire()
         try:
             with held.cancel_scope:
@@ -339,12 +340,14 @@ class TaskHolds:
             await held.release()
 
     async def enter(self) -> Held:
+        """``__aenter__`` of the recipe: acquire, and remember the context for this task's exit."""
         context = self.hold()
         held = await context.__aenter__()
         self._contexts.setdefault(trio.lowlevel.current_task(), []).append(context)
         return held
 
     async def exit(self, *exc_info: object) -> bool | None:
+        """``__aexit__`` of the recipe: leave this task's latest context entered with `enter`."""
         task = trio.lowlevel.current_task()
         stack = self._contexts[task]
         context = stack.pop()
@@ -523,15 +526,19 @@ class ReadWriteLock:
         self._write = WriteLock(zk, path, identifier, cancel_on_suspend=cancel_on_suspend)
 
     def read_lock(self) -> ReadLock:
+        """The read side: the same `ReadLock` every time."""
         return self._read
 
     def write_lock(self) -> WriteLock:
+        """The write side: the same `WriteLock` every time."""
         return self._write
 
     @property
     def reader(self) -> ReadLock:
+        """`read_lock()`, as a property."""
         return self._read
 
     @property
     def writer(self) -> WriteLock:
+        """`write_lock()`, as a property."""
         return self._write

@@ -78,6 +78,7 @@ class Party:
         return await self._read_members(names)
 
     async def size(self) -> int:
+        """How many members are present (0 if the party's node does not exist)."""
         try:
             names: list[str] = await retry(self.zk, self.zk.get_children, self.path)
         except NoNodeError:

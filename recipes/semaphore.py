@@ -191,6 +191,7 @@ class Semaphore:
                     await remove_contender(zk, self._leases_path, uid, path, sweep=swept)
 
     async def try_acquire(self) -> Held | None:
+        """A lease if one is free at once, else None, without waiting."""
         return await self.acquire(blocking=False)
 
     @property
@@ -201,6 +202,7 @@ class Semaphore:
 
     @property
     def is_acquired(self) -> bool:
+        """Whether some task holds a lease through this object."""
         return any(holds for holds in self._holds.values())
 
     async def release(self) -> None:
@@ -215,6 +217,7 @@ class Semaphore:
         return await read_identifiers(self.zk, self._leases_path)
 
     def hold(self) -> AbstractAsyncContextManager[Held]:
+        """``async with semaphore.hold() as held:`` (what ``async with semaphore`` does)."""
         return self._task_holds.hold()
 
     async def __aenter__(self) -> Held:

@@ -1,7 +1,16 @@
-"""Shared fixtures and helpers for the end-to-end server tests (tests/test_server_*.py).
+"""Shared fixtures and helpers for the end-to-end server tests (tests/test_server_*.py), and
+the suite's tiers.
+
+Tiers (markers set here, at collection): `chaos` (runs `zkpy chaos`), `processes` (starts real
+processes: members, ensembles, the command line, child interpreters), and unmarked, the fast
+deterministic tier. A test is in a tier when it, a fixture it uses or a helper of their module
+they call names what the tier's pattern names, or (for `processes`) its module is listed in
+PROCESS_MODULES; a test of the fast tier that starts a process anyway fails, saying where to
+list it.
 
 - `server`: an in-process member on a free loopback port (`zkpy.testing.running_server`).
 - `ServerProcess`: a real `zkpy server` subprocess that can be SIGTERMed, SIGKILLed and restarted.
+- `free_port` and `child_env` come from `zkpy.testing` (`ports`, `ensemble`), as for every launcher.
 - `RawConnection`: a hand-driven client connection (handshake, raw requests, raw bytes).
 - `TcpProxy`: a loopback proxy whose links can be paused and cut.
 - `FrameSpy`: records, in arrival order, every frame a `zkpy.Client` receives.
@@ -10,12 +19,12 @@
 
 from __future__ import annotations
 
-import os
+import inspect
+import re
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,30 +35,19 @@ import pytest
 import trio
 
 import zkpy
+from zkpy.client.connection import Event
 from zkpy.core.requests import Request
+from zkpy.server.launcher import MemberProcess
 from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing import RunningServer, running_server
+from zkpy.testing.ensemble import child_env, poll
+from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder
 
 REPO_ROOT = Path(zkpy.__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 TICK_MS = 100  # sessions may last 0.2 .. 2 s
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.pop("ZKPY_SERVER", None)
-    env.update(extra)
-    return env
 
 
 async def wait_until(
@@ -59,16 +57,94 @@ async def wait_until(
     interval: float = 0.02,
     what: str = "condition",
 ) -> None:
-    """Poll `condition` (sync or async) until it is true; fail after `timeout` seconds."""
-    with trio.move_on_after(timeout):
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await trio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Poll `condition` (sync or async) until it is true; fail after `timeout` seconds
+    (`zkpy.testing.ensemble.poll`, which the ensemble harness waits with too)."""
+    await poll(condition, timeout=timeout, interval=interval, what=what)
+
+
+# ---- tiers ---------------------------------------------------------------------------------
+
+RUNS_CHAOS = re.compile(r"\b(_chaos|run_chaos|Chaos)\(")
+# modules whose tests start processes in ways the scan below does not see (none today)
+PROCESS_MODULES: frozenset[str] = frozenset()
+STARTS_PROCESSES = re.compile(
+    r"\b(Ensemble|ServerProcess|server_process|MemberProcess|subprocess|sys\.executable)\b"
+)
+
+
+def _helpers(function: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The functions and classes of its own module that `function` refers to by name."""
+    code, names = function.__code__, set()
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending += [const for const in current.co_consts if inspect.iscode(const)]
+    found = []
+    for name in sorted(names):
+        value = function.__globals__.get(name)
+        if (inspect.isfunction(value) or inspect.isclass(value)) and (
+            value.__module__ == function.__module__
+        ):
+            found.append(value)
+    return found
+
+
+def _sources(item: pytest.Function) -> list[str]:
+    """The source of a test function, of every fixture of the suite's own it uses (not the
+    tier guard's, nor pytest's), and of the helpers of their modules they call."""
+    functions = [item.function]
+    for name in item.fixturenames:
+        for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            if fixturedef.argname != _fast_tier_starts_no_processes.__name__:
+                functions.append(fixturedef.func)
+    for function in list(functions):
+        if inspect.isfunction(function):
+            functions += _helpers(function)
+    sources = []
+    for function in functions:
+        try:
+            if Path(inspect.getsourcefile(function) or "").is_relative_to(TESTS):
+                sources.append(inspect.getsource(function))
+        except (OSError, TypeError):
+            continue
+    return sources
+
+
+def tier_of(item: pytest.Function) -> str | None:
+    """`chaos`, `processes`, or None for the fast deterministic tier."""
+    sources = _sources(item)
+    if any(RUNS_CHAOS.search(source) for source in sources):
+        return "chaos"
+    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+    if module in PROCESS_MODULES or any(STARTS_PROCESSES.search(s) for s in sources):
+        return "processes"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and (tier := tier_of(item)) is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+class _NoProcessesInTheFastTier:
+    """Stands in for subprocess.Popen during fast-tier tests."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            "a test of the fast tier started a process: list its module in PROCESS_MODULES "
+            "in tests/conftest.py (or use a launcher from zkpy.testing, which the tier scan sees)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_processes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks = {mark.name for mark in request.node.iter_markers()}
+    if not marks & {"processes", "chaos"}:
+        monkeypatch.setattr(subprocess, "Popen", _NoProcessesInTheFastTier)
 
 
 # ---- in-process server ---------------------------------------------------------------------
@@ -84,13 +160,14 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
 
 
 class ServerProcess:
-    """`python -m zkpy.cli server` on a fixed port and data directory; restartable."""
+    """A standalone `zkpy server` on a fixed port and data directory; restartable. The process
+    itself is the launcher's `MemberProcess`, as for the members of an ensemble."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, tick_ms: int = TICK_MS) -> None:
         self.data_dir = data_dir
         self.port = port if port is not None else free_port()
         self.tick_ms = tick_ms
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = MemberProcess(0, self.server_args(), env=child_env())
         self.starts = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server-0.log"
 
@@ -98,12 +175,8 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def command(self) -> list[str]:
+    def server_args(self) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "zkpy.cli",
-            "server",
             "--data-dir",
             str(self.data_dir),
             "--client-port",
@@ -114,22 +187,22 @@ class ServerProcess:
             str(MIN_SEGMENT_BYTES),
         ]
 
+    def command(self) -> list[str]:
+        return self.process.command()
+
     def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
+        assert not self.process.running, "already running"
         self.starts += 1
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{self.starts}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=child_env()
-            )
+        self.process.start(self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        code = self.process.returncode
+        if code is not None:
+            raise AssertionError(f"server exited with {code}:\n{self.log()}")
         return "serving on" in self.log()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
@@ -143,14 +216,12 @@ class ServerProcess:
             time.sleep(0.02)
 
     def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
+        self.process.signal(signum)
 
     async def wait_exit(self, timeout: float = 15.0) -> int:
-        proc = self.proc
-        assert proc is not None
-        await wait_until(lambda: proc.poll() is not None, timeout=timeout, what="server exit")
-        return proc.returncode
+        with trio.move_on_after(timeout):
+            return await self.process.wait()
+        raise AssertionError(f"timed out after {timeout} s waiting for server exit")
 
     async def stop(self) -> int:
         """SIGTERM and wait: a clean stop."""
@@ -163,9 +234,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         """Make sure the process is gone (for finally blocks)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.process.kill()
 
 
 @contextmanager
@@ -353,13 +422,14 @@ class FrameSpy:
 
     def __init__(self, client: zkpy.Client) -> None:
         self.frames: list[tuple[int, int, int, Any]] = []
-        original = client._on_frame
+        connection = client._conn
+        original = connection._receive_frame
 
-        def spy(frame: bytes) -> None:
+        def spy(frame: bytes, events: list[Event]) -> None:
             self.frames.append(wire.decode_server_frame(frame))
-            original(frame)
+            original(frame, events)
 
-        client._on_frame = spy  # type: ignore[method-assign]
+        connection._receive_frame = spy  # type: ignore[method-assign]
 
     def events(self) -> list[tuple[int, str, int]]:
         """(event type, path, zxid) of every watch event seen so far."""

@@ -116,7 +116,8 @@ def damage_segment(data_dir: Path, data_: st.DataObject) -> set[int]:
     path = data_dir / "wal" / draw(st.sampled_from(names))
     data = bytearray(path.read_bytes())
     hidden: set[int] = set()
-    used = max(data.rfind(MARK) + 24 + 500, wal_module._HEADER_SIZE)  # records, and a little more
+    # the records and a little more, within the file (a segment may end soon after its records)
+    used = min(max(data.rfind(MARK) + 24 + 500, wal_module._HEADER_SIZE), len(data) - 1)
     kind = draw(st.sampled_from(["flip", "sector", "truncate", "length"]))
     if kind == "truncate":
         os.truncate(path, draw(st.integers(0, min(used, len(data) - 1))))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from zkpy.outbox import Flusher, Outbox
+from zkpy._net.outbox import Flusher, Outbox
 
 
 async def _tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:

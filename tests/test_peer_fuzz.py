@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import secrets
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -22,10 +19,9 @@ from hypothesis import strategies as st
 from zkpy.server.config import ServerConfig, load_config
 from zkpy.server.peers import peer_identity
 from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ensemble import Ensemble, Member
 from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import NONCE_BYTES, PeerIdentity
-
-from .conftest import child_env, free_port
 
 FUZZ = settings(
     max_examples=100,
@@ -36,8 +32,7 @@ FUZZ = settings(
 
 @dataclass
 class Target:
-    proc: subprocess.Popen[bytes]
-    log: Path
+    member: Member
     configs: dict[int, ServerConfig]  # every member's settings; only member 1 runs
 
     @property
@@ -45,33 +40,19 @@ class Target:
         return self.configs[1].peer(1).peer_port
 
     def assert_alive(self) -> None:
-        assert self.proc.poll() is None, f"the member ended:\n{self.log.read_text()}"
+        assert self.member.running, f"the member ended:\n{self.member.log()}"
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     workdir = tmp_path_factory.mktemp("peer-fuzz")
-    lines = ['secret = "fuzzed"', f"log_segment_bytes = {MIN_SEGMENT_BYTES}", "peer_tick_ms = 50"]
-    for member in (1, 2, 3):
-        lines += [
-            f"[members.{member}]",
-            'host = "127.0.0.1"',
-            f"client_port = {free_port()}",
-            f"peer_port = {free_port()}",
-        ]
-    path = workdir / "ensemble.toml"
-    path.write_text("\n".join(lines) + "\n")
-    log = workdir / "member-1.log"
-    command = [sys.executable, "-m", "zkpy", "server", "--config", str(path), "--id", "1"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=child_env())
-    running = Target(proc, log, {m: load_config(path, m) for m in (1, 2, 3)})
-    try:
+    settings = {"log_segment_bytes": MIN_SEGMENT_BYTES, "peer_tick_ms": 50}
+    with Ensemble(workdir, 3, secret="fuzzed", fast=False, **settings) as ensemble:
+        ensemble[1].start()
+        path = ensemble.config_path
+        running = Target(ensemble[1], {m: load_config(path, m) for m in (1, 2, 3)})
         wait_until_listening(running)
         yield running
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def wait_until_listening(target: Target, timeout: float = 20.0) -> None:
@@ -84,7 +65,7 @@ def wait_until_listening(target: Target, timeout: float = 20.0) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise AssertionError(f"no peer port:\n{target.log.read_text()}") from None
+                raise AssertionError(f"no peer port:\n{target.member.log()}") from None
             time.sleep(0.02)
 
 
@@ -250,4 +231,4 @@ def test_anything_after_the_handshake_closes_that_link_alone(
 
 def test_after_the_fuzzing_a_genuine_member_gets_in(target: Target) -> None:
     assert_member_fine(target)
-    assert "Traceback" not in target.log.read_text()
+    assert "Traceback" not in target.member.log()

@@ -1,4 +1,4 @@
-"""Tests of zkpy.receiver: reads straight from the socket behave like trio's receive_some."""
+"""Tests of zkpy._net.receiver: reads straight from the socket behave like trio's receive_some."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import zkpy
-from zkpy.receiver import Receiver, spinning_readers
+from zkpy._net.receiver import Receiver, spinning_readers
 from zkpy.server.config import ServerConfig
 
 
@@ -192,7 +192,7 @@ def test_a_members_spin_setting_is_checked(tmp_path: Path) -> None:
 async def test_only_so_many_readers_of_a_process_spin_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("zkpy.receiver.MAX_SPINNING", 1)
+    monkeypatch.setattr("zkpy._net.receiver.MAX_SPINNING", 1)
     pairs = [await _socket_pair(), await _socket_pair()]
     first, second = (Receiver(right, spin_s=0.001, clock=FrozenClock()) for _left, right in pairs)
     got: list[bytes | bytearray] = []
@@ -264,7 +264,7 @@ async def test_a_slow_connection_read_dry_is_not_read_again_until_readable(
 ) -> None:
     """One write at a time, every message used to start with a read that failed (a system call
     and an exception); a connection whose bytes come slowly now waits for them first."""
-    import zkpy.receiver as receiver_module
+    import zkpy._net.receiver as receiver_module
 
     left, right = await _socket_pair()
     receiver = Receiver(right, spin_s=0.0)  # never spins: its waits always count as slow

@@ -475,9 +475,12 @@ async def test_idle_unauthenticated_connections_do_not_keep_a_member_out(
     assert caplog.text.count("refused a peer connection") < 5
 
 
-async def test_a_slow_sender_gets_one_handshake_deadline_from_its_start(tmp_path: Path) -> None:
+async def test_a_slow_sender_gets_one_handshake_deadline_from_its_start(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """Dripping a byte now and then does not hold a connection open: the handshake must be done
-    HANDSHAKE_TIMEOUT_S after connecting, however the bytes arrive."""
+    HANDSHAKE_TIMEOUT_S after connecting, however the bytes arrive. (In virtual time: the
+    deadline and the sender's pace are trio time, so the test need not wait them out.)"""
     configs = _ensemble(tmp_path)
     async with running(configs[0]):
         started = trio.current_time()

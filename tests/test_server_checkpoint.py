@@ -84,7 +84,7 @@ async def test_a_restarted_member_keeps_the_log_before_its_checkpoint_as_history
         assert member.replica.base_zxid == recovered.log_floor
         assert member.replica.tree.last_zxid == recovered.checkpoint_zxid
         # only what came after the checkpoint counts toward the next one
-        assert member._applied_since_checkpoint == len(recovered.log)
+        assert member.executor.applied_since_checkpoint == len(recovered.log)
         # its change log reaches back as far: a watcher that reconnects after the restart with
         # a zxid from before the checkpoint is told each change it missed, not a summary. (Back
         # to the last session close the retained log holds, if a checkpoint came after the

@@ -40,15 +40,15 @@ from zkpy.core.requests import (
 from zkpy.core.tree import DataTree
 from zkpy.core.types import OPEN_ACL_UNSAFE
 from zkpy.testing.sim import (
-    ClientOp,
     Faults,
     InvariantViolation,
     Ready,
     SimMember,
     Simulation,
 )
+from zkpy.zab import leader
+from zkpy.zab.leader import Leading
 from zkpy.zab.messages import PeerMessage, ServerState, SyncMode
-from zkpy.zab.replica import Replica
 
 QUIET = Faults(
     crash=0,
@@ -310,6 +310,23 @@ def test_sweep_with_stalled_members_and_harsher_faults(
     assert stalls > len(seeds), "the stall fault fired"
 
 
+def test_sweep_with_messages_lost_and_overtaken_apart_from_partitions() -> None:
+    """Lost messages and links that fall behind, at high rates and with no other fault."""
+    faults = Faults(crash=0, restart=0, partition=0, heal=0, reset_link=0, drop=0.01, reorder=0.05)
+    counts = {"lost": 0, "held back": 0, "out of order": 0}
+    events = 0
+    for seed in range(10):
+        sim = CheckedSimulation(seed, faults=faults)
+        sim.run_until(6_000)
+        sim.settle()
+        result = sim.check_converged()
+        events += result["events"]
+        for kind, count in sim.message_fault_counts.items():
+            counts[kind] += count
+    assert all(count > 10 for count in counts.values()), counts
+    assert events > 1_000, "the clients' watches fired"
+
+
 # ---- replay --------------------------------------------------------------------------------------
 
 
@@ -344,26 +361,27 @@ def first_violation(seeds: range, duration_ms: int = 8_000) -> int | None:
     return None
 
 
-# These two break the leader on purpose by patching `Replica`; in the compiled build, compiled
-# code calls its own methods directly, past the patch. They test the simulator, which is the
-# same in both builds.
+# These two break the leader on purpose by patching its role (zkpy.zab.leader); in the compiled
+# build, compiled code calls its own functions and methods directly, past the patch. They test
+# the simulator, which is the same in both builds.
 breaks_replica = pytest.mark.skipif(
-    zkpy.compiled(), reason="patches Replica, which compiled code calls past the patch (setup.py)"
+    zkpy.compiled(),
+    reason="patches the leader, which compiled code calls past the patch (setup.py)",
 )
 
 
 @breaks_replica
 def test_a_leader_that_commits_without_a_quorum_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Replica, "_quorum", lambda self: 1)
+    monkeypatch.setattr(leader, "quorum_size", lambda voters: 1)
     assert first_violation(range(12)) is not None
 
 
 @breaks_replica
 def test_a_leader_that_always_syncs_by_diff_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    def always_diff(self: Replica, peer: Any) -> tuple[SyncMode, int, None, int]:
+    def always_diff(self: Leading, peer: Any) -> tuple[SyncMode, int, None, int]:
         return SyncMode.DIFF, 0, None, peer.last_zxid
 
-    monkeypatch.setattr(Replica, "_sync_plan", always_diff)
+    monkeypatch.setattr(Leading, "_sync_plan", always_diff)
     assert first_violation(range(12)) is not None
 
 
@@ -467,8 +485,7 @@ def submit_write(sim: Simulation, member: SimMember, kind: str) -> None:
     """A client write at `member`, booked the way the simulator books its own load."""
     assert member.replica is not None
     live = [s for s in sim.sessions if s not in sim.closed_sessions]
-    sim._cxid += 1
-    cxid = sim._cxid
+    cxid = sim._cxid + 1
     request: WriteRequest
     if kind == "session" or not live:
         session_id = sim._next_session
@@ -485,9 +502,7 @@ def submit_write(sim: Simulation, member: SimMember, kind: str) -> None:
             request = CreateRequest(
                 f"/k{cxid}", b"d", OPEN_ACL_UNSAFE, ephemeral=kind == "ephemeral"
             )
-    sim.ops[(session_id, cxid)] = ClientOp(session_id, cxid, request, member.id)
-    member.replica.submit(session_id, cxid, request)
-    sim._after_input(member)
+    sim._submit(member, session_id, request, owner=0)
 
 
 TestEnsembleMachine = EnsembleMachine.TestCase

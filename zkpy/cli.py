@@ -444,6 +444,7 @@ class ClientOptions:
     tls_key: str | None
 
     def context(self) -> ssl.SSLContext | None:
+        """The TLS context to connect with, None when no TLS option was given."""
         if not (self.tls_ca or self.tls_cert):
             return None
         return tls.client_context(self.tls_ca, self.tls_cert, self.tls_key)

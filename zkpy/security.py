@@ -107,6 +107,7 @@ def parse_acl(text: str) -> ACL:
 
 
 def format_acl(acl: ACL) -> str:
+    """An ACL entry as ``scheme:id:perms``, perms as ZooKeeper's letters (``cdrwa``)."""
     letters = "".join(
         letter
         for letter, bit in (

@@ -1,7 +1,7 @@
 """The zkpy client: `connect`, `Client`, watches and connection states."""
 
 from zkpy.client.client import Client, ConnectionState, Pipeline, Transaction, connect, parse_hosts
-from zkpy.client.watches import WatchFuture, WatchStream
+from zkpy.client.streams import WatchFuture, WatchStream
 
 __all__ = [
     "Client",

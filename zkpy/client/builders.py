@@ -4,7 +4,8 @@ Each checks its arguments the way the server's decoder and prep would, and raise
 error before anything is sent: `BadArgumentsError` for a bad path, data that is not bytes or a
 version out of range, `InvalidACLError` for an ACL that is not a list of `ACL` entries. A bad
 argument thus fails that one call and leaves the connection (and every other request on it)
-alone, instead of reaching the server as a frame it must refuse as garbage.
+alone, instead of reaching the server as a frame it must refuse as garbage. What they build is
+encoded in one place for all three, `zkpy.client.connection.ClientConnection.send_request`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def create(
     ephemeral: bool = False,
     sequential: bool = False,
 ) -> CreateRequest:
+    """A create request (``ephemeral`` / ``sequential`` as the flags say)."""
     return CreateRequest(
         paths.validate(path, sequential=bool(sequential)),
         data(value),
@@ -95,46 +97,57 @@ def create(
 
 
 def set_data(path: object, value: object, expected: object = -1) -> SetDataRequest:
+    """A set_data request; `expected` is the version to match, -1 for any."""
     return SetDataRequest(paths.validate(path), data(value), version(expected))
 
 
 def delete(path: object, expected: object = -1) -> DeleteRequest:
+    """A delete request; `expected` is the version to match, -1 for any."""
     return DeleteRequest(paths.validate(path), version(expected))
 
 
 def check(path: object, expected: object) -> CheckRequest:
+    """A version check, for a multi."""
     return CheckRequest(paths.validate(path), version(expected))
 
 
 def set_acl(path: object, entries: object, expected: object = -1) -> SetACLRequest:
+    """A set_acl request; `expected` is the ACL version to match, -1 for any."""
     return SetACLRequest(paths.validate(path), acl(entries), version(expected))
 
 
 def get_data(path: object, watch: bool = False) -> GetDataRequest:
+    """A get_data request, leaving a data watch if `watch`."""
     return GetDataRequest(paths.validate(path), watch)
 
 
 def exists(path: object, watch: bool = False) -> ExistsRequest:
+    """An exists request, leaving an exist or data watch if `watch`."""
     return ExistsRequest(paths.validate(path), watch)
 
 
 def get_children(path: object, watch: bool = False) -> GetChildrenRequest:
+    """A get_children request, leaving a child watch if `watch`."""
     return GetChildrenRequest(paths.validate(path), watch)
 
 
 def get_acl(path: object) -> GetACLRequest:
+    """A get_acl request."""
     return GetACLRequest(paths.validate(path))
 
 
 def sync(path: object) -> SyncRequest:
+    """A sync request."""
     return SyncRequest(paths.validate(path))
 
 
 def add_watch(path: object, mode: WatchMode) -> AddWatchRequest:
+    """A request for a persistent (or persistent recursive) watch."""
     return AddWatchRequest(paths.validate(path), mode)
 
 
 def remove_watches(path: object, mode: WatchMode | None) -> RemoveWatchesRequest:
+    """A request to remove the watches of `mode` (None: all) on `path`."""
     return RemoveWatchesRequest(paths.validate(path), mode)
 
 
@@ -148,6 +161,7 @@ def multi(ops: Sequence[MultiOp]) -> MultiRequest:
 
 
 def auth(scheme: object, credential: object) -> AuthRequest:
+    """An auth request; the credential is sent as its UTF-8 bytes."""
     if type(scheme) is not str or not scheme:
         raise BadArgumentsError(f"an auth scheme must be a non-empty str, not {scheme!r}")
     if type(credential) is not str:

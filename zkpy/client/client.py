@@ -6,6 +6,10 @@ When the connection breaks, requests in flight fail with `ConnectionLossError`, 
 to another listed server and resumes its session (and its watches, with the last zxid it saw);
 requests made meanwhile wait for that. If the server says the session expired, the client is
 LOST for good: every request raises `SessionExpiredError`, as with ZooKeeper's own client.
+
+Every protocol rule (what to send, what a server frame means, when to ping or give up) is in
+`zkpy.client.connection`, which does no I/O; this module connects sockets, moves bytes between
+them and that machine, feeds it the time and wakes the tasks that wait.
 """
 
 from __future__ import annotations
@@ -15,32 +19,41 @@ import logging
 import math
 import random
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from zkpy._net.outbox import Flusher, Outbox
+from zkpy._net.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
 from zkpy.client import builders
-from zkpy.client.watches import WatchCallback, WatchStream, WatchTable
+from zkpy.client.connection import (
+    Call,
+    ClientConnection,
+    ConnectionLost,
+    Event,
+    HandshakeRefused,
+    RemoteProtocolError,
+    SessionLost,
+    State,
+    WatchFired,
+)
+from zkpy.client.streams import WatchStream
+from zkpy.client.watches import WatchCallback
 from zkpy.core import paths
 from zkpy.core.errors import (
-    BadArgumentsError,
-    Code,
     ConnectionLossError,
-    MarshallingError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
     NoWatcherError,
-    RolledBackError,
     SessionExpiredError,
+    SessionMovedError,
     ZkError,
-    error_for_code,
 )
 from zkpy.core.requests import (
-    AuthRequest,
     CloseSessionRequest,
     CreateRequest,
     DeleteRequest,
@@ -48,18 +61,11 @@ from zkpy.core.requests import (
     MultiRequest,
     RemoveWatchesRequest,
     Request,
-    SetDataRequest,
 )
 from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
-from zkpy.outbox import Flusher, Outbox
-from zkpy.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
-from zkpy.wire import client as wire
-from zkpy.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder, FrameTooLargeError
 
 log = logging.getLogger("zkpy.client")
-
-MAX_SERVER_FRAME = 1 << 30  # replies can exceed the request limit (a big get_children)
 
 
 class ConnectionState(enum.Enum):
@@ -72,6 +78,7 @@ class ConnectionState(enum.Enum):
 
 
 def parse_hosts(hosts: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``"a:1,b:2"`` (or a list of ``"host:port"``) as (host, port) pairs; port 2181 if none."""
     items = hosts.split(",") if isinstance(hosts, str) else list(hosts)
     parsed: list[tuple[str, int]] = []
     for item in items:
@@ -101,23 +108,18 @@ class Countdown:
             self._event.set()
 
     def set(self) -> None:
+        """One more reply is in."""
         self.remaining -= 1
         if self.remaining <= 0:
             self._event.set()
 
     async def wait(self) -> None:
+        """Wait until every reply is in."""
         await self._event.wait()
 
 
-@dataclass(slots=True)
-class _Pending:
-    opcode: int
-    done: trio.Event | Countdown
-    zxid: int = 0
-    error: int = 0
-    body: Any = None
-    lost: ZkError | None = None
-    on_success: Callable[[Any], None] | None = None
+def _first(result: Any) -> Any:
+    return result[0]
 
 
 class Transaction:
@@ -142,25 +144,30 @@ class Transaction:
         ephemeral: bool = False,
         sequential: bool = False,
     ) -> Transaction:
+        """Add a create (its result: the created path)."""
         request = builders.create(path, data, self._client._acl(acl), ephemeral, sequential)
         self._ops.append(request)
         return self
 
     def delete(self, path: str, version: int = -1) -> Transaction:
+        """Add a delete (its result: True)."""
         self._ops.append(builders.delete(path, version))
         return self
 
     def set_data(self, path: str, data: bytes, version: int = -1) -> Transaction:
+        """Add a set (its result: the node's new Stat)."""
         self._ops.append(builders.set_data(path, data, version))
         return self
 
     set = set_data
 
     def check(self, path: str, version: int) -> Transaction:
+        """Add a check that the node's version is `version` (its result: True)."""
         self._ops.append(builders.check(path, version))
         return self
 
     async def commit(self) -> list[Any]:
+        """Send the operations as one multi; one result per operation (see the class)."""
         if self.committed:
             raise ValueError("this transaction was already committed")
         request = builders.multi(self._ops)
@@ -176,7 +183,12 @@ class Transaction:
 
 
 class Client:
-    """A zkpy session. Make one with `zkpy.connect(...)`."""
+    """A zkpy session. Make one with `zkpy.connect(...)`.
+
+    The protocol (handshake, xids, replies, pings, watch events, replays) is decided by a
+    sans-I/O `ClientConnection`; this class runs its socket: it connects, feeds it what arrives
+    and the time, sends what it returns and wakes the tasks waiting for replies.
+    """
 
     def __init__(
         self,
@@ -199,41 +211,72 @@ class Client:
         self.connect_timeout = connect_timeout
         self.tls = tls
         self.default_acl = tuple(default_acl)
-        self.session_id = 0
-        self.session_password = b""
-        self.session_timeout = session_timeout
-        self.last_zxid = 0
         self.server: tuple[str, int] | None = None
-        self._auth: list[tuple[str, bytes]] = []
-        for scheme, credential in auth:
-            request = builders.auth(scheme, credential)
-            self._auth.append((request.scheme, request.credential))
+        self._requested_timeout = session_timeout
+        self._conn = ClientConnection(
+            self.requested_timeout_ms,
+            auth=[builders.auth(scheme, credential) for scheme, credential in auth],
+        )
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
         self._listeners: list[Callable[[ConnectionState], Any]] = []
         self._state_channels: list[trio.MemorySendChannel[ConnectionState]] = []
-        self._next_xid = 1
-        self._pending: dict[int, _Pending] = {}
         self._flusher = Flusher()
         self._outbox: Outbox | None = None  # the current connection's
-        self._watches = WatchTable()
         self._closing = False
-        self._lost_error: ZkError | None = None
         self._connection_scope: trio.CancelScope | None = None
-        self._max_frame = DEFAULT_MAX_FRAME
-        self._last_sent = 0.0
-        self._packer = wire.new_packer()  # the client lives in one trio run: one thread
-        self._last_heard = 0.0
-        self._leftover: tuple[list[bytes], FrameDecoder] = ([], FrameDecoder())
+        self._leftover: list[Event] = []  # what came with the handshake reply
+
+    # ---- the session, as the protocol machine knows it -----------------------------------------
+
+    @property
+    def session_id(self) -> int:
+        """The session's id (0 before the first handshake)."""
+        return self._conn.session_id
+
+    @property
+    def session_password(self) -> bytes:
+        """The password that resumes the session on another connection."""
+        return self._conn.password
+
+    @property
+    def session_timeout(self) -> float:
+        """The session timeout in seconds: the negotiated one once connected."""
+        if self._conn.session_id == 0:
+            return self._requested_timeout
+        return self._conn.timeout_ms / 1000
+
+    @property
+    def last_zxid(self) -> int:
+        """The highest zxid this session has seen from a server."""
+        return self._conn.last_zxid
+
+    @property
+    def _pending(self) -> deque[Call]:
+        return self._conn.pending
+
+    @property
+    def _next_xid(self) -> int:
+        return self._conn.next_xid
+
+    @_next_xid.setter
+    def _next_xid(self, xid: int) -> None:
+        self._conn.next_xid = xid
+
+    @property
+    def _lost_error(self) -> ZkError | None:
+        return self._conn.error
 
     # ---- state -------------------------------------------------------------------------------
 
     @property
     def state(self) -> ConnectionState:
+        """CONNECTING, CONNECTED, SUSPENDED or LOST."""
         return self._state
 
     @property
     def connected(self) -> bool:
+        """Whether requests can be sent now."""
         return self._state is ConnectionState.CONNECTED
 
     def add_listener(self, listener: Callable[[ConnectionState], Any]) -> None:
@@ -241,6 +284,7 @@ class Client:
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[ConnectionState], Any]) -> None:
+        """Stop calling `listener`."""
         self._listeners.remove(listener)
 
     @asynccontextmanager
@@ -316,51 +360,43 @@ class Client:
             task_status.started()
 
     async def _open(self, host: tuple[str, int]) -> trio.abc.Stream:
+        """Connect to `host` and complete the handshake; raise the refusal if there is one."""
         with trio.fail_after(self.connect_timeout):
             stream: trio.abc.Stream = await trio.open_tcp_stream(*host)
             if self.tls is not None:
                 stream = trio.SSLStream(stream, self.tls, server_hostname=host[0])
             try:
-                await stream.send_all(
-                    wire.Handshake(
-                        self.session_id,
-                        self.session_password,
-                        self.requested_timeout_ms,
-                        self.last_zxid,
-                    ).encode()
-                )
-                decoder = FrameDecoder(MAX_SERVER_FRAME)
-                frames: list[bytes] = []
-                while not frames:
-                    data = await stream.receive_some(1 << 16)
-                    if not data:
-                        raise ConnectionLossError("server closed the connection in the handshake")
-                    frames = decoder.feed(data)
-                reply = wire.HandshakeReply.decode(frames[0])
+                events = await self._handshake(stream, host)
             except trio.BrokenResourceError as err:  # e.g. reset by a server that is dying
+                self._conn.connection_lost(ConnectionLossError(str(err)))
                 await trio.aclose_forcefully(stream)
                 raise ConnectionLossError(f"connection broken in the handshake: {err}") from err
-            except BaseException:
+            except BaseException as err:
+                self._conn.connection_lost(ConnectionLossError(str(err)))
                 await trio.aclose_forcefully(stream)
                 raise
-        if reply.error:
-            await trio.aclose_forcefully(stream)
-            raise error_for_code(reply.error, reply.message)
-        self.session_id = reply.session_id
-        self.session_password = reply.password
-        self.session_timeout = reply.timeout_ms / 1000
-        self._max_frame = reply.max_frame or DEFAULT_MAX_FRAME
         self.server = host
-        self._leftover = frames[1:], decoder
+        self._leftover = events
         return stream
 
+    async def _handshake(self, stream: trio.abc.Stream, host: tuple[str, int]) -> list[Event]:
+        conn = self._conn
+        conn.connect(trio.current_time(), str(host))
+        await stream.send_all(conn.data_to_send())
+        events: list[Event] = []
+        while conn.state is State.HANDSHAKING:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                raise ConnectionLossError("server closed the connection in the handshake")
+            events = conn.receive_data(data, trio.current_time())
+        first = events[0]  # what ended the handshake: its reply comes first
+        if isinstance(first, HandshakeRefused | ConnectionLost):
+            raise first.error
+        return events
+
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        resume = self._watches.resume_request(self.last_zxid)
         outbox = self._outbox = Outbox(stream, self._flusher)
-        for scheme, credential in self._auth:
-            self._queue_internal(wire.XID_AUTH, AuthRequest(scheme, credential))
-        if resume is not None:
-            self._queue_internal(wire.XID_SET_WATCHES, resume)
+        self._send_queued()  # the auth and watches the machine replays first
         self._flusher.flush()
         self._set_state(ConnectionState.CONNECTED)
         try:
@@ -368,29 +404,24 @@ class Client:
                 self._connection_scope = scope
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, outbox, stream, scope)
-                    nursery.start_soon(self._ping_loop, scope)
+                    nursery.start_soon(self._timer_loop)
                     await self._read_loop(stream, scope)
         finally:
             self._connection_scope = None
             self._outbox = None
             outbox.close()
             await trio.aclose_forcefully(stream)
-            self._fail_pending(ConnectionLossError(f"connection to {self.server} was lost"))
+            self._handle(
+                self._conn.connection_lost(
+                    ConnectionLossError(f"connection to {self.server} was lost")
+                )
+            )
 
-    def _push(self, frame: bytes) -> None:
-        """Queue a frame on the connection; it leaves at the next `self._flusher.flush()`."""
-        self._push_untimed(frame)
-        self._last_sent = trio.current_time()
-
-    def _push_untimed(self, frame: bytes) -> None:
-        """`_push` without noting the time of sending, for callers that queue many frames and
-        note it once (reading the clock cost as much as the rest of queuing a frame)."""
-        if self._outbox is None:
-            raise ConnectionLossError("not connected to any server")
-        self._outbox.push(frame)
-
-    def _queue_internal(self, xid: int, request: Request) -> None:
-        self._push(wire.encode_request(xid, request))
+    def _send_queued(self) -> None:
+        """Queue what the machine has for the connection; it leaves at the next flush."""
+        data = self._conn.data_to_send()
+        if data and self._outbox is not None:
+            self._outbox.push(data)
 
     async def _write_loop(
         self, outbox: Outbox, stream: trio.abc.Stream, scope: trio.CancelScope
@@ -401,93 +432,80 @@ class Client:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             scope.cancel()
 
-    async def _ping_loop(self, scope: trio.CancelScope) -> None:
-        interval = self.session_timeout / 3
-        self._last_sent = trio.current_time()
-        while True:
-            await trio.sleep(max(0.01, self._last_sent + interval - trio.current_time()))
-            if trio.current_time() - self._last_heard > self.session_timeout * 2 / 3:
-                log.info("no word from %s for 2/3 of the session timeout", self.server)
-                scope.cancel()
-                return
-            if trio.current_time() - self._last_sent >= interval * 0.9:
-                self._push(wire.PING_FRAME)
-                self._flusher.flush()
+    async def _timer_loop(self) -> None:
+        """Feeds the machine the time when it has something to do: a ping, or giving up on a
+        silent server."""
+        conn = self._conn
+        while conn.state is State.CONNECTED:
+            await trio.sleep_until(max(trio.current_time() + 0.01, conn.next_deadline()))
+            self._handle(conn.tick(trio.current_time()))
+            self._send_queued()
+            self._flusher.flush()
 
     async def _read_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
-        pending_frames, decoder = self._leftover
-        self._last_heard = trio.current_time()
+        leftover, self._leftover = self._leftover, []
+        self._handle(leftover)
+        conn = self._conn
         try:
-            for frame in pending_frames:
-                self._on_frame(frame)
             receiver = Receiver(stream, self.spin_before_wait)
-            while True:
+            while conn.state is State.CONNECTED:
                 data = await receiver.receive(1 << 16)
-                if not data:
+                if not data or conn.state is not State.CONNECTED:
+                    # (the timer may have ended the connection while this read waited: a
+                    # process resumed after a pause runs both at once; its bytes are moot)
                     break
-                self._last_heard = trio.current_time()
-                for frame in decoder.feed(data):
-                    self._on_frame(frame)
+                self._on_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-        except (MarshallingError, FrameTooLargeError) as err:
-            log.warning("bad frame from %s: %s", self.server, err)
         scope.cancel()
 
-    def _on_frame(self, frame: bytes) -> None:
-        xid, zxid, error, body = wire.decode_server_frame(frame)
-        if zxid > self.last_zxid:
-            self.last_zxid = zxid
-        if xid == wire.XID_EVENT:
-            event = wire.decode_event(body, zxid)
-            for callback in self._watches.dispatch(event):
-                try:
-                    callback(event)
-                except Exception:
-                    log.exception("watch callback failed")
-            return
-        if xid in (wire.XID_PING, wire.XID_SET_WATCHES):
-            return
-        if xid == wire.XID_AUTH:
-            if error:
-                self._lose(error_for_code(error, f"authentication failed: {body}"))
-            return
-        pending = self._pending.pop(xid, None)
-        if pending is None:
-            return
-        pending.zxid, pending.error, pending.body = zxid, error, body
-        if not error and pending.on_success is not None:
-            # Registered here, not when the caller resumes: an event for this watch may be the
-            # very next frame, handled before the caller's task gets to run.
-            pending.on_success(body)
-        pending.done.set()
-        if error == Code.SESSION_EXPIRED:
-            self._lose(SessionExpiredError("the session expired"))
-        elif error == Code.SESSION_MOVED and self._connection_scope is not None:
+    def _on_data(self, data: bytes | bytearray) -> None:
+        self._handle(self._conn.receive_data(data, trio.current_time()))
+        self._send_queued()
+        self._flusher.flush()
+
+    def _handle(self, events: list[Event]) -> None:
+        """Carry out what the machine says: wake callers, run watches, end what is over."""
+        for event in events:
+            if type(event) is Call:
+                event.token.set()
+            elif type(event) is WatchFired:
+                for callback in event.callbacks:
+                    try:
+                        callback(event.event)
+                    except Exception:
+                        log.exception("watch callback failed")
+            elif type(event) is ConnectionLost:
+                self._connection_ended(event.error)
+            elif type(event) is SessionLost:
+                self._session_ended(event)
+
+    def _connection_ended(self, reason: ZkError) -> None:
+        if isinstance(reason, SessionMovedError):
             # the session was attached to another connection (one of ours the ensemble saw
             # late): this one may no longer write; reconnecting attaches the session again
             log.info("session %#x moved away from %s; reconnecting", self.session_id, self.server)
+        elif isinstance(reason, RemoteProtocolError):
+            log.warning("bad frame from %s: %s", self.server, reason)
+        else:
+            log.info("%s", reason)
+        if self._lost_error is None and not self._closing:
+            self._set_state(ConnectionState.SUSPENDED)  # new calls wait for the next connection
+        if self._connection_scope is not None:
             self._connection_scope.cancel()
 
-    def _fail_pending(self, error: ZkError) -> None:
-        pending, self._pending = self._pending, {}
-        for item in pending.values():
-            item.lost = error
-            item.done.set()
-
-    def _lose(self, error: ZkError) -> None:
-        """The session is over: fail everything now and from now on."""
-        if self._lost_error is not None:
-            return
-        self._lost_error = error
-        self._fail_pending(error)
-        for callback in self._watches.fail_all(error):
+    def _session_ended(self, event: SessionLost) -> None:
+        for callback in event.orphans:
             fail = getattr(callback, "fail", None)
             if fail is not None:
-                fail(error)
+                fail(event.error)
         self._set_state(ConnectionState.LOST)
         if self._connection_scope is not None:
             self._connection_scope.cancel()
+
+    def _lose(self, error: ZkError) -> None:
+        """The session is over: fail everything now and from now on."""
+        self._handle(self._conn.end_session(error))
 
     async def close(self) -> None:
         """Close the session: its ephemerals are deleted at once. Idempotent."""
@@ -505,21 +523,23 @@ class Client:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    async def _call(self, request: Request, on_success: Callable[[Any], None] | None = None) -> Any:
-        """Send `request` and wait for its reply's body. `on_success(body)` runs as the reply
-        arrives, before any later frame is handled (that is where watches get registered)."""
+    async def _call(self, request: Request, watch: WatchCallback | None = None) -> Any:
+        """Send `request` and wait for its result. A `watch` is registered as the reply
+        arrives, before any later frame is handled."""
         if self._state is not ConnectionState.CONNECTED:
             await self._ready_to_send()
-        pending = self._enqueue(request, trio.Event(), on_success)
-        self._last_sent = trio.current_time()
-        if len(self._pending) == 1 or self._outbox is None:
+        call = self._send(request, trio.Event(), trio.current_time(), watch)
+        outbox = self._outbox
+        assert outbox is not None  # `_send` checked
+        outbox.push(self._conn.data_to_send())
+        if len(self._conn.pending) == 1:
             self._flusher.flush()  # alone in flight: straight to the socket
         else:
             # other tasks have requests in flight, and more may be queuing theirs in this
             # scheduler turn: the writer sends them all together right after
-            self._outbox.send_soon()
-        await pending.done.wait()
-        return self._outcome(request, pending)
+            outbox.send_soon()
+        await call.token.wait()
+        return call.outcome()
 
     async def _ready_to_send(self) -> None:
         """Wait (up to a session timeout) for a connection; raise if there will be none."""
@@ -530,40 +550,17 @@ class Client:
                 self._raise_if_dead()
                 raise ConnectionLossError("not connected to any server")
 
-    def _enqueue(
+    def _send(
         self,
         request: Request,
-        done: trio.Event | Countdown,
-        on_success: Callable[[Any], None] | None = None,
-    ) -> _Pending:
-        """Encode `request` into the outgoing buffer and register who waits for its reply (the
-        caller notes `_last_sent`)."""
-        xid = self._next_xid
-        self._next_xid = xid + 1 if xid < 2**31 - 1 else 1
-        frame = wire.encode_request(xid, request, self._packer)
-        if len(frame) > self._max_frame:
-            raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
-        self._push_untimed(frame)
-        pending = _Pending(0, done, on_success=on_success)
-        self._pending[xid] = pending
-        return pending
-
-    def _outcome(self, request: Request, pending: _Pending) -> Any:
-        """The reply's body, or the error it carries, raised."""
-        if pending.lost is not None:
-            raise pending.lost
-        if pending.error:
-            if isinstance(request, MultiRequest) and isinstance(pending.body, list):
-                # an operation failed: the body holds each operation's outcome (anything else,
-                # such as a lost leader, is an error of the whole request, raised below)
-                return _MultiFailure(pending.error, pending.body)
-            path = getattr(request, "path", None)
-            if isinstance(pending.body, str) and pending.body:
-                err = error_for_code(pending.error, pending.body)  # the message names the path
-                err.path = path
-                raise err
-            raise error_for_code(pending.error, path=path)
-        return pending.body
+        token: trio.Event | Countdown,
+        now: float,
+        watch: WatchCallback | None = None,
+    ) -> Call:
+        """Hand `request` to the machine (the caller queues its bytes and flushes)."""
+        if self._outbox is None or self._conn.state is not State.CONNECTED:
+            raise ConnectionLossError("not connected to any server")
+        return self._conn.send_request(request, now, token, watch)
 
     def pipeline(self) -> Pipeline:
         """A batch of requests sent together and answered in order, without a task per
@@ -599,7 +596,7 @@ class Client:
             await self.ensure_path(paths.parent(request.path))
             body = await self._call(request)
         created, stat = body
-        return (created, wire.stat_in(stat)) if include_data else created
+        return (created, stat) if include_data else created
 
     async def ensure_path(self, path: str, *, acl: Sequence[ACL] | None = None) -> None:
         """Create `path` and any missing ancestors (persistent, empty); no error if present."""
@@ -613,41 +610,29 @@ class Client:
             except NodeExistsError:
                 pass
 
-    def _one_shot(self, mode: WatchMode, path: str, watch: WatchCallback) -> Callable[[Any], None]:
-        return lambda _body: self._watches.add_one_shot(mode, path, watch)
-
     async def get(self, path: str, *, watch: WatchCallback | None = None) -> tuple[bytes, Stat]:
-        body = await self._call(
-            builders.get_data(path, watch is not None),
-            None if watch is None else self._one_shot(WatchMode.DATA, path, watch),
+        """The node's data and Stat; `watch` fires once on its next change or deletion."""
+        result: tuple[bytes, Stat] = await self._call(
+            builders.get_data(path, watch is not None), watch
         )
-        data, stat = body
-        return data, wire.stat_in(stat)
+        return result
 
     async def exists(self, path: str, *, watch: WatchCallback | None = None) -> Stat | None:
-        def register(body: Any) -> None:
-            assert watch is not None
-            mode = WatchMode.EXIST if body is None else WatchMode.DATA
-            self._watches.add_one_shot(mode, path, watch)
-
-        body = await self._call(
-            builders.exists(path, watch is not None), None if watch is None else register
-        )
-        return None if body is None else wire.stat_in(body)
+        """The node's Stat, or None; `watch` fires once on its creation, change or deletion."""
+        result: Stat | None = await self._call(builders.exists(path, watch is not None), watch)
+        return result
 
     async def get_children(
         self, path: str, *, watch: WatchCallback | None = None, include_data: bool = False
     ) -> Any:
         """The names of `path`'s children, sorted; with `include_data`, (names, parent Stat)."""
-        body = await self._call(
-            builders.get_children(path, watch is not None),
-            None if watch is None else self._one_shot(WatchMode.CHILD, path, watch),
-        )
-        children, stat = body
-        return (children, wire.stat_in(stat)) if include_data else children
+        children, stat = await self._call(builders.get_children(path, watch is not None), watch)
+        return (children, stat) if include_data else children
 
     async def set(self, path: str, data: bytes, version: int = -1) -> Stat:
-        return wire.stat_in(await self._call(builders.set_data(path, data, version)))
+        """Replace the node's data (if its version is `version`, unless -1); its new Stat."""
+        result: Stat = await self._call(builders.set_data(path, data, version))
+        return result
 
     set_data = set
 
@@ -683,51 +668,38 @@ class Client:
         return result
 
     async def get_acl(self, path: str) -> tuple[list[ACL], Stat]:
-        acl, stat = await self._call(builders.get_acl(path))
-        return list(wire.acl_in(acl)), wire.stat_in(stat)
+        """The node's ACL and Stat."""
+        result: tuple[list[ACL], Stat] = await self._call(builders.get_acl(path))
+        return result
 
     async def set_acl(self, path: str, acl: Sequence[ACL], version: int = -1) -> Stat:
-        return wire.stat_in(await self._call(builders.set_acl(path, acl, version)))
+        """Replace the node's ACL (if its ACL version is `version`, unless -1); its new Stat."""
+        result: Stat = await self._call(builders.set_acl(path, acl, version))
+        return result
 
     async def add_auth(self, scheme: str, credential: str) -> None:
         """Authenticate this session (``add_auth("digest", "user:password")``); kept across
         reconnects. A refusal raises `AuthFailedError` and ends the session, as in ZooKeeper."""
         request = builders.auth(scheme, credential)
         try:
-            await self._call(request)
+            await self._call(request)  # the machine keeps it, for every later connection
         except ZkError as err:
             self._lose(err)
             raise
-        self._auth.append((scheme, request.credential))
 
     def transaction(self) -> Transaction:
+        """A new multi to fill and commit (see `Transaction`)."""
         return Transaction(self)
 
     async def _multi(self, request: MultiRequest) -> list[Any]:
-        ops = request.ops
-        body = await self._call(request)
-        if isinstance(body, _MultiFailure):
-            return [
-                RolledBackError(path=getattr(op, "path", None))
-                if code == Code.OK
-                else error_for_code(code, path=getattr(op, "path", None))
-                for op, (code, _value) in zip(ops, body.results, strict=True)
-            ]
-        results: list[Any] = []
-        for op, (_code, value) in zip(ops, body, strict=True):
-            if isinstance(op, CreateRequest):
-                results.append(value[0])
-            elif isinstance(op, SetDataRequest):
-                results.append(wire.stat_in(value))
-            else:
-                results.append(True)
+        results: list[Any] = await self._call(request)
         return results
 
     async def remove_watch(self, path: str, watch: WatchCallback) -> bool:
         """Remove a one-shot watch left by ``get`` / ``exists`` / ``get_children`` with
         ``watch=``; the server forgets it too once no other local watch of its kind needs it.
         True if it was still registered (it had not fired)."""
-        found, emptied = self._watches.remove_one_shot(path, watch)
+        found, emptied = self._conn.watches.remove_one_shot(path, watch)
         for mode in emptied:
             try:
                 await self._call(builders.remove_watches(path, mode))
@@ -747,14 +719,14 @@ class Client:
         path = paths.validate(path)
         mode = WatchMode.PERSISTENT_RECURSIVE if recursive else WatchMode.PERSISTENT
         stream = WatchStream(path, mode)
-        first = self._watches.add_stream(stream)
+        first = self._conn.watches.add_stream(stream)
         try:
             if first:
                 await self._call(builders.add_watch(path, mode))
             yield stream
         finally:
             stream.close()
-            if self._watches.remove_stream(stream) and self.connected:
+            if self._conn.watches.remove_stream(stream) and self.connected:
                 with trio.CancelScope(shield=True), trio.move_on_after(self.connect_timeout):
                     try:
                         await self._call(RemoveWatchesRequest(path, mode))
@@ -773,13 +745,15 @@ class Pipeline:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._requests: list[Request | ZkError] = []
-        self._converters: list[Callable[[Any], Any]] = []
+        self._converters: list[Callable[[Any], Any] | None] = []  # None: the result as it is
         self.results: list[Any] = []
 
     def __len__(self) -> int:
         return len(self._requests)
 
-    def _add(self, build: Callable[[], Request], convert: Callable[[Any], Any]) -> int:
+    def _add(
+        self, build: Callable[[], Request], convert: Callable[[Any], Any] | None = None
+    ) -> int:
         try:
             request: Request | ZkError = build()
         except ZkError as err:
@@ -797,55 +771,61 @@ class Pipeline:
         ephemeral: bool = False,
         sequential: bool = False,
     ) -> int:
+        """Queue a create; its result is the created path."""
         entries = self._client._acl(acl)
         return self._add(
-            lambda: builders.create(path, data, entries, ephemeral, sequential),
-            lambda body: body[0],
+            lambda: builders.create(path, data, entries, ephemeral, sequential), _first
         )
 
     def get(self, path: str) -> int:
-        return self._add(lambda: builders.get_data(path), _data_and_stat)
+        """Queue a read of the node's data; its result is (data, Stat)."""
+        return self._add(lambda: builders.get_data(path))
 
     def exists(self, path: str) -> int:
-        return self._add(
-            lambda: builders.exists(path), lambda body: None if body is None else wire.stat_in(body)
-        )
+        """Queue an exists; its result is the Stat, or None."""
+        return self._add(lambda: builders.exists(path))
 
     def get_children(self, path: str) -> int:
-        return self._add(lambda: builders.get_children(path), lambda body: body[0])
+        """Queue a read of the node's children; its result is their names."""
+        return self._add(lambda: builders.get_children(path), _first)
 
     def set(self, path: str, data: bytes, version: int = -1) -> int:
-        return self._add(lambda: builders.set_data(path, data, version), wire.stat_in)
+        """Queue a set; its result is the node's new Stat."""
+        return self._add(lambda: builders.set_data(path, data, version))
 
     set_data = set
 
     def delete(self, path: str, version: int = -1) -> int:
-        return self._add(lambda: builders.delete(path, version), lambda body: None)
+        """Queue a delete; its result is None."""
+        return self._add(lambda: builders.delete(path, version))
 
     async def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        """Send everything queued at once and wait for every reply; the results in order."""
         client = self._client
         await client._ready_to_send()
         requests, converters = self._requests, self._converters
         self._requests, self._converters = [], []
         countdown = Countdown(len(requests))
-        pending: list[tuple[Request, _Pending] | ZkError] = []
+        calls: list[Call | ZkError] = []
+        now = trio.current_time()
         for request in requests:
             try:
                 if isinstance(request, ZkError):  # refused by its builder
                     raise request
-                pending.append((request, client._enqueue(request, countdown)))
+                calls.append(client._send(request, countdown, now))
             except ZkError as err:  # refused before sending (a bad path, an oversize value)
                 countdown.set()
-                pending.append(err)
-        client._last_sent = trio.current_time()
+                calls.append(err)
+        client._send_queued()
         client._flusher.flush()
         await countdown.wait()
         results: list[Any] = []
-        for convert, item in zip(converters, pending, strict=True):
+        for convert, item in zip(converters, calls, strict=True):
             try:
                 if isinstance(item, ZkError):
                     raise item
-                results.append(convert(client._outcome(*item)))
+                result = item.outcome()
+                results.append(result if convert is None else convert(result))
             except ZkError as err:
                 if raise_on_error:
                     raise
@@ -859,16 +839,6 @@ class Pipeline:
     async def __aexit__(self, kind: object, value: object, traceback: object) -> None:
         if kind is None and self._requests:
             await self.execute()
-
-
-def _data_and_stat(body: Any) -> tuple[bytes, Stat]:
-    return body[0], wire.stat_in(body[1])
-
-
-@dataclass(slots=True)
-class _MultiFailure:
-    code: int
-    results: list[tuple[int, Any]]
 
 
 @asynccontextmanager

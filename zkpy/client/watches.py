@@ -1,5 +1,7 @@
 """Client-side watch bookkeeping (sans-I/O): who, on this client, hears about which event.
 
+No trio here: the client's connection state machine (`zkpy.client.connection`) owns the table.
+
 The server sends one event per connection and change; here that event is handed to every local
 registration that wants it. One-shot registrations are dropped as they fire. The table also
 answers what to re-register after a reconnect.
@@ -7,11 +9,8 @@ answers what to re-register after a reconnect.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Any
-
-import trio
+from typing import Any, Protocol
 
 from zkpy.core import paths
 from zkpy.core.errors import ZkError
@@ -24,87 +23,36 @@ _DATA = frozenset({EventType.CREATED, EventType.CHANGED, EventType.DELETED})
 _CHILD = frozenset({EventType.CHILD, EventType.DELETED})
 
 
-class WatchFuture:
-    """A one-shot watch you can await: pass it as ``watch=`` to a read, then ``await wait()``.
+class WatchSink(Protocol):
+    """What a persistent watch registration is to the table: a path, a mode and a queue that
+    takes events (`zkpy.client.streams.WatchStream` is the trio one)."""
 
-    >>> fut = WatchFuture()
-    >>> data, stat = await zk.get("/config", watch=fut)
-    >>> event = await fut.wait()
-    """
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._value: WatchedEvent | None = None
-        self._error: ZkError | None = None
-
-    def __call__(self, event: WatchedEvent) -> None:
-        if not self._event.is_set():
-            self._value = event
-            self._event.set()
-
-    def fail(self, error: ZkError) -> None:
-        if not self._event.is_set():
-            self._error = error
-            self._event.set()
-
-    @property
-    def fired(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> WatchedEvent:
-        await self._event.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
-
-
-class WatchStream:
-    """The receiving end of a persistent watch; iterate it for events in zxid order."""
-
-    def __init__(self, path: str, mode: WatchMode) -> None:
-        self.path = path
-        self.mode = mode
-        self._send, self._receive = trio.open_memory_channel[WatchedEvent | ZkError](math.inf)
+    path: str
+    mode: WatchMode
 
     def deliver(self, item: WatchedEvent | ZkError) -> None:
-        try:
-            self._send.send_nowait(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+        """Queue an event, or the error that ends the registration; must not block or raise."""
 
     def close(self) -> None:
-        self._send.close()
-
-    def __aiter__(self) -> WatchStream:
-        return self
-
-    async def __anext__(self) -> WatchedEvent:
-        try:
-            item = await self._receive.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-        if isinstance(item, ZkError):
-            raise item
-        return item
-
-    async def next_event(self) -> WatchedEvent:
-        return await self.__anext__()
+        """No more items will come."""
 
 
 class WatchTable:
+    """Every watch registered on this client, one-shot and persistent, by mode and path."""
+
     def __init__(self) -> None:
         self.one_shot: dict[WatchMode, dict[str, list[WatchCallback]]] = {
             WatchMode.DATA: {},
             WatchMode.EXIST: {},
             WatchMode.CHILD: {},
         }
-        self.streams: dict[WatchMode, dict[str, set[WatchStream]]] = {
+        self.streams: dict[WatchMode, dict[str, set[WatchSink]]] = {
             WatchMode.PERSISTENT: {},
             WatchMode.PERSISTENT_RECURSIVE: {},
         }
 
     def add_one_shot(self, mode: WatchMode, path: str, callback: WatchCallback) -> None:
+        """Register a one-shot watch (a read's ``watch=``), after the read succeeded."""
         self.one_shot[mode].setdefault(path, []).append(callback)
 
     def remove_one_shot(self, path: str, callback: WatchCallback) -> tuple[bool, list[WatchMode]]:
@@ -123,13 +71,13 @@ class WatchTable:
                 emptied.append(mode)
         return found, emptied
 
-    def add_stream(self, stream: WatchStream) -> bool:
+    def add_stream(self, stream: WatchSink) -> bool:
         """Add a persistent stream; True if it is the first for its path and mode."""
         holders = self.streams[stream.mode].setdefault(stream.path, set())
         holders.add(stream)
         return len(holders) == 1
 
-    def remove_stream(self, stream: WatchStream) -> bool:
+    def remove_stream(self, stream: WatchSink) -> bool:
         """Remove a stream; True if it was the last one for its path and mode."""
         table = self.streams[stream.mode]
         holders = table.get(stream.path, set())

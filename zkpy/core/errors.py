@@ -69,10 +69,14 @@ class ApiError(ZkError):
 
 
 class RuntimeInconsistencyError(SystemZkError):
+    """A committed transaction contradicts the member's own tree: a bug, never bad input."""
+
     code = Code.RUNTIME_INCONSISTENCY
 
 
 class DataInconsistencyError(SystemZkError):
+    """Replicas disagree about data (ZooKeeper's code; zkpy members do not raise it)."""
+
     code = Code.DATA_INCONSISTENCY
 
 
@@ -89,10 +93,14 @@ class MarshallingError(SystemZkError):
 
 
 class UnimplementedError(SystemZkError):
+    """The operation is not implemented by this server (ZooKeeper's code, kept for its number)."""
+
     code = Code.UNIMPLEMENTED
 
 
 class OperationTimeoutError(SystemZkError):
+    """An operation took too long on the server (ZooKeeper's code, kept for its number)."""
+
     code = Code.OPERATION_TIMEOUT
 
 
@@ -103,46 +111,68 @@ class BadArgumentsError(SystemZkError):
 
 
 class UnknownSessionError(SystemZkError):
+    """The session is not known to the server (ZooKeeper's code, kept for its number)."""
+
     code = Code.UNKNOWN_SESSION
 
 
 class NoNodeError(ApiError):
+    """The node named in the request does not exist."""
+
     code = Code.NO_NODE
 
 
 class NoAuthError(ApiError):
+    """The session's identities lack the permission the node's ACL asks for."""
+
     code = Code.NO_AUTH
 
 
 class BadVersionError(ApiError):
+    """A conditional write or check named a version the node no longer has."""
+
     code = Code.BAD_VERSION
 
 
 class NoChildrenForEphemeralsError(ApiError):
+    """An ephemeral node cannot have children: the create under it was refused."""
+
     code = Code.NO_CHILDREN_FOR_EPHEMERALS
 
 
 class NodeExistsError(ApiError):
+    """The node to create exists already."""
+
     code = Code.NODE_EXISTS
 
 
 class NotEmptyError(ApiError):
+    """A node with children cannot be deleted."""
+
     code = Code.NOT_EMPTY
 
 
 class SessionExpiredError(ApiError):
+    """The session has expired: its ephemerals are gone, and it cannot be used again."""
+
     code = Code.SESSION_EXPIRED
 
 
 class InvalidCallbackError(ApiError):
+    """ZooKeeper's code for an invalid callback; kept for its number."""
+
     code = Code.INVALID_CALLBACK
 
 
 class InvalidACLError(ApiError):
+    """The ACL is empty or names a scheme or identity the server refuses."""
+
     code = Code.INVALID_ACL
 
 
 class AuthFailedError(ApiError):
+    """The server refused the credentials of an auth request."""
+
     code = Code.AUTH_FAILED
 
 
@@ -155,18 +185,27 @@ class SessionMovedError(ApiError, ConnectionLossError):
 
 
 class NotReadOnlyError(ApiError):
+    """A write sent to a read-only server (ZooKeeper's code; zkpy has no read-only mode)."""
+
     code = Code.NOT_READ_ONLY
 
 
 class NoWatcherError(ApiError):
+    """No watch of the kind asked for is set on the path (from remove_watches)."""
+
     code = Code.NO_WATCHER
 
 
 class RequestTimeoutError(ApiError):
+    """The request was not answered in time (ZooKeeper's code, kept for its number)."""
+
     code = Code.REQUEST_TIMEOUT
 
 
 class TooManyRequestsError(ApiError):
+    """A server-side limit was hit, such as the most children one reply may list; retry later
+    or ask for less."""
+
     code = Code.TOO_MANY_REQUESTS
 
 

@@ -61,10 +61,12 @@ def parent(path: str) -> str:
 
 
 def basename(path: str) -> str:
+    """The last component of a valid path (empty for ``/``)."""
     return path[path.rfind("/") + 1 :]
 
 
 def join(parent_path: str, name: str) -> str:
+    """The path of child `name` under `parent_path`."""
     return parent_path + name if parent_path.endswith("/") else f"{parent_path}/{name}"
 
 

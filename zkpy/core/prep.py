@@ -108,6 +108,12 @@ _SESSION_OPS = (CreateSession, CloseSession, AttachSession)  # a tuple: quicker 
 
 
 class Prep:
+    """The leader's prep stage: turns write requests into transactions, in commit order.
+
+    It keeps the overlay of pending node and session states (what committed-but-unapplied
+    transactions will do) and the owner of each session's writes; `applied` trims the overlay
+    as the tree catches up, `reset` drops it for a new epoch."""
+
     def __init__(self, tree: DataTree, *, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> None:
         self.tree = tree
         self.max_data_bytes = max_data_bytes
@@ -192,6 +198,7 @@ class Prep:
         return op.session_id
 
     def session_alive(self, session_id: int) -> bool:
+        """Whether the session is open once every transaction prepped so far is applied."""
         held = self._pending_sessions.get(session_id)
         if held is not None:
             return held[1]

@@ -14,6 +14,8 @@ from zkpy.core.types import ACL, WatchMode
 
 @dataclass(slots=True, unsafe_hash=True)
 class CreateRequest:
+    """Create a node; `ephemeral` ties it to the session, `sequential` appends a counter."""
+
     path: Final[str]
     data: Final[bytes]
     acl: Final[tuple[ACL, ...]]
@@ -23,12 +25,16 @@ class CreateRequest:
 
 @dataclass(slots=True, unsafe_hash=True)
 class DeleteRequest:
+    """Delete a childless node if its version is `version` (-1: any version)."""
+
     path: Final[str]
     version: Final[int] = -1
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class SetDataRequest:
+    """Replace a node's data if its version is `version` (-1: any version)."""
+
     path: Final[str]
     data: Final[bytes]
     version: Final[int] = -1
@@ -36,6 +42,8 @@ class SetDataRequest:
 
 @dataclass(slots=True, unsafe_hash=True)
 class SetACLRequest:
+    """Replace a node's ACL if its ACL version is `version` (-1: any version)."""
+
     path: Final[str]
     acl: Final[tuple[ACL, ...]]
     version: Final[int] = -1
@@ -43,6 +51,8 @@ class SetACLRequest:
 
 @dataclass(slots=True, unsafe_hash=True)
 class CheckRequest:
+    """In a multi: require the node's version to be `version`, changing nothing."""
+
     path: Final[str]
     version: Final[int]
 
@@ -52,11 +62,16 @@ MultiOp = CreateRequest | DeleteRequest | SetDataRequest | CheckRequest
 
 @dataclass(slots=True, unsafe_hash=True)
 class MultiRequest:
+    """Operations applied atomically: all of them, or none if any one fails."""
+
     ops: Final[tuple[MultiOp, ...]]
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class CreateSessionRequest:
+    """Open a session. Made by the member that took the handshake, which picks the id, the
+    negotiated timeout and the password; clients never send it."""
+
     session_id: Final[int]
     timeout_ms: Final[int]
     password: Final[bytes]
@@ -64,7 +79,7 @@ class CreateSessionRequest:
 
 @dataclass(slots=True, unsafe_hash=True)
 class CloseSessionRequest:
-    pass
+    """Close the session: its ephemeral nodes are deleted, and it cannot be used again."""
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -88,40 +103,57 @@ WriteRequest = (
 
 @dataclass(slots=True, unsafe_hash=True)
 class GetDataRequest:
+    """Read a node's data and Stat, optionally leaving a one-shot data watch."""
+
     path: Final[str]
     watch: Final[bool] = False
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class ExistsRequest:
+    """Read a node's Stat (None if missing), optionally leaving a watch that fires on its
+    creation, change or deletion."""
+
     path: Final[str]
     watch: Final[bool] = False
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class GetChildrenRequest:
+    """List a node's children, optionally leaving a one-shot child watch."""
+
     path: Final[str]
     watch: Final[bool] = False
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class GetACLRequest:
+    """Read a node's ACL and Stat."""
+
     path: Final[str]
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class SyncRequest:
+    """Wait until the member has applied every write committed before the request was made,
+    so that the next read is current."""
+
     path: Final[str]
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class AddWatchRequest:
+    """Set a persistent watch on `path` (recursive: on its whole subtree) that fires until
+    removed."""
+
     path: Final[str]
     mode: Final[WatchMode]  # PERSISTENT or PERSISTENT_RECURSIVE
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class RemoveWatchesRequest:
+    """Remove the session's watches of one kind on `path`."""
+
     path: Final[str]
     mode: Final[WatchMode | None]  # None removes every kind of watch on the path
 
@@ -145,6 +177,8 @@ class PingRequest:
 
 @dataclass(slots=True, unsafe_hash=True)
 class AuthRequest:
+    """Add an identity to the connection (e.g. scheme ``digest``, credential ``user:password``)."""
+
     scheme: Final[str]
     credential: Final[bytes]
 

@@ -14,18 +14,24 @@ MAX_TIMEOUT_TICKS = 20
 
 @dataclass(frozen=True, slots=True)
 class TimeoutBounds:
+    """The session timeouts a member grants: between 2 and 20 ticks, as ZooKeeper does."""
+
     min_ms: int
     max_ms: int
 
     @classmethod
     def from_tick(cls, tick_ms: int) -> TimeoutBounds:
+        """The bounds for an ensemble whose tick is `tick_ms`."""
         return cls(MIN_TIMEOUT_TICKS * tick_ms, MAX_TIMEOUT_TICKS * tick_ms)
 
     def negotiate(self, requested_ms: int) -> int:
+        """The timeout granted for `requested_ms`: the request clamped into the bounds."""
         return max(self.min_ms, min(self.max_ms, requested_ms))
 
 
 class SessionTracker:
+    """The leader's record of when each session must next be heard from (times in ms, given)."""
+
     def __init__(self, tick_ms: int) -> None:
         if tick_ms <= 0:
             raise ValueError("tick must be positive")
@@ -45,6 +51,7 @@ class SessionTracker:
         return (deadline_ms // self.tick_ms + 1) * self.tick_ms
 
     def add(self, session_id: int, timeout_ms: int, now_ms: int) -> None:
+        """Start tracking a session, as heard from at `now_ms`."""
         self._timeouts[session_id] = timeout_ms
         self.touch(session_id, now_ms)
 
@@ -66,6 +73,7 @@ class SessionTracker:
         return True
 
     def remove(self, session_id: int) -> None:
+        """Stop tracking a session (closed, or expired and reported)."""
         self._timeouts.pop(session_id, None)
         bucket = self._deadline.pop(session_id, None)
         if bucket is not None:
@@ -83,4 +91,6 @@ class SessionTracker:
         return found
 
     def next_deadline(self) -> int | None:
+        """The earliest time a session can expire, None when none is tracked: when to call
+        `expired` next."""
         return self._next_bucket

@@ -90,6 +90,7 @@ class ZNode:
         self.children: set[str] | frozenset[str] = NO_CHILDREN
 
     def add_child(self, name: str) -> None:
+        """Link child `name` (the first one replaces the shared empty set with a set of its own)."""
         children = self.children
         if isinstance(children, set):
             children.add(name)
@@ -97,6 +98,7 @@ class ZNode:
             self.children = {name}
 
     def remove_child(self, name: str) -> None:
+        """Unlink child `name` (the last one gives the node back the shared empty set)."""
         children = self.children
         if isinstance(children, set):
             children.discard(name)
@@ -120,11 +122,14 @@ class ZNode:
         ]
 
     def stat(self) -> Stat:
+        """A copy of the node's metadata for a reader."""
         return Stat(*self.stat_wire())
 
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
+    """What the tree keeps of an open session: its negotiated timeout and its password."""
+
     timeout_ms: int
     password: bytes
 
@@ -139,6 +144,9 @@ class OpResult:
 
 @dataclass(slots=True)
 class ApplyResult:
+    """What applying one transaction did: the result its client hears, the changes watches
+    fire on, and one result per operation of a multi."""
+
     record: TxnRecord
     result: OpResult
     changes: list[Change] = field(default_factory=list)
@@ -157,6 +165,12 @@ class CheckpointDelta:
 
 
 class DataTree:
+    """The znode tree and the session table of one member: the state every member builds
+    identically by applying committed transactions in zxid order.
+
+    It makes no decisions (prep has fixed everything in the transaction) and knows nothing of
+    the network; it also tracks what changed since the last checkpoint."""
+
     def __init__(self) -> None:
         root = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
         self.nodes: dict[str, ZNode] = {"/": root}
@@ -178,6 +192,7 @@ class DataTree:
     # ---- reads -------------------------------------------------------------------------------
 
     def get(self, path: str) -> ZNode | None:
+        """The node at `path`, or None. The node is the tree's own: do not change it."""
         return self.nodes.get(path)
 
     def __len__(self) -> int:
@@ -187,9 +202,11 @@ class DataTree:
         return path in self.nodes
 
     def children_of(self, path: str) -> list[str]:
+        """The names of a node's children, sorted; the node must exist."""
         return sorted(self.nodes[path].children)
 
     def ephemerals_of(self, session_id: int) -> set[str]:
+        """The paths of the ephemeral nodes a session owns (the tree's set: do not change it)."""
         return self.ephemerals.get(session_id, set())
 
     # ---- apply ---------------------------------------------------------------------------------
@@ -353,11 +370,13 @@ class DataTree:
         )
 
     def iter_snapshot(self) -> Iterator[tuple[str, bytes]]:
+        """Every node as (path, encoding), for a snapshot sent to a follower that is far behind."""
         packer = msgpack.Packer(use_bin_type=True)
         for path, node in self.nodes.items():
             yield path, encode_node(node, packer)
 
     def iter_sessions(self) -> Iterator[tuple[int, bytes]]:
+        """Every open session as (id, encoding), for the same snapshot."""
         for session_id, info in self.sessions.items():
             yield session_id, encode_session(info)
 
@@ -405,6 +424,8 @@ class DataTree:
                 stack.append(child)
 
     def stat_zxids(self, path: str) -> tuple[int, int] | None:
+        """(mzxid, pzxid) of the node, or None if it does not exist (the `TreeView` watch
+        replay asks)."""
         node = self.nodes.get(path)
         return None if node is None else (node.mzxid, node.pzxid)
 
@@ -492,6 +513,7 @@ def _acl_wire(acl: tuple[ACL, ...]) -> list[list[object]]:
 
 
 def decode_node(raw: bytes) -> ZNode:
+    """A node from its checkpoint or snapshot encoding."""
     fields = msgpack.unpackb(raw, raw=False, use_list=False)
     (data, czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion, owner, acl) = fields
     node = ZNode(
@@ -513,10 +535,12 @@ def decode_node(raw: bytes) -> ZNode:
 
 
 def encode_session(info: SessionInfo) -> bytes:
+    """The checkpoint and snapshot encoding of a session."""
     encoded: bytes = msgpack.packb([info.timeout_ms, info.password], use_bin_type=True)
     return encoded
 
 
 def decode_session(raw: bytes) -> SessionInfo:
+    """A session from `encode_session`'s encoding."""
     timeout_ms, password = msgpack.unpackb(raw, raw=False)
     return SessionInfo(timeout_ms, password)

@@ -36,6 +36,8 @@ OP_ERROR = -1
 
 @dataclass(slots=True, unsafe_hash=True)
 class CreateSession:
+    """Open a session with the id, negotiated timeout and password its creating member chose."""
+
     session_id: Final[int]
     timeout_ms: Final[int]
     password: Final[bytes]
@@ -60,6 +62,8 @@ class AttachSession:
 
 @dataclass(slots=True, unsafe_hash=True)
 class Create:
+    """Create a node; everything apply needs is fixed here, the sequential suffix included."""
+
     path: Final[str]  # final path, sequential suffix included
     data: Final[bytes]
     acl: Final[tuple[ACL, ...]]
@@ -69,11 +73,15 @@ class Create:
 
 @dataclass(slots=True, unsafe_hash=True)
 class Delete:
+    """Delete a node; prep has checked it exists and has no children."""
+
     path: Final[str]
 
 
 @dataclass(slots=True, unsafe_hash=True)
 class SetData:
+    """Replace a node's data; `version` is the one prep fixed for after the write."""
+
     path: Final[str]
     data: Final[bytes]
     version: Final[int]  # the node's version after this write
@@ -81,6 +89,8 @@ class SetData:
 
 @dataclass(slots=True, unsafe_hash=True)
 class SetACL:
+    """Replace a node's ACL; `aversion` is the one prep fixed for after the write."""
+
     path: Final[str]
     acl: Final[tuple[ACL, ...]]
     aversion: Final[int]  # the node's aversion after this write
@@ -109,6 +119,7 @@ class Multi:
 
     @property
     def failed(self) -> bool:
+        """Whether one of the operations was refused, so none took effect."""
         return any(isinstance(op, ErrorTxn) for op in self.ops)
 
 
@@ -204,6 +215,7 @@ def op_to_fields(op: Op) -> list[Any]:
 
 
 def op_from_fields(fields: Sequence[Any]) -> Op:
+    """The operation `op_to_fields` encoded: the inverse, for the log and the peer links."""
     kind = fields[0]  # the most frequent first: every follower decodes every write here
     if kind == OP_SET_DATA:
         return SetData(fields[1], fields[2], fields[3])
@@ -243,6 +255,8 @@ def encode_record(record: TxnRecord, packer: msgpack.Packer | None = None) -> by
 
 
 def decode_record(raw: bytes) -> TxnRecord:
+    """The record `encode_record` made, keeping `raw` as its encoding (a follower logs the very
+    bytes the leader sent)."""
     # arrays as tuples: an ACL's entries are then the key of its shared decoded value as they are
     zxid, session_id, cxid, time_ms, fields = msgpack.unpackb(raw, raw=False, use_list=False)
     return TxnRecord(zxid, session_id, cxid, time_ms, op_from_fields(fields), bytes(raw))

@@ -14,10 +14,12 @@ def make_zxid(epoch: int, counter: int) -> int:
 
 
 def zxid_epoch(zxid: int) -> int:
+    """The epoch of a zxid: which leader's term committed it."""
     return zxid >> 32
 
 
 def zxid_counter(zxid: int) -> int:
+    """The counter of a zxid: its place in its epoch."""
     return zxid & 0xFFFFFFFF
 
 
@@ -52,21 +54,26 @@ class Stat(NamedTuple):
 
     @property
     def last_modified(self) -> float:
+        """Modification time in seconds since the epoch (kazoo's name)."""
         return self.mtime / 1000.0
 
     @property
     def children_count(self) -> int:
+        """The number of children (kazoo's name)."""
         return self.num_children
 
     @property
     def data_version(self) -> int:
+        """The data version (kazoo's name)."""
         return self.version
 
     @property
     def owner_session_id(self) -> int | None:
+        """The owning session of an ephemeral node, None for a persistent one (kazoo's name)."""
         return self.ephemeral_owner or None
 
     def to_wire(self) -> list[int]:
+        """The eleven fields as a list, as the wire protocol carries them."""
         return list(self)
 
 
@@ -83,6 +90,8 @@ class Perm(IntFlag):
 
 @dataclass(frozen=True, slots=True)
 class Id:
+    """An identity: a scheme (``world``, ``digest``, ``ip``, ``x509`` ...) and an id in it."""
+
     scheme: str
     id: str
 
@@ -98,10 +107,12 @@ class ACL:
         object.__setattr__(self, "perms", int(self.perms))  # Perm flags become plain ints
 
     def to_wire(self) -> list[object]:
+        """The ``[perms, scheme, id]`` form of the wire protocol."""
         return [int(self.perms), self.id.scheme, self.id.id]
 
     @classmethod
     def from_wire(cls, fields: list[object]) -> ACL:
+        """Parse the ``[perms, scheme, id]`` form, raising ValueError on any other shape."""
         perms, scheme, ident = fields
         if (
             not isinstance(perms, int)
@@ -159,6 +170,7 @@ class SmallValueCache(Generic[K, V]):
         return len(self._entries)
 
     def get(self, key: K) -> V | None:
+        """The value kept for `key`, or None."""
         return self._entries.get(key)
 
     def put(self, key: K, value: V, weight: int) -> None:

@@ -50,18 +50,25 @@ def watch_weight(path: str) -> int:
 
 
 class WatchRegistry:
+    """Who watches what: registrations by mode and path, and by watcher for its cleanup.
+
+    A watcher is any hashable (a member uses one per client connection). Registrations are
+    kept once each, and `weight` estimates their memory so that a member can cap it."""
+
     def __init__(self) -> None:
         self._by_mode: dict[WatchMode, dict[str, set[Hashable]]] = {mode: {} for mode in WatchMode}
         self._by_watcher: dict[Hashable, set[tuple[WatchMode, str]]] = {}
         self.weight = 0  # about the bytes all registrations hold (`watch_weight` of each)
 
     def count(self, watcher: Hashable) -> int:
+        """How many registrations `watcher` holds."""
         return len(self._by_watcher.get(watcher, ()))
 
     def __len__(self) -> int:
         return sum(len(regs) for regs in self._by_watcher.values())
 
     def add(self, watcher: Hashable, path: str, mode: WatchMode) -> None:
+        """Register `watcher` on `path` in `mode` (no-op if it already is)."""
         owned = self._by_watcher.setdefault(watcher, set())
         registration = (mode, path)
         if registration in owned:
@@ -71,6 +78,7 @@ class WatchRegistry:
         self.weight += watch_weight(path)
 
     def has(self, watcher: Hashable, path: str, mode: WatchMode) -> bool:
+        """Whether `watcher` is registered on `path` in `mode`."""
         return (mode, path) in self._by_watcher.get(watcher, ())
 
     def remove(self, watcher: Hashable, path: str, mode: WatchMode | None = None) -> bool:
@@ -97,10 +105,12 @@ class WatchRegistry:
         return True
 
     def remove_watcher(self, watcher: Hashable) -> None:
+        """Drop every registration of `watcher` (its connection closed)."""
         for mode, path in list(self._by_watcher.get(watcher, ())):
             self._discard(watcher, path, mode)
 
     def registrations(self, watcher: Hashable) -> set[tuple[WatchMode, str]]:
+        """A copy of `watcher`'s registrations, as (mode, path), to re-register elsewhere."""
         return set(self._by_watcher.get(watcher, ()))
 
     def trigger(self, changes: Sequence[Change], zxid: int) -> list[tuple[Hashable, WatchedEvent]]:
@@ -170,9 +180,11 @@ class ChangeLog:
             self.oldest_zxid_known = dropped_zxid
 
     def covers(self, last_zxid: int) -> bool:
+        """Whether the log holds every change after `last_zxid`, so that `since` is complete."""
         return last_zxid >= self.oldest_zxid_known
 
     def since(self, last_zxid: int) -> Iterable[tuple[int, Sequence[Change]]]:
+        """The transactions after `last_zxid`, each as (zxid, changes), oldest first."""
         for zxid, changes in self._entries:
             if zxid > last_zxid:
                 yield zxid, changes

@@ -1,0 +1,2 @@
+"""The member process: the trio shell that runs the core, the log, checkpoints and the
+client and peer listeners."""

@@ -22,6 +22,8 @@ from typing import Any
 import trio
 
 from zkpy import tls
+from zkpy._net.outbox import Outbox
+from zkpy._net.receiver import Receiver
 from zkpy.core import acl as acls
 from zkpy.core.errors import AuthFailedError
 from zkpy.core.requests import Request
@@ -43,8 +45,6 @@ from zkpy.core.serving import (
 )
 from zkpy.core.tree import ApplyResult
 from zkpy.core.types import Id, WatchedEvent
-from zkpy.outbox import Outbox
-from zkpy.receiver import Receiver
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
 from zkpy.wire import client as wire

@@ -20,6 +20,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MemberAddress:
+    """One member of the ensemble: where clients and peers reach it, and whether it only
+    observes (gets every write but does not vote)."""
+
     id: int
     host: str
     client_port: int
@@ -29,6 +32,9 @@ class MemberAddress:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """Everything one member runs with: its own address and data, the ensemble, the limits
+    that protect it and the tuning knobs. Every field is checked when it is made."""
+
     data_dir: Path = Path("zkpy-data")
     host: str = "127.0.0.1"
     client_port: int = 2181
@@ -79,19 +85,23 @@ class ServerConfig:
 
     @property
     def spin_before_wait_s(self) -> float:
+        """`spin_before_wait_us` in seconds, as trio counts time."""
         return self.spin_before_wait_us / 1e6
 
     @property
     def voters(self) -> frozenset[int]:
+        """The ids of the voting members (this member alone when no ensemble is given)."""
         if not self.members:
             return frozenset({self.server_id})
         return frozenset(m.id for m in self.members if not m.observer)
 
     @property
     def observers(self) -> frozenset[int]:
+        """The ids of the observers."""
         return frozenset(m.id for m in self.members if m.observer)
 
     def peer(self, member_id: int) -> MemberAddress:
+        """The address of member `member_id`; KeyError if the ensemble has no such member."""
         for member in self.members:
             if member.id == member_id:
                 return member

@@ -1,18 +1,17 @@
-"""The loop of one member: feed the replica, then carry out its Ready.
+"""The loop of one member: feed the replica, then have its Readies carried out.
 
-Everything the protocol decides is in `zkpy.zab.replica.Replica`; this shell owns the clocks,
-LMDB and the sockets. One task runs the Ready loop, in an order the replica allows:
+Everything the protocol decides is in `zkpy.zab.replica.Replica`, and the order in which a
+Ready is carried out (send what promises nothing, persist, send the acknowledgements, apply,
+events, replies) is in `zkpy.server.executor`, which the simulator runs too. This shell owns
+the clocks, the log and LMDB, the sockets and the tasks:
 
-1. send the messages that promise nothing (proposals, commits) at once, so that the followers
-   log and apply in parallel with this member;
-2. make the Ready durable in one synced LMDB transaction (group commit: requests arriving
-   meanwhile form the next batch), on the event loop while the disk is fast, else in a thread;
-3. send the rest of the messages (acknowledgements, which the leader is waiting for);
-4. apply what was committed and answer (watch events first, then replies), rejected or synced.
+- `MemberDisk` persists a Ready in one synced write (group commit: requests arriving meanwhile
+  form the next batch), on the event loop while the disk is fast, else in a worker thread;
+- the task that fed the replica (a client's reader, a peer link) has the Readies carried out
+  itself while nothing in them must wait (`Member.step`); the loop task takes a Ready that
+  waits for a thread's fsync, and writes checkpoints in the background.
 
-Each step ends with a flush of the outboxes it wrote to (`zkpy.outbox`). The task that fed the
-replica (a client's reader, a peer link) carries out the Ready itself when nothing in it must
-wait (`Member.step`); the loop task takes the rest, and everything while a Ready is in progress.
+Each step ends with a flush of the outboxes it wrote to (`zkpy._net.outbox`).
 
 A single member is an ensemble of one: the same replica elects itself and commits alone.
 """
@@ -28,15 +27,15 @@ from typing import Any
 
 import trio
 
-from zkpy.core.errors import Code
+from zkpy._net.outbox import ByteMeter, Flusher
 from zkpy.core.requests import AttachSessionRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
-from zkpy.core.tree import ApplyResult, CheckpointDelta, DataTree, changes_of
-from zkpy.core.txn import AttachSession, CloseSession, TxnRecord, decode_record, encode_record
-from zkpy.core.types import Id
+from zkpy.core.tree import CheckpointDelta, DataTree, changes_of
+from zkpy.core.txn import TxnRecord, decode_record, encode_record
+from zkpy.core.types import Id, WatchedEvent
 from zkpy.core.watches import ChangeLog, WatchRegistry
-from zkpy.outbox import ByteMeter, Flusher
 from zkpy.server.config import ServerConfig
+from zkpy.server.executor import ReadyExecutor, SyncDone, Waiter
 from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
@@ -45,10 +44,11 @@ log = logging.getLogger("zkpy.server")
 
 
 def wall_ms() -> int:
+    """Milliseconds since the epoch (session deadlines and record times)."""
     return int(time.time() * 1000)
 
 
-UNSAFE_FLUSH_S = 1.0
+UNSAFE_BUFFER_RECORDS = 100_000  # fsync = false: records held before they are written
 # Appends are made durable on the event loop while appends recently took less than this on
 # average (an exponentially weighted mean with this weight for the newest), else in a worker
 # thread; so are very big batches, which would hold up the member's other work for long.
@@ -61,13 +61,103 @@ PERSIST_TIME_WEIGHT = 0.1
 # so that it matches no write of the session's older connection still waiting here.
 ATTACH_CXID = -(1 << 31) - 1
 
-Waiter = Callable[[ApplyResult | None], None]
-"""Called with the outcome when a write commits, or with None if its outcome is unknown
-(the member lost its leader before the write was committed: the client sees ConnectionLoss)."""
+
+class MemberDisk:
+    """Where a member's Readies become durable: the segment log and LMDB (`Storage`), one
+    synced write per Ready. Implements `zkpy.server.executor.Storage`."""
+
+    def __init__(self, config: ServerConfig, storage: Storage, replica: Replica) -> None:
+        self.config = config
+        self.storage = storage
+        self.replica = replica
+        self.stats = {"batches": 0}
+        self.checkpointing = False  # a checkpoint is being written to LMDB (in a thread)
+        self._persisted_zxid = replica.last_logged
+        self._unsafe_buffer: list[tuple[int, bytes]] = []
+        self._recent_persist_s = 0.0
+
+    @property
+    def durable_zxid(self) -> int:
+        """The last zxid the log holds (written, and synced unless `fsync = false`)."""
+        return self._persisted_zxid
+
+    def persists_inline(self, ready: Ready) -> bool:
+        """Whether to persist on the event loop: the disk has been fast, the batch is small,
+        there is no snapshot, and no checkpoint holds LMDB (see `Member._make_durable`)."""
+        return (
+            len(ready.persist) <= INLINE_PERSIST_MAX_RECORDS
+            and ready.install is None
+            and self._recent_persist_s < INLINE_PERSIST_BELOW_S
+            and not (self.checkpointing and _writes_lmdb(ready))
+            and sum(len(encode_record(record)) for record in ready.persist)
+            <= INLINE_PERSIST_MAX_BYTES
+        )
+
+    def persist(self, ready: Ready) -> None:
+        """One synced write per Ready, in the required order (on the event loop or in a
+        worker thread)."""
+        started = time.perf_counter()
+        self._write_ready(ready)
+        if ready.install is None:
+            elapsed = time.perf_counter() - started
+            self._recent_persist_s += (elapsed - self._recent_persist_s) * PERSIST_TIME_WEIGHT
+
+    def _write_ready(self, ready: Ready) -> None:
+        if not self.config.fsync:
+            self._persist_unsafely(ready)
+            return
+        if ready.epochs is not None:
+            self.storage.set_epochs(accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1])
+        if ready.install is not None:
+            snapshot = ready.install
+            self.storage.replace_all(snapshot.zxid, snapshot.nodes, snapshot.sessions)
+        if ready.truncate_after is not None:
+            self.storage.truncate_log_after(ready.truncate_after)
+        if ready.persist:
+            self.storage.append([(r.zxid, encode_record(r)) for r in ready.persist])
+            self.stats["batches"] += 1
+            self._persisted_zxid = ready.persist[-1].zxid
+        elif ready.install is not None or ready.truncate_after is not None:
+            self._persisted_zxid = self.replica.last_logged
+
+    def _persist_unsafely(self, ready: Ready) -> None:
+        """fsync = false, an UNSAFE test switch: log entries are acknowledged before they are
+        written, and written (unsynced) only when the member must write LMDB (a new epoch, a
+        snapshot, a truncation) or holds UNSAFE_BUFFER_RECORDS of them, so a kill -9 loses every
+        write acknowledged since, on every member alike, as a power cut loses what a disk had
+        not synced. Chaos runs use it to prove that lost acknowledged writes are detected: a run
+        that cuts the power always loses some, not only when the cut falls between two members'
+        flushes."""
+        if _writes_lmdb(ready):
+            self.flush_unsafe_buffer()
+            if ready.epochs is not None:
+                self.storage.set_epochs(
+                    accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1]
+                )
+            if ready.install is not None:
+                snapshot = ready.install
+                self.storage.replace_all(snapshot.zxid, snapshot.nodes, snapshot.sessions)
+                self._persisted_zxid = snapshot.zxid
+            if ready.truncate_after is not None:
+                self.storage.truncate_log_after(ready.truncate_after)
+                self._persisted_zxid = min(self._persisted_zxid, ready.truncate_after)
+        self._unsafe_buffer.extend((r.zxid, encode_record(r)) for r in ready.persist)
+        if len(self._unsafe_buffer) >= UNSAFE_BUFFER_RECORDS:
+            self.flush_unsafe_buffer()
+
+    def flush_unsafe_buffer(self) -> None:
+        """fsync = false: write what the log holds back (a checkpoint must not get ahead of it)."""
+        if self._unsafe_buffer:
+            self.storage.append(self._unsafe_buffer)
+            self._persisted_zxid = self._unsafe_buffer[-1][0]
+            self._unsafe_buffer = []
 
 
 class Member:
-    """State and write path of one member. Connections call into it from their tasks."""
+    """State and write path of one member. Connections call into it from their tasks.
+
+    It is the `Transport` (its peer links) and the `Hooks` (its client listener's callbacks)
+    of its `ReadyExecutor`."""
 
     def __init__(self, config: ServerConfig, storage: Storage) -> None:
         self.config = config
@@ -96,15 +186,21 @@ class Member:
             history_base=history_base,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
-        self.watches = WatchRegistry()
-        self.change_log = _change_log_from(
-            tail[: len(retained)],
-            start_zxid=history_base,
-            capacity=config.change_log_capacity,
+        self.disk = MemberDisk(config, storage, self.replica)
+        self.executor = ReadyExecutor(
+            self.replica,
+            self.disk,
+            self,
+            self,
+            change_log=_change_log_from(
+                tail[: len(retained)],
+                start_zxid=history_base,
+                capacity=config.change_log_capacity,
+            ),
+            checkpoint_interval=self._checkpoint_interval,
+            applied_since_checkpoint=len(recovered.log),
+            last_checkpoint_zxid=recovered.checkpoint_zxid,
         )
-        self._waiters: dict[tuple[int, int], Waiter] = {}
-        self._sync_waiters: dict[tuple[int, int], Callable[[bool], None]] = {}
-        self._event_sinks: dict[Hashable, Callable[[Any], None]] = {}
         self.session_closed: Callable[[int], None] = lambda session_id: None
         # (session, owner) of each AttachSession applied: older connections of it must go
         self.session_attached: Callable[[int, int], None] = lambda session_id, owner: None
@@ -112,37 +208,42 @@ class Member:
         self.send_to_peer: Callable[[int, PeerMessage], None] = lambda peer, message: None
         self._work = trio.Event()
         self.output = Flusher()  # the client and peer outboxes written to in the current step
-        self._busy = False  # a Ready is being carried out (by the loop or by `step`)
         self._fed = False  # the replica was fed since the last `step`
-        self._handed_over: Ready | None = None  # taken by `step`, left to the loop to finish
+        self._handed_over: Ready | None = None  # taken by `step`, left to the loop to persist
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._checkpoint_written: trio.Event | None = None  # set while a checkpoint is written
-        self._persisted_zxid = self.replica.last_logged
-        self._unsafe_buffer: list[tuple[int, bytes]] = []
-        self._recent_persist_s = 0.0
-        self._unsafe_flushed_at = time.monotonic()
-        self._applied_since_checkpoint = len(recovered.log)
-        self._checkpoint_after = self._checkpoint_interval()
-        self._last_checkpoint_zxid = recovered.checkpoint_zxid
         self._next_session = ((wall_ms() << 24) & ((1 << 56) - 1)) >> 8
         self.started_at = wall_ms()
         self.connections = 0
         self.outbox_bytes = ByteMeter()  # the client connections' unsent bytes (clients.py)
         self.pending_bytes = ByteMeter()  # their requests read and not yet answered
         self.client_port = config.client_port
-        self.stats = {"requests": 0, "writes": 0, "batches": 0}
+        self.stats = {"requests": 0, "writes": 0}
 
     @property
     def tree(self) -> DataTree:
+        """The replica's tree (replaced when a snapshot is installed)."""
         return self.replica.tree
 
     @property
     def serving(self) -> bool:
+        """Whether the replica serves clients (in a quorum that broadcasts)."""
         return self.replica.serving
+
+    @property
+    def watches(self) -> WatchRegistry:
+        """The watches of this member's clients (kept by the executor)."""
+        return self.executor.watches
+
+    @property
+    def change_log(self) -> ChangeLog:
+        """Recent changes, to tell a reconnecting client what it missed."""
+        return self.executor.change_log
 
     # ---- sessions --------------------------------------------------------------------------
 
     def new_session_id(self) -> int:
+        """A session id unique in the ensemble: this member's id, then a counter."""
         self._next_session += 1
         return (self.config.server_id << 56) | (self._next_session & ((1 << 56) - 1))
 
@@ -153,10 +254,12 @@ class Member:
         return self.new_session_id()
 
     def touch(self, session_id: int) -> None:
+        """A client of the session was heard from: it stays alive."""
         if session_id:
             self.replica.touch(session_id)
 
     def session_alive(self, session_id: int) -> bool:
+        """Whether the session is open in this member's tree."""
         return session_id in self.tree.sessions
 
     def create_session(
@@ -180,12 +283,13 @@ class Member:
 
     # ---- watches ---------------------------------------------------------------------------
 
-    def register_event_sink(self, watcher: Hashable, sink: Callable[[Any], None]) -> None:
-        self._event_sinks[watcher] = sink
+    def register_event_sink(self, watcher: Hashable, sink: Callable[[WatchedEvent], None]) -> None:
+        """Watch events of `watcher` go to `sink`."""
+        self.executor.register_event_sink(watcher, sink)
 
     def drop_watcher(self, watcher: Hashable) -> None:
-        self._event_sinks.pop(watcher, None)
-        self.watches.remove_watcher(watcher)
+        """Forget a watcher (a closed connection): its sink and its watches."""
+        self.executor.drop_watcher(watcher)
 
     # ---- requests into the replica -----------------------------------------------------------
 
@@ -206,7 +310,7 @@ class Member:
         a loop that finds nothing left to do.
         """
         if waiter is not None:
-            self._waiters[(session_id, cxid)] = waiter
+            self.executor.expect_reply((session_id, cxid), waiter)
         self.replica.now_ms = wall_ms()
         self.replica.submit(session_id, cxid, request, ids, owner)
         self.stats["writes"] += 1
@@ -215,249 +319,56 @@ class Member:
     def xid_pending(self, session_id: int, cxid: int) -> bool:
         """Whether a write or sync of the session with this cxid still awaits its outcome (the
         replica and the waiters know them by (session, cxid), so a second one would be lost)."""
-        key = (session_id, cxid)
-        return key in self._waiters or key in self._sync_waiters
+        return self.executor.pending((session_id, cxid))
 
-    def sync(self, session_id: int, cxid: int, done: Callable[[bool], None]) -> None:
-        self._sync_waiters[(session_id, cxid)] = done
+    def sync(self, session_id: int, cxid: int, done: SyncDone) -> None:
+        """Order a sync; `done` hears once this member applied what the leader had."""
+        self.executor.expect_sync((session_id, cxid), done)
         self.replica.sync(session_id, cxid)
         self._fed = True
 
     def peer_message(self, peer: int, message: PeerMessage) -> None:
+        """Feed a peer's message to the replica (the link calls `step` after a batch)."""
         self.replica.now_ms = wall_ms()
         self.replica.receive(peer, message)
         self._fed = True
 
     def peer_down(self, peer: int) -> None:
+        """The link to `peer` broke: whatever was in flight on it is lost."""
         self.replica.disconnected(peer)
         self._work.set()
 
     async def run_ticks(self) -> None:
+        """Tick the replica every `peer_tick_ms` (timeouts, heartbeats, elections)."""
         period = self.config.peer_tick_ms / 1000
         while True:
             await trio.sleep(period)
             self.replica.tick(wall_ms())
             self._work.set()
 
-    # ---- the Ready loop ----------------------------------------------------------------------
+    # ---- the executor's Transport and Hooks ---------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as checkpoints:  # at most one checkpoint write at a time
-            task_status.started()
-            await self._run_readies(checkpoints)
+    def send(self, peer: int, message: PeerMessage) -> None:
+        """Queue a message on the link to `peer` (its outbox is flushed by `flush`)."""
+        self.send_to_peer(peer, message)
 
-    async def _run_readies(self, checkpoints: trio.Nursery) -> None:
-        while True:
-            if self._failure is not None:
-                raise self._failure  # from `step`: the member stops, as if it had failed here
-            ready = self._handed_over or self._take_ready()
-            self._handed_over = None
-            self._busy = True
-            try:
-                late = self._send_early(ready)
-                if ready.needs_storage:
-                    await self._make_durable(ready)
-                self._finish(ready, late)
-            except Exception as err:
-                self._failure = err  # `step` takes nothing more before the member stops
-                raise
-            finally:
-                self._busy = False
-            if not ready:
-                if self._checkpoint_due():
-                    self._start_checkpoint(checkpoints)
-                    continue
-                await self._work.wait()
-                self._work = trio.Event()
-
-    def step(self) -> None:
-        """Carry out the replica's Readies here and now, as long as they need no waiting.
-
-        Tasks that fed the replica (a client's reader after a batch of requests, a peer link
-        after a batch of messages) must call this: feeding does not wake the Ready loop task,
-        which saves a scheduler turn on every hop of a write. A Ready that must wait (a persist
-        that goes to a thread) is handed over to the loop; so is everything while the loop is
-        busy (it takes the next Ready when it is done).
-        """
-        if not self._fed or self._busy or self._handed_over is not None or self._failure:
-            return  # nothing new (a batch of reads), or the loop will take it
-        self._fed = False
-        self._busy = True
-        try:
-            # Until the replica has nothing left: taking the next Ready is also what tells it
-            # the last one is durable, which may commit and apply more (as the loop would).
-            while ready := self._take_ready():
-                if ready.needs_storage and not self._persists_inline(ready):
-                    self._handed_over = ready
-                    self._work.set()
-                    return
-                late = self._send_early(ready)
-                if ready.needs_storage:
-                    self._persist(ready)
-                self._finish(ready, late)
-            if self._checkpoint_due():
-                self._work.set()  # the loop takes checkpoints
-        except Exception as err:
-            # Nothing may be taken from the replica after a Ready that failed (taking says the
-            # last one is durable): stop here, and let the loop raise it and stop the member.
-            self._failure = err
-            self._work.set()
-        finally:
-            self._busy = False
-
-    def _take_ready(self) -> Ready:
-        self.replica.now_ms = wall_ms()  # session deadlines are set from it
-        return self.replica.take_ready()
-
-    def _send_early(self, ready: Ready) -> list[tuple[int, PeerMessage]]:
-        """Proposals and commits leave before the fsync and the applying; returns the messages
-        that must wait until the Ready is durable."""
-        early, late = ready.split_messages()
-        for peer, message in early:
-            self.send_to_peer(peer, message)
+    def flush(self) -> None:
+        """Write out the client and peer outboxes written to since the last flush."""
         self.output.flush()
-        return late
 
-    def _finish(self, ready: Ready, late: list[tuple[int, PeerMessage]]) -> None:
-        """After the Ready is durable: the acknowledgements (the leader waits for them), then
-        apply and answer."""
-        for peer, message in late:
-            self.send_to_peer(peer, message)
-        self.output.flush()
-        self._answer(ready)
-        self.output.flush()
-        if ready.serving_changed:
-            self._serving_changed()
+    def on_ready(self, ready: Ready) -> None:
+        """Nothing to do: the executor carries the Ready out."""
 
-    async def _make_durable(self, ready: Ready) -> None:
-        """Persist a Ready on the event loop when the disk is fast, else in a worker thread.
+    def on_session_closed(self, session_id: int) -> None:
+        """The session's connections here end."""
+        self.session_closed(session_id)
 
-        Handing an append to a thread and back costs about as much as the write and fdatasync
-        of the segment log themselves on a fast disk (0.1-0.2 ms against 0.1-0.3 ms here),
-        also for batches of a few hundred records, and it adds wake-ups on a machine whose CPUs
-        the members share. A slow disk (it would stall the whole member), batches of more than
-        INLINE_PERSIST_MAX_RECORDS or INLINE_PERSIST_MAX_BYTES, and snapshots (which can take
-        seconds) go to the thread.
-        """
-        if self._persists_inline(ready):
-            self._persist(ready)
-            return
-        if self._checkpoint_written is not None and _writes_lmdb(ready):
-            await self._checkpoint_written.wait()
-        await trio.to_thread.run_sync(self._persist, ready)
+    def on_session_attached(self, session_id: int, owner: int) -> None:
+        """The session's connections here other than `owner` end."""
+        self.session_attached(session_id, owner)
 
-    def _persists_inline(self, ready: Ready) -> bool:
-        return (
-            len(ready.persist) <= INLINE_PERSIST_MAX_RECORDS
-            and ready.install is None
-            and self._recent_persist_s < INLINE_PERSIST_BELOW_S
-            and (self._checkpoint_written is None or not _writes_lmdb(ready))
-            and sum(len(encode_record(record)) for record in ready.persist)
-            <= INLINE_PERSIST_MAX_BYTES
-        )
-
-    def _persist(self, ready: Ready) -> None:
-        """One synced LMDB transaction per step, in the required order (on the event loop or in a
-        worker thread, see `_make_durable`)."""
-        started = time.perf_counter()
-        self._write_ready(ready)
-        if ready.install is None:
-            elapsed = time.perf_counter() - started
-            self._recent_persist_s += (elapsed - self._recent_persist_s) * PERSIST_TIME_WEIGHT
-
-    def _write_ready(self, ready: Ready) -> None:
-        if not self.config.fsync:
-            self._persist_unsafely(ready)
-            return
-        if ready.epochs is not None:
-            self.storage.set_epochs(accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1])
-        if ready.install is not None:
-            snapshot = ready.install
-            self.storage.replace_all(snapshot.zxid, snapshot.nodes, snapshot.sessions)
-        if ready.truncate_after is not None:
-            self.storage.truncate_log_after(ready.truncate_after)
-        if ready.persist:
-            self.storage.append([(r.zxid, encode_record(r)) for r in ready.persist])
-            self.stats["batches"] += 1
-            self._persisted_zxid = ready.persist[-1].zxid
-        elif ready.install is not None or ready.truncate_after is not None:
-            self._persisted_zxid = self.replica.last_logged
-
-    def _persist_unsafely(self, ready: Ready) -> None:
-        """fsync = false, an UNSAFE test switch: log entries are acknowledged before they are
-        written, and written (unsynced) only every UNSAFE_FLUSH_S, so a kill -9 loses the recent
-        ones, as a power cut loses what a disk had not synced. Chaos runs use it to prove that
-        lost acknowledged writes are detected."""
-        if (
-            ready.epochs is not None
-            or ready.install is not None
-            or ready.truncate_after is not None
-        ):
-            self._flush_unsafe_buffer()
-            if ready.epochs is not None:
-                self.storage.set_epochs(
-                    accepted_epoch=ready.epochs[0], current_epoch=ready.epochs[1]
-                )
-            if ready.install is not None:
-                snapshot = ready.install
-                self.storage.replace_all(snapshot.zxid, snapshot.nodes, snapshot.sessions)
-                self._persisted_zxid = snapshot.zxid
-            if ready.truncate_after is not None:
-                self.storage.truncate_log_after(ready.truncate_after)
-                self._persisted_zxid = min(self._persisted_zxid, ready.truncate_after)
-        self._unsafe_buffer.extend((r.zxid, encode_record(r)) for r in ready.persist)
-        if time.monotonic() - self._unsafe_flushed_at >= UNSAFE_FLUSH_S:
-            self._flush_unsafe_buffer()
-
-    def _flush_unsafe_buffer(self) -> None:
-        self._unsafe_flushed_at = time.monotonic()
-        if self._unsafe_buffer:
-            self.storage.append(self._unsafe_buffer)
-            self._persisted_zxid = self._unsafe_buffer[-1][0]
-            self._unsafe_buffer = []
-
-    def _answer(self, ready: Ready) -> None:
-        if ready.install is not None:
-            self.change_log = ChangeLog(
-                start_zxid=ready.install.zxid, capacity=self.config.change_log_capacity
-            )
-            self._last_checkpoint_zxid = ready.install.zxid
-        for record in ready.committed:
-            # no Stat: a client's reply reads it from the node as it answers, before the next
-            # record is applied (`ClientConnection._write_reply`); most records have no client here
-            self._applied(self.replica.apply(record, stats=False))
-        for key in ready.rejected:
-            waiter = self._waiters.pop(key, None)
-            if waiter is not None:
-                waiter(None)
-            sync_done = self._sync_waiters.pop(key, None)
-            if sync_done is not None:
-                sync_done(False)
-        for key in ready.synced:
-            sync_done = self._sync_waiters.pop(key, None)
-            if sync_done is not None:
-                sync_done(True)
-
-    def _applied(self, result: ApplyResult) -> None:
-        record = result.record
-        self._applied_since_checkpoint += 1
-        if result.changes:
-            self.change_log.record(record.zxid, result.changes)
-            for watcher, event in self.watches.trigger(result.changes, record.zxid):
-                sink = self._event_sinks.get(watcher)
-                if sink is not None:
-                    sink(event)
-        op = record.op
-        if type(op) is CloseSession and result.result.error == Code.OK:
-            self.session_closed(op.session_id)
-        elif type(op) is AttachSession:
-            self.session_attached(op.session_id, op.owner)
-        waiter = self._waiters.pop((record.session_id, record.cxid), None)
-        if waiter is not None:
-            waiter(result)
-
-    def _serving_changed(self) -> None:
-        serving = self.replica.serving
+    def on_serving_changed(self, serving: bool) -> None:
+        """Log it, and tell the client listener (which drops its clients when not serving)."""
         log.info(
             "member %d %s %s:%d as %s (epoch %d, last zxid %#x)",
             self.config.server_id,
@@ -468,20 +379,87 @@ class Member:
             self.replica.current_epoch,
             self.replica.last_logged,
         )
-        if not serving:
-            waiters, self._waiters = self._waiters, {}
-            for waiter in waiters.values():
-                waiter(None)
         self.serving_changed(serving)
+
+    # ---- the Ready loop ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The Ready loop: persists what waits for a thread, writes checkpoints."""
+        async with trio.open_nursery() as checkpoints:  # at most one checkpoint write at a time
+            task_status.started()
+            await self._run_readies(checkpoints)
+
+    async def _run_readies(self, checkpoints: trio.Nursery) -> None:
+        while True:
+            if self._failure is not None:
+                raise self._failure  # from `step`: the member stops, as if it had failed here
+            try:
+                ready, self._handed_over = self._handed_over, None
+                if ready is None:
+                    ready = self._advance()
+                if ready is not None:
+                    await self._make_durable(ready)
+                    self.executor.durable()
+                    continue
+            except Exception as err:
+                self._failure = err  # `step` takes nothing more before the member stops
+                raise
+            if self._checkpoint_due():
+                self._start_checkpoint(checkpoints)
+                continue
+            await self._work.wait()
+            self._work = trio.Event()
+
+    def step(self) -> None:
+        """Have the replica's Readies carried out here and now, as long as they need no waiting.
+
+        Tasks that fed the replica (a client's reader after a batch of requests, a peer link
+        after a batch of messages) must call this: feeding does not wake the Ready loop task,
+        which saves a scheduler turn on every hop of a write. A Ready that must wait (a persist
+        that goes to a thread) is handed over to the loop; so is everything while the loop is
+        busy (it advances again when it is done).
+        """
+        if not self._fed or self._handed_over is not None or self._failure:
+            return  # nothing new (a batch of reads), or the loop will take it
+        self._fed = False
+        try:
+            ready = self._advance()
+        except Exception as err:
+            # Nothing may be taken from the replica after a Ready that failed (taking says the
+            # last one is durable): the executor stays busy; the loop raises it and stops.
+            self._failure = err
+            self._work.set()
+            return
+        if ready is not None:
+            self._handed_over = ready
+            self._work.set()
+        elif self._checkpoint_due():
+            self._work.set()  # the loop takes checkpoints
+
+    def _advance(self) -> Ready | None:
+        self.replica.now_ms = wall_ms()  # session deadlines are set from it
+        return self.executor.advance()
+
+    async def _make_durable(self, ready: Ready) -> None:
+        """Persist a Ready on the event loop when the disk is fast, else in a worker thread.
+
+        Handing an append to a thread and back costs about as much as the write and fdatasync
+        of the segment log themselves on a fast disk, also for batches of a few hundred
+        records, and it adds wake-ups on a machine whose CPUs the members share. A slow disk
+        (it would stall the whole member), batches of more than INLINE_PERSIST_MAX_RECORDS or
+        INLINE_PERSIST_MAX_BYTES, and snapshots (which can take seconds) go to the thread.
+        """
+        if self.disk.persists_inline(ready):
+            self.executor.persist(ready)
+            return
+        if self._checkpoint_written is not None and _writes_lmdb(ready):
+            await self._checkpoint_written.wait()
+        await trio.to_thread.run_sync(self.executor.persist, ready)
 
     # ---- checkpoints -------------------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
-        return (
-            self._checkpoint_written is None
-            and self._applied_since_checkpoint >= self._checkpoint_after
-            and self.tree.last_zxid <= self._persisted_zxid
-        )
+        return self._checkpoint_written is None and self.executor.checkpoint_due()
 
     def _start_checkpoint(self, nursery: trio.Nursery) -> None:
         """Take the nodes changed since the last checkpoint and write them in a worker thread.
@@ -496,10 +474,10 @@ class Member:
         finally:
             if collecting:
                 gc.enable()
-        keep_after = min(self._last_checkpoint_zxid, delta.zxid)
-        self._applied_since_checkpoint = 0
-        self._checkpoint_after = self._checkpoint_interval()
+        self.disk.flush_unsafe_buffer()
+        keep_after = self.executor.checkpoint_started(delta.zxid)
         self._checkpoint_written = trio.Event()
+        self.disk.checkpointing = True
         nursery.start_soon(self._write_checkpoint, delta, keep_after)
 
     async def _write_checkpoint(self, delta: CheckpointDelta, keep_after: int) -> None:
@@ -513,8 +491,9 @@ class Member:
                 keep_log_after=keep_after,
             )
         )
-        self._last_checkpoint_zxid = delta.zxid
+        self.executor.checkpoint_written(delta.zxid)
         written, self._checkpoint_written = self._checkpoint_written, None
+        self.disk.checkpointing = False
         assert written is not None
         written.set()
         self._work.set()  # the loop may have a Ready waiting for this
@@ -529,6 +508,7 @@ class Member:
     # ---- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """What `zkpy status` shows of this member."""
         replica = self.replica
         return {
             "server_id": self.config.server_id,
@@ -555,6 +535,7 @@ class Member:
             ],
             "uptime_ms": wall_ms() - self.started_at,
             **self.stats,
+            **self.disk.stats,
         }
 
 

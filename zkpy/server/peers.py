@@ -24,9 +24,9 @@ from typing import Any
 import trio
 
 from zkpy import tls
+from zkpy._net.outbox import Flusher, Outbox
+from zkpy._net.receiver import Receiver
 from zkpy.core.errors import MarshallingError
-from zkpy.outbox import Flusher, Outbox
-from zkpy.receiver import Receiver
 from zkpy.server.config import ServerConfig
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 from zkpy.wire.peer import (
@@ -63,6 +63,7 @@ class RateLimitedLog:
         self._quiet = 0
 
     def warning(self, message: str) -> None:
+        """Log `message` as a warning unless one went out less than WARNING_INTERVAL_S ago."""
         now = trio.current_time()
         if now < self._next:
             self._quiet += 1
@@ -117,6 +118,10 @@ async def handshake_in(stream: trio.abc.Stream, identity: PeerIdentity) -> int:
 
 
 class PeerNetwork:
+    """This member's links to the other members: it dials every peer and serves their
+    connections, hands decoded messages to `on_message` and reports broken links to
+    `on_disconnect`."""
+
     def __init__(
         self,
         config: ServerConfig,
@@ -294,6 +299,7 @@ class PeerNetwork:
     # ---- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen for peers and keep a link to each, until cancelled; started once listening."""
         me = self.config.peer(self.my_id)
         async with trio.open_nursery() as nursery:
             await nursery.start(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zkpy.receiver import MAX_SPIN_S
+from zkpy._net.receiver import MAX_SPIN_S
 from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES
 
 MAX_PORT = 65535
@@ -34,6 +34,7 @@ class Setting:
     unit: str = ""
 
     def check(self, name: str, value: object) -> None:
+        """Raise ValueError, naming `name` and what it may be, unless `value` fits."""
         if not self._well_typed(value):
             raise ValueError(f"{name} must be {self.describe()}, not {value!r}")
         if self.kind in (int, float) and not self.low <= value <= self.high:  # type: ignore[operator]
@@ -51,6 +52,7 @@ class Setting:
         return type(value) is self.kind
 
     def describe(self) -> str:
+        """What the setting may be, in words for an error message."""
         unit = f" {self.unit}" if self.unit else ""
         high = "" if self.high == math.inf else f" to {_number(self.high)}"
         if self.kind is int:

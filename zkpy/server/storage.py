@@ -884,21 +884,7 @@ def _classify(path: Path) -> bool:
 def _validate(path: Path) -> None:
     """Check ``data.mdb`` is a zkpy environment of our format, opening it strictly read-only."""
     data = path / DATA_FILE
-
-    def bad(problem: str) -> StorageFormatError:
-        return StorageFormatError(
-            f"{data} {problem}; this is not a usable zkpy data directory (left untouched). "
-            "Restore it from a backup, or give the server an empty directory"
-        )
-
-    try:
-        st = os.stat(data)
-    except OSError as e:
-        raise StorageError(f"cannot read {data}: {e}") from e
-    if not stat.S_ISREG(st.st_mode):
-        raise bad("is not a regular file")
-    if st.st_size == 0:
-        raise bad("is empty (0 bytes): damaged or truncated")
+    size = _data_file_size(data)
     try:
         # readonly opens data.mdb with O_RDONLY; lock=False creates no lock.mdb.
         env = lmdb.open(
@@ -910,40 +896,71 @@ def _validate(path: Path) -> None:
             max_dbs=_MAX_DBS,
         )
     except lmdb.Error as e:
-        raise bad(f"cannot be opened as an LMDB environment ({e})") from e
+        raise _unusable(data, f"cannot be opened as an LMDB environment ({e})") from e
     try:
         # A truncated file would crash the process with SIGBUS when a missing page is read.
         needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-        if st.st_size < needed:
-            raise bad(f"is truncated: {st.st_size} bytes, its pages need {needed}")
+        if size < needed:
+            raise _unusable(data, f"is truncated: {size} bytes, its pages need {needed}")
         with env.begin() as txn:
-            try:
-                meta = env.open_db(_DB_META, txn=txn, create=False)
-            except lmdb.Error:
-                raise bad(f"has no {_DB_META.decode()!r} table") from None
-            raw = txn.get(_K_FORMAT, db=meta)
-            if raw is None:
-                raise bad("has no format version")
-            if len(raw) != 8:
-                raise bad(f"has a damaged format version ({raw!r})")
-            version = int.from_bytes(raw, "big")
-            if version not in (_LOG_TABLE_FORMAT, _UNCHECKED_FORMAT, FORMAT_VERSION):
-                raise bad(
-                    f"has format version {version}, but this zkpy reads versions "
-                    f"{_LOG_TABLE_FORMAT} to {FORMAT_VERSION}; run the zkpy version that wrote it"
-                )
+            version = _format_version(env, txn, data)
             if version != _LOG_TABLE_FORMAT and not (path / WAL_DIR).is_dir():
-                raise bad(f"has lost its log: the log directory {path / WAL_DIR} is missing")
+                raise _unusable(
+                    data, f"has lost its log: the log directory {path / WAL_DIR} is missing"
+                )
             tables = _DB_NAMES + ((_DB_LOG,) if version == _LOG_TABLE_FORMAT else ())
             for name in tables:
-                try:
-                    env.open_db(name, txn=txn, create=False)
-                except lmdb.Error:
-                    raise bad(f"has no {name.decode()!r} table") from None
+                _open_table(env, txn, name, data)
     except lmdb.Error as e:
-        raise bad(f"is damaged ({e})") from e
+        raise _unusable(data, f"is damaged ({e})") from e
     finally:
         env.close()
+
+
+def _unusable(data: Path, problem: str) -> StorageFormatError:
+    return StorageFormatError(
+        f"{data} {problem}; this is not a usable zkpy data directory (left untouched). "
+        "Restore it from a backup, or give the server an empty directory"
+    )
+
+
+def _data_file_size(data: Path) -> int:
+    """The size of ``data.mdb``, refusing anything but a non-empty regular file."""
+    try:
+        st = os.stat(data)
+    except OSError as e:
+        raise StorageError(f"cannot read {data}: {e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise _unusable(data, "is not a regular file")
+    if st.st_size == 0:
+        raise _unusable(data, "is empty (0 bytes): damaged or truncated")
+    return st.st_size
+
+
+def _open_table(
+    env: lmdb.Environment, txn: lmdb.Transaction[bytes], name: bytes, data: Path
+) -> lmdb._Database:
+    try:
+        return env.open_db(name, txn=txn, create=False)
+    except lmdb.Error:
+        raise _unusable(data, f"has no {name.decode()!r} table") from None
+
+
+def _format_version(env: lmdb.Environment, txn: lmdb.Transaction[bytes], data: Path) -> int:
+    """The format version in the meta table, refusing one this zkpy cannot read."""
+    raw = txn.get(_K_FORMAT, db=_open_table(env, txn, _DB_META, data))
+    if raw is None:
+        raise _unusable(data, "has no format version")
+    if len(raw) != 8:
+        raise _unusable(data, f"has a damaged format version ({raw!r})")
+    version = int.from_bytes(raw, "big")
+    if version not in (_LOG_TABLE_FORMAT, _UNCHECKED_FORMAT, FORMAT_VERSION):
+        raise _unusable(
+            data,
+            f"has format version {version}, but this zkpy reads versions "
+            f"{_LOG_TABLE_FORMAT} to {FORMAT_VERSION}; run the zkpy version that wrote it",
+        )
+    return version
 
 
 def _initialise(path: Path, map_size: int, segment_bytes: int) -> None:

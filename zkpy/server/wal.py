@@ -259,6 +259,7 @@ class SegmentLog:
 
     @property
     def generation(self) -> int:
+        """Which log this is: a new one replaces the old with the next generation number."""
         return self._generation
 
     @property

@@ -18,7 +18,6 @@ import json
 import logging
 import random
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,8 +28,9 @@ from typing import Any
 import trio
 
 import zkpy
-from zkpy.client.admin import fetch_status
 from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ensemble import Ensemble, Member
+from zkpy.testing.ports import free_ports
 from zkpy.testing.proxy import LinkProxy
 from zkpy.testing.workload import EPHEMERALS, REGISTERS, SEQUENCES
 
@@ -38,10 +38,20 @@ log = logging.getLogger("zkpy.chaos")
 
 NEMESES = ("kill", "pause", "partition", "delay", "drop", "client-pause", "power")
 SESSION_TIMEOUT_S = 4.0
+CHAOS_SETTINGS: dict[str, Any] = {
+    "tick_ms": 200,
+    "peer_tick_ms": 50,
+    "sync_limit": 20,
+    "init_limit": 60,
+    # every restart starts a segment, and rolling over under faults is worth testing
+    "log_segment_bytes": MIN_SEGMENT_BYTES,
+}
 
 
 @dataclass(slots=True)
 class ChaosOptions:
+    """What `zkpy chaos` runs: the ensemble, the workload, the faults and the seed."""
+
     size: int = 3
     seconds: float = 60.0
     nemeses: tuple[str, ...] = ("kill", "pause", "partition")
@@ -56,22 +66,9 @@ class ChaosOptions:
 
 
 @dataclass(slots=True)
-class MemberProcess:
-    id: int
-    client_port: int
-    peer_port: int
-    config_path: Path
-    log_path: Path
-    process: trio.Process | None = None
-    paused: bool = False
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-
-@dataclass(slots=True)
 class Report:
+    """What a run did and found: the faults, the outcomes and every violation."""
+
     seed: int
     workdir: str
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -83,9 +80,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """No violation and no lost write."""
         return not self.violations and not self.lost_writes
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (report.json)."""
         return {
             "ok": self.ok,
             "seed": self.seed,
@@ -99,19 +98,9 @@ class Report:
         }
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 class Chaos:
+    """One chaos run; see the module docstring."""
+
     def __init__(self, options: ChaosOptions) -> None:
         self.options = options
         self.rng = random.Random(options.seed)
@@ -120,91 +109,57 @@ class Chaos:
         self.workdir = workdir
         self.report = Report(options.seed, str(workdir))
         self.proxy = LinkProxy()
-        self.members: dict[int, MemberProcess] = {}
+        self.members: dict[int, Member] = {}
+        self.configs: dict[int, Path] = {}
         self.clients: list[trio.Process] = []
         self._layout()
 
     # ---- the ensemble ------------------------------------------------------------------------
 
     def _layout(self) -> None:
+        """The members on free ports, and one TOML file per member in which every peer is
+        reached through the proxy of that directed link."""
         size = self.options.size
         ids = list(range(1, size + 1))
-        ports = _free_ports(2 * size + size * (size - 1))
-        client_ports, peer_ports, proxy_ports = (
-            ports[:size],
-            ports[size : 2 * size],
-            ports[2 * size :],
-        )
-        links = iter(proxy_ports)
-        via: dict[tuple[int, int], int] = {}
-        for source in ids:
-            for target in ids:
-                if source != target:
-                    via[(source, target)] = next(links)
-                    self.proxy.add(source, target, via[(source, target)], peer_ports[target - 1])
         secret = f"chaos-{self.options.seed}-{self.rng.getrandbits(64):x}"
+        self.ensemble = Ensemble(
+            self.workdir,
+            size,
+            secret=secret,
+            fast=False,
+            log_level="INFO",
+            fsync=self.options.fsync,  # False is UNSAFE: the run must then find lost writes
+            **CHAOS_SETTINGS,
+        )
+        self.members = self.ensemble.members
+        taken = [port for m in self.members.values() for port in (m.client_port, m.peer_port)]
+        links = iter(free_ports(size * (size - 1), besides=taken))
         for me in ids:
-            lines = [
-                f'secret = "{secret}"',
-                "tick_ms = 200",
-                "peer_tick_ms = 50",
-                "sync_limit = 20",
-                "init_limit = 60",
-                # every restart starts a segment, and rolling over under faults is worth testing
-                f"log_segment_bytes = {MIN_SEGMENT_BYTES}",
-                f"fsync = {'true' if self.options.fsync else 'false'}",
-                f'data_dir = "{self.workdir}"',
-            ]
+            via: dict[int, int] = {}
             for other in ids:
-                peer_port = peer_ports[me - 1] if other == me else via[(me, other)]
-                lines += [
-                    f"[members.{other}]",
-                    'host = "127.0.0.1"',
-                    f"client_port = {client_ports[other - 1]}",
-                    f"peer_port = {peer_port}",
-                ]
+                if other != me:
+                    via[other] = next(links)
+                    self.proxy.add(me, other, via[other], self.members[other].peer_port)
             path = self.workdir / f"member-{me}.toml"
-            path.write_text("\n".join(lines) + "\n")
-            self.members[me] = MemberProcess(
-                me,
-                client_ports[me - 1],
-                peer_ports[me - 1],
-                path,
-                self.workdir / f"member-{me}.log",
-            )
+            self.configs[me] = self.ensemble.write_config(path, secret, peer_ports=via)
 
     @property
     def hosts(self) -> str:
+        """The client connection string of every member."""
         return ",".join(f"127.0.0.1:{m.client_port}" for m in self.members.values())
 
-    async def start_member(self, member: MemberProcess) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "zkpy",
-            "server",
-            "--config",
-            str(member.config_path),
-            "--id",
-            str(member.id),
-            "--log-level",
-            "INFO",
-        ]
-        with open(member.log_path, "ab") as log_file:
-            member.process = await trio.lowlevel.open_process(
-                command, stdout=log_file, stderr=log_file
-            )
-        member.paused = False
+    def start_member(self, member: Member) -> None:
+        """Start (or restart) `member` from its own TOML file (peers through the proxy)."""
+        member.start(self.configs[member.id])
 
-    async def status(self, member: MemberProcess) -> dict[str, Any] | None:
-        if not member.alive or member.paused:
+    async def status(self, member: Member) -> dict[str, Any] | None:
+        """`member`'s status, or None if it is down, paused or does not answer."""
+        if not member.running or member.paused:
             return None
-        try:
-            return await fetch_status("127.0.0.1", member.client_port, timeout=1.0)
-        except (OSError, trio.TooSlowError, zkpy.errors.ZkError):
-            return None
+        return await member.status()
 
-    async def leader(self) -> MemberProcess | None:
+    async def leader(self) -> Member | None:
+        """The first member that says it leads and serves, if any."""
         for member in self.members.values():
             status = await self.status(member)
             if status is not None and status.get("role") == "leader" and status.get("serving"):
@@ -225,76 +180,89 @@ class Chaos:
 
     # ---- faults ------------------------------------------------------------------------------
 
-    async def _victim(self) -> MemberProcess:
+    async def _victim(self) -> Member:
         if self.rng.random() < 0.5:
             leader = await self.leader()
             if leader is not None:
                 return leader
-        alive = [m for m in self.members.values() if m.alive and not m.paused]
+        alive = [m for m in self.members.values() if m.running and not m.paused]
         return self.rng.choice(alive or list(self.members.values()))
 
     async def inject(self, nemesis: str) -> None:
         """Apply one fault for `fault_s`, then heal it."""
-        fault_s = self.options.fault_s
-        if nemesis == "kill":
-            victim = await self._victim()
-            if victim.process is not None:
-                self.note(f"kill -9 member {victim.id}")
-                victim.process.kill()
-                await victim.process.wait()
-            await trio.sleep(fault_s)
-            await self.start_member(victim)
-            self.note(f"restart member {victim.id}")
-        elif nemesis == "power":
-            self.note("kill -9 every member at once (a power cut)")
-            for member in self.members.values():
-                if member.process is not None and member.alive:
-                    member.process.kill()
-                    await member.process.wait()
-            await trio.sleep(fault_s)
-            for member in self.members.values():
-                await self.start_member(member)
-            self.note("restart every member")
-        elif nemesis == "pause":
-            victim = await self._victim()
-            if victim.process is not None and victim.alive:
-                self.note(f"SIGSTOP member {victim.id}")
-                victim.process.send_signal(signal.SIGSTOP)
-                victim.paused = True
-                await trio.sleep(fault_s)
-                victim.process.send_signal(signal.SIGCONT)
-                victim.paused = False
-                self.note(f"SIGCONT member {victim.id}")
-        elif nemesis == "partition":
-            await self._partition()
-            await trio.sleep(fault_s)
-            self.proxy.heal_all()
-            self.note("heal")
-        elif nemesis == "delay":
-            for link in self.proxy.links.values():
-                if self.rng.random() < 0.5:
-                    link.delay_s = self.rng.uniform(0.01, 0.1)
-            self.note("delay random links by 10-100 ms")
-            await trio.sleep(fault_s)
-            self.proxy.heal_all()
-        elif nemesis == "drop":
-            links = list(self.proxy.links.values())
-            for link in self.rng.sample(links, max(1, len(links) // 3)):
-                link.reset()
-            self.note("reset a third of the links")
-            await trio.sleep(fault_s)
-        elif nemesis == "client-pause":
-            # client 0 hosts the watcher: pausing it past its timeout would end the watch
-            candidates = self.clients[1:] or self.clients
-            alive = [c for c in candidates if c.returncode is None]
-            if alive:
-                victim_client = self.rng.choice(alive)
-                self.note(f"SIGSTOP client pid {victim_client.pid} past its session timeout")
-                victim_client.send_signal(signal.SIGSTOP)
-                await trio.sleep(SESSION_TIMEOUT_S * 1.5 + 1)
-                victim_client.send_signal(signal.SIGCONT)
-        else:
+        faults = {
+            "kill": self._kill,
+            "power": self._power,
+            "pause": self._pause,
+            "partition": self._partition_and_heal,
+            "delay": self._delay,
+            "drop": self._drop,
+            "client-pause": self._pause_a_client,
+        }
+        fault = faults.get(nemesis)
+        if fault is None:
             raise ValueError(f"unknown nemesis {nemesis!r} (known: {', '.join(NEMESES)})")
+        await fault(self.options.fault_s)
+
+    async def _kill(self, fault_s: float) -> None:
+        victim = await self._victim()
+        if victim.running:
+            self.note(f"kill -9 member {victim.id}")
+            await victim.process.kill9()
+        await trio.sleep(fault_s)
+        self.start_member(victim)
+        self.note(f"restart member {victim.id}")
+
+    async def _power(self, fault_s: float) -> None:
+        self.note("kill -9 every member at once (a power cut)")
+        for member in self.members.values():
+            if member.running:
+                await member.process.kill9()
+        await trio.sleep(fault_s)
+        for member in self.members.values():
+            self.start_member(member)
+        self.note("restart every member")
+
+    async def _pause(self, fault_s: float) -> None:
+        victim = await self._victim()
+        if victim.running:
+            self.note(f"SIGSTOP member {victim.id}")
+            victim.process.pause()
+            await trio.sleep(fault_s)
+            victim.process.resume()
+            self.note(f"SIGCONT member {victim.id}")
+
+    async def _partition_and_heal(self, fault_s: float) -> None:
+        await self._partition()
+        await trio.sleep(fault_s)
+        self.proxy.heal_all()
+        self.note("heal")
+
+    async def _delay(self, fault_s: float) -> None:
+        for link in self.proxy.links.values():
+            if self.rng.random() < 0.5:
+                link.delay_s = self.rng.uniform(0.01, 0.1)
+        self.note("delay random links by 10-100 ms")
+        await trio.sleep(fault_s)
+        self.proxy.heal_all()
+
+    async def _drop(self, fault_s: float) -> None:
+        links = list(self.proxy.links.values())
+        for link in self.rng.sample(links, max(1, len(links) // 3)):
+            link.reset()
+        self.note("reset a third of the links")
+        await trio.sleep(fault_s)
+
+    async def _pause_a_client(self, fault_s: float) -> None:
+        # client 0 hosts the watcher: pausing it past its timeout would end the watch
+        candidates = self.clients[1:] or self.clients
+        alive = [c for c in candidates if c.returncode is None]
+        if alive:
+            victim_client = self.rng.choice(alive)
+            self.note(f"SIGSTOP client pid {victim_client.pid} past its session timeout")
+            victim_client.send_signal(signal.SIGSTOP)
+            await trio.sleep(SESSION_TIMEOUT_S * 1.5 + 1)
+            victim_client.send_signal(signal.SIGCONT)
 
     async def _partition(self) -> None:
         ids = sorted(self.members)
@@ -327,18 +295,20 @@ class Chaos:
         self.note(f"partition {sorted(side)} from the rest ({kind})")
 
     def note(self, text: str) -> None:
+        """Record a fault in the report and the log."""
         self.report.faults.append(text)
         log.info("nemesis: %s", text)
 
     # ---- the run -----------------------------------------------------------------------------
 
     async def run(self) -> Report:
+        """Start everything, inject faults until the time is up, heal, check; the report."""
         options = self.options
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.proxy.run)
                 for member in self.members.values():
-                    await self.start_member(member)
+                    self.start_member(member)
                 if not await self.wait_converged(timeout=30):
                     self.report.violations.append("the ensemble did not start serving")
                     nursery.cancel_scope.cancel()
@@ -397,11 +367,10 @@ class Chaos:
     async def _heal_everything(self) -> None:
         self.proxy.heal_all()
         for member in self.members.values():
-            if member.process is not None and member.paused:
-                member.process.send_signal(signal.SIGCONT)
-                member.paused = False
-            if not member.alive:
-                await self.start_member(member)
+            if member.paused:
+                member.process.resume()
+            if not member.running:
+                self.start_member(member)
         for client in self.clients:
             if client.returncode is None:
                 client.send_signal(signal.SIGCONT)
@@ -432,11 +401,14 @@ class Chaos:
         return views
 
     async def _stop_all(self) -> None:
-        for process in [m.process for m in self.members.values()] + self.clients:
-            if process is not None and process.returncode is None:
-                process.send_signal(signal.SIGCONT)
-                process.kill()
-                await process.wait()
+        for member in self.members.values():
+            if member.running:
+                await member.process.kill9()  # SIGKILL ends a paused process too
+        for client in self.clients:
+            if client.returncode is None:
+                client.send_signal(signal.SIGCONT)
+                client.kill()
+                await client.wait()
 
     # ---- checking ----------------------------------------------------------------------------
 
@@ -467,10 +439,12 @@ async def _final_view(zk: zkpy.Client) -> dict[str, Any]:
 
 
 def run_chaos(options: ChaosOptions) -> Report:
+    """Run one chaos run to its end (blocking) and return its report."""
     return trio.run(Chaos(options).run)
 
 
 def print_report(report: Report, out: Any = sys.stdout) -> None:
+    """Print `report` for a person: the faults, the checks, OK or FAILED."""
     print(f"zkpy chaos, seed {report.seed}, history in {report.workdir}", file=out)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
     print(f"operations: {outcomes or 'none'}", file=out)
@@ -488,6 +462,7 @@ def print_report(report: Report, out: Any = sys.stdout) -> None:
 
 
 def parse_nemeses(text: str) -> tuple[str, ...]:
+    """The nemeses named in a comma-separated list; ValueError for an unknown one."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in NEMESES]
     if unknown or not names:

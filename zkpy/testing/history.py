@@ -13,6 +13,8 @@ OPERATION_KINDS = ("read", "write", "cas", "create")
 
 
 class ReportLike(Protocol):
+    """What the checks fill in: `zkpy.testing.chaos.Report` has these fields."""
+
     outcomes: dict[str, int]
     violations: list[str]
     lost_writes: list[str]
@@ -20,6 +22,7 @@ class ReportLike(Protocol):
 
 
 def load(files: list[str]) -> list[dict[str, Any]]:
+    """Every record of the JSON-lines history files, in file order."""
     records: list[dict[str, Any]] = []
     for name in files:
         path = Path(name)
@@ -32,6 +35,7 @@ def load(files: list[str]) -> list[dict[str, Any]]:
 
 
 def analyze(report: ReportLike, files: list[str], final: dict[int, dict[str, Any]]) -> None:
+    """Run every check of a chaos run's history and final state into `report`."""
     records = load(files)
     operations = [r for r in records if r.get("kind") in OPERATION_KINDS]
     for op in operations:
@@ -51,12 +55,14 @@ def analyze(report: ReportLike, files: list[str], final: dict[int, dict[str, Any
 
 
 def check_convergence(report: ReportLike, final: dict[int, dict[str, Any]]) -> None:
+    """Every member must hold the same final state."""
     views = {member: json.dumps(view, sort_keys=True) for member, view in final.items()}
     if len(set(views.values())) > 1:
         report.violations.append(f"members disagree at the end: {sorted(final)}")
 
 
 def check_ephemerals(report: ReportLike, final: dict[int, dict[str, Any]]) -> None:
+    """No ephemeral may outlive its session (every session has ended by then)."""
     for member, view in final.items():
         if view.get("ephemerals"):
             report.violations.append(
@@ -71,6 +77,8 @@ def _counter(name: str) -> int:
 def check_sequences(
     report: ReportLike, creates: list[dict[str, Any]], view: dict[str, Any]
 ) -> None:
+    """Acknowledged sequential names are unique, none is lost, and their counters follow
+    real-time order (a create called after another returned gets a larger one)."""
     acked = [op for op in creates if op["outcome"] == "ok"]
     names = [op["output"] for op in acked]
     if len(names) != len(set(names)):

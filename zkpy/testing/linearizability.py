@@ -88,6 +88,8 @@ __all__ = [
 
 
 class Outcome(enum.Enum):
+    """How an operation ended, as far as its caller knows."""
+
     OK = "ok"
     FAIL = "fail"  # certainly did not take effect: dropped by the checker
     UNKNOWN = "unknown"  # may or may not have taken effect; return time +infinity
@@ -123,6 +125,7 @@ class Operation:
     outcome: Outcome = Outcome.OK
 
     def __post_init__(self) -> None:
+        """Freeze input and output (they are hashed) and check the outcome."""
         object.__setattr__(self, "input", _freeze(self.input))
         object.__setattr__(self, "output", _freeze(self.output))
         if not isinstance(self.outcome, Outcome):
@@ -135,6 +138,7 @@ class Operation:
             raise ValueError(f"return before call, or no call time: {self}")
 
     def __str__(self) -> str:
+        """The operation as a person reads it in a report."""
         args = "" if self.input is None else repr(self.input)
         if self.outcome is Outcome.OK:
             result = f" -> {self.output!r}"
@@ -171,9 +175,11 @@ class Model(Protocol):
     A step may depend on an operation's kind, input, outcome and (for OK ones) output only.
     """
 
-    def init(self) -> Hashable: ...
+    def init(self) -> Hashable:
+        """The state before any operation."""
 
-    def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]: ...
+    def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]:
+        """Whether `op` may take effect in `state`, and the state after it."""
 
 
 def _version_of(output: Any) -> int | None:
@@ -208,6 +214,7 @@ class RegisterModel:
         self.initial: tuple[Hashable, int] = (initial, -1 if initial is None else 0)
 
     def init(self) -> tuple[Hashable, int]:
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
@@ -217,6 +224,7 @@ class RegisterModel:
         )
 
     def step(self, state: tuple[Hashable, int], op: Operation) -> tuple[bool, tuple[Hashable, int]]:
+        """Whether `op` may take effect in `state`, and the state after it."""
         value, version = state
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
@@ -360,12 +368,15 @@ class SequentialCreateModel:
         self.initial: _SeqState = (names, top, ())
 
     def init(self) -> _SeqState:
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
+        """Listing the children never changes them."""
         return op.kind == "children"
 
     def step(self, state: _SeqState, op: Operation) -> tuple[bool, _SeqState]:
+        """Whether `op` may take effect in `state`, and the state after it."""
         names, top, pending = state
         if op.kind == "create":
             if op.outcome is not Outcome.OK:
@@ -445,12 +456,15 @@ class CounterModel:
         self.initial = initial
 
     def init(self) -> int:
+        """The state before any operation."""
         return self.initial
 
     def read_only(self, op: Operation) -> bool:
+        """Reads never change the counter."""
         return op.kind == "read"
 
     def step(self, state: int, op: Operation) -> tuple[bool, int]:
+        """Whether `op` may take effect in `state`, and the state after it."""
         checked = op.outcome is Outcome.OK
         if op.kind == "read":
             return (not checked or op.output == state), state
@@ -488,6 +502,8 @@ class KeyResult:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """The verdict for every key of a history."""
+
     per_key: dict[str, KeyResult] = field(default_factory=dict)
 
     @property
@@ -508,6 +524,7 @@ class CheckResult:
         )
 
     def report(self) -> str:
+        """A verdict for a person: a line per key, and what broke where it broke."""
         total = sum(result.ops for result in self.per_key.values())
         lines = [
             f"{len(self.per_key)} keys, {total} operations checked: "
@@ -529,6 +546,217 @@ class CheckResult:
 
 _CHECK_CLOCK_EVERY = 256
 _SHOW_PREFIX = 8
+
+
+def _event_list(
+    ops: Sequence[Operation],
+) -> tuple[list[int], list[int], list[bool], list[int], list[int]]:
+    """The calls and returns of `ops` in time order as a doubly linked list (node 0 is the
+    head, -1 the end): (next, previous, is-a-return and op of each node, return node of each
+    op or -1)."""
+    events = sorted(
+        [(op.call, 0, i) for i, op in enumerate(ops)]
+        + [(op.ret, 1, i) for i, op in enumerate(ops) if op.outcome is Outcome.OK]
+    )
+    size = len(events)
+    nxt = [*range(1, size + 1), -1]
+    prv = list(range(-1, size))
+    is_return = [False] * (size + 1)
+    op_at = [0] * (size + 1)
+    return_node = [-1] * len(ops)
+    for node, (_t, is_ret, i) in enumerate(events, start=1):
+        is_return[node], op_at[node] = bool(is_ret), i
+        if is_ret:
+            return_node[i] = node
+    return nxt, prv, is_return, op_at, return_node
+
+
+def _unknown_classes(ops: Sequence[Operation]) -> tuple[list[list[int]], list[int]]:
+    """The UNKNOWN ops grouped by (kind, input): each class's members' memo bits, and each
+    op's class (-1 for OK ops)."""
+    classes: dict[tuple[str, Hashable], list[int]] = {}
+    for i, op in enumerate(ops):
+        if op.outcome is Outcome.UNKNOWN:
+            classes.setdefault((op.kind, op.input), []).append(i)
+    members = [[1 << i for i in class_ops] for class_ops in classes.values()]
+    class_of = [-1] * len(ops)
+    for c, class_ops in enumerate(classes.values()):
+        for i in class_ops:
+            class_of[i] = c
+    return members, class_of
+
+
+class _Walk:
+    """The state of one depth-first search over one key's operations, and its moves.
+
+    Linearizing an op unlinks its call and return from the event list and undoing it links
+    them back, so the pending ops are always the calls before the first return in the list
+    (there is one while `remaining` OK ops are not linearized: their returns are listed).
+    """
+
+    __slots__ = (
+        "best",
+        "best_score",
+        "class_of",
+        "is_return",
+        "linearized",
+        "members",
+        "model",
+        "nxt",
+        "op_at",
+        "ops",
+        "passive",
+        "phase",
+        "placed_unknown",
+        "prv",
+        "rejected",
+        "remaining",
+        "return_node",
+        "seen",
+        "stack",
+        "state",
+        "unknown",
+        "used",
+    )
+
+    def __init__(self, ops: Sequence[Operation], model: Model) -> None:
+        self.ops, self.model = ops, model
+        self.nxt, self.prv, self.is_return, self.op_at, self.return_node = _event_list(ops)
+        read_only: Callable[[Operation], bool] | None = getattr(model, "read_only", None)
+        self.passive = [read_only is not None and read_only(op) for op in ops]
+        self.unknown = [op.outcome is Outcome.UNKNOWN for op in ops]
+        self.members, self.class_of = _unknown_classes(ops)
+        self.used = [0] * len(self.members)  # linearized members of each class
+        self.state: Hashable = model.init()
+        self.linearized = 0  # the memo key's bitset
+        self.seen: set[tuple[int, Hashable]] = set()
+        # Per linearized op: (call node, op index, state before, ops the model rejected before
+        # it in that configuration, the phase it was chosen in).
+        self.stack: list[tuple[int, int, Hashable, list[int], int]] = []
+        self.rejected: list[int] = []
+        self.remaining = sum(1 for op in ops if op.outcome is Outcome.OK)
+        self.placed_unknown = 0
+        self.phase = 0  # 0: trying the pending OK ops; 1: the pending UNKNOWN ones
+        # The explanation of a failure: the configuration that placed the most OK ops (with
+        # the fewest UNKNOWN ones) when it got stuck.
+        self.best: tuple[list[int], int | None, list[int], Any] = ([], None, [], self.state)
+        self.best_score = (-1, 0)
+
+    def bit(self, i: int) -> int:
+        """The memo bit linearizing op i would set."""
+        c = self.class_of[i]
+        return 1 << i if c < 0 else self.members[c][self.used[c]]
+
+    def unlink(self, node: int) -> None:
+        nxt, prv = self.nxt, self.prv
+        nxt[prv[node]] = nxt[node]
+        if nxt[node] != -1:
+            prv[nxt[node]] = prv[node]
+
+    def relink(self, node: int) -> None:
+        nxt, prv = self.nxt, self.prv
+        nxt[prv[node]] = node
+        if nxt[node] != -1:
+            prv[nxt[node]] = node
+
+    def try_push(self, node: int, i: int, new_state: Hashable) -> bool:
+        """Linearize op i unless that configuration was explored already."""
+        key = (self.linearized | self.bit(i), new_state)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        self.stack.append((node, i, self.state, self.rejected, self.phase))
+        self.rejected = []
+        self.state, self.linearized = new_state, key[0]
+        c = self.class_of[i]
+        if c >= 0:
+            self.used[c] += 1
+            self.placed_unknown += 1
+        self.unlink(node)
+        if self.return_node[i] != -1:
+            self.unlink(self.return_node[i])
+            self.remaining -= 1
+        return True
+
+    def pop(self) -> tuple[int, int]:
+        """Undo the last linearization: (its call node, its op)."""
+        call, j, self.state, self.rejected, self.phase = self.stack.pop()
+        c = self.class_of[j]
+        if c >= 0:
+            self.used[c] -= 1
+            self.placed_unknown -= 1
+        self.linearized ^= self.bit(j)
+        if self.return_node[j] != -1:
+            self.relink(self.return_node[j])
+            self.remaining += 1
+        self.relink(call)
+        return call, j
+
+    def take_read_only(self) -> bool:
+        """In a configuration not seen before: linearize the first pending read-only op the
+        model accepts, else branch over the others from the head; False if that fails.
+
+        Taking such an op loses nothing: in any linearization from here it could be moved to
+        the front (every op it must follow is linearized already, and it changes no state). So
+        it is taken without branching, and if that fails, this configuration fails.
+        """
+        nxt, is_return, op_at, passive = self.nxt, self.is_return, self.op_at, self.passive
+        node = nxt[0]
+        while not is_return[node]:
+            i = op_at[node]
+            if passive[i]:
+                ok, new_state = self.model.step(self.state, self.ops[i])
+                if ok:
+                    # one leading to a configuration that failed already fails this one too
+                    return self.try_push(node, i, new_state)
+                self.rejected.append(i)
+            node = nxt[node]
+        self.phase = 0
+        return self.branch(nxt[0])
+
+    def branch(self, node: int) -> bool:
+        """Linearize the next pending op from `node` on that the model accepts and that leads
+        somewhere new, the OK ops before the UNKNOWN ones (which can always wait); False when
+        none is left. Read-only ops were tried when the configuration was fresh."""
+        nxt, is_return, op_at, passive = self.nxt, self.is_return, self.op_at, self.passive
+        unknown, ops, step, state = self.unknown, self.ops, self.model.step, self.state
+        while True:
+            i = op_at[node]
+            if is_return[node]:
+                if self.phase == 1:
+                    self.note_stuck(i)
+                    return False
+                node, self.phase = nxt[0], 1
+                continue
+            if not passive[i] and unknown[i] == (self.phase == 1):
+                ok, new_state = step(state, ops[i])
+                if not ok:
+                    self.rejected.append(i)
+                elif self.try_push(node, i, new_state):
+                    return True
+            node = nxt[node]
+
+    def note_stuck(self, blocked: int) -> None:
+        """Op `blocked` returned and cannot be linearized here: keep this configuration as
+        the explanation if it is the deepest so far."""
+        score = (len(self.stack) - self.placed_unknown, -self.placed_unknown)
+        if score > self.best_score:
+            self.best_score = score
+            self.best = (
+                [entry[1] for entry in self.stack],
+                blocked,
+                list(self.rejected),
+                self.state,
+            )
+
+    def backtrack(self) -> int:
+        """Undo the last choice, and the read-only ones before it (a read-only choice was the
+        only one tried); the call node of the op undone, or -1 when nothing is left."""
+        while self.stack:
+            call, j = self.pop()
+            if not self.passive[j]:
+                return call
+        return -1
 
 
 @dataclass
@@ -553,169 +781,25 @@ class _Search:
     def run(self) -> tuple[str, list[int], int | None, list[int], Any]:
         """("ok" | "violation" | "timeout", linearized op indexes (the whole linearization when
         ok, else the deepest prefix found), blocked op, rejected ops, state after the prefix)."""
-        ops, model = self.ops, self.model
-        events = sorted(
-            [(op.call, 0, i) for i, op in enumerate(ops)]
-            + [(op.ret, 1, i) for i, op in enumerate(ops) if op.outcome is Outcome.OK]
-        )
-        # A doubly linked list of events; node 0 is the head, -1 the end.
-        size = len(events)
-        nxt = [*range(1, size + 1), -1]
-        prv = list(range(-1, size))
-        is_return = [False] * (size + 1)
-        op_at = [0] * (size + 1)
-        return_node = [-1] * len(ops)
-        for node, (_t, is_ret, i) in enumerate(events, start=1):
-            is_return[node], op_at[node] = bool(is_ret), i
-            if is_ret:
-                return_node[i] = node
-
-        def unlink(node: int) -> None:
-            nxt[prv[node]] = nxt[node]
-            if nxt[node] != -1:
-                prv[nxt[node]] = prv[node]
-
-        def relink(node: int) -> None:
-            nxt[prv[node]] = node
-            if nxt[node] != -1:
-                prv[nxt[node]] = node
-
-        read_only: Callable[[Operation], bool] | None = getattr(model, "read_only", None)
-        passive = [read_only is not None and read_only(op) for op in ops]
-        classes: dict[tuple[str, Hashable], list[int]] = {}
-        for i, op in enumerate(ops):
-            if op.outcome is Outcome.UNKNOWN:
-                classes.setdefault((op.kind, op.input), []).append(i)
-        members = [[1 << i for i in class_ops] for class_ops in classes.values()]
-        class_of = [-1] * len(ops)
-        for c, class_ops in enumerate(classes.values()):
-            for i in class_ops:
-                class_of[i] = c
-        used = [0] * len(members)  # linearized members of each class
-
-        def bit(i: int) -> int:
-            """The memo bit linearizing op i would set."""
-            c = class_of[i]
-            return 1 << i if c < 0 else members[c][used[c]]
-
-        unknown = [op.outcome is Outcome.UNKNOWN for op in ops]
-        state: Hashable = model.init()
-        linearized = 0  # the memo key's bitset
-        seen: set[tuple[int, Hashable]] = set()
-        # Per linearized op: (call node, op index, state before, ops the model rejected before
-        # it in that configuration, the phase it was chosen in).
-        stack: list[tuple[int, int, Hashable, list[int], int]] = []
-        rejected: list[int] = []
-        remaining = sum(1 for op in ops if op.outcome is Outcome.OK)
-        placed_unknown = 0
-        phase = 0  # 0: trying the pending OK ops; 1: the pending UNKNOWN ones
-
-        def try_push(node: int, i: int, new_state: Hashable) -> bool:
-            """Linearize op i unless that configuration was explored already."""
-            nonlocal state, linearized, rejected, remaining, placed_unknown
-            key = (linearized | bit(i), new_state)
-            if key in seen:
-                return False
-            seen.add(key)
-            stack.append((node, i, state, rejected, phase))
-            rejected = []
-            state, linearized = new_state, key[0]
-            if class_of[i] >= 0:
-                used[class_of[i]] += 1
-                placed_unknown += 1
-            unlink(node)
-            if return_node[i] != -1:
-                unlink(return_node[i])
-                remaining -= 1
-            return True
-
-        def pop() -> tuple[int, int]:
-            """Undo the last linearization: (its call node, its op)."""
-            nonlocal state, linearized, rejected, remaining, phase, placed_unknown
-            call, j, state, rejected, phase = stack.pop()
-            c = class_of[j]
-            if c >= 0:
-                used[c] -= 1
-                placed_unknown -= 1
-            linearized ^= bit(j)
-            if return_node[j] != -1:
-                relink(return_node[j])
-                remaining += 1
-            relink(call)
-            return call, j
-
-        # The explanation of a failure: the configuration that placed the most OK ops (with
-        # the fewest UNKNOWN ones) when it got stuck.
-        best: tuple[list[int], int | None, list[int], Any] = ([], None, [], state)
-        best_score = (-1, 0)
+        walk = _Walk(self.ops, self.model)
         steps = 0
-        node = nxt[0]
+        node = 0
         fresh = True  # a configuration not seen before: look for a read-only op first
-        while remaining:
+        while walk.remaining:
             steps += 1
             if (
                 self.deadline is not None
                 and steps % _CHECK_CLOCK_EVERY == 0
                 and self.clock() > self.deadline
             ):
-                return ("timeout", *best)
-            # The pending ops are the calls before the first return in the list (there is one:
-            # `remaining` OK ops are not linearized yet, and their returns are still listed).
-            if fresh:
-                # Linearizing a pending read-only op the model accepts loses nothing: in any
-                # linearization from here it could be moved to the front (every op it must
-                # follow is linearized already, and it changes no state). So take the first
-                # such op without branching; if that fails, this configuration fails.
-                fresh = False
-                node = nxt[0]
-                while not is_return[node]:
-                    i = op_at[node]
-                    if passive[i]:
-                        ok, new_state = model.step(state, ops[i])
-                        if ok:
-                            break
-                        rejected.append(i)
-                    node = nxt[node]
-                if is_return[node]:  # none: branch over the others, from the head
-                    node, phase = nxt[0], 0
-                    continue
-                if try_push(node, i, new_state):
-                    fresh = True
-                    continue
-                # ... it leads to a configuration that failed already: so does this one.
-            else:
-                i = op_at[node]
-                if not is_return[node]:
-                    # Read-only ops were tried when the configuration was fresh. UNKNOWN ops
-                    # can always wait, so they are tried after the OK ones.
-                    if passive[i] or unknown[i] != (phase == 1):
-                        node = nxt[node]
-                        continue
-                    ok, new_state = model.step(state, ops[i])
-                    if not ok:
-                        rejected.append(i)
-                        node = nxt[node]
-                    elif try_push(node, i, new_state):
-                        fresh = True
-                    else:
-                        node = nxt[node]
-                    continue
-                if phase == 0:
-                    node, phase = nxt[0], 1
-                    continue
-                # Op i returned and is not linearized: undo the last choice, try the next one.
-                score = (len(stack) - placed_unknown, -placed_unknown)
-                if score > best_score:
-                    best_score = score
-                    best = ([entry[1] for entry in stack], i, list(rejected), state)
-            while True:  # undo; a read-only choice was the only one tried: keep undoing
-                if not stack:
-                    return ("violation", *best)
-                call, j = pop()
-                if not passive[j]:
-                    break
-            node = nxt[call]
-        return "ok", [entry[1] for entry in stack], None, [], state
+                return ("timeout", *walk.best)
+            fresh = walk.take_read_only() if fresh else walk.branch(node)
+            if not fresh:
+                call = walk.backtrack()
+                if call == -1:
+                    return ("violation", *walk.best)
+                node = walk.nxt[call]
+        return "ok", [entry[1] for entry in walk.stack], None, [], walk.state
 
 
 def _explain(
@@ -1003,6 +1087,7 @@ def _model_choice(name: str, initial: str | None) -> Model | Callable[[str], Mod
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m zkpy.testing.linearizability`: check history files; 0 when linearizable."""
     parser = argparse.ArgumentParser(
         prog="python -m zkpy.testing.linearizability",
         description="Check a recorded JSON-lines history for linearizability, key by key.",

@@ -17,6 +17,8 @@ log = logging.getLogger("zkpy.chaos.proxy")
 
 @dataclass(slots=True)
 class Link:
+    """One directed link, member `source` to member `target`, and its current fault."""
+
     source: int
     target: int
     listen_port: int
@@ -33,28 +35,36 @@ class Link:
             scope.cancel()
 
     def block(self) -> None:
+        """Cut the link: break its connections and refuse new ones until healed."""
         self.blocked = True
         self.reset()
 
     def heal(self) -> None:
+        """Undo `block` and any delay."""
         self.blocked = False
         self.delay_s = 0.0
 
 
 class LinkProxy:
+    """Every link of an ensemble, served from this process."""
+
     def __init__(self) -> None:
         self.links: dict[tuple[int, int], Link] = {}
 
     def add(self, source: int, target: int, listen_port: int, target_port: int) -> Link:
+        """A link from `source` to `target`: listens on `listen_port`, forwards to
+        `target_port`."""
         link = Link(source, target, listen_port, target_port)
         self.links[(source, target)] = link
         return link
 
     def heal_all(self) -> None:
+        """Heal every link."""
         for link in self.links.values():
             link.heal()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve every link until cancelled; started once all of them listen."""
         async with trio.open_nursery() as nursery:
             for link in self.links.values():
                 await nursery.start(self._serve, link)

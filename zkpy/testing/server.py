@@ -23,15 +23,19 @@ from zkpy.server.wal import MIN_SEGMENT_BYTES
 
 @dataclass(slots=True)
 class RunningServer:
+    """A member started by `running_server`: where it listens, its settings, how to stop it."""
+
     port: int
     config: ServerConfig
     cancel_scope: trio.CancelScope
 
     @property
     def address(self) -> str:
+        """host:port for `zkpy.connect`."""
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        """Cancel the member's task: it stops serving at once."""
         self.cancel_scope.cancel()
 
 

@@ -46,16 +46,20 @@ OP_TIMEOUT_S = 5.0
 
 @dataclass(slots=True)
 class Recorder:
+    """Appends a worker's operations to the history file, one JSON line each."""
+
     out: IO[str]
     process: int
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append `record`, tagged with this client process, and flush it."""
         record["process"] = self.process
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
 
 async def ensure_layout(zk: zkpy.Client, keys: int) -> None:
+    """Create the workload's folders and registers, if no other client has."""
     for path in (ROOT, REGISTERS, SEQUENCES, EPHEMERALS):
         try:
             await zk.create(path, b"")
@@ -108,6 +112,7 @@ async def worker(
     keys: int,
     deadline: float,
 ) -> None:
+    """One task of the workload: random operations, each recorded with its outcome."""
     versions: dict[str, int] = {}
     count = 0
     while time.monotonic() < deadline:
@@ -235,6 +240,7 @@ async def run(
     workers: int,
     resource_dir: Path | None = None,
 ) -> None:
+    """Run this client process's workload until `seconds` have passed."""
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
     with open(out_path, "a") as out:
@@ -275,6 +281,7 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m zkpy.testing.workload`: one client process of a chaos run."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", required=True)
     parser.add_argument("--out", required=True)

@@ -1,0 +1,1 @@
+"""Pure encoders and decoders of the client and peer protocols, and their framing."""

@@ -82,6 +82,7 @@ def new_packer() -> msgpack.Packer:
 
 
 def pack(value: Any, packer: msgpack.Packer | None = None) -> bytes:
+    """`value` as msgpack (bytes as bin), through `packer` when the caller reuses one."""
     packed: bytes = (
         msgpack.packb(value, use_bin_type=True) if packer is None else packer.pack(value)
     )
@@ -110,6 +111,7 @@ class Handshake:
     version: int = PROTOCOL_VERSION
 
     def encode(self) -> bytes:
+        """The handshake as a frame: a msgpack map, so that fields can be added compatibly."""
         return encode_frame(
             pack(
                 {
@@ -124,6 +126,8 @@ class Handshake:
 
     @classmethod
     def decode(cls, payload: bytes) -> Handshake:
+        """The handshake in one frame's payload; MarshallingError on a bad shape or another
+        protocol version."""
         value = unpack(payload)
         if not isinstance(value, dict):
             raise MarshallingError("handshake must be a map")
@@ -140,6 +144,9 @@ class Handshake:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeReply:
+    """The member's answer to a handshake: the session it opened or resumed and the limits it
+    enforces, or an error code and message when it refused."""
+
     session_id: int = 0
     password: bytes = b""
     timeout_ms: int = 0
@@ -150,6 +157,7 @@ class HandshakeReply:
     message: str = ""
 
     def encode(self) -> bytes:
+        """The reply as a frame: only the error and message when it refuses."""
         body: dict[str, Any] = {"v": PROTOCOL_VERSION}
         if self.error:
             body.update(error=self.error, message=self.message)
@@ -166,6 +174,7 @@ class HandshakeReply:
 
     @classmethod
     def decode(cls, payload: bytes) -> HandshakeReply:
+        """The handshake reply in one frame's payload; MarshallingError on a bad shape."""
         value = unpack(payload)
         if not isinstance(value, dict):
             raise MarshallingError("handshake reply must be a map")
@@ -206,7 +215,7 @@ def _acl_out(acl: tuple[ACL, ...]) -> list[list[object]]:
 def request_fields(request: Request) -> list[Any]:
     """The ``[opcode, args...]`` form of a request (without its xid)."""
     # the most frequent requests by exact type tests (see `zkpy.core.txn.op_to_fields` for
-    # why not `match`), the rest by pattern
+    # why not `match`), the rest through a table keyed by exact type
     if type(request) is GetDataRequest:
         return [OP_GET_DATA, request.path, request.watch]
     if type(request) is SetDataRequest:
@@ -216,47 +225,98 @@ def request_fields(request: Request) -> list[Any]:
             FLAG_SEQUENTIAL if request.sequential else 0
         )
         return [OP_CREATE, request.path, request.data, _acl_out(request.acl), flags]
-    match request:
-        case DeleteRequest(path, version):
-            return [OP_DELETE, path, version]
-        case ExistsRequest(path, watch):
-            return [OP_EXISTS, path, watch]
-        case GetACLRequest(path):
-            return [OP_GET_ACL, path]
-        case SetACLRequest(path, acl, version):
-            return [OP_SET_ACL, path, _acl_out(acl), version]
-        case SyncRequest(path):
-            return [OP_SYNC, path]
-        case GetChildrenRequest(path, watch):
-            return [OP_GET_CHILDREN, path, watch]
-        case CheckRequest(path, version):
-            return [OP_CHECK, path, version]
-        case MultiRequest(ops):
-            return [OP_MULTI, [request_fields(op) for op in ops]]
-        case RemoveWatchesRequest(path, mode):
-            return [OP_REMOVE_WATCHES, path, 0 if mode is None else int(mode)]
-        case CloseSessionRequest():
-            return [OP_CLOSE]
-        case AuthRequest(scheme, credential):
-            return [OP_AUTH, scheme, credential]
-        case SetWatchesRequest(last_zxid, data, exist, child, persistent, recursive):
-            return [
-                OP_SET_WATCHES,
-                last_zxid,
-                list(data),
-                list(exist),
-                list(child),
-                list(persistent),
-                list(recursive),
-            ]
-        case AddWatchRequest(path, mode):
-            return [OP_ADD_WATCH, path, int(mode)]
-        case PingRequest():
-            return [OP_PING]
-    raise TypeError(f"cannot encode {request!r}")
+    encode = _REQUEST_ENCODERS.get(type(request))
+    if encode is None:
+        raise TypeError(f"cannot encode {request!r}")
+    return encode(request)
+
+
+def _delete_fields(request: DeleteRequest) -> list[Any]:
+    return [OP_DELETE, request.path, request.version]
+
+
+def _exists_fields(request: ExistsRequest) -> list[Any]:
+    return [OP_EXISTS, request.path, request.watch]
+
+
+def _get_acl_fields(request: GetACLRequest) -> list[Any]:
+    return [OP_GET_ACL, request.path]
+
+
+def _set_acl_fields(request: SetACLRequest) -> list[Any]:
+    return [OP_SET_ACL, request.path, _acl_out(request.acl), request.version]
+
+
+def _sync_fields(request: SyncRequest) -> list[Any]:
+    return [OP_SYNC, request.path]
+
+
+def _get_children_fields(request: GetChildrenRequest) -> list[Any]:
+    return [OP_GET_CHILDREN, request.path, request.watch]
+
+
+def _check_fields(request: CheckRequest) -> list[Any]:
+    return [OP_CHECK, request.path, request.version]
+
+
+def _multi_fields(request: MultiRequest) -> list[Any]:
+    return [OP_MULTI, [request_fields(op) for op in request.ops]]
+
+
+def _remove_watches_fields(request: RemoveWatchesRequest) -> list[Any]:
+    mode = request.mode
+    return [OP_REMOVE_WATCHES, request.path, 0 if mode is None else int(mode)]
+
+
+def _close_fields(request: CloseSessionRequest) -> list[Any]:
+    return [OP_CLOSE]
+
+
+def _auth_fields(request: AuthRequest) -> list[Any]:
+    return [OP_AUTH, request.scheme, request.credential]
+
+
+def _set_watches_fields(request: SetWatchesRequest) -> list[Any]:
+    return [
+        OP_SET_WATCHES,
+        request.last_zxid,
+        list(request.data),
+        list(request.exist),
+        list(request.child),
+        list(request.persistent),
+        list(request.recursive),
+    ]
+
+
+def _add_watch_fields(request: AddWatchRequest) -> list[Any]:
+    return [OP_ADD_WATCH, request.path, int(request.mode)]
+
+
+def _ping_fields(request: PingRequest) -> list[Any]:
+    return [OP_PING]
+
+
+# The requests past the three `request_fields` tests first, by exact type.
+_REQUEST_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
+    DeleteRequest: _delete_fields,
+    ExistsRequest: _exists_fields,
+    GetACLRequest: _get_acl_fields,
+    SetACLRequest: _set_acl_fields,
+    SyncRequest: _sync_fields,
+    GetChildrenRequest: _get_children_fields,
+    CheckRequest: _check_fields,
+    MultiRequest: _multi_fields,
+    RemoveWatchesRequest: _remove_watches_fields,
+    CloseSessionRequest: _close_fields,
+    AuthRequest: _auth_fields,
+    SetWatchesRequest: _set_watches_fields,
+    AddWatchRequest: _add_watch_fields,
+    PingRequest: _ping_fields,
+}
 
 
 def encode_request(xid: int, request: Request, packer: msgpack.Packer | None = None) -> bytes:
+    """One request as a frame: ``[xid, opcode, args...]``."""
     return encode_frame(pack([xid, *request_fields(request)], packer))
 
 
@@ -508,6 +568,7 @@ def decode_request(payload: bytes) -> tuple[int, int, Request]:
 
 
 def is_ping(payload: bytes) -> bool:
+    """Whether a frame's payload is the fixed ping ``[-2, 11]`` (tested before any decoding)."""
     return payload == PING_FRAME[4:]
 
 
@@ -517,14 +578,17 @@ def is_ping(payload: bytes) -> bool:
 def encode_reply(
     xid: int, zxid: int, error: int, body: Any, packer: msgpack.Packer | None = None
 ) -> bytes:
+    """One reply as a frame: ``[xid, zxid, error, body]``."""
     return encode_frame(pack([xid, zxid, error, body], packer))
 
 
 def encode_event(event: WatchedEvent, packer: msgpack.Packer | None = None) -> bytes:
+    """One watch event as a frame: a reply with the event xid and ``[type, path]`` as body."""
     return encode_frame(pack([XID_EVENT, event.zxid, 0, [int(event.type), event.path]], packer))
 
 
 def stat_out(stat: Stat | None) -> list[int] | None:
+    """A Stat in its wire form (None stays None: exists on a missing node)."""
     return None if stat is None else stat.to_wire()
 
 
@@ -537,6 +601,7 @@ _new_tuple = tuple.__new__
 
 
 def stat_in(value: Any) -> Stat:
+    """A Stat from its wire form, checking it is 11 integers."""
     # {*map(type, ...)} runs in C: a reply's stat is checked in a fraction of a microsecond
     if type(value) is not list or len(value) != 11 or {*map(type, value)} != _ONLY_INT:
         raise MarshallingError("a stat is an array of 11 integers")
@@ -544,6 +609,7 @@ def stat_in(value: Any) -> Stat:
 
 
 def acl_in(value: Any) -> tuple[ACL, ...]:
+    """An ACL from its wire form, checking every entry's shape."""
     return _acl_in(value)
 
 
@@ -559,6 +625,7 @@ def decode_server_frame(payload: bytes) -> tuple[int, int, int, Any]:
 
 
 def decode_event(body: Any, zxid: int) -> WatchedEvent:
+    """The watch event an event frame's body describes; MarshallingError on a bad shape."""
     if not isinstance(body, list) or len(body) != 2:
         raise MarshallingError("an event body is [type, path]")
     kind, path = body

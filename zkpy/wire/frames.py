@@ -14,6 +14,8 @@ DEFAULT_MAX_FRAME = (1 << 20) + (64 << 10)  # a 1 MiB value plus room for path a
 
 
 class FrameTooLargeError(ValueError):
+    """A frame's length prefix is over the agreed limit: the stream cannot be read past it."""
+
     def __init__(self, length: int, limit: int) -> None:
         super().__init__(f"frame of {length} bytes is over the limit of {limit}")
         self.length = length
@@ -21,10 +23,13 @@ class FrameTooLargeError(ValueError):
 
 
 def encode_frame(payload: bytes) -> bytes:
+    """`payload` with its 4-byte big-endian length in front."""
     return len(payload).to_bytes(HEADER_BYTES, "big") + payload
 
 
 class FrameDecoder:
+    """Cuts a received byte stream into frames, refusing a length over `max_frame`."""
+
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buffer = bytearray()

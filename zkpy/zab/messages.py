@@ -16,6 +16,8 @@ from zkpy.core.types import Id
 
 
 class ServerState(IntEnum):
+    """A member's state as election notifications report it."""
+
     LOOKING = 0
     FOLLOWING = 1
     LEADING = 2
@@ -42,6 +44,8 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class FollowerInfo:
+    """Follower -> its chosen leader: where its history stands (discovery begins)."""
+
     accepted_epoch: int
     last_zxid: int
     committed_zxid: int  # what its tree holds: committed history, the same on every member
@@ -50,17 +54,23 @@ class FollowerInfo:
 
 @dataclass(frozen=True, slots=True)
 class NewEpoch:
+    """Leader -> follower: the epoch it proposes to lead, above every epoch a quorum accepted."""
+
     epoch: int
 
 
 @dataclass(frozen=True, slots=True)
 class AckEpoch:
+    """Follower -> leader: it accepted the epoch (durably) and reports its history."""
+
     current_epoch: int
     last_zxid: int
     committed_zxid: int
 
 
 class SyncMode(IntEnum):
+    """How NewLeader brings a follower's log to the leader's (see NewLeader)."""
+
     DIFF = 0
     TRUNC = 1
     SNAP = 2
@@ -93,6 +103,8 @@ class NewLeader:
 
 @dataclass(frozen=True, slots=True)
 class AckNewLeader:
+    """Follower -> leader: the synchronized log and the new epoch are durable."""
+
     epoch: int
     last_zxid: int
 
@@ -106,6 +118,8 @@ class UpToDate:
 
 @dataclass(frozen=True, slots=True)
 class Propose:
+    """Leader -> follower or observer: proposals to log, in zxid order."""
+
     records: tuple[TxnRecord, ...]
 
 
@@ -159,6 +173,8 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
+    """Follower -> leader: a local client's sync, answered by SyncDone."""
+
     session_id: int
     cxid: int
 

@@ -1,0 +1,207 @@
+"""The Ready executor on its own, over recording fakes of its Storage, Transport and Hooks: the
+order the Ready contract asks for, step by step, without sockets, threads or the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import pytest
+
+from zkpy.core.requests import CreateRequest, CreateSessionRequest, WriteRequest
+from zkpy.core.tree import ApplyResult, DataTree
+from zkpy.core.txn import SetData, TxnRecord
+from zkpy.core.types import OPEN_ACL_UNSAFE, WatchedEvent, WatchMode
+from zkpy.core.watches import ChangeLog
+from zkpy.server.executor import ReadyExecutor
+from zkpy.zab.messages import Ack, Commit, PeerMessage, Propose
+from zkpy.zab.replica import Ready, Replica, ReplicaConfig
+
+Step = tuple[str, object]
+
+
+class Recorder:
+    """Storage, Transport and Hooks at once, writing every call into one timeline."""
+
+    def __init__(self, *, inline: bool) -> None:
+        self.inline = inline
+        self.timeline: list[Step] = []
+        self.durable = 0
+
+    @property
+    def durable_zxid(self) -> int:
+        return self.durable
+
+    def persists_inline(self, ready: Ready) -> bool:
+        return self.inline
+
+    def persist(self, ready: Ready) -> None:
+        self.timeline.append(("persist", [record.zxid for record in ready.persist]))
+        if ready.persist:
+            self.durable = ready.persist[-1].zxid
+
+    def send(self, peer: int, message: PeerMessage) -> None:
+        self.timeline.append(("send", type(message).__name__))
+
+    def flush(self) -> None:
+        self.timeline.append(("flush", None))
+
+    def on_ready(self, ready: Ready) -> None:
+        self.timeline.append(("take", None))
+
+    def on_session_closed(self, session_id: int) -> None:
+        self.timeline.append(("closed", session_id))
+
+    def on_session_attached(self, session_id: int, owner: int) -> None:
+        self.timeline.append(("attached", session_id))
+
+    def on_serving_changed(self, serving: bool) -> None:
+        self.timeline.append(("serving", serving))
+
+    def without(self, *kinds: str) -> list[Step]:
+        return [step for step in self.timeline if step[0] not in kinds]
+
+
+def single_member(recorder: Recorder) -> ReadyExecutor:
+    """An ensemble of one, leading from the start, whose first Ready has been carried out."""
+    replica = Replica(ReplicaConfig(1, frozenset({1})), DataTree())
+    executor = ReadyExecutor(
+        replica,
+        recorder,
+        recorder,
+        recorder,
+        change_log=ChangeLog(start_zxid=0),
+        checkpoint_interval=lambda: 3,
+    )
+    ready = executor.advance()
+    if ready is not None:
+        executor.persist(ready)
+        executor.durable()
+    assert executor.advance() is None and not executor.busy
+    recorder.timeline.clear()
+    return executor
+
+
+def write(executor: ReadyExecutor, recorder: Recorder, cxid: int, request: WriteRequest) -> None:
+    def replied(result: ApplyResult | None) -> None:
+        assert result is not None
+        recorder.timeline.append(("reply", result.record.zxid))
+
+    executor.expect_reply((7, cxid), replied)
+    executor.replica.submit(7, cxid, request)
+
+
+def watch_everything(executor: ReadyExecutor, recorder: Recorder) -> None:
+    def heard(event: WatchedEvent) -> None:
+        recorder.timeline.append(("event", event.zxid))
+
+    watcher: Hashable = "client"
+    executor.watches.add(watcher, "/", WatchMode.PERSISTENT_RECURSIVE)
+    executor.register_event_sink(watcher, heard)
+
+
+def test_a_write_is_persisted_then_applied_and_its_event_goes_before_its_reply() -> None:
+    recorder = Recorder(inline=False)
+    executor = single_member(recorder)
+    watch_everything(executor, recorder)
+    write(executor, recorder, 1, CreateSessionRequest(7, 30_000, b"pw"))
+    write(executor, recorder, 2, CreateRequest("/a", b"x", OPEN_ACL_UNSAFE))
+
+    waiting = executor.advance()
+    assert waiting is not None and executor.busy
+    assert executor.advance() is None, "nothing is taken while a Ready waits for storage"
+    assert recorder.without("flush") == [("take", None)], "no reply before the persist"
+
+    executor.persist(waiting)
+    executor.durable()
+    assert executor.advance() is None
+    session, create = (record.zxid for record in waiting.persist)
+    assert recorder.without("flush") == [
+        ("take", None),
+        ("persist", [session, create]),
+        ("take", None),  # taking again says the records are durable: they commit
+        ("reply", session),
+        ("event", create),
+        ("reply", create),
+        ("take", None),
+    ]
+
+
+def test_inline_storage_carries_everything_out_in_one_advance() -> None:
+    recorder = Recorder(inline=True)
+    executor = single_member(recorder)
+    write(executor, recorder, 1, CreateSessionRequest(7, 30_000, b"pw"))
+    assert executor.advance() is None and not executor.busy
+    zxid = executor.tree.last_zxid
+    assert ("persist", [zxid]) in recorder.timeline
+    assert recorder.timeline.index(("persist", [zxid])) < recorder.timeline.index(("reply", zxid))
+
+
+def test_messages_that_promise_durability_wait_for_the_persist() -> None:
+    recorder = Recorder(inline=False)
+    executor = single_member(recorder)
+    record = TxnRecord(1 << 32 | 5, 7, 1, 0, SetData("/a", b"", 1))
+    ready = Ready(
+        persist=[record],
+        messages=[(2, Propose((record,))), (3, Ack(record.zxid)), (3, Commit(1)), (2, Commit(1))],
+    )
+    late = executor.send_early(ready)
+    assert recorder.without("flush") == [("send", "Propose"), ("send", "Commit")]
+    assert late == [(3, Ack(record.zxid)), (3, Commit(1))], "a peer's messages keep their order"
+    executor.persist(ready)
+    executor.finish(ready, late)
+    assert recorder.without("flush")[2:] == [
+        ("persist", [record.zxid]),
+        ("send", "Ack"),
+        ("send", "Commit"),
+    ]
+
+
+def test_a_lost_leadership_fails_the_waiting_writes_before_it_is_announced() -> None:
+    recorder = Recorder(inline=True)
+    executor = single_member(recorder)
+    outcomes: list[ApplyResult | None] = []
+    executor.expect_reply((9, 1), outcomes.append)
+    executor.finish(Ready(serving_changed=True), [])
+    assert executor.replica.serving, "an ensemble of one keeps serving"
+    assert outcomes == [] and recorder.without("flush") == [("serving", True)]
+
+    executor.replica.serving = False
+    executor.finish(Ready(serving_changed=True), [])
+    assert outcomes == [None]
+    assert recorder.without("flush")[-1] == ("serving", False)
+
+
+def test_checkpoints_are_due_after_enough_durable_applies() -> None:
+    recorder = Recorder(inline=True)
+    executor = single_member(recorder)
+    write(executor, recorder, 1, CreateSessionRequest(7, 30_000, b"pw"))
+    for cxid in range(2, 5):
+        write(executor, recorder, cxid, CreateRequest(f"/n{cxid}", b"", OPEN_ACL_UNSAFE))
+    executor.advance()
+    assert executor.checkpoint_due()
+    zxid = executor.tree.last_zxid
+    assert executor.checkpoint_started(zxid) == 0, "the log keeps everything after the last one"
+    assert not executor.checkpoint_due()
+    executor.checkpoint_written(zxid)
+    assert executor.checkpoint_started(zxid) == zxid
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_an_executor_that_failed_takes_nothing_more(inline: bool) -> None:
+    class Failing(Recorder):
+        def persist(self, ready: Ready) -> None:
+            raise OSError("disk gone")
+
+    recorder = Failing(inline=inline)
+    executor = single_member(Recorder(inline=True))
+    executor.storage = recorder
+    executor.hooks = recorder
+    write(executor, recorder, 1, CreateSessionRequest(7, 30_000, b"pw"))
+    with pytest.raises(OSError, match="disk gone"):
+        ready = executor.advance()
+        assert ready is not None
+        executor.persist(ready)
+    assert executor.busy
+    taken = len(recorder.timeline)
+    assert executor.advance() is None
+    assert len(recorder.timeline) == taken, "no Ready is taken after one that failed"

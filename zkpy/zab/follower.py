@@ -1,0 +1,222 @@
+"""The following role, for followers and observers alike: report to the leader, accept its
+epoch, synchronize the log as it says (diff, truncate or snapshot), then log and acknowledge its
+proposals and apply what it commits. An observer never acknowledges and never commits on its own:
+it waits for the leader's Commit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zkpy.core.requests import WriteRequest
+from zkpy.core.txn import TxnRecord
+from zkpy.core.types import Id, make_zxid, zxid_epoch
+from zkpy.zab.messages import (
+    Ack,
+    AckEpoch,
+    AckNewLeader,
+    Commit,
+    FollowerInfo,
+    Forward,
+    LoggedPropose,
+    NewEpoch,
+    NewLeader,
+    PeerMessage,
+    Ping,
+    Propose,
+    ServerState,
+    SyncDone,
+    SyncMode,
+    SyncRequest,
+    UpToDate,
+    Vote,
+)
+from zkpy.zab.role import Phase, Role
+
+if TYPE_CHECKING:
+    from zkpy.zab.replica import Replica
+
+# What only a leader sends: hearing one of these keeps a follower from timing out.
+_FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, LoggedPropose, Commit, Ping, SyncDone)
+
+
+class Following(Role):
+    """This member follows (or observes) `leader`; see the module docstring."""
+
+    def __init__(self, replica: Replica, leader: int) -> None:
+        """Follow (or observe, as the configuration says) `leader`; `start` reports to it."""
+        super().__init__(replica)
+        config = replica.config
+        self.observer = config.is_observer
+        self.state = ServerState.OBSERVING if self.observer else ServerState.FOLLOWING
+        self.leader = leader
+        self.last_heard = replica.ticks
+        # an observer is no part of a quorum: it always waits for the leader's Commit
+        self.commits_locally = config.commits_locally and not self.observer
+        self.leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
+
+    def start(self) -> None:
+        """Discovery begins: tell the leader where this member's history stands."""
+        self.replica.phase = Phase.DISCOVERY
+        self._send_follower_info()
+
+    # ---- inputs --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Give up on a leader not heard from within the limit; repeat FollowerInfo meanwhile."""
+        replica = self.replica
+        limit = replica.config.sync_limit if replica.serving else replica.config.init_limit
+        if replica.ticks - self.last_heard > limit:
+            replica._start_election()
+        elif replica.phase is Phase.DISCOVERY:
+            self._send_follower_info()
+
+    def receive(self, sender: int, message: PeerMessage) -> None:
+        """A message from the leader (anything from another member is ignored)."""
+        if sender != self.leader:
+            return
+        if isinstance(message, _FROM_LEADER):  # not a FollowerInfo from a "leader" that follows
+            self.last_heard = self.replica.ticks
+        match message:
+            case Propose(records):
+                self._on_propose(records)
+            case LoggedPropose(records):
+                if self._on_propose(records) and records and self.commits_locally:
+                    self.leader_logged = records[-1].zxid
+            case Commit(zxid):
+                self._on_commit(zxid)
+            case Ping(_sessions, round_):
+                self._on_ping(round_)
+            case NewEpoch(epoch):
+                self._on_new_epoch(epoch)
+            case NewLeader():
+                self._on_new_leader(message)
+            case UpToDate(commit_zxid):
+                self._on_up_to_date(commit_zxid)
+            case SyncDone(session_id, cxid):
+                self._on_sync_done(session_id, cxid)
+
+    def disconnected(self, peer: int) -> None:
+        """Losing the link to the leader loses whatever was in flight: elect again."""
+        if peer == self.leader:
+            self.replica._start_election()
+
+    def submit(
+        self, session_id: int, cxid: int, request: WriteRequest, ids: frozenset[Id], owner: int
+    ) -> None:
+        """Forward a local client's write to the leader (batched with the step's others)."""
+        self.replica._send_batched(self.leader, Forward, (session_id, cxid, request, ids, owner))
+
+    def sync(self, session_id: int, cxid: int) -> None:
+        """Ask the leader; its SyncDone comes after the commits this member must apply first."""
+        self.replica._send(self.leader, SyncRequest(session_id, cxid))
+
+    def persisted(self, durable_zxid: int) -> None:
+        """Logged by the leader and by this member: on a quorum of two, so committed."""
+        if self.leader_logged:
+            replica = self.replica
+            replica.commit_zxid = max(replica.commit_zxid, min(durable_zxid, self.leader_logged))
+
+    def current_vote(self) -> Vote:
+        """This member follows `leader`."""
+        replica = self.replica
+        return Vote(replica.current_epoch, replica.last_logged, self.leader)
+
+    # ---- discovery and synchronization ---------------------------------------------------------
+
+    def _send_follower_info(self) -> None:
+        replica = self.replica
+        info = FollowerInfo(
+            replica.accepted_epoch, replica.last_logged, replica.scheduled_zxid, self.observer
+        )
+        replica._send(self.leader, info)
+
+    def _on_new_epoch(self, epoch: int) -> None:
+        replica = self.replica
+        if replica.phase is Phase.SYNCHRONIZATION and epoch == replica.accepted_epoch:
+            return  # a repeat: the leader answered each of our FollowerInfo messages
+        if epoch < replica.accepted_epoch or replica.phase is not Phase.DISCOVERY:
+            replica._start_election()
+            return
+        if epoch > replica.accepted_epoch:
+            replica.accepted_epoch = epoch
+            replica._ready.epochs = (replica.accepted_epoch, replica.current_epoch)
+        replica.phase = Phase.SYNCHRONIZATION
+        replica._send(
+            self.leader,
+            AckEpoch(replica.current_epoch, replica.last_logged, replica.scheduled_zxid),
+        )
+
+    def _on_new_leader(self, message: NewLeader) -> None:
+        replica = self.replica
+        # only after acknowledging this leader's NewEpoch on this link: anything else is stale
+        if message.epoch != replica.accepted_epoch or replica.phase is not Phase.SYNCHRONIZATION:
+            replica._start_election()
+            return
+        if message.mode is SyncMode.SNAP:
+            assert message.snapshot is not None
+            replica._install(message.snapshot)
+            self.leader_logged = 0
+        elif message.mode is SyncMode.TRUNC:
+            replica._truncate(message.truncate_after)
+            self.leader_logged = min(self.leader_logged, replica.last_logged)
+        replica._log(message.records)
+        replica.current_epoch = message.epoch
+        replica._ready.epochs = (replica.accepted_epoch, replica.current_epoch)
+        replica._send(self.leader, AckNewLeader(message.epoch, replica.last_logged))
+
+    def _on_up_to_date(self, commit_zxid: int) -> None:
+        replica = self.replica
+        if replica.phase is not Phase.SYNCHRONIZATION:
+            replica._start_election()
+            return
+        replica.phase = Phase.BROADCAST
+        replica.commit_zxid = max(replica.commit_zxid, min(commit_zxid, replica.last_logged))
+        replica._apply_committed()
+        replica._set_serving(True)
+
+    # ---- broadcast -----------------------------------------------------------------------------
+
+    def _on_propose(self, records: tuple[TxnRecord, ...]) -> bool:
+        """Log proposals and acknowledge them; False (and a new election) if they do not
+        follow this member's log in the current epoch."""
+        replica = self.replica
+        if replica.phase is not Phase.BROADCAST and replica.phase is not Phase.SYNCHRONIZATION:
+            replica._start_election()
+            return False
+        epoch = replica.current_epoch
+        if any(zxid_epoch(r.zxid) != epoch for r in records):
+            replica._start_election()
+            return False
+        if records and records[0].zxid != self._next_expected_zxid():
+            replica._start_election()  # a gap or a repeat: this link lost or replayed something
+            return False
+        replica._log(records)
+        if not self.observer and records:
+            replica._send(self.leader, Ack(records[-1].zxid))
+        return True
+
+    def _next_expected_zxid(self) -> int:
+        replica = self.replica
+        if zxid_epoch(replica.last_logged) == replica.current_epoch:
+            return replica.last_logged + 1
+        return make_zxid(replica.current_epoch, 1)
+
+    def _on_commit(self, zxid: int) -> None:
+        replica = self.replica
+        replica.commit_zxid = max(replica.commit_zxid, min(zxid, replica.last_logged))
+        replica._apply_committed()
+
+    def _on_ping(self, round_: int) -> None:
+        """Echo the heartbeat's round, with the sessions this member's clients kept alive."""
+        replica = self.replica
+        touched, replica._touched = tuple(sorted(replica._touched)), set()
+        replica._send(self.leader, Ping(touched, round_))
+
+    def _on_sync_done(self, session_id: int, cxid: int) -> None:
+        """Every Commit the leader sent before it is in (or, where followers commit logged
+        proposals themselves, every such proposal): answer once those are applied here, which
+        waits for this member's own log to be durable."""
+        replica = self.replica
+        target = max(replica.commit_zxid, self.leader_logged)
+        replica._syncs_waiting.append((target, session_id, cxid, None, 0))
+        replica._release_syncs()
