@@ -29,7 +29,17 @@ from zkpy.core.requests import (
     SetWatchesRequest,
     SyncRequest,
 )
-from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, EventType, Id, Perm, Stat, WatchedEvent, WatchMode
+from zkpy.core.types import (
+    ACL,
+    CREATOR_ALL_ACL,
+    OPEN_ACL_UNSAFE,
+    EventType,
+    Id,
+    Perm,
+    Stat,
+    WatchedEvent,
+    WatchMode,
+)
 from zkpy.wire import jute, jute_client
 from zkpy.wire.frames import FrameTooLargeError
 from zkpy.wire.jute import (
@@ -192,6 +202,11 @@ HAND_REQUESTS: list[tuple[bytes, int, jute.JuteRequest]] = [
         s("/a") + i(-1) + open_acl() + i(0),
         jute.OP_CREATE,
         CreateRequest("/a", b"", OPEN_ACL_UNSAFE),
+    ),
+    (  # kazoo writes the empty id of the "auth" scheme as a null string
+        s("/a") + i(0) + i(1) + i(31) + s("auth") + i(-1) + i(0),
+        jute.OP_CREATE,
+        CreateRequest("/a", b"", CREATOR_ALL_ACL),
     ),
     (s("/a") + i(5), jute.OP_DELETE, DeleteRequest("/a", 5)),
     (s("/a") + b"\x01", jute.OP_EXISTS, ExistsRequest("/a", True)),

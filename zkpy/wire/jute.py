@@ -230,11 +230,13 @@ class Reader:
         return tuple(self.string("a vector element") for _ in range(self.count(4)))
 
     def acl(self) -> tuple[ACL, ...]:
-        """A vector<ACL>: perms, then the Id's scheme and id."""
+        """A vector<ACL>: perms, then the Id's scheme and id. A null scheme or id reads as
+        empty: kazoo writes an empty string as null, so its ``auth`` ACL arrives that way."""
         entries = []
         for _ in range(self.count(12)):
             perms = self.int32()
-            entries.append((perms, self.string("an ACL scheme"), self.string("an ACL id")))
+            scheme = self.ustring() or ""
+            entries.append((perms, scheme, self.ustring() or ""))
         return acl_from_wire(tuple(entries))
 
     def stat(self) -> Stat:
