@@ -359,13 +359,13 @@ def test_the_stat_has_zookeepers_field_order() -> None:
 
 def test_multi_reply_round_trip_and_layout() -> None:
     results = [
-        MultiResult(jute.OP_CREATE, "/m"),
-        MultiResult(jute.OP_CREATE2, ("/m2", STAT)),
-        MultiResult(jute.OP_SET_DATA, STAT),
+        MultiResult(jute.OP_CREATE, path="/m"),
+        MultiResult(jute.OP_CREATE2, path="/m2", stat=STAT),
+        MultiResult(jute.OP_SET_DATA, stat=STAT),
         MultiResult(jute.OP_CHECK),
         MultiResult(jute.OP_DELETE),
-        MultiResult(jute.OP_ERROR, 0),
-        MultiResult(jute.OP_ERROR, Code.BAD_VERSION),
+        MultiResult(jute.OP_ERROR, err=0),
+        MultiResult(jute.OP_ERROR, err=Code.BAD_VERSION),
     ]
     frame = jute.encode_multi_reply(3, 4, results)
     xid, zxid, err, reader = jute_client.decode_reply_header(frame[4:])
@@ -378,9 +378,9 @@ def test_multi_reply_round_trip_and_layout() -> None:
 
 def test_multi_read_reply_round_trip() -> None:
     results = [
-        MultiResult(jute.OP_GET_DATA, (b"v", STAT)),
-        MultiResult(jute.OP_GET_CHILDREN, ["x", "y"]),
-        MultiResult(jute.OP_ERROR, Code.NO_NODE),
+        MultiResult(jute.OP_GET_DATA, data=b"v", stat=STAT),
+        MultiResult(jute.OP_GET_CHILDREN, children=("x", "y")),
+        MultiResult(jute.OP_ERROR, err=Code.NO_NODE),
     ]
     frame = jute.encode_multi_reply(8, 9, results)
     _xid, _zxid, _err, reader = jute_client.decode_reply_header(frame[4:])
@@ -506,7 +506,7 @@ def test_header_with_any_opcode_and_random_record(index: int, opcode: int) -> No
 
 VALID_FRAMES = [jute_client.encode_request(9, op, request)[4:] for op, request in REQUESTS] + [
     ConnectRequest(0, 1, 2, 3, b"x" * 16).encode()[4:],
-    jute.encode_multi_reply(1, 2, [MultiResult(jute.OP_CREATE2, ("/m", STAT))])[4:],
+    jute.encode_multi_reply(1, 2, [MultiResult(jute.OP_CREATE2, path="/m", stat=STAT)])[4:],
     jute.encode_event(WatchedEvent(EventType.CREATED, "/a", 1))[4:],
 ]
 

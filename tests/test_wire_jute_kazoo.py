@@ -181,9 +181,9 @@ def test_kazoo_parses_a_multi_reply() -> None:
         4,
         8,
         [
-            MultiResult(jute.OP_CREATE, "/t"),
+            MultiResult(jute.OP_CREATE, path="/t"),
             MultiResult(jute.OP_DELETE),
-            MultiResult(jute.OP_SET_DATA, STAT),
+            MultiResult(jute.OP_SET_DATA, stat=STAT),
             MultiResult(jute.OP_CHECK),
         ],
     )
@@ -191,7 +191,7 @@ def test_kazoo_parses_a_multi_reply() -> None:
     assert header.err == 0
     assert kz.Transaction.deserialize(payload, offset) == ["/t", True, zstat(STAT), True]
     failed = jute.encode_multi_reply(
-        4, 8, [MultiResult(jute.OP_ERROR, 0), MultiResult(jute.OP_ERROR, Code.BAD_VERSION)]
+        4, 8, [MultiResult(jute.OP_ERROR, err=0), MultiResult(jute.OP_ERROR, err=Code.BAD_VERSION)]
     )
     _header, payload, offset = kazoo_reply(failed)
     results = kz.Transaction.deserialize(payload, offset)

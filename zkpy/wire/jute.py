@@ -23,7 +23,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from zkpy.core.errors import Code, MarshallingError
 from zkpy.core.requests import (
@@ -771,14 +770,20 @@ def encode_who_am_i_reply(xid: int, zxid: int, ids: Sequence[tuple[str, str]]) -
     return _reply(xid, zxid, b"".join(parts))
 
 
-class MultiResult(NamedTuple):
-    """One operation's result in a multi or multiRead reply. `opcode` is the result's type:
-    create (value: the path), create2 (value: (path, Stat)), delete and check (None), setData
-    (a Stat), getData ((data, Stat)), getChildren (the names), or OP_ERROR (value: the error
-    code, 0 for an operation rolled back because another failed)."""
+@dataclass(frozen=True, slots=True)
+class MultiResult:
+    """One operation's result in a multi or multiRead reply. `opcode` is the result's type,
+    and says which fields it carries: create the path, create2 the path and the Stat, delete
+    and check nothing, setData the Stat, getData the data and the Stat, getChildren the
+    children, OP_ERROR the error code (0 for an operation rolled back because another
+    failed)."""
 
     opcode: int
-    value: object = None
+    path: str = ""
+    stat: Stat | None = None
+    data: bytes = b""
+    children: tuple[str, ...] = ()
+    err: int = 0
 
 
 def encode_multi_reply(xid: int, zxid: int, results: Sequence[MultiResult]) -> bytes:
@@ -793,27 +798,25 @@ def encode_multi_reply(xid: int, zxid: int, results: Sequence[MultiResult]) -> b
 
 
 def _multi_result(result: MultiResult) -> bytes:
-    opcode, value = result
+    opcode = result.opcode
     if opcode == OP_ERROR:
-        if not isinstance(value, int):
-            raise TypeError(f"an error result holds its code, not {value!r}")
-        return MULTI_HEADER.pack(OP_ERROR, False, value) + INT.pack(value)
-    head = MULTI_HEADER.pack(opcode, False, 0)
+        return MULTI_HEADER.pack(OP_ERROR, False, result.err) + INT.pack(result.err)
+    record = MULTI_HEADER.pack(opcode, False, 0)
     if opcode in (OP_DELETE, OP_CHECK):
-        return head
-    if opcode == OP_CREATE and isinstance(value, str):
-        return head + write_ustring(value)
-    if opcode == OP_SET_DATA and isinstance(value, Stat):
-        return head + STAT.pack(*value)
-    if opcode == OP_CREATE2 and isinstance(value, tuple):
-        path, stat = value
-        return head + write_ustring(path) + STAT.pack(*stat)
-    if opcode == OP_GET_DATA and isinstance(value, tuple):
-        data, stat = value
-        return head + write_buffer(data) + STAT.pack(*stat)
-    if opcode == OP_GET_CHILDREN and isinstance(value, list | tuple):
-        return head + write_strings(value)
-    raise TypeError(f"cannot encode a multi result {result!r}")
+        return record
+    if opcode in (OP_CREATE, OP_CREATE2):
+        record += write_ustring(result.path)
+    elif opcode == OP_GET_DATA:
+        record += write_buffer(result.data)
+    elif opcode == OP_GET_CHILDREN:
+        return record + write_strings(result.children)
+    elif opcode != OP_SET_DATA:
+        raise ValueError(f"no multi result has type {opcode}")
+    if opcode == OP_CREATE:
+        return record
+    if result.stat is None:
+        raise ValueError(f"a multi result of type {opcode} needs a Stat")
+    return record + STAT.pack(*result.stat)
 
 
 def encode_event(event: WatchedEvent, state: int = STATE_SYNC_CONNECTED) -> bytes:

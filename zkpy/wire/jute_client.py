@@ -181,22 +181,24 @@ def decode_multi_results(reader: Reader) -> list[MultiResult]:
             return results
         if len(results) >= MAX_MULTI_OPS:
             raise JuteError(f"a multi holds at most {MAX_MULTI_OPS} operations")
-        results.append(MultiResult(opcode, _multi_value(reader, opcode)))
+        results.append(_multi_result(reader, opcode))
 
 
-def _multi_value(reader: Reader, opcode: int) -> object:
+def _multi_result(reader: Reader, opcode: int) -> MultiResult:
     if opcode == OP_ERROR:
-        return reader.int32()
+        return MultiResult(opcode, err=reader.int32())
     if opcode in (OP_DELETE, OP_CHECK):
-        return None
+        return MultiResult(opcode)
     if opcode == OP_CREATE:
-        return reader.string("the path")
+        return MultiResult(opcode, path=reader.string("the path"))
     if opcode == OP_CREATE2:
-        return reader.string("the path"), reader.stat()
+        path = reader.string("the path")
+        return MultiResult(opcode, path=path, stat=reader.stat())
     if opcode == OP_SET_DATA:
-        return reader.stat()
+        return MultiResult(opcode, stat=reader.stat())
     if opcode == OP_GET_DATA:
-        return reader.buffer(), reader.stat()
+        data = reader.buffer()
+        return MultiResult(opcode, data=data, stat=reader.stat())
     if opcode == OP_GET_CHILDREN:
-        return list(reader.strings())
+        return MultiResult(opcode, children=reader.strings())
     raise JuteError(f"unknown multi result type {opcode}")
