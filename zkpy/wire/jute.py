@@ -117,7 +117,6 @@ ADD_WATCH_MODES: dict[int, WatchMode] = {
 
 INT = struct.Struct(">i")
 LONG = struct.Struct(">q")
-_BOOL = struct.Struct(">?")
 REQUEST_HEADER = struct.Struct(">ii")
 REPLY_HEADER = struct.Struct(">iqi")
 MULTI_HEADER = struct.Struct(">i?i")
