@@ -30,6 +30,7 @@ COMPILED_MODULES = [
     "zkpy/server/peers.py",
     "zkpy/wire/client.py",
     "zkpy/wire/frames.py",
+    "zkpy/wire/jute.py",
     "zkpy/wire/peer.py",
     "zkpy/zab/election.py",
     "zkpy/zab/follower.py",
