@@ -237,14 +237,14 @@ async def test_calls_from_inside_an_event_loop_are_refused(server: RunningServer
 async def test_mixing_sync_and_async_is_a_type_error(server: RunningServer) -> None:
     async with sync_client(server.address) as szk, zkpy.connect(server.address) as azk:
         for recipe in (recipes.Lock, recipes.Queue, recipes.Counter, recipes.Barrier):
-            with pytest.raises(TypeError, match="recipes.sync"):
+            with pytest.raises(TypeError, match=r"recipes\.sync"):
                 recipe(szk, "/mixed")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="recipes.Election"):
+        with pytest.raises(TypeError, match=r"recipes\.Election"):
             recipes.Election(szk, "/mixed")  # type: ignore[arg-type]
         for blocking in (recipes.sync.Lock, recipes.sync.Queue, recipes.sync.Counter):
-            with pytest.raises(TypeError, match="zkpy.sync client"):
+            with pytest.raises(TypeError, match=r"zkpy\.sync client"):
                 blocking(azk, "/mixed")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="zkpy.sync.WatchFuture"):
+        with pytest.raises(TypeError, match=r"zkpy\.sync\.WatchFuture"):
             await in_thread(szk.get, "/", watch=zkpy.WatchFuture())
 
 
