@@ -15,7 +15,7 @@ from tests.conftest import REPO_ROOT
 
 pytest_plugins = ["pytester"]
 
-USERS_TESTS = '''
+USERS_TESTS = """
 import asyncio
 
 import pytest
@@ -67,7 +67,7 @@ async def test_ensemble_is_shared_by_the_module(zkpy_ensemble):
     record(zkpy_ensemble)
     async with zkpy.connect(zkpy_ensemble) as zk:
         assert await zk.exists("/shared") is not None
-'''
+"""
 
 
 def declared_plugins() -> dict[str, str]:
