@@ -282,6 +282,46 @@ class Lock(_Holds):
         return self.zk.run(self.async_lock.contenders)
 
 
+class WriteLock(Lock):
+    """The exclusive side of a `ReadWriteLock` (`recipes.WriteLock`, blocking)."""
+
+    async_type = recipes.WriteLock
+
+
+class ReadLock(Lock):
+    """The shared side of a `ReadWriteLock` (`recipes.ReadLock`, blocking): readers hold
+    together, and wait only for writers ahead of them."""
+
+    async_type = recipes.ReadLock
+
+
+class ReadWriteLock:
+    """Shared readers and one writer, served fairly in arrival order (`recipes.ReadWriteLock`):
+    ``with rw.read_lock() as held:`` / ``with rw.write_lock() as held:``. A thread that holds
+    the read lock and asks for the write lock gets `AlreadyHeldError` (it would wait for
+    itself)."""
+
+    def __init__(
+        self,
+        zk: Client,
+        path: str,
+        identifier: bytes | str = b"",
+        *,
+        cancel_on_suspend: bool = False,
+    ) -> None:
+        self.path = path
+        self._read = ReadLock(zk, path, identifier, cancel_on_suspend=cancel_on_suspend)
+        self._write = WriteLock(zk, path, identifier, cancel_on_suspend=cancel_on_suspend)
+
+    def read_lock(self) -> ReadLock:
+        """The read side: the same `ReadLock` every time."""
+        return self._read
+
+    def write_lock(self) -> WriteLock:
+        """The write side: the same `WriteLock` every time."""
+        return self._write
+
+
 class _Candidacy(Lock):
     async_type = _election._Candidacy
 
@@ -544,5 +584,8 @@ __all__ = [
     "LockLostError",
     "NotHeldError",
     "Queue",
+    "ReadLock",
+    "ReadWriteLock",
     "Semaphore",
+    "WriteLock",
 ]

@@ -15,7 +15,7 @@ import trio
 import zkpy
 import zkpy.sync
 from recipes.errors import AlreadyHeldError, LockLostError, NotHeldError
-from recipes.sync import Barrier, Counter, Election, Lock, Queue, Semaphore
+from recipes.sync import Barrier, Counter, Election, Lock, Queue, ReadWriteLock, Semaphore
 from zkpy.testing import RunningServer
 
 
@@ -168,3 +168,20 @@ async def test_election_semaphore_barrier_queue_counter(server: RunningServer) -
 
         for scenario in (election, semaphore, barrier_and_queue, counter):
             await in_thread(scenario)
+
+
+async def test_readers_share_and_a_writer_waits(server: RunningServer) -> None:
+    async with clients(server.address, 3) as (a, b, c):
+
+        def scenario() -> None:
+            with ReadWriteLock(a, "/rw").read_lock() as first:
+                with ReadWriteLock(b, "/rw").read_lock() as second:
+                    assert second.token > first.token
+                    writer = ReadWriteLock(c, "/rw").write_lock()
+                    assert writer.try_acquire() is None
+                    with pytest.raises(AlreadyHeldError):
+                        ReadWriteLock(a, "/rw").write_lock().acquire()
+            with writer as exclusive:
+                assert exclusive.token > second.token
+
+        await in_thread(scenario)
