@@ -39,7 +39,7 @@ import trio
 import recipes
 from recipes import election as _election
 from recipes.errors import AlreadyHeldError, LockLostError, NotHeldError
-from zkpy.sync import Client, SyncTransaction
+from zkpy.sync import Client, SyncTransaction, within
 
 T = TypeVar("T")
 
@@ -58,15 +58,6 @@ def _sync_client(zk: object, recipe: str) -> Client:
             f"use recipes.{recipe}"
         )
     return zk
-
-
-async def _within(timeout: float | None, afn: Callable[[], Awaitable[T]]) -> T:
-    """``await afn()``; after `timeout` seconds (None: never) cancel it and raise TimeoutError."""
-    if timeout is None:
-        return await afn()
-    with trio.move_on_after(timeout):
-        return await afn()
-    raise TimeoutError(f"not done within {timeout} s")
 
 
 async def _keep(held: recipes.Held, over: threading.Event, task_status: Any) -> None:
@@ -178,7 +169,7 @@ class _Holds:
                 _ACTIVE.add(key)
         try:
             acquired = self.zk.run(
-                _within, timeout, functools.partial(self._acquire_async, blocking)
+                within, timeout, functools.partial(self._acquire_async, blocking)
             )
         except BaseException:
             self._forget(key, None)
@@ -431,7 +422,7 @@ class Barrier:
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the barrier is down (TimeoutError after `timeout` seconds)."""
-        self.zk.run(_within, timeout, self.async_barrier.wait)
+        self.zk.run(within, timeout, self.async_barrier.wait)
 
 
 class DoubleBarrier:
@@ -449,11 +440,11 @@ class DoubleBarrier:
 
     def enter(self, timeout: float | None = None) -> None:
         """Join, and block until everyone has (TimeoutError after `timeout`, withdrawn)."""
-        self.zk.run(_within, timeout, self.async_barrier.enter)
+        self.zk.run(within, timeout, self.async_barrier.enter)
 
     def leave(self, timeout: float | None = None) -> None:
         """Leave, and block until everyone has left."""
-        self.zk.run(_within, timeout, self.async_barrier.leave)
+        self.zk.run(within, timeout, self.async_barrier.leave)
 
     def __enter__(self) -> DoubleBarrier:
         self.enter()
@@ -489,7 +480,7 @@ class Queue:
 
     def get(self, timeout: float | None = None) -> bytes:
         """Take the first item, blocking for one (TimeoutError after `timeout` seconds)."""
-        item: bytes = self.zk.run(_within, timeout, self.async_queue.get)
+        item: bytes = self.zk.run(within, timeout, self.async_queue.get)
         return item
 
     take = get

@@ -205,6 +205,7 @@ async def test_listeners_and_close(server: RunningServer) -> None:
     states: list[zkpy.ConnectionState] = []
     zk = await in_thread(zkpy.sync.connect, server.address)
     assert zk.connected and zk.state is zkpy.ConnectionState.CONNECTED
+    await in_thread(zk.wait_connected, timeout=1)
     await in_thread(zk.add_listener, states.append)
     ephemeral = await in_thread(zk.create, "/e", ephemeral=True)
     await in_thread(zk.close)

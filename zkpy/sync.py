@@ -263,6 +263,7 @@ class Client:
             if self._async is None:
                 started.put(error)
             else:
+                self._closed = True
                 log.exception("the zkpy.sync client's loop ended")
 
     def _run(self, afn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -391,7 +392,7 @@ class Client:
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until the session is connected (TimeoutError after `timeout` seconds)."""
-        self._run(_with_timeout, timeout, self.async_client.wait_connected)
+        self._run(within, timeout, self.async_client.wait_connected)
 
     @contextmanager
     def state_changes(self) -> Iterator[BlockingIterator[ConnectionState]]:
@@ -559,8 +560,9 @@ async def _feed(
         done.set()
 
 
-async def _with_timeout(timeout: float | None, afn: Callable[[], Awaitable[T]]) -> T:
-    """``await afn()``, raising TimeoutError (not trio's TooSlowError) after `timeout` s."""
+async def within(timeout: float | None, afn: Callable[[], Awaitable[T]]) -> T:
+    """``await afn()``; after `timeout` seconds (None: never) cancel it and raise TimeoutError
+    (the builtin, which threaded code expects, rather than trio's TooSlowError)."""
     with trio.move_on_after(math.inf if timeout is None else timeout):
         return await afn()
     raise TimeoutError(f"not done within {timeout} s")
@@ -715,4 +717,5 @@ __all__ = [
     "WatchFuture",
     "connect",
     "refuse_inside_event_loop",
+    "within",
 ]
