@@ -316,11 +316,11 @@ class Client:
     def close(self) -> None:
         """Close the session (its ephemerals are deleted at once) and end the client's threads.
         Idempotent; safe from any thread, the callback thread included."""
+        refuse_inside_event_loop("zkpy.sync.Client.close()")
         with self._close_lock:
             if self._closed and (self._thread is None or not self._thread.is_alive()):
                 return
             self._closed = True
-        refuse_inside_event_loop("zkpy.sync.Client.close()")
         if self._thread is not None and self._token is not None and self._stop is not None:
             try:
                 trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
