@@ -59,6 +59,19 @@ def parse_nodes(names: Iterable[str]) -> list[Node]:
     return nodes
 
 
+def async_client(zk: zkpy.Client, recipe: str) -> zkpy.Client:
+    """`zk`, checked not to be a blocking `zkpy.sync` client (whose calls would block the loop
+    the recipe runs on): that raises a TypeError pointing to `recipes.sync`."""
+    from zkpy.sync import Client as BlockingClient
+
+    if isinstance(zk, BlockingClient):
+        raise TypeError(
+            f"recipes.{recipe} takes an async client (zkpy.connect), not a zkpy.sync client: "
+            f"use recipes.sync.{recipe}"
+        )
+    return zk
+
+
 def join(parent: str, name: str) -> str:
     return parent + name if parent.endswith("/") else f"{parent}/{name}"
 

@@ -11,7 +11,7 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import check_alive, delete_quietly, join, new_uid, retry, to_bytes
+from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry, to_bytes
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError
 
 READY = "ready"
@@ -25,7 +25,7 @@ class Barrier:
     """
 
     def __init__(self, zk: zkpy.Client, path: str) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Barrier")
         self.path = path
 
     async def create(self) -> bool:
@@ -75,7 +75,7 @@ class DoubleBarrier:
     ) -> None:
         if num_clients < 1:
             raise ValueError("num_clients must be at least 1")
-        self.zk = zk
+        self.zk = async_client(zk, "DoubleBarrier")
         self.path = path.rstrip("/") or "/"
         self.num_clients = num_clients
         self.identifier = to_bytes(identifier)

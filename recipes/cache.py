@@ -31,7 +31,7 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import join, retry
+from recipes._nodes import async_client, join, retry
 from zkpy import EventType
 from zkpy.errors import NoNodeError, single_error
 
@@ -69,7 +69,7 @@ class Cache:
     """
 
     def __init__(self, zk: zkpy.Client, path: str, *, max_parallel_reads: int = 64) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Cache")
         self.path = path.rstrip("/") or "/"
         self.ready = False
         self.closed = False

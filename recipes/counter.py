@@ -10,7 +10,7 @@ reading the receipt, so an increment is applied exactly once, never twice.
 from __future__ import annotations
 
 import zkpy
-from recipes._nodes import RECEIPTS_PATH, Receipt, check_alive, new_uid, retry
+from recipes._nodes import RECEIPTS_PATH, Receipt, async_client, check_alive, new_uid, retry
 from zkpy.errors import BadVersionError, ConnectionLossError, NodeExistsError, NoNodeError
 
 
@@ -33,7 +33,7 @@ class Counter:
         *,
         receipts_path: str = RECEIPTS_PATH,
     ) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Counter")
         self.path = path.rstrip("/") or "/"
         self.default = default
         self.pre_value: int | None = None

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import trio
 
 import zkpy
-from recipes._nodes import join, parse_nodes, retry
+from recipes._nodes import async_client, join, parse_nodes, retry
 from recipes.lock import Held, Lock
 from zkpy.errors import NoNodeError
 
@@ -83,7 +83,7 @@ class Election:
         *,
         cancel_on_suspend: bool = False,
     ) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Election")
         self.path = path.rstrip("/") or "/"
         self._candidacy = _Candidacy(zk, self.path, identifier, cancel_on_suspend=cancel_on_suspend)
         self.identifier = self._candidacy.identifier

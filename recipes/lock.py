@@ -26,6 +26,7 @@ import trio
 import zkpy
 from recipes._nodes import (
     Node,
+    async_client,
     create_contender,
     join,
     new_uid,
@@ -383,7 +384,7 @@ class Lock:
         *,
         cancel_on_suspend: bool = False,
     ) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Lock")
         self.path = path.rstrip("/") or "/"
         self.identifier = to_bytes(identifier)
         self.cancel_on_suspend = cancel_on_suspend

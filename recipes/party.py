@@ -8,7 +8,7 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import check_alive, delete_quietly, join, new_uid, retry, to_bytes
+from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry, to_bytes
 from recipes.watchers import ChildrenWatch
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError
 
@@ -22,7 +22,7 @@ class Party:
     """
 
     def __init__(self, zk: zkpy.Client, path: str, identifier: bytes | str = b"") -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Party")
         self.path = path.rstrip("/") or "/"
         self.identifier = to_bytes(identifier)
         self.node_name = new_uid()

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import trio
 
 import zkpy
-from recipes._nodes import RECEIPTS_PATH, Receipt, check_alive, join, new_uid, retry
+from recipes._nodes import RECEIPTS_PATH, Receipt, async_client, check_alive, join, new_uid, retry
 from zkpy.errors import ConnectionLossError, NoNodeError
 
 _ITEM = re.compile(r"^item-(?P<priority>[0-9]{3})-(?P<uid>[0-9a-f]{32})-(?P<seq>[0-9]{10})$")
@@ -47,7 +47,7 @@ class Queue:
     """
 
     def __init__(self, zk: zkpy.Client, path: str, *, receipts_path: str = RECEIPTS_PATH) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "Queue")
         self.path = path.rstrip("/") or "/"
         self._receipt = Receipt(zk, receipts_path)
 

@@ -22,6 +22,7 @@ import trio
 
 import zkpy
 from recipes._nodes import (
+    async_client,
     create_contender,
     join,
     new_uid,
@@ -60,7 +61,7 @@ class Semaphore:
     ) -> None:
         if max_leases < 1:
             raise ValueError("max_leases must be at least 1")
-        self.zk = zk
+        self.zk = async_client(zk, "Semaphore")
         self.path = path.rstrip("/") or "/"
         self.max_leases = max_leases
         self.identifier = to_bytes(identifier)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import trio
 
 import zkpy
-from recipes._nodes import retry
+from recipes._nodes import async_client, retry
 from zkpy.errors import NoNodeError
 
 
@@ -25,7 +25,7 @@ class DataWatch:
     """Async iterator of ``(data, Stat) | None`` for one znode: see `data_watch`."""
 
     def __init__(self, zk: zkpy.Client, path: str) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "DataWatch")
         self.path = path
         self._pending: zkpy.WatchFuture | None = None
         self._started = False
@@ -65,7 +65,7 @@ class ChildrenWatch:
     not exist) for one znode: see `children_watch`."""
 
     def __init__(self, zk: zkpy.Client, path: str) -> None:
-        self.zk = zk
+        self.zk = async_client(zk, "ChildrenWatch")
         self.path = path
         self._pending: zkpy.WatchFuture | None = None
         self._started = False

@@ -17,7 +17,7 @@ EXAMPLES = REPO_ROOT / "examples"
 
 
 @pytest.fixture
-def zkpy_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def example_server(tmp_path: Path) -> Iterator[ServerProcess]:
     with server_process(tmp_path / "data") as proc:  # tick 100 ms: sessions of 0.2 .. 2 s
         proc.wait_ready_sync()
         yield proc
@@ -38,12 +38,12 @@ async def run_example(name: str, *args: str, timeout: float = 40) -> str:
 
 
 async def test_lock_workers_in_separate_processes_count_exactly(
-    zkpy_server: ServerProcess, tmp_path: Path
+    example_server: ServerProcess, tmp_path: Path
 ) -> None:
     workers, increments = 4, 15
     output = await run_example(
         "lock_workers.py",
-        *("--server", zkpy_server.address, "--workers", str(workers)),
+        *("--server", example_server.address, "--workers", str(workers)),
         *("--increments", str(increments), "--session-timeout", "2", "--dir", str(tmp_path)),
     )
     assert f"counter = {workers * increments} (expected {workers * increments})" in output
@@ -59,10 +59,10 @@ async def test_lock_workers_in_separate_processes_count_exactly(
 
 
 async def test_election_example_new_leader_has_a_larger_token(
-    zkpy_server: ServerProcess,
+    example_server: ServerProcess,
 ) -> None:
     output = await run_example(
-        "election.py", "--server", zkpy_server.address, "--session-timeout", "1", "--rounds", "2"
+        "election.py", "--server", example_server.address, "--session-timeout", "1", "--rounds", "2"
     )
     leaders = [line for line in output.splitlines() if line.startswith("leader: ")]
     assert len(leaders) == 3, output
@@ -72,16 +72,16 @@ async def test_election_example_new_leader_has_a_larger_token(
 
 
 async def test_fencing_example_rejects_the_paused_holders_write(
-    zkpy_server: ServerProcess,
+    example_server: ServerProcess,
 ) -> None:
     output = await run_example(
-        "fencing.py", "--server", zkpy_server.address, "--session-timeout", "1"
+        "fencing.py", "--server", example_server.address, "--session-timeout", "1"
     )
     assert "the stale write was rejected" in output, output
     assert "stored value: 'from B'" in output
     assert "EXIT lost=True" in output  # and A's body was cancelled once it noticed
 
 
-async def test_config_watch_example_reloads(zkpy_server: ServerProcess) -> None:
-    output = await run_example("config_watch.py", "--server", zkpy_server.address, "--demo")
+async def test_config_watch_example_reloads(example_server: ServerProcess) -> None:
+    output = await run_example("config_watch.py", "--server", example_server.address, "--demo")
     assert "reloaded config version 3: {'workers': 8, 'final': True}" in output, output
