@@ -253,3 +253,12 @@ def test_no_server_raises_and_leaves_no_thread() -> None:
     with pytest.raises(ConnectionLossError):
         zkpy.sync.connect(f"127.0.0.1:{free_port()}", connect_timeout=0.2)
     assert not any(t.name in SYNC_THREADS for t in threading.enumerate())
+
+
+def test_a_plain_import_of_zkpy_reaches_sync_and_tls() -> None:
+    import subprocess
+    import sys
+
+    code = "import zkpy; print(zkpy.sync.connect.__module__, zkpy.tls.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["zkpy.sync", "zkpy.tls"], done.stderr

@@ -32,6 +32,16 @@ State = ConnectionState
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> object:
+    """`zkpy.sync` and `zkpy.tls` after a plain `import zkpy`, imported on first use: the
+    blocking client starts nothing until it is used, and TLS needs `ssl` only where it is used."""
+    if name in ("sync", "tls"):
+        import importlib
+
+        return importlib.import_module(f"zkpy.{name}")
+    raise AttributeError(f"module 'zkpy' has no attribute {name!r}")
+
+
 def compiled() -> bool:
     """Whether this zkpy is the compiled build (``ZKPY_COMPILE=1 pip install .``: the request
     path compiled by mypyc, see setup.py) rather than pure Python."""
