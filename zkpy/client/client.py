@@ -29,6 +29,7 @@ import trio
 from zkpy._net.outbox import Flusher, Outbox
 from zkpy._net.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
 from zkpy.client import builders
+from zkpy.client.chroot import split_chroot
 from zkpy.client.connection import (
     Call,
     ClientConnection,
@@ -203,7 +204,8 @@ class Client:
         spin_before_wait: float = SPIN_BEFORE_WAIT_S,
     ) -> None:
         check_spin(spin_before_wait, "spin_before_wait")
-        self.hosts = parse_hosts(hosts)
+        servers, self.chroot = split_chroot(hosts)
+        self.hosts = parse_hosts(servers)
         self.spin_before_wait = spin_before_wait
         if randomize_hosts:
             random.shuffle(self.hosts)
@@ -216,6 +218,7 @@ class Client:
         self._conn = ClientConnection(
             self.requested_timeout_ms,
             auth=[builders.auth(scheme, credential) for scheme, credential in auth],
+            chroot=self.chroot,
         )
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
@@ -855,7 +858,9 @@ async def connect(
     """Open a session with an ensemble and keep it for the ``async with`` block.
 
     ``async with zkpy.connect("127.0.0.1:2181,127.0.0.1:2182", session_timeout=10.0) as zk:``
-    Leaving the block closes the session (its ephemerals are deleted at once). `auth` is a list of
+    Leaving the block closes the session (its ephemerals are deleted at once). A path after
+    the servers (``"h1:2181,h2:2181/app"``) is a chroot: every path is then relative to
+    ``/app``, which must exist (`zkpy.client.chroot`). `auth` is a list of
     (scheme, credential) pairs sent at every (re)connect, like `add_auth`; `tls` an SSL context
     (`zkpy.tls.client_context(ca, certfile, keyfile)`) for servers that speak TLS.
     `spin_before_wait` (seconds, 0 for never, at most 0.01) is how long a read of the

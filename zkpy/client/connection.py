@@ -10,7 +10,8 @@ It owns the handshake (a new session, or resuming one with its password and the 
 seen), xid allocation (positive xids only: -2..0 are reserved), the table of calls awaiting a
 reply (replies come in request order: a reply for any other xid is a protocol error), pings and
 the silence that ends a connection, watch events and their demultiplexing (`WatchTable`), and
-replaying auth and watches on every new connection. Every request of every builder (Client
+replaying auth and watches on every new connection, and a chroot's rewriting of the paths that
+go out and come back (`zkpy.client.chroot`). Every request of every builder (Client
 methods, `Transaction`, `Pipeline`) is encoded here, by `send_request`.
 
 The caller (the trio `Client`) connects a socket, sends what `data_to_send()` returns, feeds
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from zkpy.client.chroot import Chroot
 from zkpy.client.watches import WatchCallback, WatchTable
 from zkpy.core.errors import (
     BadArgumentsError,
@@ -284,8 +286,11 @@ class ClientConnection:
         *,
         auth: Iterable[AuthRequest] = (),
         max_server_frame: int = MAX_SERVER_FRAME,
+        chroot: str | None = None,
     ) -> None:
         self.state = State.IDLE
+        # the client's paths are relative to this znode (None: to the root), see `Chroot`
+        self.chroot = None if chroot is None or chroot == "/" else Chroot(chroot)
         self.session_id = 0
         self.password = b""
         self.timeout_ms = timeout_ms  # the requested timeout, then the negotiated one
@@ -338,7 +343,8 @@ class ClientConnection:
         if self.state is not State.CONNECTED:
             raise LocalProtocolError(f"cannot send a request while {self.state.value}")
         xid = self.next_xid
-        frame = wire.encode_request(xid, request, self._packer)
+        sent = request if self.chroot is None else self.chroot.outgoing(request)
+        frame = wire.encode_request(xid, sent, self._packer)
         if len(frame) > self.max_frame:
             raise BadArgumentsError(f"request of {len(frame)} bytes is over the frame limit")
         self.next_xid = xid + 1 if xid < MAX_XID else 1
@@ -434,7 +440,8 @@ class ClientConnection:
 
     def _send_internal(self, xid: int, request: Request) -> None:
         self.pending.append(Call(xid, request))
-        self._out.append(wire.encode_request(xid, request))
+        sent = request if self.chroot is None else self.chroot.outgoing(request)
+        self._out.append(wire.encode_request(xid, sent))
 
     def _receive_frame(self, payload: bytes, events: list[Event]) -> None:
         """One server frame: an event, a ping reply, or the reply to the oldest call."""
@@ -443,6 +450,8 @@ class ClientConnection:
             self.last_zxid = zxid
         if xid == wire.XID_EVENT:
             event = wire.decode_event(body, zxid)
+            if self.chroot is not None:
+                event = self.chroot.incoming_event(event)
             events.append(WatchFired(event, self.watches.dispatch(event)))
             return
         if xid == wire.XID_PING:
@@ -461,6 +470,8 @@ class ClientConnection:
             call.result = RESULTS[type(request)](body)
             if call.watch is not None:
                 self._register(call)
+        if self.chroot is not None and call.failure is None:
+            call.result = self.chroot.incoming_result(request, call.result)
         if pending[0] is call:
             pending.popleft()
         else:
