@@ -26,6 +26,7 @@ from zkpy.core.types import (
     Stat,
     WatchedEvent,
 )
+from zkpy.retry import Retry
 
 State = ConnectionState
 
@@ -61,6 +62,7 @@ __all__ = [
     "Id",
     "Perm",
     "Pipeline",
+    "Retry",
     "Stat",
     "State",
     "Transaction",

@@ -42,6 +42,7 @@ from zkpy.client.client import Client as AsyncClient
 from zkpy.client.client import ConnectionState, Pipeline, Transaction
 from zkpy.core.errors import SessionExpiredError, ZkError
 from zkpy.core.types import ACL, Stat, WatchedEvent
+from zkpy.retry import Retry  # `call_sync` is the blocking way to use it
 
 log = logging.getLogger("zkpy.sync")
 
@@ -712,6 +713,7 @@ __all__ = [
     "Client",
     "ClientClosedError",
     "ConnectionState",
+    "Retry",
     "SyncPipeline",
     "SyncTransaction",
     "WatchFuture",
