@@ -3,6 +3,7 @@ public client's results have precise types (checked with mypy's reveal_type)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -34,3 +35,81 @@ def test_wheel_carries_py_typed(tmp_path: Path) -> None:
     (wheel,) = out.glob("zkpy-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"zkpy/py.typed", "recipes/py.typed"} <= names
+
+
+SNIPPET = """
+import zkpy
+import zkpy.sync
+
+
+async def main(flag: bool) -> None:
+    async with zkpy.connect("127.0.0.1:2181/app") as zk:
+        reveal_type(await zk.create("/a"))
+        reveal_type(await zk.create("/a", include_data=True))
+        reveal_type(await zk.create("/a", include_data=flag))
+        reveal_type(await zk.get_children("/"))
+        reveal_type(await zk.get_children("/", include_data=True))
+        reveal_type(await zk.get_children("/", include_data=flag))
+        reveal_type(await zk.get("/a"))
+        reveal_type(await zk.exists("/a"))
+        reveal_type(await zkpy.Retry(max_tries=5)(zk.get, "/a"))
+        reveal_type(await zkpy.Retry(max_tries=5)(zk.create, "/a", include_data=True))
+
+
+def blocking(flag: bool) -> None:
+    with zkpy.sync.connect("127.0.0.1:2181") as zk:
+        reveal_type(zk.create("/a"))
+        reveal_type(zk.create("/a", include_data=True))
+        reveal_type(zk.create("/a", include_data=flag))
+        reveal_type(zk.get_children("/"))
+        reveal_type(zk.get_children("/", include_data=True))
+        reveal_type(zk.get_children("/", include_data=flag))
+        reveal_type(zk.get("/a"))
+        reveal_type(zkpy.sync.Retry(max_tries=5).call_sync(zk.exists, "/a"))
+        with zk.watch("/a") as events:
+            for event in events:
+                reveal_type(event)
+"""
+
+# mypy shows a NamedTuple as its fields with a fallback: say Stat instead
+STAT_TUPLE = re.compile(r"tuple\[int(?:, int)*, fallback=zkpy\.core\.types\.Stat\]")
+EXPECTED = [
+    "str",
+    "tuple[str, Stat]",
+    "str | tuple[str, Stat]",
+    "list[str]",
+    "tuple[list[str], Stat]",
+    "list[str] | tuple[list[str], Stat]",
+    "tuple[bytes, Stat]",
+    "Stat | None",
+    "tuple[bytes, Stat]",
+    "tuple[str, Stat]",
+    "str",
+    "tuple[str, Stat]",
+    "str | tuple[str, Stat]",
+    "list[str]",
+    "tuple[list[str], Stat]",
+    "list[str] | tuple[list[str], Stat]",
+    "tuple[bytes, Stat]",
+    "Stat | None",
+    "zkpy.core.types.WatchedEvent",
+]
+
+
+def test_results_have_precise_types(tmp_path: Path) -> None:
+    """What mypy infers for the public client's results, async and blocking: the overloads on
+    `include_data` pick the shape, and `zkpy.Retry` keeps the wrapped call's type."""
+    from mypy import api
+
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(SNIPPET)
+    cache = tmp_path / "mypy-cache"
+    flags = ["--strict", "--no-error-summary", "--config-file", "", "--cache-dir", str(cache)]
+    out, err, _status = api.run([*flags, str(snippet)])
+    revealed = [
+        STAT_TUPLE.sub("Stat", line.split('Revealed type is "', 1)[1].rstrip('"'))
+        for line in out.splitlines()
+        if "Revealed type is" in line
+    ]
+    assert revealed == EXPECTED, out + err
+    assert [line for line in out.splitlines() if ": error:" in line] == []

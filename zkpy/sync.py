@@ -33,7 +33,7 @@ import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import trio
 
@@ -414,6 +414,43 @@ class Client:
         assert self._callbacks is not None
         return _ThreadWatch(watch, self._callbacks)
 
+    @overload
+    def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: Literal[False] = False,
+    ) -> str: ...
+    @overload
+    def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: Literal[True],
+    ) -> tuple[str, Stat]: ...
+    @overload
+    def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: bool,
+    ) -> str | tuple[str, Stat]: ...
+
     def create(
         self,
         path: str,
@@ -424,7 +461,7 @@ class Client:
         sequential: bool = False,
         makepath: bool = False,
         include_data: bool = False,
-    ) -> Any:
+    ) -> str | tuple[str, Stat]:
         """Create a znode; its path, or (path, Stat) with `include_data` (`Client.create`)."""
         return self._run(
             self.async_client.create,
@@ -453,13 +490,38 @@ class Client:
         """The node's Stat, or None; `watch` fires once on its creation, change or deletion."""
         return self._run(self.async_client.exists, path, watch=self._watch(watch))
 
+    @overload
+    def get_children(
+        self,
+        path: str,
+        *,
+        watch: Callable[[WatchedEvent], object] | None = None,
+        include_data: Literal[False] = False,
+    ) -> list[str]: ...
+    @overload
+    def get_children(
+        self,
+        path: str,
+        *,
+        watch: Callable[[WatchedEvent], object] | None = None,
+        include_data: Literal[True],
+    ) -> tuple[list[str], Stat]: ...
+    @overload
+    def get_children(
+        self,
+        path: str,
+        *,
+        watch: Callable[[WatchedEvent], object] | None = None,
+        include_data: bool,
+    ) -> list[str] | tuple[list[str], Stat]: ...
+
     def get_children(
         self,
         path: str,
         *,
         watch: Callable[[WatchedEvent], object] | None = None,
         include_data: bool = False,
-    ) -> Any:
+    ) -> list[str] | tuple[list[str], Stat]:
         """The names of `path`'s children, sorted; with `include_data`, (names, parent Stat)."""
         return self._run(
             self.async_client.get_children,
@@ -507,7 +569,9 @@ class Client:
         return SyncPipeline(self, self.async_client.pipeline())
 
     @contextmanager
-    def watch(self, path: str, *, recursive: bool = False) -> Iterator[BlockingIterator[Any]]:
+    def watch(
+        self, path: str, *, recursive: bool = False
+    ) -> Iterator[BlockingIterator[WatchedEvent]]:
         """A persistent watch as a blocking iterator of events.
 
         ``with zk.watch("/app", recursive=True) as events: for event in events: ...``
@@ -521,11 +585,11 @@ class Client:
 
     @contextmanager
     def _stream(
-        self, open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterable[Any]]]
-    ) -> Iterator[BlockingIterator[Any]]:
+        self, open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterable[Item]]]
+    ) -> Iterator[BlockingIterator[Item]]:
         """Run ``async with open_stream() as s: async for item in s`` in a task of the loop that
         feeds a `BlockingIterator`, for the duration of the ``with`` block."""
-        iterator: BlockingIterator[Any] = BlockingIterator()
+        iterator: BlockingIterator[Item] = BlockingIterator()
         done = threading.Event()
         scope: trio.CancelScope = self.start_task(_feed, open_stream, iterator, done)
         try:

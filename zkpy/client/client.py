@@ -22,7 +22,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, overload
 
 import trio
 
@@ -577,6 +577,43 @@ class Client:
         """The ACL a create uses (the builders check it)."""
         return self.default_acl if acl is None else acl
 
+    @overload
+    async def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: Literal[False] = False,
+    ) -> str: ...
+    @overload
+    async def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: Literal[True],
+    ) -> tuple[str, Stat]: ...
+    @overload
+    async def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        acl: Sequence[ACL] | None = None,
+        ephemeral: bool = False,
+        sequential: bool = False,
+        makepath: bool = False,
+        include_data: bool,
+    ) -> str | tuple[str, Stat]: ...
+
     async def create(
         self,
         path: str,
@@ -587,7 +624,7 @@ class Client:
         sequential: bool = False,
         makepath: bool = False,
         include_data: bool = False,
-    ) -> Any:
+    ) -> str | tuple[str, Stat]:
         """Create a znode; return its path (with the sequential suffix), or (path, Stat) when
         `include_data` is set. `makepath` creates missing parents as persistent empty nodes."""
         request = builders.create(path, data, self._acl(acl), ephemeral, sequential)
@@ -598,7 +635,8 @@ class Client:
                 raise
             await self.ensure_path(paths.parent(request.path))
             body = await self._call(request)
-        created, stat = body
+        created: str = body[0]
+        stat: Stat = body[1]
         return (created, stat) if include_data else created
 
     async def ensure_path(self, path: str, *, acl: Sequence[ACL] | None = None) -> None:
@@ -625,10 +663,29 @@ class Client:
         result: Stat | None = await self._call(builders.exists(path, watch is not None), watch)
         return result
 
+    @overload
+    async def get_children(
+        self,
+        path: str,
+        *,
+        watch: WatchCallback | None = None,
+        include_data: Literal[False] = False,
+    ) -> list[str]: ...
+    @overload
+    async def get_children(
+        self, path: str, *, watch: WatchCallback | None = None, include_data: Literal[True]
+    ) -> tuple[list[str], Stat]: ...
+    @overload
+    async def get_children(
+        self, path: str, *, watch: WatchCallback | None = None, include_data: bool
+    ) -> list[str] | tuple[list[str], Stat]: ...
+
     async def get_children(
         self, path: str, *, watch: WatchCallback | None = None, include_data: bool = False
-    ) -> Any:
+    ) -> list[str] | tuple[list[str], Stat]:
         """The names of `path`'s children, sorted; with `include_data`, (names, parent Stat)."""
+        children: list[str]
+        stat: Stat
         children, stat = await self._call(builders.get_children(path, watch is not None), watch)
         return (children, stat) if include_data else children
 
