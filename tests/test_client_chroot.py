@@ -40,13 +40,19 @@ def test_the_chroot_is_split_from_the_servers_and_checked() -> None:
 
 def test_requests_and_replies_are_rewritten() -> None:
     root = Chroot("/app")
-    assert root.server_path("/") == "/app" and root.server_path("/a/b") == "/app/a/b"
-    assert root.client_path("/app") == "/" and root.client_path("/app/a") == "/a"
+    assert root.server_path("/") == "/app"
+    assert root.server_path("/a/b") == "/app/a/b"
+    assert root.client_path("/app") == "/"
+    assert root.client_path("/app/a") == "/a"
     assert root.client_path("/apple") == "/apple"  # not below the chroot: left alone
     sequential_root = CreateRequest("/", b"", (), sequential=True)
-    assert root.outgoing(sequential_root).path == "/app/"
+    sent = root.outgoing(sequential_root)
+    assert isinstance(sent, CreateRequest)
+    assert sent.path == "/app/"
     multi = MultiRequest((CreateRequest("/a", b"", ()), CreateRequest("/b", b"", ())))
-    assert [op.path for op in root.outgoing(multi).ops] == ["/app/a", "/app/b"]  # type: ignore[union-attr]
+    sent = root.outgoing(multi)
+    assert isinstance(sent, MultiRequest)
+    assert [op.path for op in sent.ops] == ["/app/a", "/app/b"]
     watches = root.outgoing(SetWatchesRequest(7, data=("/a",), recursive=("/",)))
     assert watches == SetWatchesRequest(7, data=("/app/a",), recursive=("/app",))
     assert root.incoming_result(multi, ["/app/a", True]) == ["/a", True]
@@ -61,7 +67,8 @@ async def test_calls_are_relative_to_the_chroot(server: RunningServer) -> None:
             assert await plain.get("/app/config") == await zk.get("/config")
             assert await zk.create("/w-", ephemeral=True, sequential=True) == "/w-0000000001"
             created, stat = await zk.create("/with", b"x", include_data=True)
-            assert created == "/with" and stat.data_length == 1
+            assert created == "/with"
+            assert stat.data_length == 1
             await zk.ensure_path("/a/b/c")
             assert await plain.exists("/app/a/b/c") is not None
             assert await zk.create("/a/b/c/d", makepath=True) == "/a/b/c/d"
@@ -92,13 +99,15 @@ async def test_transactions_and_pipelines(server: RunningServer) -> None:
             assert await tx.commit() == ["/t", "/q-0000000001"]
             results = await zk.transaction().check("/t", 0).create("/t").commit()
             assert isinstance(results[0], RolledBackError)
-            assert isinstance(results[1], NodeExistsError) and results[1].path == "/t"
+            assert isinstance(results[1], NodeExistsError)
+            assert results[1].path == "/t"
             pipe = zk.pipeline()
             pipe.create("/p", b"2")
             pipe.get_children("/")
             pipe.get("/p")
             created, children, *rest = await pipe.execute()
-            assert created == "/p" and sorted(children) == ["p", "q-0000000001", "t"]
+            assert created == "/p"
+            assert sorted(children) == ["p", "q-0000000001", "t"]
             assert rest[-1][0] == b"2"
             assert await plain.get("/app/p") == rest[-1]
 
@@ -140,7 +149,9 @@ async def test_recipes_work_unchanged(server: RunningServer) -> None:
         ):
             async with recipes.Lock(zk, "/locks/x") as held:
                 (node,) = await plain.get_children("/app/locks/x")
-                assert held.token == (await plain.exists(f"/app/locks/x/{node}")).czxid  # type: ignore[union-attr]
+                stat = await plain.exists(f"/app/locks/x/{node}")
+                assert stat is not None
+                assert held.token == stat.czxid
                 contender = recipes.Lock(other, "/locks/x")
                 assert not await contender.acquire(blocking=False)
             async with recipes.Party(zk, "/party", b"one"), recipes.Party(other, "/party", b"two"):
@@ -151,7 +162,7 @@ async def test_recipes_work_unchanged(server: RunningServer) -> None:
 async def test_the_blocking_client_takes_a_chroot(server: RunningServer) -> None:
     async with zkpy.connect(server.address) as plain:
         await plain.create("/app")
-        zk = await in_thread(zkpy.sync.connect, f"{server.address}/app")
+        zk: zkpy.sync.Client = await in_thread(zkpy.sync.connect, f"{server.address}/app")
         try:
 
             def use() -> list[str]:

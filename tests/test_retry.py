@@ -112,7 +112,8 @@ async def test_cancellation_is_never_retried(autojump_clock: trio.testing.MockCl
     flaky = Flaky(*[ConnectionLossError() for _ in range(100)])
     with trio.move_on_after(2.5):
         await zkpy.Retry(max_tries=None, delay=1.0, backoff=1.0, jitter=0, deadline=100)(flaky)
-    assert len(flaky.times) == 3 and trio.current_time() == pytest.approx(2.5)
+    assert len(flaky.times) == 3
+    assert trio.current_time() == pytest.approx(2.5)
 
 
 async def test_as_a_decorator(autojump_clock: trio.testing.MockClock) -> None:
@@ -124,8 +125,10 @@ async def test_as_a_decorator(autojump_clock: trio.testing.MockClock) -> None:
         """Fetch a value."""
         return await flaky(value)
 
-    assert await fetch("v") == "v" and len(flaky.times) == 2
-    assert fetch.__name__ == "fetch" and fetch.__doc__ == "Fetch a value."
+    assert await fetch("v") == "v"
+    assert len(flaky.times) == 2
+    assert fetch.__name__ == "fetch"
+    assert fetch.__doc__ == "Fetch a value."
 
 
 def test_the_blocking_twin(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,7 +144,8 @@ def test_the_blocking_twin(monkeypatch: pytest.MonkeyPatch) -> None:
 
     retry = zkpy.sync.Retry(max_tries=3, delay=0.2, backoff=2.0, jitter=0)
     assert zkpy.sync.Retry is zkpy.Retry
-    assert retry.call_sync(flaky) == 3 and waits == [0.2, 0.4]
+    assert retry.call_sync(flaky) == 3
+    assert waits == [0.2, 0.4]
     assert retry.wraps(flaky)() == 4  # a plain function stays a plain (blocking) one
     with pytest.raises(NoNodeError):
         retry.call_sync(_raise, NoNodeError())
@@ -206,4 +210,5 @@ async def test_a_call_is_retried_across_a_broken_connection(server: RunningServe
             await wait_until(lambda: len(zk._pending) == 1, what="the read in flight")
             proxy.cut()  # the read fails with ConnectionLossError and is sent again
             proxy.resume()
-        assert len(failures) >= 1 and results[0][0] == b"value"
+        assert len(failures) >= 1
+        assert results[0][0] == b"value"
