@@ -166,7 +166,8 @@ def test_a_short_run_measures_every_write(
     assert len(run.latencies) == 20
     assert run.latencies == sorted(run.latencies)
     assert all(latency > 0 for latency in run.latencies)
-    assert run.member_user >= 0 and run.member_system >= 0
+    assert run.member_user >= 0
+    assert run.member_system >= 0
 
 
 def test_the_floor_is_shown_by_the_one_at_a_time_write_targets_only() -> None:

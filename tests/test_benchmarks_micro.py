@@ -18,7 +18,8 @@ def test_each_batch_of_sets_is_applied_on_every_replica() -> None:
             node = replica.tree.get(request.path)
             assert node is not None
             assert (node.data, node.version) == (request.data, 1)
-    assert bench.leader_time > 0 and bench.follower_time > 0
+    assert bench.leader_time > 0
+    assert bench.follower_time > 0
 
 
 def test_the_zab_group_reports_the_leader_and_a_follower() -> None:

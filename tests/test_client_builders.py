@@ -150,7 +150,8 @@ async def test_a_transaction_over_the_operation_limit_is_refused_before_sending(
         with pytest.raises(BadArgumentsError, match="at most 1000 operations"):
             await tx.commit()
         assert not tx.committed
-        assert states == [] and await zk.exists("/") is not None
+        assert states == []
+        assert await zk.exists("/") is not None
 
 
 def test_auth_arguments_are_checked() -> None:
@@ -167,7 +168,8 @@ def test_valid_arguments_pass_unchanged() -> None:
     acl = [ACL(Perm.READ, Id("world", "anyone"))]
     request = builders.create("/q/", b"x", acl, ephemeral=True, sequential=True)
     assert (request.path, request.data, request.acl) == ("/q/", b"x", tuple(acl))
-    assert request.ephemeral and request.sequential
+    assert request.ephemeral
+    assert request.sequential
     assert builders.set_data("/a", b"", 2**31 - 1).version == 2**31 - 1
     assert builders.check("/a", -1).version == -1
     assert builders.acl({acl[0]}) == (acl[0],)

@@ -99,7 +99,9 @@ def test_cli_reports_an_unexpected_error_in_one_line(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(main, ["delete", "-r", "/x"])
     assert result.exit_code == 1
     line = assert_one_line(result.output)
-    assert line.startswith("zkpy: ") and "RecursionError" in line and "Traceback" not in line
+    assert line.startswith("zkpy: ")
+    assert "RecursionError" in line
+    assert "Traceback" not in line
 
 
 async def _no_connection(self: zkpy.Client, nursery: trio.Nursery) -> None:

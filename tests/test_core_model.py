@@ -339,7 +339,8 @@ class Runner:
                 pending.append(self.submit(op, self.slots[op[-1]]))
         for item in pending:
             self.apply_and_compare(*item)
-        assert not self.prep._pending and not self.prep._order, "overlay outlived its txns"
+        assert not self.prep._pending, "overlay outlived its txns"
+        assert not self.prep._order, "overlay outlived its txns"
 
     def apply_and_compare(
         self, record: Any, expected: Expected, state: dict[str, Any], sessions: set[int]

@@ -323,8 +323,11 @@ async def test_doc_bytes_work_against_a_server(tmp_path: Path) -> None:
             await stream.send_all(examples["set-request"][1])
             event = await frames.next()
             reply = await frames.next()
-            assert event[0] == -1 and event[2:] == [0, [EventType.CHANGED, "/app"]]
-            assert reply[0] == 3 and reply[2] == 0 and reply[3][4] == 1
+            assert event[0] == -1
+            assert event[2:] == [0, [EventType.CHANGED, "/app"]]
+            assert reply[0] == 3
+            assert reply[2] == 0
+            assert reply[3][4] == 1
             assert event[1] == reply[1] == reply[3][1] > created_zxid
 
             await stream.send_all(

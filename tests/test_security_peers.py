@@ -157,7 +157,8 @@ async def test_a_member_without_the_ensembles_credentials_is_refused_and_cannot_
         async with zkpy.connect(hosts) as zk:
             await zk.create("/honest", b"")
         assert not await _serving(impostor.client_port)
-        assert "the right secret" not in caplog.text and "a wrong secret" not in caplog.text
+        assert "the right secret" not in caplog.text
+        assert "a wrong secret" not in caplog.text
         for scope in scopes:
             scope.cancel()
 
@@ -192,7 +193,9 @@ async def test_a_member_with_a_certificate_from_another_ca_is_refused(
             await zk.create("/honest", b"")
         # the rogue member never joins: it cannot reach a quorum, so it never serves
         rogue = await fetch_status_tls(members[2].client_port)
-        assert rogue is not None and not rogue["serving"] and rogue["role"] == "looking"
+        assert rogue is not None
+        assert not rogue["serving"]
+        assert rogue["role"] == "looking"
         for scope in scopes:
             scope.cancel()
 

@@ -53,7 +53,8 @@ async def test_checkpoints_truncate_the_log_and_restart_restores_everything(
                 data, _stat = await zk.get(path)
                 assert data == expected[path]
             stat = await zk.exists("/c")
-            assert stat is not None and stat.num_children == len(expected)
+            assert stat is not None
+            assert stat.num_children == len(expected)
 
 
 @pytest.mark.parametrize(

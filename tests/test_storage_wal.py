@@ -245,7 +245,8 @@ def test_a_zeroed_sector_in_the_last_batch_after_a_crash_is_a_torn_write(tmp_pat
     path.write_bytes(bytes(data))
     with Storage.open(tmp_path) as s:
         kept = s.read_log(0)
-    assert kept == entries(1, len(kept)) and 90 <= len(kept) < 95  # only the last batch is cut
+    assert kept == entries(1, len(kept))
+    assert 90 <= len(kept) < 95  # only the last batch is cut
 
 
 def test_a_truncated_segment_is_refused(tmp_path: Path) -> None:
@@ -335,7 +336,8 @@ def test_a_read_racing_a_checkpoints_removal_returns_what_is_kept(
         got = log.read(0)
         assert removed
         assert got == [e for e in entries(1, 100) if e[0] >= got[0][0]]
-        assert got[-1][0] == 100 and 1 < got[0][0] <= 41
+        assert got[-1][0] == 100
+        assert 1 < got[0][0] <= 41
         os.unlink(tmp_path / "wal" / segment_name(1, keep))  # a kept one lost: still damage
         with pytest.raises(FileNotFoundError):
             log.read(0)
@@ -679,7 +681,8 @@ async def test_member_preallocates_segments_of_the_configured_size(tmp_path: Pat
         async with connect(server.address) as client:
             await client.create("/a", b"x" * 1000)
         files = [tmp_path / "data" / "wal" / name for name in segments(tmp_path / "data")]
-        assert files and all(os.path.getsize(path) == size for path in files)
+        assert files
+        assert all(os.path.getsize(path) == size for path in files)
     async with running_server(tmp_path / "small") as server:
         async with connect(server.address) as client:
             await client.create("/a", b"x")
