@@ -127,10 +127,8 @@ def test_early_path_follower_replies_once_it_and_the_leader_logged(
 
 
 def test_a_synced_log_syncs_every_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import benchmarks.floor as floor
-
     synced: list[int] = []
-    monkeypatch.setattr(floor.os, "fdatasync", synced.append)
+    monkeypatch.setattr("benchmarks.floor.os.fdatasync", synced.append)
     log = Log(str(tmp_path / "log"), sync=True)
     log.append()
     log.append()

@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from zkpy.testing.chaos import Report
 from zkpy.testing.history import check_register_durability, check_sequences
 
 
-def _chaos(tmp_path: Path, *args: str) -> tuple[int, dict[str, object], str]:
+def _chaos(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     workdir = tmp_path / "chaos"
     done = subprocess.run(
         [sys.executable, "-m", "zkpy", "chaos", "--workdir", str(workdir), *args],

@@ -10,8 +10,9 @@ import pytest
 
 import zkpy
 from zkpy.client import builders
+from zkpy.core.types import Perm
 from zkpy.errors import BadArgumentsError, InvalidACLError, ZkError
-from zkpy.security import ACL, OPEN_ACL_UNSAFE, Id, Perm
+from zkpy.security import ACL, OPEN_ACL_UNSAFE, Id
 from zkpy.testing import RunningServer
 
 BAD_PATHS: list[Any] = ["no-slash", "/a//b", "/a/../b", "/trailing/", 5, None, b"/bytes"]
@@ -31,7 +32,9 @@ BAD_ACLS: list[Any] = [
 Call = Callable[[zkpy.Client], Awaitable[Any]]
 
 
-def client_calls(path: Any = "/n", data: Any = b"", version: Any = -1, acl: Any = None) -> dict:
+def client_calls(
+    path: Any = "/n", data: Any = b"", version: Any = -1, acl: Any = None
+) -> dict[str, Call]:
     """One call per builder, each with the given arguments (defaults valid)."""
     acl_arg = OPEN_ACL_UNSAFE if acl is None else acl
     calls: dict[str, Call] = {

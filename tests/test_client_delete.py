@@ -10,10 +10,11 @@ import trio
 from click.testing import CliRunner
 
 import zkpy
-from tests.conftest import ServerProcess, assert_one_line, child_env
+from tests.conftest import ServerProcess, assert_one_line
 from zkpy.cli import main
 from zkpy.core.paths import MAX_PATH_BYTES
 from zkpy.testing import RunningServer
+from zkpy.testing.ensemble import child_env
 
 DEEPEST = MAX_PATH_BYTES // 2  # "/a" per level: the deepest chain a valid path allows
 

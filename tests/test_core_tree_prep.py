@@ -596,7 +596,7 @@ def test_multi_applies_every_op_in_one_txn(h: Harness) -> None:
         (
             (
                 CreateRequest("/ok", b"", OPEN),
-                SetACLRequest("/base", OPEN),  # type: ignore[arg-type]  # not a multi op
+                SetACLRequest("/base", OPEN),  # not a multi op
             ),
             1,
             Code.BAD_ARGUMENTS,

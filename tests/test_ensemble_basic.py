@@ -8,8 +8,8 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import child_env
 from tests.ensemble_harness import Ensemble, connect_to
+from zkpy.testing.ensemble import child_env
 
 
 async def zkpy_cli(*args: str) -> str:

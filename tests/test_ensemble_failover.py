@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import child_env
 from tests.ensemble_harness import Ensemble, connect_to, poll, read_tree
 from zkpy.core.errors import ConnectionLossError
 from zkpy.server.storage import Storage
+from zkpy.testing.ensemble import child_env
 
 FAILOVER_LIMIT_S = 3.0
 

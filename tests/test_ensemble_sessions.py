@@ -9,9 +9,9 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import child_env
 from tests.ensemble_harness import Ensemble, Member, connect_to, poll, read_tree
 from zkpy.client.client import parse_hosts
+from zkpy.testing.ensemble import child_env
 
 VANISHING_CLIENT = """
 import sys, trio, zkpy

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from zkpy.testing.linearizability import (
     CheckResult,
     CounterModel,
+    Model,
     Operation,
     Outcome,
     RegisterModel,
@@ -391,7 +392,7 @@ def test_model_per_key() -> None:
         create(1, node(1), 0, 1, key="/seq"),
         create(2, node(2), 2, 3, key="/seq"),
     ]
-    models = {"reg": RegisterModel(), "/seq": SequentialCreateModel()}
+    models: dict[str, Model] = {"reg": RegisterModel(), "/seq": SequentialCreateModel()}
     assert check(history, models.__getitem__).ok
 
 
@@ -630,8 +631,8 @@ def small_register_op(draw: st.DrawFn) -> Operation:
     if kind == "write":
         return Operation(0, "k", "write", value, version, call, ret, outcome)
     expected = draw(st.integers(0, 2))
-    output = draw(st.sampled_from([version, None]))  # None: an observed BadVersion
-    return Operation(0, "k", "cas", (expected, value), output, call, ret, outcome)
+    observed = draw(st.sampled_from([version, None]))  # None: an observed BadVersion
+    return Operation(0, "k", "cas", (expected, value), observed, call, ret, outcome)
 
 
 @settings(max_examples=500, deadline=None)
@@ -756,7 +757,7 @@ def test_lost_sequential_creates_and_missing_final_reads() -> None:
     assert lost_writes(history, finals) == [history[0]]
     with pytest.raises(ValueError, match="no final read"):
         lost_writes(history, {"/q": []})
-    models = {"/q": SequentialCreateModel(), "k": RegisterModel()}
+    models: dict[str, Model] = {"/q": SequentialCreateModel(), "k": RegisterModel()}
     assert lost_writes(history, finals, models.__getitem__) == [history[0]]
 
 

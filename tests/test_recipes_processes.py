@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import REPO_ROOT, ServerProcess, child_env, server_process
+from tests.conftest import REPO_ROOT, ServerProcess, server_process
+from zkpy.testing.ensemble import child_env
 
 EXAMPLES = REPO_ROOT / "examples"
 

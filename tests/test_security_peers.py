@@ -17,6 +17,7 @@ import trio
 import trustme
 
 import zkpy
+from tests.conftest import RawConnection, wait_until
 from zkpy.client.admin import fetch_status
 from zkpy.server.config import MemberAddress, ServerConfig
 from zkpy.server.main import serve
@@ -27,11 +28,11 @@ from zkpy.server.peers import (
     peer_identity,
 )
 from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import HandshakeError
 
-from .conftest import RawConnection, free_port, wait_until
 from .ensemble_harness import Ensemble, connect_to, read_tree
 
 SECRET = "the peers' secret"

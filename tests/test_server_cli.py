@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ServerProcess, assert_one_line, child_env, free_port
+from tests.conftest import ServerProcess, assert_one_line
 from zkpy.cli import main
+from zkpy.testing.ensemble import child_env
+from zkpy.testing.ports import free_port
 
 
 def zkpy_command() -> list[str]:

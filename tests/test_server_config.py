@@ -21,13 +21,14 @@ import pytest
 from click.testing import CliRunner
 
 import zkpy
-from tests.conftest import ServerProcess, child_env
+from tests.conftest import ServerProcess
 from tests.ensemble_harness import free_ports
 from zkpy.cli import main
 from zkpy.security import make_digest_acl, make_digest_acl_credential
 from zkpy.server.config import ConfigError, ServerConfig, load_config
 from zkpy.server.launcher import ensure_ensemble_file
 from zkpy.server.settings import SETTINGS, Setting
+from zkpy.testing.ensemble import child_env
 
 FIELDS = [f for f in dataclasses.fields(ServerConfig) if f.name != "members"]
 IN_FILE = {f.name for f in FIELDS} - {"server_id", "host", "client_port"}  # per member there

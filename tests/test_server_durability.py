@@ -12,11 +12,13 @@ import pytest
 import trio
 
 import zkpy
-from tests.conftest import assert_one_line, child_env, free_port, server_process
+from tests.conftest import assert_one_line, server_process
 from zkpy.core.tree import DataTree
 from zkpy.core.txn import CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.errors import ConnectionLossError, ZkError
 from zkpy.server.storage import Storage
+from zkpy.testing.ensemble import child_env
+from zkpy.testing.ports import free_port
 
 
 def last_zxid_on_disk(data_dir: Path) -> int:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -152,8 +153,8 @@ def test_batch_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.Mon
         s.append([(1, b"a")])
     before = last_txnid()
     with Storage.open(tmp_path) as s:
-        monkeypatch.setattr(wal_module.os, "pwrite", pwrite)
-        monkeypatch.setattr(wal_module.os, "fdatasync", fdatasync)
+        monkeypatch.setattr("zkpy.server.wal.os.pwrite", pwrite)
+        monkeypatch.setattr("zkpy.server.wal.os.fdatasync", fdatasync)
         s.append([(z, b"v") for z in range(2, 502)])
         monkeypatch.undo()
     assert [call for call in calls if call != "pwrite zeros ahead"] == ["pwrite", "fdatasync"]
@@ -757,7 +758,7 @@ def legacy_segment(generation: int, seq: int, records: list[tuple[int, bytes]]) 
     salt = wal_module._salt(generation, seq)
     out = [b"ZKPYWAL1" + u64(generation) + u64(seq) + u64(0)]
     for zxid, payload in records:
-        crc = wal_module.zlib.crc32(payload, wal_module.zlib.crc32(u64(zxid), salt))
+        crc = zlib.crc32(payload, zlib.crc32(u64(zxid), salt))
         out.append(len(payload).to_bytes(4, "big") + crc.to_bytes(4, "big") + u64(zxid) + payload)
     return b"".join(out).ljust(1 << 16, b"\x00")
 

@@ -324,7 +324,7 @@ def test_a_read_racing_a_checkpoints_removal_returns_what_is_kept(
         keep = log.first_kept_seq(40)
         assert keep > 1
         real_records = wal_module._records
-        removed = []
+        removed: list[bool] = []
 
         def records_after_a_removal(segment: Any) -> Any:
             if not removed:
@@ -399,7 +399,7 @@ def test_a_failing_write_or_sync_raises_storage_error(
 
     with Storage.open(tmp_path) as s:
         s.append(entries(1, 3))
-        monkeypatch.setattr(wal_module.os, call, fail)
+        monkeypatch.setattr(f"zkpy.server.wal.os.{call}", fail)
         with pytest.raises(StorageError, match="failed on the log") as info:
             s.append(entries(4, 6))
         assert not isinstance(info.value, StorageFormatError)
@@ -417,7 +417,7 @@ def test_a_full_disk_when_a_segment_rolls_raises_and_loses_nothing_synced(
     log = entries(1, 60)
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         s.append(log[:20])
-        monkeypatch.setattr(wal_module.os, "posix_fallocate", no_space)
+        monkeypatch.setattr("zkpy.server.wal.os.posix_fallocate", no_space)
         with pytest.raises(StorageError, match="failed on the log"):
             s.append(log[20:])  # fills the segment, then cannot make the next one
         monkeypatch.undo()
@@ -436,7 +436,7 @@ def test_a_failing_preallocation_other_than_unsupported_raises(
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
-        monkeypatch.setattr(wal_module.os, "posix_fallocate", broken)
+        monkeypatch.setattr("zkpy.server.wal.os.posix_fallocate", broken)
         with pytest.raises(StorageError, match="failed on the log"):
             s.append(entries(1, 60))
 
@@ -448,7 +448,7 @@ def test_a_file_system_without_fallocate_gets_sparse_segments(
     def unsupported(*_args: object) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(wal_module.os, "posix_fallocate", unsupported)
+    monkeypatch.setattr("zkpy.server.wal.os.posix_fallocate", unsupported)
     log = entries(1, 100)
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         s.append(log)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,6 +51,7 @@ from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig
 
 TICK = 50
 ACL = OPEN_ACL_UNSAFE
+M = TypeVar("M", bound=PeerMessage)  # a kind of peer message
 
 Link = tuple[int, int]
 
@@ -63,7 +65,7 @@ class Cluster:
         observers: int = 0,
         *,
         disks: dict[int, SimDisk] | None = None,
-        **settings: int,
+        **settings: Any,
     ) -> None:
         self.voter_ids = frozenset(range(1, voters + 1))
         self.observer_ids = frozenset(range(voters + 1, voters + observers + 1))
@@ -273,7 +275,9 @@ class Cluster:
         for epoch, members in self.leaders.items():
             assert len(members) == 1, f"epoch {epoch} had leaders {sorted(members)}"
 
-    def messages(self, kind: type, *, source: int | None = None, target: int | None = None) -> list:
+    def messages(
+        self, kind: type[M], *, source: int | None = None, target: int | None = None
+    ) -> list[M]:
         return [
             m
             for s, t, m in self.sent
@@ -469,8 +473,7 @@ def test_a_follower_told_a_lower_epoch_than_it_accepted_goes_back_to_election() 
     # Members 2 and 3 report that 3 leads: follow it.
     follower.receive(3, Notification(9, Vote(3, 0, 3), ServerState.LEADING))
     follower.receive(2, Notification(9, Vote(3, 0, 3), ServerState.FOLLOWING))
-    assert follower.state is ServerState.FOLLOWING
-    assert follower.leader == 3
+    assert (follower.state, follower.leader) == (ServerState.FOLLOWING, 3)
     info = [m for _, m in follower.take_ready().messages if isinstance(m, FollowerInfo)]
     assert info == [FollowerInfo(5, 0, 0, False)]
 
@@ -574,7 +577,7 @@ def test_two_members_that_follow_each_other_give_up_and_elect() -> None:
 # ---- broadcast -----------------------------------------------------------------------------------
 
 
-def ensemble(voters: int = 3, observers: int = 0, **settings: int) -> tuple[Cluster, int]:
+def ensemble(voters: int = 3, observers: int = 0, **settings: Any) -> tuple[Cluster, int]:
     cluster = Cluster(voters, observers, **settings)
     cluster.settle()
     leader = cluster.serving_leader()

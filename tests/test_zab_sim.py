@@ -42,13 +42,13 @@ from zkpy.core.types import OPEN_ACL_UNSAFE
 from zkpy.testing.sim import (
     Faults,
     InvariantViolation,
-    Ready,
     SimMember,
     Simulation,
 )
 from zkpy.zab import leader
 from zkpy.zab.leader import Leading
 from zkpy.zab.messages import PeerMessage, ServerState, SyncMode
+from zkpy.zab.replica import Ready
 
 QUIET = Faults(
     crash=0,
