@@ -19,6 +19,7 @@ from setuptools import setup
 COMPILED_MODULES = [
     "zkpy/core/acl.py",
     "zkpy/core/prep.py",
+    "zkpy/core/serving.py",
     "zkpy/core/sessions.py",
     "zkpy/core/tree.py",
     "zkpy/core/watches.py",
@@ -29,6 +30,7 @@ COMPILED_MODULES = [
     "zkpy/server/peers.py",
     "zkpy/wire/client.py",
     "zkpy/wire/frames.py",
+    "zkpy/wire/jute.py",
     "zkpy/wire/peer.py",
     "zkpy/zab/election.py",
     "zkpy/zab/follower.py",

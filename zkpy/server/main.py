@@ -20,12 +20,11 @@ log = logging.getLogger("zkpy.server")
 
 # The cyclic garbage collector's thresholds in a member: allocations before a young collection,
 # young collections per middle one, middle ones per full one (Python's defaults: 700, 10, 10).
-# Young and middle collections stay as they are: frequent and short (a few ms at most). Full
-# collections walk every znode (about 30 ms with 64,000 znodes, a second with a million) and
-# under pipelined writes came about once a second, as the objects of each batch of writes are
-# promoted; they find next to nothing, and now come a hundred times less often. (A bigger young
-# generation is worse: objects that live for a batch pile up in it and each young collection
-# walks 200,000 of them, 40-80 ms.)
+# Young and middle collections stay short and frequent. Full collections walk every znode, and
+# under pipelined writes they came often (each batch's objects are promoted) while finding next
+# to nothing, so they now come a hundred times less often. A bigger young generation is worse:
+# objects that live for a batch pile up in it and each young collection walks them all.
+# Measured in docs/decisions/0005.
 GC_THRESHOLDS = (700, 10, 1000)
 
 
