@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import trio
 
@@ -110,7 +110,7 @@ class Ensemble(abc.ABC):
         self.processes: list[subprocess.Popen[bytes]] = []
         self.log_paths: list[Path] = []
 
-    def __enter__(self) -> Ensemble:
+    def __enter__(self) -> Self:
         self.tmp = tempfile.mkdtemp(prefix=f"bench-{self.system}-{self.size}-", dir=self.base_dir)
         try:
             self.start()

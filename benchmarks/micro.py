@@ -54,7 +54,7 @@ from zkpy.testing.sim import Faults, Simulation
 from zkpy.wire import client as wire
 from zkpy.wire import peer
 from zkpy.wire.frames import FrameDecoder
-from zkpy.zab.messages import Ack, Commit, Forward, Propose, ServerState
+from zkpy.zab.messages import Ack, Commit, Forward, ForwardedWrite, Propose, ServerState
 from zkpy.zab.replica import Ready, Replica
 
 CHUNK = 1000
@@ -278,7 +278,9 @@ def bench_peer(seconds: float, value: bytes) -> list[Row]:
     message_rows("Ack encode+decode", [Ack((1 << 32) + i) for i in range(CHUNK)], 1)
     message_rows("Commit encode+decode", [Commit((1 << 32) + i) for i in range(CHUNK)], 1)
     ids = frozenset({Id("ip", "127.0.0.1")})
-    writes = [(SESSION, i, SetDataRequest(f"/bench/k{i % 256}", value), ids) for i in range(CHUNK)]
+    writes: list[ForwardedWrite] = [
+        (SESSION, i, SetDataRequest(f"/bench/k{i % 256}", value), ids, 0) for i in range(CHUNK)
+    ]
     message_rows(
         f"Forward (1 set, {len(value)} B) encode+decode", [Forward((w,)) for w in writes], 1
     )

@@ -5,7 +5,7 @@ Runs `--count` one-at-a-time sets (100-byte values) from a client on a follower 
 returns, when an outbox is flushed to its socket (what a writer task sends later, for a full
 socket or TLS, is not seen) and when a log sync starts and ends. The hooks are installed from the
 outside (a ``sitecustomize`` module on the members' PYTHONPATH wraps `Receiver.receive`,
-`Outbox.flush` and `Member._persist`; it hides any other ``sitecustomize`` for the members), so
+`Outbox.flush` and `MemberDisk.persist`; it hides any other ``sitecustomize`` for the members), so
 zkpy itself carries no tracing code;
 the clock is CLOCK_MONOTONIC, which the processes of one machine share. It prints each step (an
 event named by its process, its kind and its size) at its median time since the set began::
@@ -55,11 +55,11 @@ def install_hooks(directory: str | None = None) -> list[Event]:
     is also written to DIRECTORY/PID.json when the process exits."""
     from zkpy._net.outbox import Outbox
     from zkpy._net.receiver import Receiver
-    from zkpy.server.node import Member
+    from zkpy.server.node import MemberDisk
 
     events: list[Event] = []
     clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: one clock for all processes
-    receive, flush, persist = Receiver.receive, Outbox.flush, Member._persist
+    receive, flush, persist = Receiver.receive, Outbox.flush, MemberDisk.persist
 
     async def timed_receive(self: Receiver, max_bytes: int) -> bytes | bytearray:
         data = await receive(self, max_bytes)
@@ -72,14 +72,14 @@ def install_hooks(directory: str | None = None) -> list[Event]:
         if queued > len(self.buffer):
             events.append((clock(), "write", queued - len(self.buffer)))
 
-    def timed_persist(self: Member, ready: Any) -> None:
+    def timed_persist(self: MemberDisk, ready: Any) -> None:
         events.append((clock(), "sync start", len(ready.persist)))
         persist(self, ready)
         events.append((clock(), "sync end", len(ready.persist)))
 
     Receiver.receive = timed_receive  # type: ignore[method-assign]
     Outbox.flush = timed_flush  # type: ignore[method-assign]
-    Member._persist = timed_persist  # type: ignore[method-assign]
+    MemberDisk.persist = timed_persist  # type: ignore[method-assign]
 
     if directory is not None:
         atexit.register(

@@ -87,7 +87,7 @@ class Connection:
                 "last_zxid": 0,
             }
         )
-        reply = self.receive()
+        reply: dict[str, Any] = self.receive()
         if reply.get("error", 0):
             raise ServerError(reply["error"], reply.get("message", ""))
         self.last_zxid = reply["zxid"]

@@ -74,13 +74,13 @@ STARTS_PROCESSES = re.compile(
 
 def _helpers(function: Callable[..., Any]) -> list[Callable[..., Any]]:
     """The functions and classes of its own module that `function` refers to by name."""
-    code, names = function.__code__, set()
-    pending = [code]
+    names: set[str] = set()
+    pending = [function.__code__]
     while pending:
         current = pending.pop()
         names.update(current.co_names)
         pending += [const for const in current.co_consts if inspect.iscode(const)]
-    found = []
+    found: list[Callable[..., Any]] = []
     for name in sorted(names):
         value = function.__globals__.get(name)
         if (inspect.isfunction(value) or inspect.isclass(value)) and (
@@ -425,9 +425,9 @@ class FrameSpy:
         connection = client._conn
         original = connection._receive_frame
 
-        def spy(frame: bytes, events: list[Event]) -> None:
-            self.frames.append(wire.decode_server_frame(frame))
-            original(frame, events)
+        def spy(payload: bytes, events: list[Event]) -> None:
+            self.frames.append(wire.decode_server_frame(payload))
+            original(payload, events)
 
         connection._receive_frame = spy  # type: ignore[method-assign]
 

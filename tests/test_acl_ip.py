@@ -17,8 +17,9 @@ from zkpy.core import acl as acls
 from zkpy.core import ipacl
 from zkpy.core.errors import Code
 from zkpy.core.requests import GetDataRequest, SetDataRequest
+from zkpy.core.types import Perm
 from zkpy.errors import InvalidACLError, NoAuthError
-from zkpy.security import ACL, CREATOR_ALL_ACL, Id, Perm, make_digest_acl
+from zkpy.security import ACL, CREATOR_ALL_ACL, Id, make_digest_acl
 from zkpy.testing import RunningServer
 
 

@@ -36,4 +36,5 @@ def test_a_command_gets_its_own_options() -> None:
         timeout=60,
     )
     assert done.returncode == 0
-    assert "python -m benchmarks micro" in done.stdout and "--only" in done.stdout
+    assert "python -m benchmarks micro" in done.stdout
+    assert "--only" in done.stdout

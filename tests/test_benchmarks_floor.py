@@ -127,10 +127,8 @@ def test_early_path_follower_replies_once_it_and_the_leader_logged(
 
 
 def test_a_synced_log_syncs_every_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import benchmarks.floor as floor
-
     synced: list[int] = []
-    monkeypatch.setattr(floor.os, "fdatasync", synced.append)
+    monkeypatch.setattr("benchmarks.floor.os.fdatasync", synced.append)
     log = Log(str(tmp_path / "log"), sync=True)
     log.append()
     log.append()
@@ -166,7 +164,8 @@ def test_a_short_run_measures_every_write(
     assert len(run.latencies) == 20
     assert run.latencies == sorted(run.latencies)
     assert all(latency > 0 for latency in run.latencies)
-    assert run.member_user >= 0 and run.member_system >= 0
+    assert run.member_user >= 0
+    assert run.member_system >= 0
 
 
 def test_the_floor_is_shown_by_the_one_at_a_time_write_targets_only() -> None:

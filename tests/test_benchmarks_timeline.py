@@ -63,5 +63,6 @@ def test_the_report_shows_each_step_and_the_gap_before_it() -> None:
     lines = report.splitlines()
     assert lines[0] == "one-at-a-time set, p50 1000 us"
     assert lines[2].split() == ["40", "40", "client:", "write", "70", "B"]
-    assert lines[3].split()[:2] == ["90", "50"] and "(in 50% of the sets)" in lines[3]
+    assert lines[3].split()[:2] == ["90", "50"]
+    assert "(in 50% of the sets)" in lines[3]
     assert lines[-1].split()[:2] == ["1000", "910"]

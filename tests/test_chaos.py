@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from zkpy.testing.chaos import Report
 from zkpy.testing.history import check_register_durability, check_sequences
 
 
-def _chaos(tmp_path: Path, *args: str) -> tuple[int, dict[str, object], str]:
+def _chaos(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     workdir = tmp_path / "chaos"
     done = subprocess.run(
         [sys.executable, "-m", "zkpy", "chaos", "--workdir", str(workdir), *args],
@@ -28,10 +29,13 @@ def test_a_short_chaos_run_finds_nothing_wrong(tmp_path: Path) -> None:
         tmp_path, "--size", "3", "--time", "20", "--nemesis", "kill,pause,partition", "--seed", "1"
     )
     assert code == 0, output
-    assert report["ok"] and not report["violations"] and not report["lost_writes"]
+    assert report["ok"]
+    assert not report["violations"]
+    assert not report["lost_writes"]
     assert len(report["faults"]) >= 2  # faults were really injected
     outcomes = report["outcomes"]
-    assert isinstance(outcomes, dict) and outcomes.get("ok", 0) > 1000
+    assert isinstance(outcomes, dict)
+    assert outcomes.get("ok", 0) > 1000
     assert report["checked_keys"] == 5  # five registers (sequences: check_sequences)
     assert "OK" in output
 

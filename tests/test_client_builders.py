@@ -10,8 +10,9 @@ import pytest
 
 import zkpy
 from zkpy.client import builders
+from zkpy.core.types import Perm
 from zkpy.errors import BadArgumentsError, InvalidACLError, ZkError
-from zkpy.security import ACL, OPEN_ACL_UNSAFE, Id, Perm
+from zkpy.security import ACL, OPEN_ACL_UNSAFE, Id
 from zkpy.testing import RunningServer
 
 BAD_PATHS: list[Any] = ["no-slash", "/a//b", "/a/../b", "/trailing/", 5, None, b"/bytes"]
@@ -31,7 +32,9 @@ BAD_ACLS: list[Any] = [
 Call = Callable[[zkpy.Client], Awaitable[Any]]
 
 
-def client_calls(path: Any = "/n", data: Any = b"", version: Any = -1, acl: Any = None) -> dict:
+def client_calls(
+    path: Any = "/n", data: Any = b"", version: Any = -1, acl: Any = None
+) -> dict[str, Call]:
     """One call per builder, each with the given arguments (defaults valid)."""
     acl_arg = OPEN_ACL_UNSAFE if acl is None else acl
     calls: dict[str, Call] = {
@@ -150,7 +153,8 @@ async def test_a_transaction_over_the_operation_limit_is_refused_before_sending(
         with pytest.raises(BadArgumentsError, match="at most 1000 operations"):
             await tx.commit()
         assert not tx.committed
-        assert states == [] and await zk.exists("/") is not None
+        assert states == []
+        assert await zk.exists("/") is not None
 
 
 def test_auth_arguments_are_checked() -> None:
@@ -167,7 +171,8 @@ def test_valid_arguments_pass_unchanged() -> None:
     acl = [ACL(Perm.READ, Id("world", "anyone"))]
     request = builders.create("/q/", b"x", acl, ephemeral=True, sequential=True)
     assert (request.path, request.data, request.acl) == ("/q/", b"x", tuple(acl))
-    assert request.ephemeral and request.sequential
+    assert request.ephemeral
+    assert request.sequential
     assert builders.set_data("/a", b"", 2**31 - 1).version == 2**31 - 1
     assert builders.check("/a", -1).version == -1
     assert builders.acl({acl[0]}) == (acl[0],)

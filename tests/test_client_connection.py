@@ -107,7 +107,8 @@ def test_a_new_session_starts_with_the_handshake_and_nothing_else() -> None:
     assert conn.state is State.HANDSHAKING
     with pytest.raises(LocalProtocolError):
         get(conn, "/a")  # no request before the handshake reply
-    assert conn.data_to_send() == b"" and not conn.pending
+    assert conn.data_to_send() == b""
+    assert not conn.pending
 
 
 def test_the_handshake_reply_may_arrive_a_byte_at_a_time() -> None:
@@ -128,7 +129,8 @@ def test_a_refused_handshake_leaves_the_machine_ready_to_try_again() -> None:
     refusal = wire.HandshakeReply(error=Code.CONNECTION_LOSS, message="behind").encode()
     [refused] = conn.receive_data(refusal, 0.0)
     assert isinstance(refused, HandshakeRefused)
-    assert isinstance(refused.error, ConnectionLossError) and "behind" in str(refused.error)
+    assert isinstance(refused.error, ConnectionLossError)
+    assert "behind" in str(refused.error)
     assert conn.state is State.IDLE
     conn.connect(1.0)
     assert conn.state.value == "HANDSHAKING"
@@ -138,7 +140,8 @@ def test_a_garbled_handshake_reply_is_a_protocol_error() -> None:
     conn = ClientConnection(TIMEOUT_MS)
     conn.connect(0.0)
     [lost] = conn.receive_data(b"\x00\x00\x00\x01\xc1", 0.0)  # 0xc1: never valid msgpack
-    assert isinstance(lost, ConnectionLost) and isinstance(lost.error, RemoteProtocolError)
+    assert isinstance(lost, ConnectionLost)
+    assert isinstance(lost.error, RemoteProtocolError)
     assert conn.state is State.IDLE
 
 
@@ -178,7 +181,8 @@ def test_pipelined_requests_are_answered_in_order_with_their_results() -> None:
     events = conn.receive_data(
         reply(1, ["/a", STAT]) + reply(2, [b"1", STAT]) + reply(3, None), 1.0
     )
-    assert events == [create, read, missing] and not conn.pending
+    assert events == [create, read, missing]
+    assert not conn.pending
     assert create.outcome() == ("/a", Stat(*STAT))
     assert read.outcome() == (b"1", Stat(*STAT))
     assert missing.outcome() is None
@@ -192,7 +196,8 @@ def test_error_replies_become_the_errors_of_their_calls() -> None:
     assert events == [call]
     with pytest.raises(NoNodeError) as raised:
         call.outcome()
-    assert raised.value.path == "/nothing" and "no node" in str(raised.value)
+    assert raised.value.path == "/nothing"
+    assert "no node" in str(raised.value)
     assert conn.state is State.CONNECTED
 
 
@@ -203,8 +208,10 @@ def test_a_refused_multi_is_one_error_per_operation() -> None:
     body = [[Code.OK, None], [Code.NODE_EXISTS, None]]
     conn.receive_data(reply(call.xid, body, error=Code.NODE_EXISTS), 0.0)
     first, second = call.outcome()
-    assert isinstance(first, RolledBackError) and first.path == "/a"
-    assert isinstance(second, NodeExistsError) and second.path == "/b"
+    assert isinstance(first, RolledBackError)
+    assert first.path == "/a"
+    assert isinstance(second, NodeExistsError)
+    assert second.path == "/b"
 
 
 def test_a_reply_for_an_xid_not_awaited_is_a_protocol_error() -> None:
@@ -216,26 +223,30 @@ def test_a_reply_for_an_xid_not_awaited_is_a_protocol_error() -> None:
         call.outcome()
     assert isinstance(events[1], ConnectionLost)
     assert isinstance(events[1].error, RemoteProtocolError)
-    assert conn.state is State.IDLE and not conn.pending
+    assert conn.state is State.IDLE
+    assert not conn.pending
 
 
 def test_a_reply_out_of_order_is_a_protocol_error_but_a_marshalling_refusal_may_overtake() -> None:
     conn = connected()
     first, second = get(conn, "/a"), get(conn, "/b")
     [refused] = conn.receive_data(reply(second.xid, "bad", error=Code.MARSHALLING_ERROR), 0.0)
-    assert refused is second and list(conn.pending) == [first]
+    assert refused is second
+    assert list(conn.pending) == [first]
 
     other = connected()
     first, second = get(other, "/a"), get(other, "/b")
     events = other.receive_data(reply(second.xid, [b"", STAT]), 0.0)
-    assert isinstance(events[-1], ConnectionLost) and other.state is State.IDLE
+    assert isinstance(events[-1], ConnectionLost)
+    assert other.state is State.IDLE
 
 
 def test_a_reply_of_the_wrong_shape_is_a_protocol_error_not_a_result() -> None:
     conn = connected()
     call = get(conn, "/a")
     events = conn.receive_data(reply(call.xid, ["not bytes", STAT]), 0.0)
-    assert events[0] is call and isinstance(events[-1], ConnectionLost)
+    assert events[0] is call
+    assert isinstance(events[-1], ConnectionLost)
     with pytest.raises(ConnectionLossError):
         call.outcome()
 
@@ -245,7 +256,9 @@ def test_an_oversize_request_is_refused_before_it_takes_an_xid() -> None:
     too_big = builders.set_data("/a", b"x" * (1 << 20))
     with pytest.raises(BadArgumentsError):
         conn.send_request(too_big, 0.0)
-    assert conn.data_to_send() == b"" and not conn.pending and conn.next_xid == 1
+    assert conn.data_to_send() == b""
+    assert not conn.pending
+    assert conn.next_xid == 1
 
 
 def test_xids_wrap_past_the_largest_to_one_never_to_a_reserved_xid() -> None:
@@ -280,7 +293,8 @@ def test_a_watch_is_registered_with_its_reply_so_the_next_frame_may_fire_it() ->
     events = conn.receive_data(reply(call.xid, None) + event(EventType.CREATED, "/later"), 0.0)
     assert events[0] is call
     fired = events[1]
-    assert isinstance(fired, WatchFired) and fired.callbacks == [seen.append]
+    assert isinstance(fired, WatchFired)
+    assert fired.callbacks == [seen.append]
     assert not conn.watches.one_shot[WatchMode.EXIST]  # used up
 
 
@@ -297,7 +311,8 @@ def test_a_failed_read_registers_no_watch() -> None:
 def test_pings_are_sent_after_a_third_of_the_timeout_without_sending() -> None:
     conn = connected()
     assert conn.next_deadline() == pytest.approx(2.0)
-    assert conn.tick(1.0) == [] and conn.data_to_send() == b""
+    assert conn.tick(1.0) == []
+    assert conn.data_to_send() == b""
     assert conn.tick(2.0) == []
     assert conn.data_to_send() == wire.PING_FRAME
     assert conn.receive_data(reply(wire.XID_PING, None), 2.1) == []
@@ -310,8 +325,10 @@ def test_silence_for_two_thirds_of_the_timeout_ends_the_connection() -> None:
     call = get(conn, "/a", 3.9)
     assert conn.tick(3.9) == []
     events = conn.tick(4.1)
-    assert events[0] is call and isinstance(events[1], ConnectionLost)
-    assert "no word" in str(events[1].error) and conn.state is State.IDLE
+    assert events[0] is call
+    assert isinstance(events[1], ConnectionLost)
+    assert "no word" in str(events[1].error)
+    assert conn.state is State.IDLE
 
 
 def test_an_expired_session_fails_everything_for_good() -> None:
@@ -322,11 +339,13 @@ def test_an_expired_session_fails_everything_for_good() -> None:
     events = conn.receive_data(reply(write.xid, None, error=Code.SESSION_EXPIRED), 0.0)
     assert events[:2] == [write, read]
     lost = events[2]
-    assert isinstance(lost, SessionLost) and lost.orphans == [fired.append]
+    assert isinstance(lost, SessionLost)
+    assert lost.orphans == [fired.append]
     for call in (write, read):
         with pytest.raises(SessionExpiredError):
             call.outcome()
-    assert conn.state is State.CLOSED and isinstance(conn.error, SessionExpiredError)
+    assert conn.state is State.CLOSED
+    assert isinstance(conn.error, SessionExpiredError)
     with pytest.raises(LocalProtocolError):
         conn.connect(1.0)
     assert conn.connection_lost(ConnectionLossError("late")) == []
@@ -344,14 +363,16 @@ def test_a_moved_session_ends_the_connection_not_the_session() -> None:
         later.outcome()
     assert isinstance(events[2], ConnectionLost)
     assert isinstance(events[2].error, SessionMovedError)
-    assert conn.state is State.IDLE and conn.error is None
+    assert conn.state is State.IDLE
+    assert conn.error is None
 
 
 def test_a_refused_replayed_auth_ends_the_session() -> None:
     conn = connected(auth=[AuthRequest("digest", b"u:wrong")])
     conn.data_to_send()
     [lost] = conn.receive_data(reply(wire.XID_AUTH, "bad", error=Code.AUTH_FAILED), 0.0)
-    assert isinstance(lost, SessionLost) and isinstance(lost.error, AuthFailedError)
+    assert isinstance(lost, SessionLost)
+    assert isinstance(lost.error, AuthFailedError)
     assert conn.state is State.CLOSED
 
 
@@ -368,12 +389,16 @@ def test_illegal_transitions_raise_and_change_nothing() -> None:
         conn.send_request(GetDataRequest("/a", False), 0.0)
     with pytest.raises(LocalProtocolError):
         conn.receive_data(reply(1, None), 0.0)
-    assert conn.state is State.IDLE and conn.next_xid == 1 and conn.data_to_send() == b""
+    assert conn.state is State.IDLE
+    assert conn.next_xid == 1
+    assert conn.data_to_send() == b""
     conn.connect(0.0)
     before = conn.data_to_send()
     with pytest.raises(LocalProtocolError):
         conn.connect(0.0)
-    assert conn.state.value == "HANDSHAKING" and conn.data_to_send() == b"" and before
+    assert conn.state.value == "HANDSHAKING"
+    assert conn.data_to_send() == b""
+    assert before
 
 
 def test_the_machine_imports_no_io_clock_or_randomness() -> None:
@@ -528,7 +553,8 @@ class ClientMachineRun(RuleBasedStateMachine):
     def pending_table_is_consistent(self) -> None:
         check_table(self.conn, self.sent, self.answered)
         xids = [call.xid for call in self.conn.pending if call.xid > 0]
-        assert xids == sorted(xids) and all(0 < xid <= MAX_XID for xid in xids)
+        assert xids == sorted(xids)
+        assert all(0 < xid <= MAX_XID for xid in xids)
 
 
 ClientMachineRun.TestCase.settings = settings(

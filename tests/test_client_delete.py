@@ -10,10 +10,11 @@ import trio
 from click.testing import CliRunner
 
 import zkpy
-from tests.conftest import ServerProcess, assert_one_line, child_env
+from tests.conftest import ServerProcess, assert_one_line
 from zkpy.cli import main
 from zkpy.core.paths import MAX_PATH_BYTES
 from zkpy.testing import RunningServer
+from zkpy.testing.ensemble import child_env
 
 DEEPEST = MAX_PATH_BYTES // 2  # "/a" per level: the deepest chain a valid path allows
 
@@ -99,7 +100,9 @@ def test_cli_reports_an_unexpected_error_in_one_line(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(main, ["delete", "-r", "/x"])
     assert result.exit_code == 1
     line = assert_one_line(result.output)
-    assert line.startswith("zkpy: ") and "RecursionError" in line and "Traceback" not in line
+    assert line.startswith("zkpy: ")
+    assert "RecursionError" in line
+    assert "Traceback" not in line
 
 
 async def _no_connection(self: zkpy.Client, nursery: trio.Nursery) -> None:

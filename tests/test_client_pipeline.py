@@ -24,7 +24,8 @@ async def test_results_come_back_in_order(server: RunningServer) -> None:
         results = await batch.execute()
         assert all(stat.version == 1 for stat in results[:500])
         data, stat = results[500]
-        assert data == b"v2" and stat.version == 1
+        assert data == b"v2"
+        assert stat.version == 1
         assert results[501] is None
         assert len(results[502]) == 500 + 1  # and /zookeeper
 
@@ -38,13 +39,14 @@ async def test_errors_are_per_request_and_not_atomic(server: RunningServer) -> N
         pipe.get("bad path")  # refused before sending
         pipe.delete("/missing")
         results = await pipe.execute(raise_on_error=False)
-        assert results[0] == "/a" and results[2] == "/b"
+        assert results[0] == "/a"
+        assert results[2] == "/b"
         assert isinstance(results[1], NodeExistsError)
         assert isinstance(results[3], BadArgumentsError)
         assert isinstance(results[4], NoNodeError)
         assert await zk.exists("/b") is not None
+        pipe.create("/a", b"")
         with pytest.raises(NodeExistsError):
-            pipe.create("/a", b"")
             await pipe.execute()
 
 

@@ -339,7 +339,8 @@ class Runner:
                 pending.append(self.submit(op, self.slots[op[-1]]))
         for item in pending:
             self.apply_and_compare(*item)
-        assert not self.prep._pending and not self.prep._order, "overlay outlived its txns"
+        assert not self.prep._pending, "overlay outlived its txns"
+        assert not self.prep._order, "overlay outlived its txns"
 
     def apply_and_compare(
         self, record: Any, expected: Expected, state: dict[str, Any], sessions: set[int]
@@ -414,7 +415,7 @@ def test_prep_and_tree_match_the_model(plan: list[list[tuple[Any, ...]]]) -> Non
 def test_the_model_runner_is_not_vacuous() -> None:
     """A hand-written plan exercising every op kind, with outcomes we know."""
     runner = Runner()
-    plan = [
+    plan: list[list[tuple[Any, ...]]] = [
         [("create", "/a", b"x", False, False, 0), ("create", "/a/b", b"", True, False, 1)],
         [("create", "/a/s-", b"", False, True, 0), ("set", "/a", b"y", "right", 2)],
         [("multi", [("create", "/b", b"", False, False, 0), ("delete", "/a", "any", 0)], 0)],

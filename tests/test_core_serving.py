@@ -168,7 +168,8 @@ def opened(
     conn.session_assigned(session_id, PASSWORD, 4000)
     conn.session_ready(member.apply(CreateSessionTxn(session_id, 4000, PASSWORD)))
     greeting = sink.take_hello()
-    assert greeting.error == 0 and greeting.session_id == session_id
+    assert greeting.error == 0
+    assert greeting.session_id == session_id
     return conn, sink, meter
 
 
@@ -190,13 +191,16 @@ def test_a_new_session_is_created_then_greeted() -> None:
     conn, sink, _ = new_connection(member)
     conn.receive_hello(hello(), owner=99)
     assert take_effects(conn) == [CreateSession(10_000)]
-    assert conn.owner == 99 and not conn.greeted and sink.frames == []
+    assert conn.owner == 99
+    assert not conn.greeted
+    assert sink.frames == []
     conn.session_assigned(0x100, PASSWORD, 4000)
     conn.session_ready(member.apply(CreateSessionTxn(0x100, 4000, PASSWORD)))
     reply = sink.take_hello()
     assert (reply.session_id, reply.password, reply.timeout_ms) == (0x100, PASSWORD, 4000)
     assert (reply.zxid, reply.max_frame, reply.server_id) == (1, LIMITS.max_frame, 1)
-    assert conn.greeted and not sink.finished
+    assert conn.greeted
+    assert not sink.finished
     assert conn.read_timeout_s(buffered=False) == 6.0
 
 
@@ -206,7 +210,8 @@ def test_a_live_session_resumes_by_attaching_it_here() -> None:
     conn, sink, _ = new_connection(member)
     conn.receive_hello(hello(0x200, PASSWORD, last_zxid=1), owner=42)
     assert take_effects(conn) == [AttachSession(0x200)]
-    assert conn.session_id == 0x200 and conn.timeout_ms == 5000
+    assert conn.session_id == 0x200
+    assert conn.timeout_ms == 5000
     conn.session_ready(member.apply(CreateSessionTxn(0x300, 5000, PASSWORD)))  # any OK result
     reply = sink.take_hello()
     assert (reply.session_id, reply.password, reply.timeout_ms) == (0x200, PASSWORD, 5000)
@@ -230,7 +235,9 @@ def test_a_handshake_is_refused_with_its_reason_and_the_connection_closes(
     conn, sink, _ = new_connection(member)
     conn.receive_hello(hello(session_id, password, last_zxid), owner=1)
     assert sink.take_hello().error == code
-    assert sink.finished and conn.closing and not conn.greeted
+    assert sink.finished
+    assert conn.closing
+    assert not conn.greeted
     assert conn.effects == []
     with pytest.raises(ServingStateError):
         conn.feed(request(1, GetDataRequest("/")))
@@ -251,7 +258,8 @@ def test_a_session_that_cannot_be_taken_is_refused(outcome: int | None, code: in
         result.result.error = outcome
     conn.session_ready(result)
     assert sink.take_hello().error == code
-    assert sink.finished and not conn.greeted
+    assert sink.finished
+    assert not conn.greeted
 
 
 def test_a_status_query_is_answered_and_closed() -> None:
@@ -275,12 +283,14 @@ def test_a_frame_over_the_limit_is_refused_before_the_greeting_and_closes_after(
     assert conn.read_timeout_s(buffered=True) == float("inf")  # the handshake deadline rules
     conn.bad_frame("frame of 70000 bytes is over the limit of 65536")
     refusal = sink.take_hello()
-    assert refusal.error == Code.MARSHALLING_ERROR and refusal.message.startswith("handshake")
+    assert refusal.error == Code.MARSHALLING_ERROR
+    assert refusal.message.startswith("handshake")
     assert sink.finished
     conn, sink, _ = opened(FakeMember())
     assert conn.read_timeout_s(buffered=True) == 4.0  # the session timeout, over 2 s
     conn.bad_frame("frame of 2000000 bytes is over the limit of 1048576")
-    assert sink.frames == [] and sink.finished
+    assert sink.frames == []
+    assert sink.finished
     assert [type(e) for e in take_effects(conn)] == [Notice]
 
 
@@ -293,13 +303,17 @@ def test_inputs_out_of_turn_raise_and_change_nothing() -> None:
         conn.session_ready(None)
     with pytest.raises(ServingStateError):
         conn.auth_hashed(Id("digest", "u:x"))
-    assert sink.frames == [] and conn.effects == [] and conn.requests == 0
+    assert sink.frames == []
+    assert conn.effects == []
+    assert conn.requests == 0
     conn, sink, _ = opened(member)
     with pytest.raises(ServingStateError):
         conn.receive_hello(hello(), owner=2)
     with pytest.raises(ServingStateError):
         conn.write_committed(Slot(5), None)  # a slot that waits for no write
-    assert sink.frames == [] and conn.effects == [] and conn.greeted
+    assert sink.frames == []
+    assert conn.effects == []
+    assert conn.greeted
 
 
 # ---- reads, writes and their order ------------------------------------------------------------
@@ -324,7 +338,9 @@ def test_reads_are_answered_at_once_and_check_acls() -> None:
         (wire.XID_PING, 0),
     ]
     assert replies[0][2:] == (0, [b"v", member.tree.nodes["/open"].stat_wire()])
-    assert conn.effects == [] and conn.queued == 0 and conn.requests == 4
+    assert conn.effects == []
+    assert conn.queued == 0
+    assert conn.requests == 4
 
 
 def test_a_read_behind_a_write_waits_for_the_write_reply() -> None:
@@ -334,17 +350,21 @@ def test_a_read_behind_a_write_waits_for_the_write_reply() -> None:
     write_frame = request(1, SetDataRequest("/a", b"new", -1))
     conn.feed(write_frame)
     write = submitted(conn)
-    assert write.slot.xid == 1 and write.request == SetDataRequest("/a", b"new", -1)
+    assert write.slot.xid == 1
+    assert write.request == SetDataRequest("/a", b"new", -1)
     read_frame = request(2, GetDataRequest("/a"))
     conn.feed(read_frame)
-    assert sink.frames == [] and conn.queued == 2
+    assert sink.frames == []
+    assert conn.queued == 2
     assert meter.total == len(write_frame) + len(read_frame)
     result = member.apply(SetData("/a", b"new", 1), conn.session_id, 1)
     conn.write_committed(write.slot, result)
     (xid1, _zxid1, err1, stat), (xid2, _z, err2, body) = sink.take()
     assert (xid1, err1, xid2, err2) == (1, 0, 2, 0)
-    assert body[0] == b"new" and stat == member.tree.nodes["/a"].stat_wire()
-    assert meter.total == 0 and conn.queued == 0
+    assert body[0] == b"new"
+    assert stat == member.tree.nodes["/a"].stat_wire()
+    assert meter.total == 0
+    assert conn.queued == 0
     with pytest.raises(ServingStateError):
         conn.write_committed(write.slot, result)  # answered already
 
@@ -354,7 +374,8 @@ def test_a_lost_write_is_answered_connection_loss_and_closes() -> None:
     conn.feed(request(1, CreateRequest("/x", b"", OPEN_ACL_UNSAFE)))
     conn.write_committed(submitted(conn).slot, None)
     ((xid, _z, error, _b),) = sink.take()
-    assert (xid, error) == (1, Code.CONNECTION_LOSS) and sink.finished
+    assert (xid, error) == (1, Code.CONNECTION_LOSS)
+    assert sink.finished
 
 
 def test_a_sync_is_answered_in_turn() -> None:
@@ -380,8 +401,10 @@ def test_a_reused_xid_gets_a_marshalling_error_and_the_close() -> None:
     member.pending.add((conn.session_id, 5))
     conn.feed(request(5, DeleteRequest("/y")))
     ((xid, _z, error, message),) = sink.take()
-    assert (xid, error) == (5, Code.MARSHALLING_ERROR) and "already in use" in message
-    assert sink.finished and conn.closing
+    assert (xid, error) == (5, Code.MARSHALLING_ERROR)
+    assert "already in use" in message
+    assert sink.finished
+    assert conn.closing
     assert [type(e) for e in take_effects(conn)] == [Notice]
 
 
@@ -389,16 +412,19 @@ def test_garbage_is_answered_when_its_xid_is_known_and_closes() -> None:
     conn, sink, _ = opened(FakeMember())
     conn.feed(wire.pack([9, 4242]))  # an unknown opcode
     ((xid, _z, error, _m),) = sink.take()
-    assert (xid, error) == (9, Code.MARSHALLING_ERROR) and sink.finished
+    assert (xid, error) == (9, Code.MARSHALLING_ERROR)
+    assert sink.finished
     conn, sink, _ = opened(FakeMember())
     conn.feed(wire.pack([-1, 4, "/", False]))  # a reserved xid: no reply could carry it
-    assert sink.frames == [] and sink.finished
+    assert sink.frames == []
+    assert sink.finished
 
 
 def test_sessions_are_made_by_the_handshake_only() -> None:
     conn, sink, _ = opened(FakeMember())
     conn.receive(3, CreateSessionRequest(1, 1000, b""))
-    assert sink.frames == [] and sink.finished
+    assert sink.frames == []
+    assert sink.finished
 
 
 def test_an_oversize_value_is_refused_in_turn_naming_the_limit() -> None:
@@ -407,10 +433,12 @@ def test_an_oversize_value_is_refused_in_turn_naming_the_limit() -> None:
     conn.feed(request(1, DeleteRequest("/x")))
     write = submitted(conn)
     conn.feed(request(2, CreateRequest("/big", b"b" * 1001, OPEN_ACL_UNSAFE)))
-    assert conn.effects == [] and sink.frames == []
+    assert conn.effects == []
+    assert sink.frames == []
     conn.write_committed(write.slot, member.apply(SetData("/", b"", 1), conn.session_id, 1))
     (_first, (xid, _z, error, message)) = sink.take()
-    assert (xid, error) == (2, Code.BAD_ARGUMENTS) and "max_data_bytes" in message
+    assert (xid, error) == (2, Code.BAD_ARGUMENTS)
+    assert "max_data_bytes" in message
 
 
 def test_limits_on_children_and_watches() -> None:
@@ -443,8 +471,10 @@ def test_an_event_precedes_the_reply_of_the_write_that_fired_it() -> None:
     write = submitted(conn)
     conn.write_committed(write.slot, member.apply(SetData("/w", b"x", 1), conn.session_id, 2))
     (event, reply) = sink.take()
-    assert event[0] == wire.XID_EVENT and event[3] == [int(EventType.CHANGED), "/w"]
-    assert reply[0] == 2 and event[1] == reply[1]
+    assert event[0] == wire.XID_EVENT
+    assert event[3] == [int(EventType.CHANGED), "/w"]
+    assert reply[0] == 2
+    assert event[1] == reply[1]
 
 
 def test_events_of_nodes_the_client_may_not_read_are_withheld() -> None:
@@ -485,7 +515,8 @@ def test_auth_hashes_then_answers_in_turn_and_later_requests_carry_the_identity(
     member.create("/mine", (ACL(Perm.ALL, user),))
     conn, sink, _ = opened(member)
     conn.feed(request(1, AuthRequest("digest", b"u:pw")))
-    assert take_effects(conn) == [HashCredential(b"u:pw")] and conn.auth_pending
+    assert take_effects(conn) == [HashCredential(b"u:pw")]
+    assert conn.auth_pending
     with pytest.raises(ServingStateError):
         conn.feed(request(2, GetDataRequest("/mine")))  # the shell waits for the hashing
     conn.auth_hashed(acls.digest_id_from_credential(b"u:pw"))
@@ -498,11 +529,13 @@ def test_failed_auth_is_answered_and_closes() -> None:
     conn, sink, _ = opened(FakeMember())
     conn.feed(request(1, AuthRequest("kerberos", b"x")))
     ((xid, _z, error, _m),) = sink.take()
-    assert (xid, error) == (1, Code.AUTH_FAILED) and sink.finished
+    assert (xid, error) == (1, Code.AUTH_FAILED)
+    assert sink.finished
     conn, sink, _ = opened(FakeMember())
     conn.feed(request(1, AuthRequest("digest", b"nocolon")))
     conn.auth_hashed(AuthFailedError("digest credentials must be 'user:password'"))
-    assert sink.take()[0][2] == Code.AUTH_FAILED and sink.finished
+    assert sink.take()[0][2] == Code.AUTH_FAILED
+    assert sink.finished
 
 
 def test_identities_are_capped_and_the_super_digest_makes_a_super_user() -> None:
@@ -510,7 +543,8 @@ def test_identities_are_capped_and_the_super_digest_makes_a_super_user() -> None
     conn, sink, _ = opened(FakeMember(), ids)
     conn.feed(request(1, AuthRequest("digest", b"one:more")))
     conn.auth_hashed(Id("digest", "one:more"))
-    assert sink.take()[0][2] == Code.AUTH_FAILED and conn.ids == ids
+    assert sink.take()[0][2] == Code.AUTH_FAILED
+    assert conn.ids == ids
     conn, sink, _ = opened(FakeMember())
     conn.feed(request(1, AuthRequest("digest", b"root:secret")))
     take_effects(conn)
@@ -526,7 +560,8 @@ def test_outcomes_after_the_end_go_nowhere() -> None:
     write = submitted(conn)
     assert meter.total > 0
     conn.closed()
-    assert meter.total == 0 and conn.queued == 0
+    assert meter.total == 0
+    assert conn.queued == 0
     conn.write_committed(write.slot, None)
     conn.event(WatchedEvent(EventType.CREATED, "/x", 3))
     assert sink.frames == []

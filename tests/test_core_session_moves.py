@@ -90,7 +90,8 @@ def test_a_write_from_the_connection_a_session_left_is_refused(leader: Leader) -
     for record in (attach, stale, current):
         leader.apply(record)
     node = leader.tree.get("/k")
-    assert node is not None and (node.data, node.version) == (b"v2", 2)
+    assert node is not None
+    assert (node.data, node.version) == (b"v2", 2)
     assert leader.prep.owner_of(S1) == OWNER_B
 
 
@@ -110,10 +111,12 @@ def test_multi_and_close_from_the_old_connection_are_refused(leader: Leader) -> 
     assert leader.run(multi, OWNER_A) == Code.SESSION_MOVED
     assert leader.run(SetACLRequest("/k", OPEN), OWNER_A) == Code.SESSION_MOVED
     assert leader.run(CloseSessionRequest(), OWNER_A) == Code.SESSION_MOVED
-    assert S1 in leader.tree.sessions and "/e" in leader.tree
+    assert S1 in leader.tree.sessions
+    assert "/e" in leader.tree
     # the session's own connection closes it; expiry (owner 0) is never fenced
     assert leader.run(CloseSessionRequest(), OWNER_B) == Code.OK
-    assert S1 not in leader.tree.sessions and "/e" not in leader.tree
+    assert S1 not in leader.tree.sessions
+    assert "/e" not in leader.tree
     assert leader.prep.owner_of(S1) == 0  # forgotten with the session
 
 
@@ -191,7 +194,8 @@ def test_a_write_held_up_on_its_way_to_the_leader_is_refused_once_the_session_mo
     assert cluster.result_of(stale_member, S1, 2).result.error == Code.SESSION_MOVED
     for member in cluster.alive:
         node = cluster.r(member).tree.get("/k")
-        assert node is not None and node.data == b"w2", member
+        assert node is not None, member
+        assert node.data == b"w2", member
     cluster.assert_identical()
 
 
@@ -204,7 +208,8 @@ def test_every_tree_holds_the_reserved_nodes() -> None:
     assert tree.children_of("/") == ["zookeeper"]
     assert tree.children_of("/zookeeper") == ["quota"]
     root = tree.get("/")
-    assert root is not None and root.cversion == 0  # a sequential child of / still gets 0
+    assert root is not None
+    assert root.cversion == 0  # a sequential child of / still gets 0
     # a checkpoint written before they were reserved gets them back
     restored = DataTree.from_checkpoint(5, [("/", _root_record())], [])
     assert all(path in restored for path in RESERVED_NODES)
@@ -248,8 +253,10 @@ def test_clients_may_not_change_the_reserved_nodes(
 
 
 def test_names_that_only_begin_like_the_reserved_one_are_ordinary(leader: Leader) -> None:
-    assert not is_reserved("/zookeeperx") and not is_reserved("/zoo")
-    assert is_reserved("/zookeeper") and is_reserved("/zookeeper/quota/a")
+    assert not is_reserved("/zookeeperx")
+    assert not is_reserved("/zoo")
+    assert is_reserved("/zookeeper")
+    assert is_reserved("/zookeeper/quota/a")
     assert leader.run(CreateRequest("/zookeeperx", b"", OPEN), OWNER_A) == Code.OK
     sequential = leader.prepare(CreateRequest("/zookeeper", b"", OPEN, sequential=True), OWNER_A)
     assert leader.apply(sequential).result.value == "/zookeeper0000000002"

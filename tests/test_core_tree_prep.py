@@ -214,7 +214,8 @@ def test_apply_without_stats_changes_the_same_but_returns_no_stat(h: Harness) ->
     without = [twin.apply(record, stats=False) for record in records]
 
     assert [ok(r) for r in without[:2]] == [None, None]
-    assert ok(with_stats[0]).version == 1 and ok(with_stats[1]).aversion == 1
+    assert ok(with_stats[0]).version == 1
+    assert ok(with_stats[1]).aversion == 1
     # a multi's results keep their Stats: its reply is made of them, one per operation
     assert without[2].multi_results == with_stats[2].multi_results
     assert [r.changes for r in without] == [r.changes for r in with_stats]
@@ -261,7 +262,8 @@ def test_leaves_share_one_empty_child_set_and_get_their_own_when_a_child_comes(
     h.create("/p")
     h.create("/q")
     leaf_p, leaf_q = h.tree.nodes["/p"], h.tree.nodes["/q"]
-    assert leaf_p.children is NO_CHILDREN and leaf_q.children is NO_CHILDREN
+    assert leaf_p.children is NO_CHILDREN
+    assert leaf_q.children is NO_CHILDREN
     h.create("/p/a")
     h.create("/p/b")
     assert leaf_q.children is NO_CHILDREN, "the shared empty set was not changed"
@@ -529,7 +531,8 @@ def test_multi_applies_every_op_in_one_txn(h: Harness) -> None:
     values = [r.value for r in result.multi_results]
     assert values[0] == "/m/a"
     assert values[1] == "/m/a/s-0000000000"
-    assert values[2].version == 1 and values[2].mzxid == record.zxid
+    assert values[2].version == 1
+    assert values[2].mzxid == record.zxid
     assert values[3] is None
     assert values[4].version == 1
     assert values[5] is None
@@ -593,7 +596,7 @@ def test_multi_applies_every_op_in_one_txn(h: Harness) -> None:
         (
             (
                 CreateRequest("/ok", b"", OPEN),
-                SetACLRequest("/base", OPEN),  # type: ignore[arg-type]  # not a multi op
+                SetACLRequest("/base", OPEN),  # not a multi op
             ),
             1,
             Code.BAD_ARGUMENTS,
@@ -861,7 +864,7 @@ def test_decode_record_refuses_unknown_opcode() -> None:
     import msgpack
 
     raw = msgpack.packb([1, 0, 0, 0, [99, "/x"]], use_bin_type=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown transaction opcode 99"):
         decode_record(raw)
 
 

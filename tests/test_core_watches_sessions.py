@@ -445,7 +445,7 @@ def test_sessions_expire_in_deadline_order_and_ids_sorted_within_a_tick() -> Non
 
 
 def test_bad_tick_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tick must be positive"):
         SessionTracker(0)
 
 

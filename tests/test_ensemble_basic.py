@@ -8,8 +8,8 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import child_env
 from tests.ensemble_harness import Ensemble, connect_to
+from zkpy.testing.ensemble import child_env
 
 
 async def zkpy_cli(*args: str) -> str:
@@ -109,5 +109,6 @@ async def test_each_pipelined_write_is_answered_with_the_stat_it_left(tmp_path: 
             mzxids = [stat.mzxid for stat in stats]
             assert mzxids == sorted(set(mzxids))
             _data, final = await zk.get("/s")
-            assert final.version == 40 and final.num_children == 40
+            assert final.version == 40
+            assert final.num_children == 40
             assert final.mzxid == stats[-1].mzxid

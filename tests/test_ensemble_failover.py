@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import child_env
 from tests.ensemble_harness import Ensemble, connect_to, poll, read_tree
 from zkpy.core.errors import ConnectionLossError
 from zkpy.server.storage import Storage
+from zkpy.testing.ensemble import child_env
 
 FAILOVER_LIMIT_S = 3.0
 
@@ -96,7 +96,8 @@ async def test_leader_kill9_mid_stream(tmp_path: Path, checkpoint_every: int) ->
             assert zk.session_id == session
             assert zk.connected
             stat = await zk.exists("/mine")
-            assert stat is not None and stat.ephemeral_owner == session
+            assert stat is not None
+            assert stat.ephemeral_owner == session
             new_leader = await ens.leader()
             assert new_leader in survivors
 

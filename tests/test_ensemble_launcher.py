@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import zkpy
-from tests.conftest import child_env
 from tests.ensemble_harness import free_ports, poll, port_is_free, process_gone, try_status
 from zkpy.client.client import parse_hosts
+from zkpy.testing.ensemble import child_env
 
 
 def member_pids(config: Path) -> set[int]:

@@ -19,7 +19,8 @@ async def test_observer_serves_but_does_not_vote(tmp_path: Path) -> None:
         leader = await ens.leader()
         observer = ens[4]
         status = await observer.status()
-        assert status is not None and status["role"] == "observer", status
+        assert status is not None
+        assert status["role"] == "observer", status
         assert status["leader"] == leader.id
         roles = sorted([(await m.status() or {}).get("role", "?") for m in ens.voters])
         assert roles == ["follower", "follower", "leader"]
@@ -59,7 +60,8 @@ async def test_observer_serves_but_does_not_vote(tmp_path: Path) -> None:
             assert not successes, f"acknowledged without a quorum of voters: {successes}"
             for member in (leader, observer):
                 status = await member.status()
-                assert status is not None and not status["serving"], status
+                assert status is not None
+                assert not status["serving"], status
 
         # One voter back makes a quorum again; the observer serves and takes writes again.
         stopped[0].start()

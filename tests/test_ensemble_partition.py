@@ -50,7 +50,8 @@ async def test_minority_member_acknowledges_no_write(tmp_path: Path) -> None:
 
             # Alone, the member has stopped serving (it drops its clients and refuses new ones).
             status = await lonely.status()
-            assert status is not None and not status["serving"], status
+            assert status is not None
+            assert not status["serving"], status
             assert status["role"] == "looking", status
 
             for member in others:

@@ -33,7 +33,8 @@ async def test_member_with_another_secret_is_refused(tmp_path: Path) -> None:
         # It never serves, and the ensemble keeps serving (two of three is a quorum) while
         # nothing reaches the impostor.
         first = await victim.status()
-        assert first is not None and not first["serving"]
+        assert first is not None
+        assert not first["serving"]
         written = 0
         with trio.move_on_after(WATCH_IMPOSTOR_S):
             while True:
@@ -43,7 +44,8 @@ async def test_member_with_another_secret_is_refused(tmp_path: Path) -> None:
                 status = await victim.status()
                 assert victim.running, victim.log()
                 assert status is not None, "the impostor stopped answering"
-                assert not status["serving"] and status["role"] == "looking", status
+                assert not status["serving"], status
+                assert status["role"] == "looking", status
                 assert status["last_zxid"] == first["last_zxid"], status
                 assert status["epoch"] == first["epoch"], status
         assert written > 0
@@ -51,5 +53,6 @@ async def test_member_with_another_secret_is_refused(tmp_path: Path) -> None:
             tree = await read_tree(member, "/")
             assert {f"/during-{index}" for index in range(written)} <= set(tree)
             status = await member.status()
-            assert status is not None and status["serving"], status
+            assert status is not None
+            assert status["serving"], status
         assert "refused" in victim.log()

@@ -123,7 +123,8 @@ async def test_resuming_a_session_elsewhere_closes_its_old_connection(tmp_path: 
             assert (await old.reply_to(1))[1] == 0
             async with RawConnection.open(second.client_port) as new:
                 resumed = await new.handshake(session_id=hello.session_id, password=hello.password)
-                assert resumed.error == 0 and resumed.session_id == hello.session_id
+                assert resumed.error == 0
+                assert resumed.session_id == hello.session_id
                 await old.wait_closed(timeout=3.0)  # well within the 6 s read timeout
                 await new.request(1, SetDataRequest("/k", b"v1"))
                 assert (await new.reply_to(1))[1] == 0

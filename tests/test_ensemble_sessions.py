@@ -9,9 +9,9 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import child_env
 from tests.ensemble_harness import Ensemble, Member, connect_to, poll, read_tree
 from zkpy.client.client import parse_hosts
+from zkpy.testing.ensemble import child_env
 
 VANISHING_CLIENT = """
 import sys, trio, zkpy
@@ -55,7 +55,8 @@ async def test_session_moves_between_members_and_ends_everywhere(tmp_path: Path)
             assert moved_s < zk.session_timeout
             assert zk.session_id == session
             stat = await zk.exists("/owned")
-            assert stat is not None and stat.ephemeral_owner == session
+            assert stat is not None
+            assert stat.ephemeral_owner == session
             await zk.create("/owned-too", b"", ephemeral=True)
 
         # Closing the session deletes its ephemerals on every member, including the one that

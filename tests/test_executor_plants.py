@@ -35,18 +35,26 @@ class RepliesBeforeEvents(ReadyExecutor):
         super().notify(result)
 
 
+def run_and_check(seed: int, executor: type[ReadyExecutor]) -> None:
+    """One seeded run, settled and checked: InvariantViolation if the checks fail."""
+    sim = Simulation(seed, executor=executor)
+    sim.run_until(DURATION_MS)
+    sim.settle()
+    sim.check_final()
+
+
 def sweep(executor: type[ReadyExecutor]) -> list[str]:
     """The violations a short sweep finds (one per failing seed, each naming its seed)."""
     found = []
     for seed in SEEDS:
-        sim = Simulation(seed, executor=executor)
         try:
-            sim.run_until(DURATION_MS)
-            sim.settle()
-            sim.check_final()
+            run_and_check(seed, executor)
         except InvariantViolation as err:
-            assert f"seed {seed}," in str(err)
-            found.append(str(err))
+            violation = str(err)
+        else:
+            continue
+        assert f"seed {seed}," in violation
+        found.append(violation)
     return found
 
 
@@ -73,9 +81,6 @@ def test_a_sweep_catches_a_bug_planted_in_the_executor(
 def test_a_planted_bug_replays_on_its_seed() -> None:
     first = sweep(RepliesBeforeEvents)[0]
     seed = int(first.split()[1].rstrip(","))
-    sim = Simulation(seed, executor=RepliesBeforeEvents)
     with pytest.raises(InvariantViolation) as caught:
-        sim.run_until(DURATION_MS)
-        sim.settle()
-        sim.check_final()
+        run_and_check(seed, RepliesBeforeEvents)
     assert str(caught.value) == first

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from zkpy.testing.linearizability import (
     CheckResult,
     CounterModel,
+    Model,
     Operation,
     Outcome,
     RegisterModel,
@@ -98,7 +99,9 @@ def test_sequential_writes_and_reads() -> None:
         read(2, ("b", 1), 8, 9),
     ]
     result = check(history, RegisterModel())
-    assert result.ok and result.violations == () and result.timed_out == ()
+    assert result.ok
+    assert result.violations == ()
+    assert result.timed_out == ()
     assert result.per_key["k"].prefix == tuple(history)
     assert result.per_key["k"].state == ("b", 1)
 
@@ -192,7 +195,8 @@ def test_failed_operations_are_dropped_and_observed_bad_versions_are_checked() -
 def test_unknown_reads_are_dropped() -> None:
     history = [write(1, "a", 0, 0, 1), Operation(2, "k", "read", None, None, 2, 3, UNKNOWN)]
     result = check(history, RegisterModel())
-    assert result.ok and result.per_key["k"].dropped == 1
+    assert result.ok
+    assert result.per_key["k"].dropped == 1
 
 
 def test_write_outputs_may_be_version_and_zxid_or_unrecorded() -> None:
@@ -259,7 +263,8 @@ def test_stale_read_after_a_completed_write() -> None:
     assert key.prefix == tuple(history[:2])
     assert key.state == ("b", 1)
     assert key.unplaced[0] == history[2]
-    assert "('a', 0)" in explanation and "('b', 1)" in explanation
+    assert "('a', 0)" in explanation
+    assert "('b', 1)" in explanation
     assert "could not be placed" in explanation
 
 
@@ -331,8 +336,10 @@ def test_the_explanation_names_the_longest_prefix_and_the_stuck_operation() -> N
     result = check(history, RegisterModel())
     explanation = only_violation(result)
     assert len(result.per_key["k"].prefix) == 12
-    assert "12 ops" in explanation and "earlier ops" in explanation  # long prefixes are cut
-    assert "v11" in explanation and "('v3', 3)" in explanation
+    assert "12 ops" in explanation
+    assert "earlier ops" in explanation  # long prefixes are cut
+    assert "v11" in explanation
+    assert "('v3', 3)" in explanation
 
 
 def test_the_explanation_leaves_out_unknown_operations_it_does_not_need() -> None:
@@ -371,9 +378,11 @@ def test_a_violation_is_reported_for_its_key_only() -> None:
         history.append(read(n, ("a" if key == "k2" else "b", 0 if key == "k2" else 1), 4, 5, key))
     result = check(history, RegisterModel())
     explanation = only_violation(result, "k2")
-    assert result.per_key["k1"].ok and result.per_key["k3"].ok
+    assert result.per_key["k1"].ok
+    assert result.per_key["k3"].ok
     assert result.per_key["k2"].ops == 3
-    assert "'k2'" in explanation and "'k1'" not in explanation
+    assert "'k2'" in explanation
+    assert "'k1'" not in explanation
     assert "k1" in result.report()
 
 
@@ -383,7 +392,7 @@ def test_model_per_key() -> None:
         create(1, node(1), 0, 1, key="/seq"),
         create(2, node(2), 2, 3, key="/seq"),
     ]
-    models = {"reg": RegisterModel(), "/seq": SequentialCreateModel()}
+    models: dict[str, Model] = {"reg": RegisterModel(), "/seq": SequentialCreateModel()}
     assert check(history, models.__getitem__).ok
 
 
@@ -405,7 +414,8 @@ def test_a_check_that_gives_up_says_so() -> None:
     assert not result.ok
     assert result.timed_out == ("k", "later")  # the deadline passed while "k" was searched
     assert result.violations == ()
-    assert result.per_key["k"].timed_out and not result.per_key["k"].ok
+    assert result.per_key["k"].timed_out
+    assert not result.per_key["k"].ok
     assert "TIMED OUT" in result.report()
 
 
@@ -621,8 +631,8 @@ def small_register_op(draw: st.DrawFn) -> Operation:
     if kind == "write":
         return Operation(0, "k", "write", value, version, call, ret, outcome)
     expected = draw(st.integers(0, 2))
-    output = draw(st.sampled_from([version, None]))  # None: an observed BadVersion
-    return Operation(0, "k", "cas", (expected, value), output, call, ret, outcome)
+    observed = draw(st.sampled_from([version, None]))  # None: an observed BadVersion
+    return Operation(0, "k", "cas", (expected, value), observed, call, ret, outcome)
 
 
 @settings(max_examples=500, deadline=None)
@@ -747,7 +757,7 @@ def test_lost_sequential_creates_and_missing_final_reads() -> None:
     assert lost_writes(history, finals) == [history[0]]
     with pytest.raises(ValueError, match="no final read"):
         lost_writes(history, {"/q": []})
-    models = {"/q": SequentialCreateModel(), "k": RegisterModel()}
+    models: dict[str, Model] = {"/q": SequentialCreateModel(), "k": RegisterModel()}
     assert lost_writes(history, finals, models.__getitem__) == [history[0]]
 
 
@@ -821,4 +831,5 @@ def test_python_dash_m(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 1, done.stderr
-    assert "NOT LINEARIZABLE" in done.stdout and "'k'" in done.stdout
+    assert "NOT LINEARIZABLE" in done.stdout
+    assert "'k'" in done.stdout

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 import pytest
@@ -46,7 +47,7 @@ class Target:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     workdir = tmp_path_factory.mktemp("peer-fuzz")
-    settings = {"log_segment_bytes": MIN_SEGMENT_BYTES, "peer_tick_ms": 50}
+    settings: dict[str, Any] = {"log_segment_bytes": MIN_SEGMENT_BYTES, "peer_tick_ms": 50}
     with Ensemble(workdir, 3, secret="fuzzed", fast=False, **settings) as ensemble:
         ensemble[1].start()
         path = ensemble.config_path

@@ -29,7 +29,7 @@ from zkpy.server.clients import MAX_HANDSHAKE_FRAME, MAX_IDENTITIES
 from zkpy.server.config import ServerConfig
 from zkpy.testing import running_server
 from zkpy.wire import client as wire
-from zkpy.wire.frames import DEFAULT_MAX_FRAME
+from zkpy.wire.frames import DEFAULT_MAX_FRAME, encode_frame
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "protocol.md"
@@ -323,13 +323,14 @@ async def test_doc_bytes_work_against_a_server(tmp_path: Path) -> None:
             await stream.send_all(examples["set-request"][1])
             event = await frames.next()
             reply = await frames.next()
-            assert event[0] == -1 and event[2:] == [0, [EventType.CHANGED, "/app"]]
-            assert reply[0] == 3 and reply[2] == 0 and reply[3][4] == 1
+            assert event[0] == -1
+            assert event[2:] == [0, [EventType.CHANGED, "/app"]]
+            assert reply[0] == 3
+            assert reply[2] == 0
+            assert reply[3][4] == 1
             assert event[1] == reply[1] == reply[3][1] > created_zxid
 
-            await stream.send_all(
-                wire.encode_frame(wire.pack([4, wire.OP_GET_DATA, "/missing", False]))
-            )
+            await stream.send_all(encode_frame(wire.pack([4, wire.OP_GET_DATA, "/missing", False])))
             xid, _zxid, error, message = await frames.next()
             documented = examples["error-reply"][0]
             assert [xid, error, message] == [documented[0], documented[2], documented[3]]
@@ -338,7 +339,7 @@ async def test_doc_bytes_work_against_a_server(tmp_path: Path) -> None:
             xid, _zxid, error, body = await frames.next()
             assert (xid, error, body) == (-2, 0, None)
 
-            await stream.send_all(wire.encode_frame(wire.pack([5, wire.OP_CLOSE])))
+            await stream.send_all(encode_frame(wire.pack([5, wire.OP_CLOSE])))
             assert (await frames.next())[::2] == [5, 0]
             assert await frames.next() is EOFError
             await stream.aclose()

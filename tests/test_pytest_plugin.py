@@ -118,7 +118,8 @@ def test_fixtures_serve_plain_trio_and_asyncio_tests_and_leave_nothing(
     addresses = (pytester.path / "addresses.txt").read_text().split()
     servers, ensembles = addresses[:3], addresses[3:]
     assert len(set(servers)) == 3  # a fresh member for each test
-    assert len(ensembles) == 2 and ensembles[0] == ensembles[1]  # one for the module
+    assert len(ensembles) == 2  # one for the module
+    assert ensembles[0] == ensembles[1]
     members = [*servers, *ensembles[0].split(",")]
     assert all(refused(address) for address in members)  # every member is gone
     assert set(Path(tempfile.gettempdir()).glob("zkpy-pytest-*")) <= left_before

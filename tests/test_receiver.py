@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -264,12 +265,10 @@ async def test_a_slow_connection_read_dry_is_not_read_again_until_readable(
 ) -> None:
     """One write at a time, every message used to start with a read that failed (a system call
     and an exception); a connection whose bytes come slowly now waits for them first."""
-    import zkpy._net.receiver as receiver_module
-
     left, right = await _socket_pair()
     receiver = Receiver(right, spin_s=0.0)  # never spins: its waits always count as slow
     failed_reads = 0
-    read = receiver_module.os.read
+    read = os.read
 
     def counting_read(fd: int, size: int) -> bytes:
         nonlocal failed_reads
@@ -279,7 +278,7 @@ async def test_a_slow_connection_read_dry_is_not_read_again_until_readable(
             failed_reads += 1
             raise
 
-    monkeypatch.setattr(receiver_module.os, "read", counting_read)
+    monkeypatch.setattr("zkpy._net.receiver.os.read", counting_read)
     await left.send_all(b"first")
     assert await receiver.receive(1024) == b"first"  # less than asked: read dry
     got: list[bytes | bytearray] = []

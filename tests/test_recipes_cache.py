@@ -39,7 +39,8 @@ async def test_cache_mirrors_the_subtree_and_streams_changes(server: RunningServ
             assert cache.ready
             assert _data(cache) == await _tree(writer, "/app")
             assert cache.get_children("/app") == ["config", "workers"]
-            assert cache.get_data("/app/config") == b"v1" and "/app/workers/w1" in cache
+            assert cache.get_data("/app/config") == b"v1"
+            assert "/app/workers/w1" in cache
             changes = cache.changes()
             await writer.set("/app/config", b"v2")
             await writer.create("/app/workers/w2", b"busy")
@@ -128,12 +129,15 @@ async def test_cache_of_a_missing_root_and_reconnection(server: RunningServer) -
 
 
 async def test_cache_ends_with_the_session(server: RunningServer) -> None:
+    async def close_the_session_under_the_cache(zk: zkpy.Client) -> None:
+        async with Cache(zk, "/") as cache:
+            assert "/" in cache
+            await zk.close()
+            await trio.sleep_forever()
+
     async with zkpy.connect(server.address) as zk:
         with pytest.raises(SessionExpiredError):
-            async with Cache(zk, "/") as cache:
-                assert "/" in cache
-                await zk.close()
-                await trio.sleep_forever()
+            await close_the_session_under_the_cache(zk)
 
 
 async def test_data_watch_yields_each_state(server: RunningServer) -> None:
@@ -142,10 +146,13 @@ async def test_data_watch_yields_each_state(server: RunningServer) -> None:
         assert await values.__anext__() is None  # missing
         await writer.create("/cfg", b"a")
         value = await values.__anext__()
-        assert value is not None and value[0] == b"a"
+        assert value is not None
+        assert value[0] == b"a"
         await writer.set("/cfg", b"b")
         value = await values.__anext__()
-        assert value is not None and value[0] == b"b" and value[1].version == 1
+        assert value is not None
+        assert value[0] == b"b"
+        assert value[1].version == 1
         await writer.delete("/cfg")
         assert await values.__anext__() is None
         await writer.create("/cfg", b"c")

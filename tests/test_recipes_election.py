@@ -45,7 +45,8 @@ async def test_one_leader_at_a_time_and_each_new_leader_has_a_larger_token(
             assert await election.contenders() == [b"a", b"b", b"c"]
             for n, name in enumerate("abc"):
                 leader = await election.leader()
-                assert leader is not None and leader.identifier == name.encode()
+                assert leader is not None
+                assert leader.identifier == name.encode()
                 assert leader.token == terms[-1][1]
                 step_down[name].set()  # resign by leaving the block
                 if name != "c":
@@ -54,7 +55,8 @@ async def test_one_leader_at_a_time_and_each_new_leader_has_a_larger_token(
             nursery.cancel_scope.cancel()
         assert [name for name, _t in terms] == ["a", "b", "c"]
         tokens = [token for _n, token in terms]
-        assert tokens == sorted(tokens) and len(set(tokens)) == 3
+        assert tokens == sorted(tokens)
+        assert len(set(tokens)) == 3
         leaders = [leader for leader in seen if leader is not None]
         assert [leader.identifier for leader in leaders] == [b"a", b"b", b"c"]
         assert [leader.token for leader in leaders] == tokens
@@ -82,7 +84,8 @@ async def test_await_campaign_then_resign(server: RunningServer) -> None:
             await lead.resign()
         assert got[0].token > lead.token
         leader = await first.leader()
-        assert leader is not None and leader.identifier == b"second"
+        assert leader is not None
+        assert leader.identifier == b"second"
         assert leader.session_id == b.session_id
         await second.resign()
         assert await first.leader() is None
@@ -144,7 +147,8 @@ async def test_leader_changes_are_deduplicated_and_ignore_candidates(
         assert await changes.__anext__() is None
         lead = await Election(a, "/election/dedup", "a").campaign()
         first = await changes.__anext__()
-        assert first is not None and first.identifier == b"a"
+        assert first is not None
+        assert first.identifier == b"a"
         got: list[Held] = []
         async with trio.open_nursery() as nursery:
 
@@ -155,7 +159,8 @@ async def test_leader_changes_are_deduplicated_and_ignore_candidates(
             await wait_until(lambda: _count(observer, "/election/dedup", 2))
             await lead.resign()
             second = await changes.__anext__()  # b joining was not a change; a leaving is
-            assert second is not None and second.identifier == b"b"
+            assert second is not None
+            assert second.identifier == b"b"
             assert second.token > first.token
         await got[0].resign()
         assert await changes.__anext__() is None

@@ -29,13 +29,15 @@ def test_guard_accepts_newer_and_equal_tokens_and_rejects_older_ones() -> None:
     assert (caught.value.resource, caught.value.token, caught.value.highest) == ("db", 11, 12)
     with pytest.raises(StaleTokenError):
         guard.check("db", 3)  # check is accept: check and record
-    assert guard.is_stale("db", 11) and not guard.is_stale("db", 12)
+    assert guard.is_stale("db", 11)
+    assert not guard.is_stale("db", 12)
     guard.check("db", 12)
     guard.accept("other", 1)  # per resource
-    assert guard.highest("db") == 12 and guard.highest("other") == 1
+    assert guard.highest("db") == 12
+    assert guard.highest("other") == 1
     assert guard.rejected == 2
     for bad in (-1, True, "7"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="a fencing token is a non-negative int"):
             guard.accept("db", bad)  # type: ignore[arg-type]
 
 

@@ -169,8 +169,11 @@ async def test_reply_dropping_proxy(server: RunningServer) -> None:
                 except ConnectionLossError:
                     outcome.append("lost")
 
+            async def applied() -> bool:
+                return await observer.exists("/dropped-reply") is not None
+
             nursery.start_soon(create)
-            await wait_until(lambda: observer.exists("/dropped-reply"), what="the create applied")
+            await wait_until(applied, what="the create applied")
             proxy.dropping = False
             proxy.cut()
         assert outcome == ["lost"]

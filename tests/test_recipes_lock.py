@@ -147,7 +147,8 @@ async def test_predecessor_vanishes_while_waiting(server: RunningServer) -> None
                 await b.close()  # b's session ends: its node goes without a release
             await wait_until(lambda: _count(a, "/locks/vanish", 2))
             await settle(a, c)
-            assert got == [] and lock_c.wakeups == 1  # woken, re-listed, now watches a
+            assert got == []
+            assert lock_c.wakeups == 1  # woken, re-listed, now watches a
             await held_a.release()
             await wait_until(lambda: len(got) == 1)
         assert got[0].token > held_a.token
@@ -163,7 +164,8 @@ async def test_try_acquire_and_blocking_false(server: RunningServer) -> None:
         assert len(await children(a, "/locks/try")) == 1  # failed tries leave nothing
         await first.release()
         second = await Lock(b, "/locks/try").try_acquire()
-        assert second is not None and second.token > first.token
+        assert second is not None
+        assert second.token > first.token
         await second.release()
 
 
@@ -175,7 +177,8 @@ async def test_not_reentrant_fails_fast_instead_of_deadlocking(server: RunningSe
                 await lock.acquire()
             with pytest.raises(AlreadyHeldError):  # another object, same path, same task
                 await Lock(zk, "/locks/reentry").acquire()
-            assert lock.held is held and lock.is_acquired
+            assert lock.held is held
+            assert lock.is_acquired
         assert not lock.is_acquired
         with pytest.raises(NotHeldError):
             await lock.release()
@@ -195,7 +198,8 @@ async def test_not_reentrant_fails_fast_instead_of_deadlocking(server: RunningSe
         async with trio.open_nursery() as nursery:
             for _ in range(4):
                 nursery.start_soon(task)
-        assert tokens == sorted(tokens) and len(set(tokens)) == 4
+        assert tokens == sorted(tokens)
+        assert len(set(tokens)) == 4
 
 
 async def test_retry_safe_create_after_lost_reply(server: RunningServer) -> None:
@@ -237,7 +241,8 @@ async def test_connection_loss_during_create_over_the_network(server: RunningSer
         names = await children(observer, "/locks/netloss")
         assert names == [got[0].name]  # one node, ours: found again, not created twice
         stat = await observer.exists(got[0].path)
-        assert stat is not None and stat.ephemeral_owner == zk.session_id == got[0].session_id
+        assert stat is not None
+        assert stat.ephemeral_owner == zk.session_id == got[0].session_id
         await got[0].release()
         assert await children(observer, "/locks/netloss") == []
 
@@ -272,7 +277,8 @@ async def test_session_loss_cancels_the_body_and_the_next_holder_has_a_larger_to
                     await trio.sleep_forever()  # the body: cancelled when the hold is lost
                 finally:
                     body_cancelled = True
-            assert body_cancelled and held_a.lost
+            assert body_cancelled
+            assert held_a.lost
             assert held_a.cancel_scope.cancelled_caught
             await wait_until(lambda: len(next_holder) == 1, what="b to take over")
             assert next_holder[0].token > held_a.token
@@ -305,14 +311,16 @@ async def test_cancel_on_suspend_and_surviving_a_brief_suspension(server: Runnin
                 assert await states.receive() is zkpy.ConnectionState.SUSPENDED
                 assert await states.receive() is zkpy.ConnectionState.CONNECTED
             await trio.lowlevel.checkpoint()
-            assert not held.lost and await held.is_held()
+            assert not held.lost
+            assert await held.is_held()
         assert not held.cancel_scope.cancelled_caught
 
         # cancel_on_suspend: the body is cancelled as soon as the connection is suspended.
         async with Lock(zk, "/locks/suspend", cancel_on_suspend=True) as held:
             proxy.cut()
             await trio.sleep_forever()
-        assert held.lost and "suspended" in (held.lost_reason or "")
+        assert held.lost
+        assert "suspended" in (held.lost_reason or "")
         await wait_until(lambda: _count(observer, "/locks/suspend", 0), what="release")
 
 
@@ -321,7 +329,8 @@ async def test_lock_node_deleted_under_the_holder(server: RunningServer) -> None
         async with Lock(zk, "/locks/deleted") as held:
             await admin.delete(held.path)
             await trio.sleep_forever()
-        assert held.lost and held.lost_reason == "our lock node was deleted"
+        assert held.lost
+        assert held.lost_reason == "our lock node was deleted"
 
         # Deleted while waiting: the waiter fails with LockLostError.
         blocker = await Lock(admin, "/locks/deleted").acquire()
@@ -344,7 +353,8 @@ async def test_guarded_transaction_writes_only_while_held(server: RunningServer)
         lock = Lock(zk, "/locks/guard")
         async with lock as held:
             results = await held.guarded_transaction().set_data("/guarded", b"1").commit()
-            assert results[0] is True and isinstance(results[1], zkpy.Stat)
+            assert results[0] is True
+            assert isinstance(results[1], zkpy.Stat)
             assert await held.commit_guarded(held.guarded_transaction().create("/made")) == [
                 "/made"
             ]
@@ -359,7 +369,8 @@ async def test_guarded_transaction_writes_only_while_held(server: RunningServer)
             await held.commit_guarded(held.guarded_transaction().set_data("/guarded", b"3"))
         assert (await zk.get("/guarded"))[0] == b"1"
         await wait_until(lambda: held.lost)
-        assert held.cancel_scope.cancel_called and not await held.is_held()
+        assert held.cancel_scope.cancel_called
+        assert not await held.is_held()
         await held.release()
 
 
@@ -373,5 +384,6 @@ async def test_tokens_keep_growing_across_a_restart_of_the_server(tmp_path: Path
             for _ in range(2):
                 async with Lock(zk, "/locks/restart") as held:
                     tokens.append(held.token)
-    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 4
     assert tokens[2] >> 32 > tokens[1] >> 32  # a new epoch after the restart

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import REPO_ROOT, ServerProcess, child_env, server_process
+from tests.conftest import REPO_ROOT, ServerProcess, server_process
+from zkpy.testing.ensemble import child_env
 
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -52,7 +53,8 @@ async def test_lock_workers_in_separate_processes_count_exactly(
     # they ran; every worker got its turns, and the tokens grew strictly.
     lines = (tmp_path / "tokens.log").read_text().splitlines()
     tokens = [int(line.split()[0]) for line in lines]
-    assert tokens == sorted(tokens) and len(set(tokens)) == workers * increments
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == workers * increments
     assert sorted(int(line.split()[1]) for line in lines) == sorted(
         list(range(workers)) * increments
     )
@@ -67,7 +69,8 @@ async def test_election_example_new_leader_has_a_larger_token(
     leaders = [line for line in output.splitlines() if line.startswith("leader: ")]
     assert len(leaders) == 3, output
     tokens = [int(line.rsplit("token ", 1)[1].split()[0], 16) for line in leaders]
-    assert tokens == sorted(tokens) and len(set(tokens)) == 3
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 3
     assert "PROBLEM" not in output
 
 

@@ -55,7 +55,8 @@ async def test_readers_share_writer_excludes_and_late_readers_queue_behind_write
             writer_release.set()
         assert events == ["writer in", "writer out", "late reader in"]
         # A writer waits only on its predecessor; a reader on the nearest writer: no herd.
-        assert w.write_lock().wakeups == 1 and r3.read_lock().wakeups == 1
+        assert w.write_lock().wakeups == 1
+        assert r3.read_lock().wakeups == 1
         assert await children(admin.read_lock().zk, "/rw/table") == []
 
 
@@ -80,13 +81,15 @@ async def test_writers_exclude_each_other_and_plain_locks_count_as_writers(
         async with trio.open_nursery() as nursery:
             for n, zk in enumerate(zks):
                 nursery.start_soon(writer, zk, n % 2 == 0)
-        assert tokens == sorted(tokens) and len(set(tokens)) == 16
+        assert tokens == sorted(tokens)
+        assert len(set(tokens)) == 16
 
 
 async def test_upgrade_is_refused_not_deadlocked(server: RunningServer) -> None:
     async with zkpy.connect(server.address) as zk:
         rw = ReadWriteLock(zk, "/rw/upgrade")
-        assert rw.read_lock() is rw.reader and rw.write_lock() is rw.writer
+        assert rw.read_lock() is rw.reader
+        assert rw.write_lock() is rw.writer
         async with rw.read_lock():
             with pytest.raises(AlreadyHeldError):
                 await rw.write_lock().acquire()
@@ -122,7 +125,8 @@ async def test_semaphore_bounds_holders_and_everyone_gets_a_lease(server: Runnin
             await wait_until(lambda: holding == limit)
             await wait_until(lambda: _count(zks[0], "/sem/pool/lock", contenders - limit))
             await settle(*zks)
-            assert holding == limit and peak == limit  # the others wait
+            assert holding == limit
+            assert peak == limit  # the others wait
             gate.set()
         assert peak == limit
         assert sorted(served) == sorted(list(range(contenders)) * rounds)
@@ -176,7 +180,7 @@ async def test_semaphore_participants_must_agree_on_max_leases(server: RunningSe
             pass
         with pytest.raises(BarrierMismatchError):
             await Semaphore(zk, "/sem/agree", max_leases=3).acquire()
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_leases must be at least 1"):
             Semaphore(zk, "/sem/agree", max_leases=0)
 
 

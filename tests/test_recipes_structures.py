@@ -117,8 +117,9 @@ async def test_queue_is_fifo_with_priorities(server: RunningServer) -> None:
         assert await queue.peek() == b"urgent"
         taken = [await queue.get() for _ in range(8)]
         assert taken == [b"urgent", *(f"item-{n}".encode() for n in range(5)), b"bulk-0", b"bulk-1"]
-        assert await queue.get_nowait() is None and await queue.length() == 0
-        with pytest.raises(ValueError):
+        assert await queue.get_nowait() is None
+        assert await queue.length() == 0
+        with pytest.raises(ValueError, match=r"priority must be within 0\.\.999"):
             await queue.put(b"x", priority=1000)
 
 

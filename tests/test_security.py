@@ -12,11 +12,11 @@ import trustme
 from cryptography import x509
 
 import zkpy
+from tests.conftest import wait_until
 from zkpy import security, tls
 from zkpy.errors import AuthFailedError, NoAuthError, RolledBackError
 from zkpy.testing import RunningServer, running_server
-
-from .conftest import free_port, wait_until
+from zkpy.testing.ports import free_port
 
 ALICE = ("alice", "wonderland")
 ALICE_ALL = security.make_digest_acl(*ALICE, all=True)

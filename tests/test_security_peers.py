@@ -17,6 +17,7 @@ import trio
 import trustme
 
 import zkpy
+from tests.conftest import RawConnection, wait_until
 from zkpy.client.admin import fetch_status
 from zkpy.server.config import MemberAddress, ServerConfig
 from zkpy.server.main import serve
@@ -27,11 +28,11 @@ from zkpy.server.peers import (
     peer_identity,
 )
 from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, encode_frame
 from zkpy.wire.peer import HandshakeError
 
-from .conftest import RawConnection, free_port, wait_until
 from .ensemble_harness import Ensemble, connect_to, read_tree
 
 SECRET = "the peers' secret"
@@ -157,7 +158,8 @@ async def test_a_member_without_the_ensembles_credentials_is_refused_and_cannot_
         async with zkpy.connect(hosts) as zk:
             await zk.create("/honest", b"")
         assert not await _serving(impostor.client_port)
-        assert "the right secret" not in caplog.text and "a wrong secret" not in caplog.text
+        assert "the right secret" not in caplog.text
+        assert "a wrong secret" not in caplog.text
         for scope in scopes:
             scope.cancel()
 
@@ -192,7 +194,9 @@ async def test_a_member_with_a_certificate_from_another_ca_is_refused(
             await zk.create("/honest", b"")
         # the rogue member never joins: it cannot reach a quorum, so it never serves
         rogue = await fetch_status_tls(members[2].client_port)
-        assert rogue is not None and not rogue["serving"] and rogue["role"] == "looking"
+        assert rogue is not None
+        assert not rogue["serving"]
+        assert rogue["role"] == "looking"
         for scope in scopes:
             scope.cancel()
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import zkpy
-import zkpy.server.node as node_module
 from zkpy.core.txn import CloseSession, decode_record
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member, _usable_history
@@ -53,7 +52,8 @@ async def test_checkpoints_truncate_the_log_and_restart_restores_everything(
                 data, _stat = await zk.get(path)
                 assert data == expected[path]
             stat = await zk.exists("/c")
-            assert stat is not None and stat.num_children == len(expected)
+            assert stat is not None
+            assert stat.num_children == len(expected)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ async def test_checkpoints_truncate_the_log_and_restart_restores_everything(
 async def test_a_restarted_member_keeps_the_log_before_its_checkpoint_as_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
 ) -> None:
-    monkeypatch.setattr(node_module.secrets, "randbelow", lambda _bound: interval - 50)
+    monkeypatch.setattr("zkpy.server.node.secrets.randbelow", lambda _bound: interval - 50)
     data_dir = tmp_path / "data"
     async with running_server(data_dir, checkpoint_every=100) as server:
         async with zkpy.connect(server.address) as zk:

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ServerProcess, assert_one_line, child_env, free_port
+from tests.conftest import ServerProcess, assert_one_line
 from zkpy.cli import main
+from zkpy.testing.ensemble import child_env
+from zkpy.testing.ports import free_port
 
 
 def zkpy_command() -> list[str]:
@@ -97,7 +99,8 @@ def test_errors_print_one_line_and_exit_non_zero(cli_server: ServerProcess) -> N
         assert result.returncode != 0, args
         assert result.stdout == "", args
         line = assert_one_line(result.stderr)
-        assert line.startswith("zkpy: ") and error in line, (args, line)
+        assert line.startswith("zkpy: "), (args, line)
+        assert error in line, (args, line)
 
     ok(run("create", "/ver", "v", server=at))
     result = run("set", "/ver", "x", "--version", "5", server=at)
@@ -168,7 +171,8 @@ def test_server_refuses_a_port_in_use(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     line = assert_one_line(result.stderr)
-    assert line.startswith("zkpy: ") and str(port) in line, line
+    assert line.startswith("zkpy: "), line
+    assert str(port) in line, line
 
 
 def test_server_refuses_a_log_segment_below_the_minimum(tmp_path: Path) -> None:
@@ -177,5 +181,6 @@ def test_server_refuses_a_log_segment_below_the_minimum(tmp_path: Path) -> None:
         main, ["server", "--data-dir", str(data_dir), "--log-segment-bytes", "4096"]
     )
     assert result.exit_code == 2
-    assert "--log-segment-bytes" in result.output and "1048576<=x<=1073741824" in result.output
+    assert "--log-segment-bytes" in result.output
+    assert "1048576<=x<=1073741824" in result.output
     assert not data_dir.exists()

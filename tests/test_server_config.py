@@ -21,13 +21,14 @@ import pytest
 from click.testing import CliRunner
 
 import zkpy
-from tests.conftest import ServerProcess, child_env
+from tests.conftest import ServerProcess
 from tests.ensemble_harness import free_ports
 from zkpy.cli import main
 from zkpy.security import make_digest_acl, make_digest_acl_credential
 from zkpy.server.config import ConfigError, ServerConfig, load_config
 from zkpy.server.launcher import ensure_ensemble_file
 from zkpy.server.settings import SETTINGS, Setting
+from zkpy.testing.ensemble import child_env
 
 FIELDS = [f for f in dataclasses.fields(ServerConfig) if f.name != "members"]
 IN_FILE = {f.name for f in FIELDS} - {"server_id", "host", "client_port"}  # per member there
@@ -62,7 +63,7 @@ def test_every_setting_has_a_declared_type_and_range() -> None:
 def test_a_bad_value_is_refused_naming_the_setting(tmp_path: Path, field: Any) -> None:
     setting = SETTINGS[field.name]
     for value in bad_values(setting):
-        with pytest.raises(ValueError) as refused:
+        with pytest.raises(ValueError, match=f"^{field.name} must be ") as refused:
             ServerConfig(**{"data_dir": tmp_path, field.name: value})
         message = str(refused.value)
         assert message.startswith(f"{field.name} must be {setting.describe()}, not "), message
@@ -104,7 +105,8 @@ def test_good_values_pass(tmp_path: Path) -> None:
     )
     config = load_config(path, 1)
     assert (config.tick_ms, config.handshake_timeout_s, config.fsync) == (500, 3, False)
-    assert config.max_data_bytes == 0 and config.tls_client_auth == "none"
+    assert config.max_data_bytes == 0
+    assert config.tls_client_auth == "none"
 
 
 MEMBER = '[members.1]\nhost = "127.0.0.1"\nclient_port = 2181\npeer_port = 2888\n'
@@ -150,7 +152,8 @@ def test_the_member_tables_are_checked(tmp_path: Path, text: str, message: str) 
     with pytest.raises(ConfigError) as refused:
         load_config(path, 1)
     text = str(refused.value)
-    assert text.startswith(f"{path}: ") and message in text, text
+    assert text.startswith(f"{path}: "), text
+    assert message in text, text
 
 
 # ---- the command line ----------------------------------------------------------------------
@@ -193,7 +196,8 @@ def test_the_ensemble_file_is_created_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "secret = " in path.read_text() and len(addresses) == 3
+    assert "secret = " in path.read_text()
+    assert len(addresses) == 3
 
 
 def test_an_ensemble_layout_that_overlaps_is_refused_before_any_file(tmp_path: Path) -> None:

@@ -25,6 +25,11 @@ async def test_a_failing_disk_stops_the_member_without_acknowledging(
             raise StorageError(f"{self.path}: disk full (simulated)")
         original(self, entries)
 
+    async def write_after(zk: zkpy.Client) -> None:
+        await zk.create("/after", b"")
+        acknowledged.append("/after")
+        pytest.fail("a write was acknowledged after the disk failed")
+
     monkeypatch.setattr(Storage, "append", append)
     with pytest.RaisesGroup(StorageError, flatten_subgroups=True, allow_unwrapped=True):
         async with running_server(tmp_path / "data") as server:
@@ -32,11 +37,8 @@ async def test_a_failing_disk_stops_the_member_without_acknowledging(
                 await zk.create("/before", b"")
                 acknowledged.append("/before")
                 failing.set()
-                with pytest.raises(zkpy.errors.ZkError):
-                    with trio.fail_after(10):
-                        await zk.create("/after", b"")
-                        acknowledged.append("/after")
-                        pytest.fail("a write was acknowledged after the disk failed")
+                with pytest.raises(zkpy.errors.ZkError), trio.fail_after(10):
+                    await write_after(zk)
     assert acknowledged == ["/before"]
     monkeypatch.setattr(Storage, "append", original)
     async with running_server(tmp_path / "data") as server:

@@ -12,11 +12,13 @@ import pytest
 import trio
 
 import zkpy
-from tests.conftest import assert_one_line, child_env, free_port, server_process
+from tests.conftest import assert_one_line, server_process
 from zkpy.core.tree import DataTree
 from zkpy.core.txn import CloseSession, TxnRecord, decode_record, encode_record
 from zkpy.errors import ConnectionLossError, ZkError
 from zkpy.server.storage import Storage
+from zkpy.testing.ensemble import child_env
+from zkpy.testing.ports import free_port
 
 
 def last_zxid_on_disk(data_dir: Path) -> int:
@@ -161,4 +163,5 @@ async def test_a_checkpoint_or_log_record_it_cannot_use_is_refused(
     line = await refused_to_start(data_dir)
     assert f"data directory {data_dir}" in line, line
     expected = "fails its checksum" if damage == "flipped-bit" else "cannot use"
-    assert expected in line and "start the member with an empty one" in line, line
+    assert expected in line, line
+    assert "start the member with an empty one" in line, line

@@ -20,7 +20,8 @@ async def test_ephemeral_gone_as_soon_as_owner_closes(server: RunningServer) -> 
             assert stat is not None
             assert stat.ephemeral_owner == owner.session_id
             persistent = await observer.exists("/dir")
-            assert persistent is not None and persistent.ephemeral_owner == 0
+            assert persistent is not None
+            assert persistent.ephemeral_owner == 0
         # The close was acknowledged after its transaction was applied: no polling needed.
         assert await observer.exists("/eph") is None
         assert await observer.exists("/dir/child") is None
@@ -39,12 +40,14 @@ async def test_ephemeral_gone_when_session_expires(server: RunningServer) -> Non
         assert reply.timeout_ms == 200
         await raw.request(1, CreateRequest("/lease", b"held", OPEN_ACL_UNSAFE, True, False))
         _zxid, error, body = await raw.reply_to(1)
-        assert error == 0 and body[0] == "/lease"
+        assert error == 0
+        assert body[0] == "/lease"
         # The raw client now stops sending anything, not even pings.
 
         fired = zkpy.WatchFuture()
         stat = await observer.exists("/lease", watch=fired)
-        assert stat is not None and stat.ephemeral_owner == reply.session_id
+        assert stat is not None
+        assert stat.ephemeral_owner == reply.session_id
 
         async def gone() -> bool:
             return await observer.exists("/lease") is None

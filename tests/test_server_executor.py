@@ -76,7 +76,8 @@ def single_member(recorder: Recorder) -> ReadyExecutor:
     if ready is not None:
         executor.persist(ready)
         executor.durable()
-    assert executor.advance() is None and not executor.busy
+    assert executor.advance() is None
+    assert not executor.busy
     recorder.timeline.clear()
     return executor
 
@@ -88,6 +89,13 @@ def write(executor: ReadyExecutor, recorder: Recorder, cxid: int, request: Write
 
     executor.expect_reply((7, cxid), replied)
     executor.replica.submit(7, cxid, request)
+
+
+def take_and_persist(executor: ReadyExecutor) -> None:
+    """Take the next Ready and persist it: in ``advance`` if the storage persists inline."""
+    ready = executor.advance()
+    assert ready is not None
+    executor.persist(ready)
 
 
 def watch_everything(executor: ReadyExecutor, recorder: Recorder) -> None:
@@ -107,7 +115,8 @@ def test_a_write_is_persisted_then_applied_and_its_event_goes_before_its_reply()
     write(executor, recorder, 2, CreateRequest("/a", b"x", OPEN_ACL_UNSAFE))
 
     waiting = executor.advance()
-    assert waiting is not None and executor.busy
+    assert waiting is not None
+    assert executor.busy
     assert executor.advance() is None, "nothing is taken while a Ready waits for storage"
     assert recorder.without("flush") == [("take", None)], "no reply before the persist"
 
@@ -130,7 +139,8 @@ def test_inline_storage_carries_everything_out_in_one_advance() -> None:
     recorder = Recorder(inline=True)
     executor = single_member(recorder)
     write(executor, recorder, 1, CreateSessionRequest(7, 30_000, b"pw"))
-    assert executor.advance() is None and not executor.busy
+    assert executor.advance() is None
+    assert not executor.busy
     zxid = executor.tree.last_zxid
     assert ("persist", [zxid]) in recorder.timeline
     assert recorder.timeline.index(("persist", [zxid])) < recorder.timeline.index(("reply", zxid))
@@ -163,7 +173,8 @@ def test_a_lost_leadership_fails_the_waiting_writes_before_it_is_announced() -> 
     executor.expect_reply((9, 1), outcomes.append)
     executor.finish(Ready(serving_changed=True), [])
     assert executor.replica.serving, "an ensemble of one keeps serving"
-    assert outcomes == [] and recorder.without("flush") == [("serving", True)]
+    assert outcomes == []
+    assert recorder.without("flush") == [("serving", True)]
 
     executor.replica.serving = False
     executor.finish(Ready(serving_changed=True), [])
@@ -198,9 +209,7 @@ def test_an_executor_that_failed_takes_nothing_more(inline: bool) -> None:
     executor.hooks = recorder
     write(executor, recorder, 1, CreateSessionRequest(7, 30_000, b"pw"))
     with pytest.raises(OSError, match="disk gone"):
-        ready = executor.advance()
-        assert ready is not None
-        executor.persist(ready)
+        take_and_persist(executor)
     assert executor.busy
     taken = len(recorder.timeline)
     assert executor.advance() is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -123,7 +124,7 @@ async def test_silent_connection_is_timed_out(
     await still_works(bystander, "silent")
 
 
-WRONG_SHAPES_WITH_XID = {
+WRONG_SHAPES_WITH_XID: dict[str, list[Any]] = {
     "no-opcode": [4],
     "missing-args": [5, wire.OP_CREATE, "/x"],
     "unknown-opcode": [6, 9999],
@@ -136,7 +137,7 @@ WRONG_SHAPES_WITH_XID = {
     "extra-arg": [13, wire.OP_CREATE, "/x", b"", [[31, "world", "anyone"]], 0, "extra"],
 }
 
-WRONG_SHAPES_WITHOUT_XID = {
+WRONG_SHAPES_WITHOUT_XID: dict[str, Any] = {
     "map": {"xid": 1, "op": 4},
     "float-xid": [1.5, wire.OP_GET_DATA, "/", False],
     "bool-xid": [True, wire.OP_GET_DATA, "/", False],
@@ -156,7 +157,8 @@ async def test_wrong_shape_after_handshake_gets_marshalling_error_and_close(
             await raw.send(encode_exact(msgpack.packb(value, use_bin_type=True)))
             _zxid, error, body = await raw.reply_to(xid)
             assert error == Code.MARSHALLING_ERROR, (name, error, body)
-            assert isinstance(body, str) and body, name
+            assert isinstance(body, str), name
+            assert body, name
             await raw.wait_closed(timeout=5)
         await still_works(bystander, name)
 
@@ -180,7 +182,8 @@ async def test_good_requests_before_a_bad_one_are_answered(
             + wire.encode_request(3, wire.decode_request_fields([wire.OP_EXISTS, "/ok", False])[1])
         )
         _zxid, error, body = await raw.reply_to(1)
-        assert error == 0 and isinstance(body, list)
+        assert error == 0
+        assert isinstance(body, list)
         _zxid, error, _body = await raw.reply_to(2)
         assert error == Code.MARSHALLING_ERROR
         assert await raw.wait_closed(timeout=5) == b"", "nothing after the bad frame is answered"
@@ -274,7 +277,8 @@ async def test_a_ping_is_only_its_exact_bytes(
         await good_session(raw)
         await raw.send(request_frame([5, wire.OP_PING]))
         _zxid, error, body = await raw.reply_to(5)
-        assert error == Code.MARSHALLING_ERROR and "ping" in str(body)
+        assert error == Code.MARSHALLING_ERROR
+        assert "ping" in str(body)
         await raw.wait_closed(timeout=5)
     await still_works(bystander, "pings")
 

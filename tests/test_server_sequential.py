@@ -87,7 +87,8 @@ async def test_ephemeral_sequential(server: RunningServer) -> None:
             assert sequence_of(first, "/locks/lock-") == 0
             assert sequence_of(second, "/locks/lock-") == 1
             stat = await observer.exists(second)
-            assert stat is not None and stat.ephemeral_owner == owner.session_id
+            assert stat is not None
+            assert stat.ephemeral_owner == owner.session_id
             assert await observer.get_children("/locks") == ["lock-0000000000", "lock-0000000001"]
         assert await observer.get_children("/locks") == []
         # The counter keeps going: the deleted ephemerals' numbers are not handed out again.

@@ -56,7 +56,8 @@ async def test_handshake_with_a_wrong_password_is_refused(server: RunningServer)
             wrong = bytes(b ^ 0xFF for b in zk.session_password)
             reply = await raw.handshake(session_id=zk.session_id, password=wrong, timeout_ms=2000)
             assert reply.error == Code.AUTH_FAILED
-            assert reply.session_id == 0 and reply.password == b""
+            assert reply.session_id == 0
+            assert reply.password == b""
             await raw.wait_closed(timeout=5)
         # The real owner keeps its session and connection.
         assert zk.connected

@@ -66,7 +66,8 @@ async def test_multi_commits_everything_with_a_result_per_op(server: RunningServ
             .commit()
         )
         assert results[0] == "/t/a"
-        assert isinstance(results[1], zkpy.Stat) and results[1].version == 1
+        assert isinstance(results[1], zkpy.Stat)
+        assert results[1].version == 1
         assert results[2] is True
         assert results[3] is True
         assert results[4] == "/t/seq-0000000004"
@@ -76,7 +77,8 @@ async def test_multi_commits_everything_with_a_result_per_op(server: RunningServ
         # All ops of a multi share one zxid.
         a_stat = await zk.exists("/t/a")
         x_stat = await zk.exists("/t/x")
-        assert a_stat is not None and x_stat is not None
+        assert a_stat is not None
+        assert x_stat is not None
         assert a_stat.czxid == x_stat.mzxid == results[1].mzxid
 
         # The context-manager form commits on a clean exit.

@@ -65,7 +65,8 @@ async def test_event_is_delivered_before_the_read_that_shows_the_change(
 
         first_new = next(i for i, (kind, value) in enumerate(log) if value == b"v1")
         one_shot = [i for i, (kind, _v) in enumerate(log) if kind == "one-shot"]
-        assert len(one_shot) == 1 and one_shot[0] < first_new
+        assert len(one_shot) == 1
+        assert one_shot[0] < first_new
         event = await fut.wait()
         assert (event.type, event.path, event.zxid) == (EventType.CHANGED, "/w", written.mzxid)
 
@@ -99,7 +100,8 @@ async def test_events_arrive_in_zxid_order(server: RunningServer) -> None:
         kinds = [e.type for e in seen]
         assert kinds == [EventType.CHANGED] * 20 + [EventType.CHILD] * 2 + [EventType.DELETED]
         got = [e.zxid for e in seen]
-        assert got == sorted(got) and len(set(got)) == len(got)
+        assert got == sorted(got)
+        assert len(set(got)) == len(got)
         assert got[:20] == zxids[:20]
         assert got[20] == zxids[20]
 
@@ -174,7 +176,8 @@ async def test_persistent_recursive_watch_sees_the_whole_subtree(server: Running
         ]
         assert got[-1][2] == st.czxid
         zxids = [z for _t, _p, z in got]
-        assert zxids == sorted(zxids) and len(set(zxids)) == len(zxids)
+        assert zxids == sorted(zxids)
+        assert len(set(zxids)) == len(zxids)
         assert all(e.type is not EventType.CHILD for e in seen)
         # Nor did the server send CHILD events for this watch.
         assert all(kind != int(EventType.CHILD) for kind, _p, _z in spy.events())

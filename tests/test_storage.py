@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -152,8 +153,8 @@ def test_batch_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.Mon
         s.append([(1, b"a")])
     before = last_txnid()
     with Storage.open(tmp_path) as s:
-        monkeypatch.setattr(wal_module.os, "pwrite", pwrite)
-        monkeypatch.setattr(wal_module.os, "fdatasync", fdatasync)
+        monkeypatch.setattr("zkpy.server.wal.os.pwrite", pwrite)
+        monkeypatch.setattr("zkpy.server.wal.os.fdatasync", fdatasync)
         s.append([(z, b"v") for z in range(2, 502)])
         monkeypatch.undo()
     assert [call for call in calls if call != "pwrite zeros ahead"] == ["pwrite", "fdatasync"]
@@ -190,7 +191,7 @@ def test_append_must_be_above_checkpoint_when_log_is_empty(tmp_path: Path) -> No
     with Storage.open(tmp_path) as s:
         s.replace_all(100, [], [])
         assert s.last_logged_zxid() == 100
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="cannot append zxid 0x64 after 0x64"):
             s.append([(100, b"x")])
         s.append([(101, b"x")])
         assert s.load().log == [(101, b"x")]
@@ -198,7 +199,7 @@ def test_append_must_be_above_checkpoint_when_log_is_empty(tmp_path: Path) -> No
 
 def test_append_rejects_zxid_out_of_range(tmp_path: Path) -> None:
     with Storage.open(tmp_path) as s:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"zxid must be an integer in \[0, 2\*\*64\)"):
             s.append([(1 << 64, b"x")])
         s.append([])  # an empty batch is a no-op
         assert s.read_log(0) == []
@@ -215,7 +216,7 @@ def test_read_log_after_and_limit(tmp_path: Path) -> None:
         assert s.read_log(4, limit=0) == []
         assert s.read_log(10) == []
         assert s.read_log((1 << 64) - 1) == []
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="limit must be >= 0"):
             s.read_log(0, limit=-1)
 
 
@@ -287,7 +288,7 @@ def test_checkpoint_beyond_log_raises_last_logged(tmp_path: Path) -> None:
             s.checkpoint(5, [], [], [], [], keep_log_after=0)  # it would skip records 3 and 4
         s.checkpoint(5, [], [], [], [], keep_log_after=5)  # a checkpoint replacing the log
         assert s.last_logged_zxid() == 5
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="cannot append zxid 0x3 after 0x5"):
             s.append([(3, b"c")])
 
 
@@ -313,7 +314,7 @@ def test_failed_checkpoint_is_atomic(tmp_path: Path) -> None:
     with Storage.open(tmp_path) as s:
         s.append([(1, b"v"), (2, b"v")])
         s.checkpoint(1, [("/a", b"old")], [], [], [], keep_log_after=0)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="a znode path must not be empty"):
             s.checkpoint(2, puts(), [], [], [], keep_log_after=2)
         rec = s.load()
     assert rec.nodes == [("/a", b"old")]
@@ -359,7 +360,7 @@ def test_set_epochs_persists_across_reopen(tmp_path: Path) -> None:
         assert (rec.accepted_epoch, rec.current_epoch) == (5, 0)
         s.set_epochs(current_epoch=5)
         s.set_epochs(accepted_epoch=6, current_epoch=6)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="accepted_epoch must be an integer"):
             s.set_epochs(accepted_epoch=-1)
     with Storage.open(tmp_path) as s:
         rec = s.load()
@@ -562,7 +563,8 @@ def test_open_held_by_another_process_is_refused(tmp_path: Path) -> None:
         text=True,
         env=child_env(),
     )
-    assert child.stdin is not None and child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "open"
         with pytest.raises(StorageError, match="in use"):
@@ -640,7 +642,8 @@ def run_and_kill(data_dir: Path, acks_before_kill: int) -> int:
         text=True,
         env=child_env(),
     )
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
     acked = 0
     try:
         first = child.stdout.readline().split()
@@ -755,7 +758,7 @@ def legacy_segment(generation: int, seq: int, records: list[tuple[int, bytes]]) 
     salt = wal_module._salt(generation, seq)
     out = [b"ZKPYWAL1" + u64(generation) + u64(seq) + u64(0)]
     for zxid, payload in records:
-        crc = wal_module.zlib.crc32(payload, wal_module.zlib.crc32(u64(zxid), salt))
+        crc = zlib.crc32(payload, zlib.crc32(u64(zxid), salt))
         out.append(len(payload).to_bytes(4, "big") + crc.to_bytes(4, "big") + u64(zxid) + payload)
     return b"".join(out).ljust(1 << 16, b"\x00")
 

@@ -245,7 +245,8 @@ def test_a_zeroed_sector_in_the_last_batch_after_a_crash_is_a_torn_write(tmp_pat
     path.write_bytes(bytes(data))
     with Storage.open(tmp_path) as s:
         kept = s.read_log(0)
-    assert kept == entries(1, len(kept)) and 90 <= len(kept) < 95  # only the last batch is cut
+    assert kept == entries(1, len(kept))
+    assert 90 <= len(kept) < 95  # only the last batch is cut
 
 
 def test_a_truncated_segment_is_refused(tmp_path: Path) -> None:
@@ -323,7 +324,7 @@ def test_a_read_racing_a_checkpoints_removal_returns_what_is_kept(
         keep = log.first_kept_seq(40)
         assert keep > 1
         real_records = wal_module._records
-        removed = []
+        removed: list[bool] = []
 
         def records_after_a_removal(segment: Any) -> Any:
             if not removed:
@@ -335,7 +336,8 @@ def test_a_read_racing_a_checkpoints_removal_returns_what_is_kept(
         got = log.read(0)
         assert removed
         assert got == [e for e in entries(1, 100) if e[0] >= got[0][0]]
-        assert got[-1][0] == 100 and 1 < got[0][0] <= 41
+        assert got[-1][0] == 100
+        assert 1 < got[0][0] <= 41
         os.unlink(tmp_path / "wal" / segment_name(1, keep))  # a kept one lost: still damage
         with pytest.raises(FileNotFoundError):
             log.read(0)
@@ -397,7 +399,7 @@ def test_a_failing_write_or_sync_raises_storage_error(
 
     with Storage.open(tmp_path) as s:
         s.append(entries(1, 3))
-        monkeypatch.setattr(wal_module.os, call, fail)
+        monkeypatch.setattr(f"zkpy.server.wal.os.{call}", fail)
         with pytest.raises(StorageError, match="failed on the log") as info:
             s.append(entries(4, 6))
         assert not isinstance(info.value, StorageFormatError)
@@ -415,7 +417,7 @@ def test_a_full_disk_when_a_segment_rolls_raises_and_loses_nothing_synced(
     log = entries(1, 60)
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         s.append(log[:20])
-        monkeypatch.setattr(wal_module.os, "posix_fallocate", no_space)
+        monkeypatch.setattr("zkpy.server.wal.os.posix_fallocate", no_space)
         with pytest.raises(StorageError, match="failed on the log"):
             s.append(log[20:])  # fills the segment, then cannot make the next one
         monkeypatch.undo()
@@ -434,7 +436,7 @@ def test_a_failing_preallocation_other_than_unsupported_raises(
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
-        monkeypatch.setattr(wal_module.os, "posix_fallocate", broken)
+        monkeypatch.setattr("zkpy.server.wal.os.posix_fallocate", broken)
         with pytest.raises(StorageError, match="failed on the log"):
             s.append(entries(1, 60))
 
@@ -446,7 +448,7 @@ def test_a_file_system_without_fallocate_gets_sparse_segments(
     def unsupported(*_args: object) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(wal_module.os, "posix_fallocate", unsupported)
+    monkeypatch.setattr("zkpy.server.wal.os.posix_fallocate", unsupported)
     log = entries(1, 100)
     with Storage.open(tmp_path, segment_bytes=SMALL) as s:
         s.append(log)
@@ -679,7 +681,8 @@ async def test_member_preallocates_segments_of_the_configured_size(tmp_path: Pat
         async with connect(server.address) as client:
             await client.create("/a", b"x" * 1000)
         files = [tmp_path / "data" / "wal" / name for name in segments(tmp_path / "data")]
-        assert files and all(os.path.getsize(path) == size for path in files)
+        assert files
+        assert all(os.path.getsize(path) == size for path in files)
     async with running_server(tmp_path / "small") as server:
         async with connect(server.address) as client:
             await client.create("/a", b"x")

@@ -86,12 +86,15 @@ def scenario(victim: zkpy.sync.Client, others: list[zkpy.sync.Client], kill: Any
     holding = threading.Event()
     lost: list[int] = []
 
+    def hold() -> None:
+        with Lock(victim, LOCK) as held:
+            lost.append(held.token)
+            holding.set()
+            assert held.wait_lost(timeout=30)  # its member died: the session is gone
+
     def hold_until_lost() -> None:
         with pytest.raises(LockLostError, match="suspended"):
-            with Lock(victim, LOCK) as held:
-                lost.append(held.token)
-                holding.set()
-                assert held.wait_lost(timeout=30)  # its member died: the session is gone
+            hold()  # leaving the block reports the loss
 
     def wait_then_take(zk: zkpy.sync.Client) -> None:
         assert holding.wait(timeout=30)
@@ -113,8 +116,10 @@ def scenario(victim: zkpy.sync.Client, others: list[zkpy.sync.Client], kill: Any
         *(functools.partial(wait_then_take, zk) for zk in others),
     )
     later = record.tokens[handed_from:]
-    assert len(later) == 3 and all(token > lost[0] for token in later)
-    assert later == sorted(later) and record.most_inside == 1
+    assert len(later) == 3
+    assert all(token > lost[0] for token in later)
+    assert later == sorted(later)
+    assert record.most_inside == 1
     assert others[0].get("/work")[0] == str(4 * ROUNDS + 3).encode()
 
 

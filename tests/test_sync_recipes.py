@@ -72,8 +72,10 @@ async def test_lock_is_not_reentrant_per_thread_and_times_out(server: RunningSer
                 with pytest.raises(TimeoutError):
                     other.acquire(timeout=0.2)
                 assert lock.contenders() == [b"a"]  # the waiter that gave up withdrew
-                assert held.is_held() and not held.lost
-            assert held.released and not held.lost
+                assert held.is_held()
+                assert not held.lost
+            assert held.released
+            assert not held.lost
             with other as second:
                 assert second.token > held.token
 
@@ -85,23 +87,27 @@ async def test_a_lost_lock_is_reported_to_its_thread(server: RunningServer) -> N
         holding = threading.Event()
         found: list[Any] = []
 
+        def hold() -> None:
+            with Lock(zk, "/locks/lost") as held:
+                found.append(held)
+                holding.set()
+                assert held.wait_lost(timeout=10)
+                with pytest.raises(LockLostError):
+                    held.check()
+                guarded = held.guarded_transaction().create("/written-under-the-lock")
+                with pytest.raises(NotHeldError):
+                    held.commit_guarded(guarded)
+
         def holder() -> None:
             with pytest.raises(LockLostError, match="deleted"):
-                with Lock(zk, "/locks/lost") as held:
-                    found.append(held)
-                    holding.set()
-                    assert held.wait_lost(timeout=10)
-                    with pytest.raises(LockLostError):
-                        held.check()
-                    guarded = held.guarded_transaction().create("/written-under-the-lock")
-                    with pytest.raises(NotHeldError):
-                        held.commit_guarded(guarded)
+                hold()  # leaving the block reports the loss
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, holder)
             assert await trio.to_thread.run_sync(holding.wait, 10)
             await other.delete(found[0].path)  # as if its session had expired
-        assert found[0].lost and found[0].lost_reason == "our lock node was deleted"
+        assert found[0].lost
+        assert found[0].lost_reason == "our lock node was deleted"
         assert await other.exists("/written-under-the-lock") is None
 
 
@@ -119,7 +125,8 @@ async def test_election_semaphore_barrier_queue_counter(server: RunningServer) -
                 waiting.start()
                 wait_for(lambda: first.contenders() == [b"one", b"two"])
             waiting.join()
-            assert second.leader() is None and not leadership.lost
+            assert second.leader() is None
+            assert not leadership.lost
 
         def semaphore() -> None:
             inside, most = [0], [0]
@@ -154,7 +161,8 @@ async def test_election_semaphore_barrier_queue_counter(server: RunningServer) -
                 )
                 == []
             )
-            assert taken == [b"job"] and len(queue) == 0
+            assert taken == [b"job"]
+            assert len(queue) == 0
 
         def counter() -> None:
             def add(zk: zkpy.sync.Client) -> None:
@@ -164,7 +172,9 @@ async def test_election_semaphore_barrier_queue_counter(server: RunningServer) -
 
             assert run_threads(*(functools.partial(add, zk) for zk in (a, b, c))) == []
             mine = Counter(a, "/counter")
-            assert mine.get() == 30 and mine.compare_and_set(30, 0) and mine.value == 0
+            assert mine.get() == 30
+            assert mine.compare_and_set(30, 0)
+            assert mine.value == 0
 
         for scenario in (election, semaphore, barrier_and_queue, counter):
             await in_thread(scenario)

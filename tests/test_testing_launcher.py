@@ -57,7 +57,9 @@ async def test_a_member_that_cannot_start_is_waited_for_and_its_code_kept(
     member.start(tmp_path / "member.log")
     with trio.fail_after(30):
         code = await member.wait()
-    assert code == 2 and member.returncode == 2 and not member.running  # click's usage error
+    assert code == 2  # click's usage error
+    assert member.returncode == 2
+    assert not member.running
     assert "no-such-option" in (tmp_path / "member.log").read_text()
 
 
@@ -70,7 +72,8 @@ async def test_stop_resumes_a_paused_member_and_ends_it_cleanly(tmp_path: Path) 
         with trio.fail_after(30):
             code = await member.process.stop(grace_s=20)
         assert code in (0, -signal.SIGTERM), member.log()
-        assert not member.running and not member.paused
+        assert not member.running
+        assert not member.paused
 
 
 async def test_stop_all_kills_what_outlives_its_grace(tmp_path: Path) -> None:

@@ -280,10 +280,12 @@ def test_container_and_ttl_creates_decode_to_unimplemented() -> None:
     container = decode(header(4, jute.OP_CREATE_CONTAINER) + create + i(4))
     ttl = decode(header(5, jute.OP_CREATE_TTL) + create + i(5) + q(60_000))
     for _xid, _opcode, request in (container, ttl):
-        assert isinstance(request, Refusal) and request.code == Code.UNIMPLEMENTED
+        assert isinstance(request, Refusal)
+        assert request.code == Code.UNIMPLEMENTED
     assert (container[0], ttl[0]) == (4, 5)
     via_flags = decode(header(6, jute.OP_CREATE2) + create + i(jute.FLAG_TTL))[2]
-    assert isinstance(via_flags, Refusal) and via_flags.code == Code.UNIMPLEMENTED
+    assert isinstance(via_flags, Refusal)
+    assert via_flags.code == Code.UNIMPLEMENTED
 
 
 def test_unknown_create_mode_is_bad_arguments_as_in_zookeeper() -> None:
@@ -296,14 +298,16 @@ def test_a_multi_with_a_ttl_create_is_refused_whole() -> None:
     delete_op = i(jute.OP_DELETE) + b"\x00" + i(-1) + s("/a") + i(-1)
     done = i(-1) + b"\x01" + i(-1)
     request = decode(header(9, jute.OP_MULTI) + delete_op + ttl_op + done)[2]
-    assert isinstance(request, Refusal) and request.code == Code.UNIMPLEMENTED
+    assert isinstance(request, Refusal)
+    assert request.code == Code.UNIMPLEMENTED
 
 
 def test_reconfig_and_sasl_are_refused_in_turn() -> None:
     reconfig = s("") + s("") + s("server.4=h:1:2") + q(-1)
     for opcode, record in ((jute.OP_RECONFIG, reconfig), (jute.OP_SASL, i(2) + b"hi")):
         xid, _opcode, request = decode(header(12, opcode) + record)
-        assert xid == 12 and isinstance(request, Refusal)
+        assert xid == 12
+        assert isinstance(request, Refusal)
         assert request.code == Code.UNIMPLEMENTED
 
 
@@ -431,7 +435,8 @@ def test_a_multi_over_the_operation_limit_is_refused() -> None:
     done = i(-1) + b"\x01" + i(-1)
     limit = jute.MAX_MULTI_OPS
     fits = decode(header(2, jute.OP_MULTI) + check * limit + done)[2]
-    assert isinstance(fits, JuteMulti) and len(fits.request.ops) == limit
+    assert isinstance(fits, JuteMulti)
+    assert len(fits.request.ops) == limit
     with pytest.raises(JuteError, match="at most"):
         decode(header(2, jute.OP_MULTI) + check * (limit + 1) + done)
 
@@ -446,11 +451,9 @@ def test_huge_claimed_sizes_allocate_nothing() -> None:
     tracemalloc.start()
     try:
         for payload in claims:
+            is_connect = payload.startswith(i(0) + q(0))
             with pytest.raises(JuteError):
-                if payload.startswith(i(0) + q(0)):
-                    ConnectRequest.decode(payload)
-                else:
-                    decode(payload)
+                ConnectRequest.decode(payload) if is_connect else decode(payload)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -3,6 +3,8 @@ requests they mean, and the replies the codec encodes read back through kazoo's 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kazoo.protocol import serialization as kz
 from kazoo.protocol.states import ZnodeStat
@@ -30,7 +32,14 @@ from zkpy.core.requests import (
 )
 from zkpy.core.types import ACL, CREATOR_ALL_ACL, OPEN_ACL_UNSAFE, EventType, Id, Stat, WatchedEvent
 from zkpy.wire import jute, jute_client
-from zkpy.wire.jute import ConnectRequest, ConnectResponse, JuteMulti, MultiResult, Refusal
+from zkpy.wire.jute import (
+    ConnectRequest,
+    ConnectResponse,
+    JuteMulti,
+    JuteRequest,
+    MultiResult,
+    Refusal,
+)
 
 KAZOO_OPEN = [KazooACL(31, KazooId("world", "anyone"))]
 DIGEST = make_digest_acl("user", "secret", read=True, write=True)
@@ -38,10 +47,10 @@ ZKPY_DIGEST = (ACL(DIGEST.perms, Id(DIGEST.id.scheme, DIGEST.id.id)),)
 STAT = Stat(0x100000001, 0x100000002, 1_700_000_000_000, 1_700_000_000_500, 3, 1, 2, 0x55, 5, 2, 9)
 
 
-def kazoo_request(xid: int, request: object) -> bytes:
+def kazoo_request(xid: int, request: Any) -> bytes:
     """A request as kazoo's connection sends it (without the length): xid, type, record."""
-    record = request.serialize()  # type: ignore[attr-defined]
-    return kz.int_int_struct.pack(xid, request.type) + bytes(record)  # type: ignore[attr-defined]
+    header: bytes = kz.int_int_struct.pack(xid, request.type)
+    return header + bytes(request.serialize())
 
 
 @pytest.mark.parametrize(
@@ -81,7 +90,7 @@ def test_kazoos_requests_decode_into_what_they_mean(
 
 
 def test_kazoos_requests_are_what_the_codec_encodes() -> None:
-    pairs = [
+    pairs: list[tuple[Any, int, JuteRequest]] = [
         (
             kz.Create("/a", b"v", KAZOO_OPEN, 2),
             1,
@@ -134,7 +143,8 @@ def test_kazoo_reads_the_connect_response() -> None:
         0x1234,
         b"\x09" * 16,
     )
-    assert response.read_only is False and offset == len(frame) - 4
+    assert response.read_only is False
+    assert offset == len(frame) - 4
 
 
 def kazoo_reply(frame: bytes) -> tuple[kz.ReplyHeader, bytes, int]:
@@ -173,7 +183,8 @@ def test_kazoo_parses_the_replies(frame: bytes, parser: object, expected: object
 
 def test_kazoo_parses_an_error_reply() -> None:
     header, _payload, offset = kazoo_reply(jute.encode_header(5, 9, Code.NODE_EXISTS))
-    assert header == kz.ReplyHeader(5, 9, -110) and offset == 16
+    assert header == kz.ReplyHeader(5, 9, -110)
+    assert offset == 16
 
 
 def test_kazoo_parses_a_multi_reply() -> None:
@@ -203,15 +214,18 @@ def test_kazoo_parses_a_watch_event() -> None:
     header, payload, offset = kazoo_reply(frame)
     assert header.xid == -1
     event, end = kz.Watch.deserialize(payload, offset)
-    assert event == kz.Watch(3, 3, "/w") and end == len(payload)
+    assert event == kz.Watch(3, 3, "/w")
+    assert end == len(payload)
 
 
 def test_the_ping_reply_and_auth_reply_are_headers_kazoo_recognises() -> None:
     ping, _payload, _offset = kazoo_reply(jute.encode_header(jute.XID_PING, 5, 0))
     auth, _payload, _offset = kazoo_reply(jute.encode_header(jute.XID_AUTH, 0, Code.AUTH_FAILED))
-    assert ping.xid == -2 and (auth.xid, auth.err) == (-4, -115)
+    assert ping.xid == -2
+    assert (auth.xid, auth.err) == (-4, -115)
 
 
 def test_kazoos_reconfig_is_refused_in_turn() -> None:
     request = jute.decode_request(kazoo_request(6, kz.Reconfig("", "", "server.4=h:1:2", -1)))
-    assert request[:2] == (6, 16) and isinstance(request[2], Refusal)
+    assert request[:2] == (6, 16)
+    assert isinstance(request[2], Refusal)

@@ -23,6 +23,7 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
+    ForwardedWrite,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -38,7 +39,7 @@ from zkpy.zab.messages import (
     Vote,
 )
 
-WRITES = (
+WRITES: tuple[ForwardedWrite, ...] = (
     (7, 1, SetDataRequest("/a", b"x" * 100, 3), frozenset(), 0),
     (7, 2, CreateRequest("/b", b"", OPEN_ACL_UNSAFE, True, True), frozenset(), 3 << 56 | 5),
     (

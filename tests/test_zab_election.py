@@ -102,7 +102,8 @@ def test_a_later_round_restarts_the_count_and_an_earlier_one_is_answered() -> No
     election.start(Vote(1, 9, 1))
     election.take_messages()
     election.receive(2, Notification(4, Vote(1, 3, 2), ServerState.LOOKING))
-    assert election.round == 4 and election.vote == Vote(1, 9, 1)  # its own is better
+    assert election.round == 4
+    assert election.vote == Vote(1, 9, 1)  # its own is better
     assert {t for t, _n in election.take_messages()} == {2, 3}
     election.receive(3, Notification(2, Vote(1, 3, 3), ServerState.LOOKING))
     assert election.take_messages() == [(3, Notification(4, Vote(1, 9, 1), ServerState.LOOKING))]
@@ -124,7 +125,8 @@ def test_an_observer_never_votes_and_joins_a_reported_leader() -> None:
     election.start(Vote(0, 0, 4))
     election.take_messages()
     election.receive(1, Notification(1, Vote(1, 0, 3), ServerState.LOOKING))
-    assert election.take_messages() == [] and election.vote == Vote(0, 0, 4)
+    assert election.take_messages() == []
+    assert election.vote == Vote(0, 0, 4)
     election.receive(3, Notification(1, Vote(1, 0, 3), ServerState.LEADING))
     assert election.leader == 3
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,6 +51,7 @@ from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig
 
 TICK = 50
 ACL = OPEN_ACL_UNSAFE
+M = TypeVar("M", bound=PeerMessage)  # a kind of peer message
 
 Link = tuple[int, int]
 
@@ -63,7 +65,7 @@ class Cluster:
         observers: int = 0,
         *,
         disks: dict[int, SimDisk] | None = None,
-        **settings: int,
+        **settings: Any,
     ) -> None:
         self.voter_ids = frozenset(range(1, voters + 1))
         self.observer_ids = frozenset(range(voters + 1, voters + observers + 1))
@@ -273,7 +275,9 @@ class Cluster:
         for epoch, members in self.leaders.items():
             assert len(members) == 1, f"epoch {epoch} had leaders {sorted(members)}"
 
-    def messages(self, kind: type, *, source: int | None = None, target: int | None = None) -> list:
+    def messages(
+        self, kind: type[M], *, source: int | None = None, target: int | None = None
+    ) -> list[M]:
         return [
             m
             for s, t, m in self.sent
@@ -312,7 +316,8 @@ def test_a_single_voter_elects_itself_at_construction_and_serves() -> None:
     assert first.epochs is not None
     accepted, current = first.epochs
     assert current == accepted == replica.epoch > 0
-    assert first.serving_changed and not first.messages
+    assert first.serving_changed
+    assert not first.messages
 
     replica.submit(7, 1, CreateSessionRequest(7, 30_000, b"pw"))
     replica.submit(7, 2, create("/a", b"one"))
@@ -334,7 +339,9 @@ def test_a_single_voter_elects_itself_at_construction_and_serves() -> None:
     assert all(a.result.error == Code.OK for a in results)
     assert results[1].result.value == "/a"
     node = replica.tree.get("/a")
-    assert node is not None and node.data == b"one" and node.czxid == zxids[1]
+    assert node is not None
+    assert node.data == b"one"
+    assert node.czxid == zxids[1]
     assert replica.tree.last_zxid == zxids[1]
 
 
@@ -346,7 +353,8 @@ def test_a_single_voter_restarts_into_a_new_epoch_with_its_history() -> None:
     cluster.crash(1)
     cluster.restart(1)
     replica = cluster.r(1)
-    assert replica.serving and replica.epoch > first_epoch
+    assert replica.serving
+    assert replica.epoch > first_epoch
     assert replica.tree.get("/kept") is not None
     cluster.submit(1, 5, 2, create("/next"))
     assert zxid_epoch(cluster.result_of(1, 5, 2).record.zxid) == replica.epoch
@@ -435,12 +443,14 @@ def test_followers_persist_epochs_in_the_ready_that_sends_the_ack() -> None:
     announce = next(
         r for r in cluster.readies[3] if any(isinstance(m, NewEpoch) for _, m in r.messages)
     )
-    assert announce.epochs is not None and announce.epochs[0] == epoch
+    assert announce.epochs is not None
+    assert announce.epochs[0] == epoch
     assert all(isinstance(m, NewEpoch) for _, m in announce.split_messages()[1])
     for follower, logged in ((1, 1), (2, 2)):
         readies = cluster.readies[follower]
         [acked] = [r for r in readies if any(isinstance(m, AckEpoch) for _, m in r.messages)]
-        assert acked.epochs is not None and acked.epochs[0] == epoch
+        assert acked.epochs is not None
+        assert acked.epochs[0] == epoch
         [synced] = [r for r in readies if any(isinstance(m, AckNewLeader) for _, m in r.messages)]
         assert synced.epochs == (epoch, epoch)
         # Messages may leave before the Ready is durable, but never these acknowledgements.
@@ -463,12 +473,13 @@ def test_a_follower_told_a_lower_epoch_than_it_accepted_goes_back_to_election() 
     # Members 2 and 3 report that 3 leads: follow it.
     follower.receive(3, Notification(9, Vote(3, 0, 3), ServerState.LEADING))
     follower.receive(2, Notification(9, Vote(3, 0, 3), ServerState.FOLLOWING))
-    assert follower.state is ServerState.FOLLOWING and follower.leader == 3
+    assert (follower.state, follower.leader) == (ServerState.FOLLOWING, 3)
     info = [m for _, m in follower.take_ready().messages if isinstance(m, FollowerInfo)]
     assert info == [FollowerInfo(5, 0, 0, False)]
 
     follower.receive(3, NewEpoch(4))
-    assert follower.state is ServerState.LOOKING and follower.phase is Phase.ELECTION
+    assert follower.state is ServerState.LOOKING
+    assert follower.phase is Phase.ELECTION
     assert follower.accepted_epoch == 5
     ready = follower.take_ready()
     assert ready.epochs is None
@@ -494,7 +505,8 @@ def test_a_member_acks_an_epoch_for_one_leader_only() -> None:
     cluster.blackhole(1, 2)
     cluster.held[(3, 1)] = lambda m: not isinstance(m, Notification)
     cluster.tick(3)
-    assert cluster.r(1).leader == 3 and cluster.r(3).epoch == 2
+    assert cluster.r(1).leader == 3
+    assert cluster.r(3).epoch == 2
     # 1 gives up on 3 (whose clock is slow: it does not tick) and follows 2.
     cluster.blackhole(1, 3)
     cluster.dropped -= {(1, 2), (2, 1)}
@@ -503,7 +515,8 @@ def test_a_member_acks_an_epoch_for_one_leader_only() -> None:
         if cluster.r(1).leader == 2 and cluster.r(2).phase is Phase.SYNCHRONIZATION:
             break
         cluster.tick(only=[1, 2])
-    assert cluster.r(2).epoch == 2 and cluster.r(1).accepted_epoch == 2
+    assert cluster.r(2).epoch == 2
+    assert cluster.r(1).accepted_epoch == 2
     # 1 gives up on 2 as well (2's clock is slow now) and goes back to 3.
     cluster.blackhole(1, 2)
     cluster.dropped -= {(1, 3), (3, 1)}
@@ -534,7 +547,8 @@ def test_a_member_acks_an_epoch_for_one_leader_only() -> None:
     del cluster.held[(2, 1)]
     cluster.run()
     cluster.tick(only=[1, 2])
-    assert cluster.r(2).serving and cluster.r(1).serving
+    assert cluster.r(2).serving
+    assert cluster.r(1).serving
     cluster.assert_one_leader_per_epoch()
     assert not cluster.r(3).serving
 
@@ -552,7 +566,8 @@ def test_two_members_that_follow_each_other_give_up_and_elect() -> None:
         replica.receive(other, stale)
         cluster.pump(me)
     cluster.run()
-    assert cluster.r(1).leader == 2 and cluster.r(2).leader == 1
+    assert cluster.r(1).leader == 2
+    assert cluster.r(2).leader == 1
     cluster.settle(max_ticks=3 * cluster.configs[1].init_limit)
     cluster.serving_leader()
     cluster.open_session(cluster.serving_leader(), 9)
@@ -562,7 +577,7 @@ def test_two_members_that_follow_each_other_give_up_and_elect() -> None:
 # ---- broadcast -----------------------------------------------------------------------------------
 
 
-def ensemble(voters: int = 3, observers: int = 0, **settings: int) -> tuple[Cluster, int]:
+def ensemble(voters: int = 3, observers: int = 0, **settings: Any) -> tuple[Cluster, int]:
     cluster = Cluster(voters, observers, **settings)
     cluster.settle()
     leader = cluster.serving_leader()
@@ -622,7 +637,8 @@ def test_a_follower_applies_a_commit_only_after_its_own_log_is_durable() -> None
     cluster.deliver(leader, slow)  # the Commit, before slow took its Ready
     assert "/q" not in cluster.r(slow).tree
     logged = cluster.take(slow)
-    assert [r.zxid for r in logged.persist] and not logged.committed
+    assert [r.zxid for r in logged.persist]
+    assert not logged.committed
     assert cluster.take(slow).committed == logged.persist
 
 
@@ -641,7 +657,8 @@ def test_where_two_members_are_a_quorum_followers_commit_logged_proposals_themse
     assert {t for t, m in late if m == LoggedPropose((record,))} == set(cluster.followers())
     cluster.deliver(leader, follower)
     logged = cluster.take(follower)
-    assert logged.persist == [record] and not logged.committed
+    assert logged.persist == [record]
+    assert not logged.committed
     assert "/local" not in cluster.r(follower).tree, "not before its own log is durable"
     applied = cluster.take(follower)  # taking the next Ready says the last one is durable
     assert applied.committed == [record]
@@ -752,7 +769,8 @@ def test_a_leader_cut_off_from_its_followers_stops_serving_after_sync_limit() ->
         assert cluster.r(leader).serving
     cluster.tick(only=[leader])
     replica = cluster.r(leader)
-    assert not replica.serving and replica.state is ServerState.LOOKING
+    assert not replica.serving
+    assert replica.state is ServerState.LOOKING
     assert (1, 11) in cluster.rejected[leader]
     assert "/lost" not in replica.tree
     assert all(a.record.cxid != 11 for a in cluster.applied[leader])
@@ -769,7 +787,9 @@ def test_writes_submitted_at_a_follower_are_forwarded_and_applied_everywhere() -
     assert first.record.zxid < second.record.zxid
     for i in cluster.ids:
         node = cluster.r(i).tree.get("/via-follower")
-        assert node is not None and node.data == b"g" and node.version == 1
+        assert node is not None
+        assert node.data == b"g"
+        assert node.version == 1
     cluster.assert_identical()
 
 
@@ -836,7 +856,8 @@ def test_sync_at_the_leader_answers_once_the_earlier_write_is_applied() -> None:
         cluster.pump(follower)
         cluster.deliver(follower, leader)
     assert replica.commit_zxid == cluster.r(cluster.followers()[0]).last_logged
-    assert not replica._ready.committed and not replica._ready.synced
+    assert not replica._ready.committed
+    assert not replica._ready.synced
     done = cluster.take(leader)  # durable here: the record is handed out
     assert [record.cxid for record in done.committed] == [40]
     assert replica.tree.get("/s") is not None
@@ -903,7 +924,8 @@ def test_a_follower_missing_a_suffix_is_synchronized_by_diff() -> None:
     cluster.heal()
     cluster.settle()
     message = new_leader_for(cluster, behind, mark)
-    assert message.mode is SyncMode.DIFF and message.snapshot is None
+    assert message.mode is SyncMode.DIFF
+    assert message.snapshot is None
     assert [r.zxid for r in message.records] == [
         zxid for zxid, _raw in cluster.r(leader).history if zxid > its_last
     ]
@@ -921,7 +943,8 @@ def test_a_divergent_uncommitted_tail_is_truncated_back_to_the_committed_zxid() 
     cluster.isolate(old, tell=False)
     cluster.submit(old, 1, 299, create("/uncommitted"))
     tail = cluster.r(old).last_logged
-    assert tail > committed and tail in {r.zxid for r in cluster.disks[old].log}
+    assert tail > committed
+    assert tail in {r.zxid for r in cluster.disks[old].log}
     cluster.crash(old)
     cluster.dropped.clear()
     cluster.settle()
@@ -966,7 +989,8 @@ def test_a_restarted_leader_syncs_a_follower_behind_its_checkpoint_by_diff() -> 
     cluster.settle()
     new = cluster.serving_leader()
     message = new_leader_for(cluster, behind, mark)
-    assert message.mode is SyncMode.DIFF and message.snapshot is None
+    assert message.mode is SyncMode.DIFF
+    assert message.snapshot is None
     assert message.records[0].zxid == its_last + 1
     cluster.assert_identical()
     cluster.submit(new, 1, 599, create("/after-diff"))
@@ -985,7 +1009,8 @@ def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:
     cluster.heal()
     cluster.settle()
     message = new_leader_for(cluster, far, mark)
-    assert message.mode is SyncMode.SNAP and message.snapshot is not None
+    assert message.mode is SyncMode.SNAP
+    assert message.snapshot is not None
     assert message.snapshot.zxid >= its_last
     assert cluster.disks[far].snapshot == message.snapshot
     cluster.assert_identical()
@@ -1032,7 +1057,8 @@ def test_an_observer_does_not_make_a_quorum() -> None:
     assert (1, 2) in cluster.rejected[leader]
     # A voter and an observer cannot elect a leader either.
     cluster.tick(30, only=[leader, observer])
-    assert not cluster.r(leader).serving and not cluster.r(observer).serving
+    assert not cluster.r(leader).serving
+    assert not cluster.r(observer).serving
     assert cluster.r(leader).state is ServerState.LOOKING
     cluster.dropped.clear()
     cluster.settle()
@@ -1057,9 +1083,11 @@ def test_ephemerals_vanish_with_their_session_on_every_member() -> None:
         cluster.tick()
     for i in cluster.ids:
         tree = cluster.r(i).tree
-        assert tree.get("/eph") is None and 50 not in tree.sessions
+        assert tree.get("/eph") is None
+        assert 50 not in tree.sessions
         assert not tree.ephemerals_of(50)
-        assert tree.get("/kept-eph") is not None and 51 in tree.sessions
+        assert tree.get("/kept-eph") is not None
+        assert 51 in tree.sessions
     cluster.assert_identical()
     assert cluster.r(leader).serving
 
@@ -1081,8 +1109,10 @@ def test_a_deposed_leader_that_has_not_noticed_cannot_answer_a_sync() -> None:
     cluster.tick(only=others, count=cluster.configs[others[0]].init_limit)
     cluster.run()
     (new,) = [i for i in others if cluster.r(i).state is ServerState.LEADING]
-    assert cluster.r(new).serving and cluster.r(new).epoch > cluster.r(old).epoch
-    assert cluster.r(old).state is ServerState.LEADING and cluster.r(old).serving  # not noticed
+    assert cluster.r(new).serving
+    assert cluster.r(new).epoch > cluster.r(old).epoch
+    assert cluster.r(old).state is ServerState.LEADING
+    assert cluster.r(old).serving  # not noticed
     cluster.r(new).submit(1, 70, create("/after-the-change"))
     cluster.pump(new)
     cluster.run()
@@ -1093,4 +1123,5 @@ def test_a_deposed_leader_that_has_not_noticed_cannot_answer_a_sync() -> None:
     cluster.tick(only=[old], count=cluster.configs[old].sync_limit + 2)
     cluster.pump(old)
     assert not cluster.r(old).serving
-    assert (1, 71) in cluster.rejected[old] and (1, 71) not in cluster.synced[old]
+    assert (1, 71) in cluster.rejected[old]
+    assert (1, 71) not in cluster.synced[old]
