@@ -121,7 +121,7 @@ async def test_the_reported_transaction_with_text_data(server: RunningServer) ->
         with pytest.raises(BadArgumentsError, match="data must be bytes, not str"):
             await zk.transaction().create("/b", "text").commit()  # type: ignore[arg-type]
         with pytest.raises(BadArgumentsError, match="data must be bytes, not str"):
-            await zk.create("/b", "text")  # type: ignore[arg-type]
+            await zk.create("/b", "text")  # type: ignore[call-overload]
         assert await zk.transaction().create("/b", b"bytes").commit() == ["/b"]
         assert states == []
 

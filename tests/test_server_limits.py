@@ -67,9 +67,9 @@ async def test_bad_paths_raise_bad_arguments(server: RunningServer) -> None:
             with pytest.raises(BadArgumentsError):
                 await zk.transaction().create("/fine/ok").create(path).commit()
         with pytest.raises(BadArgumentsError):
-            await zk.create(123, b"")  # type: ignore[arg-type]
+            await zk.create(123, b"")  # type: ignore[call-overload]
         with pytest.raises(BadArgumentsError):
-            await zk.create("/fine/x", "text")  # type: ignore[arg-type]
+            await zk.create("/fine/x", "text")  # type: ignore[call-overload]
         with pytest.raises(BadArgumentsError):
             await zk.delete("/fine", version=-2)
         # Nothing was written, and the session is fine.
