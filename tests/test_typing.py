@@ -105,6 +105,9 @@ def test_results_have_precise_types(tmp_path: Path) -> None:
     snippet.write_text(SNIPPET)
     cache = tmp_path / "mypy-cache"
     flags = ["--strict", "--no-error-summary", "--config-file", "", "--cache-dir", str(cache)]
+    # as for an installed package: zkpy's own modules are read for types, their errors (here
+    # msgpack's missing stubs, which the project's config silences) are not the snippet's
+    flags.append("--follow-imports=silent")
     out, err, _status = api.run([*flags, str(snippet)])
     revealed = [
         STAT_TUPLE.sub("Stat", line.split('Revealed type is "', 1)[1].rstrip('"'))
