@@ -5,7 +5,9 @@ Requests are pipelined (many in flight, replies matched by xid, FIFO order kept 
 When the connection breaks, requests in flight fail with `ConnectionLossError`, the client moves
 to another listed server and resumes its session (and its watches, with the last zxid it saw);
 requests made meanwhile wait for that. If the server says the session expired, the client is
-LOST for good: every request raises `SessionExpiredError`, as with ZooKeeper's own client.
+LOST for good: every request raises `SessionExpiredError`, as with ZooKeeper's own client;
+unless it was made with ``new_session_on_expiry=True``: then LOST is followed by a new session
+(CONNECTED again, with a new `session_id`), as kazoo's client does.
 
 Every protocol rule (what to send, what a server frame means, when to ping or give up) is in
 `zkpy.client.connection`, which does no I/O; this module connects sockets, moves bytes between
@@ -76,6 +78,7 @@ class ConnectionState(enum.Enum):
     CONNECTED = "CONNECTED"
     SUSPENDED = "SUSPENDED"  # connection lost; the session may still be alive
     LOST = "LOST"  # the session expired or was closed: ephemerals and watches are gone
+    # (with `new_session_on_expiry`, CONNECTED follows LOST: a new session, a new session_id)
 
 
 def parse_hosts(hosts: str | Sequence[str]) -> list[tuple[str, int]]:
@@ -202,8 +205,10 @@ class Client:
         randomize_hosts: bool = True,
         tls: ssl.SSLContext | None = None,
         spin_before_wait: float = SPIN_BEFORE_WAIT_S,
+        new_session_on_expiry: bool = False,
     ) -> None:
         check_spin(spin_before_wait, "spin_before_wait")
+        self.new_session_on_expiry = new_session_on_expiry
         servers, self.chroot = split_chroot(hosts)
         self.hosts = parse_hosts(servers)
         self.spin_before_wait = spin_before_wait
@@ -349,15 +354,15 @@ class Client:
                     await trio.sleep(min(1.0, 0.05 * attempt) * random.uniform(0.5, 1.0))
                 continue
             except SessionExpiredError as err:
-                self._lose(err)
+                self._lose(err)  # with new_session_on_expiry, the loop goes on with a new one
                 if not started:
                     raise
-                break
+                continue
             if not started:
                 started = True
                 task_status.started()
             await self._serve_connection(stream)
-            if self._lost_error is None and not self._closing:
+            if self._state is ConnectionState.CONNECTED and not self._closing:
                 self._set_state(ConnectionState.SUSPENDED)
         if not started:
             task_status.started()
@@ -492,7 +497,7 @@ class Client:
             log.warning("bad frame from %s: %s", self.server, reason)
         else:
             log.info("%s", reason)
-        if self._lost_error is None and not self._closing:
+        if self._state is ConnectionState.CONNECTED and not self._closing:
             self._set_state(ConnectionState.SUSPENDED)  # new calls wait for the next connection
         if self._connection_scope is not None:
             self._connection_scope.cancel()
@@ -502,9 +507,28 @@ class Client:
             fail = getattr(callback, "fail", None)
             if fail is not None:
                 fail(event.error)
+        if self._renews(event.error):
+            self._conn = self._next_session()
         self._set_state(ConnectionState.LOST)
         if self._connection_scope is not None:
             self._connection_scope.cancel()
+
+    def _renews(self, error: ZkError) -> bool:
+        """Whether the end of the session is followed by a new one: it expired (`close()` sets
+        `_closing` first; a refused auth is another error) and the client was made with
+        `new_session_on_expiry`."""
+        return (
+            self.new_session_on_expiry and not self._closing and type(error) is SessionExpiredError
+        )
+
+    def _next_session(self) -> ClientConnection:
+        """A fresh machine for a new session: the same auth and chroot, and the last zxid seen
+        (so that the new session never reads older data than the old one did)."""
+        old = self._conn
+        log.info("session %#x expired; starting a new session", old.session_id)
+        conn = ClientConnection(self.requested_timeout_ms, auth=old.auth, chroot=self.chroot)
+        conn.last_zxid = old.last_zxid
+        return conn
 
     def _lose(self, error: ZkError) -> None:
         """The session is over: fail everything now and from now on."""
@@ -911,6 +935,7 @@ async def connect(
     auth: Sequence[tuple[str, str]] = (),
     tls: ssl.SSLContext | None = None,
     spin_before_wait: float = SPIN_BEFORE_WAIT_S,
+    new_session_on_expiry: bool = False,
 ) -> AsyncIterator[Client]:
     """Open a session with an ensemble and keep it for the ``async with`` block.
 
@@ -924,6 +949,12 @@ async def connect(
     connection keeps trying before it sleeps, while replies come quickly: one request at a time,
     a reply met awake saves a wake-up (40-60 us on a virtual machine that halts idle CPUs). TLS
     connections do not spin.
+
+    With `new_session_on_expiry`, an expired session is followed by a new one instead of
+    ending the client: the state stream says LOST, then CONNECTED with a new `session_id`
+    (kazoo's behaviour). The old session's ephemerals and watches are gone; the recipes that
+    stand for something (`Party`, `PersistentNode`) create it again, and locks and leadership
+    held under the old session stay lost.
     """
     client = Client(
         hosts,
@@ -933,6 +964,7 @@ async def connect(
         auth=auth,
         tls=tls,
         spin_before_wait=spin_before_wait,
+        new_session_on_expiry=new_session_on_expiry,
     )
     try:
         async with trio.open_nursery() as nursery:
