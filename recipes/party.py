@@ -1,5 +1,6 @@
 """`Party`: group membership. Members are ephemeral children, so a member whose session ends
-leaves the party by itself."""
+leaves the party by itself; inside ``async with``, a client that starts a new session
+(``new_session_on_expiry``) joins again under it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import trio
 
 import zkpy
 from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry, to_bytes
+from recipes._sessions import Keeper
 from recipes.watchers import ChildrenWatch
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError
 
@@ -19,6 +21,9 @@ class Party:
     async with Party(zk, "/parties/workers", b"worker-1") as party:
         print(await party.members())              # identifiers of everyone present
         async for members in party.changes(): ... # the member list after each change
+
+    Inside ``async with``, if the client starts a new session after its old one expired
+    (``zkpy.connect(..., new_session_on_expiry=True)``), the member joins again under it.
     """
 
     def __init__(self, zk: zkpy.Client, path: str, identifier: bytes | str = b"") -> None:
@@ -28,6 +33,7 @@ class Party:
         self.node_name = new_uid()
         self.node_path = join(self.path, self.node_name)
         self.participating = False
+        self._keeper = Keeper(self.zk, self._rejoin)
 
     def __repr__(self) -> str:
         return f"<Party {self.path}>"
@@ -52,6 +58,11 @@ class Party:
             except NodeExistsError:
                 pass
         self.participating = True
+
+    async def _rejoin(self) -> None:
+        """A new session: our node went with the old one; join again unless we left."""
+        if self.participating:
+            await self.join()
 
     async def leave(self) -> None:
         """Leave the party (no-op if not in it)."""
@@ -92,7 +103,12 @@ class Party:
         return _MemberChanges(self)
 
     async def __aenter__(self) -> Party:
-        await self.join()
+        await self._keeper.start()
+        try:
+            await self.join()
+        except BaseException:
+            await self._keeper.stop()
+            raise
         return self
 
     async def __aexit__(
@@ -101,11 +117,16 @@ class Party:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(2 * self.zk.session_timeout + 5):
-            try:
-                await self.leave()
-            except zkpy.errors.SessionExpiredError:
-                self.participating = False
+        self.participating = False  # no more rejoining
+        try:
+            await self._keeper.stop()
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(2 * self.zk.session_timeout + 5):
+                    try:
+                        await self.leave()
+                    except zkpy.errors.SessionExpiredError:
+                        pass
 
 
 class _MemberChanges:

@@ -1,0 +1,80 @@
+"""Re-establishing what a recipe stands for when its client starts a new session.
+
+A client made with ``new_session_on_expiry=True`` follows an expired session with a new one: its
+state goes LOST, then CONNECTED with a new `session_id`. The old session's ephemerals are gone;
+a recipe that represents something lasting (a party member, a registered service) runs
+`on_new_sessions` beside its body to create them again. Locks and leadership do not: what was
+held under the old session is lost, and taking it again is the caller's decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import trio
+
+import zkpy
+from zkpy.errors import SessionExpiredError, single_error
+
+
+async def on_new_sessions(
+    zk: zkpy.Client,
+    restore: Callable[[], Awaitable[object]],
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run `restore()` each time `zk` is connected with a session other than the one it last
+    ran for (or the one current at the start). Runs until cancelled; `started` once it listens.
+
+    A `restore` cut short by the end of its session is run again on the next one; any other
+    error propagates (to the recipe's body, through its nursery).
+    """
+    restored = zk.session_id
+    async with zk.state_changes() as states:
+        task_status.started()
+        async for state in states:
+            session = zk.session_id
+            if state is not zkpy.ConnectionState.CONNECTED or session == restored:
+                continue
+            try:
+                await restore()
+            except SessionExpiredError:
+                continue  # that session is over already: the next one runs it again
+            restored = session
+
+
+class Keeper:
+    """`on_new_sessions` run in the background between `start()` and `stop()`: for recipes
+    that are async context managers, whose body runs between their ``__aenter__`` and
+    ``__aexit__`` (a nursery cannot be a local there)."""
+
+    def __init__(self, zk: zkpy.Client, restore: Callable[[], Awaitable[object]]) -> None:
+        self.zk = zk
+        self.restore = restore
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def start(self) -> None:
+        """Start listening (from the current session on)."""
+        manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        self._manager, self._nursery = manager, nursery
+        try:
+            await nursery.start(on_new_sessions, self.zk, self.restore)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop listening; raise what the background task raised (if anything)."""
+        manager, nursery = self._manager, self._nursery
+        if manager is None or nursery is None:
+            return
+        self._manager = self._nursery = None
+        nursery.cancel_scope.cancel()
+        try:
+            await manager.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            raise single_error(group) from None

@@ -1,0 +1,111 @@
+"""A client made with ``new_session_on_expiry=True`` outlives the expiry of its session: LOST is
+followed by a new session, the recipes that stand for something come back under it, and what was
+held under the old session (a lock) is reported lost, never taken again behind the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+import recipes
+import zkpy
+from tests.conftest import TcpProxy, tcp_proxy, wait_until
+from zkpy import ConnectionState
+from zkpy.errors import SessionExpiredError
+from zkpy.testing import RunningServer
+
+
+def cut_off(proxy: TcpProxy) -> None:
+    """Cut `proxy`'s client off from the server: no bytes, no new connections."""
+    proxy.refusing = True
+    proxy.pause()
+    proxy.cut()
+
+
+async def let_back_once_expired(observer: zkpy.Client, proxy: TcpProxy, ephemeral: str) -> None:
+    """Wait until the server has expired the cut-off session (its `ephemeral` is gone), then
+    let its client reach the server again."""
+
+    async def gone() -> bool:
+        return await observer.exists(ephemeral) is None
+
+    await wait_until(gone, timeout=5, what="the cut-off session to expire")
+    proxy.refusing = False
+    proxy.resume()
+
+
+async def expire(observer: zkpy.Client, proxy: TcpProxy, ephemeral: str) -> None:
+    """Cut `proxy`'s client off until the server has expired its session."""
+    cut_off(proxy)
+    await let_back_once_expired(observer, proxy, ephemeral)
+
+
+@asynccontextmanager
+async def renewing_client(
+    server: RunningServer,
+) -> AsyncIterator[tuple[zkpy.Client, zkpy.Client, TcpProxy]]:
+    async with (
+        zkpy.connect(server.address, session_timeout=2) as observer,
+        tcp_proxy(server.port) as proxy,
+        zkpy.connect(proxy.address, session_timeout=0.4, new_session_on_expiry=True) as zk,
+    ):
+        yield observer, zk, proxy
+
+
+async def test_a_new_session_follows_an_expired_one(server: RunningServer) -> None:
+    async with renewing_client(server) as (observer, zk, proxy):
+        states: list[ConnectionState] = []
+        zk.add_listener(states.append)
+        await zk.create("/mine", b"", ephemeral=True)
+        old = zk.session_id
+        await expire(observer, proxy, "/mine")
+        await wait_until(lambda: zk.session_id not in (0, old), timeout=5, what="a new session")
+        await zk.wait_connected()
+        assert states[-2:] == [ConnectionState.LOST, ConnectionState.CONNECTED]
+        assert ConnectionState.SUSPENDED not in states[states.index(ConnectionState.LOST) :]
+        await zk.create("/after", b"x", ephemeral=True)
+        stat = await observer.exists("/after")
+        assert stat is not None
+        assert stat.ephemeral_owner == zk.session_id
+
+
+async def test_without_the_option_an_expired_session_stays_lost(server: RunningServer) -> None:
+    async with (
+        zkpy.connect(server.address, session_timeout=2) as observer,
+        tcp_proxy(server.port) as proxy,
+        zkpy.connect(proxy.address, session_timeout=0.4) as zk,
+    ):
+        await zk.create("/mine", b"", ephemeral=True)
+        await expire(observer, proxy, "/mine")
+        await wait_until(lambda: zk.state is ConnectionState.LOST, timeout=5, what="LOST")
+        with pytest.raises(SessionExpiredError):
+            await zk.get("/")
+
+
+async def test_party_membership_comes_back_and_a_held_lock_is_lost(
+    server: RunningServer,
+) -> None:
+    async with renewing_client(server) as (observer, zk, proxy):
+        party = recipes.Party(zk, "/party", b"me")
+
+        async def back() -> bool:
+            return await recipes.Party(observer, "/party").members() == [b"me"]
+
+        async with party:
+            old = zk.session_id
+            assert await back()
+            async with recipes.Lock(zk, "/locks/x") as held:
+                cut_off(proxy)
+                await trio.sleep_forever()  # cancelled: the hold is lost with the session
+            assert held.lost
+            await let_back_once_expired(observer, proxy, party.node_path)
+            await wait_until(back, timeout=5, what="the membership to come back")
+            stat = await observer.exists(party.node_path)
+            assert stat is not None
+            assert stat.ephemeral_owner == zk.session_id != old
+            assert await observer.get_children("/locks/x") == []  # not taken again
+            assert held.lost
+        assert await recipes.Party(observer, "/party").members() == []
