@@ -25,6 +25,7 @@ from recipes.errors import (
 from recipes.fencing import FencingGuard, StaleTokenError
 from recipes.lock import Held, Lock, ReadLock, ReadWriteLock, WriteLock
 from recipes.party import Party
+from recipes.persistent import PersistentNode
 from recipes.queue import Queue
 from recipes.semaphore import Semaphore
 from recipes.watchers import ChildrenWatch, DataWatch, children_watch, data_watch
@@ -54,6 +55,7 @@ __all__ = [
     "LockLostError",
     "NotHeldError",
     "Party",
+    "PersistentNode",
     "Queue",
     "ReadLock",
     "ReadWriteLock",

@@ -45,30 +45,28 @@ async def on_new_sessions(
             restored = session
 
 
-class Keeper:
-    """`on_new_sessions` run in the background between `start()` and `stop()`: for recipes
-    that are async context managers, whose body runs between their ``__aenter__`` and
-    ``__aexit__`` (a nursery cannot be a local there)."""
+class Background:
+    """One task run beside a recipe's body, between `start()` and `stop()`: for recipes that
+    are async context managers, whose body runs between their ``__aenter__`` and ``__aexit__``
+    (a nursery cannot be a local there). The task's errors come out of `stop()`."""
 
-    def __init__(self, zk: zkpy.Client, restore: Callable[[], Awaitable[object]]) -> None:
-        self.zk = zk
-        self.restore = restore
+    def __init__(self) -> None:
         self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
 
-    async def start(self) -> None:
-        """Start listening (from the current session on)."""
+    async def start(self, task: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Start ``task(*args, task_status=...)``; return once it calls ``started()``."""
         manager = trio.open_nursery()
         nursery = await manager.__aenter__()
         self._manager, self._nursery = manager, nursery
         try:
-            await nursery.start(on_new_sessions, self.zk, self.restore)
+            await nursery.start(task, *args)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        """Stop listening; raise what the background task raised (if anything)."""
+        """Cancel the task and wait for it; raise what it raised (if anything)."""
         manager, nursery = self._manager, self._nursery
         if manager is None or nursery is None:
             return

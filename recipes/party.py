@@ -10,7 +10,7 @@ import trio
 
 import zkpy
 from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry, to_bytes
-from recipes._sessions import Keeper
+from recipes._sessions import Background, on_new_sessions
 from recipes.watchers import ChildrenWatch
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError
 
@@ -33,7 +33,7 @@ class Party:
         self.node_name = new_uid()
         self.node_path = join(self.path, self.node_name)
         self.participating = False
-        self._keeper = Keeper(self.zk, self._rejoin)
+        self._keeper = Background()
 
     def __repr__(self) -> str:
         return f"<Party {self.path}>"
@@ -103,7 +103,7 @@ class Party:
         return _MemberChanges(self)
 
     async def __aenter__(self) -> Party:
-        await self._keeper.start()
+        await self._keeper.start(on_new_sessions, self.zk, self._rejoin)
         try:
             await self.join()
         except BaseException:

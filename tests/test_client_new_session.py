@@ -14,6 +14,7 @@ import recipes
 import zkpy
 from tests.conftest import TcpProxy, tcp_proxy, wait_until
 from zkpy import ConnectionState
+from zkpy.core.types import WatchMode
 from zkpy.errors import SessionExpiredError
 from zkpy.testing import RunningServer
 
@@ -109,3 +110,55 @@ async def test_party_membership_comes_back_and_a_held_lock_is_lost(
             assert await observer.get_children("/locks/x") == []  # not taken again
             assert held.lost
         assert await recipes.Party(observer, "/party").members() == []
+
+
+async def test_a_persistent_node_comes_back_after_deletion_and_expiry(
+    server: RunningServer,
+) -> None:
+    async with renewing_client(server) as (observer, zk, proxy):
+        async with recipes.PersistentNode(zk, "/services/api/one", b"addr") as node:
+            stat = await observer.exists("/services/api/one")
+            assert stat is not None
+            assert stat.ephemeral_owner == zk.session_id
+            assert node.created == 1
+
+            await observer.delete("/services/api/one")
+
+            async def back() -> bool:
+                stat = await observer.exists("/services/api/one")
+                return stat is not None and stat.ephemeral_owner == zk.session_id
+
+            await wait_until(back, timeout=5, what="the deleted node to come back")
+            assert node.created == 2
+            old = zk.session_id
+            await expire(observer, proxy, "/services/api/one")
+            await wait_until(back, timeout=5, what="the node to come back on a new session")
+            assert zk.session_id != old
+            data, _stat = await observer.get("/services/api/one")
+            assert data == b"addr"
+        assert await observer.exists("/services/api/one") is None
+
+
+async def test_a_persistent_node_waits_for_another_sessions_node(server: RunningServer) -> None:
+    async with (
+        zkpy.connect(server.address) as zk,
+        zkpy.connect(server.address) as other,
+    ):
+        await other.create("/svc", b"theirs", ephemeral=True)
+        entered = trio.Event()
+
+        async def keep() -> None:
+            async with recipes.PersistentNode(zk, "/svc", b"ours"):
+                entered.set()
+                await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep)
+            watched = zk._conn.watches.one_shot[WatchMode.DATA]
+            await wait_until(lambda: "/svc" in watched, what="the keeper to watch their node")
+            assert not entered.is_set()
+            await other.delete("/svc")
+            await entered.wait()
+            data, stat = await other.get("/svc")
+            assert (data, stat.ephemeral_owner) == (b"ours", zk.session_id)
+            nursery.cancel_scope.cancel()
