@@ -5,12 +5,16 @@ multi: set the counter at the version we read, and record a fresh write id in th
 object's receipt (an ephemeral ``/.recipes/receipts/{uid}``). A conflicting writer makes the
 version check fail and we read and try again; a reply lost with the connection is resolved by
 reading the receipt, so an increment is applied exactly once, never twice.
+
+`changes()` listens: ``async for value in counter.changes():`` yields the value now, then after
+every change (by anyone), as Curator's SharedCount listeners are told.
 """
 
 from __future__ import annotations
 
 import zkpy
 from recipes._nodes import RECEIPTS_PATH, Receipt, async_client, check_alive, new_uid, retry
+from recipes.watchers import DataWatch
 from zkpy.errors import BadVersionError, ConnectionLossError, NodeExistsError, NoNodeError
 
 
@@ -60,8 +64,11 @@ class Counter:
                 except NodeExistsError:
                     pass
                 continue
-            text = data.decode("ascii", errors="replace").strip()
-            return (int(text) if text else self.default), stat.version
+            return self._decode(data), stat.version
+
+    def _decode(self, data: bytes) -> int:
+        text = data.decode("ascii", errors="replace").strip()
+        return int(text) if text else self.default
 
     async def _write(self, value: int, version: int) -> bool:
         """Set `value` if the counter is still at `version`; True if it was set (exactly once)."""
@@ -126,3 +133,29 @@ class Counter:
             if await self._write(value, version):
                 self.pre_value, self.post_value = old, value
                 return True
+
+    def changes(self) -> CounterChanges:
+        """An async iterator of the value: now, then after every change (`default` while the
+        counter's node does not exist). Quick successive changes may be seen as one, the
+        latest (as with any watch); a lost session ends it with `SessionExpiredError`."""
+        return CounterChanges(self)
+
+
+class CounterChanges:
+    """``async for value in counter.changes():`` (see `Counter.changes`)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._watch = DataWatch(counter.zk, counter.path)
+        self._last: int | None = None
+
+    def __aiter__(self) -> CounterChanges:
+        return self
+
+    async def __anext__(self) -> int:
+        while True:
+            read = await self._watch.__anext__()
+            value = self._counter.default if read is None else self._counter._decode(read[0])
+            if value != self._last:  # a rewrite of the same value is no change
+                self._last = value
+                return value

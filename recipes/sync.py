@@ -555,6 +555,12 @@ class Counter:
         """Set `value` only if the counter holds `expected`; True if it did."""
         return self.zk.run(self.async_counter.compare_and_set, expected, value)
 
+    def changes(self) -> Iterator[int]:
+        """The value at once, then after every change (blocking): `recipes.Counter.changes`."""
+        changes = self.async_counter.changes()
+        while True:
+            yield self.zk.run(changes.__anext__)
+
     def __iadd__(self, delta: int) -> Counter:
         self.add(delta)
         return self
