@@ -24,6 +24,7 @@ from recipes.errors import (
 )
 from recipes.fencing import FencingGuard, StaleTokenError
 from recipes.lock import Held, Lock, ReadLock, ReadWriteLock, WriteLock
+from recipes.locking_queue import LockingQueue, TakenItem
 from recipes.party import Party
 from recipes.persistent import PersistentNode
 from recipes.queue import Queue
@@ -53,6 +54,7 @@ __all__ = [
     "Lease",
     "Lock",
     "LockLostError",
+    "LockingQueue",
     "NotHeldError",
     "Party",
     "PersistentNode",
@@ -63,6 +65,7 @@ __all__ = [
     "Semaphore",
     "Snapshot",
     "StaleTokenError",
+    "TakenItem",
     "WriteLock",
     "children_watch",
     "data_watch",

@@ -505,6 +505,84 @@ class Queue:
             yield self.get()
 
 
+class TakenItem:
+    """An item taken from a blocking `LockingQueue` (`recipes.TakenItem`): `data`, `name`;
+    `consume()` or `release()`; ``with`` consumes it if the block ends cleanly, else releases."""
+
+    def __init__(self, zk: Client, item: recipes.TakenItem) -> None:
+        self.zk = zk
+        self.async_item = item
+        self.data = item.data
+        self.name = item.name
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.TakenItem {self.async_item.entry_path}>"
+
+    @property
+    def done(self) -> bool:
+        """Whether it was consumed or released."""
+        return self.async_item.done
+
+    def consume(self) -> None:
+        """Remove the item for good (`NotHeldError` if the hold on it was lost)."""
+        self.zk.run(self.async_item.consume)
+
+    def release(self) -> None:
+        """Put the item back in the queue."""
+        self.zk.run(self.async_item.release)
+
+    def __enter__(self) -> TakenItem:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.consume()
+        else:
+            self.release()
+
+
+class LockingQueue:
+    """A queue whose items are taken, then consumed or released (`recipes.LockingQueue`,
+    blocking)."""
+
+    def __init__(self, zk: Client, path: str) -> None:
+        self.zk = _sync_client(zk, "LockingQueue")
+        self.async_queue = recipes.LockingQueue(self.zk.async_client, path)
+        self.path = self.async_queue.path
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.LockingQueue {self.path}>"
+
+    def put(self, data: bytes, priority: int = 100) -> str:
+        """Add an item (`priority` 0..999, lower first); its znode path."""
+        return self.zk.run(self.async_queue.put, data, priority)
+
+    def put_all(self, items: Iterable[bytes], priority: int = 100) -> list[str]:
+        """Add several items atomically, in order."""
+        return self.zk.run(self.async_queue.put_all, list(items), priority)
+
+    def take(self, timeout: float | None = None) -> TakenItem:
+        """Take the first free item, blocking for one (TimeoutError after `timeout` s)."""
+        item: recipes.TakenItem = self.zk.run(within, timeout, self.async_queue.take)
+        return TakenItem(self.zk, item)
+
+    get = take
+
+    def take_nowait(self) -> TakenItem | None:
+        """Take the first free item, or None if there is none now."""
+        item = self.zk.run(self.async_queue.take_nowait)
+        return None if item is None else TakenItem(self.zk, item)
+
+    def length(self) -> int:
+        """The number of items (taken or not)."""
+        return self.zk.run(self.async_queue.length)
+
+
 class Counter:
     """A shared integer counter (`recipes.Counter`, blocking); ``counter += 1`` works too."""
 
@@ -579,10 +657,12 @@ __all__ = [
     "Held",
     "Lock",
     "LockLostError",
+    "LockingQueue",
     "NotHeldError",
     "Queue",
     "ReadLock",
     "ReadWriteLock",
     "Semaphore",
+    "TakenItem",
     "WriteLock",
 ]

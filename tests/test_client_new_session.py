@@ -162,3 +162,21 @@ async def test_a_persistent_node_waits_for_another_sessions_node(server: Running
             data, stat = await other.get("/svc")
             assert (data, stat.ephemeral_owner) == (b"ours", zk.session_id)
             nursery.cancel_scope.cancel()
+
+
+async def test_an_item_taken_under_an_expired_session_is_not_consumed(
+    server: RunningServer,
+) -> None:
+    async with renewing_client(server) as (observer, zk, proxy):
+        await recipes.LockingQueue(observer, "/queues/q").put(b"job")
+        item = await recipes.LockingQueue(zk, "/queues/q").take()
+        await expire(observer, proxy, item.lock_path)
+        other = await recipes.LockingQueue(observer, "/queues/q").take()
+        assert other.data == b"job"
+        await zk.wait_connected()
+        with pytest.raises(recipes.NotHeldError):
+            await item.consume()
+        await item.release()  # the hold is gone: nothing to do, and the other's stays
+        assert await observer.exists(other.lock_path) is not None
+        await other.consume()
+        assert await recipes.LockingQueue(observer, "/queues/q").length() == 0

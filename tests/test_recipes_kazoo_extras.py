@@ -3,14 +3,17 @@ a set partitioner, a time-limited lease (async, and their blocking twins in reci
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 import recipes
 import recipes.sync
+import zkpy
 from tests.conftest import wait_until
 from tests.test_recipes_helpers import clients
 from tests.test_sync_recipes import clients as sync_clients
 from tests.test_sync_recipes import in_thread
+from zkpy.core.types import WatchMode
 from zkpy.testing import RunningServer
 
 # ---- Counter.changes -----------------------------------------------------------------------
@@ -45,3 +48,67 @@ async def test_blocking_counter_changes(server: RunningServer) -> None:
         assert await in_thread(next, changes) == 0
         await in_thread(counter.add, 4)
         assert await in_thread(next, changes) == 4
+
+
+# ---- LockingQueue --------------------------------------------------------------------------
+
+
+async def test_an_item_taken_by_a_consumer_that_dies_is_taken_by_another(
+    server: RunningServer,
+) -> None:
+    async with clients(server.address, 2) as (producer, survivor):
+        queue = recipes.LockingQueue(producer, "/queues/jobs")
+        await queue.put(b"job-1")
+        await queue.put(b"job-2")
+        async with zkpy.connect(server.address) as dying:
+            item = await recipes.LockingQueue(dying, "/queues/jobs").take()
+            assert item.data == b"job-1"
+            other = recipes.LockingQueue(survivor, "/queues/jobs")
+            second = await other.take()  # job-1 is held: the next free item
+            assert second.data == b"job-2"
+            assert await other.take_nowait() is None
+            # the consumer's session ends before it consumed job-1
+        again = await other.take()
+        assert again.data == b"job-1"
+        await again.consume()
+        await second.release()
+        assert await queue.length() == 1
+        async with await queue.take() as last:
+            assert last.data == b"job-2"
+        assert await queue.length() == 0
+
+
+async def test_a_waiting_consumer_is_woken_by_a_put_and_a_failed_body_releases(
+    server: RunningServer,
+) -> None:
+    async with clients(server.address, 2) as (producer, consumer):
+        queue = recipes.LockingQueue(consumer, "/queues/wake")
+        async with trio.open_nursery() as nursery:
+            taken: list[recipes.TakenItem] = []
+
+            async def take() -> None:
+                taken.append(await queue.take())
+
+            nursery.start_soon(take)
+            watched = consumer._conn.watches.one_shot[WatchMode.CHILD]
+            await wait_until(lambda: "/queues/wake/entries" in watched, what="a waiting take")
+            await recipes.LockingQueue(producer, "/queues/wake").put(b"late")
+        assert [item.data for item in taken] == [b"late"]
+        await taken[0].release()
+        with pytest.raises(RuntimeError):
+            async with await recipes.LockingQueue(producer, "/queues/wake").take() as item:
+                raise RuntimeError("processing failed")
+        assert item.done
+        assert await queue.length() == 1
+
+
+async def test_blocking_locking_queue(server: RunningServer) -> None:
+    async with sync_clients(server.address, 2) as (one, two):
+        queue = recipes.sync.LockingQueue(one, "/queues/blocking")
+        await in_thread(queue.put, b"a")
+        item = await in_thread(queue.take, 5.0)
+        assert item.data == b"a"
+        with pytest.raises(TimeoutError):
+            await in_thread(recipes.sync.LockingQueue(two, "/queues/blocking").take, 0.2)
+        await in_thread(item.consume)
+        assert await in_thread(queue.length) == 0
