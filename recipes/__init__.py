@@ -25,6 +25,7 @@ from recipes.errors import (
 from recipes.fencing import FencingGuard, StaleTokenError
 from recipes.lock import Held, Lock, ReadLock, ReadWriteLock, WriteLock
 from recipes.locking_queue import LockingQueue, TakenItem
+from recipes.partitioner import Partition, SetPartitioner
 from recipes.party import Party
 from recipes.persistent import PersistentNode
 from recipes.queue import Queue
@@ -56,6 +57,7 @@ __all__ = [
     "LockLostError",
     "LockingQueue",
     "NotHeldError",
+    "Partition",
     "Party",
     "PersistentNode",
     "Queue",
@@ -63,6 +65,7 @@ __all__ = [
     "ReadWriteLock",
     "RecipeError",
     "Semaphore",
+    "SetPartitioner",
     "Snapshot",
     "StaleTokenError",
     "TakenItem",

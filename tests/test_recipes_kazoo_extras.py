@@ -3,6 +3,8 @@ a set partitioner, a time-limited lease (async, and their blocking twins in reci
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 
@@ -14,6 +16,7 @@ from tests.test_recipes_helpers import clients
 from tests.test_sync_recipes import clients as sync_clients
 from tests.test_sync_recipes import in_thread
 from zkpy.core.types import WatchMode
+from zkpy.errors import SessionExpiredError
 from zkpy.testing import RunningServer
 
 # ---- Counter.changes -----------------------------------------------------------------------
@@ -112,3 +115,48 @@ async def test_blocking_locking_queue(server: RunningServer) -> None:
             await in_thread(recipes.sync.LockingQueue(two, "/queues/blocking").take, 0.2)
         await in_thread(item.consume)
         assert await in_thread(queue.length) == 0
+
+
+# ---- SetPartitioner ------------------------------------------------------------------------
+
+ITEMS = [f"feed-{n}" for n in range(6)]
+
+
+async def test_members_split_the_set_without_overlap_or_gap(server: RunningServer) -> None:
+    holding: dict[str, list[str]] = {}  # member -> the items its body works on now
+
+    async def member(zk: zkpy.Client, name: str) -> None:
+        with contextlib.suppress(SessionExpiredError):  # the member closed below dies so
+            await work(zk, name)
+
+    async def work(zk: zkpy.Client, name: str) -> None:
+        async with recipes.SetPartitioner(zk, "/partitions/feeds", ITEMS, name) as partitioner:
+            async for partition in partitioner:
+                with partition.cancel_scope:
+                    others = {
+                        item for who, items in holding.items() if who != name for item in items
+                    }
+                    assert not others & set(partition.items), "an item held twice"
+                    holding[name] = partition.items
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        holding[name] = []
+
+    def split(count: int) -> bool:
+        working = [items for items in holding.values() if items]
+        every = sorted(item for items in working for item in items)
+        return len(working) == count and every == ITEMS
+
+    async with clients(server.address, 3) as zks, trio.open_nursery() as nursery:
+        nursery.start_soon(member, zks[0], "one")
+        await wait_until(lambda: split(1), what="one member holding everything")
+        nursery.start_soon(member, zks[1], "two")
+        await wait_until(lambda: split(2), what="two members splitting the set")
+        assert sorted(len(items) for items in holding.values()) == [3, 3]
+        nursery.start_soon(member, zks[2], "three")
+        await wait_until(lambda: split(3), what="three members splitting the set")
+        assert sorted(len(items) for items in holding.values()) == [2, 2, 2]
+        await zks[0].close()  # a member dies: its items go to the others
+        await wait_until(lambda: split(2), what="the survivors taking its items over")
+        nursery.cancel_scope.cancel()
