@@ -23,6 +23,7 @@ from recipes.errors import (
     RecipeError,
 )
 from recipes.fencing import FencingGuard, StaleTokenError
+from recipes.lease import MultiNonBlockingLease, NonBlockingLease
 from recipes.lock import Held, Lock, ReadLock, ReadWriteLock, WriteLock
 from recipes.locking_queue import LockingQueue, TakenItem
 from recipes.partitioner import Partition, SetPartitioner
@@ -56,6 +57,8 @@ __all__ = [
     "Lock",
     "LockLostError",
     "LockingQueue",
+    "MultiNonBlockingLease",
+    "NonBlockingLease",
     "NotHeldError",
     "Partition",
     "Party",

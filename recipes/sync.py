@@ -583,6 +583,38 @@ class LockingQueue:
         return self.zk.run(self.async_queue.length)
 
 
+class NonBlockingLease:
+    """A lease held until a wall-clock deadline (`recipes.NonBlockingLease`, blocking)."""
+
+    def __init__(
+        self, zk: Client, path: str, duration: float, identifier: str, *, slots: int = 1
+    ) -> None:
+        self.zk = _sync_client(zk, "NonBlockingLease")
+        self.async_lease = recipes.NonBlockingLease(
+            self.zk.async_client, path, duration, identifier, slots=slots
+        )
+        self.path = self.async_lease.path
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.{type(self).__name__} {self.path}>"
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the lease obtained last ends (seconds since the epoch, the server's clock)."""
+        return self.async_lease.expires_at
+
+    def obtain(self, now: float) -> bool:
+        """Hold the lease from `now` (wall-clock seconds) for its duration: True if we do."""
+        return self.zk.run(self.async_lease.obtain, now)
+
+
+class MultiNonBlockingLease(NonBlockingLease):
+    """Up to `count` holders at once (`recipes.MultiNonBlockingLease`, blocking)."""
+
+    def __init__(self, zk: Client, path: str, count: int, duration: float, identifier: str) -> None:
+        super().__init__(zk, path, duration, identifier, slots=count)
+
+
 class Counter:
     """A shared integer counter (`recipes.Counter`, blocking); ``counter += 1`` works too."""
 
@@ -658,6 +690,8 @@ __all__ = [
     "Lock",
     "LockLostError",
     "LockingQueue",
+    "MultiNonBlockingLease",
+    "NonBlockingLease",
     "NotHeldError",
     "Queue",
     "ReadLock",

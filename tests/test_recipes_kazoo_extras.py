@@ -160,3 +160,49 @@ async def test_members_split_the_set_without_overlap_or_gap(server: RunningServe
         await zks[0].close()  # a member dies: its items go to the others
         await wait_until(lambda: split(2), what="the survivors taking its items over")
         nursery.cancel_scope.cancel()
+
+
+# ---- NonBlockingLease ----------------------------------------------------------------------
+
+
+async def test_a_lease_is_held_until_its_deadline_by_the_servers_clock(
+    server: RunningServer,
+) -> None:
+    async with clients(server.address, 2) as (one, two):
+        mine = recipes.NonBlockingLease(one, "/leases/report", 60.0, "one")
+        theirs = recipes.NonBlockingLease(two, "/leases/report", 60.0, "two")
+        assert await mine.obtain(now=0.0)
+        node = await one.exists("/leases/report/lease-0")
+        assert node is not None
+        assert mine.expires_at == node.last_modified + 60.0
+        written = node.last_modified
+        assert not await theirs.obtain(now=written + 59.0)  # not ended yet
+        assert await mine.obtain(now=written + 59.0)  # the holder renews it
+        assert mine.expires_at is not None
+        assert mine.expires_at > written  # from the renewal's mtime on
+        assert not await theirs.obtain(now=mine.expires_at - 1)
+        assert await theirs.obtain(now=mine.expires_at)  # ended: taken over
+        assert not await mine.obtain(now=mine.expires_at)
+
+
+async def test_a_multi_lease_has_count_holders(server: RunningServer) -> None:
+    async with clients(server.address, 1) as (zk,):
+        leases = [
+            recipes.MultiNonBlockingLease(zk, "/leases/workers", 2, 60.0, name)
+            for name in ("a", "b", "c")
+        ]
+        assert [await lease.obtain(now=0.0) for lease in leases] == [True, True, False]
+        assert await leases[1].obtain(now=0.0)  # renews its own slot, takes no other
+        assert (leases[0].slot, leases[1].slot) == (
+            "/leases/workers/lease-0",
+            "/leases/workers/lease-1",
+        )
+
+
+async def test_blocking_lease(server: RunningServer) -> None:
+    async with sync_clients(server.address, 2) as (one, two):
+        assert await in_thread(
+            recipes.sync.NonBlockingLease(one, "/leases/b", 60.0, "1").obtain, 0.0
+        )
+        other = recipes.sync.NonBlockingLease(two, "/leases/b", 60.0, "2")
+        assert not await in_thread(other.obtain, 1.0)
