@@ -765,7 +765,7 @@ def connect(
     **options: Any,
 ) -> Client:
     """Open a session and return a started blocking `Client`; the options are `zkpy.connect`'s
-    (connect_timeout, default_acl, auth, tls, spin_before_wait ...).
+    (connect_timeout, default_acl, auth, tls, spin_before_wait, new_session_on_expiry ...).
 
     ``with zkpy.sync.connect("h1:2181,h2:2181", session_timeout=10.0) as zk:`` closes the
     session when the block ends; without ``with``, call `zk.close()`."""
