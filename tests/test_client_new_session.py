@@ -6,17 +6,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 import pytest
 import trio
 
 import recipes
 import zkpy
+import zkpy.sync
 from tests.conftest import TcpProxy, tcp_proxy, wait_until
 from zkpy import ConnectionState
 from zkpy.core.types import WatchMode
 from zkpy.errors import SessionExpiredError
 from zkpy.testing import RunningServer
+
+
+async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
 
 
 def cut_off(proxy: TcpProxy) -> None:
@@ -180,3 +187,52 @@ async def test_an_item_taken_under_an_expired_session_is_not_consumed(
         assert await observer.exists(other.lock_path) is not None
         await other.consume()
         assert await recipes.LockingQueue(observer, "/queues/q").length() == 0
+
+
+async def test_a_partitioner_takes_its_items_again_under_the_new_session(
+    server: RunningServer,
+) -> None:
+    items = ["a", "b", "c"]
+    async with renewing_client(server) as (observer, zk, proxy):
+        partitions: list[tuple[int, list[str]]] = []
+        async with (
+            recipes.SetPartitioner(zk, "/partitions/p", items) as partitioner,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def work() -> None:
+                async for partition in partitioner:
+                    with partition.cancel_scope:
+                        partitions.append((zk.session_id, partition.items))
+                        await trio.sleep_forever()
+
+            nursery.start_soon(work)
+            await wait_until(lambda: len(partitions) == 1, what="the first partition")
+            old = zk.session_id
+            await expire(observer, proxy, partitioner.party.node_path)
+            await wait_until(
+                lambda: partitions[-1][0] not in (0, old), what="a partition in the new session"
+            )
+            assert partitions[-1][1] == items
+            for name in await observer.get_children("/partitions/p/owners"):
+                stat = await observer.exists(f"/partitions/p/owners/{name}")
+                assert stat is not None
+                assert stat.ephemeral_owner == zk.session_id
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_blocking_client_starts_a_new_session_too(server: RunningServer) -> None:
+    async with (
+        zkpy.connect(server.address, session_timeout=2) as observer,
+        tcp_proxy(server.port) as proxy,
+    ):
+        zk = await in_thread(zkpy.sync.connect, proxy.address, 0.4, new_session_on_expiry=True)
+        try:
+            await in_thread(zk.create, "/blocking", ephemeral=True)
+            old = zk.session_id
+            await expire(observer, proxy, "/blocking")
+            await wait_until(lambda: zk.session_id not in (0, old), what="a new session")
+            await in_thread(zk.wait_connected, 5.0)
+            await in_thread(zk.create, "/blocking", ephemeral=True)
+        finally:
+            await in_thread(zk.close)
