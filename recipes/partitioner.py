@@ -37,11 +37,14 @@ class _Change:
         self.cancel_scope = trio.CancelScope()
 
     def __call__(self, event: zkpy.WatchedEvent) -> None:
-        self.happened.set()
-        self.cancel_scope.cancel()
+        self._fire()
 
     def fail(self, error: ZkError) -> None:
-        self(None)  # type: ignore[arg-type]  # the session ended: so did our ownership
+        self._fire()  # the session ended: so did our ownership
+
+    def _fire(self) -> None:
+        self.happened.set()
+        self.cancel_scope.cancel()
 
 
 class Partition:
