@@ -47,6 +47,7 @@ from zkpy.core.requests import (
     CreateSessionRequest,
     DeleteRequest,
     MultiRequest,
+    ReapRequest,
     SetACLRequest,
     SetDataRequest,
     WriteRequest,
@@ -67,6 +68,7 @@ from zkpy.core.txn import (
     TxnRecord,
     rolled_back_multi,
 )
+from zkpy.core.nodekind import CONTAINER_OWNER, is_reapable, is_session_owner, ttl_owner
 from zkpy.core.types import ACL, Id, Perm
 
 DEFAULT_MAX_DATA_BYTES = 1 << 20
@@ -244,6 +246,10 @@ class Prep:
         if type(request) is AttachSessionRequest:
             self._require_session(session_id, 0)  # any connection may take the session over
             return AttachSession(session_id, owner)
+        if type(request) is ReapRequest:
+            if session_id or owner:
+                raise BadArgumentsError("only the leader reaps nodes")
+            return self._reap(request)
         self._require_session(session_id, owner)
         if type(request) is CloseSessionRequest:
             return self._close_session(session_id)
@@ -306,12 +312,12 @@ class Prep:
         if parent is None:
             raise NoNodeError("parent does not exist", path=requested)
         self._check_perm(parent, Perm.CREATE, ids, parent_path)
-        if parent.ephemeral_owner:
+        if is_session_owner(parent.ephemeral_owner):
             raise NoChildrenForEphemeralsError(path=parent_path)
+        owner = _owner(request, session_id)
         path = paths.with_sequence(requested, parent.cversion) if request.sequential else requested
         if self._state(path) is not None:
             raise NodeExistsError(path=path)
-        owner = session_id if request.ephemeral else 0
         new_cversion = parent.cversion + 1
         self._stage(
             parent_path,
@@ -420,6 +426,19 @@ class Prep:
                 return rolled_back_multi(len(ops), index, err.code)
         return Multi(tuple(done))
 
+    def _reap(self, request: ReapRequest) -> Delete:
+        """Delete a due container or TTL node, unless a write in flight has given it a child
+        or changed it since the leader found it due (checked against the overlay)."""
+        path = request.path
+        state = self._existing(path)
+        if not is_reapable(state.ephemeral_owner):
+            raise BadArgumentsError("neither a container nor a TTL node", path=path)
+        if state.num_children:
+            raise NotEmptyError(path=path)
+        self._check_version(path, request.version, state.version)
+        self._remove(path)
+        return Delete(path)
+
     def _close_session(self, session_id: int) -> CloseSession:
         owned = set(self.tree.ephemerals_of(session_id))
         for path, (_zxid, state) in self._pending.items():
@@ -429,3 +448,24 @@ class Prep:
             if self._state(path) is not None:
                 self._remove(path)
         return CloseSession(session_id)
+
+
+def _owner(request: CreateRequest, session_id: int) -> int:
+    """The new node's `ephemeral_owner`: its session, its kind (see `zkpy.core.nodekind`) or
+    0; BadArgumentsError for a combination ZooKeeper has no mode for."""
+    ttl_ms = request.ttl_ms
+    if request.container:
+        if request.ephemeral or request.sequential or ttl_ms:
+            raise BadArgumentsError(
+                "a container node cannot be ephemeral, sequential or have a ttl",
+                path=request.path,
+            )
+        return CONTAINER_OWNER
+    if ttl_ms:
+        if request.ephemeral:
+            raise BadArgumentsError("an ephemeral node cannot have a ttl", path=request.path)
+        try:
+            return ttl_owner(ttl_ms)
+        except ValueError as err:
+            raise BadArgumentsError(str(err), path=request.path) from None
+    return session_id if request.ephemeral else 0

@@ -70,6 +70,7 @@ class ServerConfig:
     log_segment_bytes: int = SEGMENT_BYTES  # disk taken by each new log segment file, up front
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
+    container_check_interval_ms: int = 60_000  # how often the leader reaps container/TTL nodes
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 
     def __post_init__(self) -> None:

@@ -177,6 +177,7 @@ class Member:
                 sync_limit=config.sync_limit,
                 history_limit=config.sync_history,
                 max_data_bytes=config.max_data_bytes,
+                reap_interval_ms=config.container_check_interval_ms,
             ),
             tree,
             tail,
