@@ -282,7 +282,11 @@ def test_container_and_ttl_creates_decode_to_their_node_kinds() -> None:
     create = s("/c") + i(0) + open_acl()
     container = decode(header(4, jute.OP_CREATE_CONTAINER) + create + i(4))
     ttl = decode(header(5, jute.OP_CREATE_TTL) + create + i(6) + q(60_000))
-    assert container == (4, jute.OP_CREATE_CONTAINER, CreateRequest("/c", b"", OPEN_ACL_UNSAFE, container=True))
+    assert container == (
+        4,
+        jute.OP_CREATE_CONTAINER,
+        CreateRequest("/c", b"", OPEN_ACL_UNSAFE, container=True),
+    )
     assert ttl[2] == CreateRequest("/c", b"", OPEN_ACL_UNSAFE, sequential=True, ttl_ms=60_000)
     via_create2 = decode(header(6, jute.OP_CREATE2) + create + i(jute.FLAG_CONTAINER))[2]
     assert via_create2 == CreateRequest("/c", b"", OPEN_ACL_UNSAFE, container=True)

@@ -39,6 +39,7 @@ from zkpy.core.errors import (
     SessionMovedError,
     ZkError,
 )
+from zkpy.core.nodekind import CONTAINER_OWNER, is_reapable, is_session_owner, ttl_owner
 from zkpy.core.requests import (
     AttachSessionRequest,
     CheckRequest,
@@ -47,6 +48,7 @@ from zkpy.core.requests import (
     CreateSessionRequest,
     DeleteRequest,
     MultiRequest,
+    PreppedRequest,
     ReapRequest,
     SetACLRequest,
     SetDataRequest,
@@ -68,7 +70,6 @@ from zkpy.core.txn import (
     TxnRecord,
     rolled_back_multi,
 )
-from zkpy.core.nodekind import CONTAINER_OWNER, is_reapable, is_session_owner, ttl_owner
 from zkpy.core.types import ACL, Id, Perm
 
 DEFAULT_MAX_DATA_BYTES = 1 << 20
@@ -129,7 +130,7 @@ class Prep:
 
     def prepare(
         self,
-        request: WriteRequest,
+        request: PreppedRequest,
         *,
         zxid: int,
         session_id: int,
@@ -230,7 +231,7 @@ class Prep:
     # ---- per request -----------------------------------------------------------------------
 
     def _prepare_op(
-        self, request: WriteRequest, session_id: int, ids: frozenset[Id], owner: int
+        self, request: PreppedRequest, session_id: int, ids: frozenset[Id], owner: int
     ) -> Op:
         # exact type tests, the most frequent first (see `op_to_fields` for why not `match`)
         if type(request) is SetDataRequest:
@@ -259,7 +260,7 @@ class Prep:
             return self._set_acl(request, ids)
         return self._single(request, session_id, ids)
 
-    def _single(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
+    def _single(self, request: PreppedRequest, session_id: int, ids: frozenset[Id]) -> Op:
         if type(request) is SetDataRequest:
             return self._set_data(request, ids)
         if type(request) is CreateRequest:

@@ -115,7 +115,6 @@ WriteRequest = (
     | CreateSessionRequest
     | CloseSessionRequest
     | AttachSessionRequest
-    | ReapRequest
 )
 
 
@@ -215,3 +214,6 @@ ReadRequest = (
 )
 
 Request = WriteRequest | ReadRequest
+
+PreppedRequest = WriteRequest | ReapRequest
+"""What the leader's prep takes: the writes members submit, and its own reaping."""

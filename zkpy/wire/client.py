@@ -415,8 +415,12 @@ def _decode_set_data(fields: list[Any]) -> Request:
 
 def _decode_create(fields: list[Any]) -> Request:
     ttl_ms = 0
-    if len(fields) == 6:  # a TTL node's create carries its ttl last
+    if len(fields) == 6:  # a TTL node's create carries its ttl (over 0) last
         ttl_ms = _expect(fields[5], int, "ttl")
+        if ttl_ms <= 0:
+            raise MarshallingError(
+                f"create takes 4 arguments, or 5 with a ttl over 0, not {ttl_ms}"
+            )
         fields = fields[:5]
     _arity(fields, 4, "create")
     _, path, data, acl, flags = fields

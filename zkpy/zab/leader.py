@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zkpy.core.prep import Prep
-from zkpy.core.requests import CloseSessionRequest, ReapRequest, WriteRequest
+from zkpy.core.requests import CloseSessionRequest, PreppedRequest, ReapRequest, WriteRequest
 from zkpy.core.sessions import SessionTracker
 from zkpy.core.txn import decode_record
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
@@ -335,7 +335,7 @@ class Leading(Role):
         self,
         session_id: int,
         cxid: int,
-        request: WriteRequest,
+        request: PreppedRequest,
         ids: frozenset[Id],
         owner: int = 0,
     ) -> None:
