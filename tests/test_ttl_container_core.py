@@ -21,6 +21,7 @@ from zkpy.core.requests import (
 from zkpy.core.tree import DataTree
 from zkpy.core.txn import Delete, ErrorTxn, TxnRecord
 from zkpy.core.types import OPEN_ACL_UNSAFE, Stat, make_zxid
+from zkpy.testing.sim import Simulation
 from zkpy.zab.replica import Replica, ReplicaConfig
 
 S1 = 0x0100_0000_0000_0001
@@ -251,3 +252,19 @@ def test_the_leader_proposes_due_reaps_every_check_interval() -> None:
     assert "/keep" in replica.tree
     replica.tick(now + 1_500)  # the next check is an interval later
     assert not _drain(replica)
+
+
+def test_the_simulator_reaps_every_ttl_node_alike_on_every_member_amid_faults() -> None:
+    sim = Simulation(3)
+    sim.run_until(20_000)
+    sim.settle()
+    sim.check_final()
+    made = [
+        op
+        for op in sim.ops.values()
+        if op.outcome == "ok" and isinstance(op.request, CreateRequest) and op.request.ttl_ms
+    ]
+    trees = [m.replica.tree for m in sim.members.values() if m.replica is not None]
+    assert made, "the workload creates TTL nodes"
+    assert [tree.reapable for tree in trees] == [set()] * len(trees)
+    assert len({(tree.last_zxid, tree.digest()) for tree in trees}) == 1

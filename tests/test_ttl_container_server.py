@@ -17,6 +17,7 @@ from tests.conftest import wait_until
 from zkpy import EventType
 from zkpy.core.nodekind import CONTAINER_OWNER, ttl_of
 from zkpy.errors import BadArgumentsError
+from zkpy.server.config import ServerConfig
 from zkpy.testing import RunningServer, running_server
 
 CHECK_MS = 50  # how often the leader looks for due nodes in these tests
@@ -119,3 +120,9 @@ async def test_a_lock_directory_is_reaped_after_the_last_holder_leaves(tmp_path:
                 # and the next holder makes the directory again
                 async with Lock(zk, "/locks/jobs", identifier=b"again") as held:
                     assert held.path.startswith("/locks/jobs/")
+
+
+def test_the_check_interval_is_a_checked_setting(tmp_path: Path) -> None:
+    assert ServerConfig(data_dir=tmp_path).container_check_interval_ms == 60_000
+    with pytest.raises(ValueError, match="container_check_interval_ms must be a whole number"):
+        ServerConfig(data_dir=tmp_path, container_check_interval_ms=0)
