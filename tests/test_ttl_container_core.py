@@ -22,6 +22,9 @@ from zkpy.core.tree import DataTree
 from zkpy.core.txn import Delete, ErrorTxn, TxnRecord
 from zkpy.core.types import OPEN_ACL_UNSAFE, Stat, make_zxid
 from zkpy.testing.sim import Simulation
+from zkpy.wire import client as client_wire
+from zkpy.wire import peer as peer_wire
+from zkpy.zab.messages import Forward
 from zkpy.zab.replica import Replica, ReplicaConfig
 
 S1 = 0x0100_0000_0000_0001
@@ -268,3 +271,15 @@ def test_the_simulator_reaps_every_ttl_node_alike_on_every_member_amid_faults() 
     assert made, "the workload creates TTL nodes"
     assert [tree.reapable for tree in trees] == [set()] * len(trees)
     assert len({(tree.last_zxid, tree.digest()) for tree in trees}) == 1
+
+
+def test_container_and_ttl_creates_cross_the_client_and_peer_codecs() -> None:
+    creates = (
+        CreateRequest("/c", b"", OPEN, container=True),
+        CreateRequest("/t-", b"v", OPEN, sequential=True, ttl_ms=MAX_TTL_MS),
+    )
+    for request in creates:
+        frame = client_wire.encode_request(5, request)
+        assert client_wire.decode_request(frame[4:]) == (5, client_wire.OP_CREATE, request)
+    forward = Forward(tuple((S1, n, request, frozenset(), 0) for n, request in enumerate(creates)))
+    assert peer_wire.decode_message(peer_wire.encode_message(forward)) == forward
