@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import zkpy
-from recipes import Lock
+from recipes import Lock, Queue
 from tests.conftest import wait_until
 from zkpy import EventType
 from zkpy.core.nodekind import CONTAINER_OWNER, ttl_of
@@ -126,3 +126,18 @@ def test_the_check_interval_is_a_checked_setting(tmp_path: Path) -> None:
     assert ServerConfig(data_dir=tmp_path).container_check_interval_ms == 60_000
     with pytest.raises(ValueError, match="container_check_interval_ms must be a whole number"):
         ServerConfig(data_dir=tmp_path, container_check_interval_ms=0)
+
+
+async def test_a_queue_directory_is_reaped_when_drained_and_made_again_by_a_put(
+    tmp_path: Path,
+) -> None:
+    async with member(tmp_path / "data") as server, zkpy.connect(server.address) as zk:
+        queue = Queue(zk, "/queues/jobs")
+        await queue.put(b"one")
+        await queue.put_all(iter([b"two", b"three"]))
+        assert [await queue.get() for _ in range(3)] == [b"one", b"two", b"three"]
+        await wait_until(lambda: gone(zk, "/queues/jobs"), timeout=10, what="the drained queue")
+        await queue.put_all(iter([b"four"]))
+        await queue.put(b"five")
+        assert await queue.length() == 2
+        assert [await queue.get() for _ in range(2)] == [b"four", b"five"]
