@@ -137,6 +137,20 @@ async def ensure_containers(zk: zkpy.Client, path: str) -> None:
             pass
 
 
+async def create_in_containers(
+    zk: zkpy.Client, path: str, data: bytes = b"", *, ephemeral: bool = False
+) -> None:
+    """Create `path`, making its missing parents containers (again, if one is reaped between
+    the two creates). Other errors, a lost connection included, are the caller's."""
+    parent = path.rsplit("/", 1)[0] or "/"
+    while True:
+        try:
+            await zk.create(path, data, ephemeral=ephemeral)
+            return
+        except NoNodeError:
+            await ensure_containers(zk, parent)
+
+
 async def create_contender(
     zk: zkpy.Client, parent: str, uid: str, kind: str, data: bytes
 ) -> tuple[str, zkpy.Stat, bool]:

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import zkpy
-from recipes import Lock, Queue
+from recipes import DoubleBarrier, Lock, Party, Queue
 from tests.conftest import wait_until
 from zkpy import EventType
 from zkpy.core.nodekind import CONTAINER_OWNER, ttl_of
@@ -141,3 +141,15 @@ async def test_a_queue_directory_is_reaped_when_drained_and_made_again_by_a_put(
         await queue.put(b"five")
         assert await queue.length() == 2
         assert [await queue.get() for _ in range(2)] == [b"four", b"five"]
+
+
+async def test_party_and_double_barrier_directories_are_reaped_after_use(tmp_path: Path) -> None:
+    async with member(tmp_path / "data") as server, zkpy.connect(server.address) as zk:
+        async with Party(zk, "/parties/workers", b"w1"):
+            assert await zk.get_children("/parties/workers") != []
+        async with DoubleBarrier(zk, "/barriers/step", 1):
+            assert await zk.exists("/barriers/step") is not None
+        for path in ("/parties", "/barriers"):
+            await wait_until(lambda p=path: gone(zk, p), timeout=10, what=path)
+        async with Party(zk, "/parties/workers", b"w2"):  # made again
+            assert len(await zk.get_children("/parties/workers")) == 1
