@@ -315,7 +315,9 @@ class Prep:
         self._check_perm(parent, Perm.CREATE, ids, parent_path)
         if is_session_owner(parent.ephemeral_owner):
             raise NoChildrenForEphemeralsError(path=parent_path)
-        owner = _owner(request, session_id)
+        owner = session_id if request.ephemeral else 0
+        if request.container or request.ttl_ms:
+            owner = _kind_owner(request)
         path = paths.with_sequence(requested, parent.cversion) if request.sequential else requested
         if self._state(path) is not None:
             raise NodeExistsError(path=path)
@@ -451,9 +453,9 @@ class Prep:
         return CloseSession(session_id)
 
 
-def _owner(request: CreateRequest, session_id: int) -> int:
-    """The new node's `ephemeral_owner`: its session, its kind (see `zkpy.core.nodekind`) or
-    0; BadArgumentsError for a combination ZooKeeper has no mode for."""
+def _kind_owner(request: CreateRequest) -> int:
+    """The `ephemeral_owner` of a new container or TTL node (see `zkpy.core.nodekind`);
+    BadArgumentsError for a combination ZooKeeper has no mode for."""
     ttl_ms = request.ttl_ms
     if request.container:
         if request.ephemeral or request.sequential or ttl_ms:
@@ -462,11 +464,9 @@ def _owner(request: CreateRequest, session_id: int) -> int:
                 path=request.path,
             )
         return CONTAINER_OWNER
-    if ttl_ms:
-        if request.ephemeral:
-            raise BadArgumentsError("an ephemeral node cannot have a ttl", path=request.path)
-        try:
-            return ttl_owner(ttl_ms)
-        except ValueError as err:
-            raise BadArgumentsError(str(err), path=request.path) from None
-    return session_id if request.ephemeral else 0
+    if request.ephemeral:
+        raise BadArgumentsError("an ephemeral node cannot have a ttl", path=request.path)
+    try:
+        return ttl_owner(ttl_ms)
+    except ValueError as err:
+        raise BadArgumentsError(str(err), path=request.path) from None

@@ -299,7 +299,8 @@ class DataTree:
         parent.add_child(paths.basename(path))
         parent.cversion = op.parent_cversion
         parent.pzxid = record.zxid
-        self._index(path, op.ephemeral_owner)
+        if op.ephemeral_owner:
+            self._index(path, op.ephemeral_owner)
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
         changes += _added(path, parent_path)
@@ -325,7 +326,7 @@ class DataTree:
         """File a new node under its session (ephemeral) or in `reapable` (container, TTL)."""
         if is_session_owner(owner):
             self.ephemerals.setdefault(owner, set()).add(path)
-        elif owner and is_reapable(owner):
+        elif is_reapable(owner):
             self.reapable.add(path)
 
     def _unindex(self, path: str, owner: int) -> None:
