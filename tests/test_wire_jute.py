@@ -402,6 +402,19 @@ def test_multi_reply_round_trip_and_layout() -> None:
     assert frame[20:].startswith(i(1) + b"\x00" + i(0) + s("/m") + i(15) + b"\x00" + i(0))
 
 
+def test_container_and_ttl_creates_in_a_multi_answer_as_create2_as_in_zookeeper() -> None:
+    results = [
+        MultiResult(jute.OP_CREATE_CONTAINER, path="/c", stat=STAT),
+        MultiResult(jute.OP_CREATE_TTL, path="/t", stat=STAT),
+    ]
+    frame = jute.encode_multi_reply(3, 4, results)
+    _xid, _zxid, _err, reader = jute_client.decode_reply_header(frame[4:])
+    assert jute_client.decode_multi_results(reader) == [
+        MultiResult(jute.OP_CREATE2, path="/c", stat=STAT),
+        MultiResult(jute.OP_CREATE2, path="/t", stat=STAT),
+    ]
+
+
 def test_multi_read_reply_round_trip() -> None:
     results = [
         MultiResult(jute.OP_GET_DATA, data=b"v", stat=STAT),

@@ -811,6 +811,8 @@ def encode_multi_reply(xid: int, zxid: int, results: Sequence[MultiResult]) -> b
 
 def _multi_result(result: MultiResult) -> bytes:
     opcode = result.opcode
+    if opcode in (OP_CREATE_CONTAINER, OP_CREATE_TTL):
+        opcode = OP_CREATE2  # ZooKeeper answers these with a create2 result: path and Stat
     if opcode == OP_ERROR:
         return MULTI_HEADER.pack(OP_ERROR, False, result.err) + INT.pack(result.err)
     record = MULTI_HEADER.pack(opcode, False, 0)
