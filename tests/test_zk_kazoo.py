@@ -29,12 +29,28 @@ from kazoo.security import make_digest_acl
 
 import zkpy
 from tests.conftest import wait_until
-from zkpy.core.requests import GetDataRequest, SetDataRequest
+from zkpy.core.requests import (
+    AddWatchRequest,
+    CreateRequest,
+    GetChildrenRequest,
+    GetDataRequest,
+    SetDataRequest,
+)
+from zkpy.core.types import OPEN_ACL_UNSAFE, WatchMode
 from zkpy.testing import RunningServer, running_server
 from zkpy.testing.ports import free_port
 from zkpy.wire import jute, jute_client
 from zkpy.wire.frames import FrameDecoder
-from zkpy.wire.jute import ConnectRequest, ConnectResponse
+from zkpy.wire.jute import (
+    ConnectRequest,
+    ConnectResponse,
+    GetAllChildrenNumber,
+    GetEphemerals,
+    MultiRead,
+    Reader,
+    WatchQuery,
+    WhoAmI,
+)
 
 TICK_MS = 500  # sessions of 1 to 10 s: kazoo's default of 10 s fits
 
@@ -249,8 +265,11 @@ class RawJute:
         return self.frames.pop(0)
 
     async def frame(self) -> tuple[int, int, int]:
-        xid, zxid, err, _reader = jute_client.decode_reply_header(await self.payload())
+        xid, zxid, err, _reader = await self.reply()
         return xid, zxid, err
+
+    async def reply(self) -> tuple[int, int, int, Reader]:
+        return jute_client.decode_reply_header(await self.payload())
 
     async def send(self, xid: int, opcode: int, request: Any) -> None:
         await self.stream.send_all(jute_client.encode_request(xid, opcode, request))
@@ -327,3 +346,93 @@ async def test_four_letter_words(member: RunningServer, word: bytes, expected: s
         while data := await stream.receive_some(1 << 16):
             answer += data
     assert expected in answer.decode()
+
+
+async def test_zookeepers_own_reads(member: RunningServer) -> None:
+    """multiRead, getAllChildrenNumber, getEphemerals and whoAmI, which zkpy's own protocol
+    does not have."""
+    async with zkpy.connect(member.address) as zk:
+        await zk.create("/r/a/b", b"deep", makepath=True)
+    conn = await RawJute.open(member)
+    try:
+        ephemeral = CreateRequest("/r/e", b"", OPEN_ACL_UNSAFE, ephemeral=True)
+        assert (await conn.request(1, jute.OP_CREATE, ephemeral))[2] == 0
+        await conn.send(2, jute.OP_GET_ALL_CHILDREN_NUMBER, GetAllChildrenNumber("/r"))
+        assert (await conn.reply())[3].int32() == 3
+        await conn.send(3, jute.OP_GET_EPHEMERALS, GetEphemerals("/r"))
+        assert (await conn.reply())[3].strings() == ("/r/e",)
+        await conn.send(4, jute.OP_WHO_AM_I, WhoAmI())
+        reader = (await conn.reply())[3]
+        assert [(reader.string("scheme"), reader.string("id")) for _ in range(reader.int32())] == [
+            ("ip", "127.0.0.1")
+        ]
+        reads = MultiRead(
+            (GetDataRequest("/r/a/b"), GetChildrenRequest("/r"), GetDataRequest("/missing"))
+        )
+        await conn.send(5, jute.OP_MULTI_READ, reads)
+        results = jute_client.decode_multi_results((await conn.reply())[3])
+        assert [(r.opcode, r.data, r.children, r.err) for r in results] == [
+            (jute.OP_GET_DATA, b"deep", (), 0),
+            (jute.OP_GET_CHILDREN, b"", ("a", "e"), 0),
+            (jute.OP_ERROR, b"", (), -101),
+        ]
+        assert results[0].stat is not None and results[0].stat.data_length == 4
+    finally:
+        await conn.stream.aclose()
+
+
+async def test_add_check_and_remove_a_persistent_watch(member: RunningServer) -> None:
+    async with zkpy.connect(member.address) as zk:
+        await zk.create("/p/q", b"", makepath=True)
+        conn = await RawJute.open(member)
+        try:
+            recursive = AddWatchRequest("/p", WatchMode.PERSISTENT_RECURSIVE)
+            await conn.send(1, jute.OP_ADD_WATCH, recursive)
+            xid, _zxid, err, reader = await conn.reply()
+            assert (xid, err, reader.int32()) == (1, 0, 0)
+            for round_ in (1, 2):  # persistent: it fires every time
+                await zk.set("/p/q", str(round_).encode())
+                xid, _zxid, _err, reader = await conn.reply()
+                assert xid == jute.XID_NOTIFICATION
+                assert jute_client.decode_event(reader) == (3, 3, "/p/q")  # changed, connected
+            query = WatchQuery("/p", (WatchMode.PERSISTENT_RECURSIVE,), remove=False)
+            assert await conn.request(2, jute.OP_CHECK_WATCHES, query) == (2, _zxid, 0)
+            child = WatchQuery("/p", (WatchMode.CHILD,), remove=False)
+            assert (await conn.request(3, jute.OP_CHECK_WATCHES, child))[2] == -121
+            removal = WatchQuery("/p", (WatchMode.PERSISTENT_RECURSIVE,), remove=True)
+            assert (await conn.request(4, jute.OP_REMOVE_WATCHES, removal))[2] == 0
+            assert (await conn.request(5, jute.OP_REMOVE_WATCHES, removal))[2] == -121
+        finally:
+            await conn.stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("requested", "granted"), [(60_000, 20 * TICK_MS), (10, 2 * TICK_MS), (4000, 4000)]
+)
+async def test_the_session_timeout_is_negotiated(
+    member: RunningServer, requested: int, granted: int
+) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    await stream.send_all(ConnectRequest(timeout_ms=requested).encode())
+    response = ConnectResponse.decode(await RawJute(stream).payload())
+    assert response.timeout_ms == granted and response.session_id != 0
+    assert len(response.password) == 16 and response.has_read_only
+
+
+async def test_a_client_without_the_read_only_flag_gets_none(member: RunningServer) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    await stream.send_all(ConnectRequest(timeout_ms=4000, has_read_only=False).encode())
+    response = ConnectResponse.decode(await RawJute(stream).payload())
+    assert not response.has_read_only and response.session_id != 0
+
+
+async def test_a_four_letter_word_it_does_not_serve_is_refused_as_by_zookeeper(
+    member: RunningServer,
+) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    await stream.send_all(b"dump")
+    answer = b""
+    with trio.fail_after(10):
+        while data := await stream.receive_some(1 << 16):
+            answer += data
+    assert answer == b"dump is not executed because it is not in the whitelist.\n"

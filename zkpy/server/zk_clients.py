@@ -314,10 +314,14 @@ class JuteDialect:
     def command(self, member: Member, first: bytes) -> bytes | None:
         """The answer to a four-letter word, or None if `first` does not start with one."""
         word = first[:4]
-        answer = FOUR_LETTER_WORDS.get(word)
-        if answer is None or (len(first) != 4 and first[4:] not in (b"\n", b"\r\n")):
+        if len(first) != 4 and first[4:] not in (b"\n", b"\r\n"):
             return None
-        return answer(member).encode()
+        answer = FOUR_LETTER_WORDS.get(word)
+        if answer is not None:
+            return answer(member).encode()
+        if word in NOT_SERVED_WORDS:
+            return word + b" is not executed because it is not in the whitelist.\n"
+        return None
 
 
 def _mode(status: dict[str, Any]) -> str:
@@ -405,3 +409,8 @@ FOUR_LETTER_WORDS: dict[bytes, Callable[[Member], str]] = {
     b"isro": _isro,
     b"envi": _envi,
 }
+
+NOT_SERVED_WORDS = frozenset(
+    {b"cons", b"crst", b"dirs", b"dump", b"gtmk", b"srst", b"stmk", b"wchc", b"wchp", b"wchs"}
+)
+"""ZooKeeper's other four-letter words: refused as ZooKeeper refuses a word off its whitelist."""
