@@ -6,9 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
+from click.testing import CliRunner
 
+from zkpy.cli import main
 from zkpy.server.config import ConfigError, ServerConfig, config_from_text
-from zkpy.server.launcher import ensure_ensemble_file
+from zkpy.server.launcher import MemberProcess, ensure_ensemble_file
+from zkpy.server.wal import MIN_SEGMENT_BYTES
+from zkpy.testing.ensemble import child_env, poll
+from zkpy.testing.ports import free_port
 
 MEMBERS = """secret = "s"
 [members.1]
@@ -63,3 +69,39 @@ def test_the_ensemble_file_gives_member_n_base_plus_n_minus_1(tmp_path: Path) ->
     assert all(m.zk_port is None for m in config_from_text(plain.read_text(), plain, 1).members)
     with pytest.raises(ConfigError, match="does not give its first member zk_port 2281"):
         ensure_ensemble_file(tmp_path / "p", 3, 0, 2181, 2888, 2000, 2281)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["server", "--zk-port", "70000"], "--zk-port"),
+        (["server", "--zk-port", "-1"], "--zk-port"),
+        (["ensemble", "--zk-port", "0"], "--zk-port"),
+        (["ensemble", "--zk-port", "65534"], "--zk-port 65534 leaves no room for 3 ports"),
+    ],
+)
+def test_the_zk_port_options_are_range_checked(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    result = CliRunner().invoke(main, [*args, "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2, result.output
+    assert option in result.output, result.output
+    assert not (tmp_path / "d").exists()
+
+
+async def test_zkpy_server_serves_zookeeper_clients_on_zk_port(tmp_path: Path) -> None:
+    zk_port = free_port()
+    args = ["--data-dir", str(tmp_path / "data"), "--client-port", str(free_port())]
+    args += ["--zk-port", str(zk_port), "--log-segment-bytes", str(MIN_SEGMENT_BYTES)]
+    member = MemberProcess(1, args, env=child_env())
+    log = tmp_path / "member.log"
+    member.start(log)
+    try:
+        await poll(lambda: "serving on" in log.read_text(), timeout=20, what="the member")
+        assert f"(ZooKeeper's protocol on {zk_port})" in log.read_text()
+        stream = await trio.open_tcp_stream("127.0.0.1", zk_port)
+        await stream.send_all(b"ruok")
+        with trio.fail_after(10):
+            assert await stream.receive_some(100) == b"imok"
+    finally:
+        await member.stop()
