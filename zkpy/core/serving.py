@@ -117,7 +117,7 @@ class CodecRead:
     """A read that only the listener's protocol has (ZooKeeper's multiRead, whoAmI ...):
     answered in its turn, like any read, with the body `Codec.answer` makes of `request`."""
 
-    request: object
+    request: Any
 
 
 Decoded = Request | CodecRead
@@ -737,9 +737,9 @@ class ServerConnection:
 
     def _read(self, request: ReadRequest | CodecRead) -> Any:
         """The body of the reply to a read other than get_data."""
+        if type(request) is CodecRead:
+            return self.codec.answer(self, request.request)
         match request:
-            case CodecRead(inner):
-                return self.codec.answer(self, inner)
             case ExistsRequest(path, watch):
                 return self._exists(path, watch)
             case GetChildrenRequest(path, watch):
