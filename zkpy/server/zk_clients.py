@@ -73,7 +73,7 @@ from zkpy.wire.jute import (
     WhoAmI,
 )
 
-ZOOKEEPER_VERSION = "3.8.4-zkpy"
+ZOOKEEPER_VERSION = "3.8.0-zkpy"
 """The version the four-letter words report: the ZooKeeper release whose protocol is served."""
 
 _READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, WatchQuery, WhoAmI)
