@@ -7,6 +7,7 @@ runs in this test's trio loop, keeps serving meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -436,3 +437,25 @@ async def test_a_four_letter_word_it_does_not_serve_is_refused_as_by_zookeeper(
         while data := await stream.receive_some(1 << 16):
             answer += data
     assert answer == b"dump is not executed because it is not in the whitelist.\n"
+
+
+async def test_a_reused_xid_closes_that_connection_and_its_write_still_commits(
+    member: RunningServer,
+) -> None:
+    """A write that reuses the xid of one still in flight is answered -5 at once, out of the
+    reply order; the earlier write's reply, made when it commits, must still find its own
+    shape (a create's path), and the member serves on."""
+    conn = await RawJute.open(member)
+    create = jute_client.encode_request(
+        7, jute.OP_CREATE, CreateRequest("/x", b"", OPEN_ACL_UNSAFE)
+    )
+    again = jute_client.encode_request(7, jute.OP_SET_DATA, SetDataRequest("/x", b"again"))
+    await conn.stream.send_all(create + again)
+    answers = []
+    with contextlib.suppress(EOFError):
+        while True:
+            answers.append(await conn.frame())
+    assert [(xid, err) for xid, _zxid, err in answers][:1] == [(7, -5)]
+    async with zkpy.connect(member.address) as zk:
+        await wait_until(lambda: zk.exists("/x"), what="the create, committed")
+        assert (await zk.get("/x"))[0] == b""

@@ -162,7 +162,11 @@ class JuteCodec:
         return jute.encode_header(jute.XID_PING, zxid, 0)
 
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
-        """The reply record the request's opcode calls for."""
+        """The reply record the request's opcode calls for. A -5 is the one reply that may
+        leave out of request order (bad input: the connection closes after it, while writes
+        before it may still commit and be answered), so it takes no opcode from the FIFO."""
+        if error == Code.MARSHALLING_ERROR:
+            return jute.encode_header(xid, zxid, error)
         opcode, ops = self._opcode_of(xid)
         if opcode == OP_MULTI and isinstance(body, list):
             results = [
