@@ -29,7 +29,7 @@ from kazoo.protocol.states import EventType
 from kazoo.security import make_digest_acl
 
 import zkpy
-from tests.conftest import wait_until
+from tests.conftest import RawConnection, wait_until
 from zkpy.core.requests import (
     AddWatchRequest,
     CreateRequest,
@@ -247,13 +247,14 @@ class RawJute:
         self.stream = stream
         self.decoder = FrameDecoder(1 << 30)
         self.frames: list[bytes] = []
+        self.greeting = ConnectResponse()
 
     @classmethod
     async def open(cls, member: RunningServer, hello: ConnectRequest | None = None) -> RawJute:
         stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
         conn = cls(stream)
         await stream.send_all((hello or ConnectRequest(timeout_ms=5000)).encode())
-        ConnectResponse.decode(await conn.payload())
+        conn.greeting = ConnectResponse.decode(await conn.payload())
         return conn
 
     async def payload(self) -> bytes:
@@ -459,3 +460,22 @@ async def test_a_reused_xid_closes_that_connection_and_its_write_still_commits(
     async with zkpy.connect(member.address) as zk:
         await wait_until(lambda: zk.exists("/x"), what="the create, committed")
         assert (await zk.get("/x"))[0] == b""
+
+
+async def test_a_session_moves_between_the_protocols(member: RunningServer) -> None:
+    """A session opened over ZooKeeper's protocol resumes over zkpy's with its id and password:
+    one session table. The older connection is closed, and both ephemerals are the session's."""
+    conn = await RawJute.open(member)
+    session, password = conn.greeting.session_id, conn.greeting.password
+    first = CreateRequest("/e1", b"", OPEN_ACL_UNSAFE, ephemeral=True)
+    assert (await conn.request(1, jute.OP_CREATE, first))[2] == 0
+    async with RawConnection.open(member.port) as raw:
+        reply = await raw.handshake(session_id=session, password=password, timeout_ms=5000)
+        assert (reply.error, reply.session_id) == (0, session)
+        assert await closed_without_a_word(conn.stream)
+        await raw.request(1, CreateRequest("/e2", b"", OPEN_ACL_UNSAFE, ephemeral=True))
+        assert (await raw.reply_to(1))[1] == 0
+        async with zkpy.connect(member.address) as zk:
+            for path in ("/e1", "/e2"):
+                stat = await zk.exists(path)
+                assert stat is not None and stat.ephemeral_owner == session
