@@ -27,6 +27,7 @@ from zkpy.wire.jute import (
     ConnectResponse,
     GetAllChildrenNumber,
     GetEphemerals,
+    JuteRequest,
     MultiRead,
     Reader,
     WatchQuery,
@@ -125,7 +126,7 @@ def check_shape(opcode: int, err: int, reader: Reader) -> None:
     )
 )
 def test_any_request_sequence_gets_well_formed_replies_and_never_raises(
-    requests: list[tuple[int | None, object]],
+    requests: list[tuple[int | None, JuteRequest | bytes]],
 ) -> None:
     member = FakeMember()
     member.create("/a")
@@ -139,6 +140,7 @@ def test_any_request_sequence_gets_well_formed_replies_and_never_raises(
             assert isinstance(request, bytes)
             conn.feed(request)
         else:
+            assert not isinstance(request, bytes)
             sent[xid] = opcode
             conn.feed(jute_client.encode_request(xid, opcode, request)[4:])
         assert conn.effects == [] or all(type(e).__name__ == "Notice" for e in conn.effects)

@@ -43,7 +43,8 @@ async def test_kazoo_resumes_its_session_on_another_member(tmp_path: Path) -> No
             retry = KazooRetry(max_tries=-1, deadline=30)
             stat = await kz(retry, client.exists, "/mine")
             assert client.client_id == session
-            assert stat is not None and stat.ephemeralOwner == session[0]
+            assert stat is not None
+            assert stat.ephemeralOwner == session[0]
             await kz(retry, client.create, "/resumed", b"")
             async with connect_to(others) as zk:
                 assert await zk.exists("/resumed") is not None

@@ -62,13 +62,20 @@ async def member(tmp_path: Path) -> AsyncIterator[RunningServer]:
         yield server
 
 
+def zk_port(server: RunningServer) -> int:
+    """The member's ZooKeeper port (the fixture always sets one)."""
+    port = server.config.zk_port
+    assert port is not None
+    return port
+
+
 async def kz(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a (blocking) kazoo method in a worker thread."""
     return await trio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
 
 
 async def started(server: RunningServer, **kwargs: Any) -> KazooClient:
-    client = KazooClient(hosts=f"127.0.0.1:{server.config.zk_port}", timeout=5, **kwargs)
+    client = KazooClient(hosts=f"127.0.0.1:{zk_port(server)}", timeout=5, **kwargs)
     await kz(client.start, timeout=10)
     return client
 
@@ -108,7 +115,8 @@ async def test_create_read_update_delete(kazoo: KazooClient) -> None:
     with pytest.raises(NoNodeError):
         await kz(kazoo.get, "/app/config")
     _path, created = await kz(kazoo.create, "/s", b"x", include_data=True)
-    assert created.czxid == created.mzxid and created.dataLength == 1
+    assert created.czxid == created.mzxid
+    assert created.dataLength == 1
 
 
 async def test_ephemerals_and_sequentials(member: RunningServer, kazoo: KazooClient) -> None:
@@ -251,7 +259,7 @@ class RawJute:
 
     @classmethod
     async def open(cls, member: RunningServer, hello: ConnectRequest | None = None) -> RawJute:
-        stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+        stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
         conn = cls(stream)
         await stream.send_all((hello or ConnectRequest(timeout_ms=5000)).encode())
         conn.greeting = ConnectResponse.decode(await conn.payload())
@@ -301,7 +309,7 @@ async def test_garbage_closes_that_connection_only(
     member: RunningServer, kazoo: KazooClient, garbage: bytes
 ) -> None:
     await kz(kazoo.create, "/alive", b"")
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(garbage)
     assert await closed_without_a_word(stream)
     conn = await RawJute.open(member)
@@ -315,7 +323,7 @@ async def test_garbage_closes_that_connection_only(
 
 
 async def test_an_unknown_session_is_answered_as_expired(member: RunningServer) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(ConnectRequest(timeout_ms=5000, session_id=0x77, password=b"x").encode())
     conn = RawJute(stream)
     response = ConnectResponse.decode(await conn.payload())
@@ -323,7 +331,7 @@ async def test_an_unknown_session_is_answered_as_expired(member: RunningServer) 
 
 
 async def test_a_client_ahead_of_the_member_is_closed_without_a_word(member: RunningServer) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(ConnectRequest(last_zxid_seen=1 << 40, timeout_ms=5000).encode())
     assert await closed_without_a_word(stream)
 
@@ -341,7 +349,7 @@ async def test_a_client_ahead_of_the_member_is_closed_without_a_word(member: Run
     ],
 )
 async def test_four_letter_words(member: RunningServer, word: bytes, expected: str) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(word)
     answer = b""
     with trio.fail_after(10):
@@ -378,7 +386,8 @@ async def test_zookeepers_own_reads(member: RunningServer) -> None:
             (jute.OP_GET_CHILDREN, b"", ("a", "e"), 0),
             (jute.OP_ERROR, b"", (), -101),
         ]
-        assert results[0].stat is not None and results[0].stat.data_length == 4
+        assert results[0].stat is not None
+        assert results[0].stat.data_length == 4
     finally:
         await conn.stream.aclose()
 
@@ -414,24 +423,27 @@ async def test_add_check_and_remove_a_persistent_watch(member: RunningServer) ->
 async def test_the_session_timeout_is_negotiated(
     member: RunningServer, requested: int, granted: int
 ) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(ConnectRequest(timeout_ms=requested).encode())
     response = ConnectResponse.decode(await RawJute(stream).payload())
-    assert response.timeout_ms == granted and response.session_id != 0
-    assert len(response.password) == 16 and response.has_read_only
+    assert response.timeout_ms == granted
+    assert response.session_id != 0
+    assert len(response.password) == 16
+    assert response.has_read_only
 
 
 async def test_a_client_without_the_read_only_flag_gets_none(member: RunningServer) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(ConnectRequest(timeout_ms=4000, has_read_only=False).encode())
     response = ConnectResponse.decode(await RawJute(stream).payload())
-    assert not response.has_read_only and response.session_id != 0
+    assert not response.has_read_only
+    assert response.session_id != 0
 
 
 async def test_a_four_letter_word_it_does_not_serve_is_refused_as_by_zookeeper(
     member: RunningServer,
 ) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", member.config.zk_port)
+    stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
     await stream.send_all(b"dump")
     answer = b""
     with trio.fail_after(10):
@@ -458,7 +470,11 @@ async def test_a_reused_xid_closes_that_connection_and_its_write_still_commits(
             answers.append(await conn.frame())
     assert [(xid, err) for xid, _zxid, err in answers][:1] == [(7, -5)]
     async with zkpy.connect(member.address) as zk:
-        await wait_until(lambda: zk.exists("/x"), what="the create, committed")
+
+        async def created() -> bool:
+            return await zk.exists("/x") is not None
+
+        await wait_until(created, what="the create, committed")
         assert (await zk.get("/x"))[0] == b""
 
 
@@ -478,4 +494,5 @@ async def test_a_session_moves_between_the_protocols(member: RunningServer) -> N
         async with zkpy.connect(member.address) as zk:
             for path in ("/e1", "/e2"):
                 stat = await zk.exists(path)
-                assert stat is not None and stat.ephemeral_owner == session
+                assert stat is not None
+                assert stat.ephemeral_owner == session
