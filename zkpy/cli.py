@@ -94,6 +94,12 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     show_default=True,
     help="Port for clients (0: any free port).",
 )
+@click.option(
+    "--zk-port",
+    type=_setting_range("zk_port"),
+    default=None,
+    help="Also serve ZooKeeper's client protocol on this port (0: any free port).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--tick-ms",
@@ -153,6 +159,7 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
 def server(
     data_dir: Path,
     client_port: int,
+    zk_port: int | None,
     host: str,
     tick_ms: int,
     max_data_bytes: int,
@@ -182,13 +189,16 @@ def server(
         if config_file is not None:
             if member_id is None:
                 raise click.UsageError("--config needs --id")
-            overrides = {"super_digest": super_digest} if super_digest else {}
+            overrides: dict[str, object] = {"super_digest": super_digest} if super_digest else {}
+            if zk_port is not None:
+                overrides["zk_port"] = zk_port
             config = load_config(config_file, member_id, **overrides)
         else:
             config = ServerConfig(
                 data_dir=data_dir,
                 host=host,
                 client_port=client_port,
+                zk_port=zk_port,
                 tick_ms=tick_ms,
                 max_data_bytes=max_data_bytes,
                 max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
@@ -237,6 +247,12 @@ def server(
 )
 @click.option("--peer-port", type=PORT, default=2888, show_default=True, help="First peer port.")
 @click.option(
+    "--zk-port",
+    type=PORT,
+    default=None,
+    help="First port for ZooKeeper's client protocol (member N: ZK_PORT+N-1); none by default.",
+)
+@click.option(
     "--tick-ms",
     type=_setting_range("tick_ms"),
     default=2000,
@@ -250,6 +266,7 @@ def ensemble(
     data_dir: Path,
     client_port: int,
     peer_port: int,
+    zk_port: int | None,
     tick_ms: int,
     log_level: str,
 ) -> None:
@@ -263,16 +280,22 @@ def ensemble(
     count = size + observers
     if count > 255:
         raise click.UsageError("an ensemble has at most 255 members and observers")
-    for option, first in (("--client-port", client_port), ("--peer-port", peer_port)):
+    firsts = [("--client-port", client_port), ("--peer-port", peer_port)]
+    if zk_port is not None:
+        firsts.append(("--zk-port", zk_port))
+    for option, first in firsts:
         if first + count - 1 > MAX_PORT:
             raise click.UsageError(f"{option} {first} leaves no room for {count} ports")
     try:
         config_file, addresses = ensure_ensemble_file(
-            data_dir, size, observers, client_port, peer_port, tick_ms
+            data_dir, size, observers, client_port, peer_port, tick_ms, zk_port
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     click.echo(",".join(addresses))
+    if zk_port is not None:
+        zk_addresses = ",".join(f"127.0.0.1:{zk_port + index}" for index in range(count))
+        click.echo(f"ZooKeeper clients: {zk_addresses}", err=True)
     sys.stdout.flush()
     code = trio.run(_until_signal_value, lambda: run_ensemble(config_file, log_level))
     sys.exit(code)

@@ -20,14 +20,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MemberAddress:
-    """One member of the ensemble: where clients and peers reach it, and whether it only
-    observes (gets every write but does not vote)."""
+    """One member of the ensemble: where clients and peers reach it (`zk_port`: ZooKeeper's
+    clients, None for no such listener), and whether it only observes (gets every write but
+    does not vote)."""
 
     id: int
     host: str
     client_port: int
     peer_port: int
     observer: bool = False
+    zk_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class ServerConfig:
     data_dir: Path = Path("zkpy-data")
     host: str = "127.0.0.1"
     client_port: int = 2181
+    zk_port: int | None = None  # ZooKeeper's client protocol (0: any free port); None: off
     server_id: int = 1
     members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
     secret: str = ""  # shared by the members; a peer that cannot prove it is refused
@@ -77,6 +80,8 @@ class ServerConfig:
         check_settings(self)  # each setting's type and range; what follows relates settings
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
+        if self.zk_port and self.zk_port == self.client_port:
+            raise ValueError(f"zk_port and client_port are both {self.zk_port}")
         if self.members and self.server_id not in {m.id for m in self.members}:
             raise ValueError(f"member {self.server_id} is not in the ensemble")
         if self.members and not self.secret and not self.peer_tls:
@@ -109,12 +114,13 @@ class ServerConfig:
         raise KeyError(member_id)
 
 
-_MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir"}
+_MEMBER_KEYS = {"host", "client_port", "peer_port", "zk_port", "data_dir"}
 _TOP_KEYS = {f.name for f in fields(ServerConfig)} - {
     "members",
     "server_id",
     "host",
     "client_port",
+    "zk_port",
 }
 
 
@@ -129,6 +135,7 @@ def load_config(path: Path | str, member_id: int, **overrides: Any) -> ServerCon
     host = "127.0.0.1"
     client_port = 2181
     peer_port = 2888
+    zk_port = 2281                  # optional: ZooKeeper's client protocol too
     [observers.4]                   # serves reads, receives the history, does not vote
     host = "127.0.0.1"
     client_port = 2184
@@ -180,6 +187,7 @@ def _config(
         if "data_dir" in member_table
         else base / (f"member-{member_id}")
     )
+    settings["zk_port"] = me.zk_port
     settings.update(overrides)
     return ServerConfig(
         data_dir=data_dir,
@@ -223,7 +231,8 @@ def _members(document: dict[str, Any], key: str, observer: bool) -> list[MemberA
         host = _text(entry.get("host", "127.0.0.1"), f"{where} host")
         client_port = _port(entry, "client_port", where)
         peer_port = _port(entry, "peer_port", where)
-        found.append(MemberAddress(int(name), host, client_port, peer_port, observer))
+        zk_port = _port(entry, "zk_port", where) if "zk_port" in entry else None
+        found.append(MemberAddress(int(name), host, client_port, peer_port, observer, zk_port))
     return found
 
 
@@ -235,7 +244,10 @@ def _check_distinct(members: list[MemberAddress]) -> None:
         if member.id in ids:
             raise ValueError(f"member {member.id} is both a voting member and an observer")
         ids.add(member.id)
-        for kind, port in (("client_port", member.client_port), ("peer_port", member.peer_port)):
+        ports = [("client_port", member.client_port), ("peer_port", member.peer_port)]
+        if member.zk_port is not None:
+            ports.append(("zk_port", member.zk_port))
+        for kind, port in ports:
             owner = f"member {member.id}'s {kind}"
             other = addresses.setdefault((member.host, port), owner)
             if other != owner:

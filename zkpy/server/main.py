@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from functools import partial
 from typing import Any
 
 import trio
@@ -14,6 +15,7 @@ from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
 from zkpy.server.peers import PeerNetwork
 from zkpy.server.storage import Storage
+from zkpy.server.zk_clients import JuteDialect
 
 log = logging.getLogger("zkpy.server")
 
@@ -81,6 +83,7 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
                 raise busy from err
             port = listeners[0].socket.getsockname()[1]
             member.client_port = port
+            zk_port = await _listen_zk(nursery, clients, config)
             if config.members:
                 peers = PeerNetwork(
                     config, member.peer_message, member.peer_down, member.output, member.step
@@ -97,10 +100,11 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
             await nursery.start(member.run)
             nursery.start_soon(member.run_ticks)
             log.info(
-                "zkpy member %d listening for clients on %s:%d, data in %s, last zxid %#x",
+                "zkpy member %d listening for clients on %s:%d%s, data in %s, last zxid %#x",
                 config.server_id,
                 config.host,
                 port,
+                "" if zk_port is None else f" (ZooKeeper's protocol on {zk_port})",
                 config.data_dir,
                 member.replica.last_logged,
             )
@@ -108,3 +112,23 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(storage.close)
+
+
+async def _listen_zk(
+    nursery: trio.Nursery, clients: ClientServer, config: ServerConfig
+) -> int | None:
+    """Start the listener for ZooKeeper's client protocol, if `zk_port` is set; its port."""
+    if config.zk_port is None:
+        return None
+    handler = partial(clients.handle, dialect=JuteDialect())
+    try:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, handler, config.zk_port, host=config.host)
+        )
+    except (OSError, BaseExceptionGroup) as err:
+        busy = _listen_error(err, "ZooKeeper clients", config.host, config.zk_port)
+        if busy is None:
+            raise
+        raise busy from err
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
