@@ -38,6 +38,7 @@ class ServerConfig:
     data_dir: Path = Path("zkpy-data")
     host: str = "127.0.0.1"
     client_port: int = 2181
+    admin_port: int = 0  # HTTP /metrics, /health, /status (zkpy.server.admin); 0: none
     server_id: int = 1
     members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
     secret: str = ""  # shared by the members; a peer that cannot prove it is refused
@@ -108,7 +109,7 @@ class ServerConfig:
         raise KeyError(member_id)
 
 
-_MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir"}
+_MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir", "admin_port"}
 _TOP_KEYS = {f.name for f in fields(ServerConfig)} - {
     "members",
     "server_id",
@@ -128,6 +129,7 @@ def load_config(path: Path | str, member_id: int, **overrides: Any) -> ServerCon
     host = "127.0.0.1"
     client_port = 2181
     peer_port = 2888
+    admin_port = 8081               # optional: HTTP /metrics, /health, /status
     [observers.4]                   # serves reads, receives the history, does not vote
     host = "127.0.0.1"
     client_port = 2184
@@ -179,6 +181,8 @@ def _config(
         if "data_dir" in member_table
         else base / (f"member-{member_id}")
     )
+    if "admin_port" in member_table:  # per member, over a top-level admin_port for all
+        settings["admin_port"] = _port(member_table, "admin_port", f"[{table}.{member_id}]")
     settings.update(overrides)
     return ServerConfig(
         data_dir=data_dir,

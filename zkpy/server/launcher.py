@@ -173,8 +173,11 @@ def ensure_ensemble_file(
     client_port: int,
     peer_port: int,
     tick_ms: int,
+    *,
+    admin_port: int = 0,
 ) -> tuple[Path, list[str]]:
     """Write DATA_DIR/ensemble.toml (or reuse the one there); return it and client addresses.
+    With `admin_port`, member N serves its admin port on admin_port + N - 1.
 
     The file holds the peer secret: it is created readable by its owner only (0600)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +201,8 @@ def ensure_ensemble_file(
                 f"client_port = {client_port + index}",
                 f"peer_port = {peer_port + index}",
             ]
+            if admin_port:
+                lines.append(f"admin_port = {admin_port + index}")
         _write_private(path, "\n".join(lines) + "\n")
     first = load_config(path, 1)
     if len(first.voters) != size or len(first.observers) != observers:

@@ -80,6 +80,7 @@ SETTINGS: dict[str, Setting] = {
     "data_dir": Setting(Path),
     "host": Setting(str),
     "client_port": _int(0, MAX_PORT),  # 0: any free port
+    "admin_port": _int(0, MAX_PORT),  # 0: no admin port
     "server_id": _int(1, 255),
     "secret": Setting(str),
     "super_digest": Setting(str),

@@ -99,6 +99,7 @@ class Member:
         self.id = member_id
         self.observer = observer
         self.client_port, self.peer_port = 0, 0
+        self.admin_port = 0  # none unless the Ensemble was made with admin_ports=True
         self.process = MemberProcess(member_id, self.server_args(), env=child_env())
         self.starts = 0
         self.logs: list[Path] = []
@@ -224,12 +225,14 @@ class Ensemble:
         secret: str = "e2e-secret",
         fast: bool = True,
         log_level: str | None = None,
+        admin_ports: bool = False,
         **settings: Any,
     ) -> None:
         """Lay out `members` voters and `observers` observers on free ports and write the TOML
         file; start nothing yet. `settings` are TOML settings over FAST_SETTINGS (short ticks,
         small log segments) or, with `fast=False`, over the members' own defaults. The members'
-        log level is `log_level`, else $ZKPY_E2E_LOG_LEVEL, else INFO."""
+        log level is `log_level`, else $ZKPY_E2E_LOG_LEVEL, else INFO. With `admin_ports`, each
+        member also serves HTTP /metrics, /health and /status on a free port (`admin_port`)."""
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.secret = secret
@@ -238,10 +241,12 @@ class Ensemble:
         self.config_path = self.root / "ensemble.toml"
         self.members: dict[int, Member] = {}
         count = members + observers
-        ports = free_ports(2 * count)
+        ports = free_ports(3 * count if admin_ports else 2 * count)
         for index in range(count):
             member = Member(self, index + 1, observer=index >= members)
             member.client_port, member.peer_port = ports[2 * index], ports[2 * index + 1]
+            if admin_ports:
+                member.admin_port = ports[2 * count + index]
             self.members[member.id] = member
         self.write_config(self.config_path, secret)
 
@@ -263,6 +268,8 @@ class Ensemble:
                 f"client_port = {member.client_port}",
                 f"peer_port = {peer_port}",
             ]
+            if member.admin_port:
+                lines.append(f"admin_port = {member.admin_port}")
         path.write_text("\n".join(lines) + "\n")
         return path
 

@@ -1,0 +1,178 @@
+"""A member's counters and latency histograms, kept cheaply on the request path.
+
+Counters are plain ints and a histogram is a list of bucket counts found with `bisect`: no
+locks and no registry on the path of a request (a member's work runs on one event loop; the
+log sync histogram is also fed from the worker thread that persists, and only from there).
+`zkpy.server.admin` renders them in Prometheus's text format when `/metrics` is scraped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import typing
+from bisect import bisect_left
+from typing import Any
+
+from zkpy.core.requests import Request, WriteRequest
+from zkpy.core.serving import Codec, Hello
+from zkpy.core.types import WatchedEvent
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Upper bounds of the latency buckets in seconds (a last one, +Inf, takes the rest)."""
+
+_WRITE_TYPES = frozenset(typing.get_args(WriteRequest))
+
+
+class Histogram:
+    """Counts of observations per bucket, their sum and their number."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count `value` in the first bucket whose bound is at least `value`."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(bound as Prometheus writes it, observations up to it), +Inf last."""
+        total = 0
+        found = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            found.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return found
+
+
+class OpStats:
+    """Requests of one operation served by this member: how many, how many failed, how long
+    each took from its decoding to its reply."""
+
+    __slots__ = ("errors", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency = Histogram()
+
+
+class Metrics:
+    """Everything `/metrics` reports that is counted as it happens (the gauges are read from
+    the member when scraped)."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, OpStats] = {}
+        self.log_sync = Histogram()  # one synced append of a batch of records to the log
+        self.commit = Histogram()  # a write from its arrival here to its committed reply
+        self.apply = Histogram()  # applying the committed records of one batch
+
+    def op(self, name: str) -> OpStats:
+        """The stats of operation `name`, made on first use."""
+        stats = self.ops.get(name)
+        if stats is None:
+            stats = self.ops[name] = OpStats()
+        return stats
+
+    def answered(self, request: Request, started: float, error: int) -> None:
+        """A request decoded at `started` (`time.perf_counter`) was answered with `error`."""
+        elapsed = time.perf_counter() - started
+        kind = type(request)
+        stats = self.op(op_name(kind))
+        stats.requests += 1
+        if error:
+            stats.errors += 1
+        stats.latency.observe(elapsed)
+        if kind in _WRITE_TYPES:
+            self.commit.observe(elapsed)
+
+
+_OP_NAMES: dict[type, str] = {}
+
+
+def op_name(kind: type) -> str:
+    """The operation of a request type in snake case: SetDataRequest -> set_data."""
+    name = _OP_NAMES.get(kind)
+    if name is None:
+        base = kind.__name__.removesuffix("Request")
+        name = _OP_NAMES[kind] = re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+    return name
+
+
+class MeteredCodec:
+    """One client connection's view of its listener's codec (`zkpy.core.serving.Codec`) that
+    times each request from its decoding to its reply, by xid, into `Metrics`."""
+
+    def __init__(self, codec: Codec, metrics: Metrics) -> None:
+        self._codec = codec
+        self._metrics = metrics
+        self._started: dict[int, tuple[Request, float]] = {}
+
+    def decode_hello(self, payload: bytes) -> Hello | None:
+        """The listener's decoding."""
+        return self._codec.decode_hello(payload)
+
+    def decode_request(self, payload: bytes) -> tuple[int, int, Request] | None:
+        """The listener's decoding; the request's clock starts."""
+        decoded = self._codec.decode_request(payload)
+        if decoded is not None:
+            self._started[decoded[0]] = (decoded[2], time.perf_counter())
+        return decoded
+
+    def pong(self, zxid: int) -> bytes:
+        """The listener's ping reply (pings are not counted)."""
+        return self._codec.pong(zxid)
+
+    def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
+        """The listener's reply; request `xid` is counted, with its latency."""
+        started = self._started.pop(xid, None)
+        if started is not None:
+            self._metrics.answered(started[0], started[1], error)
+        return self._codec.reply(xid, zxid, error, body)
+
+    def event(self, event: WatchedEvent) -> bytes:
+        """The listener's watch event."""
+        return self._codec.event(event)
+
+    def greeting(
+        self,
+        session_id: int,
+        password: bytes,
+        timeout_ms: int,
+        zxid: int,
+        max_frame: int,
+        server_id: int,
+    ) -> bytes:
+        """The listener's handshake reply."""
+        return self._codec.greeting(session_id, password, timeout_ms, zxid, max_frame, server_id)
+
+    def refusal(self, error: int, message: str) -> bytes:
+        """The listener's handshake refusal."""
+        return self._codec.refusal(error, message)
+
+    def status(self, status: dict[str, Any]) -> bytes:
+        """The listener's status answer."""
+        return self._codec.status(status)
