@@ -30,6 +30,8 @@ log = logging.getLogger("zkpy.server.admin")
 MAX_HEAD_BYTES = 8192  # the request line and headers together
 READ_TIMEOUT_S = 5.0  # to send the whole request head
 WRITE_TIMEOUT_S = 10.0  # to take the whole response
+LINGER_S = 1.0  # after the response, to discard the rest of a request we refused
+MAX_LINGER_BYTES = 1 << 20
 MAX_ADMIN_CONNECTIONS = 64  # served at once; more are closed unanswered
 
 ROLES = ("looking", "following", "leading", "observing", "standalone")
@@ -252,6 +254,20 @@ async def read_head(stream: trio.abc.ReceiveStream) -> bytes:
     return bytes(buffer[:end])
 
 
+async def _linger(stream: trio.SocketStream) -> None:
+    """Close our side, then discard what the client still sends (a bounded amount, for a
+    bounded time): closing with unread bytes would reset the connection, and the client
+    could lose the response before it reads it."""
+    await stream.send_eof()
+    drained = 0
+    with trio.move_on_after(LINGER_S):
+        while drained < MAX_LINGER_BYTES:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                return
+            drained += len(data)
+
+
 class AdminServer:
     """The admin port of one member."""
 
@@ -270,6 +286,7 @@ class AdminServer:
                 answer = await self._answer(stream)
                 with trio.move_on_after(WRITE_TIMEOUT_S):
                     await stream.send_all(answer)
+                    await _linger(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
             finally:
