@@ -152,8 +152,9 @@ def test_op_names_and_counts() -> None:
     assert op_name(SetDataRequest) == "set_data"
     assert op_name(GetChildrenRequest) == "get_children"
     metrics = Metrics()
-    metrics.answered(SetDataRequest("/a", b"", -1), 0.0, 0)
-    metrics.answered(SetDataRequest("/a", b"", 3), 0.0, -103)
+    metrics.stats_of(SetDataRequest).answered(0.001, 0)
+    metrics.stats_of(SetDataRequest).answered(0.002, -103)
+    metrics.stats_of(GetChildrenRequest).answered(0.001, 0)
     assert metrics.ops["set_data"].requests == 2
     assert metrics.ops["set_data"].errors == 1
     assert metrics.commit.count == 2

@@ -39,6 +39,7 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 """Upper bounds of the latency buckets in seconds (a last one, +Inf, takes the rest)."""
 
 _WRITE_TYPES = frozenset(typing.get_args(WriteRequest))
+_clock = time.perf_counter
 
 
 class Histogram:
@@ -70,14 +71,25 @@ class Histogram:
 
 class OpStats:
     """Requests of one operation served by this member: how many, how many failed, how long
-    each took from its decoding to its reply."""
+    each took from its decoding to its reply; `commit` is the histogram of writes, which a
+    write's latency also goes to (None for reads)."""
 
-    __slots__ = ("errors", "latency", "requests")
+    __slots__ = ("commit", "errors", "latency", "requests")
 
-    def __init__(self) -> None:
+    def __init__(self, commit: Histogram | None = None) -> None:
         self.requests = 0
         self.errors = 0
         self.latency = Histogram()
+        self.commit = commit
+
+    def answered(self, elapsed: float, error: int) -> None:
+        """One request answered after `elapsed` seconds with `error` (0: none)."""
+        self.requests += 1
+        if error:
+            self.errors += 1
+        self.latency.observe(elapsed)
+        if self.commit is not None:
+            self.commit.observe(elapsed)
 
 
 class Metrics:
@@ -86,28 +98,22 @@ class Metrics:
 
     def __init__(self) -> None:
         self.ops: dict[str, OpStats] = {}
+        self._by_type: dict[type, OpStats] = {}
         self.log_sync = Histogram()  # one synced append of a batch of records to the log
         self.commit = Histogram()  # a write from its arrival here to its committed reply
         self.apply = Histogram()  # applying the committed records of one batch
 
-    def op(self, name: str) -> OpStats:
-        """The stats of operation `name`, made on first use."""
-        stats = self.ops.get(name)
+    def stats_of(self, kind: type) -> OpStats:
+        """The stats of the operation of request type `kind`, made on first use."""
+        stats = self._by_type.get(kind)
         if stats is None:
-            stats = self.ops[name] = OpStats()
+            name = op_name(kind)
+            stats = self.ops.get(name)
+            if stats is None:
+                stats = OpStats(self.commit if kind in _WRITE_TYPES else None)
+                self.ops[name] = stats
+            self._by_type[kind] = stats
         return stats
-
-    def answered(self, request: Request, started: float, error: int) -> None:
-        """A request decoded at `started` (`time.perf_counter`) was answered with `error`."""
-        elapsed = time.perf_counter() - started
-        kind = type(request)
-        stats = self.op(op_name(kind))
-        stats.requests += 1
-        if error:
-            stats.errors += 1
-        stats.latency.observe(elapsed)
-        if kind in _WRITE_TYPES:
-            self.commit.observe(elapsed)
 
 
 _OP_NAMES: dict[type, str] = {}
@@ -129,7 +135,10 @@ class MeteredCodec:
     def __init__(self, codec: Codec, metrics: Metrics) -> None:
         self._codec = codec
         self._metrics = metrics
-        self._started: dict[int, tuple[Request, float]] = {}
+        self._started: dict[int, tuple[OpStats, float]] = {}
+        self._by_type = metrics._by_type
+        self._decode = codec.decode_request  # bound once: both run for every request
+        self._encode_reply = codec.reply
 
     def decode_hello(self, payload: bytes) -> Hello | None:
         """The listener's decoding."""
@@ -137,9 +146,11 @@ class MeteredCodec:
 
     def decode_request(self, payload: bytes) -> tuple[int, int, Request] | None:
         """The listener's decoding; the request's clock starts."""
-        decoded = self._codec.decode_request(payload)
+        decoded = self._decode(payload)
         if decoded is not None:
-            self._started[decoded[0]] = (decoded[2], time.perf_counter())
+            kind = type(decoded[2])
+            stats = self._by_type.get(kind) or self._metrics.stats_of(kind)
+            self._started[decoded[0]] = (stats, _clock())
         return decoded
 
     def pong(self, zxid: int) -> bytes:
@@ -149,9 +160,19 @@ class MeteredCodec:
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """The listener's reply; request `xid` is counted, with its latency."""
         started = self._started.pop(xid, None)
-        if started is not None:
-            self._metrics.answered(started[0], started[1], error)
-        return self._codec.reply(xid, zxid, error, body)
+        if started is not None:  # OpStats.answered, inlined: this is every request's path
+            stats, since = started
+            elapsed = _clock() - since
+            stats.requests += 1
+            if error:
+                stats.errors += 1
+            latency = stats.latency
+            latency.counts[bisect_left(latency.bounds, elapsed)] += 1
+            latency.count += 1
+            latency.sum += elapsed
+            if stats.commit is not None:
+                stats.commit.observe(elapsed)
+        return self._encode_reply(xid, zxid, error, body)
 
     def event(self, event: WatchedEvent) -> bytes:
         """The listener's watch event."""
