@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from zkpy.cli import main
 from zkpy.server.config import ConfigError, ServerConfig, config_from_text
 from zkpy.server.launcher import ensure_ensemble_file
 
@@ -44,3 +46,12 @@ def test_ensemble_admin_ports_are_base_plus_n_minus_one(tmp_path: Path) -> None:
         8081,
         8082,
     ]
+
+
+def test_ensemble_refuses_admin_ports_past_the_last_port(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["ensemble", "--data-dir", str(tmp_path / "d"), "--admin-port", "65534"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--admin-port 65534 leaves no room for 3 ports" in result.output
+    assert not (tmp_path / "d").exists()
