@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.admin_http import get, parse_prometheus, sample
@@ -30,7 +31,12 @@ async def zkpy_status(*args: str) -> tuple[int, str]:
     return result.returncode, result.stdout.decode()
 
 
-async def test_health_turns_503_within_sync_limit_of_losing_the_quorum(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kept", ["leader", "follower"])
+async def test_health_turns_503_within_sync_limit_of_losing_the_quorum(
+    tmp_path: Path, kept: str
+) -> None:
+    """The other two freeze (SIGSTOP): no link closes, so the one left notices only by
+    hearing nothing for sync_limit peer ticks."""
     with Ensemble(tmp_path, admin_ports=True) as ens:
         ens.start_all()
         await ens.wait_all_serving()
@@ -40,29 +46,30 @@ async def test_health_turns_503_within_sync_limit_of_losing_the_quorum(tmp_path:
         families = parse_prometheus((await get(leader.admin_port, "/metrics"))[1])
         assert sample(families, "zkpy_role", role="leading") == 1
         assert sample(families, "zkpy_followers_in_sync") == 2
-        code, _out = await zkpy_status("--server", leader.address)
+        left = leader if kept == "leader" else next(m for m in ens.running if m is not leader)
+        code, _out = await zkpy_status("--server", left.address)
         assert code == 0
 
         for member in ens.members.values():
-            if member is not leader:
-                await member.stop()
+            if member is not left:
+                member.pause()
         lost_at = trio.current_time()
 
         async def unhealthy() -> bool:
-            return (await get(leader.admin_port, "/health"))[0] == 503
+            return (await get(left.admin_port, "/health"))[0] == 503
 
         await poll(unhealthy, timeout=30, what="/health 503")
         took = trio.current_time() - lost_at
         sync_limit_s = FAST_SETTINGS["sync_limit"] * FAST_SETTINGS["peer_tick_ms"] / 1000
         assert took <= sync_limit_s + HEALTH_SLACK_S, (took, sync_limit_s)
 
-        status = json.loads((await get(leader.admin_port, "/status"))[1])
+        status = json.loads((await get(left.admin_port, "/status"))[1])
         assert status["serving"] is False
-        families = parse_prometheus((await get(leader.admin_port, "/metrics"))[1])
+        families = parse_prometheus((await get(left.admin_port, "/metrics"))[1])
         assert sample(families, "zkpy_serving") == 0
-        code, out = await zkpy_status("--json", "--server", leader.address)
+        code, out = await zkpy_status("--json", "--server", left.address)
         assert code == 1, out
-        assert json.loads(out)[leader.address]["serving"] is False
+        assert json.loads(out)[left.address]["serving"] is False
 
 
 async def test_status_exits_non_zero_for_an_unreachable_member() -> None:
