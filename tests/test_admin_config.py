@@ -55,3 +55,9 @@ def test_ensemble_refuses_admin_ports_past_the_last_port(tmp_path: Path) -> None
     assert result.exit_code == 2, result.output
     assert "--admin-port 65534 leaves no room for 3 ports" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_reused_ensemble_file_must_agree_on_admin_ports(tmp_path: Path) -> None:
+    ensure_ensemble_file(tmp_path / "e", 3, 0, 2181, 2888, 2000)
+    with pytest.raises(ConfigError, match="admin_port none, not 8080"):
+        ensure_ensemble_file(tmp_path / "e", 3, 0, 2181, 2888, 2000, admin_port=8080)

@@ -210,6 +210,11 @@ def ensure_ensemble_file(
             f"{path} describes {len(first.voters)} members and {len(first.observers)} "
             f"observers, not {size} and {observers}: use another --data-dir"
         )
+    if admin_port and first.admin_port != admin_port:
+        raise ConfigError(
+            f"{path} gives member 1 admin_port {first.admin_port or 'none'}, not {admin_port}: "
+            "edit it or use another --data-dir"
+        )
     addresses = [f"{m.host}:{m.client_port}" for m in first.members]
     return path, addresses
 
