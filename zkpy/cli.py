@@ -22,6 +22,7 @@ from zkpy import security, tls
 from zkpy.core.errors import ZkError
 from zkpy.errors import single_error
 from zkpy.server.config import ServerConfig, load_config
+from zkpy.server.main import LOG_FORMATS
 from zkpy.server.settings import MAX_PORT, SETTINGS
 from zkpy.server.storage import StorageError
 from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_BYTES
@@ -100,6 +101,13 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     default=None,
     help="Also serve ZooKeeper's client protocol on this port (0: any free port).",
 )
+@click.option(
+    "--admin-port",
+    type=_setting_range("admin_port"),
+    default=None,
+    help="Port for HTTP /metrics, /health and /status (default: none; with --config, the "
+    "file's admin_port).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--tick-ms",
@@ -156,10 +164,18 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     help="Read the super digest from this file (or set ZKPY_SUPER_DIGEST).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (time, level, logger, message).",
+)
 def server(
     data_dir: Path,
     client_port: int,
     zk_port: int | None,
+    admin_port: int | None,
     host: str,
     tick_ms: int,
     max_data_bytes: int,
@@ -173,25 +189,26 @@ def server(
     super_digest: str,
     super_digest_file: Path | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run one member in the foreground (Ctrl-C or SIGTERM stops it cleanly).
 
     Without --config it is an ensemble of one. With --config FILE --id N it is member N of the
     ensemble that FILE describes.
     """
-    from zkpy.server.main import ListenError, serve
+    from zkpy.server.main import ListenError, configure_logging, serve
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format)
     super_digest = _super_digest(super_digest, super_digest_file)
     try:
         if config_file is not None:
             if member_id is None:
                 raise click.UsageError("--config needs --id")
-            overrides: dict[str, object] = {"super_digest": super_digest} if super_digest else {}
+            overrides: dict[str, Any] = {"super_digest": super_digest} if super_digest else {}
             if zk_port is not None:
                 overrides["zk_port"] = zk_port
+            if admin_port is not None:
+                overrides["admin_port"] = admin_port
             config = load_config(config_file, member_id, **overrides)
         else:
             config = ServerConfig(
@@ -199,6 +216,7 @@ def server(
                 host=host,
                 client_port=client_port,
                 zk_port=zk_port,
+                admin_port=admin_port or 0,
                 tick_ms=tick_ms,
                 max_data_bytes=max_data_bytes,
                 max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
@@ -253,6 +271,12 @@ def server(
     help="First port for ZooKeeper's client protocol (member N: ZK_PORT+N-1); none by default.",
 )
 @click.option(
+    "--admin-port",
+    type=PORT,
+    default=None,
+    help="First admin port (HTTP /metrics, /health, /status): member N on BASE+N-1.",
+)
+@click.option(
     "--tick-ms",
     type=_setting_range("tick_ms"),
     default=2000,
@@ -267,6 +291,7 @@ def ensemble(
     client_port: int,
     peer_port: int,
     zk_port: int | None,
+    admin_port: int | None,
     tick_ms: int,
     log_level: str,
 ) -> None:
@@ -283,12 +308,21 @@ def ensemble(
     firsts = [("--client-port", client_port), ("--peer-port", peer_port)]
     if zk_port is not None:
         firsts.append(("--zk-port", zk_port))
+    if admin_port is not None:
+        firsts.append(("--admin-port", admin_port))
     for option, first in firsts:
         if first + count - 1 > MAX_PORT:
             raise click.UsageError(f"{option} {first} leaves no room for {count} ports")
     try:
         config_file, addresses = ensure_ensemble_file(
-            data_dir, size, observers, client_port, peer_port, tick_ms, zk_port
+            data_dir,
+            size,
+            observers,
+            client_port,
+            peer_port,
+            tick_ms,
+            zk_port,
+            admin_port=admin_port or 0,
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
@@ -351,14 +385,24 @@ async def _until_signal_value(run: Callable[[], Awaitable[int]]) -> int:
 @_server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(server: str, as_json: bool) -> None:
-    """Show each member's role, epoch, last zxid, connections and outstanding requests."""
+    """Show each member's role, epoch, last zxid, connections and outstanding requests.
+
+    Exits 0 when every member named in --server serves clients in a quorum, 1 when one of them
+    does not (or cannot be reached); the members they name are shown but not judged.
+    """
     import json
 
     from zkpy.client.admin import fetch_status
     from zkpy.client.client import parse_hosts
 
+    try:
+        named = [f"{host}:{port}" for host, port in parse_hosts(server)]
+    except ValueError as err:
+        click.echo(f"zkpy: {err}", err=True)
+        sys.exit(1)
+
     async def gather() -> list[tuple[str, dict[str, Any] | str]]:
-        todo = [f"{host}:{port}" for host, port in parse_hosts(server)]
+        todo = list(named)
         seen: list[tuple[str, dict[str, Any] | str]] = []
         while todo:
             address = todo.pop(0)
@@ -374,11 +418,7 @@ def status(server: str, as_json: bool) -> None:
             todo.extend(str(m) for m in found.get("members", []))
         return seen
 
-    try:
-        results = trio.run(gather)
-    except ValueError as err:
-        click.echo(f"zkpy: {err}", err=True)
-        sys.exit(1)
+    results = trio.run(gather)
     if as_json:
         click.echo(json.dumps({address: found for address, found in results}, indent=2))
     else:
@@ -395,8 +435,14 @@ def status(server: str, as_json: bool) -> None:
                 f"{found['last_zxid']:>#14x} {found['connections']:>6} "
                 f"{found['outstanding']:>12}"
             )
-    if all(isinstance(found, str) for _address, found in results):
+    answers = dict(results)
+    if not all(_serves(answers.get(address)) for address in named):
         sys.exit(1)
+
+
+def _serves(found: dict[str, Any] | str | None) -> bool:
+    """Whether a member's status says it serves clients (a str: it was unreachable)."""
+    return isinstance(found, dict) and found.get("serving") is True
 
 
 @main.command()

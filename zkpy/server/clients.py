@@ -47,6 +47,7 @@ from zkpy.core.serving import (
 from zkpy.core.tree import ApplyResult
 from zkpy.core.types import Id, WatchedEvent
 from zkpy.server.config import ServerConfig
+from zkpy.server.metrics import MeteredCodec
 from zkpy.server.node import Member
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
@@ -217,7 +218,7 @@ class ClientConnection:
         self.receiver = Receiver(stream, self.config.spin_before_wait_s)
         self.rules = ServerConnection(
             server.member,
-            dialect.new_codec(),
+            MeteredCodec(dialect.new_codec(), server.member.metrics),
             self,
             server.limits,
             server.member.pending_bytes,

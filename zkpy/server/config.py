@@ -41,6 +41,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     client_port: int = 2181
     zk_port: int | None = None  # ZooKeeper's client protocol (0: any free port); None: off
+    admin_port: int = 0  # HTTP /metrics, /health, /status (zkpy.server.admin); 0: none
     server_id: int = 1
     members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
     secret: str = ""  # shared by the members; a peer that cannot prove it is refused
@@ -114,7 +115,7 @@ class ServerConfig:
         raise KeyError(member_id)
 
 
-_MEMBER_KEYS = {"host", "client_port", "peer_port", "zk_port", "data_dir"}
+_MEMBER_KEYS = {"host", "client_port", "peer_port", "zk_port", "data_dir", "admin_port"}
 _TOP_KEYS = {f.name for f in fields(ServerConfig)} - {
     "members",
     "server_id",
@@ -136,6 +137,7 @@ def load_config(path: Path | str, member_id: int, **overrides: Any) -> ServerCon
     client_port = 2181
     peer_port = 2888
     zk_port = 2281                  # optional: ZooKeeper's client protocol too
+    admin_port = 8081               # optional: HTTP /metrics, /health, /status
     [observers.4]                   # serves reads, receives the history, does not vote
     host = "127.0.0.1"
     client_port = 2184
@@ -188,6 +190,8 @@ def _config(
         else base / (f"member-{member_id}")
     )
     settings["zk_port"] = me.zk_port
+    if "admin_port" in member_table:  # per member, over a top-level admin_port for all
+        settings["admin_port"] = _port(member_table, "admin_port", f"[{table}.{member_id}]")
     settings.update(overrides)
     return ServerConfig(
         data_dir=data_dir,

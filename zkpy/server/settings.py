@@ -86,6 +86,7 @@ SETTINGS: dict[str, Setting] = {
     "host": Setting(str),
     "client_port": _int(0, MAX_PORT),  # 0: any free port
     "zk_port": Setting(int, 0, MAX_PORT, optional=True),  # None: no ZooKeeper listener
+    "admin_port": _int(0, MAX_PORT),  # 0: no admin port
     "server_id": _int(1, 255),
     "secret": Setting(str),
     "super_digest": Setting(str),
