@@ -242,9 +242,9 @@ class Shell:
         except UsageError as err:
             return self._fail(str(err))
         except ZkError as err:
-            return self._fail(f"{type(err).__name__}: {err}", kind=type(err).__name__)
-        except (OSError, TimeoutError) as err:
-            return self._fail(str(err))
+            return self._fail(str(err), kind=type(err).__name__)
+        except (OSError, TimeoutError, ValueError) as err:
+            return self._fail(str(err), kind=type(err).__name__)
         self._print(result, tokens)
         return True
 
@@ -297,8 +297,10 @@ class Shell:
         with self._output:
             if self.as_json:
                 self.err.write(json.dumps({"error": kind, "message": message}) + "\n")
-            else:
+            elif kind == "UsageError":
                 self.err.write(f"zkpy: {message}\n")
+            else:
+                self.err.write(f"zkpy: {kind}: {message}\n")
             self.err.flush()
         return False
 
