@@ -262,3 +262,13 @@ async def test_completion_of_commands_and_paths(server: RunningServer) -> None:
         ["/comp"],
         [],
     ]
+
+
+async def test_a_refused_addauth_ends_the_script_with_one_line_each(server: RunningServer) -> None:
+    run = await shell_script(server.address, "addauth nosuch x\nls /\nls /\n")
+    assert run.out == ""
+    assert run.err.splitlines() == [
+        "zkpy: AuthFailedError: unknown authentication scheme 'nosuch'",
+        "zkpy: the session has ended",
+    ]
+    assert run.status == 1

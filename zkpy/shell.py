@@ -620,7 +620,10 @@ def run_terminal(shell: Shell, server: str) -> int:
             except KeyboardInterrupt:
                 print(file=shell.out)
                 continue
-            shell.execute(line)
+            try:
+                shell.execute(line)
+            except KeyboardInterrupt:
+                shell._fail("interrupted")
     finally:
         stop.set()
         printer.join()
@@ -661,6 +664,8 @@ def run_shell(
         if interactive:
             return run_terminal(shell, server)
         return run_script(shell, sys.stdin)
+    except KeyboardInterrupt:
+        return 130
     finally:
         if not zk.closed:
             shell.close_watches()
