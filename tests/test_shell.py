@@ -203,7 +203,8 @@ async def test_values_from_standard_input_and_files(server: RunningServer, tmp_p
 async def test_errors_print_one_line_and_the_script_goes_on(server: RunningServer) -> None:
     run = await shell_script(
         server.address,
-        "nonsense\nget\nget -x /\ncreate /a 1 'unclosed\ndelete -v 7 /zookeeper/x\n"
+        "# a comment, skipped\nnonsense\nget\nget -x /\ncreate /a 1 'unclosed\n"
+        "delete -v 7 /zookeeper/x\n"
         "create /ok\ncreate -t notanumber /t\nset -v 5 /ok x\nls /ok\n",
     )
     assert run.lines() == ["Created /ok"]

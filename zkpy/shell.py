@@ -572,10 +572,12 @@ def _identity(scheme: str, credential: str) -> str:
 
 
 def run_script(shell: Shell, lines: Iterable[str]) -> int:
-    """Run commands line by line (a piped script) until the lines end, `quit` or the session
-    is lost; print watch events between commands. Exit status: 0 if every command succeeded,
-    1 if any failed."""
+    """Run commands line by line (a piped script; lines starting with # are comments) until
+    the lines end, `quit` or the session is lost; print watch events between commands.
+    Exit status: 0 if every command succeeded, 1 if any failed."""
     for line in lines:
+        if line.lstrip().startswith("#"):
+            continue
         shell.print_events()
         shell.execute(line.rstrip("\n"))
         shell.print_events()
