@@ -45,7 +45,6 @@ PORT = click.IntRange(1, MAX_PORT)
 def _server_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--server",
-        "-s",
         default=lambda: os.environ.get("ZKPY_SERVER", DEFAULT_SERVER),
         show_default="$ZKPY_SERVER or 127.0.0.1:2181",
         help="Comma-separated host:port list of the ensemble.",
@@ -600,6 +599,53 @@ def _format_stat(stat: zkpy.Stat) -> str:
         else f"{name} = {value}"
         for name, value in stat._asdict().items()
     )
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
+@click.option(
+    "--hex", "data_format", flag_value="hex", help="Show data in hex (default: text, or hex:...)."
+)
+@click.option("--raw", "data_format", flag_value="raw", help="Write data bytes as they are.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_client_options
+def shell(
+    command: tuple[str, ...], as_json: bool, data_format: str | None, conn: ClientOptions
+) -> None:
+    """zkCli.sh's commands over one session (ephemerals and addauth last as long as it does).
+
+    With COMMAND (`zkpy shell ls -s /`) run that one command; else read commands from the
+    terminal (history, Tab completion) or, when standard input is not a terminal, one per line
+    from it. Exits 1 if any command failed. See docs/shell.md.
+    """
+    import zkpy.sync
+    from zkpy.shell import run_shell
+
+    try:
+        zk = zkpy.sync.connect(
+            conn.server,
+            session_timeout=conn.timeout,
+            connect_timeout=conn.timeout,
+            auth=[("digest", credential) for credential in conn.auth],
+            tls=conn.context(),
+        )
+    except (ZkError, OSError, ValueError, ssl.SSLError) as err:
+        click.echo(f"zkpy: {err}", err=True)
+        sys.exit(1)
+    with zk:
+        code = run_shell(
+            zk,
+            list(command),
+            conn.server,
+            as_json=as_json,
+            data_format="hex"
+            if data_format == "hex"
+            else "raw"
+            if data_format == "raw"
+            else "auto",
+            identities=[("digest", credential) for credential in conn.auth],
+        )
+    sys.exit(code)
 
 
 @main.command(name="ls")
