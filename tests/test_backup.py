@@ -18,6 +18,7 @@ from zkpy.core.tree import DataTree, decode_node
 from zkpy.core.txn import decode_record
 from zkpy.server.backup import (
     MAGIC,
+    Backup,
     BackupFormatError,
     encode_backup,
     fetch_backup,
@@ -140,7 +141,7 @@ def test_every_truncation_of_a_backup_is_refused(tmp_path: Path) -> None:
             read_backup_bytes(tmp_path, data[:length])
 
 
-def read_backup_bytes(tmp_path: Path, data: bytes) -> object:
+def read_backup_bytes(tmp_path: Path, data: bytes) -> Backup:
     file = tmp_path / "cut.zkb"
     file.write_bytes(data)
     return read_backup(file)
