@@ -391,10 +391,12 @@ async def send_snapshot(conn: ClientConnection, request: dict[str, Any]) -> None
     zxid, nodes, sessions = tree.last_zxid, list(tree.iter_snapshot()), list(tree.iter_sessions())
     _push(conn, pack({"zxid": zxid, "nodes": len(nodes), "sessions": len(sessions)}))
     pieces = await trio.to_thread.run_sync(lambda: list(encode_backup(zxid, nodes, sessions)))
+    step = max(1, min(CHUNK_BYTES, member.config.max_outbox_bytes // 4))  # never over the limit
     for piece in pieces:
-        _push(conn, piece)
-        member.output.flush()
-        await conn._wait_outbox_taken()
+        for at in range(0, len(piece), step):
+            _push(conn, piece[at : at + step])
+            member.output.flush()
+            await conn._wait_outbox_taken()
     _push(conn, b"")
     _end(conn)
 
