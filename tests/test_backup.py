@@ -212,9 +212,9 @@ async def test_inspect_reports_a_healthy_and_a_damaged_directory(tmp_path: Path)
 async def test_a_backup_fits_the_smallest_outbox_a_member_allows(tmp_path: Path) -> None:
     async with running_server(tmp_path / "data", tick_ms=TICK_MS, max_outbox_bytes=1024) as srv:
         async with zkpy.connect(srv.address) as zk:
-            for index in range(30):
-                await zk.create(f"/n{index}", bytes(200))
+            for index in range(40):  # 8 MB: more than the sockets between them hold
+                await zk.create(f"/n{index}", bytes(200_000))
         taken = await fetch_backup(*_host_port(srv.address), tmp_path / "b.zkb")
     assert sorted(path for path, _raw in taken.nodes if path.startswith("/n")) == sorted(
-        f"/n{index}" for index in range(30)
+        f"/n{index}" for index in range(40)
     )
