@@ -91,7 +91,9 @@ async def test_restore_seeds_a_member_that_serves_the_backup(tmp_path: Path) -> 
             await zk.create("/app", b"top")
             await zk.create("/app/x", b"\x00\xff" * 10)
         backup = await fetch_backup(*_host_port(server.address), tmp_path / "b.zkb")
+    (tmp_path / "restored").mkdir()  # an empty directory is as good as none
     restore(tmp_path / "b.zkb", tmp_path / "restored")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zkb", "data", "restored"]
     report = inspect(tmp_path / "restored")
     assert report["ok"], report
     assert report["checkpoint_zxid"] == report["last_zxid"] == backup.zxid
