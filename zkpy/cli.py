@@ -820,5 +820,126 @@ def watch(path: str, recursive: bool, count: int, conn: ClientOptions) -> None:
     _run_client(conn, until_interrupted)
 
 
+@main.command()
+@click.option(
+    "--server",
+    default=lambda: os.environ.get("ZKPY_SERVER", DEFAULT_SERVER),
+    show_default="$ZKPY_SERVER or 127.0.0.1:2181",
+    help="host:port of the member to back up.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write."
+)
+@click.option(
+    "--auth",
+    envvar="ZKPY_BACKUP_AUTH",
+    metavar="USER:PASSWORD",
+    help="The super user's credentials, if the member has a super digest ($ZKPY_BACKUP_AUTH).",
+)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds for the whole backup.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), help="CA file.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Client cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Client key.")
+def backup(
+    server: str,
+    out: Path,
+    auth: str | None,
+    timeout: float,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Write a consistent snapshot of a running member (its tree at one zxid) to --out.
+
+    The file is written to OUT.partial, verified, and renamed to OUT."""
+    from zkpy.server.backup import BackupFormatError, fetch_backup
+
+    host, _sep, port = server.rpartition(":")
+    context = tls.client_context(tls_ca, tls_cert, tls_key) if tls_ca or tls_cert else None
+    try:
+        taken = trio.run(
+            functools.partial(
+                fetch_backup, host, int(port), out, auth=auth, timeout=timeout, ssl_context=context
+            )
+        )
+    except (OSError, ValueError, trio.TooSlowError, ZkError, BackupFormatError) as err:
+        click.echo(f"zkpy: backup from {server} failed: {err}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{out}: zxid {taken.zxid:#x}, {len(taken.nodes)} nodes, {len(taken.sessions)} "
+        f"sessions, {taken.size} bytes"
+    )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The new (absent or empty) data directory of a member.",
+)
+def restore(file: Path, data_dir: Path) -> None:
+    """Seed a member's data directory from a backup FILE (verified whole first)."""
+    from zkpy.server.backup import BackupFormatError
+    from zkpy.server.backup import restore as restore_backup
+
+    try:
+        restored = restore_backup(file, data_dir)
+    except (OSError, BackupFormatError, StorageError) as err:
+        click.echo(f"zkpy: restore refused, nothing written: {err}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{data_dir}: restored zxid {restored.zxid:#x} (epoch {restored.zxid >> 32}), "
+        f"{len(restored.nodes)} nodes, {len(restored.sessions)} sessions"
+    )
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(data_dir: Path, as_json: bool) -> None:
+    """Summarise a stopped member's DATA_DIR and check it as a starting member would.
+
+    Exits 1 if the directory is damaged or not a zkpy data directory."""
+    import json
+
+    from zkpy.server.backup import inspect as inspect_dir
+
+    report = inspect_dir(data_dir)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_inspection(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _print_inspection(report: dict[str, Any]) -> None:
+    click.echo(f"data directory   {report['data_dir']}")
+    if "last_zxid" in report:
+        log = report["log"]
+        click.echo(f"last zxid        {report['last_zxid']:#x}")
+        click.echo(
+            f"epochs           accepted {report['accepted_epoch']}, "
+            f"current {report['current_epoch']}"
+        )
+        click.echo(
+            f"checkpoint       zxid {report['checkpoint_zxid']:#x}, "
+            f"{report['checkpoint_nodes']} nodes, {report['checkpoint_sessions']} sessions, "
+            f"data.mdb {report['checkpoint_file_bytes']} bytes"
+        )
+        unsealed = ", ".join(str(seq) for seq in log["unsealed"]) or "none"
+        click.echo(
+            f"log              generation {log['generation']}, {log['segments']} segments, "
+            f"zxids {log['first_zxid']:#x}..{log['last_zxid']:#x}, {log['bytes']} bytes, "
+            f"unsealed: {unsealed}"
+        )
+    if report["ok"]:
+        click.echo("checks           passed")
+    else:
+        click.echo(f"checks           FAILED: {report['error']}")
+
+
 if __name__ == "__main__":
     main()

@@ -46,6 +46,7 @@ from zkpy.core.serving import (
 )
 from zkpy.core.tree import ApplyResult
 from zkpy.core.types import Id, WatchedEvent
+from zkpy.server import backup
 from zkpy.server.config import ServerConfig
 from zkpy.server.metrics import MeteredCodec
 from zkpy.server.node import Member
@@ -442,6 +443,10 @@ class ClientConnection:
                 if rules.closing:
                     return False
                 if rules.state == AWAIT_HELLO:
+                    snapshot = backup.snapshot_request(payload)
+                    if snapshot is not None:
+                        await backup.send_snapshot(self, snapshot)
+                        return False
                     if not await self._handshake(payload):
                         return False
                     decoder.max_frame = self.config.max_frame
