@@ -9,6 +9,10 @@ Why the uid: a create whose reply is lost with the connection may or may not hav
 uid lets us find the node again by listing the parent (kazoo's trick), instead of creating a
 second one and leaving the first behind, orphaned, to block everyone queued after it for the rest
 of the session.
+
+The directories the contenders queue in are container nodes: once the last contender has left,
+the ensemble deletes the directory (within `container_check_interval_ms`), so lock and election
+directories do not pile up. A contender's create that finds its directory gone makes it again.
 """
 
 from __future__ import annotations
@@ -122,10 +126,36 @@ async def find_own(zk: zkpy.Client, parent: str, uid: str) -> tuple[str, zkpy.St
     return None if stat is None else (path, stat)
 
 
+async def ensure_containers(zk: zkpy.Client, path: str) -> None:
+    """Create `path` and its missing ancestors as container nodes; nodes already there, of
+    any kind, are left as they are."""
+    names = [name for name in path.split("/") if name]
+    for depth in range(1, len(names) + 1):
+        try:
+            await retry(zk, zk.create, "/" + "/".join(names[:depth]), container=True)
+        except NodeExistsError:
+            pass
+
+
+async def create_in_containers(
+    zk: zkpy.Client, path: str, data: bytes = b"", *, ephemeral: bool = False
+) -> None:
+    """Create `path`, making its missing parents containers (again, if one is reaped between
+    the two creates). Other errors, a lost connection included, are the caller's."""
+    parent = path.rsplit("/", 1)[0] or "/"
+    while True:
+        try:
+            await zk.create(path, data, ephemeral=ephemeral)
+            return
+        except NoNodeError:
+            await ensure_containers(zk, parent)
+
+
 async def create_contender(
     zk: zkpy.Client, parent: str, uid: str, kind: str, data: bytes
 ) -> tuple[str, zkpy.Stat, bool]:
-    """Create our ephemeral sequential node under `parent` (and `parent` if missing).
+    """Create our ephemeral sequential node under `parent` (and `parent`, a container, if it
+    is missing or was reaped meanwhile).
 
     Returns (path, stat, had_connection_loss). Retry-safe: after a `ConnectionLossError` the node
     is looked for by its uid and only created again if it is not there.
@@ -135,9 +165,11 @@ async def create_contender(
     while True:
         try:
             created, stat = await zk.create(
-                prefix, data, ephemeral=True, sequential=True, makepath=True, include_data=True
+                prefix, data, ephemeral=True, sequential=True, include_data=True
             )
             return str(created), stat, lost_connection
+        except NoNodeError:
+            await ensure_containers(zk, parent)
         except ConnectionLossError:
             check_alive(zk)
             lost_connection = True

@@ -11,7 +11,16 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry, to_bytes
+from recipes._nodes import (
+    async_client,
+    check_alive,
+    create_in_containers,
+    delete_quietly,
+    join,
+    new_uid,
+    retry,
+    to_bytes,
+)
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError
 
 READY = "ready"
@@ -31,7 +40,7 @@ class Barrier:
     async def create(self) -> bool:
         """Put the barrier up; False if it was already up."""
         try:
-            await self.zk.create(self.path, makepath=True)
+            await create_in_containers(self.zk, self.path)
             return True
         except NodeExistsError:
             return False
@@ -93,13 +102,14 @@ class DoubleBarrier:
     async def enter(self) -> None:
         """Join, and wait until `num_clients` participants have joined."""
         try:
-            await self.zk.create(self.node_path, self.identifier, ephemeral=True, makepath=True)
+            await create_in_containers(self.zk, self.node_path, self.identifier, ephemeral=True)
         except (NodeExistsError, ConnectionLossError):
             check_alive(self.zk)
             try:  # after a lost reply the node may be ours already: create it only if missing
                 await retry(
                     self.zk,
-                    self.zk.create,
+                    create_in_containers,
+                    self.zk,
                     self.node_path,
                     self.identifier,
                     ephemeral=True,

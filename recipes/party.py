@@ -9,7 +9,16 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry, to_bytes
+from recipes._nodes import (
+    async_client,
+    check_alive,
+    create_in_containers,
+    delete_quietly,
+    join,
+    new_uid,
+    retry,
+    to_bytes,
+)
 from recipes._sessions import Background, on_new_sessions
 from recipes.watchers import ChildrenWatch
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError
@@ -41,7 +50,7 @@ class Party:
     async def join(self) -> None:
         """Join the party (no-op if already in it)."""
         try:
-            await self.zk.create(self.node_path, self.identifier, ephemeral=True, makepath=True)
+            await create_in_containers(self.zk, self.node_path, self.identifier, ephemeral=True)
         except NodeExistsError:
             pass
         except ConnectionLossError:
@@ -49,11 +58,11 @@ class Party:
             try:  # the lost create may have happened: the node name is ours alone
                 await retry(
                     self.zk,
-                    self.zk.create,
+                    create_in_containers,
+                    self.zk,
                     self.node_path,
                     self.identifier,
                     ephemeral=True,
-                    makepath=True,
                 )
             except NodeExistsError:
                 pass

@@ -9,6 +9,9 @@ twice. The uid in the item's name makes `put` retry-safe in the same way.
 
 Waiting consumers watch the queue's children, so a put wakes every waiting consumer (as in kazoo
 and Curator); one of them gets the item and the others go back to waiting.
+
+The queue's directory is a container node: the ensemble deletes it a while after its last item is
+taken, and the next put makes it again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from collections.abc import Iterable
 import trio
 
 import zkpy
-from recipes._nodes import RECEIPTS_PATH, Receipt, async_client, check_alive, join, new_uid, retry
+from recipes._nodes import (
+    RECEIPTS_PATH,
+    Receipt,
+    async_client,
+    check_alive,
+    ensure_containers,
+    join,
+    new_uid,
+    retry,
+)
 from zkpy.errors import ConnectionLossError, NoNodeError
 
 _ITEM = re.compile(r"^item-(?P<priority>[0-9]{3})-(?P<uid>[0-9a-f]{32})-(?P<seq>[0-9]{10})$")
@@ -62,8 +74,10 @@ class Queue:
         prefix = join(self.path, f"item-{priority:03d}-{uid}-")
         while True:
             try:
-                created: str = await self.zk.create(prefix, data, sequential=True, makepath=True)
+                created: str = await self.zk.create(prefix, data, sequential=True)
                 return created
+            except NoNodeError:
+                await ensure_containers(self.zk, self.path)
             except ConnectionLossError:
                 check_alive(self.zk)
                 await retry(self.zk, self.zk.sync, self.path)
@@ -76,7 +90,8 @@ class Queue:
         """Add several items atomically (one multi), in order."""
         if not 0 <= priority <= 999:
             raise ValueError("priority must be within 0..999")
-        await retry(self.zk, self.zk.ensure_path, self.path)
+        items = list(items)  # sent again if the first try is lost or finds no directory
+        await ensure_containers(self.zk, self.path)
         uid = new_uid()
         transaction = self.zk.transaction()
         for data in items:
@@ -93,6 +108,8 @@ class Queue:
             if mine:
                 return mine
             return await self.put_all(items, priority)
+        if any(isinstance(result, NoNodeError) for result in results):
+            return await self.put_all(items, priority)  # the directory was reaped meanwhile
         for result in results:
             if isinstance(result, Exception):
                 raise result

@@ -462,7 +462,7 @@ BAD_SHAPES: list[list[Any]] = [
     [7, wire.OP_CREATE, "/a", b"", [[31, 5, "anyone"]], 0],  # scheme as int
     [7, wire.OP_CREATE, "/a", b"", [[31, "world", None]], 0],  # id as nil
     [7, wire.OP_CREATE, "/a", b"", [], "0"],  # flags as str
-    [7, wire.OP_CREATE, "/a", b"", [], 4],  # an unknown flag
+    [7, wire.OP_CREATE, "/a", b"", [], 8],  # an unknown flag (4 is a container)
     [7, wire.OP_CREATE, "/a", b"", [], -1],
     [7, wire.OP_DELETE, None, -1],
     [7, wire.OP_DELETE, "/a", "-1"],

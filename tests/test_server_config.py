@@ -31,13 +31,14 @@ from zkpy.server.settings import SETTINGS, Setting
 from zkpy.testing.ensemble import child_env
 
 FIELDS = [f for f in dataclasses.fields(ServerConfig) if f.name != "members"]
-IN_FILE = {f.name for f in FIELDS} - {"server_id", "host", "client_port"}  # per member there
+# per member there
+IN_FILE = {f.name for f in FIELDS} - {"server_id", "host", "client_port", "zk_port"}
 
 
 def bad_values(setting: Setting) -> list[Any]:
     """Values of the wrong type, and just out of range, for one setting."""
     if setting.kind is int:
-        values: list[Any] = ["abc", 1.5, True, None]
+        values: list[Any] = ["abc", 1.5, True] + ([] if setting.optional else [None])
         values += [int(setting.low) - 1]
         if setting.high != math.inf:
             values.append(int(setting.high) + 1)

@@ -67,6 +67,9 @@ REQUESTS: list[tuple[int, jute.JuteRequest]] = [
     (jute.OP_CREATE, CreateRequest("/a", b"v", OPEN_ACL_UNSAFE)),
     (jute.OP_CREATE, CreateRequest("/e-", b"", DIGEST_ACL, ephemeral=True, sequential=True)),
     (jute.OP_CREATE2, CreateRequest("/s-", b"\x00" * 40, OPEN_ACL_UNSAFE, sequential=True)),
+    (jute.OP_CREATE_CONTAINER, CreateRequest("/c", b"", OPEN_ACL_UNSAFE, container=True)),
+    (jute.OP_CREATE_TTL, CreateRequest("/t", b"v", OPEN_ACL_UNSAFE, ttl_ms=60_000)),
+    (jute.OP_CREATE_TTL, CreateRequest("/t-", b"", OPEN_ACL_UNSAFE, sequential=True, ttl_ms=1)),
     (jute.OP_DELETE, DeleteRequest("/a", 7)),
     (jute.OP_EXISTS, ExistsRequest("/a", True)),
     (jute.OP_GET_DATA, GetDataRequest("/a", False)),
@@ -163,7 +166,7 @@ def test_every_request_survives_a_round_trip(opcode: int, request_: jute.JuteReq
 
 def test_every_opcode_a_client_may_send_is_covered() -> None:
     covered = {opcode for opcode, _request in REQUESTS}
-    refused = {jute.OP_CREATE_CONTAINER, jute.OP_CREATE_TTL, jute.OP_RECONFIG, jute.OP_SASL}
+    refused = {jute.OP_RECONFIG, jute.OP_SASL}
     assert covered | refused == set(jute._REQUEST_DECODERS)
 
 
@@ -275,31 +278,50 @@ def test_ping_is_a_bare_header() -> None:
 # ---- nodes kinds and requests zkpy does not serve yet ------------------------------------------
 
 
-def test_container_and_ttl_creates_decode_to_unimplemented() -> None:
+def test_container_and_ttl_creates_decode_to_their_node_kinds() -> None:
     create = s("/c") + i(0) + open_acl()
     container = decode(header(4, jute.OP_CREATE_CONTAINER) + create + i(4))
-    ttl = decode(header(5, jute.OP_CREATE_TTL) + create + i(5) + q(60_000))
-    for _xid, _opcode, request in (container, ttl):
-        assert isinstance(request, Refusal)
-        assert request.code == Code.UNIMPLEMENTED
-    assert (container[0], ttl[0]) == (4, 5)
-    via_flags = decode(header(6, jute.OP_CREATE2) + create + i(jute.FLAG_TTL))[2]
-    assert isinstance(via_flags, Refusal)
-    assert via_flags.code == Code.UNIMPLEMENTED
+    ttl = decode(header(5, jute.OP_CREATE_TTL) + create + i(6) + q(60_000))
+    assert container == (
+        4,
+        jute.OP_CREATE_CONTAINER,
+        CreateRequest("/c", b"", OPEN_ACL_UNSAFE, container=True),
+    )
+    assert ttl[2] == CreateRequest("/c", b"", OPEN_ACL_UNSAFE, sequential=True, ttl_ms=60_000)
+    via_create2 = decode(header(6, jute.OP_CREATE2) + create + i(jute.FLAG_CONTAINER))[2]
+    assert via_create2 == CreateRequest("/c", b"", OPEN_ACL_UNSAFE, container=True)
+
+
+@pytest.mark.parametrize(
+    ("opcode", "flags", "ttl"),
+    [
+        (jute.OP_CREATE2, jute.FLAG_TTL, None),  # a TTL mode without createTTL's ttl
+        (jute.OP_CREATE_CONTAINER, 0, None),
+        (jute.OP_CREATE_TTL, jute.FLAG_CONTAINER, 1_000),
+        (jute.OP_CREATE_TTL, jute.FLAG_TTL, 0),
+        (jute.OP_CREATE_TTL, jute.FLAG_TTL, -5),
+    ],
+)
+def test_mismatched_node_kinds_are_bad_arguments(opcode: int, flags: int, ttl: int | None) -> None:
+    record = s("/c") + i(0) + open_acl() + i(flags) + (b"" if ttl is None else q(ttl))
+    request = decode(header(4, opcode) + record)[2]
+    assert isinstance(request, Refusal)
+    assert request.code == Code.BAD_ARGUMENTS
 
 
 def test_unknown_create_mode_is_bad_arguments_as_in_zookeeper() -> None:
     request = decode(header(4, jute.OP_CREATE) + s("/c") + i(0) + open_acl() + i(9))[2]
-    assert request == Refusal(Code.BAD_ARGUMENTS, "unknown create mode 9")
+    assert isinstance(request, Refusal)
+    assert request.code == Code.BAD_ARGUMENTS
 
 
-def test_a_multi_with_a_ttl_create_is_refused_whole() -> None:
+def test_a_multi_may_create_a_ttl_node() -> None:
     ttl_op = i(jute.OP_CREATE_TTL) + b"\x00" + i(-1) + s("/t") + i(0) + open_acl() + i(5) + q(1)
     delete_op = i(jute.OP_DELETE) + b"\x00" + i(-1) + s("/a") + i(-1)
     done = i(-1) + b"\x01" + i(-1)
     request = decode(header(9, jute.OP_MULTI) + delete_op + ttl_op + done)[2]
-    assert isinstance(request, Refusal)
-    assert request.code == Code.UNIMPLEMENTED
+    assert isinstance(request, jute.JuteMulti)
+    assert request.request.ops[1] == CreateRequest("/t", b"", OPEN_ACL_UNSAFE, ttl_ms=1)
 
 
 def test_reconfig_and_sasl_are_refused_in_turn() -> None:
@@ -378,6 +400,19 @@ def test_multi_reply_round_trip_and_layout() -> None:
     closing = i(-1) + b"\x01" + i(-1)
     assert frame.endswith(i(-1) + b"\x00" + i(-103) + i(-103) + closing)
     assert frame[20:].startswith(i(1) + b"\x00" + i(0) + s("/m") + i(15) + b"\x00" + i(0))
+
+
+def test_container_and_ttl_creates_in_a_multi_answer_as_create2_as_in_zookeeper() -> None:
+    results = [
+        MultiResult(jute.OP_CREATE_CONTAINER, path="/c", stat=STAT),
+        MultiResult(jute.OP_CREATE_TTL, path="/t", stat=STAT),
+    ]
+    frame = jute.encode_multi_reply(3, 4, results)
+    _xid, _zxid, _err, reader = jute_client.decode_reply_header(frame[4:])
+    assert jute_client.decode_multi_results(reader) == [
+        MultiResult(jute.OP_CREATE2, path="/c", stat=STAT),
+        MultiResult(jute.OP_CREATE2, path="/t", stat=STAT),
+    ]
 
 
 def test_multi_read_reply_round_trip() -> None:

@@ -22,6 +22,7 @@ from zkpy import security, tls
 from zkpy.core.errors import ZkError
 from zkpy.errors import single_error
 from zkpy.server.config import ServerConfig, load_config
+from zkpy.server.main import LOG_FORMATS
 from zkpy.server.settings import MAX_PORT, SETTINGS
 from zkpy.server.storage import StorageError
 from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_BYTES
@@ -44,7 +45,6 @@ PORT = click.IntRange(1, MAX_PORT)
 def _server_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--server",
-        "-s",
         default=lambda: os.environ.get("ZKPY_SERVER", DEFAULT_SERVER),
         show_default="$ZKPY_SERVER or 127.0.0.1:2181",
         help="Comma-separated host:port list of the ensemble.",
@@ -93,6 +93,19 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     default=2181,
     show_default=True,
     help="Port for clients (0: any free port).",
+)
+@click.option(
+    "--zk-port",
+    type=_setting_range("zk_port"),
+    default=None,
+    help="Also serve ZooKeeper's client protocol on this port (0: any free port).",
+)
+@click.option(
+    "--admin-port",
+    type=_setting_range("admin_port"),
+    default=None,
+    help="Port for HTTP /metrics, /health and /status (default: none; with --config, the "
+    "file's admin_port).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -150,9 +163,18 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     help="Read the super digest from this file (or set ZKPY_SUPER_DIGEST).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (time, level, logger, message).",
+)
 def server(
     data_dir: Path,
     client_port: int,
+    zk_port: int | None,
+    admin_port: int | None,
     host: str,
     tick_ms: int,
     max_data_bytes: int,
@@ -166,29 +188,34 @@ def server(
     super_digest: str,
     super_digest_file: Path | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run one member in the foreground (Ctrl-C or SIGTERM stops it cleanly).
 
     Without --config it is an ensemble of one. With --config FILE --id N it is member N of the
     ensemble that FILE describes.
     """
-    from zkpy.server.main import ListenError, serve
+    from zkpy.server.main import ListenError, configure_logging, serve
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format)
     super_digest = _super_digest(super_digest, super_digest_file)
     try:
         if config_file is not None:
             if member_id is None:
                 raise click.UsageError("--config needs --id")
-            overrides = {"super_digest": super_digest} if super_digest else {}
+            overrides: dict[str, Any] = {"super_digest": super_digest} if super_digest else {}
+            if zk_port is not None:
+                overrides["zk_port"] = zk_port
+            if admin_port is not None:
+                overrides["admin_port"] = admin_port
             config = load_config(config_file, member_id, **overrides)
         else:
             config = ServerConfig(
                 data_dir=data_dir,
                 host=host,
                 client_port=client_port,
+                zk_port=zk_port,
+                admin_port=admin_port or 0,
                 tick_ms=tick_ms,
                 max_data_bytes=max_data_bytes,
                 max_frame=max(max_data_bytes + (64 << 10), DEFAULT_MAX_FRAME),
@@ -237,6 +264,18 @@ def server(
 )
 @click.option("--peer-port", type=PORT, default=2888, show_default=True, help="First peer port.")
 @click.option(
+    "--zk-port",
+    type=PORT,
+    default=None,
+    help="First port for ZooKeeper's client protocol (member N: ZK_PORT+N-1); none by default.",
+)
+@click.option(
+    "--admin-port",
+    type=PORT,
+    default=None,
+    help="First admin port (HTTP /metrics, /health, /status): member N on BASE+N-1.",
+)
+@click.option(
     "--tick-ms",
     type=_setting_range("tick_ms"),
     default=2000,
@@ -250,6 +289,8 @@ def ensemble(
     data_dir: Path,
     client_port: int,
     peer_port: int,
+    zk_port: int | None,
+    admin_port: int | None,
     tick_ms: int,
     log_level: str,
 ) -> None:
@@ -263,16 +304,31 @@ def ensemble(
     count = size + observers
     if count > 255:
         raise click.UsageError("an ensemble has at most 255 members and observers")
-    for option, first in (("--client-port", client_port), ("--peer-port", peer_port)):
+    firsts = [("--client-port", client_port), ("--peer-port", peer_port)]
+    if zk_port is not None:
+        firsts.append(("--zk-port", zk_port))
+    if admin_port is not None:
+        firsts.append(("--admin-port", admin_port))
+    for option, first in firsts:
         if first + count - 1 > MAX_PORT:
             raise click.UsageError(f"{option} {first} leaves no room for {count} ports")
     try:
         config_file, addresses = ensure_ensemble_file(
-            data_dir, size, observers, client_port, peer_port, tick_ms
+            data_dir,
+            size,
+            observers,
+            client_port,
+            peer_port,
+            tick_ms,
+            zk_port,
+            admin_port=admin_port or 0,
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     click.echo(",".join(addresses))
+    if zk_port is not None:
+        zk_addresses = ",".join(f"127.0.0.1:{zk_port + index}" for index in range(count))
+        click.echo(f"ZooKeeper clients: {zk_addresses}", err=True)
     sys.stdout.flush()
     code = trio.run(_until_signal_value, lambda: run_ensemble(config_file, log_level))
     sys.exit(code)
@@ -328,14 +384,24 @@ async def _until_signal_value(run: Callable[[], Awaitable[int]]) -> int:
 @_server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(server: str, as_json: bool) -> None:
-    """Show each member's role, epoch, last zxid, connections and outstanding requests."""
+    """Show each member's role, epoch, last zxid, connections and outstanding requests.
+
+    Exits 0 when every member named in --server serves clients in a quorum, 1 when one of them
+    does not (or cannot be reached); the members they name are shown but not judged.
+    """
     import json
 
     from zkpy.client.admin import fetch_status
     from zkpy.client.client import parse_hosts
 
+    try:
+        named = [f"{host}:{port}" for host, port in parse_hosts(server)]
+    except ValueError as err:
+        click.echo(f"zkpy: {err}", err=True)
+        sys.exit(1)
+
     async def gather() -> list[tuple[str, dict[str, Any] | str]]:
-        todo = [f"{host}:{port}" for host, port in parse_hosts(server)]
+        todo = list(named)
         seen: list[tuple[str, dict[str, Any] | str]] = []
         while todo:
             address = todo.pop(0)
@@ -351,11 +417,7 @@ def status(server: str, as_json: bool) -> None:
             todo.extend(str(m) for m in found.get("members", []))
         return seen
 
-    try:
-        results = trio.run(gather)
-    except ValueError as err:
-        click.echo(f"zkpy: {err}", err=True)
-        sys.exit(1)
+    results = trio.run(gather)
     if as_json:
         click.echo(json.dumps({address: found for address, found in results}, indent=2))
     else:
@@ -372,8 +434,14 @@ def status(server: str, as_json: bool) -> None:
                 f"{found['last_zxid']:>#14x} {found['connections']:>6} "
                 f"{found['outstanding']:>12}"
             )
-    if all(isinstance(found, str) for _address, found in results):
+    answers = dict(results)
+    if not all(_serves(answers.get(address)) for address in named):
         sys.exit(1)
+
+
+def _serves(found: dict[str, Any] | str | None) -> bool:
+    """Whether a member's status says it serves clients (a str: it was unreachable)."""
+    return isinstance(found, dict) and found.get("serving") is True
 
 
 @main.command()
@@ -531,6 +599,53 @@ def _format_stat(stat: zkpy.Stat) -> str:
         else f"{name} = {value}"
         for name, value in stat._asdict().items()
     )
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
+@click.option(
+    "--hex", "data_format", flag_value="hex", help="Show data in hex (default: text, or hex:...)."
+)
+@click.option("--raw", "data_format", flag_value="raw", help="Write data bytes as they are.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_client_options
+def shell(
+    command: tuple[str, ...], as_json: bool, data_format: str | None, conn: ClientOptions
+) -> None:
+    """zkCli.sh's commands over one session (ephemerals and addauth last as long as it does).
+
+    With COMMAND (`zkpy shell ls -s /`) run that one command; else read commands from the
+    terminal (history, Tab completion) or, when standard input is not a terminal, one per line
+    from it. Exits 1 if any command failed. See docs/shell.md.
+    """
+    import zkpy.sync
+    from zkpy.shell import run_shell
+
+    try:
+        zk = zkpy.sync.connect(
+            conn.server,
+            session_timeout=conn.timeout,
+            connect_timeout=conn.timeout,
+            auth=[("digest", credential) for credential in conn.auth],
+            tls=conn.context(),
+        )
+    except (ZkError, OSError, ValueError, ssl.SSLError) as err:
+        click.echo(f"zkpy: {err}", err=True)
+        sys.exit(1)
+    with zk:
+        code = run_shell(
+            zk,
+            list(command),
+            conn.server,
+            as_json=as_json,
+            data_format="hex"
+            if data_format == "hex"
+            else "raw"
+            if data_format == "raw"
+            else "auto",
+            identities=[("digest", credential) for credential in conn.auth],
+        )
+    sys.exit(code)
 
 
 @main.command(name="ls")
@@ -703,6 +818,127 @@ def watch(path: str, recursive: bool, count: int, conn: ClientOptions) -> None:
         await _until_signal(lambda: body(zk))
 
     _run_client(conn, until_interrupted)
+
+
+@main.command()
+@click.option(
+    "--server",
+    default=lambda: os.environ.get("ZKPY_SERVER", DEFAULT_SERVER),
+    show_default="$ZKPY_SERVER or 127.0.0.1:2181",
+    help="host:port of the member to back up.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write."
+)
+@click.option(
+    "--auth",
+    envvar="ZKPY_BACKUP_AUTH",
+    metavar="USER:PASSWORD",
+    help="The super user's credentials, if the member has a super digest ($ZKPY_BACKUP_AUTH).",
+)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds for the whole backup.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), help="CA file.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Client cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Client key.")
+def backup(
+    server: str,
+    out: Path,
+    auth: str | None,
+    timeout: float,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Write a consistent snapshot of a running member (its tree at one zxid) to --out.
+
+    The file is written to OUT.partial, verified, and renamed to OUT."""
+    from zkpy.server.backup import BackupFormatError, fetch_backup
+
+    host, _sep, port = server.rpartition(":")
+    context = tls.client_context(tls_ca, tls_cert, tls_key) if tls_ca or tls_cert else None
+    try:
+        taken = trio.run(
+            functools.partial(
+                fetch_backup, host, int(port), out, auth=auth, timeout=timeout, ssl_context=context
+            )
+        )
+    except (OSError, ValueError, trio.TooSlowError, ZkError, BackupFormatError) as err:
+        click.echo(f"zkpy: backup from {server} failed: {err}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{out}: zxid {taken.zxid:#x}, {len(taken.nodes)} nodes, {len(taken.sessions)} "
+        f"sessions, {taken.size} bytes"
+    )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The new (absent or empty) data directory of a member.",
+)
+def restore(file: Path, data_dir: Path) -> None:
+    """Seed a member's data directory from a backup FILE (verified whole first)."""
+    from zkpy.server.backup import BackupFormatError
+    from zkpy.server.backup import restore as restore_backup
+
+    try:
+        restored = restore_backup(file, data_dir)
+    except (OSError, BackupFormatError, StorageError) as err:
+        click.echo(f"zkpy: restore refused, nothing written: {err}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{data_dir}: restored zxid {restored.zxid:#x} (epoch {restored.zxid >> 32}), "
+        f"{len(restored.nodes)} nodes, {len(restored.sessions)} sessions"
+    )
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(data_dir: Path, as_json: bool) -> None:
+    """Summarise a stopped member's DATA_DIR and check it as a starting member would.
+
+    Exits 1 if the directory is damaged or not a zkpy data directory."""
+    import json
+
+    from zkpy.server.backup import inspect as inspect_dir
+
+    report = inspect_dir(data_dir)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_inspection(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _print_inspection(report: dict[str, Any]) -> None:
+    click.echo(f"data directory   {report['data_dir']}")
+    if "last_zxid" in report:
+        log = report["log"]
+        click.echo(f"last zxid        {report['last_zxid']:#x}")
+        click.echo(
+            f"epochs           accepted {report['accepted_epoch']}, "
+            f"current {report['current_epoch']}"
+        )
+        click.echo(
+            f"checkpoint       zxid {report['checkpoint_zxid']:#x}, "
+            f"{report['checkpoint_nodes']} nodes, {report['checkpoint_sessions']} sessions, "
+            f"data.mdb {report['checkpoint_file_bytes']} bytes"
+        )
+        unsealed = ", ".join(str(seq) for seq in log["unsealed"]) or "none"
+        click.echo(
+            f"log              generation {log['generation']}, {log['segments']} segments, "
+            f"zxids {log['first_zxid']:#x}..{log['last_zxid']:#x}, {log['bytes']} bytes, "
+            f"unsealed: {unsealed}"
+        )
+    if report["ok"]:
+        click.echo("checks           passed")
+    else:
+        click.echo(f"checks           FAILED: {report['error']}")
 
 
 if __name__ == "__main__":

@@ -423,6 +423,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: Literal[False] = False,
     ) -> str: ...
@@ -435,6 +437,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: Literal[True],
     ) -> tuple[str, Stat]: ...
@@ -447,6 +451,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: bool,
     ) -> str | tuple[str, Stat]: ...
@@ -459,6 +465,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: bool = False,
     ) -> str | tuple[str, Stat]:
@@ -470,6 +478,8 @@ class Client:
             acl=acl,
             ephemeral=ephemeral,
             sequential=sequential,
+            container=container,
+            ttl=ttl,
             makepath=makepath,
             include_data=include_data,
         )
@@ -660,9 +670,19 @@ class SyncTransaction:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
     ) -> SyncTransaction:
         """Add a create (its result: the created path)."""
-        self._transaction.create(path, data, acl=acl, ephemeral=ephemeral, sequential=sequential)
+        self._transaction.create(
+            path,
+            data,
+            acl=acl,
+            ephemeral=ephemeral,
+            sequential=sequential,
+            container=container,
+            ttl=ttl,
+        )
         return self
 
     def delete(self, path: str, version: int = -1) -> SyncTransaction:
@@ -719,10 +739,18 @@ class SyncPipeline:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
     ) -> int:
         """Queue a create; its result is the created path."""
         return self._pipeline.create(
-            path, data, acl=acl, ephemeral=ephemeral, sequential=sequential
+            path,
+            data,
+            acl=acl,
+            ephemeral=ephemeral,
+            sequential=sequential,
+            container=container,
+            ttl=ttl,
         )
 
     def get(self, path: str) -> int:

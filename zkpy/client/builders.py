@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from zkpy.core import paths
 from zkpy.core.errors import BadArgumentsError, InvalidACLError
+from zkpy.core.nodekind import MAX_TTL_MS
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -85,14 +86,33 @@ def create(
     entries: object,
     ephemeral: bool = False,
     sequential: bool = False,
+    container: bool = False,
+    ttl: object = None,
 ) -> CreateRequest:
-    """A create request (``ephemeral`` / ``sequential`` as the flags say)."""
+    """A create request (``ephemeral`` / ``sequential`` / ``container`` as the flags say, a
+    TTL node with ``ttl`` milliseconds), refusing the combinations prep refuses."""
+    ttl_ms = 0 if ttl is None else ttl_value(ttl)
+    if container and (ephemeral or sequential or ttl_ms):
+        raise BadArgumentsError("a container node cannot be ephemeral, sequential or have a ttl")
+    if ttl_ms and ephemeral:
+        raise BadArgumentsError("an ephemeral node cannot have a ttl")
     return CreateRequest(
         paths.validate(path, sequential=bool(sequential)),
         data(value),
         acl(entries),
         bool(ephemeral),
         bool(sequential),
+        bool(container),
+        ttl_ms,
+    )
+
+
+def ttl_value(value: object) -> int:
+    """`value` if it is a ttl a TTL node may have (milliseconds, 1 to `MAX_TTL_MS`)."""
+    if type(value) is int and 0 < value <= MAX_TTL_MS:
+        return value
+    raise BadArgumentsError(
+        f"ttl must be a whole number of milliseconds from 1 to {MAX_TTL_MS}, not {value!r}"
     )
 
 

@@ -147,9 +147,13 @@ class Transaction:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
     ) -> Transaction:
         """Add a create (its result: the created path)."""
-        request = builders.create(path, data, self._client._acl(acl), ephemeral, sequential)
+        request = builders.create(
+            path, data, self._client._acl(acl), ephemeral, sequential, container, ttl
+        )
         self._ops.append(request)
         return self
 
@@ -610,6 +614,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: Literal[False] = False,
     ) -> str: ...
@@ -622,6 +628,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: Literal[True],
     ) -> tuple[str, Stat]: ...
@@ -634,6 +642,8 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: bool,
     ) -> str | tuple[str, Stat]: ...
@@ -646,12 +656,19 @@ class Client:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
         makepath: bool = False,
         include_data: bool = False,
     ) -> str | tuple[str, Stat]:
         """Create a znode; return its path (with the sequential suffix), or (path, Stat) when
-        `include_data` is set. `makepath` creates missing parents as persistent empty nodes."""
-        request = builders.create(path, data, self._acl(acl), ephemeral, sequential)
+        `include_data` is set. `makepath` creates missing parents as persistent empty nodes.
+
+        `container=True` makes a container node: the ensemble deletes it once it has had a
+        child and has none left. `ttl` (milliseconds) makes a persistent node that is deleted
+        once it has had no children and no change for that long. Both are reaped by the
+        leader within `container_check_interval_ms` (a minute by default) of becoming due."""
+        request = builders.create(path, data, self._acl(acl), ephemeral, sequential, container, ttl)
         try:
             body = await self._call(request)
         except NoNodeError:
@@ -854,11 +871,14 @@ class Pipeline:
         acl: Sequence[ACL] | None = None,
         ephemeral: bool = False,
         sequential: bool = False,
+        container: bool = False,
+        ttl: int | None = None,
     ) -> int:
         """Queue a create; its result is the created path."""
         entries = self._client._acl(acl)
         return self._add(
-            lambda: builders.create(path, data, entries, ephemeral, sequential), _first
+            lambda: builders.create(path, data, entries, ephemeral, sequential, container, ttl),
+            _first,
         )
 
     def get(self, path: str) -> int:

@@ -39,6 +39,7 @@ from zkpy.core.errors import (
     SessionMovedError,
     ZkError,
 )
+from zkpy.core.nodekind import CONTAINER_OWNER, is_reapable, is_session_owner, ttl_owner
 from zkpy.core.requests import (
     AttachSessionRequest,
     CheckRequest,
@@ -47,6 +48,8 @@ from zkpy.core.requests import (
     CreateSessionRequest,
     DeleteRequest,
     MultiRequest,
+    PreppedRequest,
+    ReapRequest,
     SetACLRequest,
     SetDataRequest,
     WriteRequest,
@@ -127,7 +130,7 @@ class Prep:
 
     def prepare(
         self,
-        request: WriteRequest,
+        request: PreppedRequest,
         *,
         zxid: int,
         session_id: int,
@@ -228,7 +231,7 @@ class Prep:
     # ---- per request -----------------------------------------------------------------------
 
     def _prepare_op(
-        self, request: WriteRequest, session_id: int, ids: frozenset[Id], owner: int
+        self, request: PreppedRequest, session_id: int, ids: frozenset[Id], owner: int
     ) -> Op:
         # exact type tests, the most frequent first (see `op_to_fields` for why not `match`)
         if type(request) is SetDataRequest:
@@ -244,6 +247,10 @@ class Prep:
         if type(request) is AttachSessionRequest:
             self._require_session(session_id, 0)  # any connection may take the session over
             return AttachSession(session_id, owner)
+        if type(request) is ReapRequest:
+            if session_id or owner:
+                raise BadArgumentsError("only the leader reaps nodes")
+            return self._reap(request)
         self._require_session(session_id, owner)
         if type(request) is CloseSessionRequest:
             return self._close_session(session_id)
@@ -253,7 +260,7 @@ class Prep:
             return self._set_acl(request, ids)
         return self._single(request, session_id, ids)
 
-    def _single(self, request: WriteRequest, session_id: int, ids: frozenset[Id]) -> Op:
+    def _single(self, request: PreppedRequest, session_id: int, ids: frozenset[Id]) -> Op:
         if type(request) is SetDataRequest:
             return self._set_data(request, ids)
         if type(request) is CreateRequest:
@@ -306,12 +313,14 @@ class Prep:
         if parent is None:
             raise NoNodeError("parent does not exist", path=requested)
         self._check_perm(parent, Perm.CREATE, ids, parent_path)
-        if parent.ephemeral_owner:
+        if is_session_owner(parent.ephemeral_owner):
             raise NoChildrenForEphemeralsError(path=parent_path)
+        owner = session_id if request.ephemeral else 0
+        if request.container or request.ttl_ms:
+            owner = _kind_owner(request)
         path = paths.with_sequence(requested, parent.cversion) if request.sequential else requested
         if self._state(path) is not None:
             raise NodeExistsError(path=path)
-        owner = session_id if request.ephemeral else 0
         new_cversion = parent.cversion + 1
         self._stage(
             parent_path,
@@ -420,6 +429,19 @@ class Prep:
                 return rolled_back_multi(len(ops), index, err.code)
         return Multi(tuple(done))
 
+    def _reap(self, request: ReapRequest) -> Delete:
+        """Delete a due container or TTL node, unless a write in flight has given it a child
+        or changed it since the leader found it due (checked against the overlay)."""
+        path = request.path
+        state = self._existing(path)
+        if not is_reapable(state.ephemeral_owner):
+            raise BadArgumentsError("neither a container nor a TTL node", path=path)
+        if state.num_children:
+            raise NotEmptyError(path=path)
+        self._check_version(path, request.version, state.version)
+        self._remove(path)
+        return Delete(path)
+
     def _close_session(self, session_id: int) -> CloseSession:
         owned = set(self.tree.ephemerals_of(session_id))
         for path, (_zxid, state) in self._pending.items():
@@ -429,3 +451,22 @@ class Prep:
             if self._state(path) is not None:
                 self._remove(path)
         return CloseSession(session_id)
+
+
+def _kind_owner(request: CreateRequest) -> int:
+    """The `ephemeral_owner` of a new container or TTL node (see `zkpy.core.nodekind`);
+    BadArgumentsError for a combination ZooKeeper has no mode for."""
+    ttl_ms = request.ttl_ms
+    if request.container:
+        if request.ephemeral or request.sequential or ttl_ms:
+            raise BadArgumentsError(
+                "a container node cannot be ephemeral, sequential or have a ttl",
+                path=request.path,
+            )
+        return CONTAINER_OWNER
+    if request.ephemeral:
+        raise BadArgumentsError("an ephemeral node cannot have a ttl", path=request.path)
+    try:
+        return ttl_owner(ttl_ms)
+    except ValueError as err:
+        raise BadArgumentsError(str(err), path=request.path) from None

@@ -14,13 +14,20 @@ from zkpy.core.types import ACL, WatchMode
 
 @dataclass(slots=True, unsafe_hash=True)
 class CreateRequest:
-    """Create a node; `ephemeral` ties it to the session, `sequential` appends a counter."""
+    """Create a node; `ephemeral` ties it to the session, `sequential` appends a counter.
+
+    `container` makes a container node (deleted once its last child is), `ttl_ms` (over 0) a
+    TTL node (deleted once it has had no children and no change for that long): both are
+    persistent, and prep refuses them with `ephemeral`, and `container` with `sequential`
+    or a ttl."""
 
     path: Final[str]
     data: Final[bytes]
     acl: Final[tuple[ACL, ...]]
     ephemeral: Final[bool] = False
     sequential: Final[bool] = False
+    container: Final[bool] = False
+    ttl_ms: Final[int] = 0
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -86,6 +93,16 @@ class CloseSessionRequest:
 class AttachSessionRequest:
     """A member took a reconnecting session's connection: from now on only that connection
     (the owner it is submitted with) may write for the session. Made by members, not clients."""
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class ReapRequest:
+    """Delete a container or TTL node that has come due, if it still has no children and its
+    version is still `version`. Made by the leader (no client can send it): it is prepped to
+    an ordinary Delete, so every member applies it and watches fire as for any delete."""
+
+    path: Final[str]
+    version: Final[int]
 
 
 WriteRequest = (
@@ -197,3 +214,6 @@ ReadRequest = (
 )
 
 Request = WriteRequest | ReadRequest
+
+PreppedRequest = WriteRequest | ReapRequest
+"""What the leader's prep takes: the writes members submit, and its own reaping."""

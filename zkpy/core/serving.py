@@ -112,6 +112,17 @@ class ServingStateError(Exception):
     """The shell gave an input the connection's state does not allow; nothing was changed."""
 
 
+@dataclass(frozen=True, slots=True)
+class CodecRead:
+    """A read that only the listener's protocol has (ZooKeeper's multiRead, whoAmI ...):
+    answered in its turn, like any read, with the body `Codec.answer` makes of `request`."""
+
+    request: Any
+
+
+Decoded = Request | CodecRead
+
+
 class Codec(Protocol):
     """The wire format of one listener: decodes client frames, encodes server frames."""
 
@@ -119,13 +130,17 @@ class Codec(Protocol):
         """The handshake in the first frame, or None for a status query; MarshallingError if
         it is neither."""
 
-    def decode_request(self, payload: bytes) -> tuple[int, int, Request] | None:
+    def decode_request(self, payload: bytes) -> tuple[int, int, Decoded] | None:
         """(xid, opcode, request), or None for a heartbeat (answered with `pong`);
         MarshallingError, with an `xid` attribute when the request's xid could be read and may
         be answered, for anything else. (One call for both: this is every request's path.)"""
 
     def pong(self, zxid: int) -> bytes:
         """The reply to a heartbeat."""
+
+    def answer(self, conn: ServerConnection, request: object) -> Any:
+        """The body of the reply to a `CodecRead`'s request, read through `conn`; a ZkError
+        refuses it."""
 
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """The reply to request `xid`."""
@@ -228,7 +243,7 @@ class Slot:
 
     xid: int
     waits: int = _READ
-    read: ReadRequest | None = None
+    read: ReadRequest | CodecRead | None = None
     frame: bytes | None = None
     size: int = 0  # the request's bytes, counted in the member's pending bytes until answered
     close_after: bool = False
@@ -465,13 +480,13 @@ class ServerConnection:
             return
         self._receive(decoded[0], decoded[2], len(payload))
 
-    def receive(self, xid: int, request: Request, size: int = 0) -> None:
+    def receive(self, xid: int, request: Decoded, size: int = 0) -> None:
         """One decoded request; `size` is its frame's bytes, counted in the member's pending
         bytes while it waits for its reply."""
         self._check_open()
         self._receive(xid, request, size)
 
-    def _receive(self, xid: int, request: Request, size: int) -> None:
+    def _receive(self, xid: int, request: Decoded, size: int) -> None:
         self.requests += 1
         if type(request) is GetDataRequest and not self._queue:  # most requests: answered now
             self.sink.push(self._answer_read(xid, request))
@@ -494,7 +509,7 @@ class ServerConnection:
         if self._auth is not None:
             raise ServingStateError("an add_auth is being hashed: report it with auth_hashed")
 
-    def _dispatch(self, xid: int, request: Request) -> None:
+    def _dispatch(self, xid: int, request: Decoded) -> None:
         if isinstance(request, _WRITES):
             self._submit_write(xid, request)
             return
@@ -682,7 +697,7 @@ class ServerConnection:
 
     # ---- reads -----------------------------------------------------------------------------
 
-    def _answer_read(self, xid: int, request: ReadRequest) -> bytes:
+    def _answer_read(self, xid: int, request: ReadRequest | CodecRead) -> bytes:
         tree = self.view.tree
         body: Any  # (compiled, a variable takes the type of its first assignment)
         try:
@@ -713,8 +728,17 @@ class ServerConnection:
             raise NoAuthError("READ not allowed", path=path)
         return node
 
-    def _read(self, request: ReadRequest) -> Any:
+    def read_body(self, request: ReadRequest) -> Any:
+        """The body of the reply to `request`, as this connection would answer it alone (a
+        ZkError refuses it): for a listener's own requests made of reads (multiRead)."""
+        if type(request) is GetDataRequest:
+            return self._get_data(self.view.tree, request)
+        return self._read(request)
+
+    def _read(self, request: ReadRequest | CodecRead) -> Any:
         """The body of the reply to a read other than get_data."""
+        if type(request) is CodecRead:
+            return self.codec.answer(self, request.request)
         match request:
             case ExistsRequest(path, watch):
                 return self._exists(path, watch)

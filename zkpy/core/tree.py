@@ -16,6 +16,7 @@ import msgpack
 
 from zkpy.core import paths
 from zkpy.core.errors import Code, RuntimeInconsistencyError
+from zkpy.core.nodekind import is_container, is_reapable, is_session_owner, ttl_of
 from zkpy.core.txn import (
     AttachSession,
     Check,
@@ -175,6 +176,7 @@ class DataTree:
         root = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
         self.nodes: dict[str, ZNode] = {"/": root}
         self.ephemerals: dict[int, set[str]] = {}
+        self.reapable: set[str] = set()  # the container and TTL nodes, for the leader's reaper
         self.sessions: dict[int, SessionInfo] = {}
         self.last_zxid = 0
         self._add_reserved()
@@ -298,7 +300,7 @@ class DataTree:
         parent.cversion = op.parent_cversion
         parent.pzxid = record.zxid
         if op.ephemeral_owner:
-            self.ephemerals.setdefault(op.ephemeral_owner, set()).add(path)
+            self._index(path, op.ephemeral_owner)
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
         changes += _added(path, parent_path)
@@ -315,14 +317,48 @@ class DataTree:
         parent.cversion += 1
         parent.pzxid = zxid
         if node.ephemeral_owner:
-            owned = self.ephemerals.get(node.ephemeral_owner)
-            if owned is not None:
-                owned.discard(path)
-                if not owned:
-                    del self.ephemerals[node.ephemeral_owner]
+            self._unindex(path, node.ephemeral_owner)
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
         changes += _removed(path, parent_path)
+
+    def _index(self, path: str, owner: int) -> None:
+        """File a new node under its session (ephemeral) or in `reapable` (container, TTL)."""
+        if is_session_owner(owner):
+            self.ephemerals.setdefault(owner, set()).add(path)
+        elif is_reapable(owner):
+            self.reapable.add(path)
+
+    def _unindex(self, path: str, owner: int) -> None:
+        if not is_session_owner(owner):
+            self.reapable.discard(path)
+            return
+        owned = self.ephemerals.get(owner)
+        if owned is not None:
+            owned.discard(path)
+            if not owned:
+                del self.ephemerals[owner]
+
+    def reap_candidates(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` (path, version) of nodes due to be reaped at `now_ms`, in path order:
+        containers that have had a child (cversion > 0) and have none left, and TTL nodes
+        with no children whose last change (mtime) is more than their ttl before `now_ms`.
+        This is ZooKeeper's container manager's rule; the leader proposes their deletion."""
+        due: list[tuple[str, int]] = []
+        for path in sorted(self.reapable):
+            node = self.nodes[path]
+            if node.children:
+                continue
+            owner = node.ephemeral_owner
+            if is_container(owner):
+                if node.cversion <= 0:
+                    continue
+            elif now_ms - node.mtime <= ttl_of(owner):
+                continue
+            due.append((path, node.version))
+            if len(due) >= limit:
+                break
+        return due
 
     def _set_data(self, op: SetData, record: TxnRecord, changes: list[Change]) -> ZNode:
         node = self._node(op.path)
@@ -404,7 +440,7 @@ class DataTree:
             parent.add_child(paths.basename(path))
         for path, node in tree.nodes.items():
             if node.ephemeral_owner:
-                tree.ephemerals.setdefault(node.ephemeral_owner, set()).add(path)
+                tree._index(path, node.ephemeral_owner)
         tree.sessions = {session_id: decode_session(raw) for session_id, raw in sessions}
         tree.last_zxid = zxid
         tree._dirty_nodes = set()

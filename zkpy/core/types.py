@@ -29,7 +29,8 @@ class Stat(NamedTuple):
     czxid / mzxid: the zxid that created / last modified the node; pzxid: the zxid that last
     changed its children; ctime / mtime: milliseconds since the epoch; version / cversion /
     aversion: changes to data / children / ACL; ephemeral_owner: the owning session id, 0 if
-    persistent; data_length and num_children.
+    persistent (negative for a container or TTL node: see `zkpy.core.nodekind`); data_length
+    and num_children.
 
     A named tuple, like kazoo's ZnodeStat: every read and write returns one, and a tuple is made
     several times faster than a frozen dataclass.
@@ -69,8 +70,8 @@ class Stat(NamedTuple):
 
     @property
     def owner_session_id(self) -> int | None:
-        """The owning session of an ephemeral node, None for a persistent one (kazoo's name)."""
-        return self.ephemeral_owner or None
+        """The owning session of an ephemeral node, None for any other (kazoo's name)."""
+        return self.ephemeral_owner if self.ephemeral_owner > 0 else None
 
     def to_wire(self) -> list[int]:
         """The eleven fields as a list, as the wire protocol carries them."""

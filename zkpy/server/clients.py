@@ -17,7 +17,7 @@ import math
 import os
 import ssl
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -25,13 +25,14 @@ from zkpy import tls
 from zkpy._net.outbox import Outbox
 from zkpy._net.receiver import Receiver
 from zkpy.core import acl as acls
-from zkpy.core.errors import AuthFailedError
+from zkpy.core.errors import AuthFailedError, BadArgumentsError
 from zkpy.core.requests import Request
 from zkpy.core.serving import (
     AWAIT_HELLO,
     BINDING,
     MAX_IDENTITIES,
     AttachSession,
+    Codec,
     CreateSession,
     HashCredential,
     Hello,
@@ -45,12 +46,14 @@ from zkpy.core.serving import (
 )
 from zkpy.core.tree import ApplyResult
 from zkpy.core.types import Id, WatchedEvent
+from zkpy.server import backup
 from zkpy.server.config import ServerConfig
+from zkpy.server.metrics import MeteredCodec
 from zkpy.server.node import Member
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 
-__all__ = ["MAX_HANDSHAKE_FRAME", "MAX_IDENTITIES", "ClientServer", "MsgpackCodec"]
+__all__ = ["MAX_HANDSHAKE_FRAME", "MAX_IDENTITIES", "ClientServer", "Dialect", "MsgpackCodec"]
 
 log = logging.getLogger("zkpy.server.clients")
 
@@ -100,6 +103,10 @@ class MsgpackCodec:
         """The ping reply."""
         return wire.encode_reply(wire.XID_PING, zxid, 0, None, self._packer)
 
+    def answer(self, conn: ServerConnection, request: object) -> Any:
+        """Never asked: the msgpack protocol decodes into core requests only."""
+        raise BadArgumentsError(f"unknown read {type(request).__name__}")
+
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """A reply frame."""
         return wire.encode_reply(xid, zxid, error, body, self._packer)
@@ -136,6 +143,40 @@ class MsgpackCodec:
         return encode_frame(wire.pack(status))
 
 
+class Dialect(Protocol):
+    """A listener's wire protocol, as the socket loop needs it beyond the codec's frames."""
+
+    def new_codec(self) -> Codec:
+        """The codec of a new connection (it may keep state of that connection)."""
+
+    def hash_credential(self, credential: bytes) -> Id:
+        """The identity a digest add_auth's credential proves (AuthFailedError if none); run
+        in a worker thread."""
+
+    def command(self, member: Member, first: bytes) -> bytes | None:
+        """The answer, after which the connection ends, if the first bytes a connection
+        sends are a command in place of a handshake (ZooKeeper's four-letter words)."""
+
+
+class MsgpackDialect:
+    """The msgpack protocol: one codec for every connection, zkpy's own digest scheme."""
+
+    def __init__(self, codec: MsgpackCodec) -> None:
+        self.codec = codec
+
+    def new_codec(self) -> Codec:
+        """The listener's one codec."""
+        return self.codec
+
+    def hash_credential(self, credential: bytes) -> Id:
+        """zkpy's salted PBKDF2 digest (`zkpy.core.acl.digest_id`)."""
+        return acls.digest_id_from_credential(credential)
+
+    def command(self, member: Member, first: bytes) -> bytes | None:
+        """None: a status query is a handshake frame here."""
+        return None
+
+
 def limits_of(config: ServerConfig) -> Limits:
     """The settings of `config` that a client connection obeys."""
     return Limits(
@@ -156,10 +197,17 @@ class ClientConnection:
     """The socket loops of one client connection, around its `ServerConnection` (`rules`)."""
 
     def __init__(
-        self, server: ClientServer, stream: trio.abc.Stream, conn_id: int, ids: frozenset[Id]
+        self,
+        server: ClientServer,
+        stream: trio.abc.Stream,
+        conn_id: int,
+        ids: frozenset[Id],
+        dialect: Dialect,
     ) -> None:
-        """Connection `conn_id` on `stream`, starting with the identities `ids`."""
+        """Connection `conn_id` on `stream`, starting with the identities `ids`, speaking
+        `dialect`."""
         self.server = server
+        self.dialect = dialect
         self.member = server.member
         self.config = server.member.config
         self.stream = stream
@@ -171,7 +219,7 @@ class ClientConnection:
         self.receiver = Receiver(stream, self.config.spin_before_wait_s)
         self.rules = ServerConnection(
             server.member,
-            server.codec,
+            MeteredCodec(dialect.new_codec(), server.member.metrics),
             self,
             server.limits,
             server.member.pending_bytes,
@@ -322,7 +370,7 @@ class ClientConnection:
         outcome: Id | AuthFailedError
         try:
             outcome = await trio.to_thread.run_sync(
-                acls.digest_id_from_credential, credential, limiter=self.server.hashing
+                self.dialect.hash_credential, credential, limiter=self.server.hashing
             )
         except AuthFailedError as err:
             outcome = err
@@ -347,12 +395,17 @@ class ClientConnection:
     async def read_loop(self) -> None:
         rules = self.rules
         decoder = FrameDecoder(min(self.config.max_frame, MAX_HANDSHAKE_FRAME))
+        first = True
         while True:
             self._read_deadline = trio.current_time() + rules.read_timeout_s(decoder.buffered > 0)
             data = await self.receiver.receive(1 << 16)
             self._read_deadline = math.inf
             if not data:
                 raise ConnectionDone
+            if first:
+                first = False
+                if self._command(bytes(data)):
+                    return
             try:
                 frames = decoder.feed(data)
             except FrameTooLargeError as too_large:
@@ -371,6 +424,16 @@ class ClientConnection:
                 self._room = trio.Event()
                 await self._room.wait()
 
+    def _command(self, first: bytes) -> bool:
+        """Answer the connection's first bytes, and end it, if they are a command."""
+        answer = self.dialect.command(self.member, first)
+        if answer is None:
+            return False
+        self.push(answer)
+        self.rules.close_after_flush()
+        self.member.output.flush()
+        return True
+
     async def _handle_frames(self, frames: list[bytes], decoder: FrameDecoder) -> bool:
         """Feed the frames of one read; False if the connection is to close."""
         rules = self.rules
@@ -380,6 +443,10 @@ class ClientConnection:
                 if rules.closing:
                     return False
                 if rules.state == AWAIT_HELLO:
+                    snapshot = backup.snapshot_request(payload)
+                    if snapshot is not None:
+                        await backup.send_snapshot(self, snapshot)
+                        return False
                     if not await self._handshake(payload):
                         return False
                     decoder.max_frame = self.config.max_frame
@@ -499,6 +566,7 @@ class ClientServer:
         """The listener of `member`, which it tells of sessions closed and moved."""
         self.member = member
         self.codec = MsgpackCodec()
+        self.msgpack = MsgpackDialect(self.codec)
         self.limits = limits_of(member.config)
         self.by_session: dict[int, ClientConnection] = {}
         self._ids = itertools.count(1)
@@ -607,8 +675,9 @@ class ClientServer:
             return None
         return secured
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted connection, if the connection limits admit it."""
+    async def handle(self, stream: trio.SocketStream, dialect: Dialect | None = None) -> None:
+        """Serve one accepted connection (in zkpy's msgpack protocol unless `dialect` says
+        otherwise), if the connection limits admit it."""
         try:
             address = str(stream.socket.getpeername()[0])
         except OSError:
@@ -625,7 +694,7 @@ class ClientServer:
         streams: list[trio.abc.Stream] = [stream]  # and the TLS stream over it, if any
         try:
             with admission:
-                await self._serve(stream, address, conn_id, streams)
+                await self._serve(stream, address, conn_id, streams, dialect or self.msgpack)
             if admission.cancelled_caught and trio.current_time() >= admission.deadline:
                 log.warning(
                     "connection %d from %s: no handshake within %s s (handshake_timeout_s)",
@@ -642,7 +711,12 @@ class ClientServer:
                 await trio.aclose_forcefully(stream)
 
     async def _serve(
-        self, stream: trio.SocketStream, address: str, conn_id: int, streams: list[trio.abc.Stream]
+        self,
+        stream: trio.SocketStream,
+        address: str,
+        conn_id: int,
+        streams: list[trio.abc.Stream],
+        dialect: Dialect,
     ) -> None:
         """Serve one admitted connection; a TLS stream over `stream` is added to `streams`.
 
@@ -664,7 +738,7 @@ class ClientServer:
             if subject is not None:
                 identities = identities | {Id("x509", subject)}
             client_stream = secured
-        conn = ClientConnection(self, client_stream, conn_id, identities)
+        conn = ClientConnection(self, client_stream, conn_id, identities, dialect)
         self.member.register_event_sink(conn.id, conn.send_event)
         self._connections[conn.id] = conn
         try:

@@ -20,14 +20,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MemberAddress:
-    """One member of the ensemble: where clients and peers reach it, and whether it only
-    observes (gets every write but does not vote)."""
+    """One member of the ensemble: where clients and peers reach it (`zk_port`: ZooKeeper's
+    clients, None for no such listener), and whether it only observes (gets every write but
+    does not vote)."""
 
     id: int
     host: str
     client_port: int
     peer_port: int
     observer: bool = False
+    zk_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class ServerConfig:
     data_dir: Path = Path("zkpy-data")
     host: str = "127.0.0.1"
     client_port: int = 2181
+    zk_port: int | None = None  # ZooKeeper's client protocol (0: any free port); None: off
+    admin_port: int = 0  # HTTP /metrics, /health, /status (zkpy.server.admin); 0: none
     server_id: int = 1
     members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
     secret: str = ""  # shared by the members; a peer that cannot prove it is refused
@@ -70,12 +74,15 @@ class ServerConfig:
     log_segment_bytes: int = SEGMENT_BYTES  # disk taken by each new log segment file, up front
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
+    container_check_interval_ms: int = 60_000  # how often the leader reaps container/TTL nodes
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 
     def __post_init__(self) -> None:
         check_settings(self)  # each setting's type and range; what follows relates settings
         if self.max_frame < self.max_data_bytes:
             raise ValueError("the frame limit must hold the largest value")
+        if self.zk_port and self.zk_port == self.client_port:
+            raise ValueError(f"zk_port and client_port are both {self.zk_port}")
         if self.members and self.server_id not in {m.id for m in self.members}:
             raise ValueError(f"member {self.server_id} is not in the ensemble")
         if self.members and not self.secret and not self.peer_tls:
@@ -108,12 +115,13 @@ class ServerConfig:
         raise KeyError(member_id)
 
 
-_MEMBER_KEYS = {"host", "client_port", "peer_port", "data_dir"}
+_MEMBER_KEYS = {"host", "client_port", "peer_port", "zk_port", "data_dir", "admin_port"}
 _TOP_KEYS = {f.name for f in fields(ServerConfig)} - {
     "members",
     "server_id",
     "host",
     "client_port",
+    "zk_port",
 }
 
 
@@ -128,6 +136,8 @@ def load_config(path: Path | str, member_id: int, **overrides: Any) -> ServerCon
     host = "127.0.0.1"
     client_port = 2181
     peer_port = 2888
+    zk_port = 2281                  # optional: ZooKeeper's client protocol too
+    admin_port = 8081               # optional: HTTP /metrics, /health, /status
     [observers.4]                   # serves reads, receives the history, does not vote
     host = "127.0.0.1"
     client_port = 2184
@@ -179,6 +189,9 @@ def _config(
         if "data_dir" in member_table
         else base / (f"member-{member_id}")
     )
+    settings["zk_port"] = me.zk_port
+    if "admin_port" in member_table:  # per member, over a top-level admin_port for all
+        settings["admin_port"] = _port(member_table, "admin_port", f"[{table}.{member_id}]")
     settings.update(overrides)
     return ServerConfig(
         data_dir=data_dir,
@@ -222,7 +235,8 @@ def _members(document: dict[str, Any], key: str, observer: bool) -> list[MemberA
         host = _text(entry.get("host", "127.0.0.1"), f"{where} host")
         client_port = _port(entry, "client_port", where)
         peer_port = _port(entry, "peer_port", where)
-        found.append(MemberAddress(int(name), host, client_port, peer_port, observer))
+        zk_port = _port(entry, "zk_port", where) if "zk_port" in entry else None
+        found.append(MemberAddress(int(name), host, client_port, peer_port, observer, zk_port))
     return found
 
 
@@ -234,7 +248,10 @@ def _check_distinct(members: list[MemberAddress]) -> None:
         if member.id in ids:
             raise ValueError(f"member {member.id} is both a voting member and an observer")
         ids.add(member.id)
-        for kind, port in (("client_port", member.client_port), ("peer_port", member.peer_port)):
+        ports = [("client_port", member.client_port), ("peer_port", member.peer_port)]
+        if member.zk_port is not None:
+            ports.append(("zk_port", member.zk_port))
+        for kind, port in ports:
             owner = f"member {member.id}'s {kind}"
             other = addresses.setdefault((member.host, port), owner)
             if other != owner:

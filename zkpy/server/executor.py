@@ -60,6 +60,10 @@ EventSink = Callable[[WatchedEvent], None]
 Messages = list[tuple[int, PeerMessage]]
 
 
+def _ignore(seconds: float) -> None:
+    """The default `ReadyExecutor.applied_batch`: no metrics kept."""
+
+
 class Storage(Protocol):
     """Where a member's Readies become durable."""
 
@@ -140,6 +144,9 @@ class ReadyExecutor:
         self._event_sinks: dict[Hashable, EventSink] = {}
         self._busy = False  # a Ready is being carried out, or waits for its storage
         self._waiting: tuple[Ready, Messages] | None = None  # the Ready `durable` finishes
+        # a member's metrics: how long applying each batch of committed records took
+        self.clock: Callable[[], float] | None = None
+        self.applied_batch: Callable[[float], None] = _ignore
 
     @property
     def tree(self) -> DataTree:
@@ -250,10 +257,14 @@ class ReadyExecutor:
             )
             self.last_checkpoint_zxid = ready.install.zxid
         replica = self.replica
+        clock = self.clock if ready.committed else None
+        started = clock() if clock is not None else 0.0
         for record in ready.committed:
             # no Stat: a client's reply reads it from the node as it answers, before the next
             # record is applied; most records have no client here
             self.applied(replica.apply(record, stats=False))
+        if clock is not None:
+            self.applied_batch(clock() - started)
         for key in ready.rejected:
             waiter = self._waiters.pop(key, None)
             if waiter is not None:

@@ -173,8 +173,13 @@ def ensure_ensemble_file(
     client_port: int,
     peer_port: int,
     tick_ms: int,
+    zk_port: int | None = None,
+    *,
+    admin_port: int = 0,
 ) -> tuple[Path, list[str]]:
     """Write DATA_DIR/ensemble.toml (or reuse the one there); return it and client addresses.
+    With `zk_port`, member N also speaks ZooKeeper's client protocol on zk_port + N - 1;
+    with `admin_port`, it serves its admin port on admin_port + N - 1.
 
     The file holds the peer secret: it is created readable by its owner only (0600)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -198,12 +203,25 @@ def ensure_ensemble_file(
                 f"client_port = {client_port + index}",
                 f"peer_port = {peer_port + index}",
             ]
+            if zk_port is not None:
+                lines.append(f"zk_port = {zk_port + index}")
+            if admin_port:
+                lines.append(f"admin_port = {admin_port + index}")
         _write_private(path, "\n".join(lines) + "\n")
     first = load_config(path, 1)
     if len(first.voters) != size or len(first.observers) != observers:
         raise ConfigError(
             f"{path} describes {len(first.voters)} members and {len(first.observers)} "
             f"observers, not {size} and {observers}: use another --data-dir"
+        )
+    if zk_port is not None and first.members[0].zk_port != zk_port:
+        raise ConfigError(
+            f"{path} does not give its first member zk_port {zk_port}: use another --data-dir"
+        )
+    if admin_port and first.admin_port != admin_port:
+        raise ConfigError(
+            f"{path} gives member 1 admin_port {first.admin_port or 'none'}, not {admin_port}: "
+            "edit it or use another --data-dir"
         )
     addresses = [f"{m.host}:{m.client_port}" for m in first.members]
     return path, addresses

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import time
+from functools import partial
 from typing import Any
 
 import trio
 
 from zkpy.errors import single_error
+from zkpy.server.admin import serve_admin
 from zkpy.server.clients import ClientServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
 from zkpy.server.peers import PeerNetwork
 from zkpy.server.storage import Storage
+from zkpy.server.zk_clients import JuteDialect
 
 log = logging.getLogger("zkpy.server")
 
@@ -26,6 +31,36 @@ log = logging.getLogger("zkpy.server")
 # objects that live for a batch pile up in it and each young collection walks them all.
 # Measured in docs/decisions/0005.
 GC_THRESHOLDS = (700, 10, 1000)
+
+
+LOG_FORMATS = ("text", "json")
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: time (UTC, ISO 8601 with milliseconds),
+    level, logger, message, and the traceback as `exception` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        entry: dict[str, object] = {
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to standard error at `level`, as text lines or JSON lines (`LOG_FORMATS`)."""
+    handler = logging.StreamHandler()
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 class ListenError(OSError):
@@ -51,6 +86,17 @@ def _freeze_recovered_objects() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+async def _start_admin(nursery: trio.Nursery, member: Member, config: ServerConfig) -> None:
+    """Serve the admin port (`zkpy.server.admin`) in `nursery`."""
+    try:
+        await nursery.start(serve_admin, member, config.host, config.admin_port)
+    except (OSError, BaseExceptionGroup) as err:
+        busy = _listen_error(err, "admin requests", config.host, config.admin_port)
+        if busy is None:
+            raise
+        raise busy from err
 
 
 async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -81,6 +127,7 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
                 raise busy from err
             port = listeners[0].socket.getsockname()[1]
             member.client_port = port
+            zk_port = await _listen_zk(nursery, clients, config)
             if config.members:
                 peers = PeerNetwork(
                     config, member.peer_message, member.peer_down, member.output, member.step
@@ -96,11 +143,14 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
                     raise busy from err
             await nursery.start(member.run)
             nursery.start_soon(member.run_ticks)
+            if config.admin_port:
+                await _start_admin(nursery, member, config)
             log.info(
-                "zkpy member %d listening for clients on %s:%d, data in %s, last zxid %#x",
+                "zkpy member %d listening for clients on %s:%d%s, data in %s, last zxid %#x",
                 config.server_id,
                 config.host,
                 port,
+                "" if zk_port is None else f" (ZooKeeper's protocol on {zk_port})",
                 config.data_dir,
                 member.replica.last_logged,
             )
@@ -108,3 +158,23 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(storage.close)
+
+
+async def _listen_zk(
+    nursery: trio.Nursery, clients: ClientServer, config: ServerConfig
+) -> int | None:
+    """Start the listener for ZooKeeper's client protocol, if `zk_port` is set; its port."""
+    if config.zk_port is None:
+        return None
+    handler = partial(clients.handle, dialect=JuteDialect())
+    try:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, handler, config.zk_port, host=config.host)
+        )
+    except (OSError, BaseExceptionGroup) as err:
+        busy = _listen_error(err, "ZooKeeper clients", config.host, config.zk_port)
+        if busy is None:
+            raise
+        raise busy from err
+    port: int = listeners[0].socket.getsockname()[1]
+    return port

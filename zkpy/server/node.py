@@ -36,6 +36,7 @@ from zkpy.core.types import Id, WatchedEvent
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.server.config import ServerConfig
 from zkpy.server.executor import ReadyExecutor, SyncDone, Waiter
+from zkpy.server.metrics import Metrics
 from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
@@ -66,10 +67,13 @@ class MemberDisk:
     """Where a member's Readies become durable: the segment log and LMDB (`Storage`), one
     synced write per Ready. Implements `zkpy.server.executor.Storage`."""
 
-    def __init__(self, config: ServerConfig, storage: Storage, replica: Replica) -> None:
+    def __init__(
+        self, config: ServerConfig, storage: Storage, replica: Replica, metrics: Metrics
+    ) -> None:
         self.config = config
         self.storage = storage
         self.replica = replica
+        self.metrics = metrics
         self.stats = {"batches": 0}
         self.checkpointing = False  # a checkpoint is being written to LMDB (in a thread)
         self._persisted_zxid = replica.last_logged
@@ -101,6 +105,8 @@ class MemberDisk:
         if ready.install is None:
             elapsed = time.perf_counter() - started
             self._recent_persist_s += (elapsed - self._recent_persist_s) * PERSIST_TIME_WEIGHT
+            if ready.persist:
+                self.metrics.log_sync.observe(elapsed)
 
     def _write_ready(self, ready: Ready) -> None:
         if not self.config.fsync:
@@ -177,6 +183,7 @@ class Member:
                 sync_limit=config.sync_limit,
                 history_limit=config.sync_history,
                 max_data_bytes=config.max_data_bytes,
+                reap_interval_ms=config.container_check_interval_ms,
             ),
             tree,
             tail,
@@ -186,7 +193,8 @@ class Member:
             history_base=history_base,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
-        self.disk = MemberDisk(config, storage, self.replica)
+        self.metrics = Metrics()
+        self.disk = MemberDisk(config, storage, self.replica, self.metrics)
         self.executor = ReadyExecutor(
             self.replica,
             self.disk,
@@ -201,6 +209,8 @@ class Member:
             applied_since_checkpoint=len(recovered.log),
             last_checkpoint_zxid=recovered.checkpoint_zxid,
         )
+        self.executor.clock = time.perf_counter
+        self.executor.applied_batch = self.metrics.apply.observe
         self.session_closed: Callable[[int], None] = lambda session_id: None
         # (session, owner) of each AttachSession applied: older connections of it must go
         self.session_attached: Callable[[int, int], None] = lambda session_id, owner: None

@@ -25,16 +25,19 @@ MAX_FRAME_LIMIT = (1 << 31) - 1  # the 4-byte length prefix of a frame, as a sig
 @dataclass(frozen=True, slots=True)
 class Setting:
     """What one setting may be: `kind` int, float, bool, str or Path; a range for numbers;
-    the allowed values for a str with `choices`."""
+    the allowed values for a str with `choices`; None too if `optional`."""
 
     kind: type
     low: float = 0
     high: float = math.inf
     choices: tuple[str, ...] = ()
     unit: str = ""
+    optional: bool = False
 
     def check(self, name: str, value: object) -> None:
         """Raise ValueError, naming `name` and what it may be, unless `value` fits."""
+        if value is None and self.optional:
+            return
         if not self._well_typed(value):
             raise ValueError(f"{name} must be {self.describe()}, not {value!r}")
         if self.kind in (int, float) and not self.low <= value <= self.high:  # type: ignore[operator]
@@ -55,6 +58,8 @@ class Setting:
         """What the setting may be, in words for an error message."""
         unit = f" {self.unit}" if self.unit else ""
         high = "" if self.high == math.inf else f" to {_number(self.high)}"
+        if self.kind is int and self.optional:
+            return f"a whole number{unit} from {_number(self.low)}{high}, or none"
         if self.kind is int:
             return f"a whole number{unit} from {_number(self.low)}{high}"
         if self.kind is float:
@@ -80,6 +85,8 @@ SETTINGS: dict[str, Setting] = {
     "data_dir": Setting(Path),
     "host": Setting(str),
     "client_port": _int(0, MAX_PORT),  # 0: any free port
+    "zk_port": Setting(int, 0, MAX_PORT, optional=True),  # None: no ZooKeeper listener
+    "admin_port": _int(0, MAX_PORT),  # 0: no admin port
     "server_id": _int(1, 255),
     "secret": Setting(str),
     "super_digest": Setting(str),
@@ -111,6 +118,7 @@ SETTINGS: dict[str, Setting] = {
     "log_segment_bytes": _int(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES, unit="of bytes"),
     "change_log_capacity": _int(0, 1 << 40),
     "spin_before_wait_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),
+    "container_check_interval_ms": _int(1, 1 << 40, unit="of milliseconds"),
     "fsync": Setting(bool),
 }
 

@@ -108,6 +108,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageFormatError",
+    "read_meta",
 ]
 
 FORMAT_VERSION: Final = 3
@@ -913,6 +914,29 @@ def _validate(path: Path) -> None:
                 _open_table(env, txn, name, data)
     except lmdb.Error as e:
         raise _unusable(data, f"is damaged ({e})") from e
+    finally:
+        env.close()
+
+
+def read_meta(data_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """The ``meta`` table of a stopped member's directory, read without writing anything
+    (StorageFormatError if it is not a zkpy data directory of a format this zkpy reads)."""
+    path = Path(os.path.abspath(os.fspath(data_dir)))
+    if not (path / DATA_FILE).exists():
+        raise StorageFormatError(f"{path} is not a zkpy data directory: it has no {DATA_FILE}")
+    _validate(path)
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, create=False, max_dbs=_MAX_DBS)
+    except lmdb.Error as e:
+        raise _unusable(path / DATA_FILE, f"cannot be opened ({e})") from e
+    try:
+        with env.begin() as txn:
+            meta = env.open_db(_DB_META, txn=txn, create=False)
+            return {
+                key.decode(): int.from_bytes(value, "big")
+                for key, value in txn.cursor(meta)
+                if key != _K_META_CRC
+            }
     finally:
         env.close()
 

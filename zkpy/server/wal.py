@@ -73,6 +73,8 @@ __all__ = [
     "SEGMENT_BYTES",
     "LogDamagedError",
     "SegmentLog",
+    "SegmentSummary",
+    "describe_segments",
     "follows",
     "fsync_dir",
     "read_legacy_log",
@@ -221,25 +223,7 @@ class SegmentLog:
         written next to them. `zero_ahead` is how far ahead of the records the live segment is
         written with zeros (see `_zero_ahead_of`; 0 = never).
         """
-        found = _segment_seqs(directory, generation)
-        stale = [seq for seq in found if seq < first_seq]
-        seqs = found[len(stale) :]
-        if not seqs or seqs[0] != first_seq:
-            raise LogDamagedError(
-                f"{directory} is missing segment {first_seq} of log generation {generation}"
-            )
-        if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
-            raise LogDamagedError(f"segments of {directory} are missing: found numbers {seqs}")
-        segments: list[_Segment] = []
-        last_zxid = 0
-        torn = False
-        for seq in seqs:
-            segment, torn = _scan(
-                directory / segment_name(generation, seq), generation, seq, last_zxid
-            )
-            last_zxid = segment.last_zxid or last_zxid
-            segments.append(segment)
-        _check_seals(segments, generation)
+        segments, stale, torn = _check_segments(directory, generation, first_seq)
         for seq in stale:
             os.unlink(directory / segment_name(generation, seq))
             fsync_dir(directory)
@@ -450,6 +434,52 @@ def remove_other_generations(directory: Path, generation: int) -> None:
             removed = True
     if removed:
         fsync_dir(directory)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSummary:
+    """One segment of a log, as `describe_segments` found it."""
+
+    seq: int
+    first_zxid: int  # 0 if it holds no record
+    last_zxid: int
+    bytes_used: int  # its header and records
+    sealed: bool  # sealed or closed cleanly (see the module docstring)
+
+
+def describe_segments(directory: Path, generation: int, first_seq: int) -> list[SegmentSummary]:
+    """The segments of a log, checked as `SegmentLog.open` checks them, without writing
+    anything (LogDamagedError if they do not check out)."""
+    segments, _stale, _torn = _check_segments(directory, generation, first_seq)
+    return [
+        SegmentSummary(s.seq, s.first_zxid, s.last_zxid, s.end, s.mark != _UNSEALED)
+        for s in segments
+    ]
+
+
+def _check_segments(
+    directory: Path, generation: int, first_seq: int
+) -> tuple[list[_Segment], list[int], bool]:
+    """Every segment of `generation` from `first_seq` on, checked; the older ones left by a
+    removal; and whether the last ends in the remains of a torn write."""
+    found = _segment_seqs(directory, generation)
+    stale = [seq for seq in found if seq < first_seq]
+    seqs = found[len(stale) :]
+    if not seqs or seqs[0] != first_seq:
+        raise LogDamagedError(
+            f"{directory} is missing segment {first_seq} of log generation {generation}"
+        )
+    if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+        raise LogDamagedError(f"segments of {directory} are missing: found numbers {seqs}")
+    segments: list[_Segment] = []
+    last_zxid = 0
+    torn = False
+    for seq in seqs:
+        segment, torn = _scan(directory / segment_name(generation, seq), generation, seq, last_zxid)
+        last_zxid = segment.last_zxid or last_zxid
+        segments.append(segment)
+    _check_seals(segments, generation)
+    return segments, stale, torn
 
 
 def _segment_seqs(directory: Path, generation: int) -> list[int]:

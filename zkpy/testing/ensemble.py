@@ -99,6 +99,8 @@ class Member:
         self.id = member_id
         self.observer = observer
         self.client_port, self.peer_port = 0, 0
+        self.zk_port: int | None = None  # ZooKeeper's client protocol (Ensemble zk_ports=True)
+        self.admin_port = 0  # none unless the Ensemble was made with admin_ports=True
         self.process = MemberProcess(member_id, self.server_args(), env=child_env())
         self.starts = 0
         self.logs: list[Path] = []
@@ -224,12 +226,16 @@ class Ensemble:
         secret: str = "e2e-secret",
         fast: bool = True,
         log_level: str | None = None,
+        zk_ports: bool = False,
+        admin_ports: bool = False,
         **settings: Any,
     ) -> None:
         """Lay out `members` voters and `observers` observers on free ports and write the TOML
         file; start nothing yet. `settings` are TOML settings over FAST_SETTINGS (short ticks,
         small log segments) or, with `fast=False`, over the members' own defaults. The members'
-        log level is `log_level`, else $ZKPY_E2E_LOG_LEVEL, else INFO."""
+        log level is `log_level`, else $ZKPY_E2E_LOG_LEVEL, else INFO. With `zk_ports` every
+        member also serves ZooKeeper's client protocol, and with `admin_ports` HTTP /metrics,
+        /health and /status, each on a free port of its own."""
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.secret = secret
@@ -238,10 +244,16 @@ class Ensemble:
         self.config_path = self.root / "ensemble.toml"
         self.members: dict[int, Member] = {}
         count = members + observers
-        ports = free_ports(2 * count)
+        ports = free_ports((2 + zk_ports + admin_ports) * count)
         for index in range(count):
             member = Member(self, index + 1, observer=index >= members)
             member.client_port, member.peer_port = ports[2 * index], ports[2 * index + 1]
+            extra = 2 * count + index
+            if zk_ports:
+                member.zk_port = ports[extra]
+                extra += count
+            if admin_ports:
+                member.admin_port = ports[extra]
             self.members[member.id] = member
         self.write_config(self.config_path, secret)
 
@@ -263,6 +275,10 @@ class Ensemble:
                 f"client_port = {member.client_port}",
                 f"peer_port = {peer_port}",
             ]
+            if member.zk_port is not None:
+                lines.append(f"zk_port = {member.zk_port}")
+            if member.admin_port:
+                lines.append(f"admin_port = {member.admin_port}")
         path.write_text("\n".join(lines) + "\n")
         return path
 

@@ -64,6 +64,9 @@ from zkpy.server.executor import ReadyExecutor
 from zkpy.zab.messages import Notification, PeerMessage, ServerState, Snapshot
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig, quorum_size
 
+TTL_MS = 500  # the workload's TTL nodes, and how often leaders reap: both well inside a run
+REAP_INTERVAL_MS = 1_000
+
 
 class InvariantViolation(AssertionError):
     """A run broke an invariant; the message names the seed and the virtual time."""
@@ -381,6 +384,7 @@ class Simulation:
                 observer_ids,
                 tick_ms=tick_ms,
                 history_limit=history_limit,
+                reap_interval_ms=REAP_INTERVAL_MS,
             )
             self.members[member_id] = SimMember(member_id, config)
         self._events: list[tuple[int, int, Callable[[], None]]] = []
@@ -677,6 +681,8 @@ class Simulation:
             request = CreateRequest(f"/e{self._cxid}", b"e", OPEN_ACL_UNSAFE, ephemeral=True)
         elif roll < 0.5:
             request = SetDataRequest("/counter", str(self._cxid).encode())
+        elif roll < 0.55:  # reaped by the leader a while after, amid the faults
+            request = CreateRequest(f"/t{self._cxid}", b"t", OPEN_ACL_UNSAFE, ttl_ms=TTL_MS)
         else:
             request = CreateRequest(f"/k{self._cxid}", str(self._cxid).encode(), OPEN_ACL_UNSAFE)
         member, owner = self._connection_for(session_id, serving)
@@ -742,7 +748,7 @@ class Simulation:
             if op.zxid > top:
                 self._violation(f"acknowledged zxid {op.zxid:#x} is beyond every member")
             request = op.request
-            if not isinstance(request, CreateRequest) or request.ephemeral:
+            if not isinstance(request, CreateRequest) or request.ephemeral or request.ttl_ms:
                 continue
             for member in serving:
                 assert member.replica is not None

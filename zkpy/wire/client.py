@@ -71,6 +71,7 @@ OP_ADD_WATCH = 106
 
 FLAG_EPHEMERAL = 1
 FLAG_SEQUENTIAL = 2
+FLAG_CONTAINER = 4
 
 MAX_MULTI_OPS = 1000
 
@@ -221,10 +222,15 @@ def request_fields(request: Request) -> list[Any]:
     if type(request) is SetDataRequest:
         return [OP_SET_DATA, request.path, request.data, request.version]
     if type(request) is CreateRequest:
-        flags = (FLAG_EPHEMERAL if request.ephemeral else 0) | (
-            FLAG_SEQUENTIAL if request.sequential else 0
+        flags = (
+            (FLAG_EPHEMERAL if request.ephemeral else 0)
+            | (FLAG_SEQUENTIAL if request.sequential else 0)
+            | (FLAG_CONTAINER if request.container else 0)
         )
-        return [OP_CREATE, request.path, request.data, _acl_out(request.acl), flags]
+        fields = [OP_CREATE, request.path, request.data, _acl_out(request.acl), flags]
+        if request.ttl_ms:
+            fields.append(request.ttl_ms)
+        return fields
     encode = _REQUEST_ENCODERS.get(type(request))
     if encode is None:
         raise TypeError(f"cannot encode {request!r}")
@@ -408,10 +414,18 @@ def _decode_set_data(fields: list[Any]) -> Request:
 
 
 def _decode_create(fields: list[Any]) -> Request:
+    ttl_ms = 0
+    if len(fields) == 6:  # a TTL node's create carries its ttl (over 0) last
+        ttl_ms = _expect(fields[5], int, "ttl")
+        if ttl_ms <= 0:
+            raise MarshallingError(
+                f"create takes 4 arguments, or 5 with a ttl over 0, not {ttl_ms}"
+            )
+        fields = fields[:5]
     _arity(fields, 4, "create")
     _, path, data, acl, flags = fields
     _expect(flags, int, "flags")
-    if flags & ~(FLAG_EPHEMERAL | FLAG_SEQUENTIAL):
+    if flags & ~(FLAG_EPHEMERAL | FLAG_SEQUENTIAL | FLAG_CONTAINER):
         raise MarshallingError(f"unknown create flags {flags}")
     return CreateRequest(
         _path(path),
@@ -419,6 +433,8 @@ def _decode_create(fields: list[Any]) -> Request:
         _acl_in(acl),
         bool(flags & FLAG_EPHEMERAL),
         bool(flags & FLAG_SEQUENTIAL),
+        bool(flags & FLAG_CONTAINER),
+        ttl_ms,
     )
 
 

@@ -478,24 +478,37 @@ def _decode_create(reader: Reader) -> JuteRequest:
 
 
 def _create(path: str, data: bytes, acl: tuple[ACL, ...], flags: int) -> JuteRequest:
+    """A create, createContainer's too; a TTL mode needs createTTL (its ttl), as in ZooKeeper."""
     if 0 <= flags <= FLAG_EPHEMERAL | FLAG_SEQUENTIAL:
         return CreateRequest(
             path, data, acl, bool(flags & FLAG_EPHEMERAL), bool(flags & FLAG_SEQUENTIAL)
         )
-    if flags in (FLAG_CONTAINER, FLAG_TTL, FLAG_TTL_SEQUENTIAL):
-        return Refusal(Code.UNIMPLEMENTED, "container and TTL nodes are not supported")
-    return Refusal(Code.BAD_ARGUMENTS, f"unknown create mode {flags}")
+    if flags == FLAG_CONTAINER:
+        return CreateRequest(path, data, acl, container=True)
+    return Refusal(Code.BAD_ARGUMENTS, f"create mode {flags} needs createTTL or is unknown")
 
 
 def _decode_create_container(reader: Reader) -> JuteRequest:
-    _decode_create(reader)
-    return Refusal(Code.UNIMPLEMENTED, "container nodes are not supported")
+    path = reader.string("the path")
+    data = reader.buffer()
+    acl = reader.acl()
+    if reader.int32() != FLAG_CONTAINER:
+        return Refusal(Code.BAD_ARGUMENTS, "createContainer needs the container mode")
+    return CreateRequest(path, data, acl, container=True)
 
 
 def _decode_create_ttl(reader: Reader) -> JuteRequest:
-    _decode_create(reader)
-    reader.int64()
-    return Refusal(Code.UNIMPLEMENTED, "TTL nodes are not supported")
+    """CreateTTLRequest: a create's fields, then the ttl (prep checks its range)."""
+    path = reader.string("the path")
+    data = reader.buffer()
+    acl = reader.acl()
+    flags = reader.int32()
+    ttl_ms = reader.int64()
+    if flags not in (FLAG_TTL, FLAG_TTL_SEQUENTIAL):
+        return Refusal(Code.BAD_ARGUMENTS, f"createTTL needs a TTL mode, not {flags}")
+    if ttl_ms <= 0:
+        return Refusal(Code.BAD_ARGUMENTS, f"a ttl must be over 0 milliseconds, not {ttl_ms}")
+    return CreateRequest(path, data, acl, sequential=flags == FLAG_TTL_SEQUENTIAL, ttl_ms=ttl_ms)
 
 
 def _decode_delete(reader: Reader) -> JuteRequest:
@@ -798,6 +811,8 @@ def encode_multi_reply(xid: int, zxid: int, results: Sequence[MultiResult]) -> b
 
 def _multi_result(result: MultiResult) -> bytes:
     opcode = result.opcode
+    if opcode in (OP_CREATE_CONTAINER, OP_CREATE_TTL):
+        opcode = OP_CREATE2  # ZooKeeper answers these with a create2 result: path and Stat
     if opcode == OP_ERROR:
         return MULTI_HEADER.pack(OP_ERROR, False, result.err) + INT.pack(result.err)
     record = MULTI_HEADER.pack(opcode, False, 0)

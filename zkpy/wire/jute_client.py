@@ -28,8 +28,11 @@ from zkpy.core.requests import (
 from zkpy.core.types import WatchMode
 from zkpy.wire.frames import encode_frame
 from zkpy.wire.jute import (
+    FLAG_CONTAINER,
     FLAG_EPHEMERAL,
     FLAG_SEQUENTIAL,
+    FLAG_TTL,
+    FLAG_TTL_SEQUENTIAL,
     LONG,
     MAX_MULTI_OPS,
     MULTI_DONE,
@@ -81,15 +84,7 @@ def request_record(opcode: int, request: JuteRequest) -> bytes:
     if isinstance(request, GetDataRequest | ExistsRequest | GetChildrenRequest):
         return write_ustring(request.path) + write_bool(request.watch)
     if isinstance(request, CreateRequest):
-        flags = (FLAG_EPHEMERAL if request.ephemeral else 0) | (
-            FLAG_SEQUENTIAL if request.sequential else 0
-        )
-        return (
-            write_ustring(request.path)
-            + write_buffer(request.data)
-            + write_acl(request.acl)
-            + write_int(flags)
-        )
+        return _create_record(request)
     if isinstance(request, SetDataRequest):
         return write_ustring(request.path) + write_buffer(request.data) + write_int(request.version)
     if isinstance(request, DeleteRequest | CheckRequest):
@@ -99,6 +94,25 @@ def request_record(opcode: int, request: JuteRequest) -> bytes:
     if isinstance(request, GetACLRequest | SyncRequest | GetAllChildrenNumber):
         return write_ustring(request.path)
     return _other_record(opcode, request)
+
+
+def _create_record(request: CreateRequest) -> bytes:
+    """A CreateRequest, or a CreateTTLRequest (the ttl last) for a TTL node."""
+    if request.container:
+        flags = FLAG_CONTAINER
+    elif request.ttl_ms:
+        flags = FLAG_TTL_SEQUENTIAL if request.sequential else FLAG_TTL
+    else:
+        flags = (FLAG_EPHEMERAL if request.ephemeral else 0) | (
+            FLAG_SEQUENTIAL if request.sequential else 0
+        )
+    record = (
+        write_ustring(request.path)
+        + write_buffer(request.data)
+        + write_acl(request.acl)
+        + write_int(flags)
+    )
+    return record + LONG.pack(request.ttl_ms) if request.ttl_ms else record
 
 
 def _other_record(opcode: int, request: JuteRequest) -> bytes:

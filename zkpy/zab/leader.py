@@ -1,6 +1,6 @@
 """The leading role: discovery (choose the new epoch), synchronization (bring each follower's log
 to the leader's) and broadcast (propose, count acknowledgements, commit), plus heartbeats,
-session expiry and the leader's side of `sync`."""
+session expiry, reaping container and TTL nodes, and the leader's side of `sync`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zkpy.core.prep import Prep
-from zkpy.core.requests import CloseSessionRequest, WriteRequest
+from zkpy.core.requests import CloseSessionRequest, PreppedRequest, ReapRequest, WriteRequest
 from zkpy.core.sessions import SessionTracker
 from zkpy.core.txn import decode_record
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from zkpy.zab.replica import Replica
 
 MAX_COUNTER = 0xFFFFFFFF  # the low half of a zxid: a new epoch restarts it
+MAX_REAPS_PER_CHECK = 10_000  # ZooKeeper's default container deletions per minute
 
 
 @dataclass(slots=True)
@@ -82,6 +83,7 @@ class Leading(Role):
         self.acked: dict[int, int] = {}
         self.ping_round = 0
         self.sync_heartbeat_sent = False
+        self.next_reap_ms = 0  # set when the epoch is established
 
     def start(self) -> None:
         """Discovery begins: wait for a quorum's FollowerInfo to choose the epoch."""
@@ -106,6 +108,7 @@ class Leading(Role):
         self._check_quorum()
         if replica.serving:
             self._expire_sessions()
+            self._reap_nodes()
 
     def receive(self, sender: int, message: PeerMessage) -> None:
         """A message from a follower or observer."""
@@ -308,6 +311,7 @@ class Leading(Role):
         replica.commit_zxid = replica.last_logged
         last = replica.last_logged
         self.counter = zxid_counter(last) if zxid_epoch(last) == replica.epoch else 0
+        self.next_reap_ms = replica.now_ms + replica.config.reap_interval_ms
         tracker = replica.tracker = SessionTracker(replica.config.tick_ms)
         for session_id, info in replica.tree.sessions.items():
             tracker.add(session_id, info.timeout_ms, replica.now_ms)
@@ -331,7 +335,7 @@ class Leading(Role):
         self,
         session_id: int,
         cxid: int,
-        request: WriteRequest,
+        request: PreppedRequest,
         ids: frozenset[Id],
         owner: int = 0,
     ) -> None:
@@ -465,3 +469,15 @@ class Leading(Role):
         for session_id in tracker.expired(replica.now_ms):
             if prep.session_alive(session_id):
                 self._propose(session_id, 0, CloseSessionRequest(), frozenset())
+
+    def _reap_nodes(self) -> None:
+        """Every `reap_interval_ms`, propose the deletion of the container and TTL nodes that
+        have come due in the applied tree. Prep checks each again against the writes in
+        flight, so a node that has just got a child or a change stays."""
+        replica = self.replica
+        now_ms = replica.now_ms
+        if now_ms < self.next_reap_ms:
+            return
+        self.next_reap_ms = now_ms + replica.config.reap_interval_ms
+        for path, version in replica.tree.reap_candidates(now_ms, MAX_REAPS_PER_CHECK):
+            self._propose(0, 0, ReapRequest(path, version), frozenset())

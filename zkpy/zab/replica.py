@@ -74,6 +74,7 @@ class ReplicaConfig:
     sync_limit: int = 5  # ticks without hearing from the leader (or a quorum) before giving up
     history_limit: int = 50_000  # logged records kept in memory to sync followers by diff
     max_data_bytes: int = 1 << 20
+    reap_interval_ms: int = 60_000  # how often the leader looks for due container / TTL nodes
     local_commit: bool = True  # see `commits_locally`; tests turn it off to drive Commits
 
     @property

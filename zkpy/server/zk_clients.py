@@ -1,0 +1,429 @@
+"""ZooKeeper's client protocol on a member's second client port (`zk_port`).
+
+The listener is the msgpack one (`zkpy.server.clients`) with another `Dialect`: the same socket
+loops, limits and TLS, the same `serving.ServerConnection` rules, so a session opened here is an
+ordinary session (one tree, prep, session table and watch manager for both protocols). What
+differs lives here:
+
+- `JuteCodec` (one per connection) turns jute frames into core requests (`zkpy.wire.jute`) and
+  the machine's replies into jute records. A jute reply's shape depends on the request's opcode
+  (create or create2, getChildren or getChildren2 ...), and replies leave in request order, so
+  the codec keeps the opcodes of the requests awaiting replies in a FIFO.
+- ZooKeeper's requests that zkpy's core has no request for (multiRead, whoAmI, getEphemerals,
+  getAllChildrenNumber, checkWatches and removeWatches by watcher type) are `CodecRead`s that
+  `JuteCodec.answer` answers from the member's tree and watch registry.
+- `digest` authentication is ZooKeeper's: user:base64(sha1(user:password)).
+- The four-letter words (`ruok`, `srvr`, `stat`, `mntr`, `conf`, `envi`, `isro`), sent in place of a
+  handshake, are answered and the connection closed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import platform
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from zkpy.core import acl as acls
+from zkpy.core import paths
+from zkpy.core.errors import (
+    AuthFailedError,
+    Code,
+    NoAuthError,
+    NoNodeError,
+    NoWatcherError,
+    ZkError,
+    error_for_code,
+)
+from zkpy.core.requests import GetChildrenRequest, GetDataRequest, PingRequest
+from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
+from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
+from zkpy.server.node import Member
+from zkpy.wire import jute
+from zkpy.wire.jute import (
+    OP_ADD_WATCH,
+    OP_CREATE,
+    OP_CREATE2,
+    OP_CREATE_CONTAINER,
+    OP_CREATE_TTL,
+    OP_ERROR,
+    OP_EXISTS,
+    OP_GET_ACL,
+    OP_GET_ALL_CHILDREN_NUMBER,
+    OP_GET_CHILDREN,
+    OP_GET_CHILDREN2,
+    OP_GET_DATA,
+    OP_GET_EPHEMERALS,
+    OP_MULTI,
+    OP_MULTI_READ,
+    OP_SET_ACL,
+    OP_SET_DATA,
+    OP_SYNC,
+    OP_WHO_AM_I,
+    ConnectRequest,
+    ConnectResponse,
+    GetAllChildrenNumber,
+    GetEphemerals,
+    JuteMulti,
+    MultiRead,
+    MultiResult,
+    Refusal,
+    WatchQuery,
+    WhoAmI,
+)
+
+ZOOKEEPER_VERSION = "3.8.0-zkpy"
+"""The version the four-letter words report: the ZooKeeper release whose protocol is served."""
+
+_READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, WatchQuery, WhoAmI)
+_STAT_REPLIES = frozenset({OP_EXISTS, OP_SET_DATA, OP_SET_ACL, jute.OP_CHECK})
+
+
+def zookeeper_digest_id(credential: bytes) -> Id:
+    """The identity ZooKeeper's `digest` scheme gives for ``user:password``: the user, and the
+    base64 of the SHA-1 of the whole credential (what kazoo's `make_digest_acl` names)."""
+    try:
+        text = credential.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AuthFailedError("digest credentials must be UTF-8") from None
+    user, sep, _password = text.partition(":")
+    if not sep or not user:
+        raise AuthFailedError("digest credentials must be 'user:password'")
+    digest = base64.b64encode(hashlib.sha1(credential).digest()).decode("ascii")
+    return Id("digest", f"{user}:{digest}")
+
+
+def _stat(fields: list[int]) -> Stat:
+    return Stat._make(fields)
+
+
+class JuteCodec:
+    """ZooKeeper's jute protocol as a `serving.Codec`, for one connection."""
+
+    def __init__(self) -> None:
+        # (xid, opcode, each op's opcode for a multi) of the requests awaiting replies
+        self._waiting: deque[tuple[int, int, tuple[int, ...]]] = deque()
+        self._has_read_only = True
+
+    # ---- in --------------------------------------------------------------------------------
+
+    def decode_hello(self, payload: bytes) -> Hello:
+        """The ConnectRequest (JuteError, a MarshallingError, if it is not one)."""
+        request = ConnectRequest.decode(payload)
+        self._has_read_only = request.has_read_only
+        return Hello(
+            request.session_id, request.password, request.timeout_ms, request.last_zxid_seen
+        )
+
+    def decode_request(self, payload: bytes) -> tuple[int, int, Decoded] | None:
+        """A core request, a `CodecRead` for ZooKeeper's own reads, or None for a ping."""
+        xid, opcode, request = jute.decode_request(payload)
+        if type(request) is PingRequest:
+            return None
+        if type(request) is JuteMulti:
+            self._waiting.append((xid, opcode, request.opcodes))
+            return xid, opcode, request.request
+        self._waiting.append((xid, opcode, ()))
+        if isinstance(request, _READS):
+            return xid, opcode, CodecRead(request)
+        assert not isinstance(request, JuteMulti | PingRequest)
+        return xid, opcode, request
+
+    def answer(self, conn: ServerConnection, request: object) -> Any:
+        """The body of the reply to one of ZooKeeper's own reads (see `decode_request`)."""
+        if type(request) is MultiRead:
+            return [_multi_read_result(conn, op) for op in request.ops]
+        if type(request) is WatchQuery:
+            return _query_watches(conn, request)
+        if type(request) is GetAllChildrenNumber:
+            return _all_children_number(conn, request.path)
+        if type(request) is GetEphemerals:
+            return _ephemerals(conn, request.prefix)
+        if type(request) is WhoAmI:
+            return sorted((ident.scheme, ident.id) for ident in conn.ids)
+        if type(request) is Refusal:
+            raise error_for_code(request.code, request.message)
+        raise TypeError(f"not a jute read: {type(request).__name__}")
+
+    # ---- out -------------------------------------------------------------------------------
+
+    def _opcode_of(self, xid: int) -> tuple[int, tuple[int, ...]]:
+        """The opcode of the request `xid` answers (replies leave in request order); OP_ERROR
+        for an error reply to a request that was never decoded."""
+        waiting = self._waiting
+        if waiting and waiting[0][0] == xid:
+            _xid, opcode, ops = waiting.popleft()
+            return opcode, ops
+        return OP_ERROR, ()
+
+    def pong(self, zxid: int) -> bytes:
+        """The ping reply: a header with xid -2."""
+        return jute.encode_header(jute.XID_PING, zxid, 0)
+
+    def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
+        """The reply record the request's opcode calls for. A -5 is the one reply that may
+        leave out of request order (bad input: the connection closes after it, while writes
+        before it may still commit and be answered), so it takes no opcode from the FIFO."""
+        if error == Code.MARSHALLING_ERROR:
+            return jute.encode_header(xid, zxid, error)
+        opcode, ops = self._opcode_of(xid)
+        if opcode == OP_MULTI and isinstance(body, list):
+            results = [
+                _multi_result(op, result, error != 0) for op, result in zip(ops, body, strict=True)
+            ]
+            return jute.encode_multi_reply(xid, zxid, results)
+        if error != 0:
+            return jute.encode_header(xid, zxid, error)
+        return _encode_body(xid, zxid, opcode, body)
+
+    def event(self, event: WatchedEvent) -> bytes:
+        """A notification (xid -1)."""
+        return jute.encode_event(event)
+
+    def greeting(
+        self,
+        session_id: int,
+        password: bytes,
+        timeout_ms: int,
+        zxid: int,
+        max_frame: int,
+        server_id: int,
+    ) -> bytes:
+        """The ConnectResponse (read-only flag false: a member that serves takes writes)."""
+        return ConnectResponse(
+            0, timeout_ms, session_id, password, False, self._has_read_only
+        ).encode()
+
+    def refusal(self, error: int, message: str) -> bytes:
+        """An expired session or a wrong password is answered as ZooKeeper does, with a
+        ConnectResponse of timeout 0 (the client reports the session expired); any other
+        refusal (no quorum, a member behind the client, a bad handshake) closes the
+        connection without a word, so that the client tries another member."""
+        if error in (Code.SESSION_EXPIRED, Code.AUTH_FAILED):
+            return ConnectResponse(0, 0, 0, b"", False, self._has_read_only).encode()
+        return b""
+
+    def status(self, status: dict[str, Any]) -> bytes:
+        """Never asked: status comes through the four-letter words here."""
+        return b""
+
+
+def _encode_body(xid: int, zxid: int, opcode: int, body: Any) -> bytes:
+    """A successful reply of `opcode`, from the body the serving machine made (the msgpack
+    protocol's shapes: Stats as lists, [data, stat], [children, stat] ...)."""
+    if opcode in _STAT_REPLIES:
+        if body is None:  # exists on a missing node (its watch is set), check
+            error = Code.NO_NODE if opcode == OP_EXISTS else Code.OK
+            return jute.encode_header(xid, zxid, error)
+        return jute.encode_stat_reply(xid, zxid, _stat(body))
+    encode = _ENCODERS.get(opcode)
+    if encode is None:
+        return jute.encode_header(xid, zxid, 0)  # delete, closeSession, auth, setWatches ...
+    return encode(xid, zxid, body)
+
+
+_ENCODERS: dict[int, Callable[[int, int, Any], bytes]] = {
+    OP_GET_DATA: lambda xid, zxid, body: jute.encode_data_reply(xid, zxid, body[0], _stat(body[1])),
+    OP_GET_CHILDREN: lambda xid, zxid, body: jute.encode_children_reply(xid, zxid, body[0]),
+    OP_GET_CHILDREN2: lambda xid, zxid, body: jute.encode_children2_reply(
+        xid, zxid, body[0], _stat(body[1])
+    ),
+    OP_CREATE: lambda xid, zxid, body: jute.encode_path_reply(xid, zxid, body[0]),
+    OP_CREATE2: lambda xid, zxid, body: jute.encode_create2_reply(
+        xid, zxid, body[0], _stat(body[1])
+    ),
+    # ZooKeeper answers createContainer and createTTL with a Create2Response
+    OP_CREATE_CONTAINER: lambda xid, zxid, body: jute.encode_create2_reply(
+        xid, zxid, body[0], _stat(body[1])
+    ),
+    OP_CREATE_TTL: lambda xid, zxid, body: jute.encode_create2_reply(
+        xid, zxid, body[0], _stat(body[1])
+    ),
+    OP_SYNC: jute.encode_path_reply,
+    OP_GET_ACL: lambda xid, zxid, body: jute.encode_acl_reply(
+        xid, zxid, acl_from_wire(body[0]), _stat(body[1])
+    ),
+    OP_ADD_WATCH: lambda xid, zxid, body: jute.encode_int_reply(xid, zxid, 0),
+    OP_GET_ALL_CHILDREN_NUMBER: jute.encode_int_reply,
+    OP_GET_EPHEMERALS: jute.encode_children_reply,
+    OP_WHO_AM_I: jute.encode_who_am_i_reply,
+    OP_MULTI_READ: jute.encode_multi_reply,
+}
+
+
+def _multi_result(opcode: int, result: list[Any], failed: bool) -> MultiResult:
+    """One operation's result from the machine's [error, value] pair; in a failed multi every
+    result is an error (0 for the operations rolled back)."""
+    error, value = result
+    if failed or error != 0:
+        return MultiResult(OP_ERROR, err=error)
+    if opcode == OP_CREATE:
+        return MultiResult(OP_CREATE, path=value[0])
+    if opcode in (OP_CREATE2, OP_CREATE_CONTAINER, OP_CREATE_TTL):
+        return MultiResult(OP_CREATE2, path=value[0], stat=_stat(value[1]))
+    if opcode == OP_SET_DATA:
+        return MultiResult(OP_SET_DATA, stat=_stat(value))
+    return MultiResult(opcode)  # delete, check
+
+
+def _multi_read_result(
+    conn: ServerConnection, op: GetDataRequest | GetChildrenRequest
+) -> MultiResult:
+    try:
+        body = conn.read_body(op)
+    except ZkError as err:
+        return MultiResult(OP_ERROR, err=err.code)
+    if type(op) is GetDataRequest:
+        return MultiResult(OP_GET_DATA, data=body[0], stat=_stat(body[1]))
+    return MultiResult(OP_GET_CHILDREN, children=tuple(body[0]))
+
+
+def _query_watches(conn: ServerConnection, query: WatchQuery) -> None:
+    """checkWatches or removeWatches: NO_WATCHER unless the connection holds a watch of one of
+    the query's modes on its path (removeWatches removes every one of them)."""
+    path = paths.validate(query.path)
+    watches = conn.view.watches
+    if query.remove:
+        found = [watches.remove(conn.watcher, path, mode) for mode in query.modes]
+    else:
+        found = [watches.has(conn.watcher, path, mode) for mode in query.modes]
+    if not any(found):
+        raise NoWatcherError(path=path)
+
+
+def _all_children_number(conn: ServerConnection, path: str) -> int:
+    """How many nodes are below `path` at any depth (ZooKeeper checks READ on `path` only)."""
+    tree = conn.view.tree
+    node = tree.get(paths.validate(path))
+    if node is None:
+        raise NoNodeError(path=path)
+    if not acls.allows(node.acl, Perm.READ, conn.ids):
+        raise NoAuthError("READ not allowed", path=path)
+    return sum(1 for _ in tree.descendants(path))
+
+
+def _ephemerals(conn: ServerConnection, prefix: str) -> list[str]:
+    """The session's ephemeral nodes whose path starts with `prefix` ("" or "/": all)."""
+    owned = conn.view.tree.ephemerals_of(conn.session_id)
+    if prefix in ("", "/"):
+        return sorted(owned)
+    return sorted(path for path in owned if path.startswith(prefix))
+
+
+class JuteDialect:
+    """ZooKeeper's client protocol, as `zkpy.server.clients.Dialect`."""
+
+    def new_codec(self) -> Codec:
+        """A codec of its own for each connection (it follows the replies' opcodes)."""
+        return JuteCodec()
+
+    def hash_credential(self, credential: bytes) -> Id:
+        """ZooKeeper's digest (`zookeeper_digest_id`)."""
+        return zookeeper_digest_id(credential)
+
+    def command(self, member: Member, first: bytes) -> bytes | None:
+        """The answer to a four-letter word, or None if `first` does not start with one."""
+        word = first[:4]
+        if len(first) != 4 and first[4:] not in (b"\n", b"\r\n"):
+            return None
+        answer = FOUR_LETTER_WORDS.get(word)
+        if answer is not None:
+            return answer(member).encode()
+        if word in NOT_SERVED_WORDS:
+            return word + b" is not executed because it is not in the whitelist.\n"
+        return None
+
+
+def _mode(status: dict[str, Any]) -> str:
+    role = str(status["role"])
+    return role if role in ("leader", "follower", "observer", "standalone") else "looking"
+
+
+def _srvr(member: Member) -> str:
+    status = member.status()
+    if not status["serving"]:
+        return "This ZooKeeper instance is not currently serving requests\n"
+    return (
+        f"Zookeeper version: {ZOOKEEPER_VERSION}\n"
+        "Latency min/avg/max: 0/0.0/0\n"
+        f"Received: {status.get('requests', 0)}\n"
+        "Sent: 0\n"
+        f"Connections: {status['connections']}\n"
+        f"Outstanding: {status['outstanding']}\n"
+        f"Zxid: {status['committed_zxid']:#x}\n"
+        f"Mode: {_mode(status)}\n"
+        f"Node count: {status['znodes']}\n"
+    )
+
+
+def _stat_word(member: Member) -> str:
+    text = _srvr(member)
+    if not member.status()["serving"]:
+        return text
+    head, _, rest = text.partition("Latency")
+    return f"{head}Clients:\n\nLatency{rest}"
+
+
+def _mntr(member: Member) -> str:
+    status = member.status()
+    values = {
+        "zk_version": ZOOKEEPER_VERSION,
+        "zk_server_state": _mode(status),
+        "zk_znode_count": status["znodes"],
+        "zk_watch_count": status["watches"],
+        "zk_ephemerals_count": sum(len(p) for p in member.tree.ephemerals.values()),
+        "zk_num_alive_connections": status["connections"],
+        "zk_outstanding_requests": status["outstanding"],
+        "zk_packets_received": status.get("requests", 0),
+        "zk_uptime": status["uptime_ms"],
+    }
+    return "".join(f"{key}\t{value}\n" for key, value in values.items())
+
+
+def _conf(member: Member) -> str:
+    config = member.config
+    bounds = member.bounds
+    values = {
+        "clientPort": config.zk_port,
+        "dataDir": config.data_dir,
+        "tickTime": config.tick_ms,
+        "maxClientCnxns": config.max_connections_per_address,
+        "minSessionTimeout": bounds.min_ms,
+        "maxSessionTimeout": bounds.max_ms,
+        "serverId": config.server_id,
+    }
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def _envi(member: Member) -> str:
+    values = {
+        "zookeeper.version": ZOOKEEPER_VERSION,
+        "host.name": member.config.host,
+        "python.version": platform.python_version(),
+        "os.name": platform.system(),
+        "user.dir": os.getcwd(),
+    }
+    return "Environment:\n" + "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def _isro(member: Member) -> str:
+    return "rw" if member.status()["serving"] else "null"
+
+
+FOUR_LETTER_WORDS: dict[bytes, Callable[[Member], str]] = {
+    b"ruok": lambda member: "imok",
+    b"srvr": _srvr,
+    b"stat": _stat_word,
+    b"mntr": _mntr,
+    b"conf": _conf,
+    b"isro": _isro,
+    b"envi": _envi,
+}
+
+NOT_SERVED_WORDS = frozenset(
+    {b"cons", b"crst", b"dirs", b"dump", b"gtmk", b"srst", b"stmk", b"wchc", b"wchp", b"wchs"}
+)
+"""ZooKeeper's other four-letter words: refused as ZooKeeper refuses a word off its whitelist."""
