@@ -7,11 +7,13 @@
         await process(item.data)              # released (back in the queue) if it raises
 
 Items are `Queue` items under ``{path}/entries``. Taking one creates the ephemeral lock node
-``{path}/taken/{item name}``: only one create can succeed, so an item is processed by one consumer
-at a time; if that consumer's session ends (it died, or was cut off past its session timeout)
-the lock node goes with it and the item can be taken again. Consuming deletes the item and its
-lock node in one multi that checks the lock node is still ours, so an item whose hold was lost
-(and may be with another consumer by now) is never consumed by the one that lost it.
+``{path}/taken/{item name}`` (both directories are containers, as the queue's is): only one
+create can succeed, so an item is processed by one consumer at a time; if that consumer's
+session ends (it died, or was cut off past its session timeout) the lock node goes with it and
+the item can be taken again. Consuming deletes the item and its lock node in one multi, sent
+only on the session that took the item (whose lock node, while the session lives, is still
+ours), so an item whose hold was lost (and may be with another consumer by now) is never
+consumed by the one that lost it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import async_client, check_alive, delete_quietly, join, new_uid, retry
+from recipes._nodes import (
+    async_client,
+    check_alive,
+    create_in_containers,
+    delete_quietly,
+    join,
+    new_uid,
+    retry,
+)
 from recipes.errors import NotHeldError
 from recipes.queue import Queue, _items
 from zkpy.errors import (
@@ -32,6 +42,18 @@ from zkpy.errors import (
     NoNodeError,
     SessionExpiredError,
 )
+
+
+async def watched_children(zk: zkpy.Client, path: str, watch: zkpy.WatchFuture | None) -> list[str]:
+    """The children of `path` with `watch` armed on them, or none (the watch armed on the
+    node's creation) while it does not exist: a container directory comes and goes."""
+    while True:
+        try:
+            names: list[str] = await retry(zk, zk.get_children, path, watch=watch)
+            return names
+        except NoNodeError:
+            if await retry(zk, zk.exists, path, watch=watch) is None:
+                return []
 
 
 class TakenItem:
@@ -145,7 +167,7 @@ class LockingQueue:
         lock = join(self.taken_path, name)
         session = zk.session_id
         try:
-            await retry(zk, zk.create, lock, self.identifier, ephemeral=True)
+            await retry(zk, create_in_containers, zk, lock, self.identifier, ephemeral=True)
         except NodeExistsError:
             stat = await retry(zk, zk.exists, lock)  # ours, if a lost reply hid our create
             if stat is None or stat.ephemeral_owner != zk.session_id:
@@ -181,10 +203,8 @@ class LockingQueue:
     async def _scan(self, changed: zkpy.WatchFuture | None) -> tuple[TakenItem | None, bool]:
         """The first free item we could take, and whether there were free items at all."""
         zk = self.zk
-        await retry(zk, zk.ensure_path, self.entries_path)
-        await retry(zk, zk.ensure_path, self.taken_path)
-        taken = set(await retry(zk, zk.get_children, self.taken_path, watch=changed))
-        names = await retry(zk, zk.get_children, self.entries_path, watch=changed)
+        taken = set(await watched_children(zk, self.taken_path, changed))
+        names = await watched_children(zk, self.entries_path, changed)
         free = [name for name in _items(names) if name not in taken]
         for name in free:
             item = await self._try_take(name)

@@ -8,11 +8,11 @@ again whenever a member comes or goes (kazoo's SetPartitioner).
 
 Members are a `Party` under ``{path}/members``; sorted by node name, member k of n gets the
 items at positions k, k + n, k + 2n ... of the sorted items. An item is owned through the
-ephemeral node ``{path}/owners/{item as hex}``: a partition is handed out only once every item in
-it is owned by us, and items that are no longer ours are given up before the next one is, so no
-two members ever hold the same item at once, and an owner that dies frees its items with its
-session. The body must leave the partition's cancel scope before the next partition is taken
-(the ``async for`` makes sure of it).
+ephemeral node ``{path}/owners/{item as hex}`` (``owners`` is a container, as ``members`` is): a
+partition is handed out only once every item in it is owned by us, and items that are no longer
+ours are given up before the next one is, so no two members ever hold the same item at once, and
+an owner that dies frees its items with its session. The body must leave the partition's cancel
+scope before the next partition is taken (the ``async for`` makes sure of it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from types import TracebackType
 import trio
 
 import zkpy
-from recipes._nodes import async_client, delete_quietly, join, retry
+from recipes._nodes import async_client, create_in_containers, delete_quietly, join, retry
+from recipes.locking_queue import watched_children
 from recipes.party import Party
 from zkpy.errors import NodeExistsError, SessionExpiredError, ZkError
 
@@ -98,7 +99,8 @@ class SetPartitioner:
         zk, path = self.zk, self._owner_path(item)
         while True:
             try:
-                await retry(zk, zk.create, path, self.party.node_name.encode(), ephemeral=True)
+                name = self.party.node_name.encode()
+                await retry(zk, create_in_containers, zk, path, name, ephemeral=True)
                 return True
             except NodeExistsError:
                 stat = await retry(zk, zk.exists, path, watch=change)
@@ -109,12 +111,11 @@ class SetPartitioner:
         """Give up what is no longer ours, own what is, and hand it out; if another member
         still holds some of it, wait for a change and split again."""
         zk = self.zk
-        await retry(zk, zk.ensure_path, self.owners_path)
         while True:
             if self._owned_session != zk.session_id:
                 self._owned, self._owned_session = set(), zk.session_id  # gone with the session
             change = _Change()
-            members = sorted(await retry(zk, zk.get_children, self.members_path, watch=change))
+            members = sorted(await watched_children(zk, self.members_path, change))
             mine = self._mine(members)
             for item in sorted(self._owned - mine):
                 await delete_quietly(zk, self._owner_path(item))

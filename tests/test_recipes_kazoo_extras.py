@@ -93,8 +93,12 @@ async def test_a_waiting_consumer_is_woken_by_a_put_and_a_failed_body_releases(
                 taken.append(await queue.take())
 
             nursery.start_soon(take)
-            watched = consumer._conn.watches.one_shot[WatchMode.CHILD]
-            await wait_until(lambda: "/queues/wake/entries" in watched, what="a waiting take")
+            watches = consumer._conn.watches.one_shot  # on the entries, or on their creation
+            entries = "/queues/wake/entries"
+            await wait_until(
+                lambda: entries in watches[WatchMode.CHILD] or entries in watches[WatchMode.EXIST],
+                what="a waiting take",
+            )
             await recipes.LockingQueue(producer, "/queues/wake").put(b"late")
         assert [item.data for item in taken] == [b"late"]
         await taken[0].release()
