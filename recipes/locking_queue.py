@@ -18,7 +18,7 @@ consumed by the one that lost it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import trio
@@ -44,7 +44,9 @@ from zkpy.errors import (
 )
 
 
-async def watched_children(zk: zkpy.Client, path: str, watch: zkpy.WatchFuture | None) -> list[str]:
+async def watched_children(
+    zk: zkpy.Client, path: str, watch: Callable[[zkpy.WatchedEvent], object] | None
+) -> list[str]:
     """The children of `path` with `watch` armed on them, or none (the watch armed on the
     node's creation) while it does not exist: a container directory comes and goes."""
     while True:
