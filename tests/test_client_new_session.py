@@ -236,3 +236,20 @@ async def test_the_blocking_client_starts_a_new_session_too(server: RunningServe
             await in_thread(zk.create, "/blocking", ephemeral=True)
         finally:
             await in_thread(zk.close)
+
+
+async def test_leadership_held_under_an_expired_session_is_lost_not_retaken(
+    server: RunningServer,
+) -> None:
+    async with renewing_client(server) as (observer, zk, proxy):
+        election = recipes.Election(zk, "/election/e", b"me")
+        old = zk.session_id
+        async with election.campaign() as leadership:
+            cut_off(proxy)
+            await trio.sleep_forever()  # cancelled: leadership is lost with the session
+        assert leadership.lost
+        await let_back_once_expired(observer, proxy, leadership.path)
+        await wait_until(lambda: zk.session_id not in (0, old), what="a new session")
+        await zk.wait_connected()
+        assert await recipes.Election(observer, "/election/e").contenders() == []
+        assert election.leadership is None
