@@ -20,9 +20,11 @@ from tests.admin_http import get
 from tests.ensemble_harness import Ensemble, Member, connect_to, free_ports, poll, read_tree
 from zkpy.client.client import Client
 from zkpy.core.errors import ConnectionLossError, NodeExistsError
+from zkpy.server.config import load_config
 from zkpy.testing.ensemble import child_env
 
-UNIT = Path(__file__).resolve().parents[1] / "deploy" / "zkpy@.service"
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "deploy" / "zkpy@.service"
 T = TypeVar("T")
 
 
@@ -193,3 +195,16 @@ async def test_zkpy_ensemble_passes_log_format_to_its_members(tmp_path: Path) ->
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait(timeout=10)
+
+
+def test_documented_machine_file_gives_each_member_its_own_address(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc.split("## Deploying on real machines", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "ensemble.toml"
+    path.write_text(example)
+    for member_id in (1, 2, 3):
+        config = load_config(path, member_id)
+        assert config.host == f"10.0.0.1{member_id}"
+        assert config.data_dir == Path(f"/var/lib/zkpy/member-{member_id}")
+        assert config.admin_port == 8080
