@@ -1,14 +1,16 @@
 """An ensemble on separate network hosts on one Linux machine: one network namespace per
 member, with real link faults.
 
-`HostNetwork` makes namespaces PREFIX-1 .. PREFIX-N, each joined by a veth pair to the bridge
+`HostNetwork` makes namespaces PREFIX-1 .. PREFIX-N, each joined by a cable to the bridge
 PREFIX-br in the root namespace; host N has the address 10.231.0.N and the root namespace (where
 the test's client runs) 10.231.0.254, all in 10.231.0.0/24, which nothing routes anywhere else.
-Its faults act on the host side of a veth pair, the cable into host N: `link_down` /
-`link_up` (`ip link set`), and `delay` (a `tc netem` delay on what the link carries into the
-host, so a packet between two hosts is delayed once and a round trip twice). Leaving it removes
-everything it made; entering it first removes whatever an earlier run left behind under
-the same prefix (namespaces, links, and the processes still inside those namespaces).
+Its faults act on the bridge's end of the cable into host N: `link_down` / `link_up` (`ip link
+set`), and `delay` (on what the cable carries into the host, so a packet between two hosts is
+delayed once and a round trip twice). A cable is a veth pair delayed by `tc netem`, or, where
+the kernel has no netem, a pair of TAP devices that `zkpy.testing.netns_cables` joins and
+delays in user space. Leaving it removes everything it made; entering it first removes
+whatever an earlier run left behind under the same prefix (namespaces, links, and the
+processes still inside those namespaces).
 
 `NetnsEnsemble` is an `Ensemble` whose member N is `zkpy server --config F --id N` run in
 namespace N by `ip netns exec`, with host 10.231.0.N in the shared TOML file; every member
@@ -25,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -94,15 +97,32 @@ def remove_leftovers() -> None:
         _run("ip", "netns", "delete", namespace)
 
 
-class NetemUnavailable(RuntimeError):
-    """The kernel cannot delay packets: it was built without the netem qdisc."""
+def netem_available() -> bool:
+    """Whether this kernel can delay packets with netem (tried in a scratch namespace)."""
+    probe = f"{PREFIX}-probe"
+    _run("ip", "netns", "add", probe)
+    try:
+        command = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+        tried = subprocess.run(["ip", "netns", "exec", probe, *command], capture_output=True)
+        return tried.returncode == 0
+    finally:
+        _run("ip", "netns", "delete", probe)
 
 
 class HostNetwork:
-    """`hosts` network namespaces on one bridge; see the module docstring."""
+    """`hosts` network namespaces on one bridge; see the module docstring. Its cables are veth
+    pairs delayed by netem, or, with `tap_cables` (by default: when the kernel has no netem),
+    TAP pairs joined by a `zkpy.testing.netns_cables` process that delays them itself."""
 
-    def __init__(self, hosts: int = 3) -> None:
+    def __init__(self, hosts: int = 3, *, tap_cables: bool | None = None) -> None:
         self.hosts = list(range(1, hosts + 1))
+        self.tap_cables = tap_cables
+        self.cables: subprocess.Popen[str] | None = None
+
+    @property
+    def cable_kind(self) -> str:
+        """What the cables are, for reports."""
+        return "TAP pairs (userspace delay)" if self.tap_cables else "veth pairs (netem delay)"
 
     @staticmethod
     def namespace(host: int) -> str:
@@ -111,8 +131,13 @@ class HostNetwork:
 
     @staticmethod
     def link(host: int) -> str:
-        """The root namespace's end of host `host`'s veth pair (its cable to the bridge)."""
+        """The root namespace's end of host `host`'s cable to the bridge."""
         return f"{PREFIX}-v{host}"
+
+    @staticmethod
+    def inner_link(host: int) -> str:
+        """Host `host`'s end of its cable, in its namespace."""
+        return f"{PREFIX}-p{host}"
 
     @staticmethod
     def address(host: int) -> str:
@@ -124,19 +149,46 @@ class HostNetwork:
         return ["ip", "netns", "exec", self.namespace(host)]
 
     def set_up(self) -> None:
-        """Make the bridge, the namespaces and their links (after removing leftovers)."""
+        """Make the bridge, the namespaces and their cables (after removing leftovers)."""
         remove_leftovers()
+        if self.tap_cables is None:
+            self.tap_cables = not netem_available()
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "addr", "add", f"{ROOT_ADDRESS}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
+        if self.tap_cables:
+            self._start_cables()
         for host in self.hosts:
             self._add_host(host)
 
+    def _start_cables(self) -> None:
+        """Start the process that makes and joins the TAP pairs; wait until they exist."""
+        pairs = [f"{self.link(host)}:{self.inner_link(host)}" for host in self.hosts]
+        self.cables = subprocess.Popen(
+            [sys.executable, "-m", "zkpy.testing.netns_cables", *pairs],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        self._expect_from_cables("ready")
+
+    def _expect_from_cables(self, word: str) -> None:
+        """Read the cables process's next line, which must be `word`."""
+        assert self.cables is not None and self.cables.stdout is not None
+        line = self.cables.stdout.readline().strip()
+        if line != word:
+            raise RuntimeError(f"the cables process said {line!r}, not {word!r}")
+
     def _add_host(self, host: int) -> None:
-        """Host `host`'s namespace, its veth pair into the bridge, and its address."""
-        namespace, link, inner = self.namespace(host), self.link(host), f"{PREFIX}-p{host}"
+        """Host `host`'s namespace, its cable into the bridge, and its address."""
+        namespace, link, inner = self.namespace(host), self.link(host), self.inner_link(host)
         _run("ip", "netns", "add", namespace)
-        _run("ip", "link", "add", link, "type", "veth", "peer", "name", inner, "netns", namespace)
+        if self.tap_cables:
+            _run("ip", "link", "set", inner, "netns", namespace)
+        else:
+            _run("ip", "link", "add", link, "type", "veth", "peer", "name", inner)
+            _run("ip", "link", "set", inner, "netns", namespace)
         _run("ip", "link", "set", link, "master", BRIDGE)
         _run("ip", "link", "set", link, "up")
         _run("ip", "-n", namespace, "addr", "add", f"{self.address(host)}/24", "dev", inner)
@@ -144,7 +196,19 @@ class HostNetwork:
         _run("ip", "-n", namespace, "link", "set", "lo", "up")
 
     def tear_down(self) -> None:
-        """Remove everything made under PREFIX (processes left in the namespaces included)."""
+        """Stop the cables process, then remove everything made under PREFIX (processes left
+        in the namespaces included)."""
+        cables, self.cables = self.cables, None
+        if cables is not None:
+            if cables.stdin is not None:
+                cables.stdin.close()  # its signal to exit
+            try:
+                cables.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                cables.kill()
+                cables.wait()
+            if cables.stdout is not None:
+                cables.stdout.close()
         remove_leftovers()
 
     def link_down(self, host: int) -> None:
@@ -155,24 +219,21 @@ class HostNetwork:
         """Plug host `host`'s cable back in."""
         _run("ip", "link", "set", self.link(host), "up")
 
-    def delay(self, milliseconds: int, hosts: Sequence[int] | None = None) -> None:
-        """Delay by `milliseconds` what the links of `hosts` (default: all) carry into their
-        host (`tc netem`); 0 removes the delay. Raises NetemUnavailable on a kernel built
-        without netem (CONFIG_NET_SCH_NETEM)."""
-        for host in self.hosts if hosts is None else hosts:
+    def delay(self, milliseconds: int) -> None:
+        """Delay by `milliseconds` what every cable carries into its host (so a packet between
+        two hosts waits once, a round trip twice); 0 removes the delay."""
+        if self.cables is not None and self.cables.stdin is not None:
+            self.cables.stdin.write(f"{milliseconds}\n")
+            self.cables.stdin.flush()
+            self._expect_from_cables("ok")
+            return
+        for host in self.hosts:
             link = self.link(host)
-            if not milliseconds:
-                if "netem" in _run("tc", "qdisc", "show", "dev", link):
-                    _run("tc", "qdisc", "del", "dev", link, "root")
-                continue
-            command = ["tc", "qdisc", "replace", "dev", link, "root", "netem", "delay"]
-            done = subprocess.run(
-                [*command, f"{milliseconds}ms"], capture_output=True, text=True, check=False
-            )
-            if "kind is unknown" in done.stderr:
-                raise NetemUnavailable("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM)")
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+            if milliseconds:
+                _run("tc", "qdisc", "replace", "dev", link, "root", "netem", "delay",
+                     f"{milliseconds}ms")  # fmt: skip
+            elif "netem" in _run("tc", "qdisc", "show", "dev", link):
+                _run("tc", "qdisc", "del", "dev", link, "root")
 
     def __enter__(self) -> HostNetwork:
         try:
