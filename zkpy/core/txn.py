@@ -182,8 +182,7 @@ def op_to_fields(op: Op) -> list[Any]:
 
     Exact type tests, the most frequent first, instead of a `match` with class patterns: every
     write is encoded here on the leader, and a pattern that captures positional fields looks
-    each one up through `__match_args__` (0.44-0.75 us for a SetData and 1.5 us for a Create,
-    against 0.10 and 0.65 us here; record row 34 in benchmarks/README.md)."""
+    each one up through `__match_args__`, several times slower (docs/decisions/0007)."""
     if type(op) is SetData:
         return [OP_SET_DATA, op.path, op.data, op.version]
     if type(op) is Create:
