@@ -7,8 +7,8 @@ leader sends to followers.
 
 Records and operations are values: their fields are `Final`, which mypy enforces, rather than
 frozen at run time. A frozen dataclass sets each field through `object.__setattr__`, which made
-a record 0.78 us to construct against 0.2 us, and every write makes several records and
-operations on each member (prep, then decoding on each follower).
+a record several times slower to construct (docs/decisions/0007), and every write makes several
+records and operations on each member (prep, then decoding on each follower).
 """
 
 from __future__ import annotations
