@@ -3,9 +3,10 @@
 Every write on the path of a client's request waits for this log to reach the disk, on the
 leader and on a quorum of followers. An LMDB transaction holding one entry costs several page
 writes and two syncs; a write into a preallocated file followed by ``fdatasync`` costs one, in
-about a third of the time (docs/decisions/0001). So the log lives in segment files, and LMDB keeps what is written rarely and read by key: the checkpointed
-tree, the sessions and the metadata, including which *generation* of segment files is the log
-(see :mod:`zkpy.server.storage`).
+about a third of the time (docs/decisions/0001). So the log lives in segment files, and LMDB
+keeps what is written rarely and read by key: the checkpointed tree, the sessions and the
+metadata, including which *generation* of segment files is the log (see
+:mod:`zkpy.server.storage`).
 
 A segment is ``<generation:016x>-<seq:016x>.wal`` in the ``wal/`` directory, preallocated to
 ``segment_bytes`` and written with zeros a little ahead of its records (``_zero_ahead_of``), so
