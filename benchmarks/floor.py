@@ -16,7 +16,7 @@ Three shapes of the write path (`--shape`):
             replies to the client and acks (the leader's sync and its own are a quorum)
     early   the leader sends the proposal first, syncs beside the followers and then tells
             them with a small `Logged` message; the client's follower replies once it has
-            synced and heard it (a variant zkpy tried, see benchmarks/README.md)
+            synced and heard it (a variant zkpy tried, see docs/decisions/0004)
     zab     Zab's: the leader sends the proposal first and syncs beside the followers; each
             follower syncs and acks; the leader commits on its own sync and the first ack,
             and the client's follower replies on the commit

@@ -70,6 +70,8 @@ PROCESS_MODULES: frozenset[str] = frozenset()
 STARTS_PROCESSES = re.compile(
     r"\b(Ensemble|ServerProcess|server_process|MemberProcess|subprocess|sys\.executable)\b"
 )
+# tests on network namespaces (zkpy.testing.netns): `processes`, and `netns` as well
+USES_NETNS = re.compile(r"\b(NetnsEnsemble|HostNetwork)\b")
 
 
 def _helpers(function: Callable[..., Any]) -> list[Callable[..., Any]]:
@@ -117,7 +119,9 @@ def tier_of(item: pytest.Function) -> str | None:
     if any(RUNS_CHAOS.search(source) for source in sources):
         return "chaos"
     module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-    if module in PROCESS_MODULES or any(STARTS_PROCESSES.search(s) for s in sources):
+    if module in PROCESS_MODULES or any(
+        STARTS_PROCESSES.search(s) or USES_NETNS.search(s) for s in sources
+    ):
         return "processes"
     return None
 
@@ -126,6 +130,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and (tier := tier_of(item)) is not None:
             item.add_marker(getattr(pytest.mark, tier))
+            if any(USES_NETNS.search(source) for source in _sources(item)):
+                item.add_marker(pytest.mark.netns)
 
 
 class _NoProcessesInTheFastTier:

@@ -283,6 +283,13 @@ def server(
     help="Tick; sessions last 2-20 ticks.",
 )
 @click.option("--log-level", default="WARNING", show_default=True, help="Members' log level.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Members' log format (json: one JSON object per line).",
+)
 def ensemble(
     size: int,
     observers: int,
@@ -293,6 +300,7 @@ def ensemble(
     admin_port: int | None,
     tick_ms: int,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run a local ensemble: SIZE member processes (client ports CLIENT_PORT, +1, ...).
 
@@ -330,7 +338,7 @@ def ensemble(
         zk_addresses = ",".join(f"127.0.0.1:{zk_port + index}" for index in range(count))
         click.echo(f"ZooKeeper clients: {zk_addresses}", err=True)
     sys.stdout.flush()
-    code = trio.run(_until_signal_value, lambda: run_ensemble(config_file, log_level))
+    code = trio.run(_until_signal_value, lambda: run_ensemble(config_file, log_level, log_format))
     sys.exit(code)
 
 

@@ -54,8 +54,8 @@ class Receiver:
     recent waits were short. Going to sleep in epoll and being woken costs a process far more
     than the wait itself on a virtual machine that halts idle CPUs without polling first (the
     reference VM boots with ``haltpoll.guest_halt_poll_ns=0``): every wake-up from an idle CPU
-    then pays an exit to the hypervisor, about 40-60 us per hop, and a log sync that completes
-    on an idle CPU takes 60-80 us longer. A reply that comes within SPIN_BEFORE_WAIT_S (a read
+    then pays an exit to the hypervisor, and a log sync that completes on an idle CPU takes
+    longer too (docs/decisions/0006). A reply that comes within SPIN_BEFORE_WAIT_S (a read
     answered from memory, the next request of a client that sends one at a time) is met
     awake. The spin yields to the process's other tasks at every try (a trio checkpoint), and it
     only happens while the running estimate of this connection's waits is below the spin time

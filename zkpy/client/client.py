@@ -967,7 +967,7 @@ async def connect(
     (`zkpy.tls.client_context(ca, certfile, keyfile)`) for servers that speak TLS.
     `spin_before_wait` (seconds, 0 for never, at most 0.01) is how long a read of the
     connection keeps trying before it sleeps, while replies come quickly: one request at a time,
-    a reply met awake saves a wake-up (40-60 us on a virtual machine that halts idle CPUs). TLS
+    a reply met awake saves a wake-up (costly on a virtual machine that halts idle CPUs). TLS
     connections do not spin.
 
     With `new_session_on_expiry`, an expired session is followed by a new one instead of

@@ -7,8 +7,8 @@ leader sends to followers.
 
 Records and operations are values: their fields are `Final`, which mypy enforces, rather than
 frozen at run time. A frozen dataclass sets each field through `object.__setattr__`, which made
-a record 0.78 us to construct against 0.2 us, and every write makes several records and
-operations on each member (prep, then decoding on each follower).
+a record several times slower to construct (docs/decisions/0007), and every write makes several
+records and operations on each member (prep, then decoding on each follower).
 """
 
 from __future__ import annotations
@@ -182,8 +182,7 @@ def op_to_fields(op: Op) -> list[Any]:
 
     Exact type tests, the most frequent first, instead of a `match` with class patterns: every
     write is encoded here on the leader, and a pattern that captures positional fields looks
-    each one up through `__match_args__` (0.44-0.75 us for a SetData and 1.5 us for a Create,
-    against 0.10 and 0.65 us here; record row 34 in benchmarks/README.md)."""
+    each one up through `__match_args__`, several times slower (docs/decisions/0007)."""
     if type(op) is SetData:
         return [OP_SET_DATA, op.path, op.data, op.version]
     if type(op) is Create:

@@ -24,9 +24,14 @@ STOP_GRACE_S = 10.0
 EXIT_POLL_S = 0.02  # only where the platform has no pidfd to wait on
 
 
-def member_args(config: Path, member_id: int, log_level: str = "INFO") -> list[str]:
+def member_args(
+    config: Path, member_id: int, log_level: str = "INFO", log_format: str = "text"
+) -> list[str]:
     """The `zkpy server` arguments of member `member_id` of the ensemble in `config`."""
-    return ["--config", str(config), "--id", str(member_id), "--log-level", log_level]
+    return [
+        *("--config", str(config), "--id", str(member_id)),
+        *("--log-level", log_level, "--log-format", log_format),
+    ]
 
 
 class MemberProcess:
@@ -248,10 +253,10 @@ def _warn_if_readable_by_others(path: Path) -> None:
         )
 
 
-async def run_ensemble(config_file: Path, log_level: str) -> int:
+async def run_ensemble(config_file: Path, log_level: str, log_format: str = "text") -> int:
     """Run every member of `config_file` as a child process until cancelled, then stop them."""
     ids = sorted(m.id for m in load_config(config_file, 1).members)
-    members = [MemberProcess(i, member_args(config_file, i, log_level)) for i in ids]
+    members = [MemberProcess(i, member_args(config_file, i, log_level, log_format)) for i in ids]
     try:
         async with trio.open_nursery() as nursery:
             for member in members:

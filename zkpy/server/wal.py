@@ -1,12 +1,12 @@
 """The proposal log: append-only segment files, one write and one fdatasync per batch.
 
 Every write on the path of a client's request waits for this log to reach the disk, on the
-leader and on a quorum of followers. On the reference machine an LMDB transaction holding one
-entry commits in ~0.28 ms (several page writes and two syncs) and costs ~0.13 ms of CPU; a write
-into a preallocated file followed by ``fdatasync`` takes ~0.10 ms and ~0.05 ms of CPU. So the log
-lives in segment files, and LMDB keeps what is written rarely and read by key: the checkpointed
-tree, the sessions and the metadata, including which *generation* of segment files is the log
-(see :mod:`zkpy.server.storage`).
+leader and on a quorum of followers. An LMDB transaction holding one entry costs several page
+writes and two syncs; a write into a preallocated file followed by ``fdatasync`` costs one, in
+about a third of the time (docs/decisions/0001). So the log lives in segment files, and LMDB
+keeps what is written rarely and read by key: the checkpointed tree, the sessions and the
+metadata, including which *generation* of segment files is the log (see
+:mod:`zkpy.server.storage`).
 
 A segment is ``<generation:016x>-<seq:016x>.wal`` in the ``wal/`` directory, preallocated to
 ``segment_bytes`` and written with zeros a little ahead of its records (``_zero_ahead_of``), so
@@ -372,9 +372,8 @@ class SegmentLog:
 
         `posix_fallocate` reserves the space as unwritten extents, and on ext4 and XFS the
         first write into one changes the file's extent map, so each fdatasync that covers
-        such a write also commits the file system's journal: a sync of a 20 KiB batch took
-        170-180 us and 70 us of CPU that way, 105-130 us and 50 us once the space had been
-        written (the same machine). Zeros are what a reader already finds past the end, so
+        such a write also commits the file system's journal, which made such syncs markedly
+        slower (docs/decisions/0001). Zeros are what a reader already finds past the end, so
         writing them changes nothing a reader or a crash can see; they go in chunks, half a
         chunk ahead, to make the one sync in many that carries them only a little longer.
         """
