@@ -459,16 +459,11 @@ class DoubleBarrier:
         self.zk.run(self.async_barrier.__aexit__, kind, value, traceback)
 
 
-class Queue:
-    """A distributed FIFO queue with priorities (`recipes.Queue`, blocking)."""
+class _Puts:
+    """What both blocking queues share: adding items to the async queue they drive."""
 
-    def __init__(self, zk: Client, path: str) -> None:
-        self.zk = _sync_client(zk, "Queue")
-        self.async_queue = recipes.Queue(self.zk.async_client, path)
-        self.path = self.async_queue.path
-
-    def __repr__(self) -> str:
-        return f"<recipes.sync.Queue {self.path}>"
+    zk: Client
+    async_queue: recipes.Queue | recipes.LockingQueue
 
     def put(self, data: bytes, priority: int = 100) -> str:
         """Add an item (`priority` 0..999, lower first); its znode path."""
@@ -477,6 +472,18 @@ class Queue:
     def put_all(self, items: Iterable[bytes], priority: int = 100) -> list[str]:
         """Add several items atomically, in order."""
         return self.zk.run(self.async_queue.put_all, list(items), priority)
+
+
+class Queue(_Puts):
+    """A distributed FIFO queue with priorities (`recipes.Queue`, blocking)."""
+
+    def __init__(self, zk: Client, path: str) -> None:
+        self.zk = _sync_client(zk, "Queue")
+        self.async_queue: recipes.Queue = recipes.Queue(self.zk.async_client, path)
+        self.path = self.async_queue.path
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.Queue {self.path}>"
 
     def get(self, timeout: float | None = None) -> bytes:
         """Take the first item, blocking for one (TimeoutError after `timeout` seconds)."""
@@ -546,25 +553,17 @@ class TakenItem:
             self.release()
 
 
-class LockingQueue:
+class LockingQueue(_Puts):
     """A queue whose items are taken, then consumed or released (`recipes.LockingQueue`,
     blocking)."""
 
     def __init__(self, zk: Client, path: str) -> None:
         self.zk = _sync_client(zk, "LockingQueue")
-        self.async_queue = recipes.LockingQueue(self.zk.async_client, path)
+        self.async_queue: recipes.LockingQueue = recipes.LockingQueue(self.zk.async_client, path)
         self.path = self.async_queue.path
 
     def __repr__(self) -> str:
         return f"<recipes.sync.LockingQueue {self.path}>"
-
-    def put(self, data: bytes, priority: int = 100) -> str:
-        """Add an item (`priority` 0..999, lower first); its znode path."""
-        return self.zk.run(self.async_queue.put, data, priority)
-
-    def put_all(self, items: Iterable[bytes], priority: int = 100) -> list[str]:
-        """Add several items atomically, in order."""
-        return self.zk.run(self.async_queue.put_all, list(items), priority)
 
     def take(self, timeout: float | None = None) -> TakenItem:
         """Take the first free item, blocking for one (TimeoutError after `timeout` s)."""
