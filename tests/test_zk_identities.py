@@ -1,7 +1,7 @@
-"""What ZooKeeper's getACL shows on a member's `zk_port`: a client without ADMIN on the node
-sees each digest identity as `user:x`, as ZooKeeper 3.8 answers (the SHA-1 of user:password
-is easy to guess from); one with ADMIN sees the whole identity. zkpy's own protocol is not
-changed by this."""
+"""How identities show on a member's `zk_port`, as ZooKeeper 3.8 shows them: getACL gives a
+client without ADMIN on the node each digest identity as `user:x` (the SHA-1 of user:password
+is easy to guess from), and the whole identity to one with ADMIN; whoAmI names a digest
+identity by its user alone. zkpy's own protocol shows its identities unchanged."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from kazoo.security import Id as KazooId
 from kazoo.security import make_digest_acl
 
 import zkpy
-from tests.test_zk_kazoo import TICK_MS, kz, started, stopped
+from tests.test_zk_kazoo import TICK_MS, RawJute, kz, started, stopped
+from zkpy.core.requests import AuthRequest
 from zkpy.core.types import ACL, Id, Perm
 from zkpy.testing import RunningServer, running_server
 from zkpy.testing.ports import free_port
+from zkpy.wire import jute
+from zkpy.wire.jute import WhoAmI
 
 
 @pytest.fixture
@@ -52,3 +55,16 @@ async def test_get_acl_hides_digest_hashes_from_clients_without_admin(
     finally:
         for client in (owner, reader):
             await stopped(client)
+
+
+async def test_who_am_i_names_a_digest_identity_by_its_user(member: RunningServer) -> None:
+    conn = await RawJute.open(member)
+    try:
+        auth = AuthRequest("digest", b"carol:pw")
+        assert (await conn.request(jute.XID_AUTH, jute.OP_AUTH, auth))[2] == 0
+        await conn.send(2, jute.OP_WHO_AM_I, WhoAmI())
+        reader = (await conn.reply())[3]
+        infos = [(reader.string("scheme"), reader.string("id")) for _ in range(reader.int32())]
+        assert infos == [("digest", "carol"), ("ip", "127.0.0.1")]
+    finally:
+        await conn.stream.aclose()
