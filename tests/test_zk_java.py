@@ -103,28 +103,34 @@ class Jvm:
         raise AssertionError(f"{self.name}: no line {prefix!r} within {timeout} s:\n{output}")
 
 
+class Jvms:
+    """The Java programs a test started, by name, on one classpath."""
+
+    def __init__(self, classpath: str) -> None:
+        self.classpath = classpath
+        self.running: dict[str, Jvm] = {}
+
+    async def start(self, name: str, main_class: str, *args: str) -> Jvm:
+        process = await trio.lowlevel.open_process(
+            ["java", "-cp", self.classpath, main_class, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+        )
+        self.running[name] = Jvm(name, process)
+        return self.running[name]
+
+
 @asynccontextmanager
-async def jvms(classpath: str) -> AsyncIterator[dict[str, Jvm]]:
-    """Start Java programs with `start(name, main_class, *args)`; every one still running is
-    killed on the way out."""
-    running: dict[str, Jvm] = {}
+async def jvms(classpath: str) -> AsyncIterator[Jvms]:
+    """A `Jvms`; every program still running is killed on the way out."""
+    started = Jvms(classpath)
     try:
-        yield running
+        yield started
     finally:
-        for jvm in running.values():
+        for jvm in started.running.values():
             jvm.process.kill()
             await jvm.process.wait()
-
-
-async def start(running: dict[str, Jvm], classpath: str, name: str, *args: str) -> Jvm:
-    process = await trio.lowlevel.open_process(
-        ["java", "-cp", classpath, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=child_env(),
-    )
-    running[name] = Jvm(name, process)
-    return running[name]
 
 
 async def test_the_java_client_reads_writes_watches_and_multis(
@@ -132,10 +138,8 @@ async def test_the_java_client_reads_writes_watches_and_multis(
 ) -> None:
     async with zkpy.connect(ensemble.addresses()) as zk:
         await zk.create("/java", b"")
-        async with jvms(classpath) as running:
-            client = await start(
-                running, classpath, "client", "ZkClientCheck", zk_hosts(ensemble), "/java"
-            )
+        async with jvms(classpath) as java:
+            client = await java.start("client", "ZkClientCheck", zk_hosts(ensemble), "/java")
             await client.wait_for("waiting")
             await zk.sync("/java")
             await zk.set("/java/shared", b"from zkpy")  # through the msgpack protocol
@@ -175,10 +179,11 @@ async def test_curator_mutex_and_leader_latch_across_two_jvms(
     async with zkpy.connect(ensemble.addresses()) as zk:
         await zk.create("/curator/check", b"free", makepath=True)
         await zk.create("/curator/counter", b"0")
-        async with jvms(classpath) as running:
+        async with jvms(classpath) as java:
+            running = java.running
             for name in ("A", "B"):
                 args = (zk_hosts(ensemble), str(SESSION_MS), name, str(ROUNDS), "/curator")
-                await start(running, classpath, name, "CuratorContender", *args)
+                await java.start(name, "CuratorContender", *args)
             for jvm in running.values():
                 await jvm.wait_for(f"{jvm.name} joined", timeout=120)
             lines = [line for jvm in running.values() for line in jvm.lines]
