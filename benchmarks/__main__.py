@@ -26,6 +26,7 @@ COMMANDS = {
     "ab": ("benchmarks.ab", "this checkout against another commit, alternating rounds"),
     "timeline": ("benchmarks.timeline", "where one write's time goes, hop by hop"),
     "floor": ("benchmarks.floor", "a write's messages and syncs between bare processes"),
+    "zk-clients": ("benchmarks.zk_clients", "kazoo on zkpy's ZooKeeper port vs on ZooKeeper"),
 }
 
 

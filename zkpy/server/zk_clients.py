@@ -38,7 +38,7 @@ from zkpy.core.errors import (
     ZkError,
     error_for_code,
 )
-from zkpy.core.requests import GetChildrenRequest, GetDataRequest, PingRequest
+from zkpy.core.requests import GetACLRequest, GetChildrenRequest, GetDataRequest, PingRequest
 from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
 from zkpy.server.node import Member
@@ -78,7 +78,15 @@ from zkpy.wire.jute import (
 ZOOKEEPER_VERSION = "3.8.0-zkpy"
 """The version the four-letter words report: the ZooKeeper release whose protocol is served."""
 
-_READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, WatchQuery, WhoAmI)
+_READS = (
+    GetACLRequest,
+    GetAllChildrenNumber,
+    GetEphemerals,
+    MultiRead,
+    Refusal,
+    WatchQuery,
+    WhoAmI,
+)
 _STAT_REPLIES = frozenset({OP_EXISTS, OP_SET_DATA, OP_SET_ACL, jute.OP_CHECK})
 
 
@@ -94,6 +102,16 @@ def zookeeper_digest_id(credential: bytes) -> Id:
         raise AuthFailedError("digest credentials must be 'user:password'")
     digest = base64.b64encode(hashlib.sha1(credential).digest()).decode("ascii")
     return Id("digest", f"{user}:{digest}")
+
+
+def _client_infos(ids: frozenset[Id]) -> list[tuple[str, str]]:
+    """whoAmI's (scheme, user) pairs as ZooKeeper reports them: a digest identity by its user
+    name alone, never the password's hash. ZooKeeper's order is its hash set's; this one is
+    sorted."""
+    return sorted(
+        (ident.scheme, ident.id.partition(":")[0] if ident.scheme == "digest" else ident.id)
+        for ident in ids
+    )
 
 
 def _stat(fields: list[int]) -> Stat:
@@ -143,7 +161,9 @@ class JuteCodec:
         if type(request) is GetEphemerals:
             return _ephemerals(conn, request.prefix)
         if type(request) is WhoAmI:
-            return sorted((ident.scheme, ident.id) for ident in conn.ids)
+            return _client_infos(conn.ids)
+        if type(request) is GetACLRequest:
+            return _acl_reply(conn, request)
         if type(request) is Refusal:
             raise error_for_code(request.code, request.message)
         raise TypeError(f"not a jute read: {type(request).__name__}")
@@ -292,6 +312,23 @@ def _query_watches(conn: ServerConnection, query: WatchQuery) -> None:
         found = [watches.has(conn.watcher, path, mode) for mode in query.modes]
     if not any(found):
         raise NoWatcherError(path=path)
+
+
+def _acl_reply(conn: ServerConnection, request: GetACLRequest) -> list[Any]:
+    """getACL as ZooKeeper answers it: to a client without ADMIN on the node, the hash of each
+    digest identity reads `x` (`user:x`), so that a client allowed only to read cannot take
+    the SHA-1 hashes away to guess the passwords."""
+    wire_acl, stat = conn.read_body(request)
+    acl = acl_from_wire(wire_acl)
+    if acls.allows(acl, Perm.ADMIN, conn.ids):
+        return [wire_acl, stat]
+    shown = [
+        [int(entry.perms), "digest", entry.id.id.partition(":")[0] + ":x"]
+        if entry.id.scheme == "digest"
+        else entry.to_wire()
+        for entry in acl
+    ]
+    return [shown, stat]
 
 
 def _all_children_number(conn: ServerConnection, path: str) -> int:

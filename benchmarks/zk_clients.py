@@ -1,0 +1,215 @@
+"""kazoo against zkpy's ZooKeeper port, side by side with kazoo against Apache ZooKeeper 3.8 and
+zkpy's own client against zkpy, in alternating rounds; medians per row.
+
+    python -m benchmarks zk-clients                       # 3 rounds, 3 s per workload
+    python -m benchmarks zk-clients --rounds 5 --json benchmarks/results/zk-clients.json
+
+Two 3-member ensembles run for the whole command: one zkpy ensemble with ZooKeeper ports (zkpy's
+client uses its msgpack ports, kazoo its ZooKeeper ports) and one Apache ZooKeeper ensemble
+(`benchmarks.ensembles`). Every round runs each workload once per system, the systems in a
+rotating order, so that the drift of a shared machine spreads over all three; the table shows
+each system's median over the rounds, and the ratio of kazoo on zkpy to kazoo on ZooKeeper.
+The workloads are `benchmarks.run`'s (`benchmarks.workers`): create, set and get with 256 in
+flight ("pipelined": kazoo's async calls, zkpy's tasks), one-at-a-time set and get, and
+write-to-watch latency; zkpy's client also runs its `pipeline()` batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from benchmarks.ensembles import Ensemble, Member, ZkpyEnsemble, ZooKeeperEnsemble
+from benchmarks.run import (
+    PAUSE_BETWEEN_S,
+    Result,
+    Workload,
+    kazoo_ready,
+    machine_info,
+    run_workload,
+    warm_up_ensemble,
+)
+from zkpy.testing import ensemble as launch
+
+ZKPY, ZKPY_ZK, ZOOKEEPER = "zkpy", "zkpy-zk", "zookeeper"
+SYSTEMS = (ZKPY, ZKPY_ZK, ZOOKEEPER)
+TITLES = {ZKPY: "zkpy client", ZKPY_ZK: "kazoo->zkpy", ZOOKEEPER: "kazoo->ZK"}
+IN_FLIGHT = 256
+ROWS = [
+    ("create", IN_FLIGHT, "ops_per_s"),
+    ("set", IN_FLIGHT, "ops_per_s"),
+    ("get", IN_FLIGHT, "ops_per_s"),
+    ("pset", IN_FLIGHT, "ops_per_s"),
+    ("pget", IN_FLIGHT, "ops_per_s"),
+    ("set", 1, "p50_ms"),
+    ("get", 1, "p50_ms"),
+    ("watch", 1, "p50_ms"),
+]
+
+
+class ZkpyBothPorts(ZkpyEnsemble):
+    """zkpy's members with ZooKeeper's client protocol as well: as system "zkpy-zk" its clients
+    are kazoo processes on the ZooKeeper ports, as "zkpy" zkpy's own on the msgpack ports
+    (`system` is switched between workloads). Status and roles come from the msgpack port."""
+
+    system = ZKPY_ZK
+
+    def start(self) -> None:
+        assert self.tmp is not None
+        self.launched = launch.Ensemble(
+            Path(self.tmp), self.size, fast=False, log_level="WARNING", zk_ports=True
+        )
+        self._launch()
+
+    def client_targets(self) -> list[Member]:
+        targets = super().client_targets()
+        if self.system != ZKPY_ZK or self.launched is None:
+            return targets
+        zk_ports = {member.id: member.zk_port for member in self.launched.members.values()}
+        return [replace(member, port=zk_ports[member.id] or member.port) for member in targets]
+
+
+def plan(system: str) -> list[Workload]:
+    """Each row's workload that `system` can run (the pipeline API is zkpy's client's)."""
+    return [
+        Workload(op, in_flight, 1)
+        for op, in_flight, _metric in ROWS
+        if system == ZKPY or not op.startswith("p")
+    ]
+
+
+def run_round(
+    ensembles: dict[str, Ensemble],
+    order: list[str],
+    args: argparse.Namespace,
+    results: dict[tuple[str, str, int], list[Result]],
+    run_no: int,
+) -> int:
+    for system in order:
+        ensemble = ensembles[system]
+        ensemble.system = system
+        for workload in plan(system):
+            run_no += 1
+            result = run_workload(ensemble, workload, args, run_no)
+            results.setdefault((system, workload.op, workload.in_flight), []).append(result)
+            shown = (
+                f"FAILED: {result.failed}"
+                if result.failed
+                else f"{result.ops_per_s:>9,.0f} ops/s  p50 {result.p50_ms or 0:.3f} ms"
+            )
+            print(f"  {TITLES[system]:<12} {workload.op:<6} x{workload.in_flight:<3} {shown}")
+            time.sleep(PAUSE_BETWEEN_S)
+    return run_no
+
+
+def medians(
+    results: dict[tuple[str, str, int], list[Result]],
+) -> dict[tuple[str, str, int], dict[str, float]]:
+    """Per (system, op, in flight): the median of each measure over the rounds that ran."""
+    out = {}
+    for key, runs in results.items():
+        good = [r for r in runs if not r.failed]
+        if not good:
+            continue
+        out[key] = {
+            measure: statistics.median(getattr(r, measure) for r in good)
+            for measure in ("ops_per_s", "p50_ms", "p99_ms", "server_us_per_op")
+            if all(getattr(r, measure) is not None for r in good)
+        }
+        out[key]["rounds"] = len(good)
+    return out
+
+
+def print_table(summary: dict[tuple[str, str, int], dict[str, float]]) -> None:
+    print(
+        f"\n{'row (median)':<28}"
+        + "".join(f"{TITLES[s]:>14}" for s in SYSTEMS)
+        + f"{'kazoo zkpy/ZK':>15}{'zkpy faster':>13}"
+    )
+    for op, in_flight, metric in ROWS:
+        label = f"{op} x{in_flight} {'ops/s' if metric == 'ops_per_s' else 'p50 ms'}"
+        values = [summary.get((s, op, in_flight), {}).get(metric) for s in SYSTEMS]
+        cells = "".join(
+            f"{'-':>14}" if v is None else f"{v:>14,.0f}" if v >= 100 else f"{v:>14.3f}"
+            for v in values
+        )
+        ours, theirs = values[1], values[2]
+        if ours is None or theirs is None or theirs == 0:
+            ratio, faster = "-", "-"
+        else:
+            ratio = f"{ours / theirs:.2f}"
+            faster = "yes" if (ours > theirs) == (metric == "ops_per_s") else "NO"
+        print(f"{label:<28}{cells}{ratio:>15}{faster:>13}")
+    print("(ops/s: higher is better; p50 ms: lower is better)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks zk-clients", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured (3)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring (1)")
+    parser.add_argument("--value-size", type=int, default=100, help="bytes per value (100)")
+    parser.add_argument("--ensemble-warmup", type=float, default=3.0, help="unreported sets (3 s)")
+    parser.add_argument("--dir", default=None, help="parent of the temporary data dirs")
+    parser.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    # what benchmarks.run's workers read besides these
+    args.count, args.profile, args.in_flight = None, None, IN_FLIGHT
+    args.multi_size, args.pipeline_slots = 4, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    why_not = kazoo_ready()
+    if why_not is not None:
+        print(f"zk-clients needs Apache ZooKeeper and kazoo: {why_not}", file=sys.stderr)
+        return 2
+    info = machine_info(args)
+    print(
+        f"zk-clients: {info['nproc']} CPUs, load {info['loadavg'][0]:.1f}, zkpy "
+        f"{info['zkpy_build']}, commit {info['git_commit'][:10]}; {args.rounds} rounds of "
+        f"{args.duration:g} s after {args.warmup:g} s per workload"
+    )
+    results: dict[tuple[str, str, int], list[Result]] = {}
+    run_no = 0
+    with ZkpyBothPorts(3, args.dir) as ours, ZooKeeperEnsemble(3, args.dir) as theirs:
+        ensembles: dict[str, Ensemble] = {ZKPY: ours, ZKPY_ZK: ours, ZOOKEEPER: theirs}
+        for system in (ZKPY, ZKPY_ZK, ZOOKEEPER):
+            ours.system = system
+            run_no += 1
+            warm_up_ensemble(ensembles[system], args, run_no)
+        for round_ in range(args.rounds):
+            order = [SYSTEMS[(round_ + i) % len(SYSTEMS)] for i in range(len(SYSTEMS))]
+            print(f"round {round_ + 1}: {', '.join(TITLES[s] for s in order)}", flush=True)
+            run_no = run_round(ensembles, order, args, results, run_no)
+    summary = medians(results)
+    print_table(summary)
+    if args.json_out:
+        document = {
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "machine": info,
+            "medians": [
+                {"system": s, "op": op, "in_flight": n, **values}
+                for (s, op, n), values in summary.items()
+            ],
+            "runs": [
+                {k: v for k, v in vars(r).items() if k != "profile"}
+                for runs in results.values()
+                for r in runs
+            ],
+        }
+        Path(args.json_out).write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nwrote {args.json_out}")
+    return 1 if any(r.failed for runs in results.values() for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

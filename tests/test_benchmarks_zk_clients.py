@@ -1,0 +1,52 @@
+"""`python -m benchmarks zk-clients`: what each system runs, the medians over rounds and the
+verdict of the table (the ensembles and kazoo are not started here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.run import Result
+from benchmarks.zk_clients import ZKPY, ZKPY_ZK, ZOOKEEPER, medians, plan, print_table
+
+
+def result(system: str, op: str, in_flight: int, ops_per_s: float, p50_ms: float) -> Result:
+    return Result(system, op, op, 3, 1, in_flight, 100, ops=100, ops_per_s=ops_per_s, p50_ms=p50_ms)
+
+
+def test_only_zkpys_client_runs_the_pipeline_workloads() -> None:
+    ours = {(w.op, w.in_flight) for w in plan(ZKPY)}
+    for system in (ZKPY_ZK, ZOOKEEPER):
+        theirs = {(w.op, w.in_flight) for w in plan(system)}
+        assert ours - theirs == {("pset", 256), ("pget", 256)}
+        assert ("watch", 1) in theirs
+
+
+def test_medians_are_over_the_rounds_that_did_not_fail() -> None:
+    failed = result(ZKPY_ZK, "set", 1, 0.0, 0.0)
+    failed.failed = "RuntimeError: no answer"
+    runs = [
+        result(ZKPY_ZK, "set", 1, ops, p50) for ops, p50 in ((100, 3.0), (300, 1.0), (200, 2.0))
+    ]
+    summary = medians({(ZKPY_ZK, "set", 1): [*runs, failed]})
+    assert summary[(ZKPY_ZK, "set", 1)]["ops_per_s"] == 200
+    assert summary[(ZKPY_ZK, "set", 1)]["p50_ms"] == 2.0
+    assert summary[(ZKPY_ZK, "set", 1)]["rounds"] == 3
+
+
+def test_the_verdict_reads_higher_throughput_and_lower_latency_as_faster(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    summary = medians(
+        {
+            (ZKPY_ZK, "get", 256): [result(ZKPY_ZK, "get", 256, 5000, 40.0)],
+            (ZOOKEEPER, "get", 256): [result(ZOOKEEPER, "get", 256, 4000, 60.0)],
+            (ZKPY_ZK, "set", 1): [result(ZKPY_ZK, "set", 1, 600, 1.5)],
+            (ZOOKEEPER, "set", 1): [result(ZOOKEEPER, "set", 1, 900, 1.0)],
+        }
+    )
+    print_table(summary)
+    lines = capsys.readouterr().out.splitlines()
+    get_row = next(line for line in lines if line.startswith("get x256"))
+    set_row = next(line for line in lines if line.startswith("set x1"))
+    assert get_row.split()[-2:] == ["1.25", "yes"]
+    assert set_row.split()[-2:] == ["1.50", "NO"]
