@@ -201,10 +201,10 @@ HAND_REQUESTS: list[tuple[bytes, int, jute.JuteRequest]] = [
         jute.OP_CREATE,
         CreateRequest("/a", b"v", OPEN_ACL_UNSAFE, True, True),
     ),
-    (
+    (  # null data stays null, apart from empty data, as in ZooKeeper
         s("/a") + i(-1) + open_acl() + i(0),
         jute.OP_CREATE,
-        CreateRequest("/a", b"", OPEN_ACL_UNSAFE),
+        CreateRequest("/a", None, OPEN_ACL_UNSAFE),
     ),
     (  # kazoo writes the empty id of the "auth" scheme as a null string
         s("/a") + i(0) + i(1) + i(31) + s("auth") + i(-1) + i(0),

@@ -103,6 +103,10 @@ class MsgpackCodec:
         """The ping reply."""
         return wire.encode_reply(wire.XID_PING, zxid, 0, None, self._packer)
 
+    def null_data(self) -> bytes:
+        """Null data (a jute client's) reads as empty bytes: msgpack clients know no null."""
+        return b""
+
     def answer(self, conn: ServerConnection, request: object) -> Any:
         """Never asked: the msgpack protocol decodes into core requests only."""
         raise BadArgumentsError(f"unknown read {type(request).__name__}")

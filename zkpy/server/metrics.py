@@ -161,6 +161,10 @@ class MeteredCodec:
         """The listener's ping reply (pings are not counted)."""
         return self._codec.pong(zxid)
 
+    def null_data(self) -> bytes | None:
+        """The listener's form of null data."""
+        return self._codec.null_data()
+
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """The listener's reply; request `xid` is counted, with its latency."""
         started = self._started.pop(xid, None)

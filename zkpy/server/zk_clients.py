@@ -163,6 +163,10 @@ class JuteCodec:
         """The ping reply: a header with xid -2."""
         return jute.encode_header(jute.XID_PING, zxid, 0)
 
+    def null_data(self) -> None:
+        """Null data reads back null (a buffer of length -1), as in ZooKeeper."""
+        return None
+
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """The reply record the request's opcode calls for. A -5 is the one reply that may
         leave out of request order (bad input: the connection closes after it, while writes

@@ -211,7 +211,7 @@ def _multi_result(reader: Reader, opcode: int) -> MultiResult:
     if opcode == OP_SET_DATA:
         return MultiResult(opcode, stat=reader.stat())
     if opcode == OP_GET_DATA:
-        data = reader.buffer()
+        data = reader.node_data()
         return MultiResult(opcode, data=data, stat=reader.stat())
     if opcode == OP_GET_CHILDREN:
         return MultiResult(opcode, children=reader.strings())
