@@ -13,6 +13,9 @@ differs lives here:
   getAllChildrenNumber, checkWatches and removeWatches by watcher type) are `CodecRead`s that
   `JuteCodec.answer` answers from the member's tree and watch registry.
 - `digest` authentication is ZooKeeper's: user:base64(sha1(user:password)).
+- SASL DIGEST-MD5 (`sasl`, opcode 102) against the users of `sasl_users_file`
+  (`zkpy.wire.sasl`): the connection gains the identity ``sasl:<user>``, and the super identity
+  too if the user is `sasl_super_user` (ZooKeeper's zookeeper.superUser).
 - The four-letter words (`ruok`, `srvr`, `stat`, `mntr`, `conf`, `envi`, `isro`), sent in place of a
   handshake, are answered and the connection closed.
 """
@@ -23,8 +26,11 @@ import base64
 import hashlib
 import os
 import platform
+import secrets
+import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from zkpy.core import acl as acls
@@ -42,7 +48,7 @@ from zkpy.core.requests import GetChildrenRequest, GetDataRequest, PingRequest
 from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
 from zkpy.server.node import Member
-from zkpy.wire import jute
+from zkpy.wire import jute, sasl
 from zkpy.wire.jute import (
     OP_ADD_WATCH,
     OP_CREATE,
@@ -59,6 +65,7 @@ from zkpy.wire.jute import (
     OP_GET_EPHEMERALS,
     OP_MULTI,
     OP_MULTI_READ,
+    OP_SASL,
     OP_SET_ACL,
     OP_SET_DATA,
     OP_SYNC,
@@ -71,6 +78,7 @@ from zkpy.wire.jute import (
     MultiRead,
     MultiResult,
     Refusal,
+    SaslRequest,
     WatchQuery,
     WhoAmI,
 )
@@ -78,7 +86,7 @@ from zkpy.wire.jute import (
 ZOOKEEPER_VERSION = "3.8.0-zkpy"
 """The version the four-letter words report: the ZooKeeper release whose protocol is served."""
 
-_READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, WatchQuery, WhoAmI)
+_READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, SaslRequest, WatchQuery, WhoAmI)
 _STAT_REPLIES = frozenset({OP_EXISTS, OP_SET_DATA, OP_SET_ACL, jute.OP_CHECK})
 
 
@@ -100,13 +108,51 @@ def _stat(fields: list[int]) -> Stat:
     return Stat._make(fields)
 
 
+class SaslUsers:
+    """Who may authenticate with SASL DIGEST-MD5: user name -> password, and the user that is
+    super (none if "")."""
+
+    def __init__(self, users: Mapping[str, str] | None = None, super_user: str = "") -> None:
+        self.users: Mapping[str, str] = users or {}
+        self.super_user = super_user
+
+
+def load_sasl_users(path: str | Path) -> dict[str, str]:
+    """The ``user:password`` lines of a SASL users file (blank lines and ``#`` comments are
+    skipped). ValueError, naming the file, if it cannot be read, is readable by group or
+    others (it holds passwords: chmod 600), or holds a line that is not ``user:password``."""
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"sasl_users_file {path}: {err}") from None
+    if mode & 0o077:
+        raise ValueError(
+            f"sasl_users_file {path} holds passwords and is readable by others "
+            f"(mode {mode:04o}): chmod 600 it"
+        )
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"sasl_users_file {path}, line {number}: not user:password")
+        users[user] = password
+    return users
+
+
 class JuteCodec:
     """ZooKeeper's jute protocol as a `serving.Codec`, for one connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, sasl_users: SaslUsers | None = None) -> None:
         # (xid, opcode, each op's opcode for a multi) of the requests awaiting replies
         self._waiting: deque[tuple[int, int, tuple[int, ...]]] = deque()
         self._has_read_only = True
+        self._sasl_users = sasl_users or SaslUsers()
+        self._sasl: sasl.DigestMD5Server | None = None
 
     # ---- in --------------------------------------------------------------------------------
 
@@ -144,9 +190,28 @@ class JuteCodec:
             return _ephemerals(conn, request.prefix)
         if type(request) is WhoAmI:
             return sorted((ident.scheme, ident.id) for ident in conn.ids)
+        if type(request) is SaslRequest:
+            return self._sasl_step(conn, request.token)
         if type(request) is Refusal:
             raise error_for_code(request.code, request.message)
         raise TypeError(f"not a jute read: {type(request).__name__}")
+
+    def _sasl_step(self, conn: ServerConnection, token: bytes) -> bytes:
+        """One round of the connection's DIGEST-MD5 exchange. Any failure is AUTHFAILED, and
+        the connection closes after it, as ZooKeeper closes it."""
+        users = self._sasl_users
+        if not users.users:
+            raise AuthFailedError("SASL is not configured on this member (sasl_users_file)")
+        if self._sasl is None:
+            self._sasl = sasl.DigestMD5Server(users.users, secrets.token_urlsafe(24))
+        answer = self._sasl.step(token)
+        user = self._sasl.user
+        if user is not None:
+            gained = {Id("sasl", user)}
+            if users.super_user and user == users.super_user:
+                gained.add(acls.SUPER_ID)
+            conn.ids = conn.ids | gained
+        return answer
 
     # ---- out -------------------------------------------------------------------------------
 
@@ -254,6 +319,7 @@ _ENCODERS: dict[int, Callable[[int, int, Any], bytes]] = {
     OP_GET_ALL_CHILDREN_NUMBER: jute.encode_int_reply,
     OP_GET_EPHEMERALS: jute.encode_children_reply,
     OP_WHO_AM_I: jute.encode_who_am_i_reply,
+    OP_SASL: jute.encode_sasl_reply,
     OP_MULTI_READ: jute.encode_multi_reply,
 }
 
@@ -320,9 +386,13 @@ def _ephemerals(conn: ServerConnection, prefix: str) -> list[str]:
 class JuteDialect:
     """ZooKeeper's client protocol, as `zkpy.server.clients.Dialect`."""
 
+    def __init__(self, sasl_users: SaslUsers | None = None) -> None:
+        self.sasl_users = sasl_users or SaslUsers()
+
     def new_codec(self) -> Codec:
-        """A codec of its own for each connection (it follows the replies' opcodes)."""
-        return JuteCodec()
+        """A codec of its own for each connection (it follows the replies' opcodes and its
+        SASL exchange)."""
+        return JuteCodec(self.sasl_users)
 
     def hash_credential(self, credential: bytes) -> Id:
         """ZooKeeper's digest (`zookeeper_digest_id`)."""

@@ -411,6 +411,14 @@ class GetEphemerals:
 
 
 @dataclass(frozen=True, slots=True)
+class SaslRequest:
+    """sasl (102, SetSASLRequest): the client's next SASL token, answered with the server's
+    (`zkpy.wire.sasl`) in a SetSASLResponse."""
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class WhoAmI:
     """whoAmI (107): the connection's identities."""
 
@@ -446,6 +454,7 @@ JuteRequest = (
     | GetAllChildrenNumber
     | GetEphemerals
     | WhoAmI
+    | SaslRequest
     | Refusal
 )
 
@@ -679,9 +688,8 @@ def _refuse_reconfig(reader: Reader) -> JuteRequest:
     return Refusal(Code.UNIMPLEMENTED, "reconfig is not supported")
 
 
-def _refuse_sasl(reader: Reader) -> JuteRequest:
-    reader.pos = len(reader.data)
-    return Refusal(Code.UNIMPLEMENTED, "SASL is not supported")
+def _decode_sasl(reader: Reader) -> JuteRequest:
+    return SaslRequest(reader.buffer())
 
 
 _REQUEST_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
@@ -713,7 +721,7 @@ _REQUEST_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
     OP_GET_ALL_CHILDREN_NUMBER: _decode_get_all_children_number,
     OP_WHO_AM_I: _decode_who_am_i,
     OP_RECONFIG: _refuse_reconfig,
-    OP_SASL: _refuse_sasl,
+    OP_SASL: _decode_sasl,
 }
 
 _MULTI_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
@@ -773,6 +781,11 @@ def encode_children_reply(xid: int, zxid: int, children: Sequence[str]) -> bytes
 def encode_children2_reply(xid: int, zxid: int, children: Sequence[str], stat: Stat) -> bytes:
     """getChildren2's reply (GetChildren2Response): the children and the parent's Stat."""
     return _reply(xid, zxid, write_strings(children) + STAT.pack(*stat))
+
+
+def encode_sasl_reply(xid: int, zxid: int, token: bytes) -> bytes:
+    """sasl's reply (SetSASLResponse): the server's next SASL token."""
+    return _reply(xid, zxid, write_buffer(token))
 
 
 def encode_int_reply(xid: int, zxid: int, value: int) -> bytes:

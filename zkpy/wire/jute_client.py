@@ -59,6 +59,7 @@ from zkpy.wire.jute import (
     MultiRead,
     MultiResult,
     Reader,
+    SaslRequest,
     WatchQuery,
     WhoAmI,
     write_acl,
@@ -129,6 +130,8 @@ def _other_record(opcode: int, request: JuteRequest) -> bytes:
         return write_ustring(request.path) + write_int(_watcher_type(request.modes))
     if isinstance(request, GetEphemerals):
         return write_ustring(request.prefix)
+    if isinstance(request, SaslRequest):
+        return write_buffer(request.token)
     if isinstance(request, JuteMulti):
         return _ops_record(zip(request.opcodes, request.request.ops, strict=True))
     if isinstance(request, MultiRead):
