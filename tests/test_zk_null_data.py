@@ -11,13 +11,16 @@ import pytest
 
 import zkpy
 from tests.test_zk_kazoo import kz, started, stopped
+from zkpy.core.requests import CreateRequest, SetDataRequest
 from zkpy.core.tree import DataTree, decode_node, encode_node
 from zkpy.core.txn import Create, SetData, TxnRecord, decode_record, encode_record
 from zkpy.core.types import OPEN_ACL_UNSAFE
 from zkpy.testing import running_server
 from zkpy.testing.ports import free_port
+from zkpy.wire import client as wire
 from zkpy.wire import jute, jute_client
 from zkpy.wire.jute import MultiResult, Reader
+from zkpy.wire.peer import Forward, ForwardedWrite, Propose, decode_message, encode_message
 
 TICK_MS = 500
 
@@ -25,9 +28,9 @@ TICK_MS = 500
 def test_the_codec_keeps_null_apart_from_empty() -> None:
     null = jute.REQUEST_HEADER.pack(1, jute.OP_SET_DATA) + jute.write_ustring("/a")
     _xid, _op, request = jute.decode_request(null + jute.INT.pack(-1) + jute.INT.pack(-1))
-    assert request == zkpy.core.requests.SetDataRequest("/a", None, -1)
+    assert request == SetDataRequest("/a", None, -1)
     _xid, _op, request = jute.decode_request(null + jute.INT.pack(0) + jute.INT.pack(-1))
-    assert request == zkpy.core.requests.SetDataRequest("/a", b"", -1)
+    assert request == SetDataRequest("/a", b"", -1)
     stat = zkpy.Stat(*range(11))
     reply = Reader(jute.encode_data_reply(7, 9, None, stat)[4 + jute.REPLY_HEADER.size :])
     assert (reply.node_data(), reply.stat()) == (None, stat)
@@ -100,3 +103,21 @@ def test_a_multi_read_result_carries_null() -> None:
     frame = jute.encode_multi_reply(3, 4, results)
     _xid, _zxid, _err, reader = jute_client.decode_reply_header(frame[4:])
     assert [r.data for r in jute_client.decode_multi_results(reader)] == [None, b""]
+
+
+def test_null_data_crosses_the_peer_links() -> None:
+    """A follower forwards a jute client's write to the leader, which proposes it back."""
+    writes: tuple[ForwardedWrite, ...] = (
+        (7, 1, SetDataRequest("/n", None, -1), frozenset(), 0),
+        (7, 2, CreateRequest("/m", None, OPEN_ACL_UNSAFE), frozenset(), 0),
+    )
+    assert decode_message(encode_message(Forward(writes))) == Forward(writes)
+    propose = Propose((TxnRecord(1 << 32 | 1, 7, 1, 123, SetData("/n", None, 1)),))
+    assert decode_message(encode_message(propose)) == propose
+
+
+def test_the_msgpack_protocol_takes_nil_as_null_data() -> None:
+    create = msgpack.packb([5, wire.OP_CREATE, "/n", None, [[31, "world", "anyone"]], 0])
+    assert wire.decode_request(create)[2] == CreateRequest("/n", None, OPEN_ACL_UNSAFE)
+    set_data = msgpack.packb([6, wire.OP_SET_DATA, "/n", None, -1])
+    assert wire.decode_request(set_data)[2] == SetDataRequest("/n", None, -1)
