@@ -20,7 +20,8 @@ from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire import jute, jute_client
 from zkpy.wire.jute import MultiResult, Reader
-from zkpy.wire.peer import Forward, ForwardedWrite, Propose, decode_message, encode_message
+from zkpy.wire.peer import decode_message, encode_message
+from zkpy.zab.messages import Forward, ForwardedWrite, Propose
 
 TICK_MS = 500
 
