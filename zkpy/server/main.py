@@ -167,7 +167,7 @@ async def _listen_zk(
     if config.zk_port is None:
         return None
     users = load_sasl_users(config.sasl_users_file) if config.sasl_users_file else {}
-    dialect = JuteDialect(SaslUsers(users, config.sasl_super_user))
+    dialect = JuteDialect(SaslUsers(users, config.sasl_super_user), clients)
     handler = partial(clients.handle, dialect=dialect)
     try:
         listeners = await nursery.start(
