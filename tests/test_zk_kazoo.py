@@ -26,7 +26,7 @@ from kazoo.exceptions import (
     RolledBackError,
 )
 from kazoo.protocol.states import EventType
-from kazoo.security import make_digest_acl
+from kazoo.security import make_acl, make_digest_acl
 
 import zkpy
 from tests.conftest import RawConnection, wait_until
@@ -496,3 +496,18 @@ async def test_a_session_moves_between_the_protocols(member: RunningServer) -> N
                 stat = await zk.exists(path)
                 assert stat is not None
                 assert stat.ephemeral_owner == session
+
+
+async def test_get_acl_without_admin_hides_digest_hashes(member: RunningServer) -> None:
+    """As ZooKeeper 3.8: READ suffices to read an ACL, ADMIN to see its digest hashes."""
+    owner = await started(member, auth_data=[("digest", "alice:secret")])
+    reader = await started(member)
+    try:
+        alice = make_digest_acl("alice", "secret", all=True)
+        await kz(owner.create, "/acl", b"", acl=[alice, make_acl("world", "anyone", read=True)])
+        assert (await kz(owner.get_acls, "/acl"))[0][0].id.id == alice.id.id
+        ids = [(entry.id.scheme, entry.id.id) for entry in (await kz(reader.get_acls, "/acl"))[0]]
+        assert ids == [("digest", "alice:x"), ("world", "anyone")]
+    finally:
+        await stopped(owner)
+        await stopped(reader)

@@ -48,7 +48,7 @@ from zkpy.core.errors import (
     ZkError,
     error_for_code,
 )
-from zkpy.core.requests import GetChildrenRequest, GetDataRequest, PingRequest
+from zkpy.core.requests import GetACLRequest, GetChildrenRequest, GetDataRequest, PingRequest
 from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
 from zkpy.server.clients import ClientConnection, ClientServer
@@ -180,7 +180,7 @@ class JuteCodec:
             self._waiting.append((xid, opcode, request.opcodes))
             return xid, opcode, request.request
         self._waiting.append((xid, opcode, ()))
-        if isinstance(request, _READS):
+        if isinstance(request, _READS) or type(request) is GetACLRequest:
             return xid, opcode, CodecRead(request)
         assert not isinstance(request, JuteMulti | PingRequest)
         return xid, opcode, request
@@ -199,6 +199,8 @@ class JuteCodec:
             return sorted((ident.scheme, ident.id) for ident in conn.ids)
         if type(request) is SaslRequest:
             return self._sasl_step(conn, request.token)
+        if type(request) is GetACLRequest:
+            return _get_acl(conn, request)
         if type(request) is Refusal:
             raise error_for_code(request.code, request.message)
         raise TypeError(f"not a jute read: {type(request).__name__}")
@@ -356,6 +358,21 @@ def _multi_read_result(
     if type(op) is GetDataRequest:
         return MultiResult(OP_GET_DATA, data=body[0], stat=_stat(body[1]))
     return MultiResult(OP_GET_CHILDREN, children=tuple(body[0]))
+
+
+def _get_acl(conn: ServerConnection, request: GetACLRequest) -> list[Any]:
+    """getACL as ZooKeeper 3.8 answers it: READ or ADMIN lets a client read the ACL, but
+    without ADMIN the hash of every digest id is hidden (``user:x``), so that READ does not
+    hand out the hashes to try passwords against."""
+    body: list[Any] = conn.read_body(request)
+    node = conn.view.tree.get(paths.validate(request.path))
+    if node is None or acls.allows(node.acl, Perm.ADMIN, conn.ids):
+        return body
+    hidden = [
+        [perms, scheme, f"{ident.partition(':')[0]}:x" if scheme == "digest" else ident]
+        for perms, scheme, ident in body[0]
+    ]
+    return [hidden, body[1]]
 
 
 def _query_watches(conn: ServerConnection, query: WatchQuery) -> None:
