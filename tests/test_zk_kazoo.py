@@ -328,6 +328,7 @@ async def test_an_unknown_session_is_answered_as_expired(member: RunningServer) 
     conn = RawJute(stream)
     response = ConnectResponse.decode(await conn.payload())
     assert (response.timeout_ms, response.session_id) == (0, 0)
+    assert response.password == bytes(16)  # as ZooKeeper's refusal
 
 
 async def test_a_client_ahead_of_the_member_is_closed_without_a_word(member: RunningServer) -> None:
