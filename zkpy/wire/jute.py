@@ -337,7 +337,8 @@ class ConnectRequest:
 @dataclass(frozen=True, slots=True)
 class ConnectResponse:
     """The member's answer to a ConnectRequest. A refused session (expired, or a wrong
-    password) is answered as ZooKeeper does: timeout 0, session id 0, a password of 16 zero bytes."""
+    password) is answered as ZooKeeper does: timeout 0, session id 0, a password of 16 zero
+    bytes."""
 
     protocol_version: int = 0
     timeout_ms: int = 0
