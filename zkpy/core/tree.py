@@ -112,6 +112,7 @@ class ZNode:
 
     def stat_wire(self) -> list[int]:
         """`stat().to_wire()` without the Stat in between (it is on the path of every read)."""
+        data = self.data
         return [
             self.czxid,
             self.mzxid,
@@ -121,7 +122,7 @@ class ZNode:
             self.cversion,
             self.aversion,
             self.ephemeral_owner,
-            0 if self.data is None else len(self.data),
+            0 if data is None else len(data),
             len(self.children),
             self.pzxid,
         ]
