@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from kazoo.client import KazooClient
 from kazoo.exceptions import AuthFailedError as KazooAuthFailed
 from kazoo.exceptions import ConnectionClosedError, NoAuthError
@@ -16,6 +17,7 @@ from puresasl.client import SASLClient
 
 from tests.conftest import wait_until
 from tests.test_zk_kazoo import RawJute, closed_without_a_word, kz, started, stopped, zk_port
+from zkpy.cli import main
 from zkpy.core.errors import AuthFailedError
 from zkpy.server.zk_clients import load_sasl_users
 from zkpy.testing import RunningServer, running_server
@@ -203,3 +205,14 @@ async def test_a_member_without_users_refuses_sasl(
             await wait_until(lambda: auth_failed(caplog), what="kazoo's AUTH_FAILED")
         finally:
             await stopped(client)
+
+
+def test_zkpy_server_refuses_a_users_file_others_may_read(tmp_path: Path) -> None:
+    path = users_file(tmp_path, "jaasuser:jaas_password\n", mode=0o644)
+    args = ["server", "--data-dir", str(tmp_path / "d"), "--zk-port", "0"]
+    result = CliRunner().invoke(main, [*args, "--sasl-users-file", str(path)])
+    assert result.exit_code == 2
+    assert "chmod 600" in result.output
+    result = CliRunner(env={"ZKPY_SASL_USERS_FILE": str(path)}).invoke(main, args)
+    assert result.exit_code == 2
+    assert "chmod 600" in result.output
