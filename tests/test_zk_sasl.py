@@ -19,6 +19,7 @@ from tests.conftest import wait_until
 from tests.test_zk_kazoo import RawJute, closed_without_a_word, kz, started, stopped, zk_port
 from zkpy.cli import main
 from zkpy.core.errors import AuthFailedError
+from zkpy.server.config import config_from_text
 from zkpy.server.zk_clients import load_sasl_users
 from zkpy.testing import RunningServer, running_server
 from zkpy.testing.ports import free_port
@@ -216,3 +217,13 @@ def test_zkpy_server_refuses_a_users_file_others_may_read(tmp_path: Path) -> Non
     result = CliRunner(env={"ZKPY_SASL_USERS_FILE": str(path)}).invoke(main, args)
     assert result.exit_code == 2
     assert "chmod 600" in result.output
+
+
+def test_the_ensemble_file_names_the_users_file_relative_to_itself(tmp_path: Path) -> None:
+    text = (
+        'secret = "s"\nsasl_users_file = "users"\nsasl_super_user = "super"\n'
+        "[members.1]\nclient_port = 2181\npeer_port = 2888\nzk_port = 2281\n"
+    )
+    config = config_from_text(text, tmp_path / "ensemble.toml", 1)
+    assert config.sasl_users_file == str(tmp_path / "users")
+    assert config.sasl_super_user == "super"
