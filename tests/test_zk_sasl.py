@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kazoo.client import KazooClient
 from kazoo.exceptions import AuthFailedError as KazooAuthFailed
 from kazoo.exceptions import ConnectionClosedError, NoAuthError
@@ -27,6 +29,7 @@ from zkpy.wire import jute, sasl
 from zkpy.wire.jute import SaslRequest
 
 USERS = {"super": "super_secret", "jaasuser": "jaas_password"}
+DIRECTIVES = ("username", "nonce", "cnonce", "nc", "qop", "digest-uri", "response", "realm")
 
 
 def test_rfc_2831s_example_exchange() -> None:
@@ -227,3 +230,36 @@ def test_the_ensemble_file_names_the_users_file_relative_to_itself(tmp_path: Pat
     config = config_from_text(text, tmp_path / "ensemble.toml", 1)
     assert config.sasl_users_file == str(tmp_path / "users")
     assert config.sasl_super_user == "super"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tokens=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(DIRECTIVES),
+                    st.binary(max_size=40),
+                    st.booleans(),
+                ),
+                max_size=10,
+            ).map(
+                lambda items: b",".join(
+                    name.encode() + b"=" + (b'"' + value + b'"' if quoted else value)
+                    for name, value, quoted in items
+                )
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_any_tokens_fail_only_with_auth_failed(tokens: list[bytes]) -> None:
+    """Nothing a client sends makes the mechanism raise anything but AUTHFAILED."""
+    server = sasl.DigestMD5Server(USERS, "n0nce")
+    for token in [b"", *tokens]:
+        try:
+            answer = server.step(token)
+        except AuthFailedError:
+            return
+        assert isinstance(answer, bytes)
