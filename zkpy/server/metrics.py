@@ -108,6 +108,8 @@ class Metrics:
         self.sent = 0  # replies, pongs and watch events (ZooKeeper's `Sent`)
         self.latency_min = math.inf  # seconds, over every request answered
         self.latency_max = 0.0
+        self.latency_ms_sum = 0  # each latency in whole ms, as ZooKeeper averages them
+        self.answered = 0
 
     def stats_of(self, kind: type) -> OpStats:
         """The stats of the operation of request type `kind`, made on first use."""
@@ -152,7 +154,7 @@ class MeteredCodec:
         self.last_latency = 0.0  # seconds, of the last request answered
         self.latency_min = math.inf
         self.latency_max = 0.0
-        self.latency_sum = 0.0
+        self.latency_ms_sum = 0  # each latency in whole ms, as ZooKeeper averages them
         self.answered = 0
         self._started: dict[int, tuple[OpStats, float]] = {}
         self._by_type = metrics._by_type
@@ -205,24 +207,28 @@ class MeteredCodec:
             latency.sum += elapsed
             if stats.commit is not None:
                 stats.commit.observe(elapsed)
-            self._answered(elapsed)
+            # the connection's and the member's figures for the four-letter words
+            self.last_response = since + elapsed
+            self.last_latency = elapsed
+            whole_ms = int(elapsed * 1000)
+            self.latency_ms_sum += whole_ms
+            self.answered += 1
             self.last_xid = xid
             self.last_zxid = zxid
+            metrics = self._metrics
+            metrics.latency_ms_sum += whole_ms
+            metrics.answered += 1
+            if elapsed > self.latency_max:
+                self.latency_max = elapsed
+                if elapsed > metrics.latency_max:
+                    metrics.latency_max = elapsed
+            if elapsed < self.latency_min:
+                self.latency_min = elapsed
+                if elapsed < metrics.latency_min:
+                    metrics.latency_min = elapsed
         self.sent += 1
         self._metrics.sent += 1
         return self._encode_reply(xid, zxid, error, body)
-
-    def _answered(self, elapsed: float) -> None:
-        """The connection's and the member's latency extremes, for the four-letter words."""
-        self.last_response = _clock()
-        self.last_latency = elapsed
-        self.latency_sum += elapsed
-        self.answered += 1
-        self.latency_min = min(self.latency_min, elapsed)
-        self.latency_max = max(self.latency_max, elapsed)
-        metrics = self._metrics
-        metrics.latency_min = min(metrics.latency_min, elapsed)
-        metrics.latency_max = max(metrics.latency_max, elapsed)
 
     def event(self, event: WatchedEvent) -> bytes:
         """The listener's watch event."""

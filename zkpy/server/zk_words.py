@@ -69,13 +69,17 @@ def _ms(seconds: float) -> int:
     return 0 if seconds == math.inf else int(seconds * 1000)
 
 
-def _latencies(member: Member) -> str:
-    """ZooKeeper's `min/avg/max` over every request answered (ms; the average to 4 places)."""
+def _average_ms(member: Member) -> float:
+    """The average of every answered request's latency in whole ms, to 4 places, as
+    ZooKeeper averages them."""
     metrics = member.metrics
-    count = sum(stats.latency.count for stats in metrics.ops.values())
-    total = sum(stats.latency.sum for stats in metrics.ops.values())
-    average = round(total * 1000 / count, 4) if count else 0.0
-    return f"{_ms(metrics.latency_min)}/{average}/{_ms(metrics.latency_max)}"
+    return round(metrics.latency_ms_sum / metrics.answered, 4) if metrics.answered else 0.0
+
+
+def _latencies(member: Member) -> str:
+    """ZooKeeper's `min/avg/max` over every request answered (ms)."""
+    metrics = member.metrics
+    return f"{_ms(metrics.latency_min)}/{_average_ms(member)}/{_ms(metrics.latency_max)}"
 
 
 def _server_stats(member: Member, status: dict[str, Any]) -> str:
@@ -136,7 +140,7 @@ def _connection_line(conn: ClientConnection, brief: bool = False) -> str:
         return line + ")"
     now, clock = time.time(), time.perf_counter()
     last_response = codec.last_response or clock
-    average = int(codec.latency_sum * 1000 / codec.answered) if codec.answered else 0
+    average = codec.latency_ms_sum // codec.answered if codec.answered else 0
     fields = [
         f"sid={session_id:#x}",
         f"lop={_LAST_OPS.get(codec.last_opcode, 'NA')}",
@@ -224,12 +228,10 @@ def _wchp(member: Member, connections: list[ClientConnection]) -> str:
 def _mntr(member: Member, connections: list[ClientConnection]) -> str:
     status = member.status()
     metrics = member.metrics
-    count = sum(stats.latency.count for stats in metrics.ops.values())
-    total = sum(stats.latency.sum for stats in metrics.ops.values())
     values = {
         "zk_version": ZOOKEEPER_VERSION,
         "zk_server_state": _mode(status),
-        "zk_avg_latency": round(total * 1000 / count, 4) if count else 0.0,
+        "zk_avg_latency": _average_ms(member),
         "zk_max_latency": _ms(metrics.latency_max),
         "zk_min_latency": _ms(metrics.latency_min),
         "zk_packets_received": metrics.received,
