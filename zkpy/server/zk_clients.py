@@ -196,7 +196,7 @@ class JuteCodec:
         raise TypeError(f"not a jute read: {type(request).__name__}")
 
     def _sasl_step(self, conn: ServerConnection, token: bytes) -> bytes:
-        """One round of the connection's DIGEST-MD5 exchange. Any failure is AUTHFAILED, and
+        """One step of the connection's DIGEST-MD5 exchange. Any failure is AUTHFAILED, and
         the connection closes after it, as ZooKeeper closes it."""
         users = self._sasl_users
         if not users.users:

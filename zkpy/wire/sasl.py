@@ -1,7 +1,7 @@
 """SASL DIGEST-MD5 (RFC 2831), the server's side, as ZooKeeper's JAAS digest setup offers it.
 
 Pure: the nonce is an input, the user table a mapping of user name to password. The exchange
-over ZooKeeper's `sasl` request (opcode 102) takes two rounds:
+over ZooKeeper's `sasl` request (opcode 102) takes two steps:
 
 1. the client sends an empty token; the server answers with its `challenge` (realm
    ``zk-sasl-md5``, the nonce, qop ``auth``, charset utf-8, algorithm md5-sess);
