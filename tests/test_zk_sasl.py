@@ -88,7 +88,7 @@ def test_a_malformed_response_is_auth_failed(response: bytes) -> None:
     assert not server.complete
 
 
-def test_a_client_first_token_and_a_third_round_fail() -> None:
+def test_a_client_first_token_and_a_third_step_fail() -> None:
     with pytest.raises(AuthFailedError):
         sasl.DigestMD5Server(USERS, "n").step(b"username=x")
     server = sasl.DigestMD5Server(USERS, "n0nce")
