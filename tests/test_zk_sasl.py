@@ -4,6 +4,7 @@ checks, and kazoo authenticating, being refused, and the `sasl` ACL scheme."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -263,3 +264,24 @@ def test_any_tokens_fail_only_with_auth_failed(tokens: list[bytes]) -> None:
         except AuthFailedError:
             return
         assert isinstance(answer, bytes)
+
+
+def test_zkpy_ensemble_hands_the_users_file_to_its_members(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The members are `zkpy server` child processes: they read it from the environment."""
+    path = users_file(tmp_path, "jaasuser:jaas_password\n")
+    seen: list[str | None] = []
+
+    async def members_run(config_file: Path, log_level: str, log_format: str = "text") -> int:
+        seen.append(os.environ.get("ZKPY_SASL_USERS_FILE"))
+        return 0
+
+    monkeypatch.setattr("zkpy.server.launcher.run_ensemble", members_run)
+    monkeypatch.setenv("ZKPY_SASL_USERS_FILE", "")  # restored (unset) after the test
+    monkeypatch.delenv("ZKPY_SASL_USERS_FILE")
+    args = ["ensemble", "--size", "1", "--data-dir", str(tmp_path / "e")]
+    args += ["--client-port", str(free_port()), "--peer-port", str(free_port())]
+    result = CliRunner().invoke(main, [*args, "--sasl-users-file", str(path)])
+    assert result.exit_code == 0, result.output
+    assert seen == [str(path.resolve())]
