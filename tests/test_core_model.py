@@ -37,7 +37,7 @@ from zkpy.core.types import OPEN_ACL_UNSAFE, Stat, make_zxid
 
 @dataclass
 class MNode:
-    data: bytes
+    data: bytes | None
     owner: int
     czxid: int
     version: int = 0
@@ -88,7 +88,7 @@ class Model:
             raise Refused(Code.BAD_VERSION)
 
     def create(
-        self, path: str, data: bytes, ephemeral: bool, sequential: bool, sid: int, zxid: int
+        self, path: str, data: bytes | None, ephemeral: bool, sequential: bool, sid: int, zxid: int
     ) -> str:
         if path == "/" and not sequential:
             raise Refused(Code.NODE_EXISTS)
@@ -110,7 +110,7 @@ class Model:
         self.created.append(path)
         return path
 
-    def set(self, path: str, data: bytes, version: int, zxid: int) -> int:
+    def set(self, path: str, data: bytes | None, version: int, zxid: int) -> int:
         _writable(path)
         node = self.nodes.get(path)
         if node is None:
@@ -179,7 +179,7 @@ path_spec = st.one_of(
     st.integers(0, 30),
     st.tuples(st.just("recent"), st.integers(0, 2)),
 )
-datas = st.sampled_from([b"", b"x", b"yy", b"\x00\xff"])
+datas = st.sampled_from([b"", b"x", b"yy", b"\x00\xff", None])
 version_spec = st.sampled_from(["any", "right", "right", "wrong", "negative"])
 slots = st.integers(0, 2)
 
@@ -375,7 +375,7 @@ def tree_state(tree: DataTree) -> dict[str, tuple[Any, ...]]:
     out = {}
     for path, node in tree.nodes.items():
         stat = node.stat()
-        assert stat.data_length == len(node.data)
+        assert stat.data_length == len(node.data or b"")
         assert sorted(node.children) == tree.children_of(path)
         out[path] = (
             node.data,

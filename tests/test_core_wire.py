@@ -469,7 +469,7 @@ BAD_SHAPES: list[list[Any]] = [
     [7, wire.OP_DELETE, "/a", 1.0],
     [7, wire.OP_EXISTS, "/a", 1],  # watch must be a bool
     [7, wire.OP_GET_CHILDREN, "/a", None],
-    [7, wire.OP_SET_DATA, "/a", None, 0],
+    [7, wire.OP_SET_DATA, "/a", "text", 0],  # data is bin (or nil: null data)
     [7, wire.OP_SET_ACL, "/a", [[31, "world", "anyone"]], "x"],
     [7, wire.OP_SYNC, 1],
     [7, wire.OP_MULTI, "ops"],

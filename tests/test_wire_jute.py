@@ -201,10 +201,10 @@ HAND_REQUESTS: list[tuple[bytes, int, jute.JuteRequest]] = [
         jute.OP_CREATE,
         CreateRequest("/a", b"v", OPEN_ACL_UNSAFE, True, True),
     ),
-    (
+    (  # null data stays null, apart from empty data, as in ZooKeeper
         s("/a") + i(-1) + open_acl() + i(0),
         jute.OP_CREATE,
-        CreateRequest("/a", b"", OPEN_ACL_UNSAFE),
+        CreateRequest("/a", None, OPEN_ACL_UNSAFE),
     ),
     (  # kazoo writes the empty id of the "auth" scheme as a null string
         s("/a") + i(0) + i(1) + i(31) + s("auth") + i(-1) + i(0),
@@ -324,13 +324,21 @@ def test_a_multi_may_create_a_ttl_node() -> None:
     assert request.request.ops[1] == CreateRequest("/t", b"", OPEN_ACL_UNSAFE, ttl_ms=1)
 
 
-def test_reconfig_and_sasl_are_refused_in_turn() -> None:
+def test_reconfig_is_refused_in_turn() -> None:
     reconfig = s("") + s("") + s("server.4=h:1:2") + q(-1)
-    for opcode, record in ((jute.OP_RECONFIG, reconfig), (jute.OP_SASL, i(2) + b"hi")):
+    for opcode, record in ((jute.OP_RECONFIG, reconfig),):
         xid, _opcode, request = decode(header(12, opcode) + record)
         assert xid == 12
         assert isinstance(request, Refusal)
         assert request.code == Code.UNIMPLEMENTED
+
+
+def test_a_sasl_request_carries_its_token() -> None:
+    assert decode(header(12, jute.OP_SASL) + i(2) + b"hi") == (
+        12,
+        jute.OP_SASL,
+        jute.SaslRequest(b"hi"),
+    )
 
 
 # ---- replies and events ----------------------------------------------------------------------

@@ -62,7 +62,7 @@ def kazoo_request(xid: int, request: Any) -> bytes:
             1,
             CreateRequest("/e-", b"", ZKPY_DIGEST, ephemeral=True, sequential=True),
         ),
-        (kz.Create("/n", None, KAZOO_OPEN, 0), 1, CreateRequest("/n", b"", OPEN_ACL_UNSAFE)),
+        (kz.Create("/n", None, KAZOO_OPEN, 0), 1, CreateRequest("/n", None, OPEN_ACL_UNSAFE)),
         (
             kz.Create2("/c", b"x", KAZOO_CREATOR_ALL_ACL, 1),
             15,

@@ -92,9 +92,9 @@ def z(zxid: int) -> str:
 def describe_op(op: Op) -> str:
     match op:
         case Create(path, data):
-            return f"create {path}={data.decode()}"
+            return f"create {path}={(data or b'').decode()}"
         case SetData(path, data):
-            return f"set {path}={data.decode()}"
+            return f"set {path}={(data or b'').decode()}"
         case Delete(path):
             return f"delete {path}"
         case CreateSession(session_id):
@@ -271,7 +271,7 @@ class Scenario:
             state = "serving" if replica.serving else replica.phase.value
             tree = replica.tree
             nodes = " ".join(
-                f"{path}={node.data.decode()}"
+                f"{path}={(node.data or b'').decode()}"
                 for path in sorted(tree.nodes)
                 if path != "/" and not path.startswith("/zookeeper")
                 for node in (tree.nodes[path],)

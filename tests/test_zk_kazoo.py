@@ -26,7 +26,7 @@ from kazoo.exceptions import (
     RolledBackError,
 )
 from kazoo.protocol.states import EventType
-from kazoo.security import make_digest_acl
+from kazoo.security import make_acl, make_digest_acl
 
 import zkpy
 from tests.conftest import RawConnection, wait_until
@@ -328,6 +328,7 @@ async def test_an_unknown_session_is_answered_as_expired(member: RunningServer) 
     conn = RawJute(stream)
     response = ConnectResponse.decode(await conn.payload())
     assert (response.timeout_ms, response.session_id) == (0, 0)
+    assert response.password == bytes(16)  # as ZooKeeper's refusal
 
 
 async def test_a_client_ahead_of_the_member_is_closed_without_a_word(member: RunningServer) -> None:
@@ -444,12 +445,12 @@ async def test_a_four_letter_word_it_does_not_serve_is_refused_as_by_zookeeper(
     member: RunningServer,
 ) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", zk_port(member))
-    await stream.send_all(b"dump")
+    await stream.send_all(b"stmk")
     answer = b""
     with trio.fail_after(10):
         while data := await stream.receive_some(1 << 16):
             answer += data
-    assert answer == b"dump is not executed because it is not in the whitelist.\n"
+    assert answer == b"stmk is not executed because it is not in the whitelist.\n"
 
 
 async def test_a_reused_xid_closes_that_connection_and_its_write_still_commits(
@@ -496,3 +497,18 @@ async def test_a_session_moves_between_the_protocols(member: RunningServer) -> N
                 stat = await zk.exists(path)
                 assert stat is not None
                 assert stat.ephemeral_owner == session
+
+
+async def test_get_acl_without_admin_hides_digest_hashes(member: RunningServer) -> None:
+    """As ZooKeeper 3.8: READ suffices to read an ACL, ADMIN to see its digest hashes."""
+    owner = await started(member, auth_data=[("digest", "alice:secret")])
+    reader = await started(member)
+    try:
+        alice = make_digest_acl("alice", "secret", all=True)
+        await kz(owner.create, "/acl", b"", acl=[alice, make_acl("world", "anyone", read=True)])
+        assert (await kz(owner.get_acls, "/acl"))[0][0].id.id == alice.id.id
+        ids = [(entry.id.scheme, entry.id.id) for entry in (await kz(reader.get_acls, "/acl"))[0]]
+        assert ids == [("digest", "alice:x"), ("world", "anyone")]
+    finally:
+        await stopped(owner)
+        await stopped(reader)

@@ -31,6 +31,7 @@ from zkpy.wire.frames import DEFAULT_MAX_FRAME
 T = TypeVar("T")
 
 DEFAULT_SERVER = "127.0.0.1:2181"
+SASL_USERS_ENV = "ZKPY_SASL_USERS_FILE"
 
 
 def _setting_range(name: str) -> click.IntRange:
@@ -162,6 +163,16 @@ async def _until_signal(run: Callable[[], Awaitable[None]]) -> None:
     default=None,
     help="Read the super digest from this file (or set ZKPY_SUPER_DIGEST).",
 )
+@click.option(
+    "--sasl-users-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    envvar=SASL_USERS_ENV,
+    help="user:password lines (mode 0600) for SASL DIGEST-MD5 on the ZooKeeper port.",
+)
+@click.option(
+    "--sasl-super-user", default="", help="The SASL user that bypasses ACLs (none by default)."
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option(
     "--log-format",
@@ -187,6 +198,8 @@ def server(
     tls_client_auth: str,
     super_digest: str,
     super_digest_file: Path | None,
+    sasl_users_file: Path | None,
+    sasl_super_user: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -196,6 +209,7 @@ def server(
     ensemble that FILE describes.
     """
     from zkpy.server.main import ListenError, configure_logging, serve
+    from zkpy.server.zk_clients import load_sasl_users
 
     configure_logging(log_level, log_format)
     super_digest = _super_digest(super_digest, super_digest_file)
@@ -204,6 +218,10 @@ def server(
             if member_id is None:
                 raise click.UsageError("--config needs --id")
             overrides: dict[str, Any] = {"super_digest": super_digest} if super_digest else {}
+            if sasl_users_file is not None:
+                overrides["sasl_users_file"] = str(sasl_users_file.resolve())
+            if sasl_super_user:
+                overrides["sasl_super_user"] = sasl_super_user
             if zk_port is not None:
                 overrides["zk_port"] = zk_port
             if admin_port is not None:
@@ -225,7 +243,11 @@ def server(
                 tls_ca=tls_ca,
                 tls_client_auth=tls_client_auth,
                 super_digest=super_digest,
+                sasl_users_file="" if sasl_users_file is None else str(sasl_users_file),
+                sasl_super_user=sasl_super_user,
             )
+        if config.sasl_users_file:
+            load_sasl_users(config.sasl_users_file)  # a bad file is a usage error, now
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:
@@ -282,6 +304,12 @@ def server(
     show_default=True,
     help="Tick; sessions last 2-20 ticks.",
 )
+@click.option(
+    "--sasl-users-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="user:password lines (mode 0600) for SASL on the ZooKeeper ports of every member.",
+)
 @click.option("--log-level", default="WARNING", show_default=True, help="Members' log level.")
 @click.option(
     "--log-format",
@@ -299,6 +327,7 @@ def ensemble(
     zk_port: int | None,
     admin_port: int | None,
     tick_ms: int,
+    sasl_users_file: Path | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -333,6 +362,8 @@ def ensemble(
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from None
+    if sasl_users_file is not None:  # the members (child processes) read it from there
+        os.environ[SASL_USERS_ENV] = str(sasl_users_file.resolve())
     click.echo(",".join(addresses))
     if zk_port is not None:
         zk_addresses = ",".join(f"127.0.0.1:{zk_port + index}" for index in range(count))

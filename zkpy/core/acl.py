@@ -18,7 +18,7 @@ from zkpy.core.types import (
     acl_weight,
 )
 
-KNOWN_SCHEMES = frozenset({"world", "auth", "digest", "ip", "x509", "super"})
+KNOWN_SCHEMES = frozenset({"world", "auth", "digest", "ip", "x509", "sasl", "super"})
 SUPER_ID = Id("super", "")
 DIGEST_ITERATIONS = 10_000
 

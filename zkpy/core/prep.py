@@ -290,8 +290,8 @@ class Prep:
         if expected != -1 and expected != actual:
             raise BadVersionError(f"expected version {expected}, node has {actual}", path=path)
 
-    def _check_data(self, data: bytes) -> None:
-        if len(data) > self.max_data_bytes:
+    def _check_data(self, data: bytes | None) -> None:
+        if data is not None and len(data) > self.max_data_bytes:
             raise BadArgumentsError(
                 f"value of {len(data)} bytes is over the limit of {self.max_data_bytes}"
             )

@@ -19,10 +19,11 @@ class CreateRequest:
     `container` makes a container node (deleted once its last child is), `ttl_ms` (over 0) a
     TTL node (deleted once it has had no children and no change for that long): both are
     persistent, and prep refuses them with `ephemeral`, and `container` with `sequential`
-    or a ttl."""
+    or a ttl. `data` None is ZooKeeper's null data (a jute client may send it): it reads back
+    as null over the jute protocol and as empty bytes over the msgpack one."""
 
     path: Final[str]
-    data: Final[bytes]
+    data: Final[bytes | None]
     acl: Final[tuple[ACL, ...]]
     ephemeral: Final[bool] = False
     sequential: Final[bool] = False
@@ -40,10 +41,11 @@ class DeleteRequest:
 
 @dataclass(slots=True, unsafe_hash=True)
 class SetDataRequest:
-    """Replace a node's data if its version is `version` (-1: any version)."""
+    """Replace a node's data if its version is `version` (-1: any version); None is null data
+    (see `CreateRequest`)."""
 
     path: Final[str]
-    data: Final[bytes]
+    data: Final[bytes | None]
     version: Final[int] = -1
 
 

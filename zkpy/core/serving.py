@@ -138,6 +138,10 @@ class Codec(Protocol):
     def pong(self, zxid: int) -> bytes:
         """The reply to a heartbeat."""
 
+    def null_data(self) -> bytes | None:
+        """How a node's null data (see `zkpy.core.tree.ZNode`) reads in this protocol: None
+        where it has a null value, empty bytes where it has none."""
+
     def answer(self, conn: ServerConnection, request: object) -> Any:
         """The body of the reply to a `CodecRead`'s request, read through `conn`; a ZkError
         refuses it."""
@@ -571,7 +575,8 @@ class ServerConnection:
         the root (prep checks those first)."""
         if type(request) is not CreateRequest and type(request) is not SetDataRequest:
             return None
-        size = len(request.data)
+        data = request.data
+        size = 0 if data is None else len(data)
         limit = self.limits.max_data_bytes
         if size <= limit or not self.view.session_alive(self.session_id):
             return None
@@ -720,7 +725,8 @@ class ServerConnection:
             raise NoAuthError("READ not allowed", path=path)
         if request.watch:
             self._watch(path, WatchMode.DATA)
-        return [node.data, node.stat_wire()]
+        data = node.data
+        return [self.codec.null_data() if data is None else data, node.stat_wire()]
 
     def _readable(self, path: str) -> ZNode | None:
         node = self.view.tree.get(path)

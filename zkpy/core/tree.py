@@ -51,7 +51,11 @@ class ZNode:
 
     A leaf shares the empty `NO_CHILDREN` instead of owning an empty set: most znodes are
     leaves, and a set each would cost 216 bytes and one more object for the garbage collector
-    to walk per znode (a million of them in a big tree)."""
+    to walk per znode (a million of them in a big tree).
+
+    `data` None is ZooKeeper's null data (a jute client's create or set_data may carry it):
+    its length is 0, and it is kept as msgpack nil in the log, checkpoints and snapshots, so
+    that it reads back null over the jute protocol."""
 
     __slots__ = (
         "acl",
@@ -70,7 +74,7 @@ class ZNode:
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | None,
         acl: tuple[ACL, ...],
         *,
         zxid: int,
@@ -108,6 +112,7 @@ class ZNode:
 
     def stat_wire(self) -> list[int]:
         """`stat().to_wire()` without the Stat in between (it is on the path of every read)."""
+        data = self.data
         return [
             self.czxid,
             self.mzxid,
@@ -117,7 +122,7 @@ class ZNode:
             self.cversion,
             self.aversion,
             self.ephemeral_owner,
-            len(self.data),
+            0 if data is None else len(data),
             len(self.children),
             self.pzxid,
         ]

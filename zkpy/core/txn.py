@@ -65,7 +65,7 @@ class Create:
     """Create a node; everything apply needs is fixed here, the sequential suffix included."""
 
     path: Final[str]  # final path, sequential suffix included
-    data: Final[bytes]
+    data: Final[bytes | None]  # None: ZooKeeper's null data (msgpack nil in the log)
     acl: Final[tuple[ACL, ...]]
     ephemeral_owner: Final[int]
     parent_cversion: Final[int]  # the parent's cversion after this create
@@ -83,7 +83,7 @@ class SetData:
     """Replace a node's data; `version` is the one prep fixed for after the write."""
 
     path: Final[str]
-    data: Final[bytes]
+    data: Final[bytes | None]
     version: Final[int]  # the node's version after this write
 
 

@@ -103,6 +103,10 @@ class MsgpackCodec:
         """The ping reply."""
         return wire.encode_reply(wire.XID_PING, zxid, 0, None, self._packer)
 
+    def null_data(self) -> bytes:
+        """Null data (a jute client's) reads as empty bytes: msgpack clients know no null."""
+        return b""
+
     def answer(self, conn: ServerConnection, request: object) -> Any:
         """Never asked: the msgpack protocol decodes into core requests only."""
         raise BadArgumentsError(f"unknown read {type(request).__name__}")
@@ -395,17 +399,20 @@ class ClientConnection:
     async def read_loop(self) -> None:
         rules = self.rules
         decoder = FrameDecoder(min(self.config.max_frame, MAX_HANDSHAKE_FRAME))
-        first = True
+        head: bytes | None = b""  # the first bytes, until 4 came: a command may stand there
         while True:
             self._read_deadline = trio.current_time() + rules.read_timeout_s(decoder.buffered > 0)
             data = await self.receiver.receive(1 << 16)
             self._read_deadline = math.inf
             if not data:
                 raise ConnectionDone
-            if first:
-                first = False
-                if self._command(bytes(data)):
+            if head is not None:  # ZooKeeper, too, reads 4 bytes before it decides
+                head += bytes(data)
+                if len(head) < 4:
+                    continue
+                if self._command(head):
                     return
+                data, head = head, None
             try:
                 frames = decoder.feed(data)
             except FrameTooLargeError as too_large:
@@ -656,6 +663,10 @@ class ClientServer:
         admission.cancel()
         log.warning("connection %d: dropped before its handshake, to make room", oldest)
         return True
+
+    def connections(self) -> list[ClientConnection]:
+        """The open client connections, oldest first (for ZooKeeper's `cons` and `dump`)."""
+        return list(self._connections.values())
 
     def handshake_done(self, conn_id: int) -> None:
         """The connection has a session: no handshake deadline for it any more."""

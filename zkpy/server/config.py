@@ -46,6 +46,8 @@ class ServerConfig:
     members: tuple[MemberAddress, ...] = ()  # empty: an ensemble of this member alone
     secret: str = ""  # shared by the members; a peer that cannot prove it is refused
     super_digest: str = ""  # "user:<digest>" (zkpy.security.digest_id) that bypasses ACLs
+    sasl_users_file: str = ""  # user:password lines for SASL DIGEST-MD5 on zk_port; "": none
+    sasl_super_user: str = ""  # the SASL user that bypasses ACLs (zookeeper.superUser)
     tls_cert: str = ""  # with tls_key: clients must speak TLS
     tls_key: str = ""
     tls_ca: str = ""  # CA that signs client certificates (x509 ACLs) and members' certificates
@@ -190,6 +192,9 @@ def _config(
         else base / (f"member-{member_id}")
     )
     settings["zk_port"] = me.zk_port
+    users_file = settings.get("sasl_users_file")
+    if isinstance(users_file, str) and users_file and not Path(users_file).is_absolute():
+        settings["sasl_users_file"] = str(path.parent / users_file)  # beside the file
     if "admin_port" in member_table:  # per member, over a top-level admin_port for all
         settings["admin_port"] = _port(member_table, "admin_port", f"[{table}.{member_id}]")
     settings.update(overrides)

@@ -18,7 +18,7 @@ from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
 from zkpy.server.peers import PeerNetwork
 from zkpy.server.storage import Storage
-from zkpy.server.zk_clients import JuteDialect
+from zkpy.server.zk_clients import JuteDialect, SaslUsers, load_sasl_users
 
 log = logging.getLogger("zkpy.server")
 
@@ -166,7 +166,9 @@ async def _listen_zk(
     """Start the listener for ZooKeeper's client protocol, if `zk_port` is set; its port."""
     if config.zk_port is None:
         return None
-    handler = partial(clients.handle, dialect=JuteDialect())
+    users = load_sasl_users(config.sasl_users_file) if config.sasl_users_file else {}
+    dialect = JuteDialect(SaslUsers(users, config.sasl_super_user), clients)
+    handler = partial(clients.handle, dialect=dialect)
     try:
         listeners = await nursery.start(
             partial(trio.serve_tcp, handler, config.zk_port, host=config.host)

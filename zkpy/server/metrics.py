@@ -8,6 +8,7 @@ log sync histogram is also fed from the worker thread that persists, and only fr
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import typing
@@ -39,6 +40,7 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 """Upper bounds of the latency buckets in seconds (a last one, +Inf, takes the rest)."""
 
 _WRITE_TYPES = frozenset(typing.get_args(WriteRequest))
+PING_OPCODE = 11  # in both client protocols
 _clock = time.perf_counter
 
 
@@ -102,6 +104,12 @@ class Metrics:
         self.log_sync = Histogram()  # one synced append of a batch of records to the log
         self.commit = Histogram()  # a write from its arrival here to its committed reply
         self.apply = Histogram()  # applying the committed records of one batch
+        self.received = 0  # client packets, pings included (ZooKeeper's `Received`)
+        self.sent = 0  # replies, pongs and watch events (ZooKeeper's `Sent`)
+        self.latency_min = math.inf  # seconds, over every request answered
+        self.latency_max = 0.0
+        self.latency_ms_sum = 0  # each latency in whole ms, as ZooKeeper averages them
+        self.answered = 0
 
     def stats_of(self, kind: type) -> OpStats:
         """The stats of the operation of request type `kind`, made on first use."""
@@ -130,11 +138,24 @@ def op_name(kind: type) -> str:
 
 class MeteredCodec:
     """One client connection's view of its listener's codec (`zkpy.core.serving.Codec`) that
-    times each request from its decoding to its reply, by xid, into `Metrics`."""
+    times each request from its decoding to its reply, by xid, into `Metrics`, and keeps the
+    connection's own counts for ZooKeeper's `cons` (packets, last operation, latencies)."""
 
     def __init__(self, codec: Codec, metrics: Metrics) -> None:
         self._codec = codec
         self._metrics = metrics
+        self.established = time.time()
+        self.received = 0
+        self.sent = 0
+        self.last_opcode = -1  # -1: none yet
+        self.last_xid = -1
+        self.last_zxid = -1
+        self.last_response = 0.0  # perf_counter time of the last reply, 0 for none
+        self.last_latency = 0.0  # seconds, of the last request answered
+        self.latency_min = math.inf
+        self.latency_max = 0.0
+        self.latency_ms_sum = 0  # each latency in whole ms, as ZooKeeper averages them
+        self.answered = 0
         self._started: dict[int, tuple[OpStats, float]] = {}
         self._by_type = metrics._by_type
         self._decode = codec.decode_request  # bound once: both run for every request
@@ -147,10 +168,13 @@ class MeteredCodec:
     def decode_request(self, payload: bytes) -> tuple[int, int, Decoded] | None:
         """The listener's decoding; the request's clock starts."""
         decoded = self._decode(payload)
+        self.received += 1
+        self._metrics.received += 1
         if decoded is not None:
             kind = type(decoded[2])
             stats = self._by_type.get(kind) or self._metrics.stats_of(kind)
             self._started[decoded[0]] = (stats, _clock())
+            self.last_opcode = decoded[1]
         return decoded
 
     def answer(self, conn: ServerConnection, request: object) -> Any:
@@ -158,8 +182,15 @@ class MeteredCodec:
         return self._codec.answer(conn, request)
 
     def pong(self, zxid: int) -> bytes:
-        """The listener's ping reply (pings are not counted)."""
+        """The listener's ping reply (pings are counted as packets, not as requests)."""
+        self.last_opcode = PING_OPCODE
+        self.sent += 1
+        self._metrics.sent += 1
         return self._codec.pong(zxid)
+
+    def null_data(self) -> bytes | None:
+        """The listener's form of null data."""
+        return self._codec.null_data()
 
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """The listener's reply; request `xid` is counted, with its latency."""
@@ -176,10 +207,33 @@ class MeteredCodec:
             latency.sum += elapsed
             if stats.commit is not None:
                 stats.commit.observe(elapsed)
+            # the connection's and the member's figures for the four-letter words
+            self.last_response = since + elapsed
+            self.last_latency = elapsed
+            whole_ms = int(elapsed * 1000)
+            self.latency_ms_sum += whole_ms
+            self.answered += 1
+            self.last_xid = xid
+            self.last_zxid = zxid
+            metrics = self._metrics
+            metrics.latency_ms_sum += whole_ms
+            metrics.answered += 1
+            if elapsed > self.latency_max:
+                self.latency_max = elapsed
+                if elapsed > metrics.latency_max:
+                    metrics.latency_max = elapsed
+            if elapsed < self.latency_min:
+                self.latency_min = elapsed
+                if elapsed < metrics.latency_min:
+                    metrics.latency_min = elapsed
+        self.sent += 1
+        self._metrics.sent += 1
         return self._encode_reply(xid, zxid, error, body)
 
     def event(self, event: WatchedEvent) -> bytes:
         """The listener's watch event."""
+        self.sent += 1
+        self._metrics.sent += 1
         return self._codec.event(event)
 
     def greeting(

@@ -90,6 +90,8 @@ SETTINGS: dict[str, Setting] = {
     "server_id": _int(1, 255),
     "secret": Setting(str),
     "super_digest": Setting(str),
+    "sasl_users_file": Setting(str),
+    "sasl_super_user": Setting(str),
     "tls_cert": Setting(str),
     "tls_key": Setting(str),
     "tls_ca": Setting(str),

@@ -13,18 +13,22 @@ differs lives here:
   getAllChildrenNumber, checkWatches and removeWatches by watcher type) are `CodecRead`s that
   `JuteCodec.answer` answers from the member's tree and watch registry.
 - `digest` authentication is ZooKeeper's: user:base64(sha1(user:password)).
-- The four-letter words (`ruok`, `srvr`, `stat`, `mntr`, `conf`, `envi`, `isro`), sent in place of a
-  handshake, are answered and the connection closed.
+- SASL DIGEST-MD5 (`sasl`, opcode 102) against the users of `sasl_users_file`
+  (`zkpy.wire.sasl`): the connection gains the identity ``sasl:<user>``, and the super identity
+  too if the user is `sasl_super_user` (ZooKeeper's zookeeper.superUser).
+- The four-letter words (`zkpy.server.zk_words`), sent in place of a handshake, are answered
+  and the connection closed.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import platform
+import secrets
+import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from zkpy.core import acl as acls
@@ -41,8 +45,10 @@ from zkpy.core.errors import (
 from zkpy.core.requests import GetACLRequest, GetChildrenRequest, GetDataRequest, PingRequest
 from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
+from zkpy.server.clients import ClientServer
 from zkpy.server.node import Member
-from zkpy.wire import jute
+from zkpy.server.zk_words import FOUR_LETTER_WORDS, NOT_SERVED_WORDS
+from zkpy.wire import jute, sasl
 from zkpy.wire.jute import (
     OP_ADD_WATCH,
     OP_CREATE,
@@ -59,6 +65,7 @@ from zkpy.wire.jute import (
     OP_GET_EPHEMERALS,
     OP_MULTI,
     OP_MULTI_READ,
+    OP_SASL,
     OP_SET_ACL,
     OP_SET_DATA,
     OP_SYNC,
@@ -71,22 +78,12 @@ from zkpy.wire.jute import (
     MultiRead,
     MultiResult,
     Refusal,
+    SaslRequest,
     WatchQuery,
     WhoAmI,
 )
 
-ZOOKEEPER_VERSION = "3.8.0-zkpy"
-"""The version the four-letter words report: the ZooKeeper release whose protocol is served."""
-
-_READS = (
-    GetACLRequest,
-    GetAllChildrenNumber,
-    GetEphemerals,
-    MultiRead,
-    Refusal,
-    WatchQuery,
-    WhoAmI,
-)
+_READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, SaslRequest, WatchQuery, WhoAmI)
 _STAT_REPLIES = frozenset({OP_EXISTS, OP_SET_DATA, OP_SET_ACL, jute.OP_CHECK})
 
 
@@ -118,13 +115,51 @@ def _stat(fields: list[int]) -> Stat:
     return Stat._make(fields)
 
 
+class SaslUsers:
+    """Who may authenticate with SASL DIGEST-MD5: user name -> password, and the user that is
+    super (none if "")."""
+
+    def __init__(self, users: Mapping[str, str] | None = None, super_user: str = "") -> None:
+        self.users: Mapping[str, str] = users or {}
+        self.super_user = super_user
+
+
+def load_sasl_users(path: str | Path) -> dict[str, str]:
+    """The ``user:password`` lines of a SASL users file (blank lines and ``#`` comments are
+    skipped). ValueError, naming the file, if it cannot be read, is readable by group or
+    others (it holds passwords: chmod 600), or holds a line that is not ``user:password``."""
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"sasl_users_file {path}: {err}") from None
+    if mode & 0o077:
+        raise ValueError(
+            f"sasl_users_file {path} holds passwords and is readable by others "
+            f"(mode {mode:04o}): chmod 600 it"
+        )
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"sasl_users_file {path}, line {number}: not user:password")
+        users[user] = password
+    return users
+
+
 class JuteCodec:
     """ZooKeeper's jute protocol as a `serving.Codec`, for one connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, sasl_users: SaslUsers | None = None) -> None:
         # (xid, opcode, each op's opcode for a multi) of the requests awaiting replies
         self._waiting: deque[tuple[int, int, tuple[int, ...]]] = deque()
         self._has_read_only = True
+        self._sasl_users = sasl_users or SaslUsers()
+        self._sasl: sasl.DigestMD5Server | None = None
 
     # ---- in --------------------------------------------------------------------------------
 
@@ -145,7 +180,7 @@ class JuteCodec:
             self._waiting.append((xid, opcode, request.opcodes))
             return xid, opcode, request.request
         self._waiting.append((xid, opcode, ()))
-        if isinstance(request, _READS):
+        if isinstance(request, _READS) or type(request) is GetACLRequest:
             return xid, opcode, CodecRead(request)
         assert not isinstance(request, JuteMulti | PingRequest)
         return xid, opcode, request
@@ -162,11 +197,30 @@ class JuteCodec:
             return _ephemerals(conn, request.prefix)
         if type(request) is WhoAmI:
             return _client_infos(conn.ids)
+        if type(request) is SaslRequest:
+            return self._sasl_step(conn, request.token)
         if type(request) is GetACLRequest:
-            return _acl_reply(conn, request)
+            return _get_acl(conn, request)
         if type(request) is Refusal:
             raise error_for_code(request.code, request.message)
         raise TypeError(f"not a jute read: {type(request).__name__}")
+
+    def _sasl_step(self, conn: ServerConnection, token: bytes) -> bytes:
+        """One step of the connection's DIGEST-MD5 exchange. Any failure is AUTHFAILED, and
+        the connection closes after it, as ZooKeeper closes it."""
+        users = self._sasl_users
+        if not users.users:
+            raise AuthFailedError("SASL is not configured on this member (sasl_users_file)")
+        if self._sasl is None:
+            self._sasl = sasl.DigestMD5Server(users.users, secrets.token_urlsafe(24))
+        answer = self._sasl.step(token)
+        user = self._sasl.user
+        if user is not None:
+            gained = {Id("sasl", user)}
+            if users.super_user and user == users.super_user:
+                gained.add(acls.SUPER_ID)
+            conn.ids = conn.ids | gained
+        return answer
 
     # ---- out -------------------------------------------------------------------------------
 
@@ -182,6 +236,10 @@ class JuteCodec:
     def pong(self, zxid: int) -> bytes:
         """The ping reply: a header with xid -2."""
         return jute.encode_header(jute.XID_PING, zxid, 0)
+
+    def null_data(self) -> None:
+        """Null data reads back null (a buffer of length -1), as in ZooKeeper."""
+        return None
 
     def reply(self, xid: int, zxid: int, error: int, body: Any) -> bytes:
         """The reply record the request's opcode calls for. A -5 is the one reply that may
@@ -223,7 +281,8 @@ class JuteCodec:
         refusal (no quorum, a member behind the client, a bad handshake) closes the
         connection without a word, so that the client tries another member."""
         if error in (Code.SESSION_EXPIRED, Code.AUTH_FAILED):
-            return ConnectResponse(0, 0, 0, b"", False, self._has_read_only).encode()
+            # ZooKeeper's refusal carries a password of 16 zero bytes
+            return ConnectResponse(0, 0, 0, bytes(16), False, self._has_read_only).encode()
         return b""
 
     def status(self, status: dict[str, Any]) -> bytes:
@@ -270,6 +329,7 @@ _ENCODERS: dict[int, Callable[[int, int, Any], bytes]] = {
     OP_GET_ALL_CHILDREN_NUMBER: jute.encode_int_reply,
     OP_GET_EPHEMERALS: jute.encode_children_reply,
     OP_WHO_AM_I: jute.encode_who_am_i_reply,
+    OP_SASL: jute.encode_sasl_reply,
     OP_MULTI_READ: jute.encode_multi_reply,
 }
 
@@ -301,6 +361,21 @@ def _multi_read_result(
     return MultiResult(OP_GET_CHILDREN, children=tuple(body[0]))
 
 
+def _get_acl(conn: ServerConnection, request: GetACLRequest) -> list[Any]:
+    """getACL as ZooKeeper 3.8 answers it: READ or ADMIN lets a client read the ACL, but
+    without ADMIN the hash of every digest id is hidden (``user:x``), so that READ does not
+    hand out the hashes to try passwords against."""
+    body: list[Any] = conn.read_body(request)
+    node = conn.view.tree.get(paths.validate(request.path))
+    if node is None or acls.allows(node.acl, Perm.ADMIN, conn.ids):
+        return body
+    hidden = [
+        [perms, scheme, f"{ident.partition(':')[0]}:x" if scheme == "digest" else ident]
+        for perms, scheme, ident in body[0]
+    ]
+    return [hidden, body[1]]
+
+
 def _query_watches(conn: ServerConnection, query: WatchQuery) -> None:
     """checkWatches or removeWatches: NO_WATCHER unless the connection holds a watch of one of
     the query's modes on its path (removeWatches removes every one of them)."""
@@ -312,23 +387,6 @@ def _query_watches(conn: ServerConnection, query: WatchQuery) -> None:
         found = [watches.has(conn.watcher, path, mode) for mode in query.modes]
     if not any(found):
         raise NoWatcherError(path=path)
-
-
-def _acl_reply(conn: ServerConnection, request: GetACLRequest) -> list[Any]:
-    """getACL as ZooKeeper answers it: to a client without ADMIN on the node, the hash of each
-    digest identity reads `x` (`user:x`), so that a client allowed only to read cannot take
-    the SHA-1 hashes away to guess the passwords."""
-    wire_acl, stat = conn.read_body(request)
-    acl = acl_from_wire(wire_acl)
-    if acls.allows(acl, Perm.ADMIN, conn.ids):
-        return [wire_acl, stat]
-    shown = [
-        [int(entry.perms), "digest", entry.id.id.partition(":")[0] + ":x"]
-        if entry.id.scheme == "digest"
-        else entry.to_wire()
-        for entry in acl
-    ]
-    return [shown, stat]
 
 
 def _all_children_number(conn: ServerConnection, path: str) -> int:
@@ -351,116 +409,35 @@ def _ephemerals(conn: ServerConnection, prefix: str) -> list[str]:
 
 
 class JuteDialect:
-    """ZooKeeper's client protocol, as `zkpy.server.clients.Dialect`."""
+    """ZooKeeper's client protocol, as `zkpy.server.clients.Dialect`. `server` is the member's
+    client listener, whose connections `cons`, `dump` and the watch words report."""
+
+    def __init__(
+        self, sasl_users: SaslUsers | None = None, server: ClientServer | None = None
+    ) -> None:
+        self.sasl_users = sasl_users or SaslUsers()
+        self.server = server
 
     def new_codec(self) -> Codec:
-        """A codec of its own for each connection (it follows the replies' opcodes)."""
-        return JuteCodec()
+        """A codec of its own for each connection (it follows the replies' opcodes and its
+        SASL exchange)."""
+        return JuteCodec(self.sasl_users)
 
     def hash_credential(self, credential: bytes) -> Id:
         """ZooKeeper's digest (`zookeeper_digest_id`)."""
         return zookeeper_digest_id(credential)
 
     def command(self, member: Member, first: bytes) -> bytes | None:
-        """The answer to a four-letter word, or None if `first` does not start with one."""
+        """The answer to a four-letter word, or None if `first` does not start with one.
+        ZooKeeper reads the first 4 bytes of a connection and answers them if they are a word:
+        a trailing newline (nc, telnet) is allowed."""
         word = first[:4]
         if len(first) != 4 and first[4:] not in (b"\n", b"\r\n"):
             return None
         answer = FOUR_LETTER_WORDS.get(word)
         if answer is not None:
-            return answer(member).encode()
+            connections = [] if self.server is None else self.server.connections()
+            return answer(member, connections).encode()
         if word in NOT_SERVED_WORDS:
             return word + b" is not executed because it is not in the whitelist.\n"
         return None
-
-
-def _mode(status: dict[str, Any]) -> str:
-    role = str(status["role"])
-    return role if role in ("leader", "follower", "observer", "standalone") else "looking"
-
-
-def _srvr(member: Member) -> str:
-    status = member.status()
-    if not status["serving"]:
-        return "This ZooKeeper instance is not currently serving requests\n"
-    return (
-        f"Zookeeper version: {ZOOKEEPER_VERSION}\n"
-        "Latency min/avg/max: 0/0.0/0\n"
-        f"Received: {status.get('requests', 0)}\n"
-        "Sent: 0\n"
-        f"Connections: {status['connections']}\n"
-        f"Outstanding: {status['outstanding']}\n"
-        f"Zxid: {status['committed_zxid']:#x}\n"
-        f"Mode: {_mode(status)}\n"
-        f"Node count: {status['znodes']}\n"
-    )
-
-
-def _stat_word(member: Member) -> str:
-    text = _srvr(member)
-    if not member.status()["serving"]:
-        return text
-    head, _, rest = text.partition("Latency")
-    return f"{head}Clients:\n\nLatency{rest}"
-
-
-def _mntr(member: Member) -> str:
-    status = member.status()
-    values = {
-        "zk_version": ZOOKEEPER_VERSION,
-        "zk_server_state": _mode(status),
-        "zk_znode_count": status["znodes"],
-        "zk_watch_count": status["watches"],
-        "zk_ephemerals_count": sum(len(p) for p in member.tree.ephemerals.values()),
-        "zk_num_alive_connections": status["connections"],
-        "zk_outstanding_requests": status["outstanding"],
-        "zk_packets_received": status.get("requests", 0),
-        "zk_uptime": status["uptime_ms"],
-    }
-    return "".join(f"{key}\t{value}\n" for key, value in values.items())
-
-
-def _conf(member: Member) -> str:
-    config = member.config
-    bounds = member.bounds
-    values = {
-        "clientPort": config.zk_port,
-        "dataDir": config.data_dir,
-        "tickTime": config.tick_ms,
-        "maxClientCnxns": config.max_connections_per_address,
-        "minSessionTimeout": bounds.min_ms,
-        "maxSessionTimeout": bounds.max_ms,
-        "serverId": config.server_id,
-    }
-    return "".join(f"{key}={value}\n" for key, value in values.items())
-
-
-def _envi(member: Member) -> str:
-    values = {
-        "zookeeper.version": ZOOKEEPER_VERSION,
-        "host.name": member.config.host,
-        "python.version": platform.python_version(),
-        "os.name": platform.system(),
-        "user.dir": os.getcwd(),
-    }
-    return "Environment:\n" + "".join(f"{key}={value}\n" for key, value in values.items())
-
-
-def _isro(member: Member) -> str:
-    return "rw" if member.status()["serving"] else "null"
-
-
-FOUR_LETTER_WORDS: dict[bytes, Callable[[Member], str]] = {
-    b"ruok": lambda member: "imok",
-    b"srvr": _srvr,
-    b"stat": _stat_word,
-    b"mntr": _mntr,
-    b"conf": _conf,
-    b"isro": _isro,
-    b"envi": _envi,
-}
-
-NOT_SERVED_WORDS = frozenset(
-    {b"cons", b"crst", b"dirs", b"dump", b"gtmk", b"srst", b"stmk", b"wchc", b"wchp", b"wchs"}
-)
-"""ZooKeeper's other four-letter words: refused as ZooKeeper refuses a word off its whitelist."""

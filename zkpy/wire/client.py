@@ -338,6 +338,14 @@ def _expect(value: Any, kind: type, what: str) -> Any:
     return value
 
 
+def _data(value: Any) -> bytes | None:
+    """A node's data: bin, or nil for ZooKeeper's null data (a member forwards a jute
+    client's write to the leader in this form)."""
+    if value is None:
+        return None
+    return _expect(value, bytes, "data")  # type: ignore[no-any-return]
+
+
 def _refuse(value: object, kind: type, what: str) -> NoReturn:
     raise MarshallingError(f"{what} must be {kind.__name__}, not {type(value).__name__}")
 
@@ -406,7 +414,7 @@ def _decode_get_children(fields: list[Any]) -> Request:
 def _decode_set_data(fields: list[Any]) -> Request:
     _arity(fields, 3, "set_data")
     _, path, data, version = fields
-    if type(data) is not bytes:
+    if type(data) is not bytes and data is not None:
         _refuse(data, bytes, "data")
     if type(version) is not int:
         _refuse(version, int, "ver")
@@ -429,7 +437,7 @@ def _decode_create(fields: list[Any]) -> Request:
         raise MarshallingError(f"unknown create flags {flags}")
     return CreateRequest(
         _path(path),
-        _expect(data, bytes, "data"),
+        _data(data),
         _acl_in(acl),
         bool(flags & FLAG_EPHEMERAL),
         bool(flags & FLAG_SEQUENTIAL),

@@ -126,6 +126,7 @@ _CONNECT_RESPONSE = struct.Struct(">iiqi")  # ... and the password's length
 _EVENT = struct.Struct(">iqiiii")  # reply header, type, state, path length
 MULTI_DONE = MULTI_HEADER.pack(-1, True, -1)
 _HEADER_ONLY_LENGTH = INT.pack(REPLY_HEADER.size)
+_NULL_LENGTH = INT.pack(-1)
 
 
 class JuteError(MarshallingError):
@@ -192,9 +193,14 @@ class Reader:
         return self.data[start : start + size]
 
     def buffer(self) -> bytes:
-        """A jute buffer; null reads as empty (zkpy's tree keeps no null values)."""
+        """A jute buffer where null means nothing else than empty (a password, a credential)."""
         value = self.length(self.int32())
         return b"" if value is None else value
+
+    def node_data(self) -> bytes | None:
+        """A node's data: a jute buffer, None for null (kept apart from empty, as ZooKeeper
+        keeps it)."""
+        return self.length(self.int32())
 
     def ustring(self) -> str | None:
         """A jute ustring (strict UTF-8), None for null."""
@@ -255,8 +261,10 @@ def write_int(value: int) -> bytes:
     return INT.pack(value)
 
 
-def write_buffer(value: bytes) -> bytes:
-    """A jute buffer: its length, then its bytes."""
+def write_buffer(value: bytes | None) -> bytes:
+    """A jute buffer: its length, then its bytes; None is null (length -1)."""
+    if value is None:
+        return _NULL_LENGTH
     return INT.pack(len(value)) + value
 
 
@@ -329,7 +337,8 @@ class ConnectRequest:
 @dataclass(frozen=True, slots=True)
 class ConnectResponse:
     """The member's answer to a ConnectRequest. A refused session (expired, or a wrong
-    password) is answered as ZooKeeper does: timeout 0, session id 0, an empty password."""
+    password) is answered as ZooKeeper does: timeout 0, session id 0, a password of 16 zero
+    bytes."""
 
     protocol_version: int = 0
     timeout_ms: int = 0
@@ -403,6 +412,14 @@ class GetEphemerals:
 
 
 @dataclass(frozen=True, slots=True)
+class SaslRequest:
+    """sasl (102, SetSASLRequest): the client's next SASL token, answered with the server's
+    (`zkpy.wire.sasl`) in a SetSASLResponse."""
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class WhoAmI:
     """whoAmI (107): the connection's identities."""
 
@@ -438,6 +455,7 @@ JuteRequest = (
     | GetAllChildrenNumber
     | GetEphemerals
     | WhoAmI
+    | SaslRequest
     | Refusal
 )
 
@@ -471,13 +489,13 @@ def decode_request(payload: bytes) -> tuple[int, int, JuteRequest]:
 
 def _decode_create(reader: Reader) -> JuteRequest:
     path = reader.string("the path")
-    data = reader.buffer()
+    data = reader.node_data()
     acl = reader.acl()
     flags = reader.int32()
     return _create(path, data, acl, flags)
 
 
-def _create(path: str, data: bytes, acl: tuple[ACL, ...], flags: int) -> JuteRequest:
+def _create(path: str, data: bytes | None, acl: tuple[ACL, ...], flags: int) -> JuteRequest:
     """A create, createContainer's too; a TTL mode needs createTTL (its ttl), as in ZooKeeper."""
     if 0 <= flags <= FLAG_EPHEMERAL | FLAG_SEQUENTIAL:
         return CreateRequest(
@@ -490,7 +508,7 @@ def _create(path: str, data: bytes, acl: tuple[ACL, ...], flags: int) -> JuteReq
 
 def _decode_create_container(reader: Reader) -> JuteRequest:
     path = reader.string("the path")
-    data = reader.buffer()
+    data = reader.node_data()
     acl = reader.acl()
     if reader.int32() != FLAG_CONTAINER:
         return Refusal(Code.BAD_ARGUMENTS, "createContainer needs the container mode")
@@ -500,7 +518,7 @@ def _decode_create_container(reader: Reader) -> JuteRequest:
 def _decode_create_ttl(reader: Reader) -> JuteRequest:
     """CreateTTLRequest: a create's fields, then the ttl (prep checks its range)."""
     path = reader.string("the path")
-    data = reader.buffer()
+    data = reader.node_data()
     acl = reader.acl()
     flags = reader.int32()
     ttl_ms = reader.int64()
@@ -528,7 +546,7 @@ def _decode_get_data(reader: Reader) -> JuteRequest:
 
 def _decode_set_data(reader: Reader) -> JuteRequest:
     path = reader.string("the path")
-    data = reader.buffer()
+    data = reader.node_data()
     return SetDataRequest(path, data, reader.int32())
 
 
@@ -671,9 +689,8 @@ def _refuse_reconfig(reader: Reader) -> JuteRequest:
     return Refusal(Code.UNIMPLEMENTED, "reconfig is not supported")
 
 
-def _refuse_sasl(reader: Reader) -> JuteRequest:
-    reader.pos = len(reader.data)
-    return Refusal(Code.UNIMPLEMENTED, "SASL is not supported")
+def _decode_sasl(reader: Reader) -> JuteRequest:
+    return SaslRequest(reader.buffer())
 
 
 _REQUEST_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
@@ -705,7 +722,7 @@ _REQUEST_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
     OP_GET_ALL_CHILDREN_NUMBER: _decode_get_all_children_number,
     OP_WHO_AM_I: _decode_who_am_i,
     OP_RECONFIG: _refuse_reconfig,
-    OP_SASL: _refuse_sasl,
+    OP_SASL: _decode_sasl,
 }
 
 _MULTI_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
@@ -747,9 +764,9 @@ def encode_stat_reply(xid: int, zxid: int, stat: Stat) -> bytes:
     return _reply(xid, zxid, STAT.pack(*stat))
 
 
-def encode_data_reply(xid: int, zxid: int, data: bytes, stat: Stat) -> bytes:
-    """getData's reply (GetDataResponse): the data and the Stat."""
-    return _reply(xid, zxid, INT.pack(len(data)) + data + STAT.pack(*stat))
+def encode_data_reply(xid: int, zxid: int, data: bytes | None, stat: Stat) -> bytes:
+    """getData's reply (GetDataResponse): the data (None: null) and the Stat."""
+    return _reply(xid, zxid, write_buffer(data) + STAT.pack(*stat))
 
 
 def encode_acl_reply(xid: int, zxid: int, acl: Sequence[ACL], stat: Stat) -> bytes:
@@ -765,6 +782,11 @@ def encode_children_reply(xid: int, zxid: int, children: Sequence[str]) -> bytes
 def encode_children2_reply(xid: int, zxid: int, children: Sequence[str], stat: Stat) -> bytes:
     """getChildren2's reply (GetChildren2Response): the children and the parent's Stat."""
     return _reply(xid, zxid, write_strings(children) + STAT.pack(*stat))
+
+
+def encode_sasl_reply(xid: int, zxid: int, token: bytes) -> bytes:
+    """sasl's reply (SetSASLResponse): the server's next SASL token."""
+    return _reply(xid, zxid, write_buffer(token))
 
 
 def encode_int_reply(xid: int, zxid: int, value: int) -> bytes:
@@ -793,7 +815,7 @@ class MultiResult:
     opcode: int
     path: str = ""
     stat: Stat | None = None
-    data: bytes = b""
+    data: bytes | None = b""
     children: tuple[str, ...] = ()
     err: int = 0
 

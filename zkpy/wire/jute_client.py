@@ -59,6 +59,7 @@ from zkpy.wire.jute import (
     MultiRead,
     MultiResult,
     Reader,
+    SaslRequest,
     WatchQuery,
     WhoAmI,
     write_acl,
@@ -129,6 +130,8 @@ def _other_record(opcode: int, request: JuteRequest) -> bytes:
         return write_ustring(request.path) + write_int(_watcher_type(request.modes))
     if isinstance(request, GetEphemerals):
         return write_ustring(request.prefix)
+    if isinstance(request, SaslRequest):
+        return write_buffer(request.token)
     if isinstance(request, JuteMulti):
         return _ops_record(zip(request.opcodes, request.request.ops, strict=True))
     if isinstance(request, MultiRead):
@@ -211,7 +214,7 @@ def _multi_result(reader: Reader, opcode: int) -> MultiResult:
     if opcode == OP_SET_DATA:
         return MultiResult(opcode, stat=reader.stat())
     if opcode == OP_GET_DATA:
-        data = reader.buffer()
+        data = reader.node_data()
         return MultiResult(opcode, data=data, stat=reader.stat())
     if opcode == OP_GET_CHILDREN:
         return MultiResult(opcode, children=reader.strings())
