@@ -28,7 +28,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
-import trio
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 import zkpy
 from recipes._nodes import async_client, join, retry
@@ -74,9 +76,9 @@ class Cache:
         self.ready = False
         self.closed = False
         self._nodes: dict[str, NodeState] = {}
-        self._subscribers: list[trio.MemorySendChannel[CacheEvent]] = []
-        self._changed = trio.Event()
-        self._limiter = trio.CapacityLimiter(max_parallel_reads)
+        self._subscribers: list[MemoryObjectSendStream[CacheEvent]] = []
+        self._changed = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(max_parallel_reads)
         self._context: AbstractAsyncContextManager[Cache, bool | None] | None = None
 
     def __repr__(self) -> str:
@@ -113,9 +115,9 @@ class Cache:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def changes(self) -> trio.MemoryReceiveChannel[CacheEvent]:
+    def changes(self) -> MemoryObjectReceiveStream[CacheEvent]:
         """Subscribe to the changes made to the mirror from now on."""
-        send, receive = trio.open_memory_channel[CacheEvent](math.inf)
+        send, receive = anyio.create_memory_object_stream[CacheEvent](math.inf)
         if self.closed:
             send.close()
         else:
@@ -130,7 +132,7 @@ class Cache:
             if predicate(snapshot):
                 return snapshot
             if self.closed:
-                raise trio.ClosedResourceError("the cache is closed")
+                raise anyio.ClosedResourceError("the cache is closed")
             await self._changed.wait()
 
     # ---- keeping it current ------------------------------------------------------------------
@@ -140,12 +142,12 @@ class Cache:
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.remove(channel)
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
-    async def _load(self, path: str, nursery: trio.Nursery) -> None:
+    async def _load(self, path: str, nursery: anyio.abc.TaskGroup) -> None:
         async with self._limiter:
             try:
                 data, stat = await retry(self.zk, self.zk.get, path)
@@ -189,12 +191,12 @@ class Cache:
     async def _running(self) -> AsyncIterator[Cache]:
         try:
             async with self.zk.watch(self.path, recursive=True) as events:
-                async with trio.open_nursery() as loader:
+                async with anyio.create_task_group() as loader:
                     loader.start_soon(self._load, self.path, loader)
                 self.ready = True
                 self._changed.set()
-                self._changed = trio.Event()
-                async with trio.open_nursery() as nursery:
+                self._changed = anyio.Event()
+                async with anyio.create_task_group() as nursery:
                     nursery.start_soon(self._follow, events)
                     try:
                         yield self

@@ -1,4 +1,4 @@
-"""zkpy: a ZooKeeper-style coordination service for Python, and its trio client.
+"""zkpy: a ZooKeeper-style coordination service for Python, and its client (trio or asyncio).
 
 async with zkpy.connect("127.0.0.1:2181") as zk:
     await zk.create("/app/config", b"v1", makepath=True)

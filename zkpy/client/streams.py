@@ -1,15 +1,17 @@
-"""The trio ends of watches: a one-shot watch to await and a persistent watch to iterate.
+"""The async ends of watches: a one-shot watch to await and a persistent watch to iterate.
 
 The bookkeeping of who hears which event is sans-I/O (`zkpy.client.watches`); these two are
-what the application holds, so they are the only watch classes that know about trio.
+what the application holds, so they are the only watch classes that know about the event loop
+(trio or asyncio, through anyio).
 """
 
 from __future__ import annotations
 
 import math
 
-import trio
+import anyio
 
+from zkpy.client.backend import Waiter, new_event
 from zkpy.core.errors import ZkError
 from zkpy.core.types import WatchedEvent, WatchMode
 
@@ -23,30 +25,42 @@ class WatchFuture:
     """
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        # made by the first waiter, on its loop: a WatchFuture may be made outside of one
+        self._event: Waiter | None = None
+        self._fired = False
         self._value: WatchedEvent | None = None
         self._error: ZkError | None = None
 
     def __call__(self, event: WatchedEvent) -> None:
         """Deliver the event (the first one only: the watch is one-shot)."""
-        if not self._event.is_set():
+        if not self._fired:
             self._value = event
-            self._event.set()
+            self._fire()
 
     def fail(self, error: ZkError) -> None:
         """End the wait with `error` (the session is gone, and the watch with it)."""
-        if not self._event.is_set():
+        if not self._fired:
             self._error = error
+            self._fire()
+
+    def _fire(self) -> None:
+        self._fired = True
+        if self._event is not None:
             self._event.set()
 
     @property
     def fired(self) -> bool:
         """Whether the event (or a failure) has come."""
-        return self._event.is_set()
+        return self._fired
 
     async def wait(self) -> WatchedEvent:
         """The event, once it comes; raises the error if the session was lost first."""
-        await self._event.wait()
+        if self._fired:
+            await anyio.lowlevel.checkpoint()
+        else:
+            if self._event is None:
+                self._event = new_event()
+            await self._event.wait()
         if self._error is not None:
             raise self._error
         assert self._value is not None
@@ -59,13 +73,15 @@ class WatchStream:
     def __init__(self, path: str, mode: WatchMode) -> None:
         self.path = path
         self.mode = mode
-        self._send, self._receive = trio.open_memory_channel[WatchedEvent | ZkError](math.inf)
+        self._send, self._receive = anyio.create_memory_object_stream[WatchedEvent | ZkError](
+            math.inf
+        )
 
     def deliver(self, item: WatchedEvent | ZkError) -> None:
         """Queue an event (or the error that ends the stream); never blocks."""
         try:
             self._send.send_nowait(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
 
     def close(self) -> None:
@@ -78,7 +94,7 @@ class WatchStream:
     async def __anext__(self) -> WatchedEvent:
         try:
             item = await self._receive.receive()
-        except trio.EndOfChannel:
+        except anyio.EndOfStream:
             raise StopAsyncIteration from None
         if isinstance(item, ZkError):
             raise item
