@@ -10,7 +10,7 @@ pays nothing for also running on asyncio; under asyncio it uses anyio's streams 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
@@ -85,8 +85,9 @@ class Link(Protocol):
     async def send_all(self, data: bytes) -> None:
         """Send `data` at once (the handshake, before the outbox is in use)."""
 
-    async def receive(self, max_bytes: int) -> bytes | bytearray:
+    def receive(self, max_bytes: int, /) -> Awaitable[bytes | bytearray]:
         """Up to `max_bytes` bytes; b"" once the server closed the connection."""
+        ...
 
     async def run_writer(self) -> None:
         """Send what the outbox holds, as it comes, until cancelled or the stream breaks."""
@@ -115,15 +116,13 @@ class TrioLink:
     def __init__(self, stream: trio.abc.Stream, flusher: Flusher, spin_s: float) -> None:
         self.stream = stream
         self.outbox = self._outbox = Outbox(stream, flusher)
-        self._receiver = Receiver(stream, spin_s)
+        # the receiver's own method: no call in between on the path of every reply
+        self.receive: Callable[[int], Awaitable[bytes | bytearray]]
+        self.receive = Receiver(stream, spin_s).receive
 
     async def send_all(self, data: bytes) -> None:
         """Send `data` at once (the handshake, before the outbox is in use)."""
         await self.stream.send_all(data)
-
-    async def receive(self, max_bytes: int) -> bytes | bytearray:
-        """Up to `max_bytes` bytes; b"" once the server closed the connection."""
-        return await self._receiver.receive(max_bytes)
 
     async def run_writer(self) -> None:
         """Send what a direct flush could not (the socket was full, or TLS)."""
