@@ -22,7 +22,6 @@ Quick successive changes of one node may reach `changes()` as one event with the
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -30,11 +29,11 @@ from types import TracebackType
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 import zkpy
 from recipes._nodes import async_client, join, retry
 from zkpy import EventType
+from zkpy.client.streams import Feed
 from zkpy.errors import NoNodeError, single_error
 
 NodeState = tuple[bytes, zkpy.Stat]
@@ -76,7 +75,7 @@ class Cache:
         self.ready = False
         self.closed = False
         self._nodes: dict[str, NodeState] = {}
-        self._subscribers: list[MemoryObjectSendStream[CacheEvent]] = []
+        self._subscribers: list[Feed[CacheEvent]] = []
         self._changed = anyio.Event()
         self._limiter = anyio.CapacityLimiter(max_parallel_reads)
         self._context: AbstractAsyncContextManager[Cache, bool | None] | None = None
@@ -115,14 +114,14 @@ class Cache:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def changes(self) -> MemoryObjectReceiveStream[CacheEvent]:
+    def changes(self) -> Feed[CacheEvent]:
         """Subscribe to the changes made to the mirror from now on."""
-        send, receive = anyio.create_memory_object_stream[CacheEvent](math.inf)
+        feed = Feed[CacheEvent]()
         if self.closed:
-            send.close()
+            feed.close()
         else:
-            self._subscribers.append(send)
-        return receive
+            self._subscribers.append(feed)
+        return feed
 
     async def wait_until(self, predicate: object) -> Snapshot:
         """Wait until ``predicate(snapshot)`` is true; return that snapshot."""
@@ -139,11 +138,8 @@ class Cache:
 
     def _emit(self, kind: EventType, path: str, state: NodeState) -> None:
         event = CacheEvent(kind, path, state[0], state[1])
-        for channel in list(self._subscribers):
-            try:
-                channel.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.remove(channel)
+        for feed in self._subscribers:
+            feed.put(event)
         self._changed.set()
         self._changed = anyio.Event()
 

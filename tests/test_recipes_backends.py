@@ -26,6 +26,7 @@ from recipes import (
     Queue,
     Semaphore,
 )
+from tests.conftest import TcpProxy, tcp_proxy
 from zkpy.testing import RunningServer
 
 BACKENDS = ["trio", "asyncio"]
@@ -255,6 +256,56 @@ async def cache_watch_and_party_scenario(address: str) -> str:
         return which_loop()
 
 
+def cut_off(proxy: TcpProxy) -> None:
+    """No bytes and no new connections through `proxy` (call on the test's trio thread)."""
+    proxy.refusing = True
+    proxy.pause()
+    proxy.cut()
+
+
+def let_through(proxy: TcpProxy) -> None:
+    proxy.refusing = False
+    proxy.resume()
+
+
+async def expiry_scenario(address: str, proxy: TcpProxy, token: trio.lowlevel.TrioToken) -> None:
+    """A client with new_session_on_expiry is cut off until its session expires: its lock is
+    reported lost (the body cancelled), its party membership comes back under the new session,
+    and it goes on working."""
+
+    async def on_test_loop(fn: Callable[[TcpProxy], None]) -> None:
+        call = functools.partial(trio.from_thread.run_sync, fn, proxy, trio_token=token)
+        await anyio.to_thread.run_sync(call)
+
+    async with (
+        zkpy.connect(address, session_timeout=2) as observer,
+        zkpy.connect(proxy.address, session_timeout=0.4, new_session_on_expiry=True) as zk,
+    ):
+        party = Party(zk, "/party", b"me")
+
+        async def member_again() -> bool:
+            stat = await observer.exists(party.node_path)
+            return stat is not None and stat.ephemeral_owner == zk.session_id != old
+
+        async with party:
+            old = zk.session_id
+            async with Lock(zk, "/locks/x") as held:
+                await on_test_loop(cut_off)
+                await anyio.sleep_forever()  # cancelled: the hold goes with the session
+            assert held.lost
+            assert held.cancel_scope.cancelled_caught
+            await until(lambda: _gone(observer, party.node_path))  # the old session expired
+            await on_test_loop(let_through)
+            await until(member_again)
+            assert await observer.get_children("/locks/x") == []  # never taken again
+            assert await zk.create("/after", b"x") == "/after"
+        assert await Party(observer, "/party").members() == []
+
+
+async def _gone(zk: zkpy.Client, path: str) -> bool:
+    return await zk.exists(path) is None
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_locks_and_lost_locks(server: RunningServer, backend: str) -> None:
     await on(backend, lock_scenario, server.address)
@@ -283,6 +334,14 @@ async def test_queue_and_counter(server: RunningServer, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_cache_watches_party_and_closed_client(server: RunningServer, backend: str) -> None:
     assert await on(backend, cache_watch_and_party_scenario, server.address) == backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_new_session_after_expiry(server: RunningServer, backend: str) -> None:
+    token = trio.lowlevel.current_trio_token()
+    async with tcp_proxy(server.port) as proxy:
+        run = functools.partial(expiry_scenario, server.address, proxy, token)
+        await trio.to_thread.run_sync(functools.partial(anyio.run, run, backend=backend))
 
 
 def test_asyncio_run_around_connect_needs_no_trio() -> None:

@@ -10,8 +10,9 @@ pays nothing for also running on asyncio; under asyncio it uses anyio's streams 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -53,6 +54,44 @@ def new_event() -> Waiter:
     if trio.lowlevel.in_trio_run():
         return trio.Event()
     return anyio.Event()
+
+
+def event_class() -> Callable[[], Waiter]:
+    """What makes the events of the loop this thread runs (`new_event`, decided once)."""
+    if trio.lowlevel.in_trio_run():
+        return trio.Event
+    return anyio.Event
+
+
+class Scope(Protocol):
+    """A cancel scope, trio's or anyio's."""
+
+    def cancel(self) -> None:
+        """Cancel what runs in the scope."""
+
+
+class Tasks(Protocol):
+    """A nursery or task group: trio's own under trio, anyio's otherwise."""
+
+    @property
+    def cancel_scope(self) -> Scope:
+        """The scope of the whole group."""
+        ...
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> object:
+        """Start ``func(*args)`` in the group."""
+
+    async def start(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+        """Start ``func(*args, task_status=...)``; return once it calls ``started()``."""
+
+
+def open_tasks() -> AbstractAsyncContextManager[Tasks]:
+    """A task group for the loop this thread runs. Under trio it is a plain trio nursery: a
+    task started in an anyio task group resumes through two more coroutine frames, which on a
+    client's reading task is a cost on every reply."""
+    if trio.lowlevel.in_trio_run():
+        return trio.open_nursery()
+    return anyio.create_task_group()
 
 
 def clock() -> Callable[[], float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import random
 import ssl
 from collections import deque
@@ -30,7 +29,6 @@ from typing import Any, Literal, overload
 import anyio
 import anyio.abc
 import trio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from zkpy._net.outbox import Flusher
 from zkpy._net.receiver import SPIN_BEFORE_WAIT_S, check_spin
@@ -48,7 +46,7 @@ from zkpy.client.connection import (
     State,
     WatchFired,
 )
-from zkpy.client.streams import WatchStream
+from zkpy.client.streams import Feed, WatchStream
 from zkpy.client.watches import WatchCallback
 from zkpy.core import paths
 from zkpy.core.errors import (
@@ -239,7 +237,7 @@ class Client:
         self._state = ConnectionState.CONNECTING
         self._state_changed: Waiter | None = None  # made by the first waiter, on its loop
         self._listeners: list[Callable[[ConnectionState], Any]] = []
-        self._state_channels: list[MemoryObjectSendStream[ConnectionState]] = []
+        self._state_channels: list[Feed[ConnectionState]] = []
         self._flusher = Flusher()
         self._outbox: OutboxLike | None = None  # the current connection's
         self._closing = False
@@ -310,15 +308,16 @@ class Client:
         self._listeners.remove(listener)
 
     @asynccontextmanager
-    async def state_changes(self) -> AsyncIterator[MemoryObjectReceiveStream[ConnectionState]]:
-        """``async with zk.state_changes() as states: async for state in states: ...``"""
-        send, receive = anyio.create_memory_object_stream[ConnectionState](math.inf)
-        self._state_channels.append(send)
+    async def state_changes(self) -> AsyncIterator[Feed[ConnectionState]]:
+        """``async with zk.state_changes() as states: async for state in states: ...``
+        (or ``await states.receive()``)."""
+        feed = Feed[ConnectionState]()
+        self._state_channels.append(feed)
         try:
-            yield receive
+            yield feed
         finally:
-            self._state_channels.remove(send)
-            send.close()
+            self._state_channels.remove(feed)
+            feed.close()
 
     def _set_state(self, state: ConnectionState) -> None:
         if state is self._state:
@@ -334,7 +333,7 @@ class Client:
             except Exception:
                 log.exception("state listener failed")
         for channel in self._state_channels:
-            channel.send_nowait(state)
+            channel.put(state)
 
     async def wait_connected(self) -> None:
         """Wait until the session is connected; raise if it is lost or the client closed."""
@@ -352,9 +351,9 @@ class Client:
 
     # ---- connection management -------------------------------------------------------------
 
-    async def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+    async def _start(self, tasks: backend.Tasks) -> None:
         self._now = backend.clock()
-        self._new_event = backend.new_event
+        self._new_event = backend.event_class()
         await tasks.start(self._run)
 
     async def _run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -428,7 +427,7 @@ class Client:
         try:
             with anyio.CancelScope() as scope:
                 self._connection_scope = scope
-                async with anyio.create_task_group() as tasks:
+                async with backend.open_tasks() as tasks:
                     tasks.start_soon(self._write_loop, link, scope)
                     tasks.start_soon(self._timer_loop)
                     await self._read_loop(link, scope)
@@ -1001,7 +1000,7 @@ async def connect(
         new_session_on_expiry=new_session_on_expiry,
     )
     try:
-        async with anyio.create_task_group() as tasks:
+        async with backend.open_tasks() as tasks:
             await client._start(tasks)
             try:
                 client._raise_if_dead()

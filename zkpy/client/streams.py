@@ -7,13 +7,17 @@ what the application holds, so they are the only watch classes that know about t
 
 from __future__ import annotations
 
-import math
+from collections import deque
+from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from zkpy.client.backend import Waiter, new_event
 from zkpy.core.errors import ZkError
 from zkpy.core.types import WatchedEvent, WatchMode
+
+T = TypeVar("T")
 
 
 class WatchFuture:
@@ -67,35 +71,84 @@ class WatchFuture:
         return self._value
 
 
+class Feed(Generic[T]):
+    """An unbounded queue that one side fills without waiting and the other reads, on trio or
+    asyncio: `receive()` (``async for`` too) returns the items in order, and raises
+    `anyio.EndOfStream` (ends the iteration) once it is closed and drained. Unlike a memory
+    stream, it needs no closing by its reader."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._closed = False
+        self._waiter: Waiter | None = None  # made by the first reader that waits
+
+    def put(self, item: T) -> None:
+        """Queue an item (dropped once the feed is closed); never blocks."""
+        if not self._closed:
+            self._items.append(item)
+            self._wake()
+
+    def close(self) -> None:
+        """End the reading once the queued items are read."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def receive_nowait(self) -> T:
+        """The next item; `anyio.WouldBlock` if none is queued, `anyio.EndOfStream` at the end."""
+        if self._items:
+            return self._items.popleft()
+        if self._closed:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def receive(self) -> T:
+        """The next item, once there is one; `anyio.EndOfStream` at the end."""
+        if self._items or self._closed:
+            await anyio.lowlevel.checkpoint()
+        while not self._items:
+            if self._closed:
+                raise anyio.EndOfStream
+            if self._waiter is None:
+                self._waiter = new_event()
+            await self._waiter.wait()
+        return self._items.popleft()
+
+    def __aiter__(self) -> Feed[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
 class WatchStream:
     """The receiving end of a persistent watch; iterate it for events in zxid order."""
 
     def __init__(self, path: str, mode: WatchMode) -> None:
         self.path = path
         self.mode = mode
-        self._send, self._receive = anyio.create_memory_object_stream[WatchedEvent | ZkError](
-            math.inf
-        )
+        self._receive = Feed[WatchedEvent | ZkError]()
 
     def deliver(self, item: WatchedEvent | ZkError) -> None:
         """Queue an event (or the error that ends the stream); never blocks."""
-        try:
-            self._send.send_nowait(item)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
+        self._receive.put(item)
 
     def close(self) -> None:
         """End the iteration once the queued events are read."""
-        self._send.close()
+        self._receive.close()
 
     def __aiter__(self) -> WatchStream:
         return self
 
     async def __anext__(self) -> WatchedEvent:
-        try:
-            item = await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        item = await self._receive.__anext__()
         if isinstance(item, ZkError):
             raise item
         return item
