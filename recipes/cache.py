@@ -64,7 +64,7 @@ class Cache:
 
     - `snapshot()`: a copy of the whole mirror, path -> (data, Stat).
     - `get(path)`, `get_children(path)`, ``path in cache``, ``len(cache)``: read the mirror.
-    - `changes()`: a new receive channel of `CacheEvent`, from now on (one per subscriber;
+    - `changes()`: a new `Feed` of `CacheEvent`, from now on (one per subscriber;
       iterate it with ``async for``; it ends when the cache closes).
     - `wait_until(predicate)`: wait until ``predicate(snapshot)`` holds.
     """
