@@ -32,8 +32,7 @@ import anyio.abc
 
 import zkpy
 from recipes._nodes import async_client, join, retry
-from zkpy import EventType
-from zkpy.client.streams import Feed
+from zkpy import EventType, Feed
 from zkpy.errors import NoNodeError, single_error
 
 NodeState = tuple[bytes, zkpy.Stat]

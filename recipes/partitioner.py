@@ -65,6 +65,10 @@ class Partition:
         """Whether this split is over (the next one is coming)."""
         return self._change.happened.is_set()
 
+    async def wait_changed(self) -> None:
+        """Return once this split is over."""
+        await self._change.happened.wait()
+
 
 class SetPartitioner:
     """Split `items` among the members of `path` (see the module); ``async with`` joins."""

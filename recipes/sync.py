@@ -864,7 +864,7 @@ class Partition:
     def wait_changed(self, timeout: float | None = None) -> bool:
         """Block until this split is over (True), or `timeout` seconds pass (False)."""
         try:
-            self.zk.run(within, timeout, self.async_partition._change.happened.wait)
+            self.zk.run(within, timeout, self.async_partition.wait_changed)
         except TimeoutError:
             return False
         return True

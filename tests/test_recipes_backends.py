@@ -5,13 +5,16 @@ test that serves the member."""
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 import trio
+import trustme
 
 import zkpy
 from recipes import (
@@ -27,7 +30,8 @@ from recipes import (
     Semaphore,
 )
 from tests.conftest import TcpProxy, tcp_proxy
-from zkpy.testing import RunningServer
+from zkpy import tls
+from zkpy.testing import RunningServer, running_server
 
 BACKENDS = ["trio", "asyncio"]
 
@@ -342,6 +346,27 @@ async def test_new_session_after_expiry(server: RunningServer, backend: str) -> 
     async with tcp_proxy(server.port) as proxy:
         run = functools.partial(expiry_scenario, server.address, proxy, token)
         await trio.to_thread.run_sync(functools.partial(anyio.run, run, backend=backend))
+
+
+async def test_tls_under_asyncio(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    settings = {"tls_cert": str(tmp_path / "server.pem"), "tls_ca": str(tmp_path / "ca.pem")}
+
+    async def scenario(address: str) -> bytes:
+        async with zkpy.connect(address, tls=tls.client_context(str(tmp_path / "ca.pem"))) as zk:
+            await zk.create("/secure", b"over tls")
+            data, _stat = await zk.get("/secure")
+        untrusting = tls.client_context(None)
+        with pytest.raises((zkpy.errors.ConnectionLossError, ssl.SSLError)):
+            async with zkpy.connect(address, tls=untrusting, connect_timeout=1.0):
+                pass
+        return data
+
+    async with running_server(tmp_path / "data", **settings) as server:
+        assert await on("asyncio", scenario, server.address) == b"over tls"
 
 
 def test_asyncio_run_around_connect_needs_no_trio() -> None:

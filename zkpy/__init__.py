@@ -9,6 +9,7 @@ from zkpy import errors, security
 from zkpy.client import (
     Client,
     ConnectionState,
+    Feed,
     Pipeline,
     Transaction,
     WatchFuture,
@@ -59,6 +60,7 @@ __all__ = [
     "Client",
     "ConnectionState",
     "EventType",
+    "Feed",
     "Id",
     "Perm",
     "Pipeline",
