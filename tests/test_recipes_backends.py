@@ -272,6 +272,36 @@ def let_through(proxy: TcpProxy) -> None:
     proxy.resume()
 
 
+async def reconnect_scenario(address: str, proxy: TcpProxy, token: trio.lowlevel.TrioToken) -> None:
+    """A broken connection: the requests in flight fail with ConnectionLossError, the client
+    is SUSPENDED, then CONNECTED again through the proxy with the same session, its ephemeral
+    and its watch (the event missed meanwhile is replayed)."""
+    call = functools.partial(trio.from_thread.run_sync, trio_token=token)
+    async with (
+        zkpy.connect(address) as other,
+        zkpy.connect(proxy.address, session_timeout=4) as zk,
+    ):
+        await zk.create("/mine", b"", ephemeral=True)
+        await zk.ensure_path("/w")
+        session = zk.session_id
+        async with zk.watch("/w", recursive=True) as events, zk.state_changes() as states:
+            await anyio.to_thread.run_sync(call, proxy.pause)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(anyio.to_thread.run_sync, call, proxy.cut)
+                with pytest.raises(zkpy.errors.ConnectionLossError):
+                    await zk.get("/mine")  # in flight (held by the paused proxy) at the cut
+            assert await states.receive() is zkpy.ConnectionState.SUSPENDED
+            await other.create("/w/while-away")
+            await anyio.to_thread.run_sync(call, proxy.resume)
+            assert await states.receive() is zkpy.ConnectionState.CONNECTED
+            event = await events.next_event()
+            assert (event.type, event.path) == (zkpy.EventType.CREATED, "/w/while-away")
+        assert zk.session_id == session
+        stat = await other.exists("/mine")
+        assert stat is not None
+        assert stat.ephemeral_owner == session
+
+
 async def expiry_scenario(address: str, proxy: TcpProxy, token: trio.lowlevel.TrioToken) -> None:
     """A client with new_session_on_expiry is cut off until its session expires: its lock is
     reported lost (the body cancelled), its party membership comes back under the new session,
@@ -338,6 +368,14 @@ async def test_queue_and_counter(server: RunningServer, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_cache_watches_party_and_closed_client(server: RunningServer, backend: str) -> None:
     assert await on(backend, cache_watch_and_party_scenario, server.address) == backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_reconnect_keeps_the_session(server: RunningServer, backend: str) -> None:
+    token = trio.lowlevel.current_trio_token()
+    async with tcp_proxy(server.port) as proxy:
+        run = functools.partial(reconnect_scenario, server.address, proxy, token)
+        await trio.to_thread.run_sync(functools.partial(anyio.run, run, backend=backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
