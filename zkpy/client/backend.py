@@ -1,10 +1,11 @@
 """What the client needs from the event loop it runs on: trio, or asyncio through anyio.
 
-The client's structure (its task group, cancel scopes, timeouts, sleeps) is anyio's, which runs
-on either loop. Its per-request path is picked once per connection: under trio it keeps trio's
-own primitives and the member's socket plumbing (`zkpy._net`: a reply read straight from the
-socket, requests written at the end of a step without waking a writer task), so the trio client
-pays nothing for also running on asyncio; under asyncio it uses anyio's streams and events.
+The client's cancel scopes, timeouts and sleeps are anyio's, which run on either loop. What runs
+for every request and reply is picked by the loop (once per client or connection): under trio,
+trio's own nurseries and events and the members' socket plumbing (`zkpy._net`: a reply read
+straight from the socket, requests written at the end of a step without waking a writer task),
+so the trio client pays nothing for also running on asyncio (docs/decisions/0024); under
+asyncio, anyio's task groups, events and streams.
 """
 
 from __future__ import annotations
@@ -42,11 +43,6 @@ class Waiter(Protocol):
 
     async def wait(self) -> None:
         """Return once the event is set."""
-
-
-def on_trio() -> bool:
-    """Whether this thread runs trio now (also under ``anyio.run(..., backend="trio")``)."""
-    return trio.lowlevel.in_trio_run()
 
 
 def new_event() -> Waiter:
