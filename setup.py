@@ -45,7 +45,14 @@ COMPILED_MODULES = [
 
 # mypyc type-checks the modules it compiles, so the build needs the runtime dependencies too
 # (keep in step with [project] dependencies in pyproject.toml)
-BUILD_REQUIRES = ["mypy>=1.10", "trio>=0.31", "msgpack>=1.0", "lmdb>=1.4", "click>=8.1"]
+BUILD_REQUIRES = [
+    "mypy>=1.10",
+    "trio>=0.31",
+    "anyio>=4.16",
+    "msgpack>=1.0",
+    "lmdb>=1.4",
+    "click>=8.1",
+]
 
 if os.environ.get("ZKPY_COMPILE") == "1":
     if "editable_wheel" in sys.argv or "develop" in sys.argv:

@@ -7,7 +7,7 @@ at a time from a client on a follower, and prints p50 latency and the CPU per op
 members (together and each: leader, followers, the client's member marked with *) and of the
 client::
 
-    python -m benchmarks cpu-per-op --size 3 --count 3000
+    python -m benchmarks cpu-per-op --size 3 --count 3000 [--backend asyncio]
 
 To compare two versions, run it from each checkout's directory in turn (the members run the
 ``zkpy`` found from the current directory), a few times alternately.
@@ -21,7 +21,7 @@ import statistics
 import time
 from typing import Any
 
-import trio
+import anyio
 
 import zkpy
 from benchmarks.ensembles import ZkpyEnsemble, cpu_seconds
@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=3, help="members (3)")
     parser.add_argument("--count", type=int, default=3000, help="operations of each kind (3000)")
     parser.add_argument("--json", dest="json_out", help="also write the results here")
+    parser.add_argument(
+        "--backend", choices=("trio", "asyncio"), default="trio", help="the client's loop (trio)"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {}
     with ZkpyEnsemble(args.size, None) as ensemble:
@@ -80,7 +83,8 @@ def main() -> None:
         roles = ensemble.roles() or {}
         pids = {role_name(member.id, roles, target.id): member.pid for member in ensemble.members}
         for op in ("set", "get"):
-            results[op] = trio.run(measure, target.address, pids, op, args.count)
+            address, backend = target.address, args.backend
+            results[op] = anyio.run(measure, address, pids, op, args.count, backend=backend)
     for op, row in results.items():
         each = ", ".join(
             f"{key.removesuffix('_cpu_us')} {value:.0f}"

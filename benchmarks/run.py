@@ -16,6 +16,7 @@ See docs/benchmarks.md for what each number means and the latest results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -53,6 +54,9 @@ THROUGHPUT_OPS = ("create", "set", "get", "multi", "watch")
 LATENCY_OPS = ("set", "get", "watch")
 PIPELINE_OPS = ("pset", "pget")
 LABELS = {"pset": "set (pipeline)", "pget": "get (pipeline)"}
+BACKENDS = ("trio", "asyncio", "sync")  # --backend: how zkpy's client rows are made
+# the system column of the rows that are not the async client on trio (the reference rows)
+SYSTEM_OF_BACKEND = {"asyncio": "zkpy/aio", "sync": "zkpy/sync"}
 READY_TIMEOUT_S = 120.0
 RESULT_GRACE_S = 60.0
 PAUSE_BETWEEN_S = 0.5
@@ -68,6 +72,7 @@ class Workload:
     op: str
     in_flight: int
     clients: int
+    backend: str = "trio"  # zkpy's client: trio or asyncio (the async client), or sync
 
     @property
     def label(self) -> str:
@@ -121,7 +126,7 @@ def run_workload(
     ensemble: Ensemble, workload: Workload, args: argparse.Namespace, run_no: int
 ) -> Result:
     result = Result(
-        ensemble.system,
+        SYSTEM_OF_BACKEND.get(workload.backend, ensemble.system),
         workload.label,
         workload.op,
         ensemble.size,
@@ -144,6 +149,7 @@ def run_workload(
                 "in_flight": workload.in_flight,
                 "multi_size": args.multi_size,
                 "pipeline_slots": args.pipeline_slots,
+                "backend": workload.backend,
             }
             parent_end, child_end = context.Pipe()
             process = context.Process(target=worker_entry, args=(child_end, spec), daemon=True)
@@ -659,7 +665,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "it by those targets",
     )
     parser.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    parser.add_argument(
+        "--backend",
+        default="trio",
+        help="zkpy's client: trio, asyncio or sync (the blocking client), or a list such as "
+        "trio,asyncio,sync for one row set each (default trio)",
+    )
     args = parser.parse_args(argv)
+    args.backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if not args.backends or set(args.backends) - set(BACKENDS):
+        parser.error(f"--backend takes {','.join(BACKENDS)}")
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.clients = [int(c) for c in str(args.clients).split(",") if c.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip() and o.strip() != "none"]
@@ -678,7 +693,9 @@ def workloads(args: argparse.Namespace, system: str) -> list[Workload]:
         plan += [Workload(op, 1, 1) for op in LATENCY_OPS]
     if args.pipeline and system == "zkpy" and pipeline_available():
         plan += [Workload(op, args.in_flight, c) for op in PIPELINE_OPS for c in args.clients]
-    return plan
+    if system != "zkpy":
+        return plan
+    return [dataclasses.replace(w, backend=backend) for backend in args.backends for w in plan]
 
 
 def pipeline_available() -> bool:

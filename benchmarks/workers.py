@@ -1,4 +1,5 @@
-"""Benchmark client processes: one trio loop (zkpy) or one kazoo client (ZooKeeper) each.
+"""Benchmark client processes: one event loop (zkpy on trio or asyncio), one blocking zkpy.sync
+client, or one kazoo client (ZooKeeper) each.
 
 The parent (benchmarks.run) starts one process per client with `multiprocessing` (spawn) and talks
 to it over a pipe:
@@ -12,8 +13,12 @@ starts issuing at t_go (t_measure - t_go is the warm-up), counts the operations 
 [t_measure, t_end] and stops issuing at t_end. With a count instead, it issues `count` operations
 and reports how long they took.
 
-Workloads, each with `in_flight` concurrent slots (a slot is one trio task, or one chain of kazoo
-callbacks, that issues its next request when the last one is answered):
+The zkpy worker's `backend` is "trio" (the default), "asyncio" (the same async code, through
+anyio) or "sync" (the blocking client, one thread per slot).
+
+Workloads, each with `in_flight` concurrent slots (a slot is one task, one thread of the blocking
+client, or one chain of kazoo callbacks, that issues its next request when the last one is
+answered):
 
     create      create a new node (`value_size` bytes) under the worker's folder
     set         set the slot's own node
@@ -122,10 +127,13 @@ def keys_for(base: str, in_flight: int) -> list[str]:
 def worker_entry(conn: Connection, spec: dict[str, Any]) -> None:
     """multiprocessing target: run one client process's share of a workload."""
     try:
-        if spec["system"] == "zkpy":
-            import trio
+        backend = spec.get("backend", "trio")
+        if spec["system"] == "zkpy" and backend == "sync":
+            _zkpy_sync_main(conn, spec)
+        elif spec["system"] == "zkpy":
+            import anyio
 
-            trio.run(_zkpy_main, conn, spec)
+            anyio.run(_zkpy_main, conn, spec, backend=backend)
         else:
             _kazoo_main(conn, spec)
     except BaseException:
@@ -137,13 +145,13 @@ def worker_entry(conn: Connection, spec: dict[str, Any]) -> None:
         conn.close()
 
 
-# ---- zkpy (trio) ------------------------------------------------------------------------------
+# ---- zkpy (trio or asyncio) --------------------------------------------------------------------
 
 
 async def _zkpy_main(conn: Connection, spec: dict[str, Any]) -> None:
     from contextlib import AsyncExitStack
 
-    import trio
+    import anyio
 
     import zkpy
 
@@ -161,7 +169,7 @@ async def _zkpy_main(conn: Connection, spec: dict[str, Any]) -> None:
         )
         await zk.ensure_path(base)
         if workload != "create":
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for key in keys:
                     nursery.start_soon(zk.create, key, value)
         watcher = None
@@ -200,7 +208,7 @@ async def _zkpy_main(conn: Connection, spec: dict[str, Any]) -> None:
 
         async def op_watch(slot: int) -> tuple[int, float, float]:
             assert watcher is not None
-            arrived = trio.Event()
+            arrived = anyio.Event()
             at = [0.0]
 
             def on_event(_event: Any) -> None:
@@ -238,7 +246,7 @@ async def _zkpy_main(conn: Connection, spec: dict[str, Any]) -> None:
         op = ops[workload]
         slots = spec["pipeline_slots"] if workload in ("pset", "pget") else in_flight
         conn.send(("ready",))
-        go = await trio.to_thread.run_sync(_wait_go, conn)
+        go = await anyio.to_thread.run_sync(_wait_go, conn)
         tally = Tally(go)
 
         async def run_slot(slot: int) -> None:
@@ -253,17 +261,17 @@ async def _zkpy_main(conn: Connection, spec: dict[str, Any]) -> None:
                 tally.done(n_ops, t0, t1)
 
         async def sample_cpu() -> None:
-            await trio.sleep(max(0.0, go.t_measure - monotonic()))
+            await anyio.sleep(max(0.0, go.t_measure - monotonic()))
             tally.cpu_start = time.process_time()
             if go.count is None:
-                await trio.sleep(max(0.0, go.t_end - monotonic()))
+                await anyio.sleep(max(0.0, go.t_end - monotonic()))
                 tally.cpu_end = time.process_time()
 
-        await trio.sleep(max(0.0, go.t_go - monotonic()))
-        async with trio.open_nursery() as nursery:
+        await anyio.sleep(max(0.0, go.t_go - monotonic()))
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(sample_cpu)
-            with trio.move_on_after(_drain_budget(go)):
-                async with trio.open_nursery() as slots_nursery:
+            with anyio.move_on_after(_drain_budget(go)):
+                async with anyio.create_task_group() as slots_nursery:
                     for slot in range(slots):
                         slots_nursery.start_soon(run_slot, slot)
         if tally.cpu_end is None:
@@ -275,6 +283,131 @@ def _drain_budget(go: Go) -> float:
     if go.count is not None:
         return math.inf
     return go.t_end - time.monotonic() + DRAIN_TIMEOUT_S
+
+
+# ---- zkpy.sync (the blocking client, one thread per slot) --------------------------------------
+
+
+def _zkpy_sync_main(conn: Connection, spec: dict[str, Any]) -> None:
+    import zkpy.sync
+
+    workload: str = spec["workload"]
+    value = b"v" * spec["value_size"]
+    base: str = spec["base"]
+    in_flight: int = spec["in_flight"]
+    keys = keys_for(base, in_flight)
+    watcher: zkpy.sync.Client | None = None
+    with zkpy.sync.connect(spec["target"], session_timeout=SESSION_TIMEOUT_S) as zk:
+        zk.ensure_path(base)
+        if workload != "create":
+            with zk.pipeline() as creating:
+                for key in keys:
+                    creating.create(key, value)
+        if workload == "watch":
+            watcher = zkpy.sync.connect(spec["target"], session_timeout=SESSION_TIMEOUT_S)
+        try:
+            op = _sync_op(zk, watcher, spec, keys, value)
+            slots = spec["pipeline_slots"] if workload in ("pset", "pget") else in_flight
+            conn.send(("ready",))
+            tally = Tally(_wait_go(conn))
+            _run_threads(tally, op, slots)
+        finally:
+            if watcher is not None:
+                watcher.close()
+        conn.send(("result", tally.result()))
+
+
+def _sync_op(
+    zk: Any, watcher: Any, spec: dict[str, Any], keys: list[str], value: bytes
+) -> Callable[[int], tuple[int, float, float]]:
+    """The blocking client's operation of `spec`'s workload, for one slot (a thread)."""
+    workload: str = spec["workload"]
+    base: str = spec["base"]
+    in_flight = len(keys)
+    monotonic = time.monotonic
+    counters = [0] * in_flight
+    batch_size = max(1, in_flight // max(1, spec["pipeline_slots"]))
+
+    def op(slot: int) -> tuple[int, float, float]:
+        t0 = monotonic()
+        if workload == "create":
+            counters[slot] += 1
+            zk.create(f"{base}/c{slot}-{counters[slot]}", value)
+        elif workload == "set":
+            zk.set(keys[slot], value)
+        elif workload == "get":
+            zk.get(keys[slot])
+        elif workload == "multi":
+            tx = zk.transaction()
+            for j in range(spec["multi_size"]):
+                tx.set_data(keys[(slot + j) % in_flight], value)
+            for item in tx.commit():
+                if isinstance(item, BaseException):
+                    raise item
+        elif workload == "watch":
+            arrived = threading.Event()
+            at = [0.0]
+
+            def on_event(_event: Any) -> None:
+                at[0] = monotonic()
+                arrived.set()
+
+            watcher.get(keys[slot], watch=on_event)
+            t0 = monotonic()
+            zk.set(keys[slot], value)
+            arrived.wait(SESSION_TIMEOUT_S)
+            return 1, t0, at[0]
+        else:  # pset, pget
+            batch = keys[slot * batch_size : (slot + 1) * batch_size]
+            with zk.pipeline() as pipe:
+                for key in batch:
+                    if workload == "pset":
+                        pipe.set(key, value)
+                    else:
+                        pipe.get(key)
+            return len(batch), t0, monotonic()
+        return 1, t0, monotonic()
+
+    return op
+
+
+def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], slots: int) -> None:
+    """Run `op` in `slots` threads, each issuing its next operation when the last one ends,
+    from t_go until the tally says stop."""
+    import zkpy
+
+    go = tally.go
+    lock = threading.Lock()
+
+    def run_slot(slot: int) -> None:
+        while True:
+            with lock:
+                if not tally.take():
+                    return
+            try:
+                n_ops, t0, t1 = op(slot)
+            except zkpy.errors.ZkError as err:
+                with lock:
+                    tally.failed(err)
+                continue
+            with lock:
+                tally.done(n_ops, t0, t1)
+
+    time.sleep(max(0.0, go.t_go - time.monotonic()))
+    sampler = threading.Thread(target=_sample_cpu_thread, args=(go, tally), daemon=True)
+    sampler.start()
+    threads = [threading.Thread(target=run_slot, args=(n,), daemon=True) for n in range(slots)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + _drain_budget(go) if go.count is None else math.inf
+    for thread in threads:
+        thread.join(timeout=None if deadline == math.inf else max(0.0, deadline - time.monotonic()))
+    sampler.join(timeout=max(0.0, go.t_end - time.monotonic()) + 1 if go.count is None else 0.1)
+    with lock:
+        if tally.cpu_end is None:
+            tally.cpu_end = time.process_time()
+        if tally.cpu_start is None:
+            tally.cpu_start = tally.cpu_end
 
 
 # ---- kazoo (threads, callbacks) ----------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-import trio
+import anyio
 
 import zkpy
 from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError, SessionExpiredError
@@ -102,7 +102,7 @@ async def retry(
         except ConnectionLossError:
             check_alive(zk)
             attempt += 1
-            await trio.sleep(min(0.5, 0.01 * 2**attempt))
+            await anyio.sleep(min(0.5, 0.01 * 2**attempt))
 
 
 async def find_own(zk: zkpy.Client, parent: str, uid: str) -> tuple[str, zkpy.Stat] | None:
@@ -204,7 +204,7 @@ async def remove_contender(
     """
     if patience is None:
         patience = max(5.0, 2 * zk.session_timeout)
-    with trio.move_on_after(patience):
+    with anyio.move_on_after(patience):
         try:
             if path is not None:
                 await delete_quietly(zk, path)

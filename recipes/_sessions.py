@@ -9,11 +9,12 @@ held under the old session is lost, and taking it again is the caller's decision
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import trio
+import anyio
+import anyio.abc
 
 import zkpy
 from zkpy.errors import SessionExpiredError, single_error
@@ -23,7 +24,7 @@ async def on_new_sessions(
     zk: zkpy.Client,
     restore: Callable[[], Awaitable[object]],
     *,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: Any = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `restore()` each time `zk` is connected with a session other than the one it last
     ran for (or the one current at the start). Runs until cancelled; `started` once it listens.
@@ -51,12 +52,12 @@ class Background:
     (a nursery cannot be a local there). The task's errors come out of `stop()`."""
 
     def __init__(self) -> None:
-        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._nursery: trio.Nursery | None = None
+        self._manager: AbstractAsyncContextManager[anyio.abc.TaskGroup] | None = None
+        self._nursery: anyio.abc.TaskGroup | None = None
 
-    async def start(self, task: Callable[..., Awaitable[object]], *args: object) -> None:
+    async def start(self, task: Callable[..., Coroutine[Any, Any, Any]], *args: object) -> None:
         """Start ``task(*args, task_status=...)``; return once it calls ``started()``."""
-        manager = trio.open_nursery()
+        manager = anyio.create_task_group()
         nursery = await manager.__aenter__()
         self._manager, self._nursery = manager, nursery
         try:

@@ -1,14 +1,14 @@
 """`Barrier` (wait until a node is removed) and `DoubleBarrier` (enter and leave together).
 
-Both are the recipes of ZooKeeper's recipes page, as kazoo ships them, with trio cancellation
-in place of timeouts.
+Both are the recipes of ZooKeeper's recipes page, as kazoo ships them, with structured
+cancellation (trio's, or asyncio's through anyio) in place of timeouts.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
 
-import trio
+import anyio
 
 import zkpy
 from recipes._nodes import (
@@ -30,7 +30,7 @@ class Barrier:
     """A barrier held up while its znode exists.
 
     One side calls `create()`; others `await wait()` until somebody calls `remove()`.
-    Use a cancel scope (``with trio.move_on_after(5):``) to give up waiting.
+    Use a cancel scope (``with anyio.move_on_after(5):``) to give up waiting.
     """
 
     def __init__(self, zk: zkpy.Client, path: str) -> None:
@@ -131,7 +131,7 @@ class DoubleBarrier:
                     return
                 await created.wait()
         except BaseException:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await self._withdraw()
             raise
 
@@ -158,7 +158,7 @@ class DoubleBarrier:
             await gone.wait()
 
     async def _withdraw(self) -> None:
-        with trio.move_on_after(max(5.0, 2 * self.zk.session_timeout)):
+        with anyio.move_on_after(max(5.0, 2 * self.zk.session_timeout)):
             try:
                 await delete_quietly(self.zk, self.node_path)
             except zkpy.errors.SessionExpiredError:
@@ -178,5 +178,5 @@ class DoubleBarrier:
         if kind is None:
             await self.leave()
         else:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await self._withdraw()

@@ -22,17 +22,17 @@ Quick successive changes of one node may reach `changes()` as one event with the
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
-import trio
+import anyio
+import anyio.abc
 
 import zkpy
 from recipes._nodes import async_client, join, retry
-from zkpy import EventType
+from zkpy import EventType, Feed
 from zkpy.errors import NoNodeError, single_error
 
 NodeState = tuple[bytes, zkpy.Stat]
@@ -63,7 +63,7 @@ class Cache:
 
     - `snapshot()`: a copy of the whole mirror, path -> (data, Stat).
     - `get(path)`, `get_children(path)`, ``path in cache``, ``len(cache)``: read the mirror.
-    - `changes()`: a new receive channel of `CacheEvent`, from now on (one per subscriber;
+    - `changes()`: a new `Feed` of `CacheEvent`, from now on (one per subscriber;
       iterate it with ``async for``; it ends when the cache closes).
     - `wait_until(predicate)`: wait until ``predicate(snapshot)`` holds.
     """
@@ -74,9 +74,9 @@ class Cache:
         self.ready = False
         self.closed = False
         self._nodes: dict[str, NodeState] = {}
-        self._subscribers: list[trio.MemorySendChannel[CacheEvent]] = []
-        self._changed = trio.Event()
-        self._limiter = trio.CapacityLimiter(max_parallel_reads)
+        self._subscribers: list[Feed[CacheEvent]] = []
+        self._changed = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(max_parallel_reads)
         self._context: AbstractAsyncContextManager[Cache, bool | None] | None = None
 
     def __repr__(self) -> str:
@@ -113,14 +113,14 @@ class Cache:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def changes(self) -> trio.MemoryReceiveChannel[CacheEvent]:
+    def changes(self) -> Feed[CacheEvent]:
         """Subscribe to the changes made to the mirror from now on."""
-        send, receive = trio.open_memory_channel[CacheEvent](math.inf)
+        feed = Feed[CacheEvent]()
         if self.closed:
-            send.close()
+            feed.close()
         else:
-            self._subscribers.append(send)
-        return receive
+            self._subscribers.append(feed)
+        return feed
 
     async def wait_until(self, predicate: object) -> Snapshot:
         """Wait until ``predicate(snapshot)`` is true; return that snapshot."""
@@ -130,22 +130,19 @@ class Cache:
             if predicate(snapshot):
                 return snapshot
             if self.closed:
-                raise trio.ClosedResourceError("the cache is closed")
+                raise anyio.ClosedResourceError("the cache is closed")
             await self._changed.wait()
 
     # ---- keeping it current ------------------------------------------------------------------
 
     def _emit(self, kind: EventType, path: str, state: NodeState) -> None:
         event = CacheEvent(kind, path, state[0], state[1])
-        for channel in list(self._subscribers):
-            try:
-                channel.send_nowait(event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.remove(channel)
+        for feed in self._subscribers:
+            feed.put(event)
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
-    async def _load(self, path: str, nursery: trio.Nursery) -> None:
+    async def _load(self, path: str, nursery: anyio.abc.TaskGroup) -> None:
         async with self._limiter:
             try:
                 data, stat = await retry(self.zk, self.zk.get, path)
@@ -189,12 +186,12 @@ class Cache:
     async def _running(self) -> AsyncIterator[Cache]:
         try:
             async with self.zk.watch(self.path, recursive=True) as events:
-                async with trio.open_nursery() as loader:
+                async with anyio.create_task_group() as loader:
                     loader.start_soon(self._load, self.path, loader)
                 self.ready = True
                 self._changed.set()
-                self._changed = trio.Event()
-                async with trio.open_nursery() as nursery:
+                self._changed = anyio.Event()
+                async with anyio.create_task_group() as nursery:
                     nursery.start_soon(self._follow, events)
                     try:
                         yield self

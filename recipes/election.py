@@ -21,7 +21,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import trio
+import anyio
+import anyio.lowlevel
 
 import zkpy
 from recipes._nodes import async_client, join, parse_nodes, retry
@@ -185,4 +186,4 @@ class LeaderChanges:
                 self._started = True
                 self._last = leader
                 return leader
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()

@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 from collections.abc import MutableMapping
 
-import trio
+import anyio
 
 from recipes.errors import RecipeError
 
@@ -57,7 +57,7 @@ class FencingGuard:
     """Remembers, per resource, the highest fencing token accepted, and refuses older ones.
 
     A token equal to the highest is accepted (one holder writing several times). Safe for
-    concurrent use from trio tasks and from threads: `accept` (alias `check`) is atomic, and
+    concurrent use from async tasks and from threads: `accept` (alias `check`) is atomic, and
     `fence` holds a per-resource lock across the check and the write.
 
     `state` is where the highest tokens live, a dict by default; pass a persistent mapping (a
@@ -67,7 +67,7 @@ class FencingGuard:
     def __init__(self, state: MutableMapping[str, int] | None = None) -> None:
         self._highest: MutableMapping[str, int] = {} if state is None else state
         self._mutex = threading.Lock()
-        self._async_locks: dict[str, trio.Lock] = {}
+        self._async_locks: dict[str, anyio.Lock] = {}
         self._thread_locks: dict[str, threading.Lock] = {}
         self.rejected = 0
 
@@ -102,7 +102,7 @@ class FencingGuard:
     validate = accept
 
     def fence(self, resource: str, token: int) -> Fence:
-        """The write's guard: ``async with guard.fence(resource, token):`` in trio code, or
+        """The write's guard: ``async with guard.fence(resource, token):`` in async code, or
         ``with guard.fence(resource, token):`` in threaded code. Writes to one resource are
         serialized, and each is refused with `StaleTokenError` (before its body runs) if a
         newer token got there first."""
@@ -117,16 +117,16 @@ class FencingGuard:
                 lock = self._thread_locks[resource] = threading.Lock()
             return lock
 
-    def _trio_lock(self, resource: str) -> trio.Lock:
+    def _task_lock(self, resource: str) -> anyio.Lock:
         lock = self._async_locks.get(resource)
         if lock is None:
-            lock = self._async_locks[resource] = trio.Lock()
+            lock = self._async_locks[resource] = anyio.Lock()
         return lock
 
 
 class Fence:
     """What `FencingGuard.fence` returns: a context manager for ``with`` (a per-resource thread
-    lock) and for ``async with`` (a per-resource trio lock). Do not mix the two kinds of writers
+    lock) and for ``async with`` (a per-resource task lock). Do not mix the two kinds of writers
     on one resource: they do not exclude each other (`accept` itself stays atomic)."""
 
     def __init__(self, guard: FencingGuard, resource: str, token: int) -> None:
@@ -134,7 +134,7 @@ class Fence:
         self.resource = resource
         self.token = token
         self._lock: threading.Lock | None = None
-        self._async_lock: trio.Lock | None = None
+        self._async_lock: anyio.Lock | None = None
 
     def __enter__(self) -> Fence:
         lock = self.guard._thread_lock(self.resource)
@@ -153,7 +153,7 @@ class Fence:
         lock.release()
 
     async def __aenter__(self) -> Fence:
-        lock = self.guard._trio_lock(self.resource)
+        lock = self.guard._task_lock(self.resource)
         await lock.acquire()
         try:
             self.guard.accept(self.resource, self.token)

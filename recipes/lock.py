@@ -11,7 +11,7 @@ order the contenders arrived.
 
 `held` is a `Held`: `held.token` is the czxid of our znode (see `recipes.fencing`), and the body
 runs inside `held.cancel_scope`, which is cancelled when the session is lost. A body cancelled that
-way leaves the ``async with`` quietly, like `trio.move_on_after`; check `held.lost` afterwards.
+way leaves the ``async with`` quietly, like `anyio.move_on_after`; check `held.lost` afterwards.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal, overload
 
-import trio
+import anyio
 
 import zkpy
 from recipes._nodes import (
@@ -43,7 +43,7 @@ Blocker = Callable[[list[Node], int], Node | None]
 
 # (client id, lock path, task) for every acquisition in progress or held: a second acquisition of
 # the same path by the same task on the same client is refused instead of deadlocking.
-_ACTIVE: set[tuple[int, str, trio.lowlevel.Task]] = set()
+_ACTIVE: set[tuple[int, str, int]] = set()
 
 
 def exclusive_blocker(nodes: list[Node], index: int) -> Node | None:
@@ -105,7 +105,7 @@ class Held:
         self.version = stat.version
         self.session_id = stat.ephemeral_owner
         self.cancel_on_suspend = cancel_on_suspend
-        self.cancel_scope = trio.CancelScope()
+        self.cancel_scope = anyio.CancelScope()
         self.released = False
         self.lost_reason: str | None = None
         self._uid = uid
@@ -128,7 +128,7 @@ class Held:
         if (
             self.lost_reason is None
             and self._suspend_deadline is not None
-            and trio.current_time() >= self._suspend_deadline
+            and anyio.current_time() >= self._suspend_deadline
         ):
             self.lost_reason = "the connection was suspended for a whole session timeout"
         return self.lost_reason is not None
@@ -161,7 +161,7 @@ class Held:
             elif self._suspend_deadline is None:
                 # A partitioned client never hears that its session expired: assume it did once
                 # the connection has been down for a whole session timeout (Curator does too).
-                self._suspend_deadline = trio.current_time() + self.zk.session_timeout
+                self._suspend_deadline = anyio.current_time() + self.zk.session_timeout
                 self.cancel_scope.deadline = self._suspend_deadline
         elif state is zkpy.ConnectionState.CONNECTED and not self.lost:
             self._suspend_deadline = None
@@ -220,7 +220,7 @@ class Held:
         self._detach()
         self.cancel_scope.cancel("released")
         try:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await remove_contender(
                     self.zk,
                     self.lock_path,
@@ -316,7 +316,7 @@ async def contend(
         if not granted:
             if held is not None:
                 held.released = True
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await remove_contender(zk, lock_path, uid, path, sweep=swept)
 
 
@@ -326,9 +326,7 @@ class TaskHolds:
 
     def __init__(self, acquire: Callable[[], Awaitable[Held]]) -> None:
         self._acquire = acquire
-        self._contexts: dict[
-            trio.lowlevel.Task, list[AbstractAsyncContextManager[Held, bool | None]]
-        ] = {}
+        self._contexts: dict[int, list[AbstractAsyncContextManager[Held, bool | None]]] = {}
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[Held]:
@@ -344,12 +342,12 @@ class TaskHolds:
         """``__aenter__`` of the recipe: acquire, and remember the context for this task's exit."""
         context = self.hold()
         held = await context.__aenter__()
-        self._contexts.setdefault(trio.lowlevel.current_task(), []).append(context)
+        self._contexts.setdefault(anyio.get_current_task().id, []).append(context)
         return held
 
     async def exit(self, *exc_info: object) -> bool | None:
         """``__aexit__`` of the recipe: leave this task's latest context entered with `enter`."""
-        task = trio.lowlevel.current_task()
+        task = anyio.get_current_task().id
         stack = self._contexts[task]
         context = stack.pop()
         if not stack:
@@ -360,7 +358,7 @@ class TaskHolds:
 class Lock:
     """A fair, exclusive lock at `path` (a znode directory), with a fencing token.
 
-    ``async with Lock(zk, "/locks/db") as held:`` waits (cancellably, use trio cancel scopes for
+    ``async with Lock(zk, "/locks/db") as held:`` waits (cancellably, use cancel scopes for
     a timeout) until the lock is ours and runs the body in `held.cancel_scope`; or call
     `acquire()` / `try_acquire()` and `release()`.
 
@@ -389,7 +387,7 @@ class Lock:
         self.identifier = to_bytes(identifier)
         self.cancel_on_suspend = cancel_on_suspend
         self.wakeups = 0
-        self._holds: dict[trio.lowlevel.Task, Held] = {}
+        self._holds: dict[int, Held] = {}
         self._task_holds = TaskHolds(self.acquire)
 
     def __repr__(self) -> str:
@@ -405,7 +403,7 @@ class Lock:
 
     async def acquire(self, blocking: bool = True) -> Held | None:
         """Wait for the lock and return the `Held` (None if not `blocking` and it is taken)."""
-        task = trio.lowlevel.current_task()
+        task = anyio.get_current_task().id
         key = (id(self.zk), self.path, task)
         if key in _ACTIVE:
             raise AlreadyHeldError(f"this task already holds or awaits {self.path}")
@@ -451,7 +449,7 @@ class Lock:
     def held(self) -> Held | None:
         """The current task's hold on this lock; or, if this object has exactly one hold (for
         instance an election campaigned for in a child task), that one."""
-        held = self._holds.get(trio.lowlevel.current_task())
+        held = self._holds.get(anyio.get_current_task().id)
         if held is None and len(self._holds) == 1:
             (held,) = self._holds.values()
         return held

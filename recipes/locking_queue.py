@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
-import trio
+import anyio
+import anyio.lowlevel
 
 import zkpy
 from recipes._nodes import (
@@ -127,7 +128,7 @@ class TakenItem:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             if kind is None:
                 await self.consume()
             else:
@@ -196,7 +197,7 @@ class LockingQueue:
             if item is not None:
                 return item
             if seen:  # an item was taken by another under our nose: look again
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
                 continue
             await changed.wait()  # an item was put, or a hold ended
 

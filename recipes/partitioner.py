@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import TracebackType
 
-import trio
+import anyio
 
 import zkpy
 from recipes._nodes import async_client, create_in_containers, delete_quietly, join, retry
@@ -34,8 +34,8 @@ class _Change:
     may have changed: it sets `happened` and cancels the partition handed out meanwhile."""
 
     def __init__(self) -> None:
-        self.happened = trio.Event()
-        self.cancel_scope = trio.CancelScope()
+        self.happened = anyio.Event()
+        self.cancel_scope = anyio.CancelScope()
 
     def __call__(self, event: zkpy.WatchedEvent) -> None:
         self._fire()
@@ -64,6 +64,10 @@ class Partition:
     def changed(self) -> bool:
         """Whether this split is over (the next one is coming)."""
         return self._change.happened.is_set()
+
+    async def wait_changed(self) -> None:
+        """Return once this split is over."""
+        await self._change.happened.wait()
 
 
 class SetPartitioner:
@@ -159,7 +163,7 @@ class SetPartitioner:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 for item in sorted(self._owned):
                     await delete_quietly(self.zk, self._owner_path(item))
         except SessionExpiredError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-import trio
+import anyio
 
 import zkpy
 from recipes._nodes import (
@@ -130,8 +130,8 @@ class Party:
         try:
             await self._keeper.stop()
         finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(2 * self.zk.session_timeout + 5):
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(2 * self.zk.session_timeout + 5):
                     try:
                         await self.leave()
                     except zkpy.errors.SessionExpiredError:

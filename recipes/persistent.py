@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-import trio
+import anyio
 
 import zkpy
 from recipes._nodes import async_client, delete_quietly, retry
@@ -55,7 +55,7 @@ class PersistentNode:
         except NodeExistsError:
             pass  # ours (a create whose reply was lost), or someone else's: `_keep` looks
 
-    async def _keep(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _keep(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Create the node, watch it, and create it again when it goes (by a delete or with
         the session); `started()` once it first exists as ours."""
         waiting_for_first = True
@@ -98,8 +98,8 @@ class PersistentNode:
             await self._background.stop()
         finally:
             if was_active:
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(2 * self.zk.session_timeout + 5):
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(2 * self.zk.session_timeout + 5):
                         await self._delete_if_ours()
 
     async def _delete_if_ours(self) -> None:

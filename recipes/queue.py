@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-import trio
+import anyio
+import anyio.lowlevel
 
 import zkpy
 from recipes._nodes import (
@@ -170,7 +171,7 @@ class Queue:
                 data = await self._take(names)
                 if data is not None:
                     return data
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
                 continue
             await changed.wait()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, overload
 
-import trio
+import anyio
 
 import zkpy
 from recipes._nodes import (
@@ -45,7 +45,7 @@ class Semaphore:
     cancelled when the session is lost. Since up to `max_leases` tasks hold at once, a lease
     token orders holders in time but does not make them exclusive.
 
-    Unlike the locks, a task may hold several leases (like `trio.Semaphore`); a task that asks
+    Unlike the locks, a task may hold several leases (like `anyio.Semaphore`); a task that asks
     for more leases than are free waits for itself. Non-blocking `acquire` may also fail while
     another contender is between taking the queue lock and its lease.
     """
@@ -70,7 +70,7 @@ class Semaphore:
         self._lock_path = join(self.path, "lock")
         self._leases_path = join(self.path, "leases")
         self._checked = False
-        self._holds: dict[trio.lowlevel.Task, list[Held]] = {}
+        self._holds: dict[int, list[Held]] = {}
         self._task_holds = TaskHolds(self.acquire)
 
     def __repr__(self) -> str:
@@ -111,7 +111,7 @@ class Semaphore:
 
     async def acquire(self, blocking: bool = True) -> Held | None:
         """Wait for a lease and return it (None if not `blocking` and none is free now)."""
-        task = trio.lowlevel.current_task()
+        task = anyio.get_current_task().id
         await self._check_max_leases()
         queue = await contend(
             self.zk,
@@ -188,7 +188,7 @@ class Semaphore:
             if not granted:
                 if held is not None:
                     held.released = True
-                with trio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
                     await remove_contender(zk, self._leases_path, uid, path, sweep=swept)
 
     async def try_acquire(self) -> Held | None:
@@ -198,7 +198,7 @@ class Semaphore:
     @property
     def held(self) -> Held | None:
         """The current task's latest lease, if any."""
-        holds = self._holds.get(trio.lowlevel.current_task())
+        holds = self._holds.get(anyio.get_current_task().id)
         return holds[-1] if holds else None
 
     @property

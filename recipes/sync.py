@@ -7,8 +7,8 @@
 
 Each class drives its async twin (`recipes.Lock`, `recipes.Election` ...) on the client's loop,
 so the znodes, the fairness, the fencing tokens and the retry rules are the same; what differs is
-what a thread can be told. A trio body is cancelled when its hold is lost; a thread cannot be, so
-here a lost hold is reported instead:
+what a thread can be told. An async body is cancelled when its hold is lost; a thread cannot be,
+so here a lost hold is reported instead:
 
 - `held.lost` / `held.lost_reason` say it at any moment, `held.check()` raises `LockLostError`
   if it happened (call it between the steps of a long body), and `held.wait_lost(timeout)` blocks
@@ -22,6 +22,11 @@ Threads take the place of tasks: each thread's holds are its own, a thread askin
 lock it holds (or awaits) gets `AlreadyHeldError`, and a timeout (`acquire(timeout=...)`,
 `Queue.get(timeout=...)` ...) raises `TimeoutError`, having withdrawn the waiter's node.
 
+The recipes that keep something up while a block lasts (`Party`, `PersistentNode`,
+`SetPartitioner`) enter their async twin in a task of the client's loop that stays inside it for
+the whole ``with`` block (their background work lives in a task group there), so they also
+re-create what they stand for under a new session (``new_session_on_expiry=True``).
+
 Recipes and clients do not mix: these take a `zkpy.sync` client, the async ones a
 `zkpy.connect` client; the other kind raises TypeError.
 """
@@ -31,15 +36,16 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
 import recipes
 from recipes import election as _election
 from recipes.errors import AlreadyHeldError, LockLostError, NotHeldError
-from zkpy.sync import Client, SyncTransaction, within
+from zkpy.sync import Client, ClientClosedError, SyncTransaction, within
 
 T = TypeVar("T")
 
@@ -679,6 +685,228 @@ class Counter:
         return self
 
 
+class _Exit:
+    """How a recipe entered on the loop (`_inside`) left: `done` once out, with its `error`."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Exception | None = None
+
+
+async def _inside(
+    manager: AbstractAsyncContextManager[Any],
+    leaving: trio.Event,
+    out: _Exit,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``async with manager:`` in this task until `leaving` is set. An error on the way in
+    goes to the thread that started this; one on the way out (the recipe's background task
+    failed) to `out`, for the thread that leaves."""
+    entered = False
+    try:
+        async with manager:
+            entered = True
+            task_status.started()
+            await leaving.wait()
+    except Exception as error:
+        if not entered:
+            raise
+        out.error = error
+    finally:
+        out.done.set()
+
+
+class _InLoop(Generic[T]):
+    """An async recipe entered by a task of the client's loop, from `enter()` to `exit()`: an
+    async context manager that starts background tasks must be left by the task that entered
+    it, and each blocking call runs in a task of its own."""
+
+    def __init__(self, zk: Client, manager: AbstractAsyncContextManager[T]) -> None:
+        self.zk = zk
+        self._manager = manager
+        self._leaving: trio.Event | None = None
+        self._out = _Exit()
+
+    def enter(self) -> None:
+        """Enter the recipe on the loop; raise what entering it raised."""
+        if self._leaving is not None:
+            raise RuntimeError("already entered")
+        self._leaving = self.zk.run_sync(trio.Event)
+        self._out = _Exit()
+        self.zk.start_task(_inside, self._manager, self._leaving, self._out)
+
+    def exit(self) -> None:
+        """Leave the recipe and wait until it is left; raise what leaving it raised."""
+        leaving, self._leaving = self._leaving, None
+        if leaving is None:
+            return
+        try:
+            self.zk.run_sync(leaving.set)
+        except ClientClosedError:
+            pass  # the loop is gone, and the recipe's task with it
+        self._out.done.wait()
+        if self._out.error is not None:
+            raise self._out.error
+
+
+class Party:
+    """Group membership (`recipes.Party`, blocking).
+
+        with Party(zk, "/parties/workers", b"worker-1") as party:
+            print(party.members())
+
+    A member while the block lasts (joining again under a new session); or `join()` and
+    `leave()` by hand.
+    """
+
+    def __init__(self, zk: Client, path: str, identifier: bytes | str = b"") -> None:
+        self.zk = _sync_client(zk, "Party")
+        self.async_party = recipes.Party(self.zk.async_client, path, identifier)
+        self.path = self.async_party.path
+        self.identifier = self.async_party.identifier
+        self._inside = _InLoop(self.zk, self.async_party)
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.Party {self.path}>"
+
+    def join(self) -> None:
+        """Join the party (no-op if already in it)."""
+        self.zk.run(self.async_party.join)
+
+    def leave(self) -> None:
+        """Leave the party (no-op if not in it)."""
+        self.zk.run(self.async_party.leave)
+
+    def members(self) -> list[bytes]:
+        """The identifiers of the members present."""
+        return self.zk.run(self.async_party.members)
+
+    def size(self) -> int:
+        """How many members are present."""
+        return self.zk.run(self.async_party.size)
+
+    __len__ = size
+
+    def changes(self) -> Iterator[list[bytes]]:
+        """The member list at once, then after every change (blocking)."""
+        changes = self.async_party.changes()
+        while True:
+            yield self.zk.run(changes.__anext__)
+
+    def __enter__(self) -> Party:
+        self._inside.enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inside.exit()
+
+
+class PersistentNode:
+    """Keeps `path` (with `data`) in existence while the ``with`` block runs
+    (`recipes.PersistentNode`, blocking): created again when it is deleted, or under a new
+    session; deleted when the block ends."""
+
+    def __init__(self, zk: Client, path: str, data: bytes = b"", *, ephemeral: bool = True) -> None:
+        self.zk = _sync_client(zk, "PersistentNode")
+        self.async_node = recipes.PersistentNode(
+            self.zk.async_client, path, data, ephemeral=ephemeral
+        )
+        self.path = path
+        self._inside = _InLoop(self.zk, self.async_node)
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.PersistentNode {self.path}>"
+
+    @property
+    def created(self) -> int:
+        """How many times the node was created."""
+        return self.async_node.created
+
+    @property
+    def active(self) -> bool:
+        """Whether the node is being kept."""
+        return self.async_node.active
+
+    @property
+    def data(self) -> bytes:
+        """The data kept."""
+        return self.async_node.data
+
+    def set_data(self, data: bytes) -> None:
+        """Keep `data` from now on, and write it to the node now."""
+        self.zk.run(self.async_node.set_data, data)
+
+    def __enter__(self) -> PersistentNode:
+        self._inside.enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inside.exit()
+
+
+class Partition:
+    """The items this member holds now (`recipes.Partition`, seen from a thread), until
+    `changed`: then take the next partition from the partitioner."""
+
+    def __init__(self, zk: Client, partition: recipes.Partition) -> None:
+        self.zk = zk
+        self.async_partition = partition
+        self.items = partition.items
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.Partition {self.items}>"
+
+    @property
+    def changed(self) -> bool:
+        """Whether this split is over (the next one is coming)."""
+        return self.async_partition.changed
+
+    def wait_changed(self, timeout: float | None = None) -> bool:
+        """Block until this split is over (True), or `timeout` seconds pass (False)."""
+        try:
+            self.zk.run(within, timeout, self.async_partition.wait_changed)
+        except TimeoutError:
+            return False
+        return True
+
+
+class SetPartitioner:
+    """Split `items` among the members of `path` (`recipes.SetPartitioner`, blocking).
+
+    with SetPartitioner(zk, "/partitions/jobs", items) as partitioner:
+        for partition in partitioner:     # the first split at once, then after each change
+            work_on(partition.items)      # check partition.changed between steps
+    """
+
+    def __init__(
+        self, zk: Client, path: str, items: Iterable[str], identifier: bytes | str = b""
+    ) -> None:
+        self.zk = _sync_client(zk, "SetPartitioner")
+        self.async_partitioner = recipes.SetPartitioner(
+            self.zk.async_client, path, items, identifier
+        )
+        self.path = self.async_partitioner.path
+        self.items = self.async_partitioner.items
+        self._inside = _InLoop(self.zk, self.async_partitioner)
+
+    def __repr__(self) -> str:
+        return f"<recipes.sync.SetPartitioner {self.path}>"
+
+    def __iter__(self) -> SetPartitioner:
+        return self
+
+    def __next__(self) -> Partition:
+        """The next partition: at once the first time, then once the membership changed."""
+        return Partition(self.zk, self.zk.run(self.async_partitioner.__anext__))
+
+    def __enter__(self) -> SetPartitioner:
+        self._inside.enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._inside.exit()
+
+
 __all__ = [
     "AlreadyHeldError",
     "Barrier",
@@ -692,10 +920,14 @@ __all__ = [
     "MultiNonBlockingLease",
     "NonBlockingLease",
     "NotHeldError",
+    "Partition",
+    "Party",
+    "PersistentNode",
     "Queue",
     "ReadLock",
     "ReadWriteLock",
     "Semaphore",
+    "SetPartitioner",
     "TakenItem",
     "WriteLock",
 ]

@@ -14,7 +14,8 @@ ZooKeeper watch. A lost session ends the iteration with `SessionExpiredError`.
 
 from __future__ import annotations
 
-import trio
+import anyio
+import anyio.lowlevel
 
 import zkpy
 from recipes._nodes import async_client, retry
@@ -57,7 +58,7 @@ class DataWatch:
                 self._started = True
                 self._last = key
                 return value
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
 
 
 class ChildrenWatch:
@@ -97,7 +98,7 @@ class ChildrenWatch:
                 self._started = True
                 self._last = value
                 return value
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
 
 
 def data_watch(zk: zkpy.Client, path: str) -> DataWatch:

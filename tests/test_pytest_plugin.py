@@ -42,17 +42,17 @@ async def test_trio(zkpy_server):
         await zk.create("/mine")
 
 
-def test_asyncio(zkpy_server):
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_asyncio(zkpy_server):
     record(zkpy_server)
-
-    def work():
-        with zkpy.sync.connect(zkpy_server) as zk:
-            return zk.create("/mine")
-
-    async def main():
-        return await asyncio.to_thread(work)
-
-    assert asyncio.run(main()) == "/mine"
+    asyncio.get_running_loop()  # (raises unless this test runs on asyncio)
+    async with zkpy.connect(zkpy_server) as zk:
+        assert await zk.create("/mine") == "/mine"
 
 
 def test_ensemble_first(zkpy_ensemble):

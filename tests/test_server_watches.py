@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import trio
 
 import zkpy
@@ -23,7 +24,7 @@ def drain(stream: zkpy.WatchStream) -> list[WatchedEvent]:
     while True:
         try:
             item = stream._receive.receive_nowait()
-        except trio.WouldBlock:
+        except anyio.WouldBlock:
             return out
         assert isinstance(item, WatchedEvent), item
         out.append(item)

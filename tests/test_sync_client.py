@@ -1,13 +1,15 @@
-"""zkpy.sync, the blocking client: the same results and errors as the async client (one suite,
-run against both), many threads on one client, watches as blocking iterators and callbacks, and
-bad use (inside an event loop, after close, mixed with the async API)."""
+"""One behaviour suite, run against the async client under trio and under asyncio and against
+zkpy.sync, the blocking client (each call from a worker thread): the same results and errors.
+Then the blocking client's own: many threads on one client, watches as blocking iterators and
+callbacks, and bad use (inside an event loop, after close, mixed with the async API)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +34,7 @@ from zkpy.testing import RunningServer
 from zkpy.testing.ports import free_port
 
 SYNC_THREADS = ("zkpy.sync loop", "zkpy.sync callbacks")
+KINDS = ["trio", "asyncio", "sync"]  # the async client on each loop, and the blocking one
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -90,17 +93,74 @@ async def sync_client(address: str, **options: Any) -> AsyncIterator[zkpy.sync.C
         await in_thread(zk.close)
 
 
+class AsyncioApi(AsyncApi):
+    """The async client on an asyncio loop of its own thread (`asyncio_client`)."""
+
+    def __init__(self, zk: zkpy.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.zk = zk
+        self.loop = loop
+
+    async def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return await in_thread(future.result)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._on_loop(getattr(self.zk, method)(*args, **kwargs))
+
+    async def commit(self, fill: Callable[[Any], object]) -> list[Any]:
+        transaction = self.zk.transaction()
+        fill(transaction)
+        results: list[Any] = await self._on_loop(transaction.commit())
+        return results
+
+    async def pipeline(self, fill: Callable[[Any], object], **kwargs: Any) -> list[Any]:
+        pipeline = self.zk.pipeline()
+        fill(pipeline)
+        results: list[Any] = await self._on_loop(pipeline.execute(**kwargs))
+        return results
+
+
+@asynccontextmanager
+async def asyncio_client(address: str) -> AsyncIterator[AsyncioApi]:
+    """`zkpy.connect` held open by a task of an asyncio loop that runs in a thread of its own;
+    other tasks of that loop make the calls."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="asyncio loop")
+    runner.start()
+    opened: queue.SimpleQueue[zkpy.Client] = queue.SimpleQueue()
+    done = asyncio.Event()
+
+    async def hold() -> None:
+        async with zkpy.connect(address) as zk:
+            opened.put(zk)
+            await done.wait()
+
+    holder = asyncio.run_coroutine_threadsafe(hold(), loop)
+    try:
+        zk = await in_thread(opened.get, timeout=10)
+        yield AsyncioApi(zk, loop)
+    finally:
+        loop.call_soon_threadsafe(done.set)
+        await in_thread(holder.result, 10)
+        loop.call_soon_threadsafe(loop.stop)
+        await in_thread(runner.join)
+        loop.close()
+
+
 @asynccontextmanager
 async def api(kind: str, address: str) -> AsyncIterator[AsyncApi]:
-    if kind == "async":
+    if kind == "trio":
         async with zkpy.connect(address) as zk:
             yield AsyncApi(zk)
+    elif kind == "asyncio":
+        async with asyncio_client(address) as azk:
+            yield azk
     else:
         async with sync_client(address) as szk:
             yield SyncApi(szk)
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_same_results_and_errors(server: RunningServer, kind: str) -> None:
     async with api(kind, server.address) as zk:
         assert await zk.call("create", "/app/config", b"v1", makepath=True) == "/app/config"
@@ -148,6 +208,38 @@ async def test_same_results_and_errors(server: RunningServer, kind: str) -> None
         assert isinstance(missing, NoNodeError)
         await zk.call("delete", "/app", recursive=True)
         assert await zk.call("exists", "/app") is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_concurrent_callers_share_one_client(server: RunningServer, kind: str) -> None:
+    async with api(kind, server.address) as zk:
+        await zk.call("ensure_path", "/many")
+        created: list[str] = []
+
+        async def caller(n: int) -> None:
+            path = await zk.call("create", f"/many/{n}", str(n).encode())
+            data, _stat = await zk.call("get", path)
+            assert data == str(n).encode()
+            created.append(path)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(20):
+                nursery.start_soon(caller, n)
+        assert sorted(created) == sorted(f"/many/{n}" for n in range(20))
+        assert len(await zk.call("get_children", "/many")) == 20
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_closed_client_says_so(server: RunningServer, kind: str) -> None:
+    async with api(kind, server.address) as zk:
+        path = await zk.call("create", "/closing", ephemeral=True)
+        await zk.call("close")
+        await zk.call("close")  # idempotent
+        with pytest.raises(SessionExpiredError, match="closed"):
+            await zk.call("get", "/")
+        assert zk.zk.state is zkpy.ConnectionState.LOST
+    async with zkpy.connect(server.address) as other:
+        assert await other.exists(path) is None  # the session was closed, not left
 
 
 async def test_many_threads_share_one_client(server: RunningServer) -> None:
@@ -256,6 +348,12 @@ async def test_mixing_sync_and_async_is_a_type_error(server: RunningServer) -> N
                 blocking(azk, "/mixed")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"zkpy\.sync\.WatchFuture"):
             await in_thread(szk.get, "/", watch=zkpy.WatchFuture())
+
+        async def under_asyncio() -> None:
+            with pytest.raises(TypeError, match=r"recipes\.sync"):
+                recipes.Semaphore(szk, "/mixed")  # type: ignore[arg-type]
+
+        await in_thread(asyncio.run, under_asyncio())
 
 
 def test_no_server_raises_and_leaves_no_thread() -> None:

@@ -15,7 +15,18 @@ import trio
 import zkpy
 import zkpy.sync
 from recipes.errors import AlreadyHeldError, LockLostError, NotHeldError
-from recipes.sync import Barrier, Counter, Election, Lock, Queue, ReadWriteLock, Semaphore
+from recipes.sync import (
+    Barrier,
+    Counter,
+    Election,
+    Lock,
+    Party,
+    PersistentNode,
+    Queue,
+    ReadWriteLock,
+    Semaphore,
+    SetPartitioner,
+)
 from zkpy.testing import RunningServer
 
 
@@ -193,5 +204,42 @@ async def test_readers_share_and_a_writer_waits(server: RunningServer) -> None:
                         ReadWriteLock(a, "/rw").write_lock().acquire()
             with writer as exclusive:
                 assert exclusive.token > second.token
+
+        await in_thread(scenario)
+
+
+async def test_party_persistent_node_and_partitioner_stay_up_for_the_block(
+    server: RunningServer,
+) -> None:
+    async with clients(server.address, 2) as (one, two):
+
+        def scenario() -> None:
+            with Party(one, "/party", b"one") as party:
+                with Party(two, "/party", b"two"):
+                    assert sorted(party.members()) == [b"one", b"two"]
+                    changes = party.changes()
+                    assert len(next(changes)) == 2
+                assert next(changes) == [b"one"]  # two left with its block
+            assert Party(one, "/party").size() == 0
+
+            with PersistentNode(one, "/kept", b"data") as node:
+                assert two.get("/kept")[0] == b"data"
+                two.delete("/kept")  # deleted under it: made again by the loop's task
+                wait_for(lambda: node.created == 2 and two.exists("/kept") is not None)
+                node.set_data(b"new")
+                assert two.get("/kept")[0] == b"new"
+            assert two.exists("/kept") is None
+
+            items = ["a", "b", "c", "d"]
+            with SetPartitioner(one, "/split", items, b"one") as first:
+                alone = next(first)
+                assert alone.items == items
+                assert not alone.wait_changed(timeout=0.05)
+                with SetPartitioner(two, "/split", items, b"two") as second:
+                    assert alone.wait_changed(timeout=10)
+                    mine, theirs = next(first), next(second)
+                    assert sorted(mine.items + theirs.items) == items
+                    assert len(mine.items) == len(theirs.items) == 2
+                assert next(first).items == items  # two left: one holds everything again
 
         await in_thread(scenario)

@@ -1,4 +1,4 @@
-"""zkpy: a ZooKeeper-style coordination service for Python, and its trio client.
+"""zkpy: a ZooKeeper-style coordination service for Python, and its client (trio or asyncio).
 
 async with zkpy.connect("127.0.0.1:2181") as zk:
     await zk.create("/app/config", b"v1", makepath=True)
@@ -9,6 +9,7 @@ from zkpy import errors, security
 from zkpy.client import (
     Client,
     ConnectionState,
+    Feed,
     Pipeline,
     Transaction,
     WatchFuture,
@@ -59,6 +60,7 @@ __all__ = [
     "Client",
     "ConnectionState",
     "EventType",
+    "Feed",
     "Id",
     "Perm",
     "Pipeline",

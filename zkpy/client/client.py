@@ -1,4 +1,5 @@
-"""The trio client: one session over one connection at a time, pipelined requests.
+"""The async client, on trio or asyncio: one session over one connection at a time, pipelined
+requests.
 
 `connect()` opens a session and runs the connection in the background of an ``async with`` block.
 Requests are pipelined (many in flight, replies matched by xid, FIFO order kept by the server).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import random
 import ssl
 from collections import deque
@@ -26,11 +26,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, overload
 
+import anyio
+import anyio.abc
 import trio
 
-from zkpy._net.outbox import Flusher, Outbox
-from zkpy._net.receiver import SPIN_BEFORE_WAIT_S, Receiver, check_spin
-from zkpy.client import builders
+from zkpy._net.outbox import Flusher
+from zkpy._net.receiver import SPIN_BEFORE_WAIT_S, check_spin
+from zkpy.client import backend, builders
+from zkpy.client.backend import BROKEN, Link, OutboxLike, Waiter
 from zkpy.client.chroot import split_chroot
 from zkpy.client.connection import (
     Call,
@@ -43,7 +46,7 @@ from zkpy.client.connection import (
     State,
     WatchFired,
 )
-from zkpy.client.streams import WatchStream
+from zkpy.client.streams import Feed, WatchStream
 from zkpy.client.watches import WatchCallback
 from zkpy.core import paths
 from zkpy.core.errors import (
@@ -69,6 +72,8 @@ from zkpy.core.types import ACL, OPEN_ACL_UNSAFE, Stat, WatchedEvent, WatchMode
 from zkpy.errors import single_error
 
 log = logging.getLogger("zkpy.client")
+
+BROKEN_IN_HANDSHAKE = (trio.BrokenResourceError, anyio.BrokenResourceError)
 
 
 class ConnectionState(enum.Enum):
@@ -107,7 +112,7 @@ class Countdown:
 
     def __init__(self, count: int) -> None:
         self.remaining = count
-        self._event = trio.Event()
+        self._event = backend.new_event()
         if count == 0:
             self._event.set()
 
@@ -230,13 +235,16 @@ class Client:
             chroot=self.chroot,
         )
         self._state = ConnectionState.CONNECTING
-        self._state_changed = trio.Event()
+        self._state_changed: Waiter | None = None  # made by the first waiter, on its loop
         self._listeners: list[Callable[[ConnectionState], Any]] = []
-        self._state_channels: list[trio.MemorySendChannel[ConnectionState]] = []
+        self._state_channels: list[Feed[ConnectionState]] = []
         self._flusher = Flusher()
-        self._outbox: Outbox | None = None  # the current connection's
+        self._outbox: OutboxLike | None = None  # the current connection's
         self._closing = False
-        self._connection_scope: trio.CancelScope | None = None
+        self._connection_scope: anyio.CancelScope | None = None
+        # the running loop's (trio's or asyncio's), set by `_start`: the request path's own
+        self._now: Callable[[], float] = backend.clock()
+        self._new_event: Callable[[], Waiter] = backend.new_event
         self._leftover: list[Event] = []  # what came with the handshake reply
 
     # ---- the session, as the protocol machine knows it -----------------------------------------
@@ -300,35 +308,39 @@ class Client:
         self._listeners.remove(listener)
 
     @asynccontextmanager
-    async def state_changes(self) -> AsyncIterator[trio.MemoryReceiveChannel[ConnectionState]]:
-        """``async with zk.state_changes() as states: async for state in states: ...``"""
-        send, receive = trio.open_memory_channel[ConnectionState](math.inf)
-        self._state_channels.append(send)
+    async def state_changes(self) -> AsyncIterator[Feed[ConnectionState]]:
+        """``async with zk.state_changes() as states: async for state in states: ...``
+        (or ``await states.receive()``)."""
+        feed = Feed[ConnectionState]()
+        self._state_channels.append(feed)
         try:
-            yield receive
+            yield feed
         finally:
-            self._state_channels.remove(send)
-            send.close()
+            self._state_channels.remove(feed)
+            feed.close()
 
     def _set_state(self, state: ConnectionState) -> None:
         if state is self._state:
             return
         log.debug("session %#x: %s -> %s", self.session_id, self._state.value, state.value)
         self._state = state
-        self._state_changed.set()
-        self._state_changed = trio.Event()
+        if self._state_changed is not None:
+            self._state_changed.set()
+            self._state_changed = None
         for listener in list(self._listeners):
             try:
                 listener(state)
             except Exception:
                 log.exception("state listener failed")
         for channel in self._state_channels:
-            channel.send_nowait(state)
+            channel.put(state)
 
     async def wait_connected(self) -> None:
         """Wait until the session is connected; raise if it is lost or the client closed."""
         while self._state is not ConnectionState.CONNECTED:
             self._raise_if_dead()
+            if self._state_changed is None:
+                self._state_changed = self._new_event()
             await self._state_changed.wait()
 
     def _raise_if_dead(self) -> None:
@@ -339,23 +351,25 @@ class Client:
 
     # ---- connection management -------------------------------------------------------------
 
-    async def _start(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self._run)
+    async def _start(self, tasks: backend.Tasks) -> None:
+        self._now = backend.clock()
+        self._new_event = backend.event_class()
+        await tasks.start(self._run)
 
-    async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         started = False
         attempt = 0
         while not self._closing and self._lost_error is None:
             host = self.hosts[attempt % len(self.hosts)]
             attempt += 1
             try:
-                stream = await self._open(host)
-            except (OSError, trio.TooSlowError, ConnectionLossError) as err:
+                link = await self._open(host)
+            except (OSError, TimeoutError, ConnectionLossError) as err:
                 log.debug("cannot reach %s:%d: %s", *host, err)
                 if attempt % len(self.hosts) == 0:
                     if not started and attempt >= 3 * len(self.hosts):
                         raise ConnectionLossError(f"no server reachable in {self.hosts}") from err
-                    await trio.sleep(min(1.0, 0.05 * attempt) * random.uniform(0.5, 1.0))
+                    await anyio.sleep(min(1.0, 0.05 * attempt) * random.uniform(0.5, 1.0))
                 continue
             except SessionExpiredError as err:
                 self._lose(err)  # with new_session_on_expiry, the loop goes on with a new one
@@ -365,64 +379,64 @@ class Client:
             if not started:
                 started = True
                 task_status.started()
-            await self._serve_connection(stream)
+            await self._serve_connection(link)
             if self._state is ConnectionState.CONNECTED and not self._closing:
                 self._set_state(ConnectionState.SUSPENDED)
         if not started:
             task_status.started()
 
-    async def _open(self, host: tuple[str, int]) -> trio.abc.Stream:
+    async def _open(self, host: tuple[str, int]) -> Link:
         """Connect to `host` and complete the handshake; raise the refusal if there is one."""
-        with trio.fail_after(self.connect_timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(*host)
-            if self.tls is not None:
-                stream = trio.SSLStream(stream, self.tls, server_hostname=host[0])
+        with anyio.fail_after(self.connect_timeout):
+            link = await backend.open_link(host, self.tls, self._flusher, self.spin_before_wait)
             try:
-                events = await self._handshake(stream, host)
-            except trio.BrokenResourceError as err:  # e.g. reset by a server that is dying
+                events = await self._handshake(link, host)
+            except BROKEN_IN_HANDSHAKE as err:  # e.g. reset by a server that is dying
                 self._conn.connection_lost(ConnectionLossError(str(err)))
-                await trio.aclose_forcefully(stream)
+                await link.aclose()
                 raise ConnectionLossError(f"connection broken in the handshake: {err}") from err
             except BaseException as err:
                 self._conn.connection_lost(ConnectionLossError(str(err)))
-                await trio.aclose_forcefully(stream)
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
                 raise
         self.server = host
         self._leftover = events
-        return stream
+        return link
 
-    async def _handshake(self, stream: trio.abc.Stream, host: tuple[str, int]) -> list[Event]:
+    async def _handshake(self, link: Link, host: tuple[str, int]) -> list[Event]:
         conn = self._conn
-        conn.connect(trio.current_time(), str(host))
-        await stream.send_all(conn.data_to_send())
+        conn.connect(self._now(), str(host))
+        await link.send_all(conn.data_to_send())
         events: list[Event] = []
         while conn.state is State.HANDSHAKING:
-            data = await stream.receive_some(1 << 16)
+            data = await link.receive(1 << 16)
             if not data:
                 raise ConnectionLossError("server closed the connection in the handshake")
-            events = conn.receive_data(data, trio.current_time())
+            events = conn.receive_data(data, self._now())
         first = events[0]  # what ended the handshake: its reply comes first
         if isinstance(first, HandshakeRefused | ConnectionLost):
             raise first.error
         return events
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        outbox = self._outbox = Outbox(stream, self._flusher)
+    async def _serve_connection(self, link: Link) -> None:
+        outbox = self._outbox = link.outbox
         self._send_queued()  # the auth and watches the machine replays first
         self._flusher.flush()
         self._set_state(ConnectionState.CONNECTED)
         try:
-            with trio.CancelScope() as scope:
+            with anyio.CancelScope() as scope:
                 self._connection_scope = scope
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, outbox, stream, scope)
-                    nursery.start_soon(self._timer_loop)
-                    await self._read_loop(stream, scope)
+                async with backend.open_tasks() as tasks:
+                    tasks.start_soon(self._write_loop, link, scope)
+                    tasks.start_soon(self._timer_loop)
+                    await self._read_loop(link, scope)
         finally:
             self._connection_scope = None
             self._outbox = None
             outbox.close()
-            await trio.aclose_forcefully(stream)
+            with anyio.CancelScope(shield=True):
+                await link.aclose()
             self._handle(
                 self._conn.connection_lost(
                     ConnectionLossError(f"connection to {self.server} was lost")
@@ -435,44 +449,43 @@ class Client:
         if data and self._outbox is not None:
             self._outbox.push(data)
 
-    async def _write_loop(
-        self, outbox: Outbox, stream: trio.abc.Stream, scope: trio.CancelScope
-    ) -> None:
-        """Sends what a direct flush could not (the socket was full, or TLS)."""
+    async def _write_loop(self, link: Link, scope: anyio.CancelScope) -> None:
+        """Sends what a direct flush could not (the socket was full, or TLS; under asyncio,
+        everything)."""
         try:
-            await outbox.run_writer(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await link.run_writer()
+        except BROKEN:
             scope.cancel()
 
     async def _timer_loop(self) -> None:
         """Feeds the machine the time when it has something to do: a ping, or giving up on a
         silent server."""
         conn = self._conn
+        now = self._now
         while conn.state is State.CONNECTED:
-            await trio.sleep_until(max(trio.current_time() + 0.01, conn.next_deadline()))
-            self._handle(conn.tick(trio.current_time()))
+            await anyio.sleep_until(max(now() + 0.01, conn.next_deadline()))
+            self._handle(conn.tick(now()))
             self._send_queued()
             self._flusher.flush()
 
-    async def _read_loop(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    async def _read_loop(self, link: Link, scope: anyio.CancelScope) -> None:
         leftover, self._leftover = self._leftover, []
         self._handle(leftover)
         conn = self._conn
         try:
-            receiver = Receiver(stream, self.spin_before_wait)
             while conn.state is State.CONNECTED:
-                data = await receiver.receive(1 << 16)
+                data = await link.receive(1 << 16)
                 if not data or conn.state is not State.CONNECTED:
                     # (the timer may have ended the connection while this read waited: a
                     # process resumed after a pause runs both at once; its bytes are moot)
                     break
                 self._on_data(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except BROKEN:
             pass
         scope.cancel()
 
     def _on_data(self, data: bytes | bytearray) -> None:
-        self._handle(self._conn.receive_data(data, trio.current_time()))
+        self._handle(self._conn.receive_data(data, self._now()))
         self._send_queued()
         self._flusher.flush()
 
@@ -544,7 +557,7 @@ class Client:
             self._closing = True
             return
         if self._state is ConnectionState.CONNECTED:
-            with trio.move_on_after(self.connect_timeout):
+            with anyio.move_on_after(self.connect_timeout):
                 try:
                     await self._call(CloseSessionRequest())
                 except ZkError:
@@ -559,7 +572,7 @@ class Client:
         arrives, before any later frame is handled."""
         if self._state is not ConnectionState.CONNECTED:
             await self._ready_to_send()
-        call = self._send(request, trio.Event(), trio.current_time(), watch)
+        call = self._send(request, self._new_event(), self._now(), watch)
         outbox = self._outbox
         assert outbox is not None  # `_send` checked
         outbox.push(self._conn.data_to_send())
@@ -575,7 +588,7 @@ class Client:
     async def _ready_to_send(self) -> None:
         """Wait (up to a session timeout) for a connection; raise if there will be none."""
         if self._state is not ConnectionState.CONNECTED:
-            with trio.move_on_after(self.session_timeout):
+            with anyio.move_on_after(self.session_timeout):
                 await self.wait_connected()
             if not self.connected:
                 self._raise_if_dead()
@@ -584,7 +597,7 @@ class Client:
     def _send(
         self,
         request: Request,
-        token: trio.Event | Countdown,
+        token: Waiter | Countdown,
         now: float,
         watch: WatchCallback | None = None,
     ) -> Call:
@@ -828,7 +841,7 @@ class Client:
         finally:
             stream.close()
             if self._conn.watches.remove_stream(stream) and self.connected:
-                with trio.CancelScope(shield=True), trio.move_on_after(self.connect_timeout):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
                     try:
                         await self._call(RemoveWatchesRequest(path, mode))
                     except ZkError:
@@ -911,7 +924,7 @@ class Pipeline:
         self._requests, self._converters = [], []
         countdown = Countdown(len(requests))
         calls: list[Call | ZkError] = []
-        now = trio.current_time()
+        now = client._now()
         for request in requests:
             try:
                 if isinstance(request, ZkError):  # refused by its builder
@@ -987,15 +1000,15 @@ async def connect(
         new_session_on_expiry=new_session_on_expiry,
     )
     try:
-        async with trio.open_nursery() as nursery:
-            await client._start(nursery)
+        async with backend.open_tasks() as tasks:
+            await client._start(tasks)
             try:
                 client._raise_if_dead()
                 yield client
             finally:
-                with trio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
                     await client.close()
-                nursery.cancel_scope.cancel()
+                tasks.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise single_error(group) from None
 

@@ -1,0 +1,61 @@
+"""`python -m benchmarks run --backend`: one row set per client kind, and a zkpy worker that
+runs on trio, on asyncio and as the blocking client (here in a thread, against an in-process
+member, instead of a process of its own)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+import pytest
+import trio
+
+from benchmarks import run
+from benchmarks.workers import Go, worker_entry
+from zkpy.testing import RunningServer
+
+
+def test_each_backend_is_a_row_set_of_its_own() -> None:
+    args = run.parse_args(["--ops", "set", "--no-latency", "--backend", "trio,sync"])
+    plan = run.workloads(args, "zkpy")
+    assert [(w.op, w.backend) for w in plan] == [("set", "trio"), ("set", "sync")]
+    assert [w.backend for w in run.workloads(args, "zookeeper")] == ["trio"]  # (kazoo: unused)
+    assert run.parse_args(["--ops", "set"]).backends == ["trio"]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--backend", "curio"])
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio", "sync"])
+@pytest.mark.parametrize("workload", ["set", "watch", "pget"])
+async def test_a_worker_runs_on_each_backend(
+    server: RunningServer, backend: str, workload: str
+) -> None:
+    parent, child = multiprocessing.Pipe()
+    spec: dict[str, Any] = {
+        "system": "zkpy",
+        "backend": backend,
+        "workload": workload,
+        "target": server.address,
+        "base": f"/bench/{backend}-{workload}",
+        "value_size": 10,
+        "in_flight": 4,
+        "multi_size": 2,
+        "pipeline_slots": 2,
+    }
+    worker = threading.Thread(target=worker_entry, args=(child, spec))
+    worker.start()
+    try:
+        receive = functools.partial(trio.to_thread.run_sync, parent.recv)
+        assert await receive() == ("ready",)
+        now = time.monotonic()
+        parent.send(Go(now, now, math.inf, 20))
+        kind, result = await receive()
+    finally:
+        await trio.to_thread.run_sync(worker.join)
+    assert kind == "result", result
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["ops"] >= 20  # (a pipeline's batch counts each of its requests)
