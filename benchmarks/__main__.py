@@ -26,6 +26,7 @@ COMMANDS = {
     "ab": ("benchmarks.ab", "this checkout against another commit, alternating rounds"),
     "timeline": ("benchmarks.timeline", "where one write's time goes, hop by hop"),
     "floor": ("benchmarks.floor", "a write's messages and syncs between bare processes"),
+    "sidebyside": ("benchmarks.sidebyside", "zkpy vs ZooKeeper + kazoo, alternating rounds"),
 }
 
 
