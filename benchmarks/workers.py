@@ -30,6 +30,7 @@ callbacks, that issues its next request when the last one is answered):
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -434,7 +435,7 @@ def _lock_main(conn: Connection, spec: dict[str, Any]) -> None:
         go, cpu = _kazoo_lock(conn, spec, records)
     tally = Tally(go)
     records.sort()
-    for (_, _, released), (_, granted, _) in zip(records, records[1:], strict=False):
+    for (_, _, released), (_, granted, _) in itertools.pairwise(records):
         if granted >= released:
             tally.done(1, released, granted)
     tally.cpu_start, tally.cpu_end = cpu
