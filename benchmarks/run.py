@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT_OPS = ("create", "set", "get", "multi", "watch")
 LATENCY_OPS = ("set", "get", "watch")
 PIPELINE_OPS = ("pset", "pget")
-LABELS = {"pset": "set (pipeline)", "pget": "get (pipeline)"}
+LOCK_CONTENDERS = (4, 32)  # the lock hand-off rows: contenders (in the "in flight" column)
+LABELS = {"pset": "set (pipeline)", "pget": "get (pipeline)", "lock": "lock hand-off"}
 READY_TIMEOUT_S = 120.0
 RESULT_GRACE_S = 60.0
 PAUSE_BETWEEN_S = 0.5
@@ -615,7 +616,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="one-at-a-time set, get and write->watch-event latency (default on)",
+        help="one-at-a-time set, get and write->watch-event latency, and lock hand-offs among "
+        f"{' and '.join(map(str, LOCK_CONTENDERS))} contenders (default on)",
     )
     parser.add_argument(
         "--pipeline",
@@ -676,6 +678,7 @@ def workloads(args: argparse.Namespace, system: str) -> list[Workload]:
     plan = [Workload(op, args.in_flight, clients) for op in args.ops for clients in args.clients]
     if args.latency:
         plan += [Workload(op, 1, 1) for op in LATENCY_OPS]
+        plan += [Workload("lock", contenders, 1) for contenders in LOCK_CONTENDERS]
     if args.pipeline and system == "zkpy" and pipeline_available():
         plan += [Workload(op, args.in_flight, c) for op in PIPELINE_OPS for c in args.clients]
     return plan

@@ -434,12 +434,22 @@ def _lock_main(conn: Connection, spec: dict[str, Any]) -> None:
     else:
         go, cpu = _kazoo_lock(conn, spec, records)
     tally = Tally(go)
-    records.sort()
-    for (_, _, released), (_, granted, _) in itertools.pairwise(records):
-        if granted >= released:
-            tally.done(1, released, granted)
+    for released, granted in lock_handoffs(records):
+        tally.done(1, released, granted)
     tally.cpu_start, tally.cpu_end = cpu
     conn.send(("result", tally.result()))
+
+
+def lock_handoffs(records: list[LockRecord]) -> list[tuple[float, float]]:
+    """(release started, next holder granted) for each pair of consecutive holders, in the
+    order the lock was held; a pair whose grant came before the release (clocks of different
+    tasks read late) is left out."""
+    ordered = sorted(records)
+    return [
+        (released, granted)
+        for (_, _, released), (_, granted, _) in itertools.pairwise(ordered)
+        if granted >= released
+    ]
 
 
 async def _zkpy_lock(
