@@ -27,6 +27,7 @@ COMMANDS = {
     "timeline": ("benchmarks.timeline", "where one write's time goes, hop by hop"),
     "floor": ("benchmarks.floor", "a write's messages and syncs between bare processes"),
     "zk-clients": ("benchmarks.zk_clients", "kazoo on zkpy's ZooKeeper port vs on ZooKeeper"),
+    "sidebyside": ("benchmarks.sidebyside", "zkpy vs ZooKeeper + kazoo, alternating rounds"),
 }
 
 

@@ -53,7 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT_OPS = ("create", "set", "get", "multi", "watch")
 LATENCY_OPS = ("set", "get", "watch")
 PIPELINE_OPS = ("pset", "pget")
-LABELS = {"pset": "set (pipeline)", "pget": "get (pipeline)"}
+LOCK_CONTENDERS = (4, 32)  # the lock hand-off rows: contenders (in the "in flight" column)
+LABELS = {"pset": "set (pipeline)", "pget": "get (pipeline)", "lock": "lock hand-off"}
 BACKENDS = ("trio", "asyncio", "sync")  # --backend: how zkpy's client rows are made
 # the system column of the rows that are not the async client on trio (the reference rows)
 SYSTEM_OF_BACKEND = {"asyncio": "zkpy/aio", "sync": "zkpy/sync"}
@@ -621,7 +622,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="one-at-a-time set, get and write->watch-event latency (default on)",
+        help="one-at-a-time set, get and write->watch-event latency, and lock hand-offs among "
+        f"{' and '.join(map(str, LOCK_CONTENDERS))} contenders (default on)",
     )
     parser.add_argument(
         "--pipeline",
@@ -691,6 +693,7 @@ def workloads(args: argparse.Namespace, system: str) -> list[Workload]:
     plan = [Workload(op, args.in_flight, clients) for op in args.ops for clients in args.clients]
     if args.latency:
         plan += [Workload(op, 1, 1) for op in LATENCY_OPS]
+        plan += [Workload("lock", contenders, 1) for contenders in LOCK_CONTENDERS]
     if args.pipeline and system == "zkpy" and pipeline_available():
         plan += [Workload(op, args.in_flight, c) for op in PIPELINE_OPS for c in args.clients]
     if system != "zkpy":

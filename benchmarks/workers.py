@@ -28,10 +28,14 @@ answered):
                 first sets it; latency is from the set to the event arriving at the watcher
     pset, pget  (zkpy only, when the client has `pipeline()`) batches of sets/gets sent as one
                 pipeline; each slot sends one batch at a time
+    lock        `in_flight` contenders, each with its own client (session), loop on one exclusive
+                lock (recipes.Lock, or kazoo's Lock) around an empty body; a latency is a
+                hand-off: from the holder starting its release to the next holder's grant
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -128,7 +132,9 @@ def worker_entry(conn: Connection, spec: dict[str, Any]) -> None:
     """multiprocessing target: run one client process's share of a workload."""
     try:
         backend = spec.get("backend", "trio")
-        if spec["system"] == "zkpy" and backend == "sync":
+        if spec["workload"] == "lock":
+            _lock_main(conn, spec)
+        elif spec["system"] == "zkpy" and backend == "sync":
             _zkpy_sync_main(conn, spec)
         elif spec["system"] == "zkpy":
             import anyio
@@ -543,3 +549,127 @@ def _sample_cpu_thread(go: Go, tally: Tally) -> None:
     if go.count is None:
         time.sleep(max(0.0, go.t_end - time.monotonic()))
         tally.cpu_end = time.process_time()
+
+
+# ---- lock hand-off (both systems) --------------------------------------------------------------
+
+# (position in the lock's queue, granted at, release started at): one record per acquisition.
+LockRecord = tuple[int, float, float]
+
+
+def _lock_main(conn: Connection, spec: dict[str, Any]) -> None:
+    """Contend for one lock, then report the hand-offs between consecutive holders."""
+    records: list[LockRecord] = []
+    if spec["system"] == "zkpy":
+        import trio
+
+        go, cpu = trio.run(_zkpy_lock, conn, spec, records)
+    else:
+        go, cpu = _kazoo_lock(conn, spec, records)
+    tally = Tally(go)
+    for released, granted in lock_handoffs(records):
+        tally.done(1, released, granted)
+    tally.cpu_start, tally.cpu_end = cpu
+    conn.send(("result", tally.result()))
+
+
+def lock_handoffs(records: list[LockRecord]) -> list[tuple[float, float]]:
+    """(release started, next holder granted) for each pair of consecutive holders, in the
+    order the lock was held; a pair whose grant came before the release (clocks of different
+    tasks read late) is left out."""
+    ordered = sorted(records)
+    return [
+        (released, granted)
+        for (_, _, released), (_, granted, _) in itertools.pairwise(ordered)
+        if granted >= released
+    ]
+
+
+async def _zkpy_lock(
+    conn: Connection, spec: dict[str, Any], records: list[LockRecord]
+) -> tuple[Go, tuple[float, float]]:
+    from contextlib import AsyncExitStack
+
+    import trio
+
+    import zkpy
+    from recipes import Lock
+
+    path = spec["base"] + "/lock"
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                zkpy.connect(spec["target"], session_timeout=SESSION_TIMEOUT_S)
+            )
+            for _ in range(spec["in_flight"])
+        ]
+        await clients[0].ensure_path(spec["base"])
+        conn.send(("ready",))
+        go = await trio.to_thread.run_sync(_wait_go, conn)
+        tally = Tally(go)
+
+        async def contender(zk: zkpy.Client) -> None:
+            lock = Lock(zk, path)
+            while tally.take():
+                held = await lock.acquire()
+                granted = time.monotonic()
+                released = time.monotonic()
+                await held.release()
+                records.append((held.token, granted, released))
+
+        await trio.sleep(max(0.0, go.t_go - time.monotonic()))
+        cpu_start = time.process_time()
+        with trio.move_on_after(_drain_budget(go)):
+            async with trio.open_nursery() as nursery:
+                for zk in clients:
+                    nursery.start_soon(contender, zk)
+        return go, (cpu_start, time.process_time())
+
+
+def _kazoo_lock(
+    conn: Connection, spec: dict[str, Any], records: list[LockRecord]
+) -> tuple[Go, tuple[float, float]]:
+    from kazoo.client import KazooClient
+
+    path = spec["base"] + "/lock"
+    clients = []
+    try:
+        for _ in range(spec["in_flight"]):
+            zk = KazooClient(hosts=spec["target"], timeout=SESSION_TIMEOUT_S)
+            clients.append(zk)
+            zk.start(timeout=SESSION_TIMEOUT_S)
+        clients[0].ensure_path(spec["base"])
+        conn.send(("ready",))
+        go = _wait_go(conn)
+        tally = Tally(go)
+        guard = threading.Lock()
+
+        def take() -> bool:
+            with guard:
+                return tally.take()
+
+        def contender(zk: Any) -> None:
+            lock = zk.Lock(path)
+            while take():
+                lock.acquire()
+                granted = time.monotonic()
+                released = time.monotonic()
+                sequence = int(lock.node[-10:])
+                lock.release()
+                records.append((sequence, granted, released))
+
+        time.sleep(max(0.0, go.t_go - time.monotonic()))
+        cpu_start = time.process_time()
+        threads = [threading.Thread(target=contender, args=(zk,), daemon=True) for zk in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return go, (cpu_start, time.process_time())
+    finally:
+        for client in clients:
+            try:
+                client.stop()
+                client.close()
+            except Exception:
+                pass

@@ -26,7 +26,13 @@ from typing import ParamSpec, TypeVar
 import anyio
 
 import zkpy
-from zkpy.errors import ConnectionLossError, NodeExistsError, NoNodeError, SessionExpiredError
+from zkpy.errors import (
+    ConnectionLossError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    SessionExpiredError,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -186,6 +192,28 @@ async def delete_quietly(zk: zkpy.Client, path: str, version: int = -1) -> None:
         pass
 
 
+RELEASED = b"released"
+"""What a holder writes into its contender node in the multi that deletes it (`hand_off`)."""
+
+
+async def hand_off(zk: zkpy.Client, path: str) -> None:
+    """Delete the contender node of a granted hold in one multi that first writes `RELEASED`
+    into it, retrying on connection loss; a node already gone is fine.
+
+    The successor's exists() watch on the node then fires NodeDataChanged, not NodeDeleted:
+    that says the node was released by a holder, which had waited for everything ahead of it,
+    rather than abandoned by a waiter; the successor takes the lock without listing the queue
+    again (see `lock.queue_after`). Both happen at one zxid, so nobody sees the marked node."""
+
+    async def commit() -> None:
+        results = await zk.transaction().set_data(path, RELEASED).delete(path).commit()
+        failed = [r for r in results if isinstance(r, Exception)]
+        if any(not isinstance(r, NoNodeError | RolledBackError) for r in failed):
+            raise next(r for r in failed if not isinstance(r, RolledBackError))
+
+    await retry(zk, commit)
+
+
 async def remove_contender(
     zk: zkpy.Client,
     parent: str,
@@ -194,9 +222,11 @@ async def remove_contender(
     *,
     sweep: bool,
     patience: float | None = None,
+    granted: bool = False,
 ) -> None:
     """Delete our node; with `sweep`, also any other node carrying our uid (an interrupted create
     that was applied after all). Must run shielded: it is the cleanup of a cancelled acquire too.
+    The node of a `granted` hold goes with `hand_off`.
 
     It gives up, leaving the node to the session, if the session is lost (the server deleted it)
     or the ensemble stays unreachable for `patience` seconds (default: twice the session
@@ -206,7 +236,9 @@ async def remove_contender(
         patience = max(5.0, 2 * zk.session_timeout)
     with anyio.move_on_after(patience):
         try:
-            if path is not None:
+            if path is not None and granted:
+                await hand_off(zk, path)
+            elif path is not None:
                 await delete_quietly(zk, path)
             if sweep or path is None:
                 await retry(zk, zk.sync, parent)

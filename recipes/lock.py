@@ -110,6 +110,7 @@ class Held:
         self.lost_reason: str | None = None
         self._uid = uid
         self._sweep = sweep
+        self._handoff = False  # granted by `contend`: a release marks the node (`hand_off`)
         self._attached = False
         self._suspend_deadline: float | None = None
         self._waker: zkpy.WatchFuture | None = None
@@ -228,6 +229,7 @@ class Held:
                     self.path,
                     sweep=self._sweep,
                     patience=self.zk.session_timeout if lost else None,
+                    granted=self._handoff and not lost,
                 )
         finally:
             for callback in self._on_release:
@@ -296,12 +298,8 @@ async def contend(
             held._waker = None
             if on_wakeup is not None:
                 on_wakeup()
-            remaining = [node for node in nodes if node.name != ahead.name]
-            if (
-                event.type is zkpy.EventType.DELETED
-                and event.path == ahead_path
-                and blocker(remaining, index - 1) is None
-            ):
+            remaining = queue_after(nodes, ahead, event) if event.path == ahead_path else None
+            if remaining is not None and blocker(remaining, remaining.index(nodes[index])) is None:
                 # Nothing that blocked us is left, and nothing new can queue ahead of us (new
                 # nodes get larger sequence numbers): the lock is ours without re-listing.
                 nodes = remaining
@@ -310,7 +308,7 @@ async def contend(
                 # list again rather than walk our stale copy backwards one exists() at a time.
                 nodes = parse_nodes(await retry(zk, zk.get_children, lock_path))
         held._attach()
-        granted = True
+        held._handoff = granted = True
         return held
     finally:
         if not granted:
@@ -318,6 +316,24 @@ async def contend(
                 held.released = True
             with anyio.CancelScope(shield=True):
                 await remove_contender(zk, lock_path, uid, path, sweep=swept)
+
+
+def queue_after(nodes: list[Node], ahead: Node, event: zkpy.WatchedEvent) -> list[Node] | None:
+    """The queue as `event` on the node `ahead` of us leaves it, as far as we know it.
+
+    NodeDeleted: `ahead` is gone; whatever else of our listing was ahead may or may not be.
+    NodeDataChanged: `ahead` was released by its holder (`hand_off` marks the node as it
+    deletes it, in one multi), so everything `ahead` had waited for is gone too: for an
+    exclusive node everything before it, for a reader every exclusive node before it. Anything
+    else (a session event): None, the queue must be listed again.
+    """
+    position = nodes.index(ahead)
+    if event.type is zkpy.EventType.DELETED:
+        return nodes[:position] + nodes[position + 1 :]
+    if event.type is zkpy.EventType.CHANGED:
+        readers = [node for node in nodes[:position] if node.kind == "read"]
+        return (readers if ahead.kind == "read" else []) + nodes[position + 1 :]
+    return None
 
 
 class TaskHolds:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from zkpy.core.prep import Prep
 from zkpy.core.requests import CloseSessionRequest, PreppedRequest, ReapRequest, WriteRequest
 from zkpy.core.sessions import SessionTracker
-from zkpy.core.txn import decode_record
+from zkpy.core.txn import TxnRecord, decode_record
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
 from zkpy.zab.election import quorum_size
 from zkpy.zab.messages import (
@@ -131,7 +131,7 @@ class Leading(Role):
             case Forward(writes):
                 if self.established:
                     for session_id, cxid, request, ids, owner in writes:
-                        self._propose(session_id, cxid, request, ids, owner)
+                        self._propose(session_id, cxid, request, ids, owner, sender)
             case SyncRequest(session_id, cxid):
                 if self.established:
                     self._leader_sync(sender, session_id, cxid)
@@ -338,7 +338,10 @@ class Leading(Role):
         request: PreppedRequest,
         ids: frozenset[Id],
         owner: int = 0,
+        origin: int = 0,
     ) -> None:
+        """Order a write and send it to the followers; `origin` (a follower the write came
+        from, or 0) hears it first, as its client waits for it."""
         replica = self.replica
         prep = replica.prep
         assert prep is not None
@@ -359,15 +362,26 @@ class Leading(Role):
         )
         replica._log((record,))
         self.uncommitted.append(zxid)
-        commits_locally = self.commits_locally
+        first = self.peers.get(origin)
+        if first is not None:
+            self._send_proposal(origin, first, record)
         for member, peer in self.peers.items():
-            if not peer.synced:
-                continue
-            if commits_locally and not peer.observer:
-                replica._send_batched(member, LoggedPropose, record)
-                peer.logged_sent = zxid
-            else:
-                replica._send_batched(member, Propose, record)
+            if member != origin:
+                self._send_proposal(member, peer, record)
+
+    def _send_proposal(self, member: int, peer: _Peer, record: TxnRecord) -> None:
+        """Queue the record for one follower, as a LoggedPropose where it commits locally.
+
+        Each peer's link is written in turn when the step ends, and on loopback a write runs
+        the receiver's side of TCP too: the first peer queued hears the batch tens of
+        microseconds before the next."""
+        if not peer.synced:
+            return
+        if self.commits_locally and not peer.observer:
+            self.replica._send_batched(member, LoggedPropose, record)
+            peer.logged_sent = record.zxid
+        else:
+            self.replica._send_batched(member, Propose, record)
 
     def _count_ack(self, member: int, zxid: int) -> None:
         """`member` has logged everything up to `zxid`: commit what a quorum of voters has."""
