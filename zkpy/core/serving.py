@@ -67,6 +67,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiRequest,
     ReadRequest,
+    ReconfigRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -92,6 +93,7 @@ _WRITES = (
     CheckRequest,
     MultiRequest,
     CloseSessionRequest,
+    ReconfigRequest,
 )
 
 # the machine's states

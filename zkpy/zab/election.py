@@ -38,7 +38,7 @@ class Election:
         self.my_id = my_id
         self.voters = voters
         self.observers = observers
-        self.observer = my_id in observers
+        self.observer = my_id not in voters  # an observer, or no member (yet, or any more)
         self.finalize_ticks = finalize_ticks
         self.round = 0
         self.vote = Vote(0, 0, my_id)
@@ -67,6 +67,14 @@ class Election:
         if self.voters == frozenset({self.my_id}):
             self.leader = self.my_id
 
+    def reconfigure(self, voters: frozenset[int], observers: frozenset[int]) -> None:
+        """A new membership is committed: count and tell its members from now on."""
+        self.voters = voters
+        self.observers = observers
+        self.observer = self.my_id not in voters
+        self._peers = sorted((voters | observers) - {self.my_id})
+        self._quorum = quorum_size(len(voters))
+
     def tick(self) -> None:
         """Decide once a quorum has agreed for `finalize_ticks`; otherwise repeat the vote."""
         if self.leader is not None:
@@ -84,8 +92,8 @@ class Election:
         if self.leader is not None:
             return
         if note.state is ServerState.LOOKING:
-            if sender in self.observers or self.observer:
-                return
+            if sender not in self.voters or self.observer:
+                return  # only voters' votes count
             self._on_vote(sender, note)
         else:
             self._settled[sender] = (note.vote, note.state, note.round)

@@ -8,10 +8,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from zkpy.core.membership import Membership, parse_membership
 from zkpy.core.prep import Prep
-from zkpy.core.requests import CloseSessionRequest, PreppedRequest, ReapRequest, WriteRequest
+from zkpy.core.requests import (
+    CloseSessionRequest,
+    PreppedRequest,
+    ReapRequest,
+    ReconfigRequest,
+    WriteRequest,
+)
 from zkpy.core.sessions import SessionTracker
-from zkpy.core.txn import decode_record
+from zkpy.core.txn import Reconfig, TxnRecord, decode_record
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
 from zkpy.zab.election import quorum_size
 from zkpy.zab.messages import (
@@ -81,6 +88,10 @@ class Leading(Role):
         # cumulative (a follower logs and acknowledges in order, over a FIFO link)
         self.uncommitted: deque[int] = deque()
         self.acked: dict[int, int] = {}
+        # a reconfig proposed and not yet committed: its zxid and membership. It and everything
+        # after it commit only on a quorum of the old voters and a quorum of the new ones.
+        self.pending: tuple[int, Membership] | None = None
+        self.counted = config.voters  # whose acknowledgements count: old and new voters
         self.ping_round = 0
         self.sync_heartbeat_sent = False
         self.next_reap_ms = 0  # set when the epoch is established
@@ -221,9 +232,12 @@ class Leading(Role):
             return
         # A FollowerInfo after its AckEpoch (the link is FIFO) means the follower went back to
         # election and starts a new session: forget the old one and synchronize it again.
-        observer = sender in self.observers
-        if observer and not self.established:
-            return  # observers join an established leader
+        # A member outside the membership (one catching up before a reconfig adds it, or a
+        # removed one) is a learner: synced and sent proposals, but in no quorum until a
+        # reconfig makes it a voter.
+        if sender not in self.voters and not self.established:
+            return  # observers and learners join an established leader
+        observer = sender in self.observers or (sender not in self.voters and info.observer)
         peer = _Peer(
             info.accepted_epoch,
             info.last_zxid,
@@ -306,6 +320,9 @@ class Leading(Role):
             return
         if self._voters_with("up_to_date") < self.quorum:
             return
+        pending = replica.tail_membership()
+        if pending is not None and not self._new_quorum_promised(pending):
+            return
         self.established = True
         replica.phase = Phase.BROADCAST
         replica.commit_zxid = replica.last_logged
@@ -321,6 +338,20 @@ class Leading(Role):
                 peer.acked_zxid = max(peer.acked_zxid, peer.last_zxid)
         replica._apply_committed()
         replica._set_serving(True)
+
+    def _new_quorum_promised(self, pending: Membership) -> bool:
+        """Whether a quorum of the voters of the reconfig in this leader's uncommitted log has
+        promised this epoch and synced: establishing commits the whole log, that reconfig
+        included, which needs a quorum of the new voters as well as of the old."""
+        replica = self.replica
+        count = sum(
+            1
+            for member, peer in self.peers.items()
+            if member in pending.voters and peer.promised and peer.up_to_date
+        )
+        if replica.my_id in pending.voters:
+            count += 1
+        return count >= quorum_size(len(pending.voters))
 
     def _resend_discovery(self) -> None:
         replica = self.replica
@@ -348,7 +379,47 @@ class Leading(Role):
             return
         self.counter += 1
         zxid = make_zxid(replica.epoch, self.counter)
-        record = prep.prepare(
+        if type(request) is ReconfigRequest:
+            record = self._prepare_reconfig(request, zxid, session_id, cxid, ids, owner)
+        else:
+            record = prep.prepare(
+                request,
+                zxid=zxid,
+                session_id=session_id,
+                cxid=cxid,
+                now_ms=replica.now_ms,
+                ids=ids,
+                owner=owner,
+            )
+        replica._log((record,))
+        self.uncommitted.append(zxid)
+        # while a reconfig is in flight, two members may not be a quorum of the new voters
+        commits_locally = self.commits_locally and self.pending is None
+        voters = self.voters
+        for member, peer in self.peers.items():
+            if not peer.synced:
+                continue
+            if commits_locally and not peer.observer and member in voters:
+                replica._send_batched(member, LoggedPropose, record)
+                peer.logged_sent = zxid
+            else:
+                replica._send_batched(member, Propose, record)
+
+    def _prepare_reconfig(
+        self,
+        request: ReconfigRequest,
+        zxid: int,
+        session_id: int,
+        cxid: int,
+        ids: frozenset[Id],
+        owner: int,
+    ) -> TxnRecord:
+        """The record of a reconfig (or of its refusal); an accepted one is in flight from now
+        until it commits."""
+        replica = self.replica
+        prep = replica.prep
+        assert prep is not None
+        record = prep.prepare_reconfig(
             request,
             zxid=zxid,
             session_id=session_id,
@@ -356,29 +427,75 @@ class Leading(Role):
             now_ms=replica.now_ms,
             ids=ids,
             owner=owner,
+            current=replica.membership,
+            reachable=self._in_sync(),
+            in_flight=self.pending is not None,
         )
-        replica._log((record,))
-        self.uncommitted.append(zxid)
-        commits_locally = self.commits_locally
+        op = record.op
+        if type(op) is Reconfig:
+            membership = parse_membership(op.config)
+            self.pending = (zxid, membership)
+            self.counted = self.voters | membership.voters
+        return record
+
+    def _in_sync(self) -> frozenset[int]:
+        """This leader and the members that acknowledge its proposals and answered lately."""
+        replica = self.replica
+        sync_limit = replica.config.sync_limit
+        return frozenset(
+            [replica.my_id]
+            + [
+                member
+                for member, peer in self.peers.items()
+                if peer.up_to_date
+                and not peer.observer
+                and replica.ticks - peer.last_heard_tick <= sync_limit
+            ]
+        )
+
+    def reconfigured(self) -> None:
+        """A reconfig committed: count the new voters from now on. A leader that is no voter
+        any more steps down, and the new voters elect one of their own."""
+        replica = self.replica
+        config = replica.config
+        self.voters = config.voters
+        self.observers = config.observers
+        self.quorum = quorum_size(len(config.voters))
+        self.commits_locally = config.commits_locally
+        self.pending = None
+        self.counted = config.voters
+        self.acked = {m: z for m, z in self.acked.items() if m in config.voters}
         for member, peer in self.peers.items():
-            if not peer.synced:
-                continue
-            if commits_locally and not peer.observer:
-                replica._send_batched(member, LoggedPropose, record)
-                peer.logged_sent = zxid
-            else:
-                replica._send_batched(member, Propose, record)
+            if member in config.members:
+                peer.observer = member in config.observers
+        if replica.my_id not in config.voters:
+            replica._start_election()
+
+    def _logged_by_quorum(self, voters: frozenset[int]) -> int:
+        """The highest zxid that a quorum of `voters` has logged (0: none yet)."""
+        acked = self.acked
+        logged = sorted((acked[m] for m in voters if m in acked), reverse=True)
+        quorum = quorum_size(len(voters))
+        return logged[quorum - 1] if len(logged) >= quorum else 0
 
     def _count_ack(self, member: int, zxid: int) -> None:
-        """`member` has logged everything up to `zxid`: commit what a quorum of voters has."""
+        """`member` has logged everything up to `zxid`: commit what a quorum of voters has
+        (while a reconfig is in flight, it and what follows it need both quorums)."""
         acked = self.acked
-        if member not in self.voters or zxid <= acked.get(member, 0):
+        if member not in self.counted or zxid <= acked.get(member, 0):
             return
         acked[member] = zxid
-        quorum = self.quorum
-        if len(acked) < quorum:
-            return
-        logged_by_quorum = sorted(acked.values(), reverse=True)[quorum - 1]
+        pending = self.pending
+        if pending is None:
+            quorum = self.quorum
+            if len(acked) < quorum:
+                return
+            logged_by_quorum = sorted(acked.values(), reverse=True)[quorum - 1]
+        else:
+            logged_by_quorum = self._logged_by_quorum(self.voters)
+            if logged_by_quorum >= pending[0]:
+                new = self._logged_by_quorum(pending[1].voters)
+                logged_by_quorum = max(pending[0] - 1, min(logged_by_quorum, new))
         replica = self.replica
         committed = replica.commit_zxid
         uncommitted = self.uncommitted
