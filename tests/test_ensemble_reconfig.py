@@ -138,7 +138,8 @@ def _timeline(writes: list[float], changes: list[tuple[str, float, float]]) -> s
         notes += [f"{what} committed" for what, _began, done in changes if low <= done < high]
         lines.append(f"{low:6.1f}s {count:4d} {'#' * min(count, 60)} {'; '.join(notes)}")
     lines += [
-        f"{what}: started at {began:.3f} s, committed at {done:.3f} s ({(done - began) * 1e3:.0f} ms)"
+        f"{what}: started at {began:.3f} s, committed at {done:.3f} s "
+        f"({(done - began) * 1e3:.0f} ms)"
         for what, began, done in changes
     ]
     return "\n".join(lines)
