@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from zkpy.core import paths
 from zkpy.core.errors import BadArgumentsError, InvalidACLError
-from zkpy.core.membership import MemberSpec, parse_member
+from zkpy.core.membership import MemberSpec, parse_member, parse_server_line
 from zkpy.core.nodekind import MAX_TTL_MS
 from zkpy.core.requests import (
     AddWatchRequest,
@@ -128,7 +128,7 @@ def reconfig(add: object, remove: object, from_version: object = -1) -> Reconfig
     members = []
     for item in add:
         if isinstance(item, MemberSpec):
-            members.append(parse_member(_member_text(item)))
+            members.append(parse_server_line(item.line()))
         elif isinstance(item, str):
             members.append(parse_member(item))
         else:
@@ -141,11 +141,6 @@ def reconfig(add: object, remove: object, from_version: object = -1) -> Reconfig
     if type(from_version) is not int or from_version < -1:
         raise BadArgumentsError(f"from_version must be a zxid or -1, not {from_version!r}")
     return ReconfigRequest(tuple(members), tuple(ids), from_version)
-
-
-def _member_text(spec: MemberSpec) -> str:
-    role = ":observer" if spec.observer else ""
-    return f"{spec.id}={spec.host}:{spec.client_port}:{spec.peer_port}{role}"
 
 
 def set_data(path: object, value: object, expected: object = -1) -> SetDataRequest:

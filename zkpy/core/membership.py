@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from zkpy.core.errors import BadArgumentsError
 
 CONFIG_PATH = "/zookeeper/config"
+MAX_MEMBER_ID = 0xFFFF  # what the peer handshake carries
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -33,13 +34,16 @@ class MemberSpec:
     client_port: int = 0
     peer_port: int = 0
     observer: bool = False
+    election_port: int = 0  # ZooKeeper's second port, kept as given (0: the peer port)
+    client_host: str = ""  # where clients connect, if not `host`
 
     def line(self) -> str:
         """The member's line of the dynamic-configuration text."""
         role = "observer" if self.observer else "participant"
+        election = self.election_port or self.peer_port
         return (
-            f"server.{self.id}={self.host}:{self.peer_port}:{self.peer_port}:{role};"
-            f"{self.host}:{self.client_port}"
+            f"server.{self.id}={self.host}:{self.peer_port}:{election}:{role};"
+            f"{self.client_host or self.host}:{self.client_port}"
         )
 
 
@@ -104,8 +108,8 @@ class Membership:
 
 
 def _check_spec(spec: MemberSpec) -> None:
-    if not 1 <= spec.id <= 255:
-        raise BadArgumentsError(f"member id {spec.id} is not in 1..255")
+    if not 1 <= spec.id <= MAX_MEMBER_ID:
+        raise BadArgumentsError(f"member id {spec.id} is not in 1..{MAX_MEMBER_ID}")
     if not spec.host or any(c in spec.host for c in ":;=\n "):
         raise BadArgumentsError(f"bad host {spec.host!r} for member {spec.id}")
     for port in (spec.client_port, spec.peer_port):
@@ -160,7 +164,34 @@ def parse_membership(data: bytes) -> Membership:
 def _parse_server(member_id: int, value: str) -> MemberSpec:
     peers, _sep, client = value.partition(";")
     parts = peers.split(":")
-    host, peer_port = parts[0], int(parts[1])
-    observer = len(parts) > 3 and parts[3] == "observer"
-    client_port = int(client.rpartition(":")[2]) if client else 0
-    return MemberSpec(member_id, host, client_port, peer_port, observer)
+    if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in _ROLES):
+        raise ValueError(value)
+    host, peer_port, election_port = parts[0], int(parts[1]), int(parts[2])
+    observer = len(parts) == 4 and parts[3] == "observer"
+    client_host, _colon, client_port = client.rpartition(":")
+    return MemberSpec(
+        member_id,
+        host,
+        int(client_port) if client_port else 0,
+        peer_port,
+        observer,
+        election_port if election_port != peer_port else 0,
+        client_host if client_host != host else "",
+    )
+
+
+_ROLES = ("participant", "observer")
+
+
+def parse_server_line(text: str) -> MemberSpec:
+    """One ``server.N=HOST:PEER_PORT:ELECTION_PORT[:ROLE];[HOST:]CLIENT_PORT`` entry, as
+    ZooKeeper's reconfig names joining members; raises BadArgumentsError."""
+    key, sep, value = text.strip().partition("=")
+    try:
+        if not sep or not key.startswith("server."):
+            raise ValueError(text)
+        spec = _parse_server(int(key[len("server.") :]), value)
+    except ValueError:
+        raise BadArgumentsError(f"bad server line {text!r}") from None
+    _check_spec(spec)
+    return spec

@@ -181,11 +181,11 @@ class Prep:
     ) -> TxnRecord:
         """Decide a change of membership from `current` (the latest committed one), given the
         members the leader has in sync now (`reachable`, itself included) and whether another
-        change is still being committed. Never raises: a refusal is an `ErrorTxn`."""
+        change is still being committed. Never raises: a refusal is an `ErrorTxn`. The checks
+        come in ZooKeeper's order, the caller's permission last (clients read the membership
+        in /zookeeper/config anyway)."""
         try:
             self._require_session(session_id, owner)
-            if acls.SUPER_ID not in ids:
-                raise NoAuthError("only the super user may change the membership")
             if in_flight:
                 raise ReconfigInProgressError("another change of membership is in flight")
             if request.from_version not in (-1, current.version):
@@ -200,6 +200,8 @@ class Prep:
                     f"only {live} of the new membership's {len(new.voters)} voters are in sync "
                     "with the leader: not a quorum"
                 )
+            if acls.SUPER_ID not in ids:
+                raise NoAuthError("only the super user may change the membership")
             op: Op = Reconfig(new.encode())
         except ZkError as err:
             op = ErrorTxn(err.code)

@@ -560,10 +560,11 @@ class Member:
         }
 
 
-def file_membership(config: ServerConfig) -> Membership | None:
-    """The ensemble file's members as a membership (version 0), None for a member alone."""
+def file_membership(config: ServerConfig) -> Membership:
+    """The ensemble file's members as a membership (version 0); a member alone has no peer
+    port, and its line says 0."""
     if not config.members:
-        return None
+        return Membership((MemberSpec(config.server_id, config.host, config.client_port),))
     return Membership(
         tuple(
             MemberSpec(m.id, m.host, m.client_port, m.peer_port, m.observer)

@@ -59,6 +59,7 @@ from zkpy.wire.jute import (
     OP_GET_EPHEMERALS,
     OP_MULTI,
     OP_MULTI_READ,
+    OP_RECONFIG,
     OP_SET_ACL,
     OP_SET_DATA,
     OP_SYNC,
@@ -251,6 +252,7 @@ _ENCODERS: dict[int, Callable[[int, int, Any], bytes]] = {
     OP_GET_EPHEMERALS: jute.encode_children_reply,
     OP_WHO_AM_I: jute.encode_who_am_i_reply,
     OP_MULTI_READ: jute.encode_multi_reply,
+    OP_RECONFIG: lambda xid, zxid, body: jute.encode_data_reply(xid, zxid, body[0], _stat(body[1])),
 }
 
 

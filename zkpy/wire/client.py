@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import msgpack
 
 from zkpy.core.errors import BadArgumentsError, Code, MarshallingError
-from zkpy.core.membership import parse_member
+from zkpy.core.membership import parse_server_line
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -306,12 +306,9 @@ def _ping_fields(request: PingRequest) -> list[Any]:
 
 
 def _reconfig_fields(request: ReconfigRequest) -> list[Any]:
-    """``[16, [member, ...], [id, ...], from_version]``, each member as `zkpy reconfig --add`
-    takes it: ``N=HOST:CLIENT_PORT:PEER_PORT[:observer]``."""
-    adds = [
-        f"{m.id}={m.host}:{m.client_port}:{m.peer_port}" + (":observer" if m.observer else "")
-        for m in request.add
-    ]
+    """``[16, [member, ...], [id, ...], from_version]``, each member as its line of the
+    dynamic configuration: ``server.N=HOST:PEER_PORT:ELECTION_PORT:ROLE;HOST:CLIENT_PORT``."""
+    adds = [m.line() for m in request.add]
     return [OP_RECONFIG, adds, list(request.remove), request.from_version]
 
 
@@ -540,9 +537,8 @@ def _decode_reconfig(fields: list[Any]) -> Request:
     _arity(fields, 3, "reconfig")
     _, adds, removes, from_version = fields
     try:
-        add = tuple(
-            parse_member(_expect(text, str, "member")) for text in _expect(adds, list, "add")
-        )
+        texts = _expect(adds, list, "add")
+        add = tuple(parse_server_line(_expect(text, str, "member")) for text in texts)
     except BadArgumentsError as err:
         raise MarshallingError(str(err)) from None
     remove = tuple(_expect(i, int, "member id") for i in _expect(removes, list, "remove"))
