@@ -17,8 +17,6 @@ from zkpy.core.acl import digest_id
 from zkpy.core.membership import parse_membership
 from zkpy.errors import NewConfigNoQuorumError, NoAuthError
 
-pytestmark = pytest.mark.processes
-
 SUPER = ("root", "reconfig-secret")
 AS_SUPER = [("digest", f"{SUPER[0]}:{SUPER[1]}")]
 

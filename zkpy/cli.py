@@ -459,7 +459,7 @@ def _serves(found: dict[str, Any] | str | None) -> bool:
     "--nemesis",
     default="kill,pause,partition",
     show_default=True,
-    help="Comma-separated: kill, pause, partition, delay, drop, client-pause.",
+    help="Comma-separated: kill, pause, partition, delay, drop, client-pause, power, reconfig.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the faults and workload.")
 @click.option("--clients", default=3, show_default=True, help="Client processes.")

@@ -331,11 +331,13 @@ class PeerNetwork:
 
     def update_members(self, members: list[PeerRow]) -> None:
         """A reconfig committed (or the data directory holds one): prove and check against
-        `members` from now on, and keep a link to each of them. Links to members it no longer
-        lists stay: they follow as learners."""
+        `members` from now on, and keep a link to each of them, at the peer address the
+        ensemble file gives if it lists the member (it may route through a proxy), else at the
+        membership's. Links to members it no longer lists stay: they follow as learners."""
         self._identity = peer_identity(self.config, members)
+        in_file = {m.id for m in self.config.members}
         for member_id, host, _client_port, peer_port in members:
-            if member_id == self.my_id:
+            if member_id == self.my_id or member_id in in_file:
                 continue
             if member_id in self._known:
                 self._addresses[member_id] = (host, peer_port)
