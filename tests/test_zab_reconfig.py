@@ -154,6 +154,29 @@ def test_a_removed_leader_hands_over_to_the_remaining_voters() -> None:
     assert sum(o.outcome == "ok" for o in sim.ops.values()) > ok_before + 10
 
 
+def test_the_followers_of_a_removed_leader_elect_at_once() -> None:
+    """They apply the change as their leader does and elect without it, rather than wait
+    `sync_limit` ticks for its silence."""
+    tick_ms = 50
+    for seed in range(5):
+        sim = started(seed, tick_ms=tick_ms)
+        old = leader_of(sim)
+        op = sim.submit_reconfig(ReconfigRequest(remove=(old,)))
+        assert op is not None
+        start = sim.now
+        while not (op.outcome == "ok" and new_leader(sim, old)):
+            assert sim.now - start < 5 * tick_ms, f"seed {seed}: no new leader within 5 ticks"
+            sim.run_until(sim.now + 10, chaos=False)
+
+
+def new_leader(sim: Simulation, old: int) -> bool:
+    return any(
+        i != old and m.replica is not None and m.replica.state is ServerState.LEADING
+        for i, m in sim.members.items()
+        if m.replica is not None and m.replica.serving
+    )
+
+
 def test_an_observer_is_added_and_serves_without_voting() -> None:
     sim = started()
     op = reconfig(sim, ReconfigRequest(add=(spec(4, observer=True),)))

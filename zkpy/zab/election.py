@@ -152,6 +152,19 @@ class Election:
             if self.observer or backers + 1 >= self._quorum:
                 self.leader = sender
                 return
+        if self.observer:
+            self._join_reported_leader()
+
+    def _join_reported_leader(self) -> None:
+        """A member that does not vote (an observer, or one outside the membership it last
+        knew) follows the leader a voter it knows reports, even one it has not heard from: a
+        removed member's membership may name none of the current leaders. Following a stale
+        report costs only a retry; such a member counts in no quorum."""
+        for member, (vote, state, _round) in sorted(self._settled.items()):
+            settled = state is not ServerState.LOOKING
+            if member in self.voters and settled and vote.leader != self.my_id:
+                self.leader = vote.leader
+                return
 
     def _followers_of_me(self) -> int:
         return sum(

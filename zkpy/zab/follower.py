@@ -119,9 +119,12 @@ class Following(Role):
 
     def reconfigured(self) -> None:
         """A reconfig committed: a member whose role changed (voter and observer acknowledge
-        differently) joins again; otherwise it serves if and only if it is still a member."""
+        differently) joins again, and so does every member when the leader is no voter any
+        more (it steps down as it applies the same record: electing at once saves waiting
+        `sync_limit` for its silence); otherwise it serves if and only if it is a member."""
         replica = self.replica
-        if replica.config.is_observer != self.observer:
+        config = replica.config
+        if config.is_observer != self.observer or self.leader not in config.voters:
             replica._start_election()
         elif replica.phase is Phase.BROADCAST:
             replica._set_serving(True)  # which a member outside the membership never does
