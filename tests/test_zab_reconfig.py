@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from tests.test_zab_replica import Cluster, disk
 from zkpy.core.acl import SUPER_ID
 from zkpy.core.errors import Code
-from zkpy.core.membership import CONFIG_PATH, MemberSpec, parse_membership
+from zkpy.core.membership import CONFIG_PATH, Membership, MemberSpec, parse_membership
 from zkpy.core.requests import ReconfigRequest
-from zkpy.core.types import Id
+from zkpy.core.txn import Reconfig, TxnRecord
+from zkpy.core.types import Id, make_zxid
 from zkpy.testing.sim import RECONFIG_RATE, ClientOp, Faults, InvariantViolation, Simulation
 from zkpy.zab import leader as leader_module
 from zkpy.zab.leader import Leading
@@ -291,3 +293,23 @@ def cut_off_new_voters(seeds: range) -> None:
 def test_cutting_off_the_new_voters_is_safe() -> None:
     """The same scenario with the real leader: no violation, whatever the outcome."""
     cut_off_new_voters(range(20))
+
+
+def test_a_leader_with_a_reconfig_in_its_log_is_established_by_both_quorums() -> None:
+    """Voters 1 and 2 and observers 3 and 4; a reconfig that makes all four voters is logged on
+    2, 3 and 4 but was never committed. Member 2 wins the election; establishing its epoch
+    commits the reconfig, so it needs a quorum of the new voters too, which only the
+    observers can complete: it takes them in during discovery, and they become voters."""
+    four = Membership(tuple(spec(i) for i in (1, 2, 3, 4)), 0)
+    logged = TxnRecord(make_zxid(1, 1), 0, 0, 0, Reconfig(four.encode()))
+    disks = {i: disk([logged], accepted=1) for i in (2, 3, 4)}
+    disks[1] = disk([], accepted=1)
+    cluster = Cluster(voters=2, observers=2, disks=disks)
+    cluster.settle()
+    assert cluster.serving_leader() == 2
+    for i in (1, 2, 3, 4):
+        replica = cluster.r(i)
+        assert replica.config.voters == {1, 2, 3, 4}
+        assert replica.state in (ServerState.LEADING, ServerState.FOLLOWING)
+    cluster.assert_identical()
+    cluster.assert_one_leader_per_epoch()

@@ -66,7 +66,7 @@ from zkpy.core.types import OPEN_ACL_UNSAFE, Id, WatchedEvent, WatchMode, zxid_e
 from zkpy.core.watches import ChangeLog
 from zkpy.server.executor import ReadyExecutor
 from zkpy.zab.messages import Notification, PeerMessage, ServerState, Snapshot
-from zkpy.zab.replica import Ready, Replica, ReplicaConfig, quorum_size
+from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig, quorum_size
 
 TTL_MS = 500  # the workload's TTL nodes, and how often leaders reap: both well inside a run
 REAP_INTERVAL_MS = 1_000
@@ -506,6 +506,8 @@ class Simulation:
         """Checks made as a Ready is taken (tests extend it)."""
         replica = member.replica
         assert replica is not None
+        if replica.serving and (replica.phase is not Phase.BROADCAST or not replica.is_member):
+            self._violation(f"member {member.id} serves in {replica.phase.value} as {replica.role}")
         if ready.serving_changed and replica.serving and replica.state is ServerState.LEADING:
             other = self.leaders.setdefault(replica.epoch, member.id)
             if other != member.id:

@@ -185,7 +185,8 @@ class Following(Role):
         replica.phase = Phase.BROADCAST
         replica.commit_zxid = max(replica.commit_zxid, min(commit_zxid, replica.last_logged))
         replica._apply_committed()
-        replica._set_serving(True)
+        if replica._role is self:  # a reconfig it just applied may have sent it to election
+            replica._set_serving(True)
 
     # ---- broadcast -----------------------------------------------------------------------------
 

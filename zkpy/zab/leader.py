@@ -92,6 +92,7 @@ class Leading(Role):
         # after it commit only on a quorum of the old voters and a quorum of the new ones.
         self.pending: tuple[int, Membership] | None = None
         self.counted = config.voters  # whose acknowledgements count: old and new voters
+        self.tail_voters: frozenset[int] = frozenset()
         self.ping_round = 0
         self.sync_heartbeat_sent = False
         self.next_reap_ms = 0  # set when the epoch is established
@@ -99,6 +100,9 @@ class Leading(Role):
     def start(self) -> None:
         """Discovery begins: wait for a quorum's FollowerInfo to choose the epoch."""
         replica = self.replica
+        pending = replica.tail_membership()
+        # the voters of a reconfig in this leader's uncommitted log: establishing needs them too
+        self.tail_voters = pending.voters if pending is not None else frozenset()
         replica.phase = Phase.DISCOVERY
         replica.epoch = 0
         self._check_discovery()
@@ -235,7 +239,7 @@ class Leading(Role):
         # A member outside the membership (one catching up before a reconfig adds it, or a
         # removed one) is a learner: synced and sent proposals, but in no quorum until a
         # reconfig makes it a voter.
-        if sender not in self.voters and not self.established:
+        if sender not in self.voters | self.tail_voters and not self.established:
             return  # observers and learners join an established leader
         observer = sender in self.observers or (sender not in self.voters and info.observer)
         peer = _Peer(
@@ -337,7 +341,8 @@ class Leading(Role):
                 replica._send(member, UpToDate(replica.commit_zxid))
                 peer.acked_zxid = max(peer.acked_zxid, peer.last_zxid)
         replica._apply_committed()
-        replica._set_serving(True)
+        if replica._role is self:  # a reconfig it just committed may have made it step down
+            replica._set_serving(True)
 
     def _new_quorum_promised(self, pending: Membership) -> bool:
         """Whether a quorum of the voters of the reconfig in this leader's uncommitted log has
