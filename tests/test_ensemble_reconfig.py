@@ -5,6 +5,8 @@ refusals reach the client as ZooKeeper's errors."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from tests.ensemble_harness import Ensemble, connect_to, poll
 from zkpy.core.acl import digest_id
 from zkpy.core.membership import parse_membership
 from zkpy.errors import NewConfigNoQuorumError, NoAuthError
+from zkpy.testing.ensemble import child_env
 
 SUPER = ("root", "reconfig-secret")
 AS_SUPER = [("digest", f"{SUPER[0]}:{SUPER[1]}")]
@@ -161,3 +164,38 @@ async def test_refusals_reach_the_client(tmp_path: Path) -> None:
                     add=[member_text(ensemble, 4), member_text(ensemble, 5)], remove=[3]
                 )
             assert not await zk.exists("/zookeeper/config")
+
+
+async def test_the_command_line_grows_and_shrinks_the_ensemble(tmp_path: Path) -> None:
+    super_digest = digest_id(*SUPER).id
+    with Ensemble(tmp_path, members=4, super_digest=super_digest) as ensemble:
+        small = small_config(ensemble, {1, 2, 3})
+        for member_id in (1, 2, 3):
+            ensemble[member_id].start(small)
+        for member_id in (1, 2, 3):
+            await ensemble[member_id].wait_serving()
+        ensemble[4].start()
+        server = ensemble.addresses([ensemble[i] for i in (1, 2, 3)])
+        auth = f"{SUPER[0]}:{SUPER[1]}"
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "zkpy", "reconfig", "--server", server, *args]
+            return subprocess.run(
+                command, capture_output=True, text=True, timeout=60, env=child_env()
+            )
+
+        grown = await trio.to_thread.run_sync(
+            cli, "--auth", auth, "--add", member_text(ensemble, 4)
+        )
+        assert grown.returncode == 0, grown.stderr
+        assert parse_membership(grown.stdout.encode()).voters == {1, 2, 3, 4}
+        await ensemble[4].wait_serving()
+        refused = await trio.to_thread.run_sync(cli, "--remove", "4")
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("zkpy: NoAuthError"), refused.stderr
+        usage = await trio.to_thread.run_sync(cli, "--auth", auth)
+        assert usage.returncode == 2
+        assert "--add or --remove" in usage.stderr
+        shrunk = await trio.to_thread.run_sync(cli, "--auth", auth, "--remove", "4")
+        assert shrunk.returncode == 0, shrunk.stderr
+        assert parse_membership(shrunk.stdout.encode()).voters == {1, 2, 3}
