@@ -18,12 +18,20 @@ from zkpy.core.acl import SUPER_ID
 from zkpy.core.errors import Code
 from zkpy.core.membership import CONFIG_PATH, Membership, MemberSpec, parse_membership
 from zkpy.core.requests import ReconfigRequest
+from zkpy.core.tree import DataTree
 from zkpy.core.txn import Reconfig, TxnRecord
 from zkpy.core.types import Id, make_zxid
-from zkpy.testing.sim import RECONFIG_RATE, ClientOp, Faults, InvariantViolation, Simulation
+from zkpy.testing.sim import (
+    RECONFIG_RATE,
+    ClientOp,
+    Faults,
+    InvariantViolation,
+    SimDisk,
+    Simulation,
+)
 from zkpy.zab import leader as leader_module
 from zkpy.zab.leader import Leading
-from zkpy.zab.messages import ServerState
+from zkpy.zab.messages import ServerState, Snapshot
 
 QUIET = Faults(
     crash=0, restart=0, partition=0, heal=0, reset_link=0, duplicate_notification=0, drop=0
@@ -313,3 +321,29 @@ def test_a_leader_with_a_reconfig_in_its_log_is_established_by_both_quorums() ->
         assert replica.state in (ServerState.LEADING, ServerState.FOLLOWING)
     cluster.assert_identical()
     cluster.assert_one_leader_per_epoch()
+
+
+def test_a_member_that_missed_a_commit_finds_a_leader_it_does_not_know() -> None:
+    """Member 3 restarts with {1, 2, 3} in its checkpoint and, uncommitted in its log, the
+    reconfig that added 4 and 5; meanwhile 5 leads the five. It must reach 5 (a member of
+    the logged reconfig) and follow it, as the voters it knows do."""
+    three = Membership(tuple(spec(i) for i in (1, 2, 3)), make_zxid(1, 1))
+    five = Membership(tuple(spec(i) for i in (1, 2, 3, 4, 5)), make_zxid(1, 2))
+    first = TxnRecord(make_zxid(1, 1), 0, 0, 0, Reconfig(three.encode()))
+    second = TxnRecord(make_zxid(1, 2), 0, 0, 0, Reconfig(five.encode()))
+    tree = DataTree()
+    tree.apply(first)
+    stale = Snapshot(tree.last_zxid, tuple(tree.iter_snapshot()), tuple(tree.iter_sessions()))
+    tree.apply(second)
+    current = Snapshot(tree.last_zxid, tuple(tree.iter_snapshot()), tuple(tree.iter_sessions()))
+    disks = {i: SimDisk(1, 1, snapshot=current) for i in (1, 2, 3, 4, 5)}
+    cluster = Cluster(voters=5, disks=disks)
+    cluster.settle()
+    assert cluster.serving_leader() == 5
+    cluster.crash(3)
+    cluster.disks[3] = SimDisk(1, 1, snapshot=stale, log=[second])
+    cluster.restart(3)
+    cluster.settle()
+    assert cluster.r(3).state is ServerState.FOLLOWING
+    assert cluster.r(3).config.voters == {1, 2, 3, 4, 5}
+    cluster.assert_identical()

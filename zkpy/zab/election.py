@@ -45,6 +45,7 @@ class Election:
         self.leader: int | None = None  # decided: the member to follow, or my_id to lead
         self._own = self.vote
         self._peers = sorted((voters | observers) - {my_id})
+        self._logged: frozenset[int] = frozenset()  # see `reach_also`
         self._quorum = quorum_size(len(voters))
         self._votes: dict[int, Vote] = {}
         self._settled: dict[int, tuple[Vote, ServerState, int]] = {}  # vote, state, round
@@ -72,8 +73,14 @@ class Election:
         self.voters = voters
         self.observers = observers
         self.observer = self.my_id not in voters
-        self._peers = sorted((voters | observers) - {self.my_id})
         self._quorum = quorum_size(len(voters))
+        self.reach_also(self._logged)
+
+    def reach_also(self, members: frozenset[int]) -> None:
+        """Tell `members` too (those of a reconfig this member has logged and not seen
+        committed: if it has committed, one of them may lead), without counting their votes."""
+        self._logged = members
+        self._peers = sorted((self.voters | self.observers | members) - {self.my_id})
 
     def tick(self) -> None:
         """Decide once a quorum has agreed for `finalize_ticks`; otherwise repeat the vote."""
@@ -154,6 +161,8 @@ class Election:
                 return
         if self.observer:
             self._join_reported_leader()
+        else:
+            self._join_leader_outside_view()
 
     def _join_reported_leader(self) -> None:
         """A member that does not vote (an observer, or one outside the membership it last
@@ -164,6 +173,21 @@ class Election:
             settled = state is not ServerState.LOOKING
             if member in self.voters and settled and vote.leader != self.my_id:
                 self.leader = vote.leader
+                return
+
+    def _join_leader_outside_view(self) -> None:
+        """Follow a leader this member's membership does not name when a quorum of its voters
+        report following it: a reconfig this member has not seen committed made it a voter
+        (this member then learns that membership as it syncs). Following votes for nothing."""
+        known = self.voters | self.observers
+        backers: dict[int, int] = {}
+        for member, (vote, state, _round) in self._settled.items():
+            settled = state is not ServerState.LOOKING
+            if member in self.voters and settled and vote.leader not in known:
+                backers[vote.leader] = backers.get(vote.leader, 0) + 1
+        for leader, count in sorted(backers.items()):
+            if count >= self._quorum:
+                self.leader = leader
                 return
 
     def _followers_of_me(self) -> int:

@@ -91,6 +91,9 @@ class Leading(Role):
         # a reconfig proposed and not yet committed: its zxid and membership. It and everything
         # after it commit only on a quorum of the old voters and a quorum of the new ones.
         self.pending: tuple[int, Membership] | None = None
+        # once it has committed: the last zxid proposed while it was in flight and the old
+        # voters, whose quorum those proposals still need (as ZooKeeper's do)
+        self.carried: tuple[int, frozenset[int]] | None = None
         self.counted = config.voters  # whose acknowledgements count: old and new voters
         self.tail_voters: frozenset[int] = frozenset()
         self.ping_round = 0
@@ -197,8 +200,22 @@ class Leading(Role):
             self._choose_epoch()
         if replica.epoch and self._voters_with("promised") >= self.quorum:
             if replica.phase is Phase.DISCOVERY:
+                if not self._tail_quorum_promised():
+                    return
                 self._begin_synchronization()
             self._check_established()
+
+    def _tail_quorum_promised(self) -> bool:
+        """Whether a quorum of the voters of the reconfig in this leader's uncommitted log (if
+        any) has promised the epoch. Each reported its history as it did: one with a longer
+        history than this leader's made it step down (`_on_ack_epoch`), for it may hold
+        proposals that such a quorum committed after that reconfig, which this leader lacks."""
+        tail = self.tail_voters
+        if not tail:
+            return True
+        count = sum(1 for m, p in self.peers.items() if m in tail and p.promised)
+        count += self.replica.my_id in tail
+        return count >= quorum_size(len(tail))
 
     def _voters_with_known_epoch(self) -> int:
         return 1 + sum(
@@ -399,7 +416,7 @@ class Leading(Role):
         replica._log((record,))
         self.uncommitted.append(zxid)
         # while a reconfig is in flight, two members may not be a quorum of the new voters
-        commits_locally = self.commits_locally and self.pending is None
+        commits_locally = self.commits_locally and self.pending is None and self.carried is None
         voters = self.voters
         for member, peer in self.peers.items():
             if not peer.synced:
@@ -434,7 +451,7 @@ class Leading(Role):
             owner=owner,
             current=replica.membership,
             reachable=self._in_sync(),
-            in_flight=self.pending is not None,
+            in_flight=self.pending is not None or self.carried is not None,
         )
         op = record.op
         if type(op) is Reconfig:
@@ -459,22 +476,42 @@ class Leading(Role):
         )
 
     def reconfigured(self) -> None:
-        """A reconfig committed: count the new voters from now on. A leader that is no voter
-        any more steps down, and the new voters elect one of their own."""
+        """A reconfig committed: count the new voters from now on, and the old ones too for
+        what was proposed while it was in flight. A leader that is no voter any more steps
+        down, and the new voters elect one of their own."""
         replica = self.replica
         config = replica.config
+        old = self.voters
         self.voters = config.voters
         self.observers = config.observers
         self.quorum = quorum_size(len(config.voters))
         self.commits_locally = config.commits_locally
         self.pending = None
-        self.counted = config.voters
-        self.acked = {m: z for m, z in self.acked.items() if m in config.voters}
+        last = self.uncommitted[-1] if self.uncommitted else 0
+        if last > replica.commit_zxid:
+            self.carried = (last, old)
+        self.counted = config.voters | (old if self.carried is not None else frozenset())
+        self.acked = {m: z for m, z in self.acked.items() if m in self.counted}
         for member, peer in self.peers.items():
             if member in config.members:
                 peer.observer = member in config.observers
         if replica.my_id not in config.voters:
             replica._start_election()
+
+    def _carried_point(self) -> int:
+        """How far the log may commit while proposals made during the last reconfig are
+        uncommitted: those need a quorum of the old voters as well as of the new."""
+        carried = self.carried
+        assert carried is not None
+        last, old = carried
+        point = self._logged_by_quorum(self.voters)
+        both = min(point, self._logged_by_quorum(old))
+        if both < last:
+            return both
+        self.carried = None
+        self.counted = self.voters
+        self.acked = {m: z for m, z in self.acked.items() if m in self.voters}
+        return point
 
     def _logged_by_quorum(self, voters: frozenset[int]) -> int:
         """The highest zxid that a quorum of `voters` has logged (0: none yet)."""
@@ -491,16 +528,18 @@ class Leading(Role):
             return
         acked[member] = zxid
         pending = self.pending
-        if pending is None:
-            quorum = self.quorum
-            if len(acked) < quorum:
-                return
-            logged_by_quorum = sorted(acked.values(), reverse=True)[quorum - 1]
-        else:
+        if pending is not None:
             logged_by_quorum = self._logged_by_quorum(self.voters)
             if logged_by_quorum >= pending[0]:
                 new = self._logged_by_quorum(pending[1].voters)
                 logged_by_quorum = max(pending[0] - 1, min(logged_by_quorum, new))
+        elif self.carried is not None:
+            logged_by_quorum = self._carried_point()
+        else:
+            quorum = self.quorum
+            if len(acked) < quorum:
+                return
+            logged_by_quorum = sorted(acked.values(), reverse=True)[quorum - 1]
         replica = self.replica
         committed = replica.commit_zxid
         uncommitted = self.uncommitted

@@ -464,6 +464,8 @@ class Replica:
         self.tracker = None
         self._syncs_waiting = deque()
         self._become(Looking(self))
+        tail = self.tail_membership()
+        self.election.reach_also(tail.ids if tail is not None else frozenset())
         self.election.start(Vote(self.current_epoch, self.last_logged, self.my_id))
         self._follow_election()
 
