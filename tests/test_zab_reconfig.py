@@ -19,8 +19,8 @@ from zkpy.core.errors import Code
 from zkpy.core.membership import CONFIG_PATH, Membership, MemberSpec, parse_membership
 from zkpy.core.requests import ReconfigRequest
 from zkpy.core.tree import DataTree
-from zkpy.core.txn import Reconfig, TxnRecord
-from zkpy.core.types import Id, make_zxid
+from zkpy.core.txn import Create, Reconfig, TxnRecord
+from zkpy.core.types import OPEN_ACL_UNSAFE, Id, make_zxid
 from zkpy.testing.sim import (
     RECONFIG_RATE,
     ClientOp,
@@ -305,16 +305,17 @@ def test_cutting_off_the_new_voters_is_safe() -> None:
 
 def test_a_leader_with_a_reconfig_in_its_log_is_established_by_both_quorums() -> None:
     """Voters 1 and 2 and observers 3 and 4; a reconfig that makes all four voters is logged on
-    2, 3 and 4 but was never committed. Member 2 wins the election; establishing its epoch
-    commits the reconfig, so it needs a quorum of the new voters too, which only the
-    observers can complete: it takes them in during discovery, and they become voters."""
+    2, 3 and 4 but was never committed. Establishing the next epoch commits it, so the leader
+    needs a quorum of the new voters too, which only the observers can complete: it takes
+    them in during discovery, and they become voters. (The election counts the observers'
+    votes too, as voters of the logged reconfig, so one of them may lead.)"""
     four = Membership(tuple(spec(i) for i in (1, 2, 3, 4)), 0)
     logged = TxnRecord(make_zxid(1, 1), 0, 0, 0, Reconfig(four.encode()))
     disks = {i: disk([logged], accepted=1) for i in (2, 3, 4)}
     disks[1] = disk([], accepted=1)
     cluster = Cluster(voters=2, observers=2, disks=disks)
     cluster.settle()
-    assert cluster.serving_leader() == 2
+    assert cluster.serving_leader() in {2, 3, 4}, "a member that logged the reconfig leads"
     for i in (1, 2, 3, 4):
         replica = cluster.r(i)
         assert replica.config.voters == {1, 2, 3, 4}
@@ -347,3 +348,39 @@ def test_a_member_that_missed_a_commit_finds_a_leader_it_does_not_know() -> None
     assert cluster.r(3).state is ServerState.FOLLOWING
     assert cluster.r(3).config.voters == {1, 2, 3, 4, 5}
     cluster.assert_identical()
+
+
+class FirstDown(Cluster):
+    """A Cluster whose member 1 is down from the start."""
+
+    def boot(self, i: int, *, pump: bool = True) -> None:
+        if i != 1:
+            super().boot(i, pump=pump)
+
+
+def test_voters_of_a_logged_reconfig_take_part_in_the_election() -> None:
+    """2 and 3 hold {1, 2, 3} and, logged after it, the reconfig to all five; 4 and 5 applied
+    it and logged one more write. With 1 down, 2 and 3 alone are a quorum of the old
+    voters, but a leader among them lacks that write and must step down when 4 or 5
+    promise it their longer history. They count the logged reconfig's voters too, so the
+    vote goes to 5, and the ensemble serves with the write."""
+    three = Membership(tuple(spec(i) for i in (1, 2, 3)), make_zxid(1, 1))
+    five = Membership(tuple(spec(i) for i in (1, 2, 3, 4, 5)), make_zxid(1, 2))
+    first = TxnRecord(make_zxid(1, 1), 0, 0, 0, Reconfig(three.encode()))
+    second = TxnRecord(make_zxid(1, 2), 0, 0, 0, Reconfig(five.encode()))
+    write = TxnRecord(make_zxid(1, 3), 0, 0, 0, Create("/w", b"", OPEN_ACL_UNSAFE, 0, 1))
+    tree = DataTree()
+    tree.apply(first)
+    old = Snapshot(tree.last_zxid, tuple(tree.iter_snapshot()), tuple(tree.iter_sessions()))
+    tree.apply(second)
+    new = Snapshot(tree.last_zxid, tuple(tree.iter_snapshot()), tuple(tree.iter_sessions()))
+    disks = {i: SimDisk(1, 1, snapshot=old, log=[second]) for i in (2, 3)}
+    disks.update({i: SimDisk(1, 1, snapshot=new, log=[write]) for i in (4, 5)})
+    cluster = FirstDown(voters=5, disks=disks)
+    cluster.settle()
+    assert cluster.serving_leader() == 5
+    for i in (2, 3, 4, 5):
+        assert cluster.r(i).tree.get("/w") is not None
+        assert cluster.r(i).config.voters == {1, 2, 3, 4, 5}
+    cluster.assert_identical()
+    cluster.assert_one_leader_per_epoch()

@@ -45,7 +45,10 @@ class Election:
         self.leader: int | None = None  # decided: the member to follow, or my_id to lead
         self._own = self.vote
         self._peers = sorted((voters | observers) - {my_id})
-        self._logged: frozenset[int] = frozenset()  # see `reach_also`
+        # the membership of a reconfig this member has logged and not seen committed: see
+        # `expect_also`
+        self._logged_members: frozenset[int] = frozenset()
+        self._logged_voters: frozenset[int] = frozenset()
         self._quorum = quorum_size(len(voters))
         self._votes: dict[int, Vote] = {}
         self._settled: dict[int, tuple[Vote, ServerState, int]] = {}  # vote, state, round
@@ -65,21 +68,25 @@ class Election:
         if not self.observer:
             self._votes[self.my_id] = own
         self._broadcast()
-        if self.voters == frozenset({self.my_id}):
+        if self.voters == frozenset({self.my_id}) and not self._logged_voters:
             self.leader = self.my_id
 
     def reconfigure(self, voters: frozenset[int], observers: frozenset[int]) -> None:
         """A new membership is committed: count and tell its members from now on."""
         self.voters = voters
         self.observers = observers
-        self.observer = self.my_id not in voters
         self._quorum = quorum_size(len(voters))
-        self.reach_also(self._logged)
+        self.expect_also(self._logged_members, self._logged_voters)
 
-    def reach_also(self, members: frozenset[int]) -> None:
-        """Tell `members` too (those of a reconfig this member has logged and not seen
-        committed: if it has committed, one of them may lead), without counting their votes."""
-        self._logged = members
+    def expect_also(self, members: frozenset[int], voters: frozenset[int]) -> None:
+        """This member has logged a reconfig to `members` (of which `voters` vote) and not
+        seen it committed: if it has committed, a quorum of its voters may already have
+        elected a leader and committed more. Until it is committed here, tell its members
+        too, count its voters' votes, and decide only on a vote that a quorum of the voters
+        in force and a quorum of its voters agree on (ZooKeeper's rule)."""
+        self._logged_members = members
+        self._logged_voters = voters
+        self.observer = self.my_id not in self.voters | voters
         self._peers = sorted((self.voters | self.observers | members) - {self.my_id})
 
     def tick(self) -> None:
@@ -99,7 +106,7 @@ class Election:
         if self.leader is not None:
             return
         if note.state is ServerState.LOOKING:
-            if sender not in self.voters or self.observer:
+            if sender not in self.voters | self._logged_voters or self.observer:
                 return  # only voters' votes count
             self._on_vote(sender, note)
         else:
@@ -134,12 +141,21 @@ class Election:
             self._quorum_since = None
             self._broadcast()
         self._votes[sender] = note.vote
-        agreeing = sum(1 for vote in self._votes.values() if vote == self.vote)
-        if agreeing >= self._quorum:
+        if self._agreed():
             if self._quorum_since is None:
                 self._quorum_since = self._ticks
         else:
             self._quorum_since = None
+
+    def _agreed(self) -> bool:
+        """Whether a quorum of the voters (and of a logged reconfig's, if any) share the vote."""
+        agreeing = [member for member, vote in self._votes.items() if vote == self.vote]
+        if sum(1 for member in agreeing if member in self.voters) < self._quorum:
+            return False
+        logged = self._logged_voters
+        if not logged:
+            return True
+        return sum(1 for member in agreeing if member in logged) >= quorum_size(len(logged))
 
     def _try_join_established(self) -> None:
         """Join a leader that is already leading, as a quorum of settled members report, or

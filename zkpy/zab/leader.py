@@ -187,8 +187,13 @@ class Leading(Role):
 
     # ---- discovery and synchronization ---------------------------------------------------------
 
+    def _self_vote(self) -> int:
+        """1 if this leader is a voter of the membership in force. It may not be one: a voter
+        of a reconfig it has logged and not seen committed (establishing commits it)."""
+        return 1 if self.replica.my_id in self.voters else 0
+
     def _voters_with(self, predicate: str) -> int:
-        count = 1  # the leader itself
+        count = self._self_vote()
         for member, peer in self.peers.items():
             if member in self.voters and getattr(peer, predicate):
                 count += 1
@@ -218,7 +223,7 @@ class Leading(Role):
         return count >= quorum_size(len(tail))
 
     def _voters_with_known_epoch(self) -> int:
-        return 1 + sum(
+        return self._self_vote() + sum(
             1 for m, p in self.peers.items() if m in self.voters and p.accepted_epoch >= 0
         )
 
@@ -593,7 +598,7 @@ class Leading(Role):
 
     def confirmed_round(self) -> int:
         """The latest heartbeat round that a quorum (this leader included) has answered."""
-        rounds = [self.ping_round] + [
+        rounds = [self.ping_round] * self._self_vote() + [
             peer.pinged_round
             for member, peer in self.peers.items()
             if member in self.voters and peer.up_to_date
@@ -608,12 +613,12 @@ class Leading(Role):
         replica = self.replica
         if not self.established:
             if len(self.voters) > 1:
-                alive = 1 + sum(1 for m in self.peers if m in self.voters)
+                alive = self._self_vote() + sum(1 for m in self.peers if m in self.voters)
                 if alive < self.quorum and replica.phase is not Phase.DISCOVERY:
                     replica._start_election()
             return
         sync_limit = replica.config.sync_limit
-        recent = 1 + sum(
+        recent = self._self_vote() + sum(
             1
             for member, peer in self.peers.items()
             if member in self.voters

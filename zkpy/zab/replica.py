@@ -341,7 +341,16 @@ class Replica:
         for elections, quorums and whether this member serves."""
         self.config = self.config.with_membership(membership)
         self.election.reconfigure(self.config.voters, self.config.observers)
+        self._expect_logged_membership()
         self._role.reconfigured()
+
+    def _expect_logged_membership(self) -> None:
+        """Tell the election of the reconfig this member has logged and not seen committed."""
+        tail = self.tail_membership()
+        if tail is None:
+            self.election.expect_also(frozenset(), frozenset())
+        else:
+            self.election.expect_also(tail.ids, tail.voters)
 
     def _release_syncs(self) -> None:
         """Answer the syncs whose writes are handed out and whose heartbeat a quorum answered."""
@@ -464,8 +473,7 @@ class Replica:
         self.tracker = None
         self._syncs_waiting = deque()
         self._become(Looking(self))
-        tail = self.tail_membership()
-        self.election.reach_also(tail.ids if tail is not None else frozenset())
+        self._expect_logged_membership()
         self.election.start(Vote(self.current_epoch, self.last_logged, self.my_id))
         self._follow_election()
 
