@@ -9,11 +9,13 @@ voters too; at most one leader per epoch whatever the membership; and one record
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from tests.test_zab_replica import Cluster, disk
+from tests.test_zab_sim import HARSH, StallingSimulation
 from zkpy.core.acl import SUPER_ID
 from zkpy.core.errors import Code
 from zkpy.core.membership import CONFIG_PATH, Membership, MemberSpec, parse_membership
@@ -384,3 +386,19 @@ def test_voters_of_a_logged_reconfig_take_part_in_the_election() -> None:
         assert cluster.r(i).config.voters == {1, 2, 3, 4, 5}
     cluster.assert_identical()
     cluster.assert_one_leader_per_epoch()
+
+
+def test_sweep_reconfigs_with_stalls_and_harsher_faults() -> None:
+    """Reconfigs amid the harsher faults and member stalls of test_zab_sim.py."""
+    faults = dataclasses.replace(HARSH, reconfig=RECONFIG_RATE)
+    for seed in range(20):
+        sim = StallingSimulation(seed, faults=faults, spares=2, stall=0.02, stall_ms=(100, 600))
+        try:
+            sim.run_until(8_000)
+            sim.settle()
+            sim.check_final()
+            check_converged(sim)
+        except InvariantViolation:
+            raise
+        except Exception as err:
+            raise AssertionError(f"seed {seed}: {type(err).__name__}: {err}") from err
