@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 from kazoo.client import KazooClient
@@ -30,6 +31,7 @@ from zkpy.core.membership import (
 from zkpy.errors import BadVersionError, NewConfigNoQuorumError, NoAuthError
 from zkpy.testing.ports import free_port
 from zkpy.testing.server import RunningServer, running_server
+from zkpy.wire.peer import HandshakeError, PeerIdentity, ensemble_digest
 
 SUPER = ("super", "test")
 AS_SUPER = [("digest", "super:test")]
@@ -146,3 +148,37 @@ def test_a_change_is_checked_against_the_membership() -> None:
     with pytest.raises(BadArgumentsError, match="add or remove"):
         three.changed([], [], 9)
     assert parse_membership(three.encode()) == three
+
+
+def _identity(me: int, rows: list[tuple[int, str, int]]) -> PeerIdentity:
+    return PeerIdentity(
+        member_id=me,
+        ensemble=ensemble_digest(rows),
+        peers=frozenset(r[0] for r in rows if r[0] != me),
+        secret=b"s3cret",
+        members=tuple(rows),
+        address=("10.0.0.9", 2888 + me),
+    )
+
+
+def test_the_peer_handshake_takes_a_member_the_verifier_does_not_know() -> None:
+    """A new member lists itself; the old ones do not list it yet: they still accept it (and
+    learn where it listens), but not a view that places a member they list elsewhere, nor a
+    hello without a member list (an older zkpy)."""
+    old_rows = [(1, "h1", 2181), (2, "h2", 2181), (3, "h3", 2181)]
+    verifier = _identity(1, old_rows)
+    nonce = b"c" * 16
+    joiner = _identity(4, [*old_rows, (4, "h4", 2181)])
+    hello = joiner.hello(verifier.challenge(nonce), 1, b"h" * 16)
+    prover, answer = verifier.check_hello(hello.payload, nonce)
+    assert prover == 4
+    joiner.check_answer(answer, hello, 1)
+    assert PeerIdentity.stated_address(hello.payload) == ("10.0.0.9", 2892)
+    elsewhere = _identity(4, [(1, "h1", 9999), (4, "h4", 2181)])
+    hello = elsewhere.hello(verifier.challenge(nonce), 1, b"h" * 16)
+    with pytest.raises(HandshakeError, match="another ensemble"):
+        verifier.check_hello(hello.payload, nonce)
+    fields = msgpack.unpackb(joiner.hello(verifier.challenge(nonce), 1, b"h" * 16).payload)
+    del fields["members"]
+    with pytest.raises(HandshakeError, match="upgrade"):
+        verifier.check_hello(msgpack.packb(fields), nonce)

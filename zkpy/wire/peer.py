@@ -470,8 +470,13 @@ def ensemble_digest(members: Iterable[tuple[int, str, int]]) -> bytes:
 
 def _member_rows(value: object) -> tuple[tuple[int, str, int], ...]:
     """The (id, host, client port) rows a hello lists; HandshakeError for any other shape."""
+    if value is None:
+        raise HandshakeError(
+            "the hello lists no members, as zkpy before membership changes sent it: upgrade "
+            "every member of an ensemble together"
+        )
     if type(value) is not list or not 0 < len(value) <= MAX_HELLO_MEMBERS:
-        raise HandshakeError("the hello lists no members")
+        raise HandshakeError(f"the hello's member list is not 1 to {MAX_HELLO_MEMBERS} members")
     rows = []
     for row in value:
         if (
