@@ -40,6 +40,20 @@ def test_a_short_chaos_run_finds_nothing_wrong(tmp_path: Path) -> None:
     assert "OK" in output
 
 
+def test_a_short_reconfig_run_loses_nothing(tmp_path: Path) -> None:
+    """Five members shrunk to three and grown back, again and again, under the workload."""
+    code, report, output = _chaos(
+        tmp_path, "--size", "5", "--time", "20", "--nemesis", "reconfig,kill", "--seed", "1"
+    )
+    assert code == 0, output
+    assert not report["violations"]
+    assert not report["lost_writes"]
+    changes = [f for f in report["faults"] if "voters now" in f]
+    assert any("voters now [1, 2, 3, 4, 5]" in f for f in changes), report["faults"]
+    assert len(changes) >= 2, report["faults"]
+    assert report["outcomes"].get("ok", 0) > 1000
+
+
 def test_without_fsync_a_power_cut_loses_writes_and_the_run_says_so(tmp_path: Path) -> None:
     code, report, output = _chaos(
         tmp_path,

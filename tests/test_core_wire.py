@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from zkpy.core import requests as requests_module
 from zkpy.core.errors import Code, MarshallingError
+from zkpy.core.membership import MemberSpec
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -25,6 +26,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiRequest,
     PingRequest,
+    ReconfigRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -191,6 +193,15 @@ REQUESTS: list[tuple[int, Request]] = [
     ),
     (wire.OP_ADD_WATCH, AddWatchRequest("/a", WatchMode.PERSISTENT)),
     (wire.OP_ADD_WATCH, AddWatchRequest("/", WatchMode.PERSISTENT_RECURSIVE)),
+    (wire.OP_RECONFIG, ReconfigRequest(remove=(2, 3))),
+    (
+        wire.OP_RECONFIG,
+        ReconfigRequest(
+            (MemberSpec(4, "10.0.0.4", 2181, 2888), MemberSpec(5, "h5", 1, 2, observer=True)),
+            (1,),
+            0x100000003,
+        ),
+    ),
 ]
 
 

@@ -490,7 +490,7 @@ def _serves(found: dict[str, Any] | str | None) -> bool:
     "--nemesis",
     default="kill,pause,partition",
     show_default=True,
-    help="Comma-separated: kill, pause, partition, delay, drop, client-pause.",
+    help="Comma-separated: kill, pause, partition, delay, drop, client-pause, power, reconfig.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the faults and workload.")
 @click.option("--clients", default=3, show_default=True, help="Client processes.")
@@ -685,6 +685,36 @@ def shell(
             identities=[("digest", credential) for credential in conn.auth],
         )
     sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--add",
+    "adds",
+    multiple=True,
+    metavar="N=HOST:CLIENT_PORT:PEER_PORT[:observer]",
+    help="A member to add (or an existing one's new role or address); repeatable.",
+)
+@click.option("--remove", "removes", multiple=True, type=int, metavar="N", help="Repeatable.")
+@click.option(
+    "--from-version",
+    default=-1,
+    help="Only if the membership version (the version line of /zookeeper/config) is this.",
+)
+@_client_options
+def reconfig(
+    adds: tuple[str, ...], removes: tuple[int, ...], from_version: int, conn: ClientOptions
+) -> None:
+    """Add and remove members of a running ensemble (needs --auth as the super user); prints
+    the new membership. Start a new member first, with an ensemble file that lists it."""
+    if not adds and not removes:
+        raise click.UsageError("give at least one --add or --remove")
+
+    async def body(zk: zkpy.Client) -> None:
+        data, _stat = await zk.reconfig(add=adds, remove=removes, from_version=from_version)
+        click.echo(data.decode("utf-8", "backslashreplace"))
+
+    _run_client(conn, body)
 
 
 @main.command(name="ls")

@@ -6,7 +6,8 @@ ZooKeeper's number (``NoNodeError.code == -101``). The hierarchy::
     ZkError
     ├── SystemZkError          codes -1 .. -99: the request could not be carried out
     │   ├── ConnectionLossError (-4), MarshallingError (-5), UnimplementedError (-6),
-    │   ├── OperationTimeoutError (-7), BadArgumentsError (-8), UnknownSessionError (-12)
+    │   ├── OperationTimeoutError (-7), BadArgumentsError (-8), UnknownSessionError (-12),
+    │   ├── NewConfigNoQuorumError (-13), ReconfigInProgressError (-14)
     │   └── RuntimeInconsistencyError (-2), DataInconsistencyError (-3)
     └── ApiError               codes -100 and below: the request was understood and refused
         ├── NoNodeError (-101), NoAuthError (-102), BadVersionError (-103),
@@ -33,6 +34,7 @@ from zkpy.core.errors import (
     InvalidACLError,
     InvalidCallbackError,
     MarshallingError,
+    NewConfigNoQuorumError,
     NoAuthError,
     NoChildrenForEphemeralsError,
     NodeExistsError,
@@ -41,6 +43,7 @@ from zkpy.core.errors import (
     NotReadOnlyError,
     NoWatcherError,
     OperationTimeoutError,
+    ReconfigInProgressError,
     RequestTimeoutError,
     RolledBackError,
     RuntimeInconsistencyError,
@@ -81,6 +84,7 @@ __all__ = [
     "InvalidACLError",
     "InvalidCallbackError",
     "MarshallingError",
+    "NewConfigNoQuorumError",
     "NoAuthError",
     "NoChildrenForEphemeralsError",
     "NoNodeError",
@@ -89,6 +93,7 @@ __all__ = [
     "NotEmptyError",
     "NotReadOnlyError",
     "OperationTimeoutError",
+    "ReconfigInProgressError",
     "RequestTimeoutError",
     "RolledBackError",
     "RuntimeInconsistencyError",

@@ -30,7 +30,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -41,6 +41,7 @@ import zkpy
 from zkpy.client.client import Client as AsyncClient
 from zkpy.client.client import ConnectionState, Pipeline, Transaction
 from zkpy.core.errors import SessionExpiredError, ZkError
+from zkpy.core.membership import MemberSpec
 from zkpy.core.types import ACL, Stat, WatchedEvent
 from zkpy.retry import Retry  # `call_sync` is the blocking way to use it
 
@@ -561,6 +562,15 @@ class Client:
     def set_acl(self, path: str, acl: Sequence[ACL], version: int = -1) -> Stat:
         """Replace the node's ACL (if its ACL version is `version`, unless -1); its new Stat."""
         return self._run(self.async_client.set_acl, path, acl, version)
+
+    def reconfig(
+        self,
+        add: Iterable[str | MemberSpec] = (),
+        remove: Iterable[int] = (),
+        from_version: int = -1,
+    ) -> tuple[bytes, Stat]:
+        """Change the membership (super user only): see `zkpy.Client.reconfig`."""
+        return self._run(self.async_client.reconfig, list(add), list(remove), from_version)
 
     def add_auth(self, scheme: str, credential: str) -> None:
         """Authenticate this session (a refusal raises `AuthFailedError` and ends it)."""

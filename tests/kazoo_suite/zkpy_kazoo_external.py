@@ -5,8 +5,7 @@ would start. `.ci/kazoo-suite` starts a zkpy ensemble and runs the suite with it
 
 The harness is given a cluster whose servers cannot be stopped, restarted or asked for TLS
 certificates: the tests that need that are skipped up front, and any other attempt skips the
-test that makes it. Tests that need a server feature zkpy does not have yet are deselected by
-node id (`NOT_YET`), so that the run's outcome says only what it should."""
+test that makes it."""
 
 from __future__ import annotations
 
@@ -25,17 +24,6 @@ NEEDS_SERVER_CONTROL = frozenset(
         "test_read_only",
     }
 )
-
-# reconfig and /zookeeper/config are served by a change that has not landed yet: these three
-# are deselected until it does (then remove them here).
-NOT_YET = frozenset(
-    {
-        "test_client.py::TestReconfig::test_no_super_auth",
-        "test_client.py::TestReconfig::test_add_remove_observer",
-        "test_client.py::TestReconfig::test_bad_input",
-    }
-)
-
 
 def _cannot(*_args: Any, **_kwargs: Any) -> Any:
     pytest.skip("needs control of the server processes (or the harness's TLS certificates)")
@@ -85,16 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests that need server control; deselect `NOT_YET`."""
-    kept: list[pytest.Item] = []
-    deselected: list[pytest.Item] = []
+    """Skip the tests that need server control."""
     for item in items:
-        if item.nodeid.rpartition("/")[2] in NOT_YET:  # ids are relative to where pytest runs
-            deselected.append(item)
-            continue
         if item.name in NEEDS_SERVER_CONTROL:
             item.add_marker(pytest.mark.skip(reason="stops or restarts servers"))
-        kept.append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = kept

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from zkpy.core import paths
 from zkpy.core.errors import BadArgumentsError, InvalidACLError
+from zkpy.core.membership import MemberSpec, parse_member, parse_server_line
 from zkpy.core.nodekind import MAX_TTL_MS
 from zkpy.core.requests import (
     AddWatchRequest,
@@ -27,6 +28,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiOp,
     MultiRequest,
+    ReconfigRequest,
     RemoveWatchesRequest,
     SetACLRequest,
     SetDataRequest,
@@ -114,6 +116,31 @@ def ttl_value(value: object) -> int:
     raise BadArgumentsError(
         f"ttl must be a whole number of milliseconds from 1 to {MAX_TTL_MS}, not {value!r}"
     )
+
+
+def reconfig(add: object, remove: object, from_version: object = -1) -> ReconfigRequest:
+    """A reconfig request: members to add (``"N=HOST:CLIENT_PORT:PEER_PORT[:observer]"`` or
+    `MemberSpec`), ids to remove, and the membership version to match (-1: any)."""
+    if isinstance(add, (str, bytes)) or not isinstance(add, Iterable):
+        raise BadArgumentsError("add must be a list of members")
+    if isinstance(remove, (str, bytes)) or not isinstance(remove, Iterable):
+        raise BadArgumentsError("remove must be a list of member ids")
+    members = []
+    for item in add:
+        if isinstance(item, MemberSpec):
+            members.append(parse_server_line(item.line()))
+        elif isinstance(item, str):
+            members.append(parse_member(item))
+        else:
+            raise BadArgumentsError(f"a member to add must be a str or MemberSpec, not {item!r}")
+    ids = []
+    for item in remove:
+        if type(item) is not int:
+            raise BadArgumentsError(f"a member id to remove must be an int, not {item!r}")
+        ids.append(item)
+    if type(from_version) is not int or from_version < -1:
+        raise BadArgumentsError(f"from_version must be a zxid or -1, not {from_version!r}")
+    return ReconfigRequest(tuple(members), tuple(ids), from_version)
 
 
 def set_data(path: object, value: object, expected: object = -1) -> SetDataRequest:

@@ -22,7 +22,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, overload
 
@@ -59,6 +59,7 @@ from zkpy.core.errors import (
     SessionMovedError,
     ZkError,
 )
+from zkpy.core.membership import MemberSpec
 from zkpy.core.requests import (
     CloseSessionRequest,
     CreateRequest,
@@ -779,6 +780,19 @@ class Client:
     async def sync(self, path: str = "/") -> str:
         """Make the next read on this session reflect every write committed before the sync."""
         result: str = await self._call(builders.sync(path))
+        return result
+
+    async def reconfig(
+        self,
+        add: Iterable[str | MemberSpec] = (),
+        remove: Iterable[int] = (),
+        from_version: int = -1,
+    ) -> tuple[bytes, Stat]:
+        """Change the ensemble's membership (super user only): add members, given as
+        ``"N=HOST:CLIENT_PORT:PEER_PORT[:observer]"`` or `MemberSpec`, and remove members by
+        id, if the membership's version is still `from_version` (-1: any). Returns the new
+        membership's text (as /zookeeper/config holds it) and that node's Stat."""
+        result: tuple[bytes, Stat] = await self._call(builders.reconfig(add, remove, from_version))
         return result
 
     async def get_acl(self, path: str) -> tuple[list[ACL], Stat]:

@@ -53,6 +53,7 @@ from zkpy.core.requests import (
     GetChildrenRequest,
     GetDataRequest,
     MultiRequest,
+    ReconfigRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -254,6 +255,7 @@ RESULTS: dict[type, Callable[[Any], Any]] = {
     AuthRequest: _no_result,
     CloseSessionRequest: _no_result,
     SetWatchesRequest: _no_result,
+    ReconfigRequest: _data_result,
 }
 
 

@@ -116,6 +116,19 @@ class UnknownSessionError(SystemZkError):
     code = Code.UNKNOWN_SESSION
 
 
+class NewConfigNoQuorumError(SystemZkError):
+    """A reconfig was refused: the new membership's voters that the leader can reach now are
+    not a quorum of it (start and sync the new members first)."""
+
+    code = Code.NEW_CONFIG_NO_QUORUM
+
+
+class ReconfigInProgressError(SystemZkError):
+    """A reconfig was refused: another change of membership is still being committed."""
+
+    code = Code.RECONFIG_IN_PROGRESS
+
+
 class NoNodeError(ApiError):
     """The node named in the request does not exist."""
 

@@ -30,15 +30,18 @@ from zkpy.core import paths
 from zkpy.core.errors import (
     BadArgumentsError,
     BadVersionError,
+    NewConfigNoQuorumError,
     NoAuthError,
     NoChildrenForEphemeralsError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
+    ReconfigInProgressError,
     SessionExpiredError,
     SessionMovedError,
     ZkError,
 )
+from zkpy.core.membership import Membership
 from zkpy.core.nodekind import CONTAINER_OWNER, is_reapable, is_session_owner, ttl_owner
 from zkpy.core.requests import (
     AttachSessionRequest,
@@ -50,6 +53,7 @@ from zkpy.core.requests import (
     MultiRequest,
     PreppedRequest,
     ReapRequest,
+    ReconfigRequest,
     SetACLRequest,
     SetDataRequest,
     WriteRequest,
@@ -65,6 +69,7 @@ from zkpy.core.txn import (
     ErrorTxn,
     Multi,
     Op,
+    Reconfig,
     SetACL,
     SetData,
     TxnRecord,
@@ -158,6 +163,48 @@ class Prep:
         if self._staged or session_change is not None:
             self._order.append((zxid, list(self._staged), session_change))
         self._staged = {}
+        return TxnRecord(zxid, session_id, cxid, now_ms, op)
+
+    def prepare_reconfig(
+        self,
+        request: ReconfigRequest,
+        *,
+        zxid: int,
+        session_id: int,
+        cxid: int,
+        now_ms: int,
+        ids: frozenset[Id],
+        owner: int,
+        current: Membership,
+        reachable: frozenset[int],
+        in_flight: bool,
+    ) -> TxnRecord:
+        """Decide a change of membership from `current` (the latest committed one), given the
+        members the leader has in sync now (`reachable`, itself included) and whether another
+        change is still being committed. Never raises: a refusal is an `ErrorTxn`. The checks
+        come in ZooKeeper's order, the caller's permission last (clients read the membership
+        in /zookeeper/config anyway)."""
+        try:
+            self._require_session(session_id, owner)
+            if in_flight:
+                raise ReconfigInProgressError("another change of membership is in flight")
+            if request.from_version not in (-1, current.version):
+                raise BadVersionError(
+                    f"the membership is at version {current.version:#x}, "
+                    f"not {request.from_version:#x}"
+                )
+            new = current.changed(request.add, request.remove, zxid)
+            live = len(new.voters & reachable)
+            if live < len(new.voters) // 2 + 1:
+                raise NewConfigNoQuorumError(
+                    f"only {live} of the new membership's {len(new.voters)} voters are in sync "
+                    "with the leader: not a quorum"
+                )
+            if acls.SUPER_ID not in ids:
+                raise NoAuthError("only the super user may change the membership")
+            op: Op = Reconfig(new.encode())
+        except ZkError as err:
+            op = ErrorTxn(err.code)
         return TxnRecord(zxid, session_id, cxid, now_ms, op)
 
     def applied(self, zxid: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from zkpy.core.membership import MemberSpec
 from zkpy.core.types import ACL, WatchMode
 
 
@@ -107,6 +108,17 @@ class ReapRequest:
     version: Final[int]
 
 
+@dataclass(slots=True, unsafe_hash=True)
+class ReconfigRequest:
+    """Change the membership: take out the members `remove` names, put in `add` (an id already
+    a member changes its role or addresses), if the committed membership's version is still
+    `from_version` (-1: any). Only the super user may; one change is in flight at a time."""
+
+    add: Final[tuple[MemberSpec, ...]] = ()
+    remove: Final[tuple[int, ...]] = ()
+    from_version: Final[int] = -1
+
+
 WriteRequest = (
     CreateRequest
     | DeleteRequest
@@ -117,6 +129,7 @@ WriteRequest = (
     | CreateSessionRequest
     | CloseSessionRequest
     | AttachSessionRequest
+    | ReconfigRequest
 )
 
 

@@ -67,6 +67,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiRequest,
     ReadRequest,
+    ReconfigRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -76,7 +77,7 @@ from zkpy.core.requests import (
     WriteRequest,
 )
 from zkpy.core.tree import ApplyResult, DataTree, OpResult, ZNode
-from zkpy.core.txn import SetACL, SetData
+from zkpy.core.txn import Reconfig, SetACL, SetData
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import ChangeLog, WatchRegistry, resume_watches, watch_weight
 
@@ -92,6 +93,7 @@ _WRITES = (
     CheckRequest,
     MultiRequest,
     CloseSessionRequest,
+    ReconfigRequest,
 )
 
 # the machine's states
@@ -659,6 +661,9 @@ class ServerConnection:
         if result.result.error != Code.OK:
             return codec.reply(xid, zxid, result.result.error, None)
         op = result.record.op
+        if type(op) is Reconfig:  # the new membership's text and /zookeeper/config's Stat
+            stat = result.result.value
+            return codec.reply(xid, zxid, 0, [op.config, stat.to_wire() if stat else None])
         if type(op) is SetData or type(op) is SetACL:
             node = self.view.tree.get(op.path)
             return codec.reply(xid, zxid, 0, None if node is None else node.stat_wire())

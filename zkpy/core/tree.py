@@ -16,6 +16,7 @@ import msgpack
 
 from zkpy.core import paths
 from zkpy.core.errors import Code, RuntimeInconsistencyError
+from zkpy.core.membership import CONFIG_PATH
 from zkpy.core.nodekind import is_container, is_reapable, is_session_owner, ttl_of
 from zkpy.core.txn import (
     AttachSession,
@@ -27,6 +28,7 @@ from zkpy.core.txn import (
     ErrorTxn,
     Multi,
     Op,
+    Reconfig,
     SetACL,
     SetData,
     TxnRecord,
@@ -265,6 +267,10 @@ class DataTree:
         if type(op) is SetACL:
             node = self._set_acl(op)
             return OpResult(value=node.stat() if stats else None)
+        return self._apply_rare(op, record, changes)
+
+    def _apply_rare(self, op: Op, record: TxnRecord, changes: list[Change]) -> OpResult:
+        """Session operations and reconfigs: far fewer than node writes."""
         if type(op) is CreateSession:
             self.sessions[op.session_id] = SessionInfo(op.timeout_ms, op.password)
             self._dirty_sessions.add(op.session_id)
@@ -277,6 +283,8 @@ class DataTree:
             return OpResult()
         if type(op) is AttachSession:
             return OpResult()  # the leader's prep enforces it; members close older connections
+        if type(op) is Reconfig:
+            return OpResult(value=self._reconfig(op, record, changes).stat())
         if type(op) is Multi:
             raise RuntimeInconsistencyError("nested multi")
         raise RuntimeInconsistencyError(f"unknown op {op!r}")
@@ -373,6 +381,27 @@ class DataTree:
         node.mtime = record.time_ms
         self._dirty_nodes.add(op.path)
         changes.append((CHANGED, op.path))
+        return node
+
+    def _reconfig(self, op: Reconfig, record: TxnRecord, changes: list[Change]) -> ZNode:
+        """Write the new membership to /zookeeper/config, made by the first change."""
+        node = self.nodes.get(CONFIG_PATH)
+        if node is None:
+            node = ZNode(op.config, OPEN_ACL_UNSAFE, zxid=record.zxid, time_ms=record.time_ms)
+            self.nodes[CONFIG_PATH] = node
+            parent = self._node(RESERVED_PATH)
+            parent.add_child(paths.basename(CONFIG_PATH))
+            parent.cversion += 1
+            parent.pzxid = record.zxid
+            self._dirty_nodes.add(RESERVED_PATH)
+            changes += _added(CONFIG_PATH, RESERVED_PATH)
+        else:
+            node.data = op.config
+            node.version += 1
+            node.mzxid = record.zxid
+            node.mtime = record.time_ms
+            changes.append((CHANGED, CONFIG_PATH))
+        self._dirty_nodes.add(CONFIG_PATH)
         return node
 
     def _set_acl(self, op: SetACL) -> ZNode:
@@ -493,7 +522,7 @@ def _removed(path: str, parent_path: str) -> list[Change]:
 def changes_of(op: Op) -> list[Change] | None:
     """The changes that applying `op` made (what `DataTree.apply` reports), told from the op
     alone, for a committed record the tree already holds; None for a CloseSession, whose
-    ephemeral deletions only the tree of that moment knew."""
+    ephemeral deletions only the tree of that moment knew, and for a Reconfig."""
     match op:
         case SetData(path):
             return [(CHANGED, path)]
@@ -511,8 +540,8 @@ def changes_of(op: Op) -> list[Change] | None:
                     return None
                 changes.extend(inner_changes)
             return changes
-        case CloseSession():
-            return None
+        case CloseSession() | Reconfig():
+            return None  # a Reconfig makes /zookeeper/config or changes it
     return []  # SetACL, Check, CreateSession, AttachSession, ErrorTxn: no watch fires
 
 

@@ -31,6 +31,7 @@ OP_MULTI = 14
 OP_CREATE_SESSION = -10
 OP_CLOSE_SESSION = -11
 OP_ATTACH_SESSION = -12
+OP_RECONFIG = 16
 OP_ERROR = -1
 
 
@@ -58,6 +59,15 @@ class AttachSession:
 
     session_id: Final[int]
     owner: Final[int]
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Reconfig:
+    """A change of membership: `config` is the whole new membership's text
+    (`zkpy.core.membership`), which apply writes to /zookeeper/config. Each member takes the
+    new membership as its own once it applies this record."""
+
+    config: Final[bytes]
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -134,6 +144,7 @@ Op = (
     | Check
     | ErrorTxn
     | Multi
+    | Reconfig
 )
 
 
@@ -210,6 +221,8 @@ def op_to_fields(op: Op) -> list[Any]:
         return [OP_CHECK, op.path, op.version]
     if type(op) is ErrorTxn:
         return [OP_ERROR, op.code]
+    if type(op) is Reconfig:
+        return [OP_RECONFIG, op.config]
     raise TypeError(f"not a transaction op: {op!r}")
 
 
@@ -236,6 +249,8 @@ def op_from_fields(fields: Sequence[Any]) -> Op:
         return CloseSession(fields[1])
     if kind == OP_ATTACH_SESSION:
         return AttachSession(fields[1], fields[2])
+    if kind == OP_RECONFIG:
+        return Reconfig(fields[1])
     raise ValueError(f"unknown transaction opcode {kind!r}")
 
 

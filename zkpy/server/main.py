@@ -16,7 +16,7 @@ from zkpy.server.admin import serve_admin
 from zkpy.server.clients import ClientServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.node import Member
-from zkpy.server.peers import PeerNetwork
+from zkpy.server.peers import PeerNetwork, peer_rows
 from zkpy.server.storage import Storage
 from zkpy.server.zk_clients import JuteDialect, SaslUsers, load_sasl_users
 
@@ -133,6 +133,9 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
                     config, member.peer_message, member.peer_down, member.output, member.step
                 )
                 member.send_to_peer = peers.send
+                member.membership_changed = lambda m: peers.update_members(peer_rows(m))
+                if member.replica.config.membership is not None:
+                    peers.update_members(peer_rows(member.replica.config.membership))
                 me = config.peer(config.server_id)
                 try:
                     await nursery.start(peers.run)

@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from zkpy._net.outbox import ByteMeter, Flusher
+from zkpy.core.membership import Membership, MemberSpec
 from zkpy.core.requests import AttachSessionRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
 from zkpy.core.tree import CheckpointDelta, DataTree, changes_of
@@ -184,6 +185,7 @@ class Member:
                 history_limit=config.sync_history,
                 max_data_bytes=config.max_data_bytes,
                 reap_interval_ms=config.container_check_interval_ms,
+                membership=file_membership(config),
             ),
             tree,
             tail,
@@ -216,6 +218,9 @@ class Member:
         self.session_attached: Callable[[int, int], None] = lambda session_id, owner: None
         self.serving_changed: Callable[[bool], None] = lambda serving: None
         self.send_to_peer: Callable[[int, PeerMessage], None] = lambda peer, message: None
+        # called with the membership in force whenever it changes (the peer links follow it)
+        self.membership_changed: Callable[[Membership], None] = lambda membership: None
+        self._membership_seen = self.replica.config.membership
         self._work = trio.Event()
         self.output = Flusher()  # the client and peer outboxes written to in the current step
         self._fed = False  # the replica was fed since the last `step`
@@ -367,7 +372,13 @@ class Member:
         self.output.flush()
 
     def on_ready(self, ready: Ready) -> None:
-        """Nothing to do: the executor carries the Ready out."""
+        """Tell the peer links of a membership that a reconfig (or a snapshot) brought; the
+        executor carries the rest of the Ready out."""
+        membership = self.replica.config.membership
+        if membership is not self._membership_seen and membership is not None:
+            self._membership_seen = membership
+            log.info("membership in force: %s", membership.to_text().replace("\n", ", "))
+            self.membership_changed(membership)
 
     def on_session_closed(self, session_id: int) -> None:
         """The session's connections here end."""
@@ -547,6 +558,19 @@ class Member:
             **self.stats,
             **self.disk.stats,
         }
+
+
+def file_membership(config: ServerConfig) -> Membership:
+    """The ensemble file's members as a membership (version 0); a member alone has no peer
+    port, and its line says 0."""
+    if not config.members:
+        return Membership((MemberSpec(config.server_id, config.host, config.client_port),))
+    return Membership(
+        tuple(
+            MemberSpec(m.id, m.host, m.client_port, m.peer_port, m.observer)
+            for m in sorted(config.members, key=lambda m: m.id)
+        )
+    )
 
 
 def _change_log_from(records: list[TxnRecord], *, start_zxid: int, capacity: int) -> ChangeLog:

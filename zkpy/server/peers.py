@@ -27,6 +27,7 @@ from zkpy import tls
 from zkpy._net.outbox import Flusher, Outbox
 from zkpy._net.receiver import Receiver
 from zkpy.core.errors import MarshallingError
+from zkpy.core.membership import Membership
 from zkpy.server.config import ServerConfig
 from zkpy.wire.frames import FrameDecoder, FrameTooLargeError, encode_frame
 from zkpy.wire.peer import (
@@ -74,13 +75,29 @@ class RateLimitedLog:
         log.warning("%s%s", message, f" ({quiet} more since the last warning)" if quiet else "")
 
 
-def peer_identity(config: ServerConfig) -> PeerIdentity:
-    """What this member proves and checks in peer handshakes."""
+PeerRow = tuple[int, str, int, int]
+"""A member as the peer links know it: id, host, client port, peer port."""
+
+
+def peer_rows(membership: Membership) -> list[PeerRow]:
+    """A membership's members as the peer links know them."""
+    return [(m.id, m.host, m.client_port, m.peer_port) for m in membership.members]
+
+
+def peer_identity(config: ServerConfig, members: list[PeerRow] | None = None) -> PeerIdentity:
+    """What this member proves and checks in peer handshakes, with the ensemble file's members
+    or, once a reconfig has committed, `members`."""
+    if members is None:
+        members = [(m.id, m.host, m.client_port, m.peer_port) for m in config.members]
+    rows = tuple((member_id, host, port) for member_id, host, port, _peer in members)
+    me = config.peer(config.server_id)
     return PeerIdentity(
         member_id=config.server_id,
-        ensemble=ensemble_digest((m.id, m.observer, m.host, m.client_port) for m in config.members),
-        peers=frozenset(m.id for m in config.members if m.id != config.server_id),
+        ensemble=ensemble_digest(rows),
+        peers=frozenset(row[0] for row in rows if row[0] != config.server_id),
         secret=config.secret.encode(),
+        members=rows,
+        address=(me.host, me.peer_port),
     )
 
 
@@ -106,15 +123,19 @@ async def handshake_out(stream: trio.abc.Stream, identity: PeerIdentity, peer_id
     identity.check_answer(await _read_frame(stream, decoder), hello, peer_id)
 
 
-async def handshake_in(stream: trio.abc.Stream, identity: PeerIdentity) -> int:
+async def handshake_in(
+    stream: trio.abc.Stream, identity: PeerIdentity
+) -> tuple[int, tuple[str, int] | None]:
     """Challenge the member that connected, check its proof and prove ourselves; return its
-    id. Raises HandshakeError (NotAPeerError for a client) or FrameTooLargeError if it fails."""
+    id and where it says it listens. Raises HandshakeError (NotAPeerError for a client) or
+    FrameTooLargeError if it fails."""
     decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
     nonce = secrets.token_bytes(NONCE_BYTES)
     await stream.send_all(encode_frame(identity.challenge(nonce)))
-    peer_id, answer = identity.check_hello(await _read_frame(stream, decoder), nonce)
+    hello = await _read_frame(stream, decoder)
+    peer_id, answer = identity.check_hello(hello, nonce)
     await stream.send_all(encode_frame(answer))
-    return peer_id
+    return peer_id, PeerIdentity.stated_address(hello)
 
 
 class PeerNetwork:
@@ -134,19 +155,24 @@ class PeerNetwork:
         self.my_id = config.server_id
         self.on_message = on_message
         self.on_disconnect = on_disconnect
-        self.peers = [m for m in config.members if m.id != self.my_id]
+        # where each peer listens: the ensemble file's members, then those of reconfigs, and
+        # members outside the membership that connected (new ones catching up)
+        self._addresses = {
+            m.id: (m.host, m.peer_port) for m in config.members if m.id != self.my_id
+        }
         self._flusher = flusher
         self.after_messages = after_messages  # called after each batch of received messages
         self._outbox: dict[int, Outbox] = {}  # the links that are up
-        self._known = {m.id for m in self.peers}
-        self._down_reported: dict[int, bool] = {m.id: True for m in self.peers}
+        self._known = set(self._addresses)
+        self._down_reported: dict[int, bool] = dict.fromkeys(self._known, True)
+        self._nursery: trio.Nursery | None = None
         self._incoming: dict[int, trio.CancelScope] = {}
         self._identity = peer_identity(config)
         self._pending: dict[trio.CancelScope, None] = {}  # unfinished handshakes, oldest first
         self._evicted: set[trio.CancelScope] = set()
         self.refused = 0  # incoming connections refused
         self._refusals = RateLimitedLog()
-        self._link_warnings = {m.id: RateLimitedLog() for m in self.peers}
+        self._link_warnings = {member_id: RateLimitedLog() for member_id in self._known}
         self._tls = (
             tls.peer_contexts(config.tls_cert, config.tls_key or None, config.tls_ca)
             if config.peer_tls
@@ -186,10 +212,10 @@ class PeerNetwork:
             await trio.sleep(RECONNECT_DELAY_S)
 
     async def _link_out(self, peer_id: int) -> None:
-        peer = self.config.peer(peer_id)
+        host, port = self._addresses[peer_id]
         deadline = trio.current_time() + HANDSHAKE_TIMEOUT_S
         with trio.fail_at(deadline):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(peer.host, peer.peer_port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         try:
             with trio.fail_at(deadline):
                 if self._tls is not None:
@@ -214,7 +240,7 @@ class PeerNetwork:
         member: every error is caught here, logged, and closes this connection alone."""
         address = _address(raw)  # while it is connected
         try:
-            stream, peer_id = await self._authenticate(raw)
+            stream, peer_id, stated = await self._authenticate(raw)
         except Exception as err:  # whatever the other end sent or failed to send: refuse it
             self.refused += 1
             self._refusals.warning(
@@ -222,6 +248,8 @@ class PeerNetwork:
             )
             await trio.aclose_forcefully(raw)  # and a TLS stream over it
             return
+        if peer_id not in self._known and stated is not None:
+            self._add_peer(peer_id, stated)  # a member the membership does not name (yet)
         try:
             await self._serve_link(stream, peer_id)
         except Exception as err:  # a bug met on this link: it must not take the member down
@@ -229,7 +257,9 @@ class PeerNetwork:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _authenticate(self, raw: trio.SocketStream) -> tuple[trio.abc.Stream, int]:
+    async def _authenticate(
+        self, raw: trio.SocketStream
+    ) -> tuple[trio.abc.Stream, int, tuple[str, int] | None]:
         """The handshake, within HANDSHAKE_TIMEOUT_S of the connection's start, in one of the
         MAX_PENDING_HANDSHAKES places (taking the oldest one's place if they are all held)."""
         scope = trio.CancelScope(deadline=trio.current_time() + HANDSHAKE_TIMEOUT_S)
@@ -245,7 +275,8 @@ class PeerNetwork:
                 if self._tls is not None:
                     stream = trio.SSLStream(raw, self._tls[1], server_side=True)
                     await stream.do_handshake()
-                return stream, await handshake_in(stream, self._identity)
+                peer_id, stated = await handshake_in(stream, self._identity)
+                return stream, peer_id, stated
             if scope in self._evicted:
                 raise HandshakeError(
                     f"closed to make room: {MAX_PENDING_HANDSHAKES} unfinished handshakes"
@@ -277,7 +308,7 @@ class PeerNetwork:
             except _BROKEN as err:
                 log.debug("link from member %d: %s", peer_id, _describe(err))
             except (MarshallingError, FrameTooLargeError) as err:
-                self._link_warnings[peer_id].warning(
+                self._link_warnings.setdefault(peer_id, RateLimitedLog()).warning(
                     f"link from member {peer_id} closed: {_describe(err)}"
                 )
             except Exception as err:  # a bug met on this link: it must not take the member down
@@ -296,6 +327,32 @@ class PeerNetwork:
                 self.on_message(peer, decode_message(frame))
             self.after_messages()
 
+    # ---- membership changes ----------------------------------------------------------------
+
+    def update_members(self, members: list[PeerRow]) -> None:
+        """A reconfig committed (or the data directory holds one): prove and check against
+        `members` from now on, and keep a link to each of them, at the peer address the
+        ensemble file gives if it lists the member (it may route through a proxy), else at the
+        membership's. Links to members it no longer lists stay: they follow as learners."""
+        self._identity = peer_identity(self.config, members)
+        in_file = {m.id for m in self.config.members}
+        for member_id, host, _client_port, peer_port in members:
+            if member_id == self.my_id or member_id in in_file:
+                continue
+            if member_id in self._known:
+                self._addresses[member_id] = (host, peer_port)
+            else:
+                self._add_peer(member_id, (host, peer_port))
+
+    def _add_peer(self, member_id: int, address: tuple[str, int]) -> None:
+        """Start keeping a link to a member this one did not know."""
+        self._addresses[member_id] = address
+        self._known.add(member_id)
+        self._down_reported.setdefault(member_id, True)
+        self._link_warnings.setdefault(member_id, RateLimitedLog())
+        if self._nursery is not None:
+            self._nursery.start_soon(self._outgoing, member_id)
+
     # ---- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -307,8 +364,9 @@ class PeerNetwork:
                     self._incoming_connection, me.peer_port, host=me.host, task_status=task_status
                 )
             )
-            for peer in self.peers:
-                nursery.start_soon(self._outgoing, peer.id)
+            self._nursery = nursery
+            for peer_id in sorted(self._known):
+                nursery.start_soon(self._outgoing, peer_id)
             task_status.started()
 
 

@@ -65,6 +65,7 @@ from zkpy.wire.jute import (
     OP_GET_EPHEMERALS,
     OP_MULTI,
     OP_MULTI_READ,
+    OP_RECONFIG,
     OP_SASL,
     OP_SET_ACL,
     OP_SET_DATA,
@@ -331,6 +332,7 @@ _ENCODERS: dict[int, Callable[[int, int, Any], bytes]] = {
     OP_WHO_AM_I: jute.encode_who_am_i_reply,
     OP_SASL: jute.encode_sasl_reply,
     OP_MULTI_READ: jute.encode_multi_reply,
+    OP_RECONFIG: lambda xid, zxid, body: jute.encode_data_reply(xid, zxid, body[0], _stat(body[1])),
 }
 
 

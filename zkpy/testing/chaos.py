@@ -5,11 +5,12 @@ Every peer link runs through a proxy (`zkpy.testing.proxy`) that the nemesis con
 kill (kill -9 and restart, the leader half of the time), pause (SIGSTOP / SIGCONT: a long GC
 pause), partition (random halves, isolate the leader, a one-way cut, a bridge), delay (slow
 links), drop (reset links: what a lost packet does to TCP), client-pause (stop a client process
-past its session timeout), power (kill -9 every member at once). Afterwards everything is
-healed, the ensemble must converge, and the history is checked: linearizability of the
-registers (per key), uniqueness and order of sequential names, no acknowledged write lost, no
-watch event missed, no ephemeral outliving its session, and identical final state on every
-member.
+past its session timeout), power (kill -9 every member at once), reconfig (remove voters down to
+three, then add them back: 5 -> 3 -> 5 with `--size 5`). Afterwards everything is healed (every
+member back in the membership), the ensemble must converge, and the history is checked:
+linearizability of the registers (per key), uniqueness and order of sequential names, no
+acknowledged write lost, no watch event missed, no ephemeral outliving its session, and identical
+final state on every member.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from typing import Any
 import trio
 
 import zkpy
+from zkpy.core.acl import digest_id
+from zkpy.core.membership import CONFIG_PATH, parse_membership
 from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing.ensemble import Ensemble, Member
 from zkpy.testing.ports import free_ports
@@ -36,7 +40,8 @@ from zkpy.testing.workload import EPHEMERALS, REGISTERS, SEQUENCES
 
 log = logging.getLogger("zkpy.chaos")
 
-NEMESES = ("kill", "pause", "partition", "delay", "drop", "client-pause", "power")
+NEMESES = ("kill", "pause", "partition", "delay", "drop", "client-pause", "power", "reconfig")
+RECONFIG_FLOOR = 3  # the reconfig nemesis removes voters down to this many
 SESSION_TIMEOUT_S = 4.0
 CHAOS_SETTINGS: dict[str, Any] = {
     "tick_ms": 200,
@@ -122,6 +127,7 @@ class Chaos:
         size = self.options.size
         ids = list(range(1, size + 1))
         secret = f"chaos-{self.options.seed}-{self.rng.getrandbits(64):x}"
+        self.admin = ("chaos", secret)  # the super user, for the reconfig nemesis
         self.ensemble = Ensemble(
             self.workdir,
             size,
@@ -129,6 +135,7 @@ class Chaos:
             fast=False,
             log_level="INFO",
             fsync=self.options.fsync,  # False is UNSAFE: the run must then find lost writes
+            super_digest=digest_id(*self.admin).id,
             **CHAOS_SETTINGS,
         )
         self.members = self.ensemble.members
@@ -198,6 +205,7 @@ class Chaos:
             "delay": self._delay,
             "drop": self._drop,
             "client-pause": self._pause_a_client,
+            "reconfig": self._reconfig,
         }
         fault = faults.get(nemesis)
         if fault is None:
@@ -264,6 +272,82 @@ class Chaos:
             await trio.sleep(SESSION_TIMEOUT_S * 1.5 + 1)
             victim_client.send_signal(signal.SIGCONT)
 
+    async def _reconfig(self, fault_s: float) -> None:
+        """Remove voters down to RECONFIG_FLOOR (the leader among them half of the time), or
+        add every member that is out back; a refusal (no quorum in sync, another change in
+        flight) is part of the game and only noted."""
+        current = await self._membership()
+        if current is None:
+            self.note("reconfig: no member answers")
+        else:
+            outside = sorted(set(self.members) - current)
+            removable = sorted(current)
+            if outside and (len(current) <= RECONFIG_FLOOR or self.rng.random() < 0.5):
+                await self._change(add=outside)
+            elif len(removable) > RECONFIG_FLOOR:
+                count = self.rng.randint(1, len(removable) - RECONFIG_FLOOR)
+                leader = await self.leader()
+                chosen = self.rng.sample(removable, count)
+                if leader is not None and leader.id not in chosen and self.rng.random() < 0.5:
+                    chosen[0] = leader.id
+                await self._change(remove=sorted(chosen))
+        await trio.sleep(fault_s)
+
+    async def _membership(self) -> set[int] | None:
+        """The ids of the membership in force (every member before the first change)."""
+        with trio.move_on_after(10):
+            try:
+                async with self._admin_session() as zk:
+                    await zk.sync("/")
+                    if not await zk.exists(CONFIG_PATH):
+                        return set(self.members)
+                    data, _stat = await zk.get(CONFIG_PATH)
+                    return set(parse_membership(data).ids)
+            except (zkpy.errors.ZkError, OSError) as err:
+                log.info("reading the membership: %s", err)
+        return None
+
+    async def _change(self, add: Sequence[int] = (), remove: Sequence[int] = ()) -> bool:
+        """One reconfig; True if it committed."""
+        adds = [
+            f"{i}=127.0.0.1:{self.members[i].client_port}:{self.members[i].peer_port}" for i in add
+        ]
+        what = f"reconfig: add {list(add)} remove {list(remove)}"
+        with trio.move_on_after(15):
+            try:
+                async with self._admin_session() as zk:
+                    data, _stat = await zk.reconfig(add=adds, remove=remove)
+                voters = sorted(parse_membership(data).voters)
+                self.note(f"{what}: voters now {voters}")
+                return True
+            except (zkpy.errors.ZkError, OSError) as err:
+                self.note(f"{what}: refused or lost ({type(err).__name__})")
+                return False
+        self.note(f"{what}: no answer within 15 s")
+        return False
+
+    def _admin_session(self) -> AbstractAsyncContextManager[zkpy.Client]:
+        return zkpy.connect(
+            self.hosts,
+            session_timeout=10.0,
+            connect_timeout=5.0,
+            auth=[("digest", ":".join(self.admin))],
+        )
+
+    async def _restore_membership(self) -> None:
+        """Add back every member the reconfig nemesis left out, for the final checks."""
+        if "reconfig" not in self.options.nemeses:
+            return
+        with trio.move_on_after(60):
+            while True:
+                current = await self._membership()
+                if current is not None:
+                    outside = sorted(set(self.members) - current)
+                    if not outside or await self._change(add=outside):
+                        return
+                await trio.sleep(1.0)
+        self.report.violations.append("the membership could not be restored after healing")
+
     async def _partition(self) -> None:
         ids = sorted(self.members)
         kind = self.rng.choice(["halves", "isolate-leader", "one-way", "bridge"])
@@ -321,6 +405,7 @@ class Chaos:
                         break
                     await self.inject(self.rng.choice(options.nemeses))
                 await self._heal_everything()
+                await self._restore_membership()
                 await self._wait_clients(options.seconds + 30)
                 if not await self.wait_converged():
                     self.report.violations.append("the ensemble did not converge after healing")

@@ -40,12 +40,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zkpy.core.acl import SUPER_ID
 from zkpy.core.errors import Code
+from zkpy.core.membership import MemberSpec, parse_membership
 from zkpy.core.requests import (
     AttachSessionRequest,
     CloseSessionRequest,
     CreateRequest,
     CreateSessionRequest,
+    ReconfigRequest,
     SetDataRequest,
     WriteRequest,
 )
@@ -54,18 +57,20 @@ from zkpy.core.txn import (
     AttachSession,
     CreateSession,
     ErrorTxn,
+    Reconfig,
     TxnRecord,
     decode_record,
     encode_record,
 )
-from zkpy.core.types import OPEN_ACL_UNSAFE, WatchedEvent, WatchMode, zxid_epoch
+from zkpy.core.types import OPEN_ACL_UNSAFE, Id, WatchedEvent, WatchMode, zxid_epoch
 from zkpy.core.watches import ChangeLog
 from zkpy.server.executor import ReadyExecutor
 from zkpy.zab.messages import Notification, PeerMessage, ServerState, Snapshot
-from zkpy.zab.replica import Ready, Replica, ReplicaConfig, quorum_size
+from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig, quorum_size
 
 TTL_MS = 500  # the workload's TTL nodes, and how often leaders reap: both well inside a run
 REAP_INTERVAL_MS = 1_000
+RECONFIG_RATE = 0.01  # per 10 ms step: a reconfig every second or so of virtual time
 
 
 class InvariantViolation(AssertionError):
@@ -215,6 +220,7 @@ class Faults:
     disk_ms: tuple[int, int] = (1, 4)
     drop: float = 0.001  # a message is lost: its link breaks, both ends learn it later
     reorder: float = 0.01  # a link holds back its messages a while (others overtake them)
+    reconfig: float = 0.0  # a client asks to add or remove a member (with `spares` members)
 
 
 @dataclass(slots=True)
@@ -366,7 +372,10 @@ class Simulation:
         tick_ms: int = 50,
         history_limit: int = 40,
         executor: type[ReadyExecutor] = ReadyExecutor,
+        spares: int = 0,
     ) -> None:
+        """`spares`: members outside the initial membership, running from the start as
+        learners, for the reconfigs (`Faults.reconfig`) to add, as voters or observers."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
@@ -375,9 +384,12 @@ class Simulation:
         self.tick_ms = tick_ms
         voter_ids = frozenset(range(1, voters + 1))
         observer_ids = frozenset(range(voters + 1, voters + observers + 1))
+        spare_ids = frozenset(range(voters + observers + 1, voters + observers + spares + 1))
         self.voters = voter_ids
+        # each committed membership's voters, from the zxid that committed it
+        self.voter_history: list[tuple[int, frozenset[int]]] = [(0, voter_ids)]
         self.members: dict[int, SimMember] = {}
-        for member_id in sorted(voter_ids | observer_ids):
+        for member_id in sorted(voter_ids | observer_ids | spare_ids):
             config = ReplicaConfig(
                 member_id,
                 voter_ids,
@@ -494,6 +506,8 @@ class Simulation:
         """Checks made as a Ready is taken (tests extend it)."""
         replica = member.replica
         assert replica is not None
+        if replica.serving and (replica.phase is not Phase.BROADCAST or not replica.is_member):
+            self._violation(f"member {member.id} serves in {replica.phase.value} as {replica.role}")
         if ready.serving_changed and replica.serving and replica.state is ServerState.LEADING:
             other = self.leaders.setdefault(replica.epoch, member.id)
             if other != member.id:
@@ -506,9 +520,19 @@ class Simulation:
                 )
             member.last_applied = record.zxid
             encoded = encode_record(record)
+            first = record.zxid not in self.committed
             known = self.committed.setdefault(record.zxid, encoded)
             if known != encoded:
                 self._violation(f"two different transactions committed at {record.zxid:#x}")
+            if first and type(record.op) is Reconfig:
+                voters = parse_membership(record.op.config).voters
+                bisect.insort(self.voter_history, (record.zxid, voters))
+                self.note(f"membership {sorted(voters)} committed at {record.zxid:#x}")
+
+    def voters_at(self, zxid: int) -> frozenset[int]:
+        """The voters of the membership in force when `zxid` was proposed."""
+        index = bisect.bisect_left(self.voter_history, zxid, key=lambda entry: entry[0])
+        return self.voter_history[index - 1][1]
 
     def _violation(self, text: str) -> None:
         raise InvariantViolation(f"seed {self.seed}, t={self.now}ms: {text}")
@@ -618,6 +642,49 @@ class Simulation:
         if rng.random() < f.reset_link:
             a, b = rng.sample(ids, 2)
             self._reset_link(a, b)
+        if rng.random() < f.reconfig:
+            self._maybe_reconfig()
+
+    def _maybe_reconfig(self) -> None:
+        """A client asks a serving member to add a non-member (voter or observer) or remove a
+        member, sometimes against a stale version, sometimes leaving no voter (refused)."""
+        serving = self._serving_members()
+        if not serving:
+            return
+        rng = self.rng
+        member = rng.choice(serving)
+        assert member.replica is not None
+        current = member.replica.membership
+        outside = sorted(set(self.members) - current.ids)
+        removable = sorted(current.observers if len(current.voters) <= 2 else current.ids)
+        for _ in range(2 if rng.random() < 0.2 else 1):  # two at once: one is refused
+            roll = rng.random()
+            request: ReconfigRequest
+            if outside and (roll < 0.6 or not removable):
+                spec = MemberSpec(rng.choice(outside), "sim", 1, 1, observer=rng.random() < 0.2)
+                request = ReconfigRequest(add=(spec,))
+            elif removable and roll < 0.95:
+                request = ReconfigRequest(remove=(rng.choice(removable),))
+            else:
+                request = ReconfigRequest(remove=tuple(sorted(current.voters)))
+            version = current.version if rng.random() < 0.7 else rng.choice([-1, 1])
+            request = ReconfigRequest(request.add, request.remove, version)
+            self.submit_reconfig(request)
+
+    def submit_reconfig(
+        self, request: ReconfigRequest, ids: frozenset[Id] = frozenset({SUPER_ID})
+    ) -> ClientOp | None:
+        """A client of a live session asks a serving member for `request` (as the super
+        user, unless `ids` says otherwise); None if no member serves or no session lives."""
+        serving = self._serving_members()
+        live = [s for s in self.sessions if s not in self.closed_sessions]
+        if not serving or not live:
+            return None
+        self.note(f"reconfig: add {request.add} remove {request.remove}")
+        session_id = self.rng.choice(live)
+        member, owner = self._connection_for(session_id, serving)
+        self._submit(member, session_id, request, owner, ids)
+        return self.ops[(session_id, self._cxid)]
 
     def crash(self, member_id: int) -> None:
         """The member stops at once: what its disk had not made durable is lost, and so are
@@ -702,7 +769,12 @@ class Simulation:
         return member, owner
 
     def _submit(
-        self, member: SimMember, session_id: int, request: WriteRequest, owner: int
+        self,
+        member: SimMember,
+        session_id: int,
+        request: WriteRequest,
+        owner: int,
+        ids: frozenset[Id] = frozenset(),
     ) -> None:
         """A client's write at `member`, on the connection `owner` (0: none); the executor
         tells the client its outcome."""
@@ -711,7 +783,7 @@ class Simulation:
         self.ops[(session_id, self._cxid)] = op
         assert member.replica is not None and member.executor is not None
         member.executor.expect_reply((session_id, self._cxid), functools.partial(self._reply, op))
-        member.replica.submit(session_id, self._cxid, request, owner=owner)
+        member.replica.submit(session_id, self._cxid, request, ids, owner=owner)
         self._after_input(member)
 
     def _reply(self, op: ClientOp, result: ApplyResult | None) -> None:
@@ -724,20 +796,27 @@ class Simulation:
         op.outcome = "ok" if result.result.error == Code.OK else "failed"
         op.zxid = zxid
         op.error = result.result.error
-        self._check_durable(zxid)
+        reconfig = result.record.op
+        also = parse_membership(reconfig.config).voters if type(reconfig) is Reconfig else None
+        self._check_durable(zxid, also or frozenset())
         if isinstance(result.record.op, CreateSession) and op.outcome == "ok":
             self.sessions.append(op.session_id)
         member = self.members[op.member]
         assert member.replica is not None
         self.clients.replied(op, zxid, op.session_id in member.replica.tree.sessions)
 
-    def _check_durable(self, zxid: int) -> None:
-        """A record is answered only once a quorum of voters holds it durably."""
-        holding = sum(1 for i in self.voters if self.members[i].disk.holds(zxid))
-        if holding < quorum_size(len(self.voters)):
-            self._violation(
-                f"a reply for {zxid:#x} went out while only {holding} voter(s) held it durably"
-            )
+    def _check_durable(self, zxid: int, also: frozenset[int] = frozenset()) -> None:
+        """A record is answered only once a quorum of voters holds it durably: of the voters
+        in force when it was proposed, and of `also` (a reconfig's new voters)."""
+        for voters in (self.voters_at(zxid), also):
+            if not voters:
+                continue
+            holding = sum(1 for i in voters if self.members[i].disk.holds(zxid))
+            if holding < quorum_size(len(voters)):
+                self._violation(
+                    f"a reply for {zxid:#x} went out while only {holding} of voters "
+                    f"{sorted(voters)} held it durably"
+                )
 
     def _check_acknowledged(self, serving: list[SimMember], top: int) -> None:
         """Every acknowledged write is within the members' history, and every acknowledged
@@ -799,8 +878,9 @@ class Simulation:
         """After `settle`: every member serves the same tree, every acknowledged write is there,
         and no member holds an ephemeral of a closed session."""
         serving = self._serving_members()
-        voters = [m for m in serving if m.id in self.voters]
-        if len(voters) < quorum_size(len(self.voters)):
+        final_voters = self.voter_history[-1][1]
+        voters = [m for m in serving if m.id in final_voters]
+        if len(voters) < quorum_size(len(final_voters)):
             self._violation("the ensemble did not recover a serving quorum after healing")
         digests = {m.id: m.replica.tree.digest() for m in serving if m.replica is not None}
         last = {m.id: m.replica.tree.last_zxid for m in serving if m.replica is not None}
@@ -839,7 +919,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-ms", type=int, default=20_000)
     parser.add_argument("--voters", type=int, default=3)
     parser.add_argument("--observers", type=int, default=0)
+    parser.add_argument(
+        "--reconfig",
+        action="store_true",
+        help="two spare members, and clients that add and remove members amid the faults",
+    )
     args = parser.parse_args(argv)
+    extra: dict[str, Any] = {}
+    if args.reconfig:
+        extra = {"spares": 2, "faults": Faults(reconfig=RECONFIG_RATE)}
     start, _sep, end = args.seeds.partition(":")
     failures = 0
     for seed in range(int(start), int(end)):
@@ -849,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                 duration_ms=args.duration_ms,
                 voters=args.voters,
                 observers=args.observers,
+                **extra,
             )
         except InvariantViolation as err:
             failures += 1

@@ -15,7 +15,8 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from zkpy.core.errors import Code, MarshallingError
+from zkpy.core.errors import BadArgumentsError, Code, MarshallingError
+from zkpy.core.membership import parse_server_line
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -30,6 +31,7 @@ from zkpy.core.requests import (
     MultiOp,
     MultiRequest,
     PingRequest,
+    ReconfigRequest,
     RemoveWatchesRequest,
     Request,
     SetACLRequest,
@@ -63,6 +65,7 @@ OP_PING = 11
 OP_GET_CHILDREN = 12
 OP_CHECK = 13
 OP_MULTI = 14
+OP_RECONFIG = 16
 OP_REMOVE_WATCHES = 18
 OP_CLOSE = -11
 OP_AUTH = 100
@@ -302,6 +305,13 @@ def _ping_fields(request: PingRequest) -> list[Any]:
     return [OP_PING]
 
 
+def _reconfig_fields(request: ReconfigRequest) -> list[Any]:
+    """``[16, [member, ...], [id, ...], from_version]``, each member as its line of the
+    dynamic configuration: ``server.N=HOST:PEER_PORT:ELECTION_PORT:ROLE;HOST:CLIENT_PORT``."""
+    adds = [m.line() for m in request.add]
+    return [OP_RECONFIG, adds, list(request.remove), request.from_version]
+
+
 # The requests past the three `request_fields` tests first, by exact type.
 _REQUEST_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     DeleteRequest: _delete_fields,
@@ -318,6 +328,7 @@ _REQUEST_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     SetWatchesRequest: _set_watches_fields,
     AddWatchRequest: _add_watch_fields,
     PingRequest: _ping_fields,
+    ReconfigRequest: _reconfig_fields,
 }
 
 
@@ -530,6 +541,18 @@ def _decode_add_watch(fields: list[Any]) -> Request:
     return AddWatchRequest(_path(path), watch_mode)
 
 
+def _decode_reconfig(fields: list[Any]) -> Request:
+    _arity(fields, 3, "reconfig")
+    _, adds, removes, from_version = fields
+    try:
+        texts = _expect(adds, list, "add")
+        add = tuple(parse_server_line(_expect(text, str, "member")) for text in texts)
+    except BadArgumentsError as err:
+        raise MarshallingError(str(err)) from None
+    remove = tuple(_expect(i, int, "member id") for i in _expect(removes, list, "remove"))
+    return ReconfigRequest(add, remove, _expect(from_version, int, "from_version"))
+
+
 _REQUEST_DECODERS: dict[int, Callable[[list[Any]], Request]] = {
     OP_GET_DATA: _decode_get_data,
     OP_EXISTS: _decode_exists,
@@ -547,6 +570,7 @@ _REQUEST_DECODERS: dict[int, Callable[[list[Any]], Request]] = {
     OP_AUTH: _decode_auth,
     OP_SET_WATCHES: _decode_set_watches,
     OP_ADD_WATCH: _decode_add_watch,
+    OP_RECONFIG: _decode_reconfig,
 }
 
 

@@ -24,7 +24,8 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from zkpy.core.errors import Code, MarshallingError
+from zkpy.core.errors import BadArgumentsError, Code, MarshallingError
+from zkpy.core.membership import parse_server_line
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -39,6 +40,7 @@ from zkpy.core.requests import (
     MultiOp,
     MultiRequest,
     PingRequest,
+    ReconfigRequest,
     SetACLRequest,
     SetDataRequest,
     SetWatchesRequest,
@@ -457,6 +459,7 @@ JuteRequest = (
     | WhoAmI
     | SaslRequest
     | Refusal
+    | ReconfigRequest
 )
 
 
@@ -684,9 +687,19 @@ def _decode_who_am_i(reader: Reader) -> JuteRequest:
     return WhoAmI()
 
 
-def _refuse_reconfig(reader: Reader) -> JuteRequest:
-    reader.pos = len(reader.data)  # its record is not read: the request is refused whole
-    return Refusal(Code.UNIMPLEMENTED, "reconfig is not supported")
+def _decode_reconfig(reader: Reader) -> JuteRequest:
+    """ZooKeeper's incremental reconfig: joining server lines and leaving ids, each list
+    comma-separated, and the config version to match (-1: any)."""
+    joining, leaving, new_members = reader.ustring(), reader.ustring(), reader.ustring()
+    from_version = reader.int64()
+    if new_members:
+        return Refusal(Code.UNIMPLEMENTED, "only incremental reconfig (joining, leaving)")
+    try:
+        add = tuple(parse_server_line(line) for line in (joining or "").split(",") if line)
+        remove = tuple(int(i) for i in (leaving or "").split(",") if i.strip())
+    except (BadArgumentsError, ValueError) as err:
+        return Refusal(Code.BAD_ARGUMENTS, f"bad reconfig: {err}")
+    return ReconfigRequest(add, remove, from_version)
 
 
 def _decode_sasl(reader: Reader) -> JuteRequest:
@@ -721,7 +734,7 @@ _REQUEST_DECODERS: dict[int, Callable[[Reader], JuteRequest]] = {
     OP_GET_EPHEMERALS: _decode_get_ephemerals,
     OP_GET_ALL_CHILDREN_NUMBER: _decode_get_all_children_number,
     OP_WHO_AM_I: _decode_who_am_i,
-    OP_RECONFIG: _refuse_reconfig,
+    OP_RECONFIG: _decode_reconfig,
     OP_SASL: _decode_sasl,
 }
 

@@ -37,6 +37,7 @@ from zkpy.core.requests import (
     CreateSessionRequest,
     DeleteRequest,
     MultiRequest,
+    ReconfigRequest,
     SetACLRequest,
     SetDataRequest,
     WriteRequest,
@@ -76,6 +77,7 @@ _WRITES = (
     CheckRequest,
     MultiRequest,
     CloseSessionRequest,
+    ReconfigRequest,
 )
 
 _TAGS: dict[type, int] = {
@@ -455,14 +457,46 @@ class NotAPeerError(HandshakeError):
     """The first frame on a peer port is not a member's hello (a client, a tool, noise)."""
 
 
-def ensemble_digest(members: Iterable[tuple[int, bool, str, int]]) -> bytes:
-    """The ensemble's identity, bound into every proof: a digest of its members' (id, observer,
+MAX_HELLO_MEMBERS = 256
+
+
+def ensemble_digest(members: Iterable[tuple[int, str, int]]) -> bytes:
+    """A member's view of its ensemble, bound into its proofs: a digest of the members' (id,
     host, client port), sorted. Peer ports are left out: a member may reach another through a
-    proxy, on a port of its own choosing."""
-    rows = sorted(
-        [[member_id, observer, host, port] for member_id, observer, host, port in members]
-    )
+    proxy, on a port of its own choosing. Roles are left out too: a reconfig changes them."""
+    rows = sorted([[member_id, host, port] for member_id, host, port in members])
     return hashlib.sha256(msgpack.packb(rows, use_bin_type=True)).digest()
+
+
+def _member_rows(value: object) -> tuple[tuple[int, str, int], ...]:
+    """The (id, host, client port) rows a hello lists; HandshakeError for any other shape."""
+    if value is None:
+        raise HandshakeError(
+            "the hello lists no members, as zkpy before membership changes sent it: upgrade "
+            "every member of an ensemble together"
+        )
+    if type(value) is not list or not 0 < len(value) <= MAX_HELLO_MEMBERS:
+        raise HandshakeError(f"the hello's member list is not 1 to {MAX_HELLO_MEMBERS} members")
+    rows = []
+    for row in value:
+        if (
+            type(row) is not list
+            or len(row) != 3
+            or type(row[0]) is not int
+            or type(row[1]) is not str
+            or type(row[2]) is not int
+        ):
+            raise HandshakeError("a member in the hello is not [id, host, client port]")
+        rows.append((row[0], row[1], row[2]))
+    return tuple(rows)
+
+
+def _address_in(value: object) -> tuple[str, int] | None:
+    if type(value) is list and len(value) == 2 and type(value[0]) is str:
+        port = value[1]
+        if type(port) is int and 0 < port < 1 << 16:
+            return value[0], port
+    return None
 
 
 def _proof(
@@ -541,6 +575,11 @@ class PeerIdentity:
     ensemble: bytes
     peers: frozenset[int]
     secret: bytes = field(repr=False)
+    # this member's view of the membership as (id, host, client port), whose digest is
+    # `ensemble`, and where its own peer listener is (a member that does not know it yet, one
+    # a reconfig is about to add, dials back there)
+    members: tuple[tuple[int, str, int], ...] = ()
+    address: tuple[str, int] = ("", 0)
 
     def challenge(self, nonce: bytes) -> bytes:
         """The verifier's first frame."""
@@ -565,7 +604,8 @@ class PeerIdentity:
             "id": self.member_id,
             "to": verifier,
             "nonce": nonce,
-            "ensemble": self.ensemble,
+            "members": [list(row) for row in self.members],
+            "peer": list(self.address),
             "proof": proof,
         }
         answer = self._proof(_FROM_VERIFIER, verifier, self.member_id, theirs, nonce)
@@ -585,25 +625,47 @@ class PeerIdentity:
                 f"{PEER_PROTOCOL_VERSION}: upgrade every member of an ensemble together"
             )
         prover = _member_id(value.get("id"))
-        if prover not in self.peers:
+        rows = _member_rows(value.get("members"))
+        if prover not in self.peers and prover not in {row[0] for row in rows}:
             raise HandshakeError(f"unknown member id {prover}")
         if value.get("to") != self.member_id:
             raise HandshakeError(
                 f"member {prover}'s hello is meant for member {value.get('to')!r}, not this "
                 f"member {self.member_id} (relayed, or a peer port in the wrong place)"
             )
-        if value.get("ensemble") != self.ensemble:
-            raise HandshakeError(
-                f"member {prover} describes another ensemble (members, roles, hosts or client "
-                "ports differ): give every member the same ensemble file"
-            )
+        self._check_same_ensemble(prover, rows)
+        ensemble = ensemble_digest(rows)
         theirs = _nonce(value.get("nonce"), "hello")
         proof = value.get("proof")
-        expected = self._proof(_FROM_PROVER, prover, self.member_id, nonce, theirs)
+        expected = _proof(
+            self.secret, _FROM_PROVER, prover, self.member_id, nonce, theirs, ensemble
+        )
         if type(proof) is not bytes or not hmac.compare_digest(proof, expected):
             raise HandshakeError(f"member {prover} failed to prove the cluster secret")
-        answer = self._proof(_FROM_VERIFIER, self.member_id, prover, nonce, theirs)
+        answer = _proof(
+            self.secret, _FROM_VERIFIER, self.member_id, prover, nonce, theirs, ensemble
+        )
         return prover, _pack({"proof": answer})
+
+    def _check_same_ensemble(self, prover: int, rows: tuple[tuple[int, str, int], ...]) -> None:
+        """Two views of one ensemble may differ in who is a member (one of them has not heard
+        of a reconfig yet) but not in where a member they both list is."""
+        mine = {row[0]: row for row in self.members}
+        common = [row for row in rows if row[0] in mine]
+        if not common or any(mine[row[0]] != row for row in common):
+            raise HandshakeError(
+                f"member {prover} describes another ensemble (hosts or client ports of members "
+                "differ): give every member the same ensemble file"
+            )
+
+    @staticmethod
+    def stated_address(hello: bytes) -> tuple[str, int] | None:
+        """Where the prover of a checked `hello` listens for peers, as it says."""
+        try:
+            value = msgpack.unpackb(hello, raw=False)
+        except Exception:  # checked before: cannot happen, but no input may raise here
+            return None
+        return _address_in(value.get("peer")) if isinstance(value, dict) else None
 
     def check_answer(self, answer: bytes, hello: Hello, verifier: int) -> None:
         """Check the verifier's answer to our hello."""

@@ -38,13 +38,17 @@ class Election:
         self.my_id = my_id
         self.voters = voters
         self.observers = observers
-        self.observer = my_id in observers
+        self.observer = my_id not in voters  # an observer, or no member (yet, or any more)
         self.finalize_ticks = finalize_ticks
         self.round = 0
         self.vote = Vote(0, 0, my_id)
         self.leader: int | None = None  # decided: the member to follow, or my_id to lead
         self._own = self.vote
         self._peers = sorted((voters | observers) - {my_id})
+        # the membership of a reconfig this member has logged and not seen committed: see
+        # `expect_also`
+        self._logged_members: frozenset[int] = frozenset()
+        self._logged_voters: frozenset[int] = frozenset()
         self._quorum = quorum_size(len(voters))
         self._votes: dict[int, Vote] = {}
         self._settled: dict[int, tuple[Vote, ServerState, int]] = {}  # vote, state, round
@@ -64,8 +68,26 @@ class Election:
         if not self.observer:
             self._votes[self.my_id] = own
         self._broadcast()
-        if self.voters == frozenset({self.my_id}):
+        if self.voters == frozenset({self.my_id}) and not self._logged_voters:
             self.leader = self.my_id
+
+    def reconfigure(self, voters: frozenset[int], observers: frozenset[int]) -> None:
+        """A new membership is committed: count and tell its members from now on."""
+        self.voters = voters
+        self.observers = observers
+        self._quorum = quorum_size(len(voters))
+        self.expect_also(self._logged_members, self._logged_voters)
+
+    def expect_also(self, members: frozenset[int], voters: frozenset[int]) -> None:
+        """This member has logged a reconfig to `members` (of which `voters` vote) and not
+        seen it committed: if it has committed, a quorum of its voters may already have
+        elected a leader and committed more. Until it is committed here, tell its members
+        too, count its voters' votes, and decide only on a vote that a quorum of the voters
+        in force and a quorum of its voters agree on (ZooKeeper's rule)."""
+        self._logged_members = members
+        self._logged_voters = voters
+        self.observer = self.my_id not in self.voters | voters
+        self._peers = sorted((self.voters | self.observers | members) - {self.my_id})
 
     def tick(self) -> None:
         """Decide once a quorum has agreed for `finalize_ticks`; otherwise repeat the vote."""
@@ -84,8 +106,8 @@ class Election:
         if self.leader is not None:
             return
         if note.state is ServerState.LOOKING:
-            if sender in self.observers or self.observer:
-                return
+            if sender not in self.voters | self._logged_voters or self.observer:
+                return  # only voters' votes count
             self._on_vote(sender, note)
         else:
             self._settled[sender] = (note.vote, note.state, note.round)
@@ -119,12 +141,21 @@ class Election:
             self._quorum_since = None
             self._broadcast()
         self._votes[sender] = note.vote
-        agreeing = sum(1 for vote in self._votes.values() if vote == self.vote)
-        if agreeing >= self._quorum:
+        if self._agreed():
             if self._quorum_since is None:
                 self._quorum_since = self._ticks
         else:
             self._quorum_since = None
+
+    def _agreed(self) -> bool:
+        """Whether a quorum of the voters (and of a logged reconfig's, if any) share the vote."""
+        agreeing = [member for member, vote in self._votes.items() if vote == self.vote]
+        if sum(1 for member in agreeing if member in self.voters) < self._quorum:
+            return False
+        logged = self._logged_voters
+        if not logged:
+            return True
+        return sum(1 for member in agreeing if member in logged) >= quorum_size(len(logged))
 
     def _try_join_established(self) -> None:
         """Join a leader that is already leading, as a quorum of settled members report, or
@@ -143,6 +174,36 @@ class Election:
             )
             if self.observer or backers + 1 >= self._quorum:
                 self.leader = sender
+                return
+        if self.observer:
+            self._join_reported_leader()
+        else:
+            self._join_leader_outside_view()
+
+    def _join_reported_leader(self) -> None:
+        """A member that does not vote (an observer, or one outside the membership it last
+        knew) follows the leader a voter it knows reports, even one it has not heard from: a
+        removed member's membership may name none of the current leaders. Following a stale
+        report costs only a retry; such a member counts in no quorum."""
+        for member, (vote, state, _round) in sorted(self._settled.items()):
+            settled = state is not ServerState.LOOKING
+            if member in self.voters and settled and vote.leader != self.my_id:
+                self.leader = vote.leader
+                return
+
+    def _join_leader_outside_view(self) -> None:
+        """Follow a leader this member's membership does not name when a quorum of its voters
+        report following it: a reconfig this member has not seen committed made it a voter
+        (this member then learns that membership as it syncs). Following votes for nothing."""
+        known = self.voters | self.observers
+        backers: dict[int, int] = {}
+        for member, (vote, state, _round) in self._settled.items():
+            settled = state is not ServerState.LOOKING
+            if member in self.voters and settled and vote.leader not in known:
+                backers[vote.leader] = backers.get(vote.leader, 0) + 1
+        for leader, count in sorted(backers.items()):
+            if count >= self._quorum:
+                self.leader = leader
                 return
 
     def _followers_of_me(self) -> int:

@@ -50,8 +50,6 @@ class Following(Role):
         self.state = ServerState.OBSERVING if self.observer else ServerState.FOLLOWING
         self.leader = leader
         self.last_heard = replica.ticks
-        # an observer is no part of a quorum: it always waits for the leader's Commit
-        self.commits_locally = config.commits_locally and not self.observer
         self.leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
 
     def start(self) -> None:
@@ -80,7 +78,10 @@ class Following(Role):
             case Propose(records):
                 self._on_propose(records)
             case LoggedPropose(records):
-                if self._on_propose(records) and records and self.commits_locally:
+                # the leader sends these only where it and one follower are a quorum (never
+                # to an observer, nor while a reconfig is in flight): it decides, not this
+                # member's view of the membership, which may lag the leader's by a commit
+                if self._on_propose(records) and records and not self.observer:
                     self.leader_logged = records[-1].zxid
             case Commit(zxid):
                 self._on_commit(zxid)
@@ -115,6 +116,18 @@ class Following(Role):
         if self.leader_logged:
             replica = self.replica
             replica.commit_zxid = max(replica.commit_zxid, min(durable_zxid, self.leader_logged))
+
+    def reconfigured(self) -> None:
+        """A reconfig committed: a member whose role changed (voter and observer acknowledge
+        differently) joins again, and so does every member when the leader is no voter any
+        more (it steps down as it applies the same record: electing at once saves waiting
+        `sync_limit` for its silence); otherwise it serves if and only if it is a member."""
+        replica = self.replica
+        config = replica.config
+        if config.is_observer != self.observer or self.leader not in config.voters:
+            replica._start_election()
+        elif replica.phase is Phase.BROADCAST:
+            replica._set_serving(True)  # which a member outside the membership never does
 
     def current_vote(self) -> Vote:
         """This member follows `leader`."""
@@ -172,7 +185,8 @@ class Following(Role):
         replica.phase = Phase.BROADCAST
         replica.commit_zxid = max(replica.commit_zxid, min(commit_zxid, replica.last_logged))
         replica._apply_committed()
-        replica._set_serving(True)
+        if replica._role is self:  # a reconfig it just applied may have sent it to election
+            replica._set_serving(True)
 
     # ---- broadcast -----------------------------------------------------------------------------
 

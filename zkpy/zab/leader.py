@@ -8,10 +8,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from zkpy.core.membership import Membership, parse_membership
 from zkpy.core.prep import Prep
-from zkpy.core.requests import CloseSessionRequest, PreppedRequest, ReapRequest, WriteRequest
+from zkpy.core.requests import (
+    CloseSessionRequest,
+    PreppedRequest,
+    ReapRequest,
+    ReconfigRequest,
+    WriteRequest,
+)
 from zkpy.core.sessions import SessionTracker
-from zkpy.core.txn import TxnRecord, decode_record
+from zkpy.core.txn import Reconfig, TxnRecord, decode_record
 from zkpy.core.types import Id, make_zxid, zxid_counter, zxid_epoch
 from zkpy.zab.election import quorum_size
 from zkpy.zab.messages import (
@@ -81,6 +88,14 @@ class Leading(Role):
         # cumulative (a follower logs and acknowledges in order, over a FIFO link)
         self.uncommitted: deque[int] = deque()
         self.acked: dict[int, int] = {}
+        # a reconfig proposed and not yet committed: its zxid and membership. It and everything
+        # after it commit only on a quorum of the old voters and a quorum of the new ones.
+        self.pending: tuple[int, Membership] | None = None
+        # once it has committed: the last zxid proposed while it was in flight and the old
+        # voters, whose quorum those proposals still need (as ZooKeeper's do)
+        self.carried: tuple[int, frozenset[int]] | None = None
+        self.counted = config.voters  # whose acknowledgements count: old and new voters
+        self.tail_voters: frozenset[int] = frozenset()
         self.ping_round = 0
         self.sync_heartbeat_sent = False
         self.next_reap_ms = 0  # set when the epoch is established
@@ -88,6 +103,9 @@ class Leading(Role):
     def start(self) -> None:
         """Discovery begins: wait for a quorum's FollowerInfo to choose the epoch."""
         replica = self.replica
+        pending = replica.tail_membership()
+        # the voters of a reconfig in this leader's uncommitted log: establishing needs them too
+        self.tail_voters = pending.voters if pending is not None else frozenset()
         replica.phase = Phase.DISCOVERY
         replica.epoch = 0
         self._check_discovery()
@@ -169,8 +187,13 @@ class Leading(Role):
 
     # ---- discovery and synchronization ---------------------------------------------------------
 
+    def _self_vote(self) -> int:
+        """1 if this leader is a voter of the membership in force. It may not be one: a voter
+        of a reconfig it has logged and not seen committed (establishing commits it)."""
+        return 1 if self.replica.my_id in self.voters else 0
+
     def _voters_with(self, predicate: str) -> int:
-        count = 1  # the leader itself
+        count = self._self_vote()
         for member, peer in self.peers.items():
             if member in self.voters and getattr(peer, predicate):
                 count += 1
@@ -182,11 +205,25 @@ class Leading(Role):
             self._choose_epoch()
         if replica.epoch and self._voters_with("promised") >= self.quorum:
             if replica.phase is Phase.DISCOVERY:
+                if not self._tail_quorum_promised():
+                    return
                 self._begin_synchronization()
             self._check_established()
 
+    def _tail_quorum_promised(self) -> bool:
+        """Whether a quorum of the voters of the reconfig in this leader's uncommitted log (if
+        any) has promised the epoch. Each reported its history as it did: one with a longer
+        history than this leader's made it step down (`_on_ack_epoch`), for it may hold
+        proposals that such a quorum committed after that reconfig, which this leader lacks."""
+        tail = self.tail_voters
+        if not tail:
+            return True
+        count = sum(1 for m, p in self.peers.items() if m in tail and p.promised)
+        count += self.replica.my_id in tail
+        return count >= quorum_size(len(tail))
+
     def _voters_with_known_epoch(self) -> int:
-        return 1 + sum(
+        return self._self_vote() + sum(
             1 for m, p in self.peers.items() if m in self.voters and p.accepted_epoch >= 0
         )
 
@@ -221,9 +258,12 @@ class Leading(Role):
             return
         # A FollowerInfo after its AckEpoch (the link is FIFO) means the follower went back to
         # election and starts a new session: forget the old one and synchronize it again.
-        observer = sender in self.observers
-        if observer and not self.established:
-            return  # observers join an established leader
+        # A member outside the membership (one catching up before a reconfig adds it, or a
+        # removed one) is a learner: synced and sent proposals, but in no quorum until a
+        # reconfig makes it a voter.
+        if sender not in self.voters | self.tail_voters and not self.established:
+            return  # observers and learners join an established leader
+        observer = sender in self.observers or (sender not in self.voters and info.observer)
         peer = _Peer(
             info.accepted_epoch,
             info.last_zxid,
@@ -306,6 +346,9 @@ class Leading(Role):
             return
         if self._voters_with("up_to_date") < self.quorum:
             return
+        pending = replica.tail_membership()
+        if pending is not None and not self._new_quorum_promised(pending):
+            return
         self.established = True
         replica.phase = Phase.BROADCAST
         replica.commit_zxid = replica.last_logged
@@ -320,7 +363,22 @@ class Leading(Role):
                 replica._send(member, UpToDate(replica.commit_zxid))
                 peer.acked_zxid = max(peer.acked_zxid, peer.last_zxid)
         replica._apply_committed()
-        replica._set_serving(True)
+        if replica._role is self:  # a reconfig it just committed may have made it step down
+            replica._set_serving(True)
+
+    def _new_quorum_promised(self, pending: Membership) -> bool:
+        """Whether a quorum of the voters of the reconfig in this leader's uncommitted log has
+        promised this epoch and synced: establishing commits the whole log, that reconfig
+        included, which needs a quorum of the new voters as well as of the old."""
+        replica = self.replica
+        count = sum(
+            1
+            for member, peer in self.peers.items()
+            if member in pending.voters and peer.promised and peer.up_to_date
+        )
+        if replica.my_id in pending.voters:
+            count += 1
+        return count >= quorum_size(len(pending.voters))
 
     def _resend_discovery(self) -> None:
         replica = self.replica
@@ -351,15 +409,18 @@ class Leading(Role):
             return
         self.counter += 1
         zxid = make_zxid(replica.epoch, self.counter)
-        record = prep.prepare(
-            request,
-            zxid=zxid,
-            session_id=session_id,
-            cxid=cxid,
-            now_ms=replica.now_ms,
-            ids=ids,
-            owner=owner,
-        )
+        if type(request) is ReconfigRequest:
+            record = self._prepare_reconfig(request, zxid, session_id, cxid, ids, owner)
+        else:
+            record = prep.prepare(
+                request,
+                zxid=zxid,
+                session_id=session_id,
+                cxid=cxid,
+                now_ms=replica.now_ms,
+                ids=ids,
+                owner=owner,
+            )
         replica._log((record,))
         self.uncommitted.append(zxid)
         first = self.peers.get(origin)
@@ -374,25 +435,130 @@ class Leading(Role):
 
         Each peer's link is written in turn when the step ends, and on loopback a write runs
         the receiver's side of TCP too: the first peer queued hears the batch tens of
-        microseconds before the next."""
+        microseconds before the next. While a reconfig is in flight, two members may not be a
+        quorum of the new voters, so every follower waits for the Commit."""
         if not peer.synced:
             return
-        if self.commits_locally and not peer.observer:
+        commits_locally = self.commits_locally and self.pending is None and self.carried is None
+        if commits_locally and not peer.observer and member in self.voters:
             self.replica._send_batched(member, LoggedPropose, record)
             peer.logged_sent = record.zxid
         else:
             self.replica._send_batched(member, Propose, record)
 
-    def _count_ack(self, member: int, zxid: int) -> None:
-        """`member` has logged everything up to `zxid`: commit what a quorum of voters has."""
+    def _prepare_reconfig(
+        self,
+        request: ReconfigRequest,
+        zxid: int,
+        session_id: int,
+        cxid: int,
+        ids: frozenset[Id],
+        owner: int,
+    ) -> TxnRecord:
+        """The record of a reconfig (or of its refusal); an accepted one is in flight from now
+        until it commits."""
+        replica = self.replica
+        prep = replica.prep
+        assert prep is not None
+        record = prep.prepare_reconfig(
+            request,
+            zxid=zxid,
+            session_id=session_id,
+            cxid=cxid,
+            now_ms=replica.now_ms,
+            ids=ids,
+            owner=owner,
+            current=replica.membership,
+            reachable=self._in_sync(),
+            in_flight=self.pending is not None or self.carried is not None,
+        )
+        op = record.op
+        if type(op) is Reconfig:
+            membership = parse_membership(op.config)
+            self.pending = (zxid, membership)
+            self.counted = self.voters | membership.voters
+        return record
+
+    def _in_sync(self) -> frozenset[int]:
+        """This leader and the members that acknowledge its proposals and answered lately."""
+        replica = self.replica
+        sync_limit = replica.config.sync_limit
+        return frozenset(
+            [replica.my_id]
+            + [
+                member
+                for member, peer in self.peers.items()
+                if peer.up_to_date
+                and not peer.observer
+                and replica.ticks - peer.last_heard_tick <= sync_limit
+            ]
+        )
+
+    def reconfigured(self) -> None:
+        """A reconfig committed: count the new voters from now on, and the old ones too for
+        what was proposed while it was in flight. A leader that is no voter any more steps
+        down, and the new voters elect one of their own."""
+        replica = self.replica
+        config = replica.config
+        old = self.voters
+        self.voters = config.voters
+        self.observers = config.observers
+        self.quorum = quorum_size(len(config.voters))
+        self.commits_locally = config.commits_locally
+        self.pending = None
+        last = self.uncommitted[-1] if self.uncommitted else 0
+        if last > replica.commit_zxid:
+            self.carried = (last, old)
+        self.counted = config.voters | (old if self.carried is not None else frozenset())
+        self.acked = {m: z for m, z in self.acked.items() if m in self.counted}
+        for member, peer in self.peers.items():
+            if member in config.members:
+                peer.observer = member in config.observers
+        if replica.my_id not in config.voters:
+            replica._start_election()
+
+    def _carried_point(self) -> int:
+        """How far the log may commit while proposals made during the last reconfig are
+        uncommitted: those need a quorum of the old voters as well as of the new."""
+        carried = self.carried
+        assert carried is not None
+        last, old = carried
+        point = self._logged_by_quorum(self.voters)
+        both = min(point, self._logged_by_quorum(old))
+        if both < last:
+            return both
+        self.carried = None
+        self.counted = self.voters
+        self.acked = {m: z for m, z in self.acked.items() if m in self.voters}
+        return point
+
+    def _logged_by_quorum(self, voters: frozenset[int]) -> int:
+        """The highest zxid that a quorum of `voters` has logged (0: none yet)."""
         acked = self.acked
-        if member not in self.voters or zxid <= acked.get(member, 0):
+        logged = sorted((acked[m] for m in voters if m in acked), reverse=True)
+        quorum = quorum_size(len(voters))
+        return logged[quorum - 1] if len(logged) >= quorum else 0
+
+    def _count_ack(self, member: int, zxid: int) -> None:
+        """`member` has logged everything up to `zxid`: commit what a quorum of voters has
+        (while a reconfig is in flight, it and what follows it need both quorums)."""
+        acked = self.acked
+        if member not in self.counted or zxid <= acked.get(member, 0):
             return
         acked[member] = zxid
-        quorum = self.quorum
-        if len(acked) < quorum:
-            return
-        logged_by_quorum = sorted(acked.values(), reverse=True)[quorum - 1]
+        pending = self.pending
+        if pending is not None:
+            logged_by_quorum = self._logged_by_quorum(self.voters)
+            if logged_by_quorum >= pending[0]:
+                new = self._logged_by_quorum(pending[1].voters)
+                logged_by_quorum = max(pending[0] - 1, min(logged_by_quorum, new))
+        elif self.carried is not None:
+            logged_by_quorum = self._carried_point()
+        else:
+            quorum = self.quorum
+            if len(acked) < quorum:
+                return
+            logged_by_quorum = sorted(acked.values(), reverse=True)[quorum - 1]
         replica = self.replica
         committed = replica.commit_zxid
         uncommitted = self.uncommitted
@@ -446,7 +612,7 @@ class Leading(Role):
 
     def confirmed_round(self) -> int:
         """The latest heartbeat round that a quorum (this leader included) has answered."""
-        rounds = [self.ping_round] + [
+        rounds = [self.ping_round] * self._self_vote() + [
             peer.pinged_round
             for member, peer in self.peers.items()
             if member in self.voters and peer.up_to_date
@@ -461,12 +627,12 @@ class Leading(Role):
         replica = self.replica
         if not self.established:
             if len(self.voters) > 1:
-                alive = 1 + sum(1 for m in self.peers if m in self.voters)
+                alive = self._self_vote() + sum(1 for m in self.peers if m in self.voters)
                 if alive < self.quorum and replica.phase is not Phase.DISCOVERY:
                     replica._start_election()
             return
         sync_limit = replica.config.sync_limit
-        recent = 1 + sum(
+        recent = self._self_vote() + sum(
             1
             for member, peer in self.peers.items()
             if member in self.voters

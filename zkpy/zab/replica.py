@@ -21,16 +21,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 
+from zkpy.core.membership import CONFIG_PATH, Membership, MemberSpec, parse_membership
 from zkpy.core.prep import Prep
 from zkpy.core.requests import WriteRequest
 from zkpy.core.sessions import SessionTracker
 from zkpy.core.tree import ApplyResult, DataTree
-from zkpy.core.txn import CloseSession, CreateSession, TxnRecord, encode_record
+from zkpy.core.txn import CloseSession, CreateSession, Reconfig, TxnRecord, encode_record
 from zkpy.core.types import Id
 from zkpy.zab.election import Election, quorum_size
 from zkpy.zab.follower import Following
@@ -76,6 +77,9 @@ class ReplicaConfig:
     max_data_bytes: int = 1 << 20
     reap_interval_ms: int = 60_000  # how often the leader looks for due container / TTL nodes
     local_commit: bool = True  # see `commits_locally`; tests turn it off to drive Commits
+    # the members' addresses, where the shell knows them (a reconfig copies them into the
+    # new membership it commits); the committed membership, once there is one
+    membership: Membership | None = None
 
     @property
     def members(self) -> frozenset[int]:
@@ -94,6 +98,30 @@ class ReplicaConfig:
     def is_observer(self) -> bool:
         """Whether this member observes (never votes, never counts toward a quorum)."""
         return self.my_id in self.observers
+
+    def with_membership(self, membership: Membership) -> ReplicaConfig:
+        """This configuration with `membership`'s voters and observers."""
+        return replace(
+            self, voters=membership.voters, observers=membership.observers, membership=membership
+        )
+
+    def current_membership(self) -> Membership:
+        """The committed membership, else one made of the voters and observers (with the
+        addresses the shell gave, if any), at version 0."""
+        if self.membership is not None and self.membership.ids == self.members:
+            return self.membership
+        known = {m.id: m for m in self.membership.members} if self.membership else {}
+        members = tuple(
+            replace(known.get(i, MemberSpec(i)), observer=i in self.observers)
+            for i in sorted(self.members)
+        )
+        return Membership(members, 0)
+
+
+def committed_membership(tree: DataTree) -> Membership | None:
+    """The membership the tree's /zookeeper/config holds, if a reconfig ever committed."""
+    node = tree.get(CONFIG_PATH)
+    return None if node is None else parse_membership(node.data)
 
 
 class Replica:
@@ -114,9 +142,14 @@ class Replica:
         any committed records the log still keeps (the tree holds those already). With such
         older records, `history_base` is the zxid just before the first of them: a leader
         that restarted can then sync a follower that is behind its last checkpoint by diff,
-        where a snapshot would also reset the follower's record of recent changes."""
-        if config.my_id not in config.members:
-            raise ValueError(f"member {config.my_id} is not in the configuration")
+        where a snapshot would also reset the follower's record of recent changes.
+
+        A membership the tree holds (committed by a reconfig) replaces `config`'s voters and
+        observers. A member that is in neither follows a leader without voting or serving
+        clients (a new member catching up before a reconfig adds it, or a removed one)."""
+        committed = committed_membership(tree)
+        if committed is not None:
+            config = config.with_membership(committed)
         self.config = config
         self.my_id = config.my_id
         self.tree = tree
@@ -174,8 +207,10 @@ class Replica:
         self._role.tick()
 
     def receive(self, sender: int, message: PeerMessage) -> None:
-        """A message from member `sender`; anything from outside the ensemble is ignored."""
-        if sender not in self.config.members or sender == self.my_id:
+        """A message from member `sender`, which may be outside the membership in force (a new
+        member catching up, a removed one, or one that knows a newer membership): election
+        counts only voters' votes, and only a leader accepts such a member, as a learner."""
+        if sender == self.my_id:
             return
         if isinstance(message, Notification):
             self._on_notification(sender, message)
@@ -252,6 +287,24 @@ class Replica:
         return self._role.outstanding()
 
     @property
+    def is_member(self) -> bool:
+        """Whether the membership in force names this member (as a voter or observer)."""
+        return self.my_id in self.config.members
+
+    @property
+    def membership(self) -> Membership:
+        """The membership in force (see `ReplicaConfig.current_membership`)."""
+        return self.config.current_membership()
+
+    def tail_membership(self) -> Membership | None:
+        """The membership of the last reconfig logged here but not yet committed, if any."""
+        found: Membership | None = None
+        for record in self._unscheduled:
+            if type(record.op) is Reconfig and record.zxid > self.scheduled_zxid:
+                found = parse_membership(record.op.config)
+        return found
+
+    @property
     def round(self) -> int:
         """The election round this member is in or last decided in."""
         return self.election.round
@@ -279,7 +332,25 @@ class Replica:
             self.scheduled_zxid = record.zxid
             self._ready.committed.append(record)
             self._awaiting_local.discard((record.session_id, record.cxid))
+            if type(record.op) is Reconfig:
+                self._activate(parse_membership(record.op.config))
         self._release_syncs()
+
+    def _activate(self, membership: Membership) -> None:
+        """A reconfig is committed (and durable here): its membership is in force from now on,
+        for elections, quorums and whether this member serves."""
+        self.config = self.config.with_membership(membership)
+        self.election.reconfigure(self.config.voters, self.config.observers)
+        self._expect_logged_membership()
+        self._role.reconfigured()
+
+    def _expect_logged_membership(self) -> None:
+        """Tell the election of the reconfig this member has logged and not seen committed."""
+        tail = self.tail_membership()
+        if tail is None:
+            self.election.expect_also(frozenset(), frozenset())
+        else:
+            self.election.expect_also(tail.ids, tail.voters)
 
     def _release_syncs(self) -> None:
         """Answer the syncs whose writes are handed out and whose heartbeat a quorum answered."""
@@ -335,6 +406,9 @@ class Replica:
         self._ready.install = snapshot
         self._ready.persist = []
         self._ready.truncate_after = None
+        committed = committed_membership(self.tree)
+        if committed is not None and committed != self.config.membership:
+            self._activate(committed)
 
     def _truncate(self, zxid: int) -> None:
         """Drop the logged records after `zxid` (an uncommitted tail a new leader never had)."""
@@ -375,6 +449,7 @@ class Replica:
         self._batches = {}
 
     def _set_serving(self, serving: bool) -> None:
+        serving = serving and self.is_member  # a learner outside the membership never serves
         if serving != self.serving:
             self.serving = serving
             self._ready.serving_changed = True
@@ -398,6 +473,7 @@ class Replica:
         self.tracker = None
         self._syncs_waiting = deque()
         self._become(Looking(self))
+        self._expect_logged_membership()
         self.election.start(Vote(self.current_epoch, self.last_logged, self.my_id))
         self._follow_election()
 

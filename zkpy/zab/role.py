@@ -60,6 +60,9 @@ class Role:
         """A local client's sync, while the member serves."""
         self.replica._ready.rejected.append((session_id, cxid))
 
+    def reconfigured(self) -> None:
+        """A new membership is committed: `replica.config` holds it now."""
+
     def persisted(self, durable_zxid: int) -> None:
         """A step begins: the previous Ready is durable, the log up to `durable_zxid`."""
 
