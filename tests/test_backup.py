@@ -14,6 +14,7 @@ import zkpy
 from zkpy.cli import main
 from zkpy.core import acl as acls
 from zkpy.core.errors import AuthFailedError
+from zkpy.core.membership import CONFIG_PATH
 from zkpy.core.tree import DataTree, decode_node
 from zkpy.core.txn import decode_record
 from zkpy.server.backup import (
@@ -77,11 +78,16 @@ async def test_a_backup_under_writes_holds_every_node_as_of_its_zxid(tmp_path: P
     records = [decode_record(raw) for _zxid, raw in recovered.log]
     assert recovered.checkpoint_zxid == 0
     for backup in backups:
+        restored = DataTree.from_checkpoint(backup.zxid, backup.nodes, backup.sessions)
+        seeded = restored.get(CONFIG_PATH)  # the member's own membership, at zxid 0
+        assert seeded is not None
+        assert seeded.mzxid == 0
+        assert seeded.data
         tree = DataTree()
+        tree.seed_config(seeded.data)
         for record in records:
             if record.zxid <= backup.zxid:
                 tree.apply(record)
-        restored = DataTree.from_checkpoint(backup.zxid, backup.nodes, backup.sessions)
         assert restored.digest() == tree.digest()
 
 

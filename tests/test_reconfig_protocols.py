@@ -67,6 +67,29 @@ async def kazoo_client(member: RunningServer, **kwargs: Any) -> KazooClient:
     return client
 
 
+async def test_the_configuration_is_readable_before_any_reconfig(zk_member: RunningServer) -> None:
+    """/zookeeper/config shows the member's starting membership, in ZooKeeper's form, from the
+    start (at zxid 0, as ZooKeeper shows a static configuration), and a reconfig replaces it."""
+    plain = await kazoo_client(zk_member)
+    admin = await kazoo_client(zk_member, auth_data=[("digest", "super:test")])
+    try:
+        data, stat = await kz(plain.get, "/zookeeper/config")
+        membership = parse_membership(data)
+        assert membership.voters == {zk_member.config.server_id}
+        assert data.decode().startswith(f"server.{zk_member.config.server_id}=")
+        assert stat.mzxid == 0
+        assert sorted(await kz(plain.get_children, "/zookeeper")) == ["config", "quota"]
+        joining = "server.7=10.0.0.7:2888:2888:observer;10.0.0.7:2181"
+        changed, changed_stat = await kz(admin.reconfig, joining, None, None)
+        assert await kz(plain.get, "/zookeeper/config") == (changed, changed_stat)
+        assert changed_stat.mzxid > 0
+        assert parse_membership(changed).observers == {7}
+    finally:
+        for client in (admin, plain):
+            await kz(client.stop)
+            await kz(client.close)
+
+
 async def test_kazoo_adds_and_removes_an_observer(zk_member: RunningServer) -> None:
     joining = "server.100=0.0.0.0:3001:3002:observer;0.0.0.0:3003"
     admin = await kazoo_client(zk_member, auth_data=[("digest", "super:test")])

@@ -101,7 +101,7 @@ def test_grow_three_to_five_and_back_while_writes_flow() -> None:
     tree = sim.members[1].replica.tree  # type: ignore[union-attr]
     node = tree.get(CONFIG_PATH)
     assert node is not None
-    committed = parse_membership(node.data)
+    committed = parse_membership(node.data or b"")
     assert committed.voters == {1, 2, 3}
     assert committed.version == shrink.zxid == node.mzxid, "the version is the committing zxid"
 

@@ -25,6 +25,7 @@ NEEDS_SERVER_CONTROL = frozenset(
     }
 )
 
+
 def _cannot(*_args: Any, **_kwargs: Any) -> Any:
     pytest.skip("needs control of the server processes (or the harness's TLS certificates)")
 

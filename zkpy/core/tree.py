@@ -198,6 +198,21 @@ class DataTree:
                 self.nodes[path] = ZNode(b"", OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
                 self.nodes[paths.parent(path)].add_child(paths.basename(path))
 
+    def seed_config(self, data: bytes) -> None:
+        """Show the membership a member starts with at /zookeeper/config (made at zxid 0, as
+        the reserved nodes are) until a reconfig commits one: ZooKeeper clients read the
+        ensemble there. A node a reconfig wrote (mzxid > 0) is left alone."""
+        node = self.nodes.get(CONFIG_PATH)
+        if node is None:
+            self.nodes[CONFIG_PATH] = ZNode(data, OPEN_ACL_UNSAFE, zxid=0, time_ms=0)
+            self._node(RESERVED_PATH).add_child(paths.basename(CONFIG_PATH))
+            self._dirty_nodes.add(RESERVED_PATH)
+        elif node.mzxid == 0 and node.data != data:
+            node.data = data
+        else:
+            return
+        self._dirty_nodes.add(CONFIG_PATH)
+
     # ---- reads -------------------------------------------------------------------------------
 
     def get(self, path: str) -> ZNode | None:

@@ -119,9 +119,12 @@ class ReplicaConfig:
 
 
 def committed_membership(tree: DataTree) -> Membership | None:
-    """The membership the tree's /zookeeper/config holds, if a reconfig ever committed."""
+    """The membership the tree's /zookeeper/config holds, if a reconfig ever committed (the
+    node a member seeds at zxid 0 from its own configuration does not count)."""
     node = tree.get(CONFIG_PATH)
-    return None if node is None else parse_membership(node.data)
+    if node is None or node.mzxid == 0:
+        return None
+    return parse_membership(node.data or b"")
 
 
 class Replica:
@@ -150,6 +153,8 @@ class Replica:
         committed = committed_membership(tree)
         if committed is not None:
             config = config.with_membership(committed)
+        else:
+            tree.seed_config(config.current_membership().encode())
         self.config = config
         self.my_id = config.my_id
         self.tree = tree
