@@ -31,6 +31,7 @@ from zkpy.server.wal import MIN_SEGMENT_BYTES
 from zkpy.testing.ports import free_port
 from zkpy.wire import client as wire
 from zkpy.wire.frames import FrameDecoder, encode_frame
+from zkpy.wire.peer import PEER_PROTOCOL_VERSION as V
 from zkpy.wire.peer import HandshakeError
 
 from .ensemble_harness import Ensemble, connect_to, read_tree
@@ -302,8 +303,8 @@ GARBAGE_BEFORE_AUTH = {
     "a length of 4 GiB": bytes.fromhex("ffffffff"),
     "a length of 1 GiB": (1 << 30).to_bytes(4, "big"),
     "an array hello": _frame([1, 2, 3]),
-    "a hello of wrong types": _frame({"v": 5, "id": "2", "to": [], "nonce": 7, "proof": "x"}),
-    "a huge member id": _frame({"v": 5, "id": 1 << 40, "to": 1, "nonce": b"n", "proof": b""}),
+    "a hello of wrong types": _frame({"v": V, "id": "2", "to": [], "nonce": 7, "proof": "x"}),
+    "a huge member id": _frame({"v": V, "id": 1 << 40, "to": 1, "nonce": b"n", "proof": b""}),
     "two frames at once": _frame({"id": 2, "proof": b""}) * 2,
     "a half frame, then the end": bytes.fromhex("00000010") + b"half",
 }
@@ -353,9 +354,9 @@ SQUATTERS = {
     "bad msgpack": bytes.fromhex("00000001c1"),
     "a length of 4 GiB": bytes.fromhex("ffffffff"),
     "an array challenge": _frame(["nonce"]),
-    "a challenge, then a bad answer": _frame({"v": 5, "id": 2, "nonce": b"n" * 16})
+    "a challenge, then a bad answer": _frame({"v": V, "id": 2, "nonce": b"n" * 16})
     + _frame({"proof": "not bytes"}),
-    "a challenge as another member": _frame({"v": 5, "id": 3, "nonce": b"n" * 16}),
+    "a challenge as another member": _frame({"v": V, "id": 3, "nonce": b"n" * 16}),
     "an old member's challenge": _frame({"nonce": b"n" * 16}),
 }
 
@@ -527,7 +528,7 @@ async def test_the_proof_binds_the_verifier_and_the_ensemble(tmp_path: Path) -> 
     configs = _ensemble(tmp_path)
     one, three = peer_identity(configs[0]), peer_identity(configs[2])
     nonce = b"c" * 16
-    challenge_from_2 = msgpack.packb({"v": 5, "id": 2, "nonce": nonce})
+    challenge_from_2 = msgpack.packb({"v": V, "id": 2, "nonce": nonce})
     hello_for_2 = one.hello(challenge_from_2, 2, b"h" * 16)
     with pytest.raises(HandshakeError, match="meant for member 2"):
         three.check_hello(hello_for_2.payload, nonce)

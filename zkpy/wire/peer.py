@@ -438,7 +438,7 @@ _DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
 
 # Bump when the handshake or the messages change shape: members of different versions refuse
 # each other (and say why) instead of failing to decode each other's messages.
-PEER_PROTOCOL_VERSION = 5
+PEER_PROTOCOL_VERSION = 6
 NONCE_BYTES = 16
 MAX_HANDSHAKE_FRAME = 4096
 """The largest frame read before the other end has proved itself: the three handshake frames
