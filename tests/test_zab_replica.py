@@ -37,7 +37,6 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
-    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -47,7 +46,6 @@ from zkpy.zab.messages import (
     ServerState,
     SyncMode,
     Vote,
-    promises_durability,
 )
 from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig
 
@@ -647,9 +645,8 @@ def test_a_follower_applies_a_commit_only_after_its_own_log_is_durable() -> None
 def test_where_two_members_are_a_quorum_followers_commit_logged_proposals_themselves() -> None:
     """Three voters: the leader sends a proposal only once it is durable (LoggedPropose), so a
     follower that has made it durable too knows it is on a quorum and applies it without a
-    Commit, and the leader, counting that follower's Ack, sends no Commit to voters at all.
-    (That is the path under load; propose_early_below=0 takes it for every write.)"""
-    cluster, leader = ensemble(propose_early_below=0)
+    Commit, and the leader, counting that follower's Ack, sends no Commit to voters at all."""
+    cluster, leader = ensemble()
     follower = cluster.followers()[0]
     cluster.sent.clear()
     cluster.r(leader).submit(1, 10, create("/local", b"v"))
@@ -673,99 +670,6 @@ def test_where_two_members_are_a_quorum_followers_commit_logged_proposals_themse
     cluster.assert_identical()
 
 
-def test_an_idle_leader_proposes_before_its_sync_and_says_when_it_has_synced() -> None:
-    """Three voters, nothing in flight: the proposal leaves before the leader's sync (the syncs
-    overlap), a Logged follows once the leader's log is durable, and a follower commits once
-    it has both its own durable copy and that word; no Commit goes to a voter."""
-    cluster, leader = ensemble()
-    follower = cluster.followers()[0]
-    cluster.sent.clear()
-    cluster.r(leader).submit(1, 10, create("/early", b"v"))
-    proposed = cluster.take(leader)
-    [record] = proposed.persist
-    early, late = proposed.split_messages()
-    assert {t for t, m in early if m == Propose((record,))} == set(cluster.followers())
-    assert not late
-    cluster.deliver(leader, follower)
-    assert cluster.take(follower).persist == [record]
-    assert not cluster.take(follower).committed, "durable here, but the leader has not said"
-    announced = cluster.take(leader)  # taking it says the leader's sync is done
-    assert {t for t, m in announced.messages if m == Logged(record.zxid)} == set(
-        cluster.followers()
-    )
-    assert promises_durability(Logged(record.zxid)) is False, "it speaks of an earlier Ready"
-    cluster.deliver(leader, follower)
-    assert cluster.take(follower).committed == [record]
-    cluster.run()
-    assert all(cluster.r(i).tree.get("/early") is not None for i in cluster.ids)
-    assert not cluster.messages(Commit), "no Commit to followers that commit themselves"
-    cluster.assert_identical()
-
-
-def test_a_follower_never_commits_what_the_leader_has_not_announced_as_synced() -> None:
-    """A follower holding proposals it has made durable commits none of them while the
-    leader's Logged is held back, and then only up to the zxid the Logged names."""
-    cluster, leader = ensemble(propose_early_below=2)
-    follower, other = cluster.followers()
-    cluster.held[(leader, follower)] = lambda message: isinstance(message, Logged)
-    cluster.held[(leader, other)] = lambda message: True
-    replica = cluster.r(follower)
-    cluster.r(leader).submit(1, 11, create("/a"))
-    cluster.take(leader)
-    cluster.r(leader).submit(1, 12, create("/b"))
-    cluster.take(leader)  # the first is durable at the leader now: Logged(first)
-    cluster.take(leader)  # and the second
-    first, second = (m for m in cluster.links[(leader, follower)] if isinstance(m, Propose))
-    logged = [m for m in cluster.links[(leader, follower)] if isinstance(m, Logged)]
-    assert logged == [Logged(first.records[0].zxid), Logged(second.records[0].zxid)]
-    for _ in range(3):
-        cluster.run()
-        cluster.take(follower)
-    assert replica.durable_zxid == second.records[0].zxid
-    assert "/a" not in replica.tree
-    assert replica.commit_zxid < first.records[0].zxid
-    cluster.links[(leader, follower)].clear()  # everything but the announcements went through
-    replica.receive(leader, logged[0])
-    assert [r.cxid for r in cluster.take(follower).committed] == [11]
-    assert "/b" not in replica.tree
-    replica.receive(leader, logged[1])
-    assert [r.cxid for r in cluster.take(follower).committed] == [12]
-
-
-def test_a_logged_note_from_another_epoch_commits_nothing() -> None:
-    cluster, leader = ensemble()
-    follower = cluster.followers()[0]
-    replica = cluster.r(follower)
-    cluster.held[(leader, follower)] = lambda message: isinstance(message, Logged)
-    cluster.r(leader).submit(1, 13, create("/c"))
-    cluster.take(leader)
-    cluster.run()
-    cluster.take(follower)
-    zxid = replica.last_logged
-    stale = make_zxid(zxid_epoch(zxid) - 1, zxid_counter(zxid))
-    replica.receive(leader, Logged(stale))
-    assert not cluster.take(follower).committed
-    assert "/c" not in replica.tree
-
-
-def test_under_load_the_leader_syncs_first_and_sends_logged_proposals() -> None:
-    """With a proposal already in flight, the next waits for the leader's sync and travels as
-    a LoggedPropose (one message, no Logged after it): the path of docs/decisions/0004."""
-    cluster, leader = ensemble()
-    cluster.sent.clear()
-    cluster.r(leader).submit(1, 14, create("/first"))
-    cluster.r(leader).submit(1, 15, create("/second"))
-    proposed = cluster.take(leader)
-    first, second = proposed.persist
-    early, late = proposed.split_messages()
-    assert {m for _t, m in early} == {Propose((first,))}
-    assert {m for _t, m in late} == {LoggedPropose((second,))}
-    cluster.run()
-    assert not cluster.messages(Logged), "the LoggedPropose said it already"
-    assert all(cluster.r(i).tree.get("/second") is not None for i in cluster.ids)
-    cluster.assert_identical()
-
-
 def test_a_logged_proposal_commits_nothing_beyond_what_the_follower_has_made_durable() -> None:
     cluster, leader = ensemble()
     follower = cluster.followers()[0]
@@ -783,7 +687,7 @@ def test_a_logged_proposal_commits_nothing_beyond_what_the_follower_has_made_dur
 
 def test_observers_and_five_voter_followers_still_wait_for_commits() -> None:
     for voters, observers in ((3, 1), (5, 0)):
-        cluster, leader = ensemble(voters, observers, propose_early_below=0)
+        cluster, leader = ensemble(voters, observers)
         cluster.sent.clear()
         cluster.submit(leader, 1, 20, create("/classic"))
         cluster.run()
@@ -839,7 +743,7 @@ def test_an_observer_never_commits_on_its_own() -> None:
 def test_a_follower_that_joins_with_uncommitted_history_gets_a_commit_for_it() -> None:
     """The records a joining follower gets in NewLeader are not logged proposals: if some are
     not committed yet when it is up to date, the leader still sends it a Commit for them."""
-    cluster, leader = ensemble(propose_early_below=0)
+    cluster, leader = ensemble()
     late, other = cluster.followers()
     cluster.isolate(late)
     cluster.held[(leader, other)] = lambda message: isinstance(message, LoggedPropose)

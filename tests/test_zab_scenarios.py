@@ -63,7 +63,6 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
-    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -117,7 +116,7 @@ def describe(message: PeerMessage) -> str:
     match message:
         case Propose(items) | LoggedPropose(items):
             return f"{type(message).__name__} {records(items)}"
-        case Ack(zxid) | Commit(zxid) | UpToDate(zxid) | Logged(zxid):
+        case Ack(zxid) | Commit(zxid) | UpToDate(zxid):
             return f"{type(message).__name__} {z(zxid)}"
         case FollowerInfo(accepted, last, committed, observer):
             role = " observer" if observer else ""

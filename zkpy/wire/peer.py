@@ -52,7 +52,6 @@ from zkpy.zab.messages import (
     FollowerInfo,
     Forward,
     ForwardedWrite,
-    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -95,7 +94,6 @@ _TAGS: dict[type, int] = {
     SyncRequest: 13,
     SyncDone: 14,
     LoggedPropose: 15,
-    Logged: 16,
 }
 
 
@@ -141,7 +139,7 @@ def _propose_fields(m: Propose | LoggedPropose) -> list[Any]:
     return [[encode_record(r) for r in m.records]]
 
 
-def _zxid_fields(m: Ack | Commit | Logged) -> list[Any]:
+def _zxid_fields(m: Ack | Commit) -> list[Any]:
     return [m.zxid]
 
 
@@ -178,7 +176,6 @@ _FIELDS: dict[type, Callable[[Any], list[Any]]] = {
     SyncRequest: _sync_fields,
     SyncDone: _sync_fields,
     LoggedPropose: _propose_fields,
-    Logged: _zxid_fields,
 }
 _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     kind: (tag, _FIELDS[kind]) for kind, tag in _TAGS.items()
@@ -385,11 +382,6 @@ def _commit(v: list[Any]) -> Commit:
     return Commit(_int(v[1]))
 
 
-def _logged(v: list[Any]) -> Logged:
-    _arity(v, 1)
-    return Logged(_int(v[1]))
-
-
 def _ping(v: list[Any]) -> Ping:
     _arity(v, 2)
     return Ping(tuple([_int(session) for session in _list(v[1])]), _int(v[2]))
@@ -437,7 +429,6 @@ _DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
     _TAGS[SyncRequest]: _sync_request,
     _TAGS[SyncDone]: _sync_done,
     _TAGS[LoggedPropose]: _logged_propose,
-    _TAGS[Logged]: _logged,
 }
 
 
@@ -445,7 +436,7 @@ _DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
 
 # Bump when the handshake or the messages change shape: members of different versions refuse
 # each other (and say why) instead of failing to decode each other's messages.
-PEER_PROTOCOL_VERSION = 6
+PEER_PROTOCOL_VERSION = 5
 NONCE_BYTES = 16
 MAX_HANDSHAKE_FRAME = 4096
 """The largest frame read before the other end has proved itself: the three handshake frames

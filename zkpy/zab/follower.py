@@ -17,7 +17,6 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
-    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -37,17 +36,7 @@ if TYPE_CHECKING:
     from zkpy.zab.replica import Replica
 
 # What only a leader sends: hearing one of these keeps a follower from timing out.
-_FROM_LEADER = (
-    NewEpoch,
-    NewLeader,
-    UpToDate,
-    Propose,
-    LoggedPropose,
-    Logged,
-    Commit,
-    Ping,
-    SyncDone,
-)
+_FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, LoggedPropose, Commit, Ping, SyncDone)
 
 
 class Following(Role):
@@ -63,8 +52,7 @@ class Following(Role):
         self.last_heard = replica.ticks
         # an observer is no part of a quorum: it always waits for the leader's Commit
         self.commits_locally = config.commits_locally and not self.observer
-        # the last zxid the leader said it had logged (LoggedPropose or Logged)
-        self.leader_logged = 0
+        self.leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
 
     def start(self) -> None:
         """Discovery begins: tell the leader where this member's history stands."""
@@ -92,9 +80,8 @@ class Following(Role):
             case Propose(records):
                 self._on_propose(records)
             case LoggedPropose(records):
-                self._on_logged_propose(records)
-            case Logged(zxid):
-                self._on_logged(zxid)
+                if self._on_propose(records) and records and self.commits_locally:
+                    self.leader_logged = records[-1].zxid
             case Commit(zxid):
                 self._on_commit(zxid)
             case Ping(_sessions, round_):
@@ -208,11 +195,6 @@ class Following(Role):
             replica._send(self.leader, Ack(records[-1].zxid))
         return True
 
-    def _on_logged_propose(self, records: tuple[TxnRecord, ...]) -> None:
-        """Proposals the leader has already made durable: log them, and count its copy."""
-        if self._on_propose(records) and records and self.commits_locally:
-            self.leader_logged = records[-1].zxid
-
     def _next_expected_zxid(self) -> int:
         replica = self.replica
         if zxid_epoch(replica.last_logged) == replica.current_epoch:
@@ -222,19 +204,6 @@ class Following(Role):
     def _on_commit(self, zxid: int) -> None:
         replica = self.replica
         replica.commit_zxid = max(replica.commit_zxid, min(zxid, replica.last_logged))
-        replica._apply_committed()
-
-    def _on_logged(self, zxid: int) -> None:
-        """The leader's log is durable up to `zxid`: commit what this member has made durable
-        of it (the two copies are a quorum). Only a voter where two members are a quorum
-        counts it, and only for the epoch it is synchronized to."""
-        replica = self.replica
-        if not self.commits_locally or zxid_epoch(zxid) != replica.current_epoch:
-            return
-        if replica.phase is not Phase.BROADCAST and replica.phase is not Phase.SYNCHRONIZATION:
-            return
-        self.leader_logged = max(self.leader_logged, zxid)
-        self.persisted(replica.durable_zxid)
         replica._apply_committed()
 
     def _on_ping(self, round_: int) -> None:

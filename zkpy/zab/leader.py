@@ -21,7 +21,6 @@ from zkpy.zab.messages import (
     Commit,
     FollowerInfo,
     Forward,
-    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -57,8 +56,7 @@ class _Peer:
     synced: bool = False  # got NewLeader; receives proposals from then on
     up_to_date: bool = False
     acked_zxid: int = 0
-    logged_sent: int = 0  # the last zxid it knows the leader logged: it commits those itself
-    early_sent: int = 0  # the last zxid sent to it as a Propose before the leader's own sync
+    logged_sent: int = 0  # the last zxid sent in a LoggedPropose: it commits those itself
     last_heard_tick: int = 0
     pinged_round: int = 0  # the latest heartbeat round it answered
 
@@ -75,7 +73,6 @@ class Leading(Role):
         self.observers = config.observers
         self.quorum = quorum_size(len(config.voters))
         self.commits_locally = config.commits_locally
-        self.propose_early_below = config.propose_early_below
         self.peers: dict[int, _Peer] = {}
         self.established = False
         self.started = replica.ticks
@@ -156,10 +153,8 @@ class Leading(Role):
         self._leader_sync(None, session_id, cxid)
 
     def persisted(self, durable_zxid: int) -> None:
-        """The leader's own log counts as one acknowledgement, once durable; followers sent
-        proposals ahead of it hear that it is (first, so that no Commit goes to them)."""
+        """The leader's own log counts as one acknowledgement, once durable."""
         if self.established:
-            self._announce_logged(durable_zxid)
             self._count_ack(self.replica.my_id, durable_zxid)
         self.sync_heartbeat_sent = False
 
@@ -366,44 +361,27 @@ class Leading(Role):
             owner=owner,
         )
         replica._log((record,))
-        early = len(self.uncommitted) < self.propose_early_below
         self.uncommitted.append(zxid)
         first = self.peers.get(origin)
         if first is not None:
-            self._send_proposal(origin, first, record, early)
+            self._send_proposal(origin, first, record)
         for member, peer in self.peers.items():
             if member != origin:
-                self._send_proposal(member, peer, record, early)
+                self._send_proposal(member, peer, record)
 
-    def _send_proposal(self, member: int, peer: _Peer, record: TxnRecord, early: bool) -> None:
-        """Queue the record for one follower. Where it commits locally: as a Propose that
-        leaves before the leader's sync when `early` (little is in flight: the syncs overlap,
-        and `_announce_logged` follows), else as a LoggedPropose after it (under load a batch
-        costs one message, and its syncs one after another cost less than the CPU saved).
+    def _send_proposal(self, member: int, peer: _Peer, record: TxnRecord) -> None:
+        """Queue the record for one follower, as a LoggedPropose where it commits locally.
 
         Each peer's link is written in turn when the step ends, and on loopback a write runs
         the receiver's side of TCP too: the first peer queued hears the batch tens of
         microseconds before the next."""
         if not peer.synced:
             return
-        if not self.commits_locally or peer.observer:
-            self.replica._send_batched(member, Propose, record)
-        elif early:
-            self.replica._send_batched(member, Propose, record)
-            peer.early_sent = record.zxid
-        else:
+        if self.commits_locally and not peer.observer:
             self.replica._send_batched(member, LoggedPropose, record)
             peer.logged_sent = record.zxid
-
-    def _announce_logged(self, durable_zxid: int) -> None:
-        """Tell each follower sent proposals ahead of the leader's sync how far the leader's
-        log is now durable (a later LoggedPropose says it too, so only where it is behind)."""
-        for member, peer in self.peers.items():
-            if peer.early_sent > peer.logged_sent:
-                logged = min(durable_zxid, peer.early_sent)
-                if logged > peer.logged_sent:
-                    self.replica._send(member, Logged(logged))
-                    peer.logged_sent = logged
+        else:
+            self.replica._send_batched(member, Propose, record)
 
     def _count_ack(self, member: int, zxid: int) -> None:
         """`member` has logged everything up to `zxid`: commit what a quorum of voters has."""

@@ -136,21 +136,6 @@ class LoggedPropose:
 
 
 @dataclass(frozen=True, slots=True)
-class Logged:
-    """Leader -> voting follower: the leader's log is durable up to and including `zxid`.
-
-    Where two members are a quorum, a leader with nothing else in flight sends a proposal as a
-    plain Propose before its own sync, so that its sync and the followers' overlap, and says
-    with this message when its own copy is durable: a follower that has made those records
-    durable too knows they are on a quorum and commits them itself, as with a LoggedPropose.
-    The leader sends it once the Ready holding the records is persisted, so it promises
-    nothing about the Ready it travels in.
-    """
-
-    zxid: int
-
-
-@dataclass(frozen=True, slots=True)
 class Ack:
     """The sender has persisted every proposal up to and including `zxid`."""
 
@@ -220,7 +205,6 @@ PeerMessage = (
     | UpToDate
     | Propose
     | LoggedPropose
-    | Logged
     | Ack
     | Commit
     | Ping

@@ -76,9 +76,6 @@ class ReplicaConfig:
     max_data_bytes: int = 1 << 20
     reap_interval_ms: int = 60_000  # how often the leader looks for due container / TTL nodes
     local_commit: bool = True  # see `commits_locally`; tests turn it off to drive Commits
-    # where followers commit locally, the leader proposes before its own sync while fewer than
-    # this many proposals are uncommitted (then says when it has synced: `Logged`); 0: never
-    propose_early_below: int = 1
 
     @property
     def members(self) -> frozenset[int]:
