@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.test_zab_replica import Cluster, disk
-from tests.test_zab_sim import HARSH, StallingSimulation
+from tests.test_zab_sim import HARSH, StallingSimulation, breaks_replica
 from zkpy.core.acl import SUPER_ID
 from zkpy.core.errors import Code
 from zkpy.core.membership import CONFIG_PATH, Membership, MemberSpec, parse_membership
@@ -268,6 +268,7 @@ def test_sweep_reconfigs_with_an_observer() -> None:
     reconfig_sweep(range(100, 110), 8_000, observers=1)
 
 
+@breaks_replica
 def test_a_leader_that_commits_a_reconfig_on_the_old_quorum_alone_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

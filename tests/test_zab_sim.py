@@ -367,7 +367,7 @@ def first_violation(seeds: range, duration_ms: int = 8_000) -> int | None:
     return None
 
 
-# These two break the leader on purpose by patching its role (zkpy.zab.leader); in the compiled
+# These break the leader on purpose by patching its role (zkpy.zab.leader); in the compiled
 # build, compiled code calls its own functions and methods directly, past the patch. They test
 # the simulator, which is the same in both builds.
 breaks_replica = pytest.mark.skipif(
