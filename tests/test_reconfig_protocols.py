@@ -4,21 +4,19 @@ blocking twin, and the parsers behind them."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import pytest
 import trio
-from kazoo.client import KazooClient
 from kazoo.exceptions import BadArgumentsError as KazooBadArguments
 from kazoo.exceptions import BadVersionError as KazooBadVersion
 from kazoo.exceptions import NoAuthError as KazooNoAuth
 
 import zkpy
 import zkpy.sync
+from tests.test_zk_kazoo import kz, started, stopped
 from zkpy.core.acl import digest_id
 from zkpy.core.errors import BadArgumentsError
 from zkpy.core.membership import (
@@ -57,21 +55,11 @@ async def zk_member(tmp_path: Path) -> AsyncIterator[RunningServer]:
         yield server
 
 
-async def kz(function: Any, *args: Any, **kwargs: Any) -> Any:
-    return await trio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
-
-
-async def kazoo_client(member: RunningServer, **kwargs: Any) -> KazooClient:
-    client = KazooClient(hosts=f"127.0.0.1:{member.config.zk_port}", timeout=5, **kwargs)
-    await kz(client.start, timeout=10)
-    return client
-
-
 async def test_the_configuration_is_readable_before_any_reconfig(zk_member: RunningServer) -> None:
     """/zookeeper/config shows the member's starting membership, in ZooKeeper's form, from the
     start (at zxid 0, as ZooKeeper shows a static configuration), and a reconfig replaces it."""
-    plain = await kazoo_client(zk_member)
-    admin = await kazoo_client(zk_member, auth_data=[("digest", "super:test")])
+    plain = await started(zk_member)
+    admin = await started(zk_member, auth_data=[("digest", "super:test")])
     try:
         data, stat = await kz(plain.get, "/zookeeper/config")
         membership = parse_membership(data)
@@ -86,14 +74,13 @@ async def test_the_configuration_is_readable_before_any_reconfig(zk_member: Runn
         assert parse_membership(changed).observers == {7}
     finally:
         for client in (admin, plain):
-            await kz(client.stop)
-            await kz(client.close)
+            await stopped(client)
 
 
 async def test_kazoo_adds_and_removes_an_observer(zk_member: RunningServer) -> None:
     joining = "server.100=0.0.0.0:3001:3002:observer;0.0.0.0:3003"
-    admin = await kazoo_client(zk_member, auth_data=[("digest", "super:test")])
-    plain = await kazoo_client(zk_member)
+    admin = await started(zk_member, auth_data=[("digest", "super:test")])
+    plain = await started(zk_member)
     try:
         data, stat = await kz(admin.reconfig, joining=joining, leaving=None, new_members=None)
         assert joining.encode() in data
@@ -111,8 +98,7 @@ async def test_kazoo_adds_and_removes_an_observer(zk_member: RunningServer) -> N
             await kz(plain.reconfig, joining="some thing", leaving=None, new_members=None)
     finally:
         for client in (admin, plain):
-            await kz(client.stop)
-            await kz(client.close)
+            await stopped(client)
 
 
 async def test_the_zkpy_client_changes_the_membership(member: RunningServer) -> None:
