@@ -210,7 +210,8 @@ class ReadyExecutor:
                     return ready
                 self.storage.persist(ready)
             acks = self.carry_out(ready, acks + late)
-        self._send(acks)
+        if acks:
+            self._send(acks)
         self._busy = False
         return None
 
@@ -245,7 +246,9 @@ class ReadyExecutor:
     def finish(self, ready: Ready, late: Messages) -> None:
         """After the Ready is durable: send the messages that waited for it, apply and
         answer."""
-        self._send(self.carry_out(ready, late))
+        acks = self.carry_out(ready, late)
+        if acks:
+            self._send(acks)
 
     def carry_out(self, ready: Ready, late: Messages) -> Messages:
         """After the Ready is durable: send `late`, apply and answer. Returns the messages
