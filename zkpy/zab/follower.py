@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from zkpy.core.requests import WriteRequest
-from zkpy.core.txn import Reconfig, TxnRecord
+from zkpy.core.txn import TxnRecord
 from zkpy.core.types import Id, make_zxid, zxid_epoch
 from zkpy.zab.messages import (
     Ack,
@@ -51,7 +51,6 @@ class Following(Role):
         self.leader = leader
         self.last_heard = replica.ticks
         self.leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
-        self.owed_ack = 0  # logged here, its Ack left for the next message to the leader
 
     def start(self) -> None:
         """Discovery begins: tell the leader where this member's history stands."""
@@ -82,7 +81,7 @@ class Following(Role):
                 # the leader sends these only where it and one follower are a quorum (never
                 # to an observer, nor while a reconfig is in flight): it decides, not this
                 # member's view of the membership, which may lag the leader's by a commit
-                if self._on_propose(records, logged=True) and records and not self.observer:
+                if self._on_propose(records) and records and not self.observer:
                     self.leader_logged = records[-1].zxid
             case Commit(zxid):
                 self._on_commit(zxid)
@@ -106,12 +105,10 @@ class Following(Role):
         self, session_id: int, cxid: int, request: WriteRequest, ids: frozenset[Id], owner: int
     ) -> None:
         """Forward a local client's write to the leader (batched with the step's others)."""
-        self._pay_ack()
         self.replica._send_batched(self.leader, Forward, (session_id, cxid, request, ids, owner))
 
     def sync(self, session_id: int, cxid: int) -> None:
         """Ask the leader; its SyncDone comes after the commits this member must apply first."""
-        self._pay_ack()
         self.replica._send(self.leader, SyncRequest(session_id, cxid))
 
     def persisted(self, durable_zxid: int) -> None:
@@ -193,10 +190,9 @@ class Following(Role):
 
     # ---- broadcast -----------------------------------------------------------------------------
 
-    def _on_propose(self, records: tuple[TxnRecord, ...], *, logged: bool = False) -> bool:
+    def _on_propose(self, records: tuple[TxnRecord, ...]) -> bool:
         """Log proposals and acknowledge them; False (and a new election) if they do not
-        follow this member's log in the current epoch. `logged`: the leader has them durable
-        (a `LoggedPropose`, see `_may_owe`)."""
+        follow this member's log in the current epoch."""
         replica = self.replica
         if replica.phase is not Phase.BROADCAST and replica.phase is not Phase.SYNCHRONIZATION:
             replica._start_election()
@@ -210,34 +206,8 @@ class Following(Role):
             return False
         replica._log(records)
         if not self.observer and records:
-            if logged and self._may_owe(records):
-                self.owed_ack = records[-1].zxid
-            else:
-                self.owed_ack = 0  # this Ack covers it
-                replica._send(self.leader, Ack(records[-1].zxid))
+            replica._send(self.leader, Ack(records[-1].zxid))
         return True
-
-    def _may_owe(self, records: tuple[TxnRecord, ...]) -> bool:
-        """Whether this member may hold back its Ack of logged proposals until its next
-        message to the leader (a Forward, a SyncRequest, or at the latest its answer to the
-        next heartbeat): when they are all its own clients' writes, none a reconfig, in an
-        ensemble of three voters. The other follower's Ack then makes the leader's quorum
-        without a wake-up of the leader for this one, and this member commits them itself
-        (decision 0037)."""
-        replica = self.replica
-        if len(replica.config.voters) != 3:
-            return False
-        awaiting = replica._awaiting_local
-        for record in records:
-            if (record.session_id, record.cxid) not in awaiting or type(record.op) is Reconfig:
-                return False
-        return True
-
-    def _pay_ack(self) -> None:
-        """Send the Ack held back by `_may_owe`, ahead of the message about to go."""
-        if self.owed_ack:
-            self.replica._send(self.leader, Ack(self.owed_ack))
-            self.owed_ack = 0
 
     def _next_expected_zxid(self) -> int:
         replica = self.replica
@@ -254,7 +224,6 @@ class Following(Role):
         """Echo the heartbeat's round, with the sessions this member's clients kept alive."""
         replica = self.replica
         touched, replica._touched = tuple(sorted(replica._touched)), set()
-        self._pay_ack()
         replica._send(self.leader, Ping(touched, round_))
 
     def _on_sync_done(self, session_id: int, cxid: int) -> None:
