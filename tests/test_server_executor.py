@@ -9,11 +9,11 @@ import pytest
 
 from zkpy.core.requests import CreateRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.tree import ApplyResult, DataTree
-from zkpy.core.txn import SetData, TxnRecord
+from zkpy.core.txn import Create, SetData, TxnRecord
 from zkpy.core.types import OPEN_ACL_UNSAFE, WatchedEvent, WatchMode
 from zkpy.core.watches import ChangeLog
 from zkpy.server.executor import ReadyExecutor
-from zkpy.zab.messages import Ack, Commit, PeerMessage, Propose
+from zkpy.zab.messages import Ack, Commit, LoggedPropose, PeerMessage, Propose
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
 
 Step = tuple[str, object]
@@ -214,3 +214,98 @@ def test_an_executor_that_failed_takes_nothing_more(inline: bool) -> None:
     taken = len(recorder.timeline)
     assert executor.advance() is None
     assert len(recorder.timeline) == taken, "no Ready is taken after one that failed"
+
+
+class ScriptedReplica:
+    """Hands out the given Readies in turn, then empty ones; applies records to its own tree."""
+
+    def __init__(self, *readies: Ready) -> None:
+        self.readies = list(readies)
+        self.inner = Replica(ReplicaConfig(1, frozenset({1})), DataTree())
+        self.serving = True
+
+    @property
+    def tree(self) -> DataTree:
+        return self.inner.tree
+
+    def take_ready(self) -> Ready:
+        return self.readies.pop(0) if self.readies else Ready()
+
+    def apply(self, record: TxnRecord, *, stats: bool = True) -> ApplyResult:
+        return self.inner.apply(record, stats=stats)
+
+
+def create(n: int) -> TxnRecord:
+    """The n-th write of session 7: a create of /n."""
+    return TxnRecord(1 << 32 | n, 7, n, 0, Create(f"/{n}", b"", OPEN_ACL_UNSAFE, 0, n))
+
+
+def scripted(recorder: Recorder, *readies: Ready) -> ReadyExecutor:
+    executor = ReadyExecutor(
+        ScriptedReplica(*readies),  # type: ignore[arg-type]
+        recorder,
+        recorder,
+        recorder,
+        change_log=ChangeLog(start_zxid=0),
+        checkpoint_interval=lambda: 1000,
+    )
+    executor.expect_reply((7, 1), lambda result: recorder.timeline.append(("reply", 1)))
+    return executor
+
+
+def test_a_follower_replies_before_it_sends_the_ack_of_the_records_it_commits() -> None:
+    """A follower of three voters commits a write of its own client in the Ready it takes
+    after persisting the write (and acknowledging it): the reply leaves before the Ack."""
+    recorder = Recorder(inline=True)
+    record = create(1)
+    executor = scripted(
+        recorder, Ready(persist=[record], messages=[(3, Ack(record.zxid))]), Ready([record])
+    )
+    assert executor.advance() is None
+    timeline = recorder.without("flush")
+    assert timeline == [
+        ("take", None),
+        ("persist", [record.zxid]),
+        ("take", None),  # the write is durable here and on the leader: it commits
+        ("reply", 1),
+        ("take", None),
+        ("send", "Ack"),
+    ]
+    replied, acked = recorder.timeline.index(("reply", 1)), recorder.timeline.index(("send", "Ack"))
+    assert ("flush", None) in recorder.timeline[replied:acked], "the reply is written out first"
+
+
+def test_held_acks_leave_before_the_next_persist_and_before_later_messages() -> None:
+    recorder = Recorder(inline=True)
+    first = create(1)
+    second = create(2)
+    executor = scripted(
+        recorder,
+        Ready(persist=[first], messages=[(3, Ack(first.zxid))]),
+        Ready(persist=[second], messages=[(3, Ack(second.zxid))]),
+        Ready(messages=[(3, Commit(second.zxid))]),
+    )
+    assert executor.advance() is None
+    assert recorder.without("flush", "take") == [
+        ("persist", [first.zxid]),
+        ("send", "Ack"),
+        ("persist", [second.zxid]),
+        ("send", "Ack"),
+        ("send", "Commit"),
+    ]
+
+
+def test_a_leaders_logged_proposals_are_not_held_behind_its_replies() -> None:
+    recorder = Recorder(inline=True)
+    applied = create(1)
+    logged = create(2)
+    executor = scripted(
+        recorder,
+        Ready([applied], persist=[logged], messages=[(2, LoggedPropose((logged,)))]),
+    )
+    assert executor.advance() is None
+    assert recorder.without("flush", "take") == [
+        ("persist", [logged.zxid]),
+        ("send", "LoggedPropose"),
+        ("reply", 1),
+    ]

@@ -7,9 +7,13 @@ contract requires:
    that followers log and apply in parallel with this member;
 2. the Ready is made durable: new epochs, an installed snapshot, a log truncation and the new
    records, with one sync for the whole batch (`Storage.persist`);
-3. the messages that promise durability (acknowledgements) go out, each peer's in order;
+3. the messages that promise durability go out, each peer's in order (a follower's
+   acknowledgements only after step 4);
 4. the committed records are applied in zxid order; for each, its watch events go out before
    its reply, so a client never sees a reply that shows a change before the change's event;
+   a follower's acknowledgements wait until these replies are out (and the replies of the
+   Ready taken next, if it only answers): its clients wait for those replies, while the
+   leader needs the Acks only for its own commits (decision 0036);
 5. writes the replica could not order are failed, syncs are answered;
 6. checkpoint bookkeeping: how many records were applied since the last checkpoint.
 
@@ -34,7 +38,7 @@ from zkpy.core.tree import ApplyResult, DataTree
 from zkpy.core.txn import AttachSession, CloseSession
 from zkpy.core.types import WatchedEvent
 from zkpy.core.watches import ChangeLog, WatchRegistry
-from zkpy.zab.messages import PeerMessage
+from zkpy.zab.messages import Ack, PeerMessage
 from zkpy.zab.replica import Ready, Replica
 
 _T = TypeVar("_T")
@@ -194,14 +198,20 @@ class ReadyExecutor:
         if self._busy:
             return None
         self._busy = True
+        acks: Messages = []  # a follower's, held until the replies of the next Ready are out
         while ready := self._take():
+            if acks and (ready.messages or ready.needs_storage):
+                self._send(acks)  # they never wait behind a sync, nor change a peer's order
+                acks = []
             late = self.send_early(ready)
             if ready.needs_storage:
                 if not self.storage.persists_inline(ready):
                     self._waiting = (ready, late)
                     return ready
                 self.storage.persist(ready)
-            self.finish(ready, late)
+            acks = self.carry_out(ready, acks + late)
+        if acks:
+            self._send(acks)
         self._busy = False
         return None
 
@@ -234,13 +244,26 @@ class ReadyExecutor:
         return late
 
     def finish(self, ready: Ready, late: Messages) -> None:
-        """After the Ready is durable: the acknowledgements (the leader waits for them), then
-        apply and answer."""
-        self._send(late)
+        """After the Ready is durable: send the messages that waited for it, apply and
+        answer."""
+        acks = self.carry_out(ready, late)
+        if acks:
+            self._send(acks)
+
+    def carry_out(self, ready: Ready, late: Messages) -> Messages:
+        """After the Ready is durable: send `late`, apply and answer. Returns the messages
+        left to send: `late` itself when it holds only a follower's acknowledgements, which
+        then leave after this Ready's replies (and after the next one's, if `advance` takes
+        one that only answers: the replies of a follower's own writes, which it commits when
+        the records it just acknowledged are durable)."""
+        acks_only = bool(late) and all(type(message) is Ack for _, message in late)
+        if not acks_only:
+            self._send(late)
         self.answer(ready)
         self.transport.flush()
         if ready.serving_changed:
             self._serving_changed()
+        return late if acks_only else []
 
     def _send(self, messages: Messages) -> None:
         transport = self.transport
