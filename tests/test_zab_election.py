@@ -120,6 +120,24 @@ def test_a_voter_joins_an_established_leader_only_with_a_quorum_behind_it() -> N
     assert election.leader == 1
 
 
+def test_a_voter_does_not_rejoin_a_leader_that_a_reconfig_it_applied_removed() -> None:
+    """Voters 2, 3, 4 applied the reconfig at zxid 0x1_0000_0009 that removed leader 1; reports
+    of following 1, from its election before that reconfig, are stale and must not be joined
+    (voters repeating them to each other would all rejoin it). A leader elected after the
+    reconfig (with its history) outside the membership is still followed."""
+    reconfig_zxid = (1 << 32) + 9
+    election = Election(4, frozenset({2, 3, 4}), config_zxid=reconfig_zxid)
+    election.start(Vote(1, reconfig_zxid, 4))
+    before_the_reconfig = Vote(1, 1 << 32, 1)
+    election.receive(2, Notification(3, before_the_reconfig, ServerState.FOLLOWING))
+    election.receive(3, Notification(3, before_the_reconfig, ServerState.FOLLOWING))
+    assert election.leader is None
+    after_the_reconfig = Vote(2, reconfig_zxid + 5, 7)
+    election.receive(2, Notification(4, after_the_reconfig, ServerState.FOLLOWING))
+    election.receive(3, Notification(4, after_the_reconfig, ServerState.FOLLOWING))
+    assert election.leader == 7
+
+
 def test_an_observer_never_votes_and_joins_a_reported_leader() -> None:
     election = Election(4, frozenset({1, 2, 3}), frozenset({4}))
     election.start(Vote(0, 0, 4))

@@ -33,11 +33,14 @@ class Election:
         voters: frozenset[int],
         observers: frozenset[int] = frozenset(),
         finalize_ticks: int = 1,
+        config_zxid: int = 0,
     ) -> None:
-        """`finalize_ticks`: how long a quorum's vote must stand unchallenged to decide."""
+        """`finalize_ticks`: how long a quorum's vote must stand unchallenged to decide.
+        `config_zxid`: the zxid of the reconfig that committed `voters` (0: none)."""
         self.my_id = my_id
         self.voters = voters
         self.observers = observers
+        self.config_zxid = config_zxid
         self.observer = my_id not in voters  # an observer, or no member (yet, or any more)
         self.finalize_ticks = finalize_ticks
         self.round = 0
@@ -71,10 +74,14 @@ class Election:
         if self.voters == frozenset({self.my_id}) and not self._logged_voters:
             self.leader = self.my_id
 
-    def reconfigure(self, voters: frozenset[int], observers: frozenset[int]) -> None:
-        """A new membership is committed: count and tell its members from now on."""
+    def reconfigure(
+        self, voters: frozenset[int], observers: frozenset[int], config_zxid: int = 0
+    ) -> None:
+        """A new membership is committed (by the reconfig at `config_zxid`): count and tell its
+        members from now on."""
         self.voters = voters
         self.observers = observers
+        self.config_zxid = config_zxid
         self._quorum = quorum_size(len(voters))
         self.expect_also(self._logged_members, self._logged_voters)
 
@@ -194,12 +201,17 @@ class Election:
     def _join_leader_outside_view(self) -> None:
         """Follow a leader this member's membership does not name when a quorum of its voters
         report following it: a reconfig this member has not seen committed made it a voter
-        (this member then learns that membership as it syncs). Following votes for nothing."""
+        (this member then learns that membership as it syncs). Following votes for nothing.
+
+        A report of a leader elected with less history than the reconfig that made this
+        member's membership (`config_zxid`) is stale: that reconfig may have removed the leader
+        it names, and voters that all repeat such reports to each other must not rejoin it."""
         known = self.voters | self.observers
         backers: dict[int, int] = {}
         for member, (vote, state, _round) in self._settled.items():
             settled = state is not ServerState.LOOKING
-            if member in self.voters and settled and vote.leader not in known:
+            current = vote.zxid >= self.config_zxid
+            if member in self.voters and settled and current and vote.leader not in known:
                 backers[vote.leader] = backers.get(vote.leader, 0) + 1
         for leader, count in sorted(backers.items()):
             if count >= self._quorum:

@@ -186,7 +186,11 @@ class Replica:
         self._ready = Ready()
         self._pending_durable = self.last_logged
         self.election = Election(
-            config.my_id, config.voters, config.observers, config.finalize_ticks
+            config.my_id,
+            config.voters,
+            config.observers,
+            config.finalize_ticks,
+            config.membership.version if config.membership is not None else 0,
         )
         self._role: Role = Looking(self)
         # set while leading: the epoch being established or led, the request preparer and the
@@ -345,7 +349,7 @@ class Replica:
         """A reconfig is committed (and durable here): its membership is in force from now on,
         for elections, quorums and whether this member serves."""
         self.config = self.config.with_membership(membership)
-        self.election.reconfigure(self.config.voters, self.config.observers)
+        self.election.reconfigure(self.config.voters, self.config.observers, membership.version)
         self._expect_logged_membership()
         self._role.reconfigured()
 
