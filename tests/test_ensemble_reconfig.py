@@ -45,16 +45,22 @@ async def voters_of(member: zkpy.Client) -> set[int]:
     return set(parse_membership(data).voters)
 
 
+async def start_three_voters(ensemble: Ensemble) -> None:
+    """Start members 1-3 of `ensemble` with a file that lists only them, and wait until they
+    serve (the other members, if started, join through a reconfig)."""
+    small = small_config(ensemble, {1, 2, 3})
+    for member_id in (1, 2, 3):
+        ensemble[member_id].start(small)
+    for member_id in (1, 2, 3):
+        await ensemble[member_id].wait_serving()
+
+
 async def test_three_become_five_and_go_back_to_three_while_writes_flow(
     tmp_path: Path,
 ) -> None:
     super_digest = digest_id(*SUPER).id
     with Ensemble(tmp_path, members=5, super_digest=super_digest) as ensemble:
-        small = small_config(ensemble, {1, 2, 3})
-        for member_id in (1, 2, 3):
-            ensemble[member_id].start(small)
-        for member_id in (1, 2, 3):
-            await ensemble[member_id].wait_serving()
+        await start_three_voters(ensemble)
         for member_id in (4, 5):  # the new members: their file lists all five
             ensemble[member_id].start()
         old = [ensemble[i] for i in (1, 2, 3)]
@@ -149,11 +155,7 @@ def _timeline(writes: list[float], changes: list[tuple[str, float, float]]) -> s
 async def test_refusals_reach_the_client(tmp_path: Path) -> None:
     super_digest = digest_id(*SUPER).id
     with Ensemble(tmp_path, members=5, super_digest=super_digest) as ensemble:
-        small = small_config(ensemble, {1, 2, 3})
-        for member_id in (1, 2, 3):
-            ensemble[member_id].start(small)
-        for member_id in (1, 2, 3):
-            await ensemble[member_id].wait_serving()
+        await start_three_voters(ensemble)
         old = [ensemble[i] for i in (1, 2, 3)]
         async with connect_to(old) as zk:
             with pytest.raises(NoAuthError):
@@ -171,11 +173,7 @@ async def test_refusals_reach_the_client(tmp_path: Path) -> None:
 async def test_the_command_line_grows_and_shrinks_the_ensemble(tmp_path: Path) -> None:
     super_digest = digest_id(*SUPER).id
     with Ensemble(tmp_path, members=4, super_digest=super_digest) as ensemble:
-        small = small_config(ensemble, {1, 2, 3})
-        for member_id in (1, 2, 3):
-            ensemble[member_id].start(small)
-        for member_id in (1, 2, 3):
-            await ensemble[member_id].wait_serving()
+        await start_three_voters(ensemble)
         ensemble[4].start()
         server = ensemble.addresses([ensemble[i] for i in (1, 2, 3)])
         auth = f"{SUPER[0]}:{SUPER[1]}"
