@@ -45,6 +45,7 @@ from zkpy.zab.messages import (
     Propose,
     ServerState,
     SyncMode,
+    UpToDate,
     Vote,
 )
 from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig
@@ -738,6 +739,39 @@ def test_an_observer_never_commits_on_its_own() -> None:
     assert "/obs" not in cluster.r(observer).tree
     cluster.run()
     assert cluster.r(observer).tree.get("/obs") is not None  # with the leader's Commit
+
+
+def test_a_second_new_leader_in_one_following_sends_the_follower_back_to_election() -> None:
+    """A follower that went back to election and joined the same leader again may receive the
+    NewLeader answering the AckEpoch it sent the first time as well as the one answering its
+    new AckEpoch (the link was never reset). It takes the first and treats the second as
+    stale: it elects again rather than logging records it already has."""
+    cluster = Cluster()
+    for a in cluster.ids:
+        for b in cluster.ids:
+            cluster.held[(a, b)] = lambda message: isinstance(message, UpToDate)
+    for _ in range(50):
+        cluster.tick()
+        synchronizing = [
+            i
+            for i in cluster.followers()
+            if cluster.r(i).phase is Phase.SYNCHRONIZATION and cluster.r(i).current_epoch
+        ]
+        if synchronizing:
+            break
+    follower = synchronizing[0]
+    replica = cluster.r(follower)
+    [(leader, new_leader)] = [
+        (source, m)
+        for source, target, m in cluster.sent
+        if target == follower and isinstance(m, NewLeader)
+    ]
+    replica.receive(leader, new_leader)
+    assert replica.state is ServerState.LOOKING
+    cluster.held.clear()
+    cluster.settle()
+    cluster.run()
+    cluster.assert_identical()
 
 
 def test_a_follower_that_joins_with_uncommitted_history_gets_a_commit_for_it() -> None:

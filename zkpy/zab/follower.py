@@ -51,6 +51,7 @@ class Following(Role):
         self.leader = leader
         self.last_heard = replica.ticks
         self.leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
+        self.synchronized = False  # got this leader's NewLeader
 
     def start(self) -> None:
         """Discovery begins: tell the leader where this member's history stands."""
@@ -161,10 +162,22 @@ class Following(Role):
 
     def _on_new_leader(self, message: NewLeader) -> None:
         replica = self.replica
-        # only after acknowledging this leader's NewEpoch on this link: anything else is stale
-        if message.epoch != replica.accepted_epoch or replica.phase is not Phase.SYNCHRONIZATION:
+        # only after acknowledging this leader's NewEpoch on this link, and only once: a second
+        # one answers an AckEpoch this member sent before it went back to election and joined
+        # the same leader again, planned from a log it may no longer have
+        if (
+            message.epoch != replica.accepted_epoch
+            or replica.phase is not Phase.SYNCHRONIZATION
+            or self.synchronized
+            or (
+                message.mode is SyncMode.DIFF
+                and message.records
+                and message.records[0].zxid <= replica.last_logged
+            )
+        ):
             replica._start_election()
             return
+        self.synchronized = True
         if message.mode is SyncMode.SNAP:
             assert message.snapshot is not None
             replica._install(message.snapshot)
