@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.test_zab_replica import create, ensemble
-from zkpy.zab.messages import Forward, LoggedPropose, Propose
+from zkpy.zab.messages import EarlyPropose, Forward, LoggedPropose, Propose
 
 
 @pytest.mark.parametrize("local_commit", [True, False])
@@ -24,7 +24,7 @@ def test_a_forwarded_write_is_proposed_to_its_follower_first(local_commit: bool)
         proposals = [
             peer
             for peer, message in proposed.messages
-            if isinstance(message, LoggedPropose | Propose)
+            if isinstance(message, LoggedPropose | Propose | EarlyPropose)
         ]
         assert proposals[0] == follower, f"proposed to {proposals} for a write from {follower}"
         assert sorted(proposals) == sorted(followers)

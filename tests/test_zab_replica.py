@@ -35,8 +35,10 @@ from zkpy.zab.messages import (
     AckEpoch,
     AckNewLeader,
     Commit,
+    EarlyPropose,
     FollowerInfo,
     Forward,
+    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -47,6 +49,7 @@ from zkpy.zab.messages import (
     SyncMode,
     UpToDate,
     Vote,
+    promises_durability,
 )
 from zkpy.zab.replica import Phase, Ready, Replica, ReplicaConfig
 
@@ -646,8 +649,9 @@ def test_a_follower_applies_a_commit_only_after_its_own_log_is_durable() -> None
 def test_where_two_members_are_a_quorum_followers_commit_logged_proposals_themselves() -> None:
     """Three voters: the leader sends a proposal only once it is durable (LoggedPropose), so a
     follower that has made it durable too knows it is on a quorum and applies it without a
-    Commit, and the leader, counting that follower's Ack, sends no Commit to voters at all."""
-    cluster, leader = ensemble()
+    Commit, and the leader, counting that follower's Ack, sends no Commit to voters at all.
+    (That is the path under load; propose_early_below=0 takes it for every write.)"""
+    cluster, leader = ensemble(propose_early_below=0)
     follower = cluster.followers()[0]
     cluster.sent.clear()
     cluster.r(leader).submit(1, 10, create("/local", b"v"))
@@ -671,8 +675,226 @@ def test_where_two_members_are_a_quorum_followers_commit_logged_proposals_themse
     cluster.assert_identical()
 
 
-def test_a_logged_proposal_commits_nothing_beyond_what_the_follower_has_made_durable() -> None:
+def test_an_idle_leader_proposes_before_its_sync_and_says_when_it_has_synced() -> None:
+    """Three voters, nothing in flight: the proposal leaves before the leader's sync (the syncs
+    overlap), a Logged follows once the leader's log is durable, and a follower commits once
+    it has both its own durable copy and that word; no Commit goes to a voter."""
     cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    cluster.sent.clear()
+    cluster.r(leader).submit(1, 10, create("/early", b"v"))
+    proposed = cluster.take(leader)
+    [record] = proposed.persist
+    early, late = proposed.split_messages()
+    assert {t for t, m in early if m == EarlyPropose((record,))} == set(cluster.followers())
+    assert {t for t, m in late if m == Logged(record.zxid)} == set(cluster.followers())
+    assert promises_durability(Logged(record.zxid)), "it leaves once the leader's sync is done"
+    cluster.deliver(leader, follower)
+    assert cluster.take(follower).persist == [record]
+    assert not cluster.take(follower).committed, "durable here, but the leader has not said"
+    cluster.deliver(leader, follower)
+    assert cluster.take(follower).committed == [record]
+    cluster.run()
+    assert all(cluster.r(i).tree.get("/early") is not None for i in cluster.ids)
+    assert not cluster.messages(Commit), "no Commit to followers that commit themselves"
+    cluster.assert_identical()
+
+
+def test_a_forwarded_write_goes_early_to_its_follower_alone() -> None:
+    """A write a follower forwarded: that follower (its client waits) hears it before the
+    leader's sync and then the leader's Logged; the other follower hears it once, after the
+    sync, as a LoggedPropose, so that its sync does not share the disk with the two the
+    client waits for."""
+    cluster, leader = ensemble()
+    origin, other = cluster.followers()
+    cluster.open_session(origin, 2)
+    cluster.run()
+    cluster.sent.clear()
+    cluster.r(origin).submit(2, 10, create("/forwarded", b"v"))
+    cluster.take(origin)
+    while not isinstance(cluster.deliver(origin, leader), Forward):
+        pass  # an Ack it held back for its last write goes ahead of the Forward
+    proposed = cluster.take(leader)
+    [record] = proposed.persist
+    early, late = proposed.split_messages()
+    assert early == [(origin, EarlyPropose((record,)))]
+    assert late == [(origin, Logged(record.zxid)), (other, LoggedPropose((record,)))], (
+        "the client's follower hears of the leader's sync first"
+    )
+    cluster.deliver(leader, origin)
+    logged_here = cluster.take(origin)
+    assert logged_here.persist == [record]
+    assert not logged_here.messages, "its Ack waits for its next message to the leader"
+    assert not cluster.take(origin).committed, "durable here, but the leader has not said"
+    cluster.deliver(leader, origin)
+    assert cluster.take(origin).committed == [record]
+    cluster.run()
+    assert all(cluster.r(i).tree.get("/forwarded") is not None for i in cluster.ids)
+    assert not cluster.messages(Commit), "no Commit to followers that commit themselves"
+    assert [m for _s, t, m in cluster.sent if t == other and isinstance(m, Logged)] == []
+    cluster.assert_identical()
+
+
+def _forwarded_write(cluster: Cluster, leader: int, origin: int, cxid: int) -> None:
+    cluster.r(origin).submit(2, cxid, create(f"/held{cxid}", b"v"))
+    cluster.pump(origin)
+    cluster.run()
+
+
+def _acks_from(cluster: Cluster, member: int, leader: int) -> list[int]:
+    return [m.zxid for s, t, m in cluster.sent if (s, t) == (member, leader) and type(m) is Ack]
+
+
+def test_a_follower_holds_its_ack_of_its_own_write_until_its_next_message() -> None:
+    """Three voters: the other follower's Ack makes the leader's quorum for a write that came
+    through this follower, which commits it itself; its own Ack only costs the leader a
+    wake-up, so it goes out ahead of its next message to the leader: the next Forward, or at
+    the latest its answer to the next heartbeat."""
+    cluster, leader = ensemble()
+    origin, other = cluster.followers()
+    cluster.open_session(origin, 2)
+    cluster.run()
+    cluster.tick()  # the session's own Ack is paid with the heartbeat answer
+    cluster.sent.clear()
+    _forwarded_write(cluster, leader, origin, 30)
+    first = cluster.r(origin).last_logged
+    assert "/held30" in cluster.r(origin).tree
+    assert "/held30" in cluster.r(leader).tree
+    assert _acks_from(cluster, origin, leader) == [], "held back"
+    assert _acks_from(cluster, other, leader) == [first], "the other follower's made the quorum"
+    cluster.sent.clear()
+    _forwarded_write(cluster, leader, origin, 31)
+    forwarded = [m for s, t, m in cluster.sent if (s, t) == (origin, leader)]
+    assert type(forwarded[0]) is Ack
+    assert forwarded[0].zxid == first
+    assert type(forwarded[1]) is Forward, "the held Ack went just ahead of the next Forward"
+    cluster.sent.clear()
+    cluster.tick()
+    assert _acks_from(cluster, origin, leader) == [cluster.r(origin).last_logged]
+    cluster.assert_identical()
+
+
+def test_with_the_other_follower_down_a_held_ack_commits_at_the_next_heartbeat() -> None:
+    """The leader then needs this follower's Ack for its own commit: its clients' reads wait at
+    most a tick, while the follower's client has its answer at once."""
+    cluster, leader = ensemble()
+    origin, other = cluster.followers()
+    cluster.open_session(origin, 2)
+    cluster.run()
+    cluster.crash(other)
+    _forwarded_write(cluster, leader, origin, 32)
+    assert "/held32" in cluster.r(origin).tree, "answered at once"
+    assert "/held32" not in cluster.r(leader).tree
+    cluster.tick()
+    assert "/held32" in cluster.r(leader).tree
+
+
+def test_a_follower_acks_at_once_what_is_not_its_own_clients_write() -> None:
+    cluster, leader = ensemble()
+    origin, other = cluster.followers()
+    cluster.sent.clear()
+    cluster.r(leader).submit(1, 33, create("/leaders"))
+    cluster.pump(leader)
+    cluster.run()
+    zxid = cluster.r(leader).last_logged
+    assert _acks_from(cluster, origin, leader) == [zxid]
+    assert _acks_from(cluster, other, leader) == [zxid]
+
+
+def test_with_five_voters_a_follower_acks_its_own_clients_write_at_once() -> None:
+    cluster, leader = ensemble(5)
+    origin = cluster.followers()[0]
+    cluster.open_session(origin, 2)
+    cluster.run()
+    cluster.sent.clear()
+    _forwarded_write(cluster, leader, origin, 34)
+    assert _acks_from(cluster, origin, leader) == [cluster.r(origin).last_logged]
+    assert all("/held34" in cluster.r(i).tree for i in cluster.ids)
+
+
+def test_a_follower_awaits_the_leader_while_its_clients_wait_on_it() -> None:
+    """`Replica.awaits_leader`, the hint a member's shell stays awake on: a follower whose
+    client's write is forwarded and not yet answered, and no one else."""
+    cluster, leader = ensemble()
+    origin, other = cluster.followers()
+    cluster.open_session(origin, 2)
+    cluster.run()
+    assert not any(cluster.r(i).awaits_leader for i in cluster.ids)
+    cluster.r(origin).submit(2, 35, create("/awaited"))
+    cluster.pump(origin)
+    assert cluster.r(origin).awaits_leader
+    assert not cluster.r(leader).awaits_leader
+    assert not cluster.r(other).awaits_leader
+    cluster.run()
+    assert "/awaited" in cluster.r(origin).tree
+    assert not cluster.r(origin).awaits_leader
+
+
+def test_a_follower_never_commits_what_the_leader_has_not_announced_as_synced() -> None:
+    """A follower holding proposals it has made durable commits none of them while the
+    leader's Logged is held back, and then only up to the zxid the Logged names."""
+    cluster, leader = ensemble(propose_early_below=2)
+    follower, other = cluster.followers()
+    cluster.held[(leader, other)] = lambda message: True
+    replica = cluster.r(follower)
+    cluster.r(leader).submit(1, 11, create("/a"))
+    cluster.take(leader)
+    cluster.r(leader).submit(1, 12, create("/b"))
+    cluster.take(leader)  # with one proposal in flight the second goes early too (below 2)
+    link = cluster.links[(leader, follower)]
+    first, second = (m for m in link if isinstance(m, EarlyPropose))
+    logged = [m for m in link if isinstance(m, Logged)]
+    assert logged == [Logged(first.records[0].zxid), Logged(second.records[0].zxid)]
+    link.clear()
+    for proposal in (first, second):
+        replica.receive(leader, proposal)
+        cluster.take(follower)
+    assert not cluster.take(follower).committed  # taking it says both are durable here
+    assert replica.durable_zxid == second.records[0].zxid
+    assert "/a" not in replica.tree
+    assert replica.commit_zxid < first.records[0].zxid
+    replica.receive(leader, logged[0])
+    assert [r.cxid for r in cluster.take(follower).committed] == [11]
+    assert "/b" not in replica.tree
+    replica.receive(leader, logged[1])
+    assert [r.cxid for r in cluster.take(follower).committed] == [12]
+
+
+def test_a_logged_note_from_another_epoch_commits_nothing() -> None:
+    cluster, leader = ensemble()
+    follower = cluster.followers()[0]
+    replica = cluster.r(follower)
+    cluster.held[(leader, follower)] = lambda message: isinstance(message, Logged)
+    cluster.r(leader).submit(1, 13, create("/c"))
+    cluster.take(leader)
+    cluster.run()
+    cluster.take(follower)
+    zxid = replica.last_logged
+    stale = make_zxid(zxid_epoch(zxid) - 1, zxid_counter(zxid))
+    replica.receive(leader, Logged(stale))
+    assert not cluster.take(follower).committed
+    assert "/c" not in replica.tree
+
+
+def test_under_load_the_leader_syncs_first_and_sends_logged_proposals() -> None:
+    """With a proposal already in flight, the next waits for the leader's sync and travels as
+    a LoggedPropose: the path of docs/decisions/0004."""
+    cluster, leader = ensemble()
+    cluster.sent.clear()
+    cluster.r(leader).submit(1, 14, create("/first"))
+    cluster.r(leader).submit(1, 15, create("/second"))
+    proposed = cluster.take(leader)
+    first, second = proposed.persist
+    early, late = proposed.split_messages()
+    assert {m for _t, m in early} == {EarlyPropose((first,))}
+    assert {m for _t, m in late} == {Logged(first.zxid), LoggedPropose((second,))}
+    cluster.run()
+    assert all(cluster.r(i).tree.get("/second") is not None for i in cluster.ids)
+    cluster.assert_identical()
+
+
+def test_a_logged_proposal_commits_nothing_beyond_what_the_follower_has_made_durable() -> None:
+    cluster, leader = ensemble(propose_early_below=0)
     follower = cluster.followers()[0]
     replica = cluster.r(follower)
     for cxid in (11, 12):
@@ -688,7 +910,7 @@ def test_a_logged_proposal_commits_nothing_beyond_what_the_follower_has_made_dur
 
 def test_observers_and_five_voter_followers_still_wait_for_commits() -> None:
     for voters, observers in ((3, 1), (5, 0)):
-        cluster, leader = ensemble(voters, observers)
+        cluster, leader = ensemble(voters, observers, propose_early_below=0)
         cluster.sent.clear()
         cluster.submit(leader, 1, 20, create("/classic"))
         cluster.run()
@@ -777,7 +999,7 @@ def test_a_second_new_leader_in_one_following_sends_the_follower_back_to_electio
 def test_a_follower_that_joins_with_uncommitted_history_gets_a_commit_for_it() -> None:
     """The records a joining follower gets in NewLeader are not logged proposals: if some are
     not committed yet when it is up to date, the leader still sends it a Commit for them."""
-    cluster, leader = ensemble()
+    cluster, leader = ensemble(propose_early_below=0)
     late, other = cluster.followers()
     cluster.isolate(late)
     cluster.held[(leader, other)] = lambda message: isinstance(message, LoggedPropose)

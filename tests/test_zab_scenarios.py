@@ -61,8 +61,10 @@ from zkpy.zab.messages import (
     AckEpoch,
     AckNewLeader,
     Commit,
+    EarlyPropose,
     FollowerInfo,
     Forward,
+    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -114,9 +116,9 @@ def records(items: tuple[TxnRecord, ...] | list[TxnRecord]) -> str:
 
 def describe(message: PeerMessage) -> str:
     match message:
-        case Propose(items) | LoggedPropose(items):
+        case Propose(items) | LoggedPropose(items) | EarlyPropose(items):
             return f"{type(message).__name__} {records(items)}"
-        case Ack(zxid) | Commit(zxid) | UpToDate(zxid):
+        case Ack(zxid) | Commit(zxid) | UpToDate(zxid) | Logged(zxid):
             return f"{type(message).__name__} {z(zxid)}"
         case FollowerInfo(accepted, last, committed, observer):
             role = " observer" if observer else ""

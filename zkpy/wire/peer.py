@@ -50,9 +50,11 @@ from zkpy.zab.messages import (
     AckEpoch,
     AckNewLeader,
     Commit,
+    EarlyPropose,
     FollowerInfo,
     Forward,
     ForwardedWrite,
+    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -96,6 +98,8 @@ _TAGS: dict[type, int] = {
     SyncRequest: 13,
     SyncDone: 14,
     LoggedPropose: 15,
+    Logged: 16,
+    EarlyPropose: 17,
 }
 
 
@@ -137,11 +141,11 @@ def _up_to_date_fields(m: UpToDate) -> list[Any]:
     return [m.commit_zxid]
 
 
-def _propose_fields(m: Propose | LoggedPropose) -> list[Any]:
+def _propose_fields(m: Propose | LoggedPropose | EarlyPropose) -> list[Any]:
     return [[encode_record(r) for r in m.records]]
 
 
-def _zxid_fields(m: Ack | Commit) -> list[Any]:
+def _zxid_fields(m: Ack | Commit | Logged) -> list[Any]:
     return [m.zxid]
 
 
@@ -178,6 +182,8 @@ _FIELDS: dict[type, Callable[[Any], list[Any]]] = {
     SyncRequest: _sync_fields,
     SyncDone: _sync_fields,
     LoggedPropose: _propose_fields,
+    EarlyPropose: _propose_fields,
+    Logged: _zxid_fields,
 }
 _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     kind: (tag, _FIELDS[kind]) for kind, tag in _TAGS.items()
@@ -374,6 +380,11 @@ def _logged_propose(v: list[Any]) -> LoggedPropose:
     return LoggedPropose(_records(v[1]))
 
 
+def _early_propose(v: list[Any]) -> EarlyPropose:
+    _arity(v, 1)
+    return EarlyPropose(_records(v[1]))
+
+
 def _ack(v: list[Any]) -> Ack:
     _arity(v, 1)
     return Ack(_int(v[1]))
@@ -382,6 +393,11 @@ def _ack(v: list[Any]) -> Ack:
 def _commit(v: list[Any]) -> Commit:
     _arity(v, 1)
     return Commit(_int(v[1]))
+
+
+def _logged(v: list[Any]) -> Logged:
+    _arity(v, 1)
+    return Logged(_int(v[1]))
 
 
 def _ping(v: list[Any]) -> Ping:
@@ -431,6 +447,8 @@ _DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
     _TAGS[SyncRequest]: _sync_request,
     _TAGS[SyncDone]: _sync_done,
     _TAGS[LoggedPropose]: _logged_propose,
+    _TAGS[Logged]: _logged,
+    _TAGS[EarlyPropose]: _early_propose,
 }
 
 
@@ -438,7 +456,7 @@ _DECODERS: dict[int, Callable[[list[Any]], PeerMessage]] = {
 
 # Bump when the handshake or the messages change shape: members of different versions refuse
 # each other (and say why) instead of failing to decode each other's messages.
-PEER_PROTOCOL_VERSION = 6
+PEER_PROTOCOL_VERSION = 7
 NONCE_BYTES = 16
 MAX_HANDSHAKE_FRAME = 4096
 """The largest frame read before the other end has proved itself: the three handshake frames

@@ -8,15 +8,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from zkpy.core.requests import WriteRequest
-from zkpy.core.txn import TxnRecord
+from zkpy.core.txn import Reconfig, TxnRecord
 from zkpy.core.types import Id, make_zxid, zxid_epoch
 from zkpy.zab.messages import (
     Ack,
     AckEpoch,
     AckNewLeader,
     Commit,
+    EarlyPropose,
     FollowerInfo,
     Forward,
+    Logged,
     LoggedPropose,
     NewEpoch,
     NewLeader,
@@ -36,7 +38,18 @@ if TYPE_CHECKING:
     from zkpy.zab.replica import Replica
 
 # What only a leader sends: hearing one of these keeps a follower from timing out.
-_FROM_LEADER = (NewEpoch, NewLeader, UpToDate, Propose, LoggedPropose, Commit, Ping, SyncDone)
+_FROM_LEADER = (
+    NewEpoch,
+    NewLeader,
+    UpToDate,
+    Propose,
+    LoggedPropose,
+    EarlyPropose,
+    Logged,
+    Commit,
+    Ping,
+    SyncDone,
+)
 
 
 class Following(Role):
@@ -50,8 +63,10 @@ class Following(Role):
         self.state = ServerState.OBSERVING if self.observer else ServerState.FOLLOWING
         self.leader = leader
         self.last_heard = replica.ticks
-        self.leader_logged = 0  # the last zxid the leader said it had logged (LoggedPropose)
+        # the last zxid the leader said it had logged (LoggedPropose or Logged)
+        self.leader_logged = 0
         self.synchronized = False  # got this leader's NewLeader
+        self.owed_ack = 0  # logged here, its Ack left for the next message to the leader
 
     def start(self) -> None:
         """Discovery begins: tell the leader where this member's history stands."""
@@ -78,12 +93,10 @@ class Following(Role):
         match message:
             case Propose(records):
                 self._on_propose(records)
-            case LoggedPropose(records):
-                # the leader sends these only where it and one follower are a quorum (never
-                # to an observer, nor while a reconfig is in flight): it decides, not this
-                # member's view of the membership, which may lag the leader's by a commit
-                if self._on_propose(records) and records and not self.observer:
-                    self.leader_logged = records[-1].zxid
+            case LoggedPropose(records) | EarlyPropose(records):
+                self._on_local_quorum_propose(records, type(message) is LoggedPropose)
+            case Logged(zxid):
+                self._on_logged(zxid)
             case Commit(zxid):
                 self._on_commit(zxid)
             case Ping(_sessions, round_):
@@ -106,10 +119,12 @@ class Following(Role):
         self, session_id: int, cxid: int, request: WriteRequest, ids: frozenset[Id], owner: int
     ) -> None:
         """Forward a local client's write to the leader (batched with the step's others)."""
+        self._pay_ack()
         self.replica._send_batched(self.leader, Forward, (session_id, cxid, request, ids, owner))
 
     def sync(self, session_id: int, cxid: int) -> None:
         """Ask the leader; its SyncDone comes after the commits this member must apply first."""
+        self._pay_ack()
         self.replica._send(self.leader, SyncRequest(session_id, cxid))
 
     def persisted(self, durable_zxid: int) -> None:
@@ -129,6 +144,15 @@ class Following(Role):
             replica._start_election()
         elif replica.phase is Phase.BROADCAST:
             replica._set_serving(True)  # which a member outside the membership never does
+
+    def awaits_leader(self) -> bool:
+        """Local clients wait on writes or syncs this member sent the leader: its proposal or
+        word on them comes within about one of its syncs."""
+        return (
+            not self.observer
+            and self.replica.phase is Phase.BROADCAST
+            and bool(self.replica._awaiting_local)
+        )
 
     def current_vote(self) -> Vote:
         """This member follows `leader`."""
@@ -203,9 +227,10 @@ class Following(Role):
 
     # ---- broadcast -----------------------------------------------------------------------------
 
-    def _on_propose(self, records: tuple[TxnRecord, ...]) -> bool:
+    def _on_propose(self, records: tuple[TxnRecord, ...], *, may_owe: bool = False) -> bool:
         """Log proposals and acknowledge them; False (and a new election) if they do not
-        follow this member's log in the current epoch."""
+        follow this member's log in the current epoch. `may_owe`: the leader has them durable
+        or says so soon (a LoggedPropose or an EarlyPropose), see `_may_owe`."""
         replica = self.replica
         if replica.phase is not Phase.BROADCAST and replica.phase is not Phase.SYNCHRONIZATION:
             replica._start_election()
@@ -219,8 +244,45 @@ class Following(Role):
             return False
         replica._log(records)
         if not self.observer and records:
-            replica._send(self.leader, Ack(records[-1].zxid))
+            if may_owe and self._may_owe(records):
+                self.owed_ack = records[-1].zxid
+            else:
+                self.owed_ack = 0  # this Ack covers it
+                replica._send(self.leader, Ack(records[-1].zxid))
         return True
+
+    def _may_owe(self, records: tuple[TxnRecord, ...]) -> bool:
+        """Whether this member may hold back its Ack of proposals that the leader has made (or
+        is making) durable until its next message to the leader (a Forward, a SyncRequest, or
+        at the latest its answer to the next heartbeat): when they are all its own clients'
+        writes, none a reconfig, in an ensemble of three voters. The other follower's Ack then
+        makes the leader's quorum without a wake-up of the leader for this one, and this
+        member commits them itself (docs/decisions/0038)."""
+        replica = self.replica
+        if len(replica.config.voters) != 3:
+            return False
+        awaiting = replica._awaiting_local
+        for record in records:
+            if (record.session_id, record.cxid) not in awaiting or type(record.op) is Reconfig:
+                return False
+        return True
+
+    def _pay_ack(self) -> None:
+        """Send the Ack held back by `_may_owe`, ahead of the message about to go."""
+        if self.owed_ack:
+            self.replica._send(self.leader, Ack(self.owed_ack))
+            self.owed_ack = 0
+
+    def _on_local_quorum_propose(self, records: tuple[TxnRecord, ...], logged: bool) -> None:
+        """Proposals this member commits itself once they are durable here and at the leader:
+        `logged` (a LoggedPropose) if the leader has them durable already, else (an
+        EarlyPropose) a `Logged` says when.
+
+        The leader sends these only where it and one follower are a quorum (never to an
+        observer, nor while a reconfig is in flight): it decides, not this member's view of
+        the membership, which may lag the leader's by a commit."""
+        if self._on_propose(records, may_owe=True) and records and logged and not self.observer:
+            self.leader_logged = records[-1].zxid
 
     def _next_expected_zxid(self) -> int:
         replica = self.replica
@@ -233,10 +295,24 @@ class Following(Role):
         replica.commit_zxid = max(replica.commit_zxid, min(zxid, replica.last_logged))
         replica._apply_committed()
 
+    def _on_logged(self, zxid: int) -> None:
+        """The leader's log is durable up to `zxid`: commit what this member has made durable
+        of it (the two copies are a quorum). Only a voter counts it (see
+        `_on_local_quorum_propose`), and only for the epoch it is synchronized to."""
+        replica = self.replica
+        if self.observer or zxid_epoch(zxid) != replica.current_epoch:
+            return
+        if replica.phase is not Phase.BROADCAST and replica.phase is not Phase.SYNCHRONIZATION:
+            return
+        self.leader_logged = max(self.leader_logged, zxid)
+        self.persisted(replica.durable_zxid)
+        replica._apply_committed()
+
     def _on_ping(self, round_: int) -> None:
         """Echo the heartbeat's round, with the sessions this member's clients kept alive."""
         replica = self.replica
         touched, replica._touched = tuple(sorted(replica._touched)), set()
+        self._pay_ack()
         replica._send(self.leader, Ping(touched, round_))
 
     def _on_sync_done(self, session_id: int, cxid: int) -> None:

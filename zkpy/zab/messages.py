@@ -136,6 +136,30 @@ class LoggedPropose:
 
 
 @dataclass(frozen=True, slots=True)
+class EarlyPropose:
+    """Proposals sent before the leader's own sync, with a `Logged` to follow once it is done.
+
+    Where two members are a quorum, a leader with nothing else in flight sends a write this way
+    to the follower whose client waits for it, so that the two syncs overlap; a follower that
+    has made the records durable and heard the `Logged` knows they are on a quorum and commits
+    them itself, as with a LoggedPropose (docs/decisions/0038).
+    """
+
+    records: tuple[TxnRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """Leader -> voting follower: the leader's log is durable up to and including `zxid`.
+
+    It follows an `EarlyPropose`, in the Ready that holds the records, among the messages that
+    wait for it to be persisted.
+    """
+
+    zxid: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """The sender has persisted every proposal up to and including `zxid`."""
 
@@ -205,6 +229,8 @@ PeerMessage = (
     | UpToDate
     | Propose
     | LoggedPropose
+    | EarlyPropose
+    | Logged
     | Ack
     | Commit
     | Ping
@@ -214,4 +240,4 @@ PeerMessage = (
 )
 
 # a tuple: isinstance is quicker
-_DURABLE = (Ack, AckEpoch, AckNewLeader, NewEpoch, NewLeader, LoggedPropose)
+_DURABLE = (Ack, AckEpoch, AckNewLeader, NewEpoch, NewLeader, LoggedPropose, Logged)

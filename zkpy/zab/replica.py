@@ -37,6 +37,7 @@ from zkpy.zab.election import Election, quorum_size
 from zkpy.zab.follower import Following
 from zkpy.zab.leader import Leading
 from zkpy.zab.messages import (
+    EarlyPropose,
     Forward,
     LoggedPropose,
     Notification,
@@ -52,7 +53,8 @@ from zkpy.zab.role import Looking, Phase, Role
 
 __all__ = ["Phase", "Ready", "Replica", "ReplicaConfig", "quorum_size"]
 
-Batched = Propose | LoggedPropose | Forward  # messages that gather items while a Ready fills
+# messages that gather items while a Ready fills
+Batched = Propose | LoggedPropose | EarlyPropose | Forward
 
 _ROLE_NAMES = {
     ServerState.LOOKING: "looking",
@@ -80,6 +82,9 @@ class ReplicaConfig:
     # the members' addresses, where the shell knows them (a reconfig copies them into the
     # new membership it commits); the committed membership, once there is one
     membership: Membership | None = None
+    # where followers commit locally, the leader proposes before its own sync while fewer than
+    # this many proposals are uncommitted (then says when it has synced: `Logged`); 0: never
+    propose_early_below: int = 1
 
     @property
     def members(self) -> frozenset[int]:
@@ -294,6 +299,13 @@ class Replica:
     def outstanding(self) -> int:
         """Writes and syncs in flight: a leader's uncommitted proposals, else the local ones."""
         return self._role.outstanding()
+
+    @property
+    def awaits_leader(self) -> bool:
+        """Whether a follower's clients wait on writes or syncs it sent the leader, whose answer
+        comes within about one of the leader's syncs: a shell may stay awake for it rather than
+        sleep and be woken (an idle CPU on a VM wakes slowly)."""
+        return self._role.awaits_leader()
 
     @property
     def is_member(self) -> bool:

@@ -79,6 +79,11 @@ class Role:
         """Writes and syncs still in flight."""
         return len(self.replica._awaiting_local)
 
+    def awaits_leader(self) -> bool:
+        """Whether the leader's word on records this member holds is due soon (see
+        `Replica.awaits_leader`)."""
+        return False
+
 
 class Looking(Role):
     """Electing a leader: the member's `Election` does the work, ticked from here."""
