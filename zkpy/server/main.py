@@ -146,6 +146,7 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
                     raise busy from err
             await nursery.start(member.run)
             nursery.start_soon(member.run_ticks)
+            nursery.start_soon(member.stay_awake)
             if config.admin_port:
                 await _start_admin(nursery, member, config)
             log.info(
