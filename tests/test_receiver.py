@@ -298,3 +298,13 @@ async def test_a_slow_connection_read_dry_is_not_read_again_until_readable(
     monkeypatch.undo()
     await left.aclose()
     await right.aclose()
+
+
+def test_a_members_stay_awake_setting_is_checked(tmp_path: Path) -> None:
+    """`stay_awake_us`: how long a follower whose clients wait on the leader keeps its loop
+    turning (decision 0038); 0 turns it off, and it is bounded like the read spin."""
+    assert ServerConfig(data_dir=tmp_path).stay_awake_s == 0.0004
+    assert ServerConfig(data_dir=tmp_path, stay_awake_us=0).stay_awake_s == 0
+    for out_of_range in (-1, 10_001):
+        with pytest.raises(ValueError, match="stay_awake_us"):
+            ServerConfig(data_dir=tmp_path, stay_awake_us=out_of_range)

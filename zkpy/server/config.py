@@ -76,6 +76,7 @@ class ServerConfig:
     log_segment_bytes: int = SEGMENT_BYTES  # disk taken by each new log segment file, up front
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
+    stay_awake_us: int = 400  # a follower whose clients wait on the leader stays awake this long
     container_check_interval_ms: int = 60_000  # how often the leader reaps container/TTL nodes
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 
@@ -91,6 +92,11 @@ class ServerConfig:
             raise ValueError("an ensemble needs a shared secret or peer_tls")
         if self.peer_tls and not (self.tls_cert and self.tls_ca):
             raise ValueError("peer_tls needs tls_cert, tls_key and tls_ca")
+
+    @property
+    def stay_awake_s(self) -> float:
+        """`stay_awake_us` in seconds."""
+        return self.stay_awake_us / 1e6
 
     @property
     def spin_before_wait_s(self) -> float:

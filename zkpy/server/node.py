@@ -59,8 +59,8 @@ INLINE_PERSIST_MAX_RECORDS = 1024
 INLINE_PERSIST_MAX_BYTES = 1 << 20  # big values: a batch of a few is already a long write
 PERSIST_TIME_WEIGHT = 0.1
 
-STAY_AWAKE_S = 0.0004  # how long `Member.stay_awake` keeps the loop turning per step
-# ... and only while so few writes are outstanding: with more, their answers keep it busy anyway
+# `Member.stay_awake` keeps the loop turning only while so few writes are outstanding: with
+# more, their answers keep it busy anyway
 STAY_AWAKE_MAX_OUTSTANDING = 2
 
 # The client xid of a member's AttachSession: below the int32 range that client xids are held to,
@@ -229,7 +229,7 @@ class Member:
         self.output = Flusher()  # the client and peer outboxes written to in the current step
         self._fed = False  # the replica was fed since the last `step`
         self._awaiting_leader = trio.Event()  # set when `step` leaves the replica awaiting it
-        self.stay_awake_s = STAY_AWAKE_S
+        self.stay_awake_s = config.stay_awake_s
         self._handed_over: Ready | None = None  # taken by `step`, left to the loop to persist
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._checkpoint_written: trio.Event | None = None  # set while a checkpoint is written
@@ -362,9 +362,10 @@ class Member:
     async def stay_awake(self) -> None:
         """While the replica awaits the leader's word soon (`Replica.awaits_leader`: a follower
         whose clients wait on writes it forwarded), keep the event loop turning for up to
-        `stay_awake_s` instead of letting it sleep in epoll: the leader's message is then read
-        as it comes, and its write does not have to wake this process (on a VM whose idle CPUs
-        halt, a wake-up costs the sender and the sleeper tens of microseconds each)."""
+        `stay_awake_us` (a setting; 0: never) instead of letting it sleep in epoll: the
+        leader's message is then read as it comes, and its write does not have to wake this
+        process (on a VM whose idle CPUs halt, a wake-up costs the sender and the sleeper tens
+        of microseconds each)."""
         replica = self.replica
         clock = time.perf_counter
         while True:
@@ -482,7 +483,11 @@ class Member:
         elif self._checkpoint_due():
             self._work.set()  # the loop takes checkpoints
         replica = self.replica
-        if replica.awaits_leader and replica.outstanding <= STAY_AWAKE_MAX_OUTSTANDING:
+        if (
+            self.stay_awake_s
+            and replica.awaits_leader
+            and replica.outstanding <= STAY_AWAKE_MAX_OUTSTANDING
+        ):
             self._awaiting_leader.set()
 
     def _advance(self) -> Ready | None:

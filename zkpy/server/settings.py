@@ -120,6 +120,7 @@ SETTINGS: dict[str, Setting] = {
     "log_segment_bytes": _int(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES, unit="of bytes"),
     "change_log_capacity": _int(0, 1 << 40),
     "spin_before_wait_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),
+    "stay_awake_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),
     "container_check_interval_ms": _int(1, 1 << 40, unit="of milliseconds"),
     "fsync": Setting(bool),
 }
