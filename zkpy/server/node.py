@@ -366,18 +366,19 @@ class Member:
         leader's message is then read as it comes, and its write does not have to wake this
         process (on a VM whose idle CPUs halt, a wake-up costs the sender and the sleeper tens
         of microseconds each)."""
-        replica = self.replica
         clock = time.perf_counter
         while True:
             await self._awaiting_leader.wait()
             self._awaiting_leader = trio.Event()
             until = clock() + self.stay_awake_s
-            while (
-                replica.awaits_leader
-                and replica.outstanding <= STAY_AWAKE_MAX_OUTSTANDING
-                and clock() < until
-            ):
+            while self._awaits_leader() and clock() < until:
                 await trio.lowlevel.checkpoint()
+
+    def _awaits_leader(self) -> bool:
+        """The replica awaits the leader's word, with few enough writes outstanding that the
+        loop would otherwise sleep until it comes."""
+        replica = self.replica
+        return replica.awaits_leader and replica.outstanding <= STAY_AWAKE_MAX_OUTSTANDING
 
     async def run_ticks(self) -> None:
         """Tick the replica every `peer_tick_ms` (timeouts, heartbeats, elections)."""
@@ -482,12 +483,7 @@ class Member:
             self._work.set()
         elif self._checkpoint_due():
             self._work.set()  # the loop takes checkpoints
-        replica = self.replica
-        if (
-            self.stay_awake_s
-            and replica.awaits_leader
-            and replica.outstanding <= STAY_AWAKE_MAX_OUTSTANDING
-        ):
+        if self.stay_awake_s and self._awaits_leader():
             self._awaiting_leader.set()
 
     def _advance(self) -> Ready | None:

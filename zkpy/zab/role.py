@@ -80,7 +80,7 @@ class Role:
         return len(self.replica._awaiting_local)
 
     def awaits_leader(self) -> bool:
-        """Whether the leader's word on records this member holds is due soon (see
+        """Whether local clients wait on what this member sent the leader (see
         `Replica.awaits_leader`)."""
         return False
 
