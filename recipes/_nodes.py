@@ -158,17 +158,23 @@ async def create_in_containers(
 
 
 async def create_contender(
-    zk: zkpy.Client, parent: str, uid: str, kind: str, data: bytes
+    zk: zkpy.Client, parent: str, uid: str, kind: str, data: bytes, *, unknown: bool = False
 ) -> tuple[str, zkpy.Stat, bool]:
     """Create our ephemeral sequential node under `parent` (and `parent`, a container, if it
     is missing or was reaped meanwhile).
 
     Returns (path, stat, had_connection_loss). Retry-safe: after a `ConnectionLossError` the node
-    is looked for by its uid and only created again if it is not there.
+    is looked for by its uid and only created again if it is not there; `unknown` says that an
+    earlier attempt already ended that way.
     """
     prefix = f"{join(parent, uid)}-{kind}-"
-    lost_connection = False
+    lost_connection = unknown
     while True:
+        if unknown:
+            check_alive(zk)
+            found = await find_own(zk, parent, uid)
+            if found is not None:
+                return found[0], found[1], lost_connection
         try:
             created, stat = await zk.create(
                 prefix, data, ephemeral=True, sequential=True, include_data=True
@@ -177,11 +183,51 @@ async def create_contender(
         except NoNodeError:
             await ensure_containers(zk, parent)
         except ConnectionLossError:
-            check_alive(zk)
-            lost_connection = True
-            found = await find_own(zk, parent, uid)
-            if found is not None:
-                return found[0], found[1], lost_connection
+            lost_connection = unknown = True
+
+
+async def create_and_list(
+    zk: zkpy.Client, parent: str, uid: str, kind: str, data: bytes
+) -> tuple[str, zkpy.Stat, bool, list[str] | None]:
+    """`create_contender`, and the names of `parent`'s children in the same round trip: the
+    listing goes right behind the create on the one connection, so it is answered after the
+    create and shows our node. The names are None where they must be listed again (the create
+    needed a second attempt, or the listing was lost with the connection)."""
+    batch = zk.pipeline()
+    batch.create(
+        f"{join(parent, uid)}-{kind}-", data, ephemeral=True, sequential=True, include_data=True
+    )
+    batch.get_children(parent)
+    created, names = await batch.execute(raise_on_error=False)
+    if isinstance(created, tuple):
+        return str(created[0]), created[1], False, names if isinstance(names, list) else None
+    if not isinstance(created, NoNodeError | ConnectionLossError):
+        raise created
+    unknown = isinstance(created, ConnectionLossError)
+    path, stat, lost_connection = await create_contender(
+        zk, parent, uid, kind, data, unknown=unknown
+    )
+    return path, stat, lost_connection, None
+
+
+async def exists_both(
+    zk: zkpy.Client,
+    first: str,
+    first_watch: Callable[[zkpy.WatchedEvent], object],
+    second: str,
+    second_watch: Callable[[zkpy.WatchedEvent], object],
+) -> tuple[zkpy.Stat | None, zkpy.Stat | None]:
+    """exists() of two nodes, each setting its watch, in one round trip; retried on a lost
+    connection (a watch set twice that way fires twice: its callback must allow that)."""
+
+    async def both() -> tuple[zkpy.Stat | None, zkpy.Stat | None]:
+        batch = zk.pipeline()
+        batch.exists(first, watch=first_watch)
+        batch.exists(second, watch=second_watch)
+        first_stat, second_stat = await batch.execute()
+        return first_stat, second_stat
+
+    return await retry(zk, both)
 
 
 async def delete_quietly(zk: zkpy.Client, path: str, version: int = -1) -> None:

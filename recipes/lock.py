@@ -27,7 +27,8 @@ import zkpy
 from recipes._nodes import (
     Node,
     async_client,
-    create_contender,
+    create_and_list,
+    exists_both,
     join,
     new_uid,
     parse_nodes,
@@ -115,6 +116,7 @@ class Held:
         self._suspend_deadline: float | None = None
         self._waker: zkpy.WatchFuture | None = None
         self._own_watch = _OwnNodeWatch(self)
+        self._watching_own = False
         self._on_release: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -167,6 +169,27 @@ class Held:
         elif state is zkpy.ConnectionState.CONNECTED and not self.lost:
             self._suspend_deadline = None
             self.cancel_scope.deadline = math.inf
+
+    async def _watch_own(
+        self, ahead: str | None = None, waker: zkpy.WatchFuture | None = None
+    ) -> zkpy.Stat | None:
+        """Set the watch on our node (once: its deletion loses the lock), in one round trip
+        with the watch on `ahead` when there is one; return `ahead`'s Stat (None: it is gone).
+        Raises `LockLostError` if our node is gone already."""
+        zk = self.zk
+        if self._watching_own:
+            return None if ahead is None else await retry(zk, zk.exists, ahead, watch=waker)
+        if ahead is None or waker is None:
+            own_stat, ahead_stat = (
+                await retry(zk, zk.exists, self.path, watch=self._own_watch),
+                None,
+            )
+        else:
+            own_stat, ahead_stat = await exists_both(zk, self.path, self._own_watch, ahead, waker)
+        if own_stat is None:
+            raise LockLostError(f"{self.path} vanished right after its creation")
+        self._watching_own = True
+        return ahead_stat
 
     def _attach(self) -> None:
         """Start feeling connection-state changes (from the moment the lock is granted)."""
@@ -261,7 +284,7 @@ async def contend(
     swept = True
     granted = False
     try:
-        path, stat, lost_connection = await create_contender(zk, lock_path, uid, kind, data)
+        path, stat, lost_connection, names = await create_and_list(zk, lock_path, uid, kind, data)
         swept = lost_connection
         held = Held(
             zk,
@@ -273,10 +296,9 @@ async def contend(
             sweep=lost_connection,
         )
         own = path
-        watch = held._own_watch
-        if await retry(zk, zk.exists, own, watch=watch) is None:
-            raise LockLostError(f"{own} vanished right after its creation")
-        nodes = parse_nodes(await retry(zk, zk.get_children, lock_path))
+        if names is None:
+            names = await retry(zk, zk.get_children, lock_path)
+        nodes = parse_nodes(names)
         while True:
             if held.lost_reason is not None:
                 raise LockLostError(held.lost_reason)
@@ -285,13 +307,15 @@ async def contend(
                 raise LockLostError(f"{own} vanished while waiting")
             ahead = blocker(nodes, index)
             if ahead is None:
+                await held._watch_own()
                 break
             if not blocking:
                 return None
             waker = zkpy.WatchFuture()
             held._waker = waker
             ahead_path = join(lock_path, ahead.name)
-            if await retry(zk, zk.exists, ahead_path, watch=waker) is None:
+            ahead_stat = await held._watch_own(ahead_path, waker)
+            if ahead_stat is None:
                 nodes = parse_nodes(await retry(zk, zk.get_children, lock_path))
                 continue
             event = await waker.wait()

@@ -53,3 +53,32 @@ async def test_errors_are_per_request_and_not_atomic(server: RunningServer) -> N
 async def test_an_empty_pipeline_does_nothing(server: RunningServer) -> None:
     async with zkpy.connect(server.address) as zk:
         assert await zk.pipeline().execute() == []
+
+
+async def test_pipelined_reads_set_their_watches(server: RunningServer) -> None:
+    async with zkpy.connect(server.address) as zk:
+        await zk.create("/w", b"0")
+        on_data, on_children = zkpy.WatchFuture(), zkpy.WatchFuture()
+        on_missing, unset = zkpy.WatchFuture(), zkpy.WatchFuture()
+        pipe = zk.pipeline()
+        pipe.create("/w/a-", sequential=True, include_data=True)
+        pipe.get("/w", watch=on_data)
+        pipe.get_children("/w", watch=on_children)
+        pipe.exists("/later", watch=on_missing)
+        pipe.get("/absent", watch=unset)  # fails: no watch is left behind
+        (created, stat), (data, _), children, missing, absent = await pipe.execute(
+            raise_on_error=False
+        )
+        assert created == "/w/a-0000000000"
+        assert stat.czxid == stat.mzxid
+        assert stat.ephemeral_owner == 0
+        assert (data, children, missing) == (b"0", ["a-0000000000"], None)
+        assert isinstance(absent, NoNodeError)
+        await zk.set("/w", b"1")
+        await zk.create("/w/b")
+        await zk.create("/later")
+        await zk.create("/absent")
+        assert (await on_data.wait()).type is zkpy.EventType.CHANGED
+        assert (await on_children.wait()).type is zkpy.EventType.CHILD
+        assert (await on_missing.wait()).type is zkpy.EventType.CREATED
+        assert not unset.fired  # its event would have come before the create's reply

@@ -11,6 +11,7 @@ import trio.testing
 
 import zkpy
 from tests.conftest import TcpProxy, wait_until
+from zkpy.client.client import Pipeline
 from zkpy.errors import ConnectionLossError
 from zkpy.testing import RunningServer
 
@@ -62,6 +63,8 @@ class FlakyClient:
         attribute = getattr(self._zk, name)
         if name == "transaction":
             return self._transaction
+        if name == "pipeline":
+            return self._pipeline
         if name not in self.plans or not callable(attribute):
             return attribute
 
@@ -92,6 +95,28 @@ class FlakyClient:
 
             transaction.commit = flaky_commit  # type: ignore[method-assign]
         return transaction
+
+    def _pipeline(self) -> Pipeline:
+        """A pipeline whose `execute` fails as planned for "pipeline": every request of the
+        batch with `ConnectionLossError` (in its slot, or raised), sent first if `applied`."""
+        pipeline = self._zk.pipeline()
+        plan = self.plans.get("pipeline")
+        if plan:
+            applied = plan.pop(0)
+            execute = pipeline.execute
+
+            async def flaky_execute(*, raise_on_error: bool = True) -> list[Any]:
+                self.failures.append("pipeline")
+                size = len(pipeline)
+                if applied:
+                    await execute(raise_on_error=False)
+                lost = ConnectionLossError("injected: pipeline")
+                if raise_on_error:
+                    raise lost
+                return [lost] * size
+
+            pipeline.execute = flaky_execute  # type: ignore[method-assign]
+        return pipeline
 
 
 class ReplyDroppingProxy(TcpProxy):

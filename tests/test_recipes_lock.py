@@ -218,6 +218,34 @@ async def test_retry_safe_create_after_lost_reply(server: RunningServer) -> None
             assert await children(zk, "/locks/lostreply") == [held.name]
 
 
+@pytest.mark.parametrize("applied", [True, False])
+async def test_a_lost_batch_of_create_and_listing_leaves_one_node(
+    server: RunningServer, applied: bool
+) -> None:
+    """A contender's create goes out with the listing of the queue in one batch; the batch is
+    lost with the connection, after the server applied it or before it was sent. Either way the
+    contender ends up with one node, found by its uid or created once, and a correct queue."""
+    async with zkpy.connect(server.address) as zk, zkpy.connect(server.address) as other:
+        await zk.ensure_path("/locks/lostbatch")
+        ahead = await Lock(other, "/locks/lostbatch").acquire()
+        flaky = FlakyClient(zk)
+        flaky.fail("pipeline", applied=applied)
+        got: list[Held] = []
+        async with trio.open_nursery() as nursery:
+
+            async def take() -> None:
+                got.append(await Lock(flaky, "/locks/lostbatch").acquire())  # type: ignore[arg-type]
+
+            nursery.start_soon(take)
+            await wait_until(lambda: _count(other, "/locks/lostbatch", 2), what="the waiter")
+            assert flaky.failures == ["pipeline"]
+            await ahead.release()
+        assert await children(zk, "/locks/lostbatch") == [got[0].name]
+        assert got[0].token > ahead.token
+        await got[0].release()
+        assert await children(zk, "/locks/lostbatch") == []
+
+
 async def test_connection_loss_during_create_over_the_network(server: RunningServer) -> None:
     """The server applies the create, the reply is dropped and the connection cut: the client
     reconnects (same session) and the lock finds its node instead of orphaning it."""

@@ -369,3 +369,26 @@ def test_a_plain_import_of_zkpy_reaches_sync_and_tls() -> None:
     code = "import zkpy; print(zkpy.sync.connect.__module__, zkpy.tls.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["zkpy.sync", "zkpy.tls"], done.stderr
+
+
+async def test_a_pipelined_read_watches_with_a_callback(server: RunningServer) -> None:
+    async with sync_client(server.address) as zk, zkpy.connect(server.address) as writer:
+        await writer.create("/pw", b"0")
+        fired = threading.Event()
+        seen: list[zkpy.WatchedEvent] = []
+
+        def on_change(event: zkpy.WatchedEvent) -> None:
+            seen.append(event)
+            fired.set()
+
+        def read_then_wait() -> list[Any]:
+            with zk.pipeline() as pipe:
+                pipe.get("/pw", watch=on_change)
+                pipe.create("/pw/c", include_data=True)
+            trio.from_thread.run(writer.set, "/pw", b"1")
+            assert fired.wait(timeout=5)
+            return pipe.results
+
+        (data, _), (created, stat) = await in_thread(read_then_wait)
+        assert (data, created, stat.version) == (b"0", "/pw/c", 0)
+        assert [(event.type, event.path) for event in seen] == [(zkpy.EventType.CHANGED, "/pw")]

@@ -751,8 +751,9 @@ class SyncPipeline:
         sequential: bool = False,
         container: bool = False,
         ttl: int | None = None,
+        include_data: bool = False,
     ) -> int:
-        """Queue a create; its result is the created path."""
+        """Queue a create; its result is the created path, or (path, Stat) with `include_data`."""
         return self._pipeline.create(
             path,
             data,
@@ -761,19 +762,22 @@ class SyncPipeline:
             sequential=sequential,
             container=container,
             ttl=ttl,
+            include_data=include_data,
         )
 
-    def get(self, path: str) -> int:
+    def get(self, path: str, *, watch: Callable[[WatchedEvent], object] | None = None) -> int:
         """Queue a read of the node's data; its result is (data, Stat)."""
-        return self._pipeline.get(path)
+        return self._pipeline.get(path, watch=self._client._watch(watch))
 
-    def exists(self, path: str) -> int:
+    def exists(self, path: str, *, watch: Callable[[WatchedEvent], object] | None = None) -> int:
         """Queue an exists; its result is the Stat, or None."""
-        return self._pipeline.exists(path)
+        return self._pipeline.exists(path, watch=self._client._watch(watch))
 
-    def get_children(self, path: str) -> int:
+    def get_children(
+        self, path: str, *, watch: Callable[[WatchedEvent], object] | None = None
+    ) -> int:
         """Queue a read of the node's children; its result is their names."""
-        return self._pipeline.get_children(path)
+        return self._pipeline.get_children(path, watch=self._client._watch(watch))
 
     def set(self, path: str, data: bytes, version: int = -1) -> int:
         """Queue a set; its result is the node's new Stat."""

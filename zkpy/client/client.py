@@ -868,19 +868,24 @@ class Pipeline:
     Each queued call returns the index of its result. `execute(raise_on_error=False)` puts an
     exception instance where a request failed, instead of raising the first error; a request
     refused before sending (a bad path, data that is not bytes) fails there too, not when queued.
+    Reads take a `watch` as the client's own calls do; it is set when the read is answered.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._requests: list[Request | ZkError] = []
         self._converters: list[Callable[[Any], Any] | None] = []  # None: the result as it is
+        self._watches: list[WatchCallback | None] = []
         self.results: list[Any] = []
 
     def __len__(self) -> int:
         return len(self._requests)
 
     def _add(
-        self, build: Callable[[], Request], convert: Callable[[Any], Any] | None = None
+        self,
+        build: Callable[[], Request],
+        convert: Callable[[Any], Any] | None = None,
+        watch: WatchCallback | None = None,
     ) -> int:
         try:
             request: Request | ZkError = build()
@@ -888,6 +893,7 @@ class Pipeline:
             request = err
         self._requests.append(request)
         self._converters.append(convert)
+        self._watches.append(watch)
         return len(self._requests) - 1
 
     def create(
@@ -900,25 +906,28 @@ class Pipeline:
         sequential: bool = False,
         container: bool = False,
         ttl: int | None = None,
+        include_data: bool = False,
     ) -> int:
-        """Queue a create; its result is the created path."""
+        """Queue a create; its result is the created path, or (path, Stat) with `include_data`."""
         entries = self._client._acl(acl)
         return self._add(
             lambda: builders.create(path, data, entries, ephemeral, sequential, container, ttl),
-            _first,
+            tuple if include_data else _first,
         )
 
-    def get(self, path: str) -> int:
+    def get(self, path: str, *, watch: WatchCallback | None = None) -> int:
         """Queue a read of the node's data; its result is (data, Stat)."""
-        return self._add(lambda: builders.get_data(path))
+        return self._add(lambda: builders.get_data(path, watch is not None), watch=watch)
 
-    def exists(self, path: str) -> int:
+    def exists(self, path: str, *, watch: WatchCallback | None = None) -> int:
         """Queue an exists; its result is the Stat, or None."""
-        return self._add(lambda: builders.exists(path))
+        return self._add(lambda: builders.exists(path, watch is not None), watch=watch)
 
-    def get_children(self, path: str) -> int:
+    def get_children(self, path: str, *, watch: WatchCallback | None = None) -> int:
         """Queue a read of the node's children; its result is their names."""
-        return self._add(lambda: builders.get_children(path), _first)
+        return self._add(
+            lambda: builders.get_children(path, watch is not None), _first, watch=watch
+        )
 
     def set(self, path: str, data: bytes, version: int = -1) -> int:
         """Queue a set; its result is the node's new Stat."""
@@ -934,16 +943,16 @@ class Pipeline:
         """Send everything queued at once and wait for every reply; the results in order."""
         client = self._client
         await client._ready_to_send()
-        requests, converters = self._requests, self._converters
-        self._requests, self._converters = [], []
+        requests, converters, watches = self._requests, self._converters, self._watches
+        self._requests, self._converters, self._watches = [], [], []
         countdown = Countdown(len(requests))
         calls: list[Call | ZkError] = []
         now = client._now()
-        for request in requests:
+        for request, watch in zip(requests, watches, strict=True):
             try:
                 if isinstance(request, ZkError):  # refused by its builder
                     raise request
-                calls.append(client._send(request, countdown, now))
+                calls.append(client._send(request, countdown, now, watch))
             except ZkError as err:  # refused before sending (a bad path, an oversize value)
                 countdown.set()
                 calls.append(err)
