@@ -295,7 +295,10 @@ def test_held_acks_leave_before_the_next_persist_and_before_later_messages() -> 
     ]
 
 
-def test_a_leaders_logged_proposals_are_not_held_behind_its_replies() -> None:
+def test_committed_records_are_answered_before_the_sync_of_the_next_ones() -> None:
+    """A Ready that commits records (durable since an earlier Ready) and logs new ones answers
+    first and writes the answers out: they do not wait for a sync of records they do not
+    depend on. What waits for the sync still does."""
     recorder = Recorder(inline=True)
     applied = create(1)
     logged = create(2)
@@ -305,7 +308,19 @@ def test_a_leaders_logged_proposals_are_not_held_behind_its_replies() -> None:
     )
     assert executor.advance() is None
     assert recorder.without("flush", "take") == [
+        ("reply", 1),
         ("persist", [logged.zxid]),
         ("send", "LoggedPropose"),
-        ("reply", 1),
     ]
+    replied = recorder.timeline.index(("reply", 1))
+    persisted = recorder.timeline.index(("persist", [logged.zxid]))
+    assert ("flush", None) in recorder.timeline[replied:persisted], "the reply is written out first"
+
+
+def test_a_ready_that_truncates_the_log_answers_after_it_is_durable() -> None:
+    recorder = Recorder(inline=True)
+    applied = create(1)
+    logged = create(2)
+    executor = scripted(recorder, Ready([applied], truncate_after=0, persist=[logged]))
+    assert executor.advance() is None
+    assert recorder.without("flush", "take") == [("persist", [logged.zxid]), ("reply", 1)]

@@ -13,7 +13,10 @@ contract requires:
    its reply, so a client never sees a reply that shows a change before the change's event;
    a follower's acknowledgements wait until these replies are out (and the replies of the
    Ready taken next, if it only answers): its clients wait for those replies, while the
-   leader needs the Acks only for its own commits (decision 0036);
+   leader needs the Acks only for its own commits (decision 0036). The replica hands out
+   only records that earlier Readies made durable, so this step runs before step 2 where
+   the Ready also has records to persist: an answer never waits for the sync of records it
+   does not depend on (decision 0039);
 5. writes the replica could not order are failed, syncs are answered;
 6. checkpoint bookkeeping: how many records were applied since the last checkpoint.
 
@@ -35,7 +38,7 @@ from typing import Protocol, TypeVar
 
 from zkpy.core.errors import Code
 from zkpy.core.tree import ApplyResult, DataTree
-from zkpy.core.txn import AttachSession, CloseSession
+from zkpy.core.txn import AttachSession, CloseSession, TxnRecord
 from zkpy.core.types import WatchedEvent
 from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.zab.messages import Ack, PeerMessage
@@ -147,7 +150,9 @@ class ReadyExecutor:
         self._sync_waiters: dict[tuple[int, int], SyncDone] = {}
         self._event_sinks: dict[Hashable, EventSink] = {}
         self._busy = False  # a Ready is being carried out, or waits for its storage
-        self._waiting: tuple[Ready, Messages] | None = None  # the Ready `durable` finishes
+        # the Ready `durable` finishes, its messages that wait for it, whether its committed
+        # records were applied before it was persisted
+        self._waiting: tuple[Ready, Messages, bool] | None = None
         # a member's metrics: how long applying each batch of committed records took
         self.clock: Callable[[], float] | None = None
         self.applied_batch: Callable[[float], None] = _ignore
@@ -204,12 +209,14 @@ class ReadyExecutor:
                 self._send(acks)  # they never wait behind a sync, nor change a peer's order
                 acks = []
             late = self.send_early(ready)
+            applied = False
             if ready.needs_storage:
+                applied = self.apply_early(ready)
                 if not self.storage.persists_inline(ready):
-                    self._waiting = (ready, late)
+                    self._waiting = (ready, late, applied)
                     return ready
                 self.storage.persist(ready)
-            acks = self.carry_out(ready, acks + late)
+            acks = self.carry_out(ready, acks + late, applied)
         if acks:
             self._send(acks)
         self._busy = False
@@ -224,8 +231,8 @@ class ReadyExecutor:
         answer. Call `advance` afterwards for what arrived meanwhile."""
         waiting, self._waiting = self._waiting, None
         assert waiting is not None, "durable() without a Ready waiting for storage"
-        ready, late = waiting
-        self.finish(ready, late)
+        ready, late, applied = waiting
+        self.finish(ready, late, applied)
         self._busy = False
 
     def _take(self) -> Ready:
@@ -243,14 +250,26 @@ class ReadyExecutor:
         self._send(early)
         return late
 
-    def finish(self, ready: Ready, late: Messages) -> None:
-        """After the Ready is durable: send the messages that waited for it, apply and
-        answer."""
-        acks = self.carry_out(ready, late)
+    def finish(self, ready: Ready, late: Messages, applied: bool = False) -> None:
+        """After the Ready is durable: send the messages that waited for it, apply (unless
+        `applied` already) and answer."""
+        acks = self.carry_out(ready, late, applied)
         if acks:
             self._send(acks)
 
-    def carry_out(self, ready: Ready, late: Messages) -> Messages:
+    def apply_early(self, ready: Ready) -> bool:
+        """Before a Ready's sync: apply and answer its committed records, and say whether it
+        did. The replica hands out only records that earlier Readies made durable, so their
+        events and replies need not wait for this sync, which writes other records (a
+        follower's Commit that arrives with the next proposal, say). A Ready that replaces or
+        truncates the log applies its records after the sync, as any other Ready does."""
+        if not ready.committed or ready.install is not None or ready.truncate_after is not None:
+            return False
+        self._apply(ready.committed)
+        self.transport.flush()
+        return True
+
+    def carry_out(self, ready: Ready, late: Messages, applied: bool = False) -> Messages:
         """After the Ready is durable: send `late`, apply and answer. Returns the messages
         left to send: `late` itself when it holds only a follower's acknowledgements, which
         then leave after this Ready's replies (and after the next one's, if `advance` takes
@@ -259,7 +278,7 @@ class ReadyExecutor:
         acks_only = bool(late) and all(type(message) is Ack for _, message in late)
         if not acks_only:
             self._send(late)
-        self.answer(ready)
+        self.answer(ready, applied)
         self.transport.flush()
         if ready.serving_changed:
             self._serving_changed()
@@ -271,23 +290,16 @@ class ReadyExecutor:
             transport.send(peer, message)
         transport.flush()
 
-    def answer(self, ready: Ready) -> None:
-        """Apply the committed records (events, then replies), then fail what was rejected and
-        answer the syncs."""
+    def answer(self, ready: Ready, applied: bool = False) -> None:
+        """Apply the committed records (events, then replies) unless `applied` already, then
+        fail what was rejected and answer the syncs."""
         if ready.install is not None:
             self.change_log = ChangeLog(
                 start_zxid=ready.install.zxid, capacity=self.change_log.capacity
             )
             self.last_checkpoint_zxid = ready.install.zxid
-        replica = self.replica
-        clock = self.clock if ready.committed else None
-        started = clock() if clock is not None else 0.0
-        for record in ready.committed:
-            # no Stat: a client's reply reads it from the node as it answers, before the next
-            # record is applied; most records have no client here
-            self.applied(replica.apply(record, stats=False))
-        if clock is not None:
-            self.applied_batch(clock() - started)
+        if not applied:
+            self._apply(ready.committed)
         for key in ready.rejected:
             waiter = self._waiters.pop(key, None)
             if waiter is not None:
@@ -299,6 +311,19 @@ class ReadyExecutor:
             sync_done = self._sync_waiters.pop(key, None)
             if sync_done is not None:
                 sync_done(True)
+
+    def _apply(self, records: list[TxnRecord]) -> None:
+        """Apply committed records in order, each one's events and reply before the next."""
+        if not records:
+            return
+        replica, clock = self.replica, self.clock
+        started = clock() if clock is not None else 0.0
+        for record in records:
+            # no Stat: a client's reply reads it from the node as it answers, before the next
+            # record is applied; most records have no client here
+            self.applied(replica.apply(record, stats=False))
+        if clock is not None:
+            self.applied_batch(clock() - started)
 
     def applied(self, result: ApplyResult) -> None:
         """One record was applied: its watch events, its session effects, then its reply."""

@@ -19,7 +19,8 @@ events from the executor, as a member's client connection does.
 Invariants are checked as the run goes; the first violation raises `InvariantViolation` with the
 seed, so `Simulation(seed=S).run(...)` replays it exactly:
 - at most one leader established per epoch; one record per zxid; each member applies in order;
-- a reply for a write goes out only once its record is durable on a quorum of voters;
+- a reply for a write goes out only once its record is durable on a quorum of voters, and on
+  the member that answers it (a member applies only what its own log holds);
 - on a connection, replies come in the order the requests were sent, and a watch event never
   comes after a reply that shows its change, nor after a later event;
 - a successful write never belongs to a session that is closed, nor comes on a connection
@@ -345,6 +346,11 @@ class SimClients:
         """A watch event reaches the client: after the events before it, and before any reply
         that shows its change."""
         self.events += 1
+        if not self.members[connection.member].disk.holds(event.zxid):
+            self.violation(
+                f"member {connection.member} sent the event of {event.zxid:#x} before its own "
+                "log held it"
+            )
         if event.zxid <= connection.last_reply_zxid:
             self.violation(
                 f"connection {connection.owner} got the event of {event.zxid:#x} after a reply "
@@ -799,6 +805,8 @@ class Simulation:
         reconfig = result.record.op
         also = parse_membership(reconfig.config).voters if type(reconfig) is Reconfig else None
         self._check_durable(zxid, also or frozenset())
+        if not self.members[op.member].disk.holds(zxid):
+            self._violation(f"member {op.member} answered {zxid:#x} before its own log held it")
         if isinstance(result.record.op, CreateSession) and op.outcome == "ok":
             self.sessions.append(op.session_id)
         member = self.members[op.member]

@@ -35,8 +35,9 @@ class Ready:
       those that must wait for it (an acknowledgement, an epoch announcement, a logged
       proposal, and anything after one of these to the same peer).
 
-    Applying and answering (step 3), after the Readies that persisted these records (earlier
-    ones or this one's step 1); it may run before, between or after steps 1-2 of this Ready:
+    Applying and answering (step 3). Every committed record was made durable by an earlier
+    Ready (`Replica` hands out only what is durable here), so this may run before, between or
+    after steps 1-2 of this Ready; `ReadyExecutor` runs it before step 1:
 
     - `committed`: records to apply in order, one at a time with `Replica.apply(record)`. After
       each, send its watch events and then its reply (matched by session id and cxid) before
