@@ -59,9 +59,10 @@ INLINE_PERSIST_MAX_RECORDS = 1024
 INLINE_PERSIST_MAX_BYTES = 1 << 20  # big values: a batch of a few is already a long write
 PERSIST_TIME_WEIGHT = 0.1
 
-# `Member.stay_awake` keeps the loop turning only while so few writes are outstanding: with
-# more, their answers keep it busy anyway
-STAY_AWAKE_MAX_OUTSTANDING = 2
+# `Member.stay_awake` keeps the loop turning only while one write is outstanding: with more
+# (two contenders of a lock, say), their answers keep it busy anyway, and a turning loop takes
+# the CPU that the leader and the clients need (docs/decisions/0039)
+STAY_AWAKE_MAX_OUTSTANDING = 1
 
 # The client xid of a member's AttachSession: below the int32 range that client xids are held to,
 # so that it matches no write of the session's older connection still waiting here.
