@@ -187,17 +187,23 @@ async def create_contender(
 
 
 async def create_and_list(
-    zk: zkpy.Client, parent: str, uid: str, kind: str, data: bytes
+    zk: zkpy.Client,
+    parent: str,
+    uid: str,
+    kind: str,
+    data: bytes,
+    watch: Callable[[zkpy.WatchedEvent], object] | None = None,
 ) -> tuple[str, zkpy.Stat, bool, list[str] | None]:
-    """`create_contender`, and the names of `parent`'s children in the same round trip: the
-    listing goes right behind the create on the one connection, so it is answered after the
-    create and shows our node. The names are None where they must be listed again (the create
-    needed a second attempt, or the listing was lost with the connection)."""
+    """`create_contender`, and the names of `parent`'s children (setting `watch` on them) in
+    the same round trip: the listing goes right behind the create on the one connection, so it
+    is answered after the create and shows our node. The names are None where they must be
+    listed again (the create needed a second attempt, or the listing was lost with the
+    connection): the watch is then not set either."""
     batch = zk.pipeline()
     batch.create(
         f"{join(parent, uid)}-{kind}-", data, ephemeral=True, sequential=True, include_data=True
     )
-    batch.get_children(parent)
+    batch.get_children(parent, watch=watch)
     created, names = await batch.execute(raise_on_error=False)
     if isinstance(created, tuple):
         return str(created[0]), created[1], False, names if isinstance(names, list) else None

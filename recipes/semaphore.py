@@ -23,7 +23,7 @@ import anyio
 import zkpy
 from recipes._nodes import (
     async_client,
-    create_contender,
+    create_and_list,
     join,
     new_uid,
     parse_nodes,
@@ -150,8 +150,9 @@ class Semaphore:
         swept = True
         granted = False
         try:
-            path, stat, lost_connection = await create_contender(
-                zk, self._leases_path, uid, "lease", self.identifier
+            changed = zkpy.WatchFuture()
+            path, stat, lost_connection, names = await create_and_list(
+                zk, self._leases_path, uid, "lease", self.identifier, watch=changed
             )
             swept = lost_connection
             held = Held(
@@ -167,8 +168,9 @@ class Semaphore:
             if await retry(zk, zk.exists, own, watch=own_watch) is None:
                 raise LockLostError(f"{own} vanished right after its creation")
             while True:
-                changed = zkpy.WatchFuture()
-                names = await retry(zk, zk.get_children, self._leases_path, watch=changed)
+                if names is None:
+                    changed = zkpy.WatchFuture()
+                    names = await retry(zk, zk.get_children, self._leases_path, watch=changed)
                 nodes = parse_nodes(names)
                 index = next((i for i, n in enumerate(nodes) if n.name == held.name), None)
                 if index is None or held.lost_reason is not None:
@@ -181,6 +183,7 @@ class Semaphore:
                 await changed.wait()
                 held._waker = None
                 self._wakeup()
+                names = None
             held._attach()
             granted = True
             return held

@@ -53,11 +53,12 @@ class FlakyClient:
 
     def __init__(self, zk: zkpy.Client) -> None:
         self._zk = zk
-        self.plans: dict[str, list[bool]] = {}
+        self.plans: dict[str, list[bool | None]] = {}  # None: that call goes through
         self.failures: list[str] = []
 
-    def fail(self, method: str, *, applied: bool, times: int = 1) -> None:
-        self.plans.setdefault(method, []).extend([applied] * times)
+    def fail(self, method: str, *, applied: bool, times: int = 1, after: int = 0) -> None:
+        """Fail the next `times` calls of `method`, once `after` more have gone through."""
+        self.plans.setdefault(method, []).extend([None] * after + [applied] * times)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._zk, name)
@@ -70,9 +71,9 @@ class FlakyClient:
 
         async def flaky(*args: Any, **kwargs: Any) -> Any:
             plan = self.plans.get(name)
-            if not plan:
+            applied = plan.pop(0) if plan else None
+            if applied is None:
                 return await attribute(*args, **kwargs)
-            applied = plan.pop(0)
             self.failures.append(name)
             if applied:
                 await attribute(*args, **kwargs)
@@ -83,8 +84,8 @@ class FlakyClient:
     def _transaction(self) -> zkpy.Transaction:
         transaction = self._zk.transaction()
         plan = self.plans.get("commit")
-        if plan:
-            applied = plan.pop(0)
+        applied = plan.pop(0) if plan else None
+        if applied is not None:
             commit = transaction.commit
 
             async def flaky_commit() -> list[Any]:
@@ -101,8 +102,8 @@ class FlakyClient:
         batch with `ConnectionLossError` (in its slot, or raised), sent first if `applied`."""
         pipeline = self._zk.pipeline()
         plan = self.plans.get("pipeline")
-        if plan:
-            applied = plan.pop(0)
+        applied = plan.pop(0) if plan else None
+        if applied is not None:
             execute = pipeline.execute
 
             async def flaky_execute(*, raise_on_error: bool = True) -> list[Any]:

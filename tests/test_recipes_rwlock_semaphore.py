@@ -8,7 +8,7 @@ import trio
 import zkpy
 from recipes import AlreadyHeldError, BarrierMismatchError, Held, Lock, ReadWriteLock, Semaphore
 from tests.conftest import wait_until
-from tests.test_recipes_helpers import children, clients, settle
+from tests.test_recipes_helpers import FlakyClient, children, clients, settle
 from zkpy.testing import RunningServer
 
 
@@ -192,3 +192,24 @@ async def test_semaphore_lease_is_lost_with_the_session(server: RunningServer) -
                 await trio.sleep_forever()
         assert held.lost
         assert await children(observer, "/sem/lost/leases") == []
+
+
+@pytest.mark.parametrize("applied", [True, False])
+async def test_a_lease_whose_batch_is_lost_is_taken_once(
+    server: RunningServer, applied: bool
+) -> None:
+    """The lease's create and the listing of the leases go in one batch, which is lost with
+    the connection (applied by the server or never sent): the lease is found by its uid or
+    created once, and the count of leases stays right."""
+    async with clients(server.address, 2) as (a, b):
+        other = await Semaphore(b, "/sem/lost", 2, "b").acquire()
+        flaky = FlakyClient(a)
+        flaky.fail("pipeline", applied=applied, after=1)  # the first batch is the queue's
+        semaphore = Semaphore(flaky, "/sem/lost", 2, "a")  # type: ignore[arg-type]
+        lease = await semaphore.acquire()
+        assert flaky.failures == ["pipeline"]
+        assert sorted(await semaphore.lease_holders()) == [b"a", b"b"]
+        assert await Semaphore(b, "/sem/lost", 2).try_acquire() is None  # two leases: full
+        await lease.release()
+        await other.release()
+        assert await children(a, "/sem/lost/leases") == []
