@@ -179,11 +179,9 @@ class Held:
         zk = self.zk
         if self._watching_own:
             return None if ahead is None else await retry(zk, zk.exists, ahead, watch=waker)
+        ahead_stat = None
         if ahead is None or waker is None:
-            own_stat, ahead_stat = (
-                await retry(zk, zk.exists, self.path, watch=self._own_watch),
-                None,
-            )
+            own_stat = await retry(zk, zk.exists, self.path, watch=self._own_watch)
         else:
             own_stat, ahead_stat = await exists_both(zk, self.path, self._own_watch, ahead, waker)
         if own_stat is None:
