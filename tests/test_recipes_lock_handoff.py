@@ -99,3 +99,66 @@ async def test_a_writer_behind_a_released_reader_still_waits_for_the_readers_ahe
             await wait_until(lambda: len(got) == 1, what="the writer to take the lock")
         assert got[0].token > held_2.token
         await got[0].release()
+
+
+class RoundTrips:
+    """A client that counts its round trips: each request awaited on its own, each pipeline
+    batch and each transaction."""
+
+    REQUESTS = frozenset({"create", "get", "exists", "get_children", "set", "delete", "sync"})
+
+    def __init__(self, zk: zkpy.Client) -> None:
+        self._zk = zk
+        self.count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._zk, name)
+        if name in self.REQUESTS:
+            return self._counted(attribute)
+        if name in ("pipeline", "transaction"):
+
+            def batch() -> Any:
+                made = attribute()
+                finish = "execute" if name == "pipeline" else "commit"
+                setattr(made, finish, self._counted(getattr(made, finish)))
+                return made
+
+            return batch
+        return attribute
+
+    def _counted(self, call: Any) -> Any:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await call(*args, **kwargs)
+
+        return counted
+
+
+async def test_a_contender_queues_in_two_round_trips_and_is_granted_by_the_event(
+    server: RunningServer,
+) -> None:
+    """Queueing behind a holder takes one batch (the create and the listing) and one more
+    (the watches on our node and on the one ahead); the release ahead grants the lock with
+    no request at all; releasing is one multi. Free, the lock takes the same two batches."""
+    path = "/locks/trips"
+    async with clients(server.address, 2) as (a, b):
+        held_a = await Lock(a, path).acquire()
+        counting = RoundTrips(b)
+        got: list[Held] = []
+        async with trio.open_nursery() as nursery:
+
+            async def take() -> None:
+                got.append(await Lock(counting, path).acquire())  # type: ignore[arg-type]
+
+            nursery.start_soon(take)
+            await wait_until(lambda: _count(a, path, 2), what="b to queue")
+            await settle(a, b)
+            assert counting.count == 2
+            await held_a.release()
+            await wait_until(lambda: len(got) == 1, what="b to take the lock")
+        assert counting.count == 2
+        await got[0].release()
+        assert counting.count == 3
+        free = await Lock(counting, path).acquire()  # type: ignore[arg-type]
+        assert counting.count == 5
+        await free.release()
