@@ -22,7 +22,10 @@ COMMANDS = {
     "scale": ("benchmarks.bench_scale", "1,000,000 znodes: memory per member, restart time"),
     "history": ("benchmarks.bench_history", "latency as the history grows"),
     "recipes": ("benchmarks.bench_recipes", "lock hand-off and recipe throughput"),
-    "cpu-per-op": ("benchmarks.cpu_per_op", "CPU per one-at-a-time set and get, per process"),
+    "cpu-per-op": (
+        "benchmarks.cpu_per_op",
+        "CPU per one-at-a-time set and get (and lock), per process",
+    ),
     "ab": ("benchmarks.ab", "this checkout against another commit, alternating rounds"),
     "timeline": ("benchmarks.timeline", "where one write's time goes, hop by hop"),
     "floor": ("benchmarks.floor", "a write's messages and syncs between bare processes"),

@@ -7,6 +7,7 @@ before/after pair of runs says little. This checks `BASE` out into a temporary g
 median of each measure per side::
 
     python -m benchmarks ab 43b199d --rounds 5
+    python -m benchmarks ab 43b199d --ops set,lock      # a contended lock too (cpu-per-op's)
 
 Besides p50 latency and the CPU per operation of the members and of the client, it prints the
 latency per microsecond of the client's CPU: the client's code is the same on both sides (unless
@@ -27,12 +28,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent  # this checkout
 MEASURES = ("p50_ms", "members_cpu_us", "client_cpu_us")
+OPS = ("set", "get", "lock")
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Medians per operation over the runs of one side, plus p50 per us of the client's CPU."""
     out: dict[str, dict[str, float]] = {}
-    for op in ("set", "get"):
+    for op in OPS:
         rows = [run["results"][op] for run in runs if op in run.get("results", {})]
         if not rows:
             continue
@@ -44,7 +46,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def measure(checkout: Path, count: int, size: int, out: Path) -> dict[str, Any]:
+def measure(checkout: Path, count: int, size: int, ops: str, out: Path) -> dict[str, Any]:
     subprocess.run(
         [
             sys.executable,
@@ -54,6 +56,8 @@ def measure(checkout: Path, count: int, size: int, out: Path) -> dict[str, Any]:
             str(size),
             "--count",
             str(count),
+            "--ops",
+            ops,
             "--json",
             str(out),
         ],
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
     parser.add_argument("--count", type=int, default=3000, help="operations of each kind (3000)")
     parser.add_argument("--size", type=int, default=3, help="members (3)")
+    parser.add_argument("--ops", default="set,get", help="cpu-per-op's: set, get, lock (set,get)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="zkpy-ab-"))
     base = work / "base"
@@ -87,14 +92,14 @@ def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         for round_ in range(args.rounds):
             for side, checkout in sides.items():
-                result = measure(checkout, args.count, args.size, work / f"{side}-{round_}.json")
+                out = work / f"{side}-{round_}.json"
+                result = measure(checkout, args.count, args.size, args.ops, out)
                 runs[side].append(result)
-                set_row = result["results"]["set"]
-                print(
-                    f"round {round_ + 1} {side}: set p50 {set_row['p50_ms']:.3f} ms, "
-                    f"members {set_row['members_cpu_us']:.0f} us",
-                    flush=True,
+                rows = ", ".join(
+                    f"{op} p50 {row['p50_ms']:.3f} ms, members {row['members_cpu_us']:.0f} us"
+                    for op, row in result["results"].items()
                 )
+                print(f"round {round_ + 1} {side}: {rows}", flush=True)
         print_summary({side: summarize(side_runs) for side, side_runs in runs.items()})
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=HERE, check=False)
@@ -103,7 +108,7 @@ def main() -> None:
 
 def print_summary(summaries: dict[str, dict[str, dict[str, float]]]) -> None:
     print("medians        " + "".join(f"{side:>12}" for side in summaries))
-    for op in ("set", "get"):
+    for op in [op for op in OPS if any(op in summary for summary in summaries.values())]:
         for key, unit in (
             ("p50_ms", "ms"),
             ("members_cpu_us", "us"),

@@ -27,3 +27,11 @@ def test_medians_and_the_ratio_to_the_clients_cpu() -> None:
 
 def test_a_side_without_runs_has_no_rows() -> None:
     assert summarize([]) == {}
+
+
+def test_a_lock_row_is_summarized_where_the_runs_have_one() -> None:
+    lock = {"p50_ms": 1.6, "members_cpu_us": 1900.0, "client_cpu_us": 500.0}
+    runs = [{"results": {"lock": lock}}, {"results": {"lock": {**lock, "p50_ms": 2.0}}}]
+    summary = summarize(runs)
+    assert list(summary) == ["lock"]
+    assert summary["lock"]["p50_ms"] == pytest.approx(1.8)
