@@ -67,6 +67,20 @@ EventSink = Callable[[WatchedEvent], None]
 Messages = list[tuple[int, PeerMessage]]
 
 
+def answers_early(ready: Ready) -> bool:
+    """Whether a Ready's committed records are applied and answered before its sync. The
+    replica hands out only records that earlier Readies made durable, so their events and
+    replies need not wait for this sync, which writes other records (a follower's Commit that
+    arrives with the next proposal, say). A Ready that replaces or truncates the log applies
+    its records after the sync, as does one with nothing to write."""
+    return (
+        ready.needs_storage
+        and bool(ready.committed)
+        and ready.install is None
+        and ready.truncate_after is None
+    )
+
+
 def _ignore(seconds: float) -> None:
     """The default `ReadyExecutor.applied_batch`: no metrics kept."""
 
@@ -150,9 +164,7 @@ class ReadyExecutor:
         self._sync_waiters: dict[tuple[int, int], SyncDone] = {}
         self._event_sinks: dict[Hashable, EventSink] = {}
         self._busy = False  # a Ready is being carried out, or waits for its storage
-        # the Ready `durable` finishes, its messages that wait for it, whether its committed
-        # records were applied before it was persisted
-        self._waiting: tuple[Ready, Messages, bool] | None = None
+        self._waiting: tuple[Ready, Messages] | None = None  # the Ready `durable` finishes
         # a member's metrics: how long applying each batch of committed records took
         self.clock: Callable[[], float] | None = None
         self.applied_batch: Callable[[float], None] = _ignore
@@ -209,14 +221,13 @@ class ReadyExecutor:
                 self._send(acks)  # they never wait behind a sync, nor change a peer's order
                 acks = []
             late = self.send_early(ready)
-            applied = False
             if ready.needs_storage:
-                applied = self.apply_early(ready)
+                self.apply_early(ready)
                 if not self.storage.persists_inline(ready):
-                    self._waiting = (ready, late, applied)
+                    self._waiting = (ready, late)
                     return ready
                 self.storage.persist(ready)
-            acks = self.carry_out(ready, acks + late, applied)
+            acks = self.carry_out(ready, acks + late)
         if acks:
             self._send(acks)
         self._busy = False
@@ -231,8 +242,8 @@ class ReadyExecutor:
         answer. Call `advance` afterwards for what arrived meanwhile."""
         waiting, self._waiting = self._waiting, None
         assert waiting is not None, "durable() without a Ready waiting for storage"
-        ready, late, applied = waiting
-        self.finish(ready, late, applied)
+        ready, late = waiting
+        self.finish(ready, late)
         self._busy = False
 
     def _take(self) -> Ready:
@@ -250,26 +261,20 @@ class ReadyExecutor:
         self._send(early)
         return late
 
-    def finish(self, ready: Ready, late: Messages, applied: bool = False) -> None:
-        """After the Ready is durable: send the messages that waited for it, apply (unless
-        `applied` already) and answer."""
-        acks = self.carry_out(ready, late, applied)
+    def finish(self, ready: Ready, late: Messages) -> None:
+        """After the Ready is durable: send the messages that waited for it, apply and
+        answer."""
+        acks = self.carry_out(ready, late)
         if acks:
             self._send(acks)
 
-    def apply_early(self, ready: Ready) -> bool:
-        """Before a Ready's sync: apply and answer its committed records, and say whether it
-        did. The replica hands out only records that earlier Readies made durable, so their
-        events and replies need not wait for this sync, which writes other records (a
-        follower's Commit that arrives with the next proposal, say). A Ready that replaces or
-        truncates the log applies its records after the sync, as any other Ready does."""
-        if not ready.committed or ready.install is not None or ready.truncate_after is not None:
-            return False
-        self._apply(ready.committed)
-        self.transport.flush()
-        return True
+    def apply_early(self, ready: Ready) -> None:
+        """Before a Ready's sync: apply and answer its committed records (`answers_early`)."""
+        if answers_early(ready):
+            self._apply(ready.committed)
+            self.transport.flush()
 
-    def carry_out(self, ready: Ready, late: Messages, applied: bool = False) -> Messages:
+    def carry_out(self, ready: Ready, late: Messages) -> Messages:
         """After the Ready is durable: send `late`, apply and answer. Returns the messages
         left to send: `late` itself when it holds only a follower's acknowledgements, which
         then leave after this Ready's replies (and after the next one's, if `advance` takes
@@ -278,7 +283,7 @@ class ReadyExecutor:
         acks_only = bool(late) and all(type(message) is Ack for _, message in late)
         if not acks_only:
             self._send(late)
-        self.answer(ready, applied)
+        self.answer(ready)
         self.transport.flush()
         if ready.serving_changed:
             self._serving_changed()
@@ -290,15 +295,15 @@ class ReadyExecutor:
             transport.send(peer, message)
         transport.flush()
 
-    def answer(self, ready: Ready, applied: bool = False) -> None:
-        """Apply the committed records (events, then replies) unless `applied` already, then
+    def answer(self, ready: Ready) -> None:
+        """Apply the committed records (events, then replies) unless `apply_early` did, then
         fail what was rejected and answer the syncs."""
         if ready.install is not None:
             self.change_log = ChangeLog(
                 start_zxid=ready.install.zxid, capacity=self.change_log.capacity
             )
             self.last_checkpoint_zxid = ready.install.zxid
-        if not applied:
+        if not answers_early(ready):
             self._apply(ready.committed)
         for key in ready.rejected:
             waiter = self._waiters.pop(key, None)
