@@ -430,7 +430,7 @@ def status(server: str, as_json: bool) -> None:
     """
     import json
 
-    from zkpy.client.admin import fetch_status
+    from zkpy.client.admin import gather_statuses
     from zkpy.client.client import parse_hosts
 
     try:
@@ -439,34 +439,7 @@ def status(server: str, as_json: bool) -> None:
         click.echo(f"zkpy: {err}", err=True)
         sys.exit(1)
 
-    async def ask(address: str, answers: dict[str, dict[str, Any] | str]) -> None:
-        host, _sep, port = address.rpartition(":")
-        try:
-            answers[address] = await fetch_status(host, int(port))
-        except (OSError, trio.TooSlowError, ZkError) as err:
-            answers[address] = f"unreachable ({err})"
-
-    async def gather() -> list[tuple[str, dict[str, Any] | str]]:
-        """Ask the named members at once, then at once the members their answers name: a
-        frozen member costs one timeout, not one per member."""
-        answers: dict[str, dict[str, Any] | str] = {}
-        wave = list(dict.fromkeys(named))
-        while wave:
-            heard: dict[str, dict[str, Any] | str] = {}
-            async with trio.open_nursery() as nursery:
-                for address in wave:
-                    nursery.start_soon(ask, address, heard)
-            answers.update((address, heard[address]) for address in wave)
-            named_next = (
-                str(member)
-                for address in wave
-                if isinstance(found := answers[address], dict)
-                for member in found.get("members", [])
-            )
-            wave = [address for address in dict.fromkeys(named_next) if address not in answers]
-        return list(answers.items())
-
-    results = trio.run(gather)
+    results = list(trio.run(gather_statuses, named).items())
     if as_json:
         click.echo(json.dumps({address: found for address, found in results}, indent=2))
     else:
