@@ -69,9 +69,10 @@ async def test_members_named_in_answers_are_asked_next_once_each(
 ) -> None:
     async with frozen_member() as frozen:
         async with answering_member({"serving": True, "members": []}) as (other, other_asked):
-            status = {"serving": True, "members": [frozen, other]}
+            members = [frozen, other]
+            status: dict[str, Any] = {"serving": True, "members": members}
             async with answering_member(status) as (named, named_asked):
-                status["members"].append(named)  # it names itself too, as members do
+                members.append(named)  # it names itself too, as members do
                 started = trio.current_time()
                 answers = await gather_statuses([named], timeout=TIMEOUT_S)
                 took = trio.current_time() - started
