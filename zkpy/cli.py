@@ -439,15 +439,15 @@ def status(server: str, as_json: bool) -> None:
         click.echo(f"zkpy: {err}", err=True)
         sys.exit(1)
 
-    results = list(trio.run(gather_statuses, named).items())
+    answers = trio.run(gather_statuses, named)
     if as_json:
-        click.echo(json.dumps({address: found for address, found in results}, indent=2))
+        click.echo(json.dumps(answers, indent=2))
     else:
         click.echo(
             f"{'member':<22}{'id':>3} {'role':<10}{'epoch':>6} {'last zxid':>14} "
             f"{'conns':>6} {'outstanding':>12}"
         )
-        for address, found in results:
+        for address, found in answers.items():
             if isinstance(found, str):
                 click.echo(f"{address:<22}    {found}")
                 continue
@@ -456,7 +456,6 @@ def status(server: str, as_json: bool) -> None:
                 f"{found['last_zxid']:>#14x} {found['connections']:>6} "
                 f"{found['outstanding']:>12}"
             )
-    answers = dict(results)
     if not all(_serves(answers.get(address)) for address in named):
         sys.exit(1)
 
