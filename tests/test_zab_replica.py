@@ -830,6 +830,73 @@ def test_a_follower_awaits_the_leader_while_its_clients_wait_on_it() -> None:
     assert not cluster.r(origin).awaits_leader
 
 
+def _queued(cluster: Cluster, source: int, target: int) -> list[PeerMessage]:
+    return list(cluster.links.get((source, target), ()))
+
+
+def test_the_other_followers_share_of_a_forwarded_write_is_background_work() -> None:
+    """`Replica.background`, the hint a member's shell yields the CPU on: the LoggedPropose of
+    a write another follower forwarded is awaited by no client (that follower commits it
+    itself), so its follower may let others run first; the follower whose client waits may
+    not, and a leader never is background."""
+    cluster, leader = ensemble()
+    origin, other = cluster.followers()
+    cluster.open_session(origin, 2)
+    cluster.run()
+    cluster.r(origin).submit(2, 40, create("/background"))
+    cluster.take(origin)
+    while not isinstance(cluster.deliver(origin, leader), Forward):
+        pass
+    cluster.take(leader)
+    to_origin, to_other = _queued(cluster, leader, origin), _queued(cluster, leader, other)
+    assert [type(m) for m in to_other] == [LoggedPropose]
+    assert cluster.r(other).background(leader, to_other)
+    assert not cluster.r(origin).background(leader, to_origin), "its client waits"
+    assert not cluster.r(other).background(origin, to_other), "only the leader's word"
+    cluster.run()
+    assert not cluster.r(leader).background(origin, [Ack(cluster.r(leader).last_logged)])
+    assert "/background" in cluster.r(other).tree
+
+
+def test_a_proposal_whose_ack_the_leader_may_await_is_never_background() -> None:
+    """A write of the leader's own client goes early to every follower and waits for the
+    first Ack; in five voters every proposal needs followers' Acks."""
+    cluster, leader = ensemble()
+    cluster.r(leader).submit(1, 41, create("/leaders-own"))
+    cluster.take(leader)
+    for follower in cluster.followers():
+        queued = _queued(cluster, leader, follower)
+        assert type(queued[0]) is EarlyPropose
+        assert not cluster.r(follower).background(leader, queued)
+    cluster.run()
+    cluster5, leader5 = ensemble(5)
+    cluster5.r(leader5).submit(1, 42, create("/five"))
+    cluster5.take(leader5)
+    follower = cluster5.followers()[0]
+    queued = _queued(cluster5, leader5, follower)
+    assert Propose in {type(m) for m in queued}
+    assert not cluster5.r(follower).background(leader5, queued)
+    assert cluster5.r(follower).background(leader5, [Commit(cluster5.r(leader5).last_logged)])
+
+
+def test_an_observer_without_waiting_clients_does_background_work() -> None:
+    cluster, leader = ensemble(3, 1)
+    [observer] = sorted(cluster.observer_ids)
+    cluster.r(leader).submit(1, 43, create("/observed"))
+    cluster.take(leader)
+    queued = _queued(cluster, leader, observer)
+    assert queued, "the observer hears of the write"
+    assert cluster.r(observer).background(leader, queued), "it never acknowledges"
+    cluster.run()
+    cluster.open_session(observer, 3)
+    cluster.run()
+    cluster.r(observer).submit(3, 44, create("/observers-own"))
+    cluster.pump(observer)
+    assert not cluster.r(observer).background(leader, [Commit(cluster.r(leader).last_logged)])
+    cluster.run()
+    assert "/observers-own" in cluster.r(observer).tree
+
+
 def test_a_follower_never_commits_what_the_leader_has_not_announced_as_synced() -> None:
     """A follower holding proposals it has made durable commits none of them while the
     leader's Logged is held back, and then only up to the zxid the Logged names."""

@@ -77,6 +77,7 @@ class ServerConfig:
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
     stay_awake_us: int = 400  # a follower whose clients wait on the leader stays awake this long
+    yield_background_work: bool = True  # work no client waits on lets waiting processes go first
     container_check_interval_ms: int = 60_000  # how often the leader reaps container/TTL nodes
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 

@@ -130,7 +130,12 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
             zk_port = await _listen_zk(nursery, clients, config)
             if config.members:
                 peers = PeerNetwork(
-                    config, member.peer_message, member.peer_down, member.output, member.step
+                    config,
+                    member.peer_message,
+                    member.peer_down,
+                    member.output,
+                    member.after_peer_messages,
+                    member.before_peer_messages,
                 )
                 member.send_to_peer = peers.send
                 member.membership_changed = lambda m: peers.update_members(peer_rows(m))

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import secrets
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import trio
@@ -85,6 +86,7 @@ class MemberDisk:
         self._persisted_zxid = replica.last_logged
         self._unsafe_buffer: list[tuple[int, bytes]] = []
         self._recent_persist_s = 0.0
+        self.yield_after_sync = False  # the Readies being persisted are background work
 
     @property
     def durable_zxid(self) -> int:
@@ -108,6 +110,8 @@ class MemberDisk:
         worker thread)."""
         started = time.perf_counter()
         self._write_ready(ready)
+        if self.yield_after_sync:
+            os.sched_yield()  # a process woken while this one synced runs first (0041)
         if ready.install is None:
             elapsed = time.perf_counter() - started
             self._recent_persist_s += (elapsed - self._recent_persist_s) * PERSIST_TIME_WEIGHT
@@ -231,6 +235,7 @@ class Member:
         self._fed = False  # the replica was fed since the last `step`
         self._awaiting_leader = trio.Event()  # set when `step` leaves the replica awaiting it
         self.stay_awake_s = config.stay_awake_s
+        self.yield_background = config.yield_background_work
         self._handed_over: Ready | None = None  # taken by `step`, left to the loop to persist
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._checkpoint_written: trio.Event | None = None  # set while a checkpoint is written
@@ -348,6 +353,24 @@ class Member:
         self.executor.expect_sync((session_id, cxid), done)
         self.replica.sync(session_id, cxid)
         self._fed = True
+
+    def before_peer_messages(self, peer: int, messages: Sequence[PeerMessage]) -> None:
+        """A batch of messages from `peer` is about to be fed. If carrying it out is work no
+        client waits on (`Replica.background`), let the processes waiting for a CPU run first,
+        now and after its sync: where the members share a machine's CPUs, the other follower's
+        work on a write would otherwise hold up the next write's leader or the client's wake-up
+        (`yield_background_work`, docs/decisions/0041). With nothing else waiting for the CPU,
+        a yield is one system call that returns at once."""
+        background = self.yield_background and self.replica.background(peer, messages)
+        self.disk.yield_after_sync = background
+        if background:
+            os.sched_yield()
+
+    def after_peer_messages(self) -> None:
+        """A peer link's batch is fed: carry it out (`step`), yielding after its sync if it
+        is background work (`before_peer_messages`)."""
+        self.step()
+        self.disk.yield_after_sync = False
 
     def peer_message(self, peer: int, message: PeerMessage) -> None:
         """Feed a peer's message to the replica (the link calls `step` after a batch)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -150,6 +150,7 @@ class PeerNetwork:
         on_disconnect: Callable[[int], None],
         flusher: Flusher,
         after_messages: Callable[[], None] = lambda: None,
+        before_messages: Callable[[int, Sequence[PeerMessage]], None] = lambda peer, batch: None,
     ) -> None:
         self.config = config
         self.my_id = config.server_id
@@ -162,6 +163,7 @@ class PeerNetwork:
         }
         self._flusher = flusher
         self.after_messages = after_messages  # called after each batch of received messages
+        self.before_messages = before_messages  # called with each batch before it is handed on
         self._outbox: dict[int, Outbox] = {}  # the links that are up
         self._known = set(self._addresses)
         self._down_reported: dict[int, bool] = dict.fromkeys(self._known, True)
@@ -323,8 +325,11 @@ class PeerNetwork:
             data = await receiver.receive(1 << 18)
             if not data:
                 return
-            for frame in decoder.feed(data):
-                self.on_message(peer, decode_message(frame))
+            messages = [decode_message(frame) for frame in decoder.feed(data)]
+            if messages:
+                self.before_messages(peer, messages)
+                for message in messages:
+                    self.on_message(peer, message)
             self.after_messages()
 
     # ---- membership changes ----------------------------------------------------------------

@@ -5,6 +5,7 @@ it waits for the leader's Commit."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zkpy.core.requests import WriteRequest
@@ -50,6 +51,9 @@ _FROM_LEADER = (
     Ping,
     SyncDone,
 )
+
+# Proposals whose Ack from this member the leader may be waiting for: a quorum that includes it.
+_ACK_AWAITED = (Propose, EarlyPropose)
 
 
 class Following(Role):
@@ -153,6 +157,16 @@ class Following(Role):
             and self.replica.phase is Phase.BROADCAST
             and bool(self.replica._awaiting_local)
         )
+
+    def background(self, sender: int, messages: Sequence[PeerMessage]) -> bool:
+        """From the leader, in broadcast, with no local client awaiting it, and (for a voter)
+        no proposal whose Ack the leader may be waiting for (see `Replica.background`)."""
+        replica = self.replica
+        if sender != self.leader or replica.phase is not Phase.BROADCAST:
+            return False
+        if replica._awaiting_local:
+            return False
+        return self.observer or not any(type(m) in _ACK_AWAITED for m in messages)
 
     def current_vote(self) -> Vote:
         """This member follows `leader`."""

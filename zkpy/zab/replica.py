@@ -20,7 +20,7 @@ The tree holds only committed transactions. Logged but uncommitted entries (the 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -306,6 +306,17 @@ class Replica:
         comes within about one of the leader's syncs: a shell may stay awake for it rather than
         sleep and be woken (an idle CPU on a VM wakes slowly)."""
         return self._role.awaits_leader()
+
+    def background(self, sender: int, messages: Sequence[PeerMessage]) -> bool:
+        """Whether carrying out `messages`, a batch from `sender` not yet received, is work
+        that no client waits on, here or at the leader: a follower or observer in broadcast,
+        none of whose clients await the leader, given what the leader needs nothing back for
+        (commits, heartbeats, a `LoggedPropose` the leader already holds durable). A voter's
+        Ack of a `Propose` or `EarlyPropose` may be what a client waits on, so those are never
+        background, nor is anything a leader or a looking member does. A shell on a machine
+        whose CPUs the members share may let waiting processes run first
+        (docs/decisions/0041)."""
+        return self._role.background(sender, messages)
 
     @property
     def is_member(self) -> bool:

@@ -10,6 +10,7 @@ zkpy.zab.follower.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zkpy.core.requests import WriteRequest
@@ -82,6 +83,11 @@ class Role:
     def awaits_leader(self) -> bool:
         """Whether local clients wait on what this member sent the leader (see
         `Replica.awaits_leader`)."""
+        return False
+
+    def background(self, sender: int, messages: Sequence[PeerMessage]) -> bool:
+        """Whether carrying out `messages` from `sender` is work no client waits on (see
+        `Replica.background`)."""
         return False
 
 

@@ -1,0 +1,97 @@
+"""A member yields the CPU before, and after the sync of, peer work no client waits on
+(`Member.before_peer_messages`, `yield_background_work`, docs/decisions/0041).
+
+Which work is background is the replica's rule (`Replica.background`, tested with the zab
+tests); here, only that the shell acts on it: one yield before the batch and one after its sync,
+none for other work, none when the setting is off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from zkpy.core.txn import CreateSession, TxnRecord
+from zkpy.server.config import ServerConfig
+from zkpy.server.node import Member
+from zkpy.server.storage import Storage
+from zkpy.zab.messages import Commit, PeerMessage
+from zkpy.zab.ready import Ready
+
+
+@pytest.fixture
+def yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The `os.sched_yield` calls the member makes (counted, not made)."""
+    made: list[int] = []
+    monkeypatch.setattr(os, "sched_yield", lambda: made.append(1))
+    return made
+
+
+def _member(tmp_path: Path, **settings: object) -> Iterator[Member]:
+    config = ServerConfig(data_dir=tmp_path / "data", **settings)  # type: ignore[arg-type]
+    with Storage.open(config.data_dir) as storage:
+        yield Member(config, storage)
+
+
+@pytest.fixture
+def member(tmp_path: Path) -> Iterator[Member]:
+    yield from _member(tmp_path)
+
+
+def _background(member: Member, answer: bool) -> list[tuple[int, Sequence[PeerMessage]]]:
+    asked: list[tuple[int, Sequence[PeerMessage]]] = []
+
+    def background(sender: int, messages: Sequence[PeerMessage]) -> bool:
+        asked.append((sender, messages))
+        return answer
+
+    member.replica.background = background  # type: ignore[method-assign]
+    return asked
+
+
+def _persist_one(member: Member) -> None:
+    """Persist a Ready of one record past what the member has logged (as a step would)."""
+    zxid = member.disk.durable_zxid + 1
+    op = CreateSession(session_id=99, timeout_ms=10_000, password=b"p" * 16)
+    member.disk.persist(Ready(persist=[TxnRecord(zxid, 0, 0, 0, op)]))
+
+
+def test_background_peer_work_yields_before_the_batch_and_after_its_sync(
+    member: Member, yields: list[int]
+) -> None:
+    asked = _background(member, True)
+    batch = [Commit(1)]
+    member.before_peer_messages(2, batch)
+    assert asked == [(2, batch)], "the replica decides, from the sender and the whole batch"
+    assert yields == [1]
+    _persist_one(member)
+    assert yields == [1, 1], "and again once its sync is done"
+    member.after_peer_messages()
+    _persist_one(member)
+    assert yields == [1, 1], "a sync after the batch's step is not the batch's"
+
+
+def test_work_a_client_waits_on_never_yields(member: Member, yields: list[int]) -> None:
+    _background(member, False)
+    member.before_peer_messages(2, [Commit(1)])
+    _persist_one(member)
+    member.after_peer_messages()
+    assert yields == []
+
+
+def test_the_setting_turns_yielding_off(tmp_path: Path, yields: list[int]) -> None:
+    for member in _member(tmp_path, yield_background_work=False):
+        asked = _background(member, True)
+        member.before_peer_messages(2, [Commit(1)])
+        _persist_one(member)
+        assert yields == []
+        assert asked == [], "not even asked"
+
+
+def test_the_setting_is_on_by_default_and_checked(tmp_path: Path) -> None:
+    assert ServerConfig(data_dir=tmp_path).yield_background_work is True
+    with pytest.raises(ValueError, match="yield_background_work"):
+        ServerConfig(data_dir=tmp_path, yield_background_work="yes")  # type: ignore[arg-type]
