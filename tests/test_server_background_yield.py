@@ -48,7 +48,7 @@ def _background(member: Member, answer: bool) -> list[tuple[int, Sequence[PeerMe
         asked.append((sender, messages))
         return answer
 
-    member.replica.background = background  # type: ignore[method-assign]
+    member.background_work = background
     return asked
 
 
@@ -89,6 +89,10 @@ def test_the_setting_turns_yielding_off(tmp_path: Path, yields: list[int]) -> No
         _persist_one(member)
         assert yields == []
         assert asked == [], "not even asked"
+
+
+def test_by_default_the_replica_decides(member: Member) -> None:
+    assert member.background_work(2, [Commit(1)]) is False, "a lone member leads: never"
 
 
 def test_the_setting_is_on_by_default_and_checked(tmp_path: Path) -> None:

@@ -236,6 +236,8 @@ class Member:
         self._awaiting_leader = trio.Event()  # set when `step` leaves the replica awaiting it
         self.stay_awake_s = config.stay_awake_s
         self.yield_background = config.yield_background_work
+        # which batches of peer messages are background work: the replica's rule
+        self.background_work: Callable[[int, Sequence[PeerMessage]], bool] = self.replica.background
         self._handed_over: Ready | None = None  # taken by `step`, left to the loop to persist
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._checkpoint_written: trio.Event | None = None  # set while a checkpoint is written
@@ -361,7 +363,7 @@ class Member:
         work on a write would otherwise hold up the next write's leader or the client's wake-up
         (`yield_background_work`, docs/decisions/0041). With nothing else waiting for the CPU,
         a yield is one system call that returns at once."""
-        background = self.yield_background and self.replica.background(peer, messages)
+        background = self.yield_background and self.background_work(peer, messages)
         self.disk.yield_after_sync = background
         if background:
             os.sched_yield()
