@@ -1,5 +1,5 @@
 """A member yields the CPU before, and after the sync of, peer work no client waits on
-(`Member.before_peer_messages`, `yield_background_work`, docs/decisions/0041).
+(`Member.peer_messages`, `yield_background_work`, docs/decisions/0041).
 
 Which work is background is the replica's rule (`Replica.background`, tested with the zab
 tests); here, only that the shell acts on it: one yield before the batch and one after its sync,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ def yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return made
 
 
+@contextmanager
 def _member(tmp_path: Path, **settings: object) -> Iterator[Member]:
     config = ServerConfig(data_dir=tmp_path / "data", **settings)  # type: ignore[arg-type]
     with Storage.open(config.data_dir) as storage:
@@ -38,7 +40,8 @@ def _member(tmp_path: Path, **settings: object) -> Iterator[Member]:
 
 @pytest.fixture
 def member(tmp_path: Path) -> Iterator[Member]:
-    yield from _member(tmp_path)
+    with _member(tmp_path) as member:
+        yield member
 
 
 def _background(member: Member, answer: bool) -> list[tuple[int, Sequence[PeerMessage]]]:
@@ -74,6 +77,20 @@ def test_background_peer_work_yields_before_the_batch_and_after_its_sync(
     assert yields == [1, 1], "a sync after the batch's step is not the batch's"
 
 
+def test_a_batch_read_from_a_link_is_fed_stepped_and_its_yield_ends_with_it(
+    member: Member, yields: list[int]
+) -> None:
+    _background(member, False)
+    member.peer_messages(2, [Commit(1)])  # its step takes what the member had to do at start
+    assert yields == []
+    asked = _background(member, True)
+    member.peer_messages(2, [Commit(1)])
+    assert asked == [(2, [Commit(1)])]
+    assert yields == [1], "once before the batch; its step had nothing to sync"
+    _persist_one(member)
+    assert yields == [1], "the batch's step is over"
+
+
 def test_work_a_client_waits_on_never_yields(member: Member, yields: list[int]) -> None:
     _background(member, False)
     member.before_peer_messages(2, [Commit(1)])
@@ -83,7 +100,7 @@ def test_work_a_client_waits_on_never_yields(member: Member, yields: list[int]) 
 
 
 def test_the_setting_turns_yielding_off(tmp_path: Path, yields: list[int]) -> None:
-    for member in _member(tmp_path, yield_background_work=False):
+    with _member(tmp_path, yield_background_work=False) as member:
         asked = _background(member, True)
         member.before_peer_messages(2, [Commit(1)])
         _persist_one(member)

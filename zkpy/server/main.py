@@ -129,14 +129,7 @@ async def serve(config: ServerConfig, *, task_status: Any = trio.TASK_STATUS_IGN
             member.client_port = port
             zk_port = await _listen_zk(nursery, clients, config)
             if config.members:
-                peers = PeerNetwork(
-                    config,
-                    member.peer_message,
-                    member.peer_down,
-                    member.output,
-                    member.after_peer_messages,
-                    member.before_peer_messages,
-                )
+                peers = PeerNetwork(config, member.peer_messages, member.peer_down, member.output)
                 member.send_to_peer = peers.send
                 member.membership_changed = lambda m: peers.update_members(peer_rows(m))
                 if member.replica.config.membership is not None:

@@ -356,6 +356,14 @@ class Member:
         self.replica.sync(session_id, cxid)
         self._fed = True
 
+    def peer_messages(self, peer: int, messages: Sequence[PeerMessage]) -> None:
+        """A batch of messages read from `peer`'s link: feed it to the replica and carry it
+        out, yielding the CPU around it if it is background work (`before_peer_messages`)."""
+        self.before_peer_messages(peer, messages)
+        for message in messages:
+            self.peer_message(peer, message)
+        self.after_peer_messages()
+
     def before_peer_messages(self, peer: int, messages: Sequence[PeerMessage]) -> None:
         """A batch of messages from `peer` is about to be fed. If carrying it out is work no
         client waits on (`Replica.background`), let the processes waiting for a CPU run first,
@@ -375,7 +383,7 @@ class Member:
         self.disk.yield_after_sync = False
 
     def peer_message(self, peer: int, message: PeerMessage) -> None:
-        """Feed a peer's message to the replica (the link calls `step` after a batch)."""
+        """Feed a peer's message to the replica (`peer_messages` steps after a batch)."""
         self.replica.now_ms = wall_ms()
         self.replica.receive(peer, message)
         self._fed = True
@@ -487,11 +495,11 @@ class Member:
     def step(self) -> None:
         """Have the replica's Readies carried out here and now, as long as they need no waiting.
 
-        Tasks that fed the replica (a client's reader after a batch of requests, a peer link
-        after a batch of messages) must call this: feeding does not wake the Ready loop task,
-        which saves a scheduler turn on every hop of a write. A Ready that must wait (a persist
-        that goes to a thread) is handed over to the loop; so is everything while the loop is
-        busy (it advances again when it is done).
+        Tasks that fed the replica (a client's reader after a batch of requests, a peer link's
+        batch of messages in `peer_messages`) must call this: feeding does not wake the Ready
+        loop task, which saves a scheduler turn on every hop of a write. A Ready that must wait
+        (a persist that goes to a thread) is handed over to the loop; so is everything while
+        the loop is busy (it advances again when it is done).
         """
         if not self._fed or self._handed_over is not None or self._failure:
             return  # nothing new (a batch of reads), or the loop will take it

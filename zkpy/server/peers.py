@@ -140,21 +140,19 @@ async def handshake_in(
 
 class PeerNetwork:
     """This member's links to the other members: it dials every peer and serves their
-    connections, hands decoded messages to `on_message` and reports broken links to
-    `on_disconnect`."""
+    connections, hands decoded messages to `on_messages`, a batch per read, and reports broken
+    links to `on_disconnect`."""
 
     def __init__(
         self,
         config: ServerConfig,
-        on_message: Callable[[int, PeerMessage], None],
+        on_messages: Callable[[int, Sequence[PeerMessage]], None],
         on_disconnect: Callable[[int], None],
         flusher: Flusher,
-        after_messages: Callable[[], None] = lambda: None,
-        before_messages: Callable[[int, Sequence[PeerMessage]], None] = lambda peer, batch: None,
     ) -> None:
         self.config = config
         self.my_id = config.server_id
-        self.on_message = on_message
+        self.on_messages = on_messages
         self.on_disconnect = on_disconnect
         # where each peer listens: the ensemble file's members, then those of reconfigs, and
         # members outside the membership that connected (new ones catching up)
@@ -162,8 +160,6 @@ class PeerNetwork:
             m.id: (m.host, m.peer_port) for m in config.members if m.id != self.my_id
         }
         self._flusher = flusher
-        self.after_messages = after_messages  # called after each batch of received messages
-        self.before_messages = before_messages  # called with each batch before it is handed on
         self._outbox: dict[int, Outbox] = {}  # the links that are up
         self._known = set(self._addresses)
         self._down_reported: dict[int, bool] = dict.fromkeys(self._known, True)
@@ -327,10 +323,7 @@ class PeerNetwork:
                 return
             messages = [decode_message(frame) for frame in decoder.feed(data)]
             if messages:
-                self.before_messages(peer, messages)
-                for message in messages:
-                    self.on_message(peer, message)
-            self.after_messages()
+                self.on_messages(peer, messages)
 
     # ---- membership changes ----------------------------------------------------------------
 
