@@ -25,6 +25,7 @@ from zkpy.core.membership import (
     parse_member,
     parse_membership,
     parse_server_line,
+    with_client_ports,
 )
 from zkpy.errors import BadVersionError, NewConfigNoQuorumError, NoAuthError
 from zkpy.testing.ports import free_port
@@ -157,6 +158,33 @@ def test_a_change_is_checked_against_the_membership() -> None:
     with pytest.raises(BadArgumentsError, match="add or remove"):
         three.changed([], [], 9)
     assert parse_membership(three.encode()) == three
+
+
+def test_zookeepers_view_of_the_config_names_the_zookeeper_ports() -> None:
+    """Each member with a known ZooKeeper port gets it as its client port, its client host and
+    the rest of its line kept; other lines, and text that is no server line, stay as they are."""
+    text = (
+        b"server.1=10.0.0.1:2888:2888:participant;10.0.0.1:2181\n"
+        b"server.2=10.0.0.2:2888:2888:observer;2181\n"
+        b"server.3=10.0.0.3:2888:3888:participant;10.0.0.3:2181\n"
+        b"server.4=10.0.0.4:2888:2888:participant\n"
+        b"server.x=junk;1\n"
+        b"version=10000002a"
+    )
+    assert with_client_ports(text, {1: 2281, 2: 2282, 4: 2284, 9: 2289}) == (
+        b"server.1=10.0.0.1:2888:2888:participant;10.0.0.1:2281\n"
+        b"server.2=10.0.0.2:2888:2888:observer;2282\n"
+        b"server.3=10.0.0.3:2888:3888:participant;10.0.0.3:2181\n"
+        b"server.4=10.0.0.4:2888:2888:participant\n"
+        b"server.x=junk;1\n"
+        b"version=10000002a"
+    )
+    assert with_client_ports(text, {}) is text
+    three = Membership(tuple(MemberSpec(i, f"10.0.0.{i}", 2181, 2888) for i in (1, 2, 3)), 7)
+    shown = parse_membership(with_client_ports(three.encode(), {3: 2283}))
+    assert shown.member(3) == MemberSpec(3, "10.0.0.3", 2283, 2888)
+    assert shown.members[:2] == three.members[:2]
+    assert shown.version == 7
 
 
 def _identity(me: int, rows: list[tuple[int, str, int]]) -> PeerIdentity:

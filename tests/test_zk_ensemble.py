@@ -15,6 +15,7 @@ from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
 
 from tests.ensemble_harness import Ensemble, Member, connect_to, poll
+from zkpy.core.membership import parse_membership
 
 
 async def kz(function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -23,6 +24,8 @@ async def kz(function: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 async def test_kazoo_resumes_its_session_on_another_member(tmp_path: Path) -> None:
+    """The members kazoo may move to are those of /zookeeper/config, which names their
+    ZooKeeper ports to ZooKeeper's clients."""
     # ticks of 1 s: sessions may last 20 s, room for a kill, a new election and a reconnect
     with Ensemble(tmp_path, zk_ports=True, tick_ms=1000) as ens:
         await ens.start_serving()
@@ -31,6 +34,9 @@ async def test_kazoo_resumes_its_session_on_another_member(tmp_path: Path) -> No
         client = KazooClient(hosts=hosts, timeout=15, randomize_hosts=False)
         await kz(client.start, timeout=15)
         try:
+            config, _stat = await kz(client.get, "/zookeeper/config")
+            shown = {m.id: m.client_port for m in parse_membership(config).members}
+            assert shown == {m.id: m.zk_port for m in ens.voters}
             session = client.client_id
             await kz(client.create, "/mine", b"", ephemeral=True)
             fired = threading.Event()

@@ -30,6 +30,7 @@ from kazoo.security import make_acl, make_digest_acl
 
 import zkpy
 from tests.conftest import RawConnection, wait_until
+from zkpy.core.membership import CONFIG_PATH, parse_membership
 from zkpy.core.requests import (
     AddWatchRequest,
     CreateRequest,
@@ -512,3 +513,31 @@ async def test_get_acl_without_admin_hides_digest_hashes(member: RunningServer) 
     finally:
         await stopped(owner)
         await stopped(reader)
+
+
+async def test_the_config_names_the_zookeeper_port_to_zookeepers_clients(tmp_path: Path) -> None:
+    """ZooKeeper's clients connect to the client address /zookeeper/config names (Curator's
+    ensemble tracker, updateServerList): on the ZooKeeper port it is the member's zk_port, in
+    getData and multiRead alike, with the Stat's dataLength that of the text sent; zkpy's own
+    clients read the msgpack port there."""
+    async with (
+        running_server(tmp_path / "data", client_port=free_port(), zk_port=free_port()) as member,
+        zkpy.connect(member.address) as zk,
+    ):
+        native, native_stat = await zk.get(CONFIG_PATH)
+        conn = await RawJute.open(member)
+        try:
+            await conn.send(1, jute.OP_GET_DATA, GetDataRequest(CONFIG_PATH))
+            reader = (await conn.reply())[3]
+            data, stat = reader.buffer(), reader.stat()
+            await conn.send(2, jute.OP_MULTI_READ, MultiRead((GetDataRequest(CONFIG_PATH),)))
+            (result,) = jute_client.decode_multi_results((await conn.reply())[3])
+        finally:
+            await conn.stream.aclose()
+    assert parse_membership(native).members[0].client_port == member.port
+    (line,) = [line for line in data.decode().splitlines() if line.startswith("server.")]
+    assert line.endswith(f";127.0.0.1:{zk_port(member)}")
+    assert parse_membership(data).members[0].client_port == zk_port(member)
+    assert stat.data_length == len(data)
+    assert stat._replace(data_length=0) == native_stat._replace(data_length=0)
+    assert (result.data, result.stat) == (data, stat)

@@ -16,7 +16,7 @@ per member, so the peer and election ports of a line are the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from zkpy.core.errors import BadArgumentsError
@@ -115,6 +115,29 @@ def _check_spec(spec: MemberSpec) -> None:
     for port in (spec.client_port, spec.peer_port):
         if not 0 < port < 65536:
             raise BadArgumentsError(f"bad port {port} for member {spec.id}")
+
+
+def with_client_ports(text: bytes, ports: Mapping[int, int]) -> bytes:
+    """The dynamic-configuration `text` with the client port of each member in `ports`
+    replaced, its client host kept. A member's line names its msgpack client port; ZooKeeper's
+    clients (Curator's ensemble tracker, `ZooKeeper.updateServerList` after getConfig) connect
+    to the address it names, so the ZooKeeper port shows them its `zk_port` instead. Lines of
+    other members (one that joined by reconfig names what the reconfig gave) and anything that
+    is not a server line are left as they are."""
+    if not ports:
+        return text
+    lines = text.decode("utf-8", "replace").split("\n")
+    for index, line in enumerate(lines):
+        key, sep, value = line.partition("=")
+        if not sep or not key.startswith("server.") or not key[len("server.") :].isdigit():
+            continue
+        port = ports.get(int(key[len("server.") :]))
+        server, semicolon, client = value.rpartition(";")
+        if port is None or not semicolon:
+            continue
+        host, colon, _port = client.rpartition(":")
+        lines[index] = f"{key}={server};{host}{colon}{port}"
+    return "\n".join(lines).encode("utf-8")
 
 
 def parse_member(text: str) -> MemberSpec:

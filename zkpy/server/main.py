@@ -169,7 +169,8 @@ async def _listen_zk(
     if config.zk_port is None:
         return None
     users = load_sasl_users(config.sasl_users_file) if config.sasl_users_file else {}
-    dialect = JuteDialect(SaslUsers(users, config.sasl_super_user), clients)
+    zk_ports = {member.id: member.zk_port for member in config.members if member.zk_port}
+    dialect = JuteDialect(SaslUsers(users, config.sasl_super_user), clients, zk_ports)
     handler = partial(clients.handle, dialect=dialect)
     try:
         listeners = await nursery.start(
@@ -181,4 +182,5 @@ async def _listen_zk(
             raise
         raise busy from err
     port: int = listeners[0].socket.getsockname()[1]
+    zk_ports[config.server_id] = port
     return port

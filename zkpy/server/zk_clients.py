@@ -12,6 +12,8 @@ differs lives here:
 - ZooKeeper's requests that zkpy's core has no request for (multiRead, whoAmI, getEphemerals,
   getAllChildrenNumber, checkWatches and removeWatches by watcher type) are `CodecRead`s that
   `JuteCodec.answer` answers from the member's tree and watch registry.
+- `/zookeeper/config` is shown with each member's `zk_port` as its client address
+  (`membership.with_client_ports`): ZooKeeper's clients connect to what it names.
 - `digest` authentication is ZooKeeper's: user:base64(sha1(user:password)).
 - SASL DIGEST-MD5 (`sasl`, opcode 102) against the users of `sasl_users_file`
   (`zkpy.wire.sasl`): the connection gains the identity ``sasl:<user>``, and the super identity
@@ -42,6 +44,7 @@ from zkpy.core.errors import (
     ZkError,
     error_for_code,
 )
+from zkpy.core.membership import CONFIG_PATH, with_client_ports
 from zkpy.core.requests import GetACLRequest, GetChildrenRequest, GetDataRequest, PingRequest
 from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
@@ -86,6 +89,8 @@ from zkpy.wire.jute import (
 
 _READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, SaslRequest, WatchQuery, WhoAmI)
 _STAT_REPLIES = frozenset({OP_EXISTS, OP_SET_DATA, OP_SET_ACL, jute.OP_CHECK})
+_OP_GET_CONFIG = -4  # not on the wire: a getData of /zookeeper/config, awaiting its reply
+_DATA_LENGTH = Stat._fields.index("data_length")
 
 
 def zookeeper_digest_id(credential: bytes) -> Id:
@@ -155,12 +160,16 @@ def load_sasl_users(path: str | Path) -> dict[str, str]:
 class JuteCodec:
     """ZooKeeper's jute protocol as a `serving.Codec`, for one connection."""
 
-    def __init__(self, sasl_users: SaslUsers | None = None) -> None:
+    def __init__(
+        self, sasl_users: SaslUsers | None = None, zk_ports: Mapping[int, int] | None = None
+    ) -> None:
+        """`zk_ports`: the members' ZooKeeper ports by id, shown in /zookeeper/config."""
         # (xid, opcode, each op's opcode for a multi) of the requests awaiting replies
         self._waiting: deque[tuple[int, int, tuple[int, ...]]] = deque()
         self._has_read_only = True
         self._sasl_users = sasl_users or SaslUsers()
         self._sasl: sasl.DigestMD5Server | None = None
+        self._zk_ports: Mapping[int, int] = zk_ports if zk_ports is not None else {}
 
     # ---- in --------------------------------------------------------------------------------
 
@@ -180,6 +189,9 @@ class JuteCodec:
         if type(request) is JuteMulti:
             self._waiting.append((xid, opcode, request.opcodes))
             return xid, opcode, request.request
+        if type(request) is GetDataRequest and request.path == CONFIG_PATH:
+            self._waiting.append((xid, _OP_GET_CONFIG, ()))
+            return xid, opcode, request
         self._waiting.append((xid, opcode, ()))
         if isinstance(request, _READS) or type(request) is GetACLRequest:
             return xid, opcode, CodecRead(request)
@@ -189,7 +201,7 @@ class JuteCodec:
     def answer(self, conn: ServerConnection, request: object) -> Any:
         """The body of the reply to one of ZooKeeper's own reads (see `decode_request`)."""
         if type(request) is MultiRead:
-            return [_multi_read_result(conn, op) for op in request.ops]
+            return [_multi_read_result(conn, op, self._zk_ports) for op in request.ops]
         if type(request) is WatchQuery:
             return _query_watches(conn, request)
         if type(request) is GetAllChildrenNumber:
@@ -256,6 +268,10 @@ class JuteCodec:
             return jute.encode_multi_reply(xid, zxid, results)
         if error != 0:
             return jute.encode_header(xid, zxid, error)
+        if opcode in (_OP_GET_CONFIG, OP_RECONFIG):
+            data = with_client_ports(body[0], self._zk_ports)
+            body = [data, _with_length(body[1], data)]
+            opcode = OP_GET_DATA if opcode == _OP_GET_CONFIG else opcode
         return _encode_body(xid, zxid, opcode, body)
 
     def event(self, event: WatchedEvent) -> bytes:
@@ -351,15 +367,26 @@ def _multi_result(opcode: int, result: list[Any], failed: bool) -> MultiResult:
     return MultiResult(opcode)  # delete, check
 
 
+def _with_length(stat: list[int], data: bytes) -> list[int]:
+    """`stat` with `data`'s length as its dataLength."""
+    fields = list(stat)
+    fields[_DATA_LENGTH] = len(data)
+    return fields
+
+
 def _multi_read_result(
-    conn: ServerConnection, op: GetDataRequest | GetChildrenRequest
+    conn: ServerConnection, op: GetDataRequest | GetChildrenRequest, zk_ports: Mapping[int, int]
 ) -> MultiResult:
     try:
         body = conn.read_body(op)
     except ZkError as err:
         return MultiResult(OP_ERROR, err=err.code)
     if type(op) is GetDataRequest:
-        return MultiResult(OP_GET_DATA, data=body[0], stat=_stat(body[1]))
+        data, stat = body
+        if op.path == CONFIG_PATH:
+            data = with_client_ports(data, zk_ports)
+            stat = _with_length(stat, data)
+        return MultiResult(OP_GET_DATA, data=data, stat=_stat(stat))
     return MultiResult(OP_GET_CHILDREN, children=tuple(body[0]))
 
 
@@ -415,15 +442,22 @@ class JuteDialect:
     client listener, whose connections `cons`, `dump` and the watch words report."""
 
     def __init__(
-        self, sasl_users: SaslUsers | None = None, server: ClientServer | None = None
+        self,
+        sasl_users: SaslUsers | None = None,
+        server: ClientServer | None = None,
+        zk_ports: Mapping[int, int] | None = None,
     ) -> None:
+        """`zk_ports`: the members' ZooKeeper ports by id (those of the ensemble file, and
+        this member's own once it listens), which /zookeeper/config shows ZooKeeper's clients
+        in place of the msgpack ports."""
         self.sasl_users = sasl_users or SaslUsers()
         self.server = server
+        self.zk_ports = zk_ports if zk_ports is not None else {}
 
     def new_codec(self) -> Codec:
         """A codec of its own for each connection (it follows the replies' opcodes and its
         SASL exchange)."""
-        return JuteCodec(self.sasl_users)
+        return JuteCodec(self.sasl_users, self.zk_ports)
 
     def hash_credential(self, credential: bytes) -> Id:
         """ZooKeeper's digest (`zookeeper_digest_id`)."""
