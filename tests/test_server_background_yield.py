@@ -1,5 +1,6 @@
 """A member yields the CPU before, and after the sync of, peer work no client waits on
-(`Member.peer_messages`, `yield_background_work`, docs/decisions/0041).
+(`Member.peer_messages`, `yield_background_work`, docs/decisions/0041), with a long scheduler
+slice until that work is carried out (`background_slice_us`, docs/decisions/0042).
 
 Which work is background is the replica's rule (`Replica.background`, tested with the zab
 tests); here, only that the shell acts on it: one yield before the batch and one after its sync,
@@ -116,3 +117,30 @@ def test_the_setting_is_on_by_default_and_checked(tmp_path: Path) -> None:
     assert ServerConfig(data_dir=tmp_path).yield_background_work is True
     with pytest.raises(ValueError, match="yield_background_work"):
         ServerConfig(data_dir=tmp_path, yield_background_work="yes")  # type: ignore[arg-type]
+
+
+def test_background_work_runs_with_a_long_slice_until_its_step_is_done(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slice is lengthened before the yield (which then puts the thread behind the others
+    by the long slice) and the default taken again once the batch is carried out."""
+    calls: list[str] = []
+    member.lengthen_slice = lambda: calls.append("lengthen")
+    member.restore_slice = lambda: calls.append("restore")
+    monkeypatch.setattr(os, "sched_yield", lambda: calls.append("yield"))
+    _background(member, True)
+    member.before_peer_messages(2, [Commit(1)])
+    _persist_one(member)
+    assert calls == ["lengthen", "yield", "yield"]
+    member.after_peer_messages()
+    assert calls == ["lengthen", "yield", "yield", "restore"]
+    _background(member, False)
+    member.peer_messages(2, [Commit(1)])
+    assert calls == ["lengthen", "yield", "yield", "restore"], "other work: as it is"
+
+
+def test_the_slice_setting_defaults_to_20_ms_and_is_checked(tmp_path: Path) -> None:
+    assert ServerConfig(data_dir=tmp_path).background_slice_us == 20_000
+    for bad in (-1, 100_001):
+        with pytest.raises(ValueError, match="background_slice_us"):
+            ServerConfig(data_dir=tmp_path, background_slice_us=bad)

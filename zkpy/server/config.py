@@ -78,6 +78,7 @@ class ServerConfig:
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps
     stay_awake_us: int = 400  # a follower whose clients wait on the leader stays awake this long
     yield_background_work: bool = True  # work no client waits on lets waiting processes go first
+    background_slice_us: int = 20_000  # the scheduler slice of that work (Linux 6.12+); 0: as is
     container_check_interval_ms: int = 60_000  # how often the leader reaps container/TTL nodes
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 

@@ -39,6 +39,7 @@ from zkpy.core.watches import ChangeLog, WatchRegistry
 from zkpy.server.config import ServerConfig
 from zkpy.server.executor import ReadyExecutor, SyncDone, Waiter
 from zkpy.server.metrics import Metrics
+from zkpy.server.sched import ThreadSlice
 from zkpy.server.storage import REBUILD, Recovered, Storage, StorageError, StorageFormatError
 from zkpy.zab.messages import PeerMessage
 from zkpy.zab.replica import Ready, Replica, ReplicaConfig
@@ -238,6 +239,10 @@ class Member:
         self.yield_background = config.yield_background_work
         # which batches of peer messages are background work: the replica's rule
         self.background_work: Callable[[int, Sequence[PeerMessage]], bool] = self.replica.background
+        # the event loop thread's scheduler slice, long while it carries out background work
+        slice_ = ThreadSlice(config.background_slice_us)
+        self.lengthen_slice: Callable[[], None] = slice_.lengthen
+        self.restore_slice: Callable[[], None] = slice_.restore
         self._handed_over: Ready | None = None  # taken by `step`, left to the loop to persist
         self._failure: Exception | None = None  # what `step` met, for the loop to raise
         self._checkpoint_written: trio.Event | None = None  # set while a checkpoint is written
@@ -369,18 +374,24 @@ class Member:
         client waits on (`Replica.background`), let the processes waiting for a CPU run first,
         now and after its sync: where the members share a machine's CPUs, the other follower's
         work on a write would otherwise hold up the next write's leader or the client's wake-up
-        (`yield_background_work`, docs/decisions/0041). With nothing else waiting for the CPU,
-        a yield is one system call that returns at once."""
+        (`yield_background_work`, docs/decisions/0041). Until the batch is carried out, the
+        thread's scheduler slice is long (`background_slice_us`, docs/decisions/0042): a woken
+        process takes the CPU from it, and the yield puts it behind the others for longer.
+        With nothing else waiting for the CPU, a yield is one system call that returns at
+        once."""
         background = self.yield_background and self.background_work(peer, messages)
         self.disk.yield_after_sync = background
         if background:
+            self.lengthen_slice()
             os.sched_yield()
 
     def after_peer_messages(self) -> None:
         """A peer link's batch is fed: carry it out (`step`), yielding after its sync if it
-        is background work (`before_peer_messages`)."""
+        is background work (`before_peer_messages`), then take the default slice again."""
         self.step()
-        self.disk.yield_after_sync = False
+        if self.disk.yield_after_sync:
+            self.disk.yield_after_sync = False
+            self.restore_slice()
 
     def peer_message(self, peer: int, message: PeerMessage) -> None:
         """Feed a peer's message to the replica (`peer_messages` steps after a batch)."""

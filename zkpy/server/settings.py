@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zkpy._net.receiver import MAX_SPIN_S
+from zkpy.server.sched import MAX_SLICE_US
 from zkpy.server.wal import MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES
 
 MAX_PORT = 65535
@@ -123,6 +124,7 @@ SETTINGS: dict[str, Setting] = {
     "stay_awake_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),
     "container_check_interval_ms": _int(1, 1 << 40, unit="of milliseconds"),
     "yield_background_work": Setting(bool),
+    "background_slice_us": _int(0, MAX_SLICE_US, unit="of microseconds"),
     "fsync": Setting(bool),
 }
 
