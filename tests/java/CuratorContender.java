@@ -3,6 +3,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.barriers.DistributedDoubleBarrier;
 import org.apache.curator.framework.recipes.leader.LeaderLatch;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
 import org.apache.curator.retry.ExponentialBackoffRetry;
@@ -19,8 +20,10 @@ import org.apache.zookeeper.data.Stat;
  * not ID, or as a lost counter update. Prints "ID overlap ..." if it sees one, "ID done ROUNDS"
  * at the end.
  *
- * <p>Phase 2: join the LeaderLatch BASE/leader; print "ID joined", then, once leader, take the
- * mutex, print "ID leader" and hold both until killed.
+ * <p>Phase 2, once both contenders are done with phase 1 (a DistributedDoubleBarrier on
+ * BASE/phase2: the leader keeps the mutex, which the other may still need): join the
+ * LeaderLatch BASE/leader; print "ID joined", then, once leader, take the mutex, print
+ * "ID leader" and hold both until killed.
  */
 public final class CuratorContender {
     private CuratorContender() {}
@@ -80,6 +83,7 @@ public final class CuratorContender {
             }
         }
         say(id + " done " + rounds);
+        new DistributedDoubleBarrier(client, base + "/phase2", 2).enter();
 
         LeaderLatch latch = new LeaderLatch(client, base + "/leader", id);
         latch.start();
