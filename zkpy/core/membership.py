@@ -129,9 +129,10 @@ def with_client_ports(text: bytes, ports: Mapping[int, int]) -> bytes:
     lines = text.decode("utf-8", "replace").split("\n")
     for index, line in enumerate(lines):
         key, sep, value = line.partition("=")
-        if not sep or not key.startswith("server.") or not key[len("server.") :].isdigit():
+        ident = key.removeprefix("server.")
+        if not sep or ident == key or not ident.isdigit():
             continue
-        port = ports.get(int(key[len("server.") :]))
+        port = ports.get(int(ident))
         server, semicolon, client = value.rpartition(";")
         if port is None or not semicolon:
             continue

@@ -269,8 +269,7 @@ class JuteCodec:
         if error != 0:
             return jute.encode_header(xid, zxid, error)
         if opcode in (_OP_GET_CONFIG, OP_RECONFIG):
-            data = with_client_ports(body[0], self._zk_ports)
-            body = [data, _with_length(body[1], data)]
+            body = _zookeeper_config(body[0], body[1], self._zk_ports)
             opcode = OP_GET_DATA if opcode == _OP_GET_CONFIG else opcode
         return _encode_body(xid, zxid, opcode, body)
 
@@ -367,11 +366,16 @@ def _multi_result(opcode: int, result: list[Any], failed: bool) -> MultiResult:
     return MultiResult(opcode)  # delete, check
 
 
-def _with_length(stat: list[int], data: bytes) -> list[int]:
-    """`stat` with `data`'s length as its dataLength."""
+def _zookeeper_config(
+    data: bytes, stat: list[int], zk_ports: Mapping[int, int]
+) -> tuple[bytes, list[int]]:
+    """/zookeeper/config's data and Stat as ZooKeeper's clients are shown them: the members'
+    ZooKeeper ports as their client addresses (`with_client_ports`), and the Stat's dataLength
+    that of the text they get."""
+    shown = with_client_ports(data, zk_ports)
     fields = list(stat)
-    fields[_DATA_LENGTH] = len(data)
-    return fields
+    fields[_DATA_LENGTH] = len(shown)
+    return shown, fields
 
 
 def _multi_read_result(
@@ -384,8 +388,7 @@ def _multi_read_result(
     if type(op) is GetDataRequest:
         data, stat = body
         if op.path == CONFIG_PATH:
-            data = with_client_ports(data, zk_ports)
-            stat = _with_length(stat, data)
+            data, stat = _zookeeper_config(data, stat, zk_ports)
         return MultiResult(OP_GET_DATA, data=data, stat=_stat(stat))
     return MultiResult(OP_GET_CHILDREN, children=tuple(body[0]))
 
