@@ -54,7 +54,13 @@ THROUGHPUT_OPS = ("create", "set", "get", "multi", "watch")
 LATENCY_OPS = ("set", "get", "watch")
 PIPELINE_OPS = ("pset", "pget")
 LOCK_CONTENDERS = (4, 32)  # the lock hand-off rows: contenders (in the "in flight" column)
-LABELS = {"pset": "set (pipeline)", "pget": "get (pipeline)", "lock": "lock hand-off"}
+LABELS = {
+    "pset": "set (pipeline)",
+    "pget": "get (pipeline)",
+    "lock": "lock hand-off",
+    "jset": "set (bare jute)",
+    "jwatch": "watch (bare jute)",
+}
 BACKENDS = ("trio", "asyncio", "sync")  # --backend: how zkpy's client rows are made
 # the system column of the rows that are not the async client on trio (the reference rows)
 SYSTEM_OF_BACKEND = {"asyncio": "zkpy/aio", "sync": "zkpy/sync"}

@@ -31,6 +31,8 @@ answered):
     lock        `in_flight` contenders, each with its own client (session), loop on one exclusive
                 lock (recipes.Lock, or kazoo's Lock) around an empty body; a latency is a
                 hand-off: from the holder starting its release to the next holder's grant
+    jset, jwatch  a bare jute client (`benchmarks.bare_jute`), either system: one-at-a-time set
+                and write-to-watch without a client library between
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+from benchmarks import bare_jute
 
 SESSION_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 30.0
@@ -132,7 +136,9 @@ def worker_entry(conn: Connection, spec: dict[str, Any]) -> None:
     """multiprocessing target: run one client process's share of a workload."""
     try:
         backend = spec.get("backend", "trio")
-        if spec["workload"] == "lock":
+        if spec["workload"] in bare_jute.WORKLOADS:
+            _bare_jute_main(conn, spec)
+        elif spec["workload"] == "lock":
             _lock_main(conn, spec)
         elif spec["system"] == "zkpy" and backend == "sync":
             _zkpy_sync_main(conn, spec)
@@ -414,6 +420,17 @@ def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], sl
             tally.cpu_end = time.process_time()
         if tally.cpu_start is None:
             tally.cpu_start = tally.cpu_end
+
+
+def _bare_jute_main(conn: Connection, spec: dict[str, Any]) -> None:
+    workload = bare_jute.BareWorkload(spec, SESSION_TIMEOUT_S)
+    try:
+        conn.send(("ready",))
+        tally = Tally(_wait_go(conn))
+        _run_threads(tally, workload.op, 1)
+    finally:
+        workload.close()
+    conn.send(("result", tally.result()))
 
 
 # ---- kazoo (threads, callbacks) ----------------------------------------------------------------

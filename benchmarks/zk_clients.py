@@ -11,7 +11,9 @@ rotating order, so that the drift of a shared machine spreads over all three; th
 each system's median over the rounds, and the ratio of kazoo on zkpy to kazoo on ZooKeeper.
 The workloads are `benchmarks.run`'s (`benchmarks.workers`): create, set and get with 256 in
 flight ("pipelined": kazoo's async calls, zkpy's tasks), one-at-a-time set and get, and
-write-to-watch latency; zkpy's client also runs its `pipeline()` batches.
+write-to-watch latency; zkpy's client also runs its `pipeline()` batches. The set and watch
+rows run once more with a bare jute client (`benchmarks.bare_jute`) in place of kazoo on both
+servers: kazoo's rows include how soon its threads get a CPU beside the members, these do not.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks import bare_jute
 from benchmarks.ensembles import Ensemble, Member, ZkpyEnsemble, ZooKeeperEnsemble
 from benchmarks.run import (
+    LABELS,
     PAUSE_BETWEEN_S,
+    PIPELINE_OPS,
     Result,
     Workload,
     kazoo_ready,
@@ -49,6 +54,8 @@ ROWS = [
     ("set", 1, "p50_ms"),
     ("get", 1, "p50_ms"),
     ("watch", 1, "p50_ms"),
+    ("jset", 1, "p50_ms"),
+    ("jwatch", 1, "p50_ms"),
 ]
 
 
@@ -75,12 +82,18 @@ class ZkpyBothPorts(ZkpyEnsemble):
 
 
 def plan(system: str) -> list[Workload]:
-    """Each row's workload that `system` can run (the pipeline API is zkpy's client's)."""
-    return [
-        Workload(op, in_flight, 1)
-        for op, in_flight, _metric in ROWS
-        if system == ZKPY or not op.startswith("p")
-    ]
+    """Each row's workload that `system` can run: the pipeline API is zkpy's client's, the
+    bare jute client (`benchmarks.bare_jute`) speaks only ZooKeeper's protocol."""
+    return [Workload(op, in_flight, 1) for op, in_flight, _metric in ROWS if runs(system, op)]
+
+
+def runs(system: str, op: str) -> bool:
+    """Whether `system`'s client runs workload `op`."""
+    if op in PIPELINE_OPS:
+        return system == ZKPY
+    if op in bare_jute.WORKLOADS:
+        return system != ZKPY
+    return True
 
 
 def run_round(
@@ -132,7 +145,8 @@ def print_table(summary: dict[tuple[str, str, int], dict[str, float]]) -> None:
         + f"{'kazoo zkpy/ZK':>15}{'zkpy faster':>13}"
     )
     for op, in_flight, metric in ROWS:
-        label = f"{op} x{in_flight} {'ops/s' if metric == 'ops_per_s' else 'p50 ms'}"
+        unit = "ops/s" if metric == "ops_per_s" else "p50 ms"
+        label = f"{LABELS.get(op, op)} x{in_flight} {unit}"
         values = [summary.get((s, op, in_flight), {}).get(metric) for s in SYSTEMS]
         cells = "".join(
             f"{'-':>14}" if v is None else f"{v:>14,.0f}" if v >= 100 else f"{v:>14.3f}"
@@ -145,7 +159,10 @@ def print_table(summary: dict[tuple[str, str, int], dict[str, float]]) -> None:
             ratio = f"{ours / theirs:.2f}"
             faster = "yes" if (ours > theirs) == (metric == "ops_per_s") else "NO"
         print(f"{label:<28}{cells}{ratio:>15}{faster:>13}")
-    print("(ops/s: higher is better; p50 ms: lower is better)")
+    print(
+        "(ops/s: higher is better; p50 ms: lower is better; the bare jute rows' client is one "
+        "blocking socket in place of kazoo)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -21,6 +21,12 @@ def test_only_zkpys_client_runs_the_pipeline_workloads() -> None:
         assert ("watch", 1) in theirs
 
 
+def test_the_bare_jute_rows_run_on_both_zookeeper_protocol_servers_only() -> None:
+    assert {w.op for w in plan(ZKPY)} & {"jset", "jwatch"} == set()
+    for system in (ZKPY_ZK, ZOOKEEPER):
+        assert {("jset", 1), ("jwatch", 1)} <= {(w.op, w.in_flight) for w in plan(system)}
+
+
 def test_medians_are_over_the_rounds_that_did_not_fail() -> None:
     failed = result(ZKPY_ZK, "set", 1, 0.0, 0.0)
     failed.failed = "RuntimeError: no answer"
