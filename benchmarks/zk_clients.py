@@ -3,6 +3,7 @@ zkpy's own client against zkpy, in alternating rounds; medians per row.
 
     python -m benchmarks zk-clients                       # 3 rounds, 3 s per workload
     python -m benchmarks zk-clients --rounds 5 --json benchmarks/results/zk-clients.json
+    python -m benchmarks zk-clients --rows set1,watch1,jset1,jwatch1   # some rows only
 
 Two 3-member ensembles run for the whole command: one zkpy ensemble with ZooKeeper ports (zkpy's
 client uses its msgpack ports, kazoo its ZooKeeper ports) and one Apache ZooKeeper ensemble
@@ -23,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,10 +83,22 @@ class ZkpyBothPorts(ZkpyEnsemble):
         return [replace(member, port=zk_ports[member.id] or member.port) for member in targets]
 
 
-def plan(system: str) -> list[Workload]:
-    """Each row's workload that `system` can run: the pipeline API is zkpy's client's, the
-    bare jute client (`benchmarks.bare_jute`) speaks only ZooKeeper's protocol."""
-    return [Workload(op, in_flight, 1) for op, in_flight, _metric in ROWS if runs(system, op)]
+def row_name(op: str, in_flight: int) -> str:
+    """A row's name for `--rows`: the workload and how many are in flight, as ``set1``."""
+    return f"{op}{in_flight}"
+
+
+ROW_NAMES = tuple(row_name(op, in_flight) for op, in_flight, _metric in ROWS)
+
+
+def plan(system: str, rows: Collection[str] = ROW_NAMES) -> list[Workload]:
+    """The workloads of `rows` that `system` can run: the pipeline API is zkpy's client's,
+    the bare jute client (`benchmarks.bare_jute`) speaks only ZooKeeper's protocol."""
+    return [
+        Workload(op, in_flight, 1)
+        for op, in_flight, _metric in ROWS
+        if runs(system, op) and row_name(op, in_flight) in rows
+    ]
 
 
 def runs(system: str, op: str) -> bool:
@@ -106,7 +120,7 @@ def run_round(
     for system in order:
         ensemble = ensembles[system]
         ensemble.system = system
-        for workload in plan(system):
+        for workload in plan(system, args.rows):
             run_no += 1
             result = run_workload(ensemble, workload, args, run_no)
             results.setdefault((system, workload.op, workload.in_flight), []).append(result)
@@ -138,13 +152,17 @@ def medians(
     return out
 
 
-def print_table(summary: dict[tuple[str, str, int], dict[str, float]]) -> None:
+def print_table(
+    summary: dict[tuple[str, str, int], dict[str, float]], rows: Collection[str] = ROW_NAMES
+) -> None:
     print(
         f"\n{'row (median)':<28}"
         + "".join(f"{TITLES[s]:>14}" for s in SYSTEMS)
         + f"{'kazoo zkpy/ZK':>15}{'zkpy faster':>13}"
     )
     for op, in_flight, metric in ROWS:
+        if row_name(op, in_flight) not in rows:
+            continue
         unit = "ops/s" if metric == "ops_per_s" else "p50 ms"
         label = f"{LABELS.get(op, op)} x{in_flight} {unit}"
         values = [summary.get((s, op, in_flight), {}).get(metric) for s in SYSTEMS]
@@ -176,7 +194,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ensemble-warmup", type=float, default=3.0, help="unreported sets (3 s)")
     parser.add_argument("--dir", default=None, help="parent of the temporary data dirs")
     parser.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROW_NAMES),
+        help=f"rows to run, a comma-separated list of {', '.join(ROW_NAMES)} (all)",
+    )
     args = parser.parse_args(argv)
+    args.rows = [name.strip() for name in args.rows.split(",") if name.strip()]
+    unknown = sorted(set(args.rows) - set(ROW_NAMES))
+    if unknown or not args.rows:
+        parser.error(f"unknown --rows {unknown}; choose from {','.join(ROW_NAMES)}")
     # what benchmarks.run's workers read besides these
     args.count, args.profile, args.in_flight = None, None, IN_FLIGHT
     args.multi_size, args.pipeline_slots = 4, 2
@@ -208,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_ + 1}: {', '.join(TITLES[s] for s in order)}", flush=True)
             run_no = run_round(ensembles, order, args, results, run_no)
     summary = medians(results)
-    print_table(summary)
+    print_table(summary, args.rows)
     if args.json_out:
         document = {
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),

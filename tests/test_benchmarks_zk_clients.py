@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.run import Result
-from benchmarks.zk_clients import ZKPY, ZKPY_ZK, ZOOKEEPER, medians, plan, print_table
+from benchmarks.zk_clients import (
+    ZKPY,
+    ZKPY_ZK,
+    ZOOKEEPER,
+    medians,
+    parse_args,
+    plan,
+    print_table,
+)
 
 
 def result(system: str, op: str, in_flight: int, ops_per_s: float, p50_ms: float) -> Result:
@@ -25,6 +33,28 @@ def test_the_bare_jute_rows_run_on_both_zookeeper_protocol_servers_only() -> Non
     assert {w.op for w in plan(ZKPY)} & {"jset", "jwatch"} == set()
     for system in (ZKPY_ZK, ZOOKEEPER):
         assert {("jset", 1), ("jwatch", 1)} <= {(w.op, w.in_flight) for w in plan(system)}
+
+
+def test_rows_pick_the_workloads_each_system_runs() -> None:
+    args = parse_args(["--rows", "set1, jwatch1,pset256"])
+    assert [(w.op, w.in_flight) for w in plan(ZKPY, args.rows)] == [("pset", 256), ("set", 1)]
+    assert [(w.op, w.in_flight) for w in plan(ZOOKEEPER, args.rows)] == [
+        ("set", 1),
+        ("jwatch", 1),
+    ]
+
+
+def test_an_unknown_row_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--rows", "set1,lock4"])
+    assert "unknown --rows ['lock4']" in capsys.readouterr().err
+
+
+def test_the_table_shows_only_the_rows_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = medians({(ZKPY_ZK, "set", 1): [result(ZKPY_ZK, "set", 1, 600, 1.5)]})
+    print_table(summary, ["set1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines if " x" in line] == ["set"]
 
 
 def test_medians_are_over_the_rounds_that_did_not_fail() -> None:
