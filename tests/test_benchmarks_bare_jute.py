@@ -49,6 +49,7 @@ def run_worker(server: RunningServer, workload: str, count: int) -> dict[str, An
     kind, result = parent.recv()
     worker.join()
     assert kind == "result"
+    assert isinstance(result, dict)
     return result
 
 
