@@ -181,6 +181,23 @@ def print_table(
         "(ops/s: higher is better; p50 ms: lower is better; the bare jute rows' client is one "
         "blocking socket in place of kazoo)"
     )
+    print_cpu_table(summary, rows)
+
+
+def print_cpu_table(
+    summary: dict[tuple[str, str, int], dict[str, float]], rows: Collection[str] = ROW_NAMES
+) -> None:
+    """The members' CPU per operation of each one-at-a-time row: on a machine whose CPUs the
+    client shares with the members, what one server uses beyond the other delays the client
+    (docs/decisions/0043)."""
+    header = "\nmembers CPU us/op (median)"
+    print(f"{header:<29}" + "".join(f"{TITLES[s]:>14}" for s in SYSTEMS))
+    for op, in_flight, _metric in ROWS:
+        if in_flight != 1 or row_name(op, in_flight) not in rows:
+            continue
+        values = [summary.get((s, op, in_flight), {}).get("server_us_per_op") for s in SYSTEMS]
+        cells = "".join(f"{'-':>14}" if v is None else f"{v:>14,.0f}" for v in values)
+        print(f"{f'{LABELS.get(op, op)} x1':<28}{cells}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

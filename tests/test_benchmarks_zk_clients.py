@@ -13,6 +13,7 @@ from benchmarks.zk_clients import (
     medians,
     parse_args,
     plan,
+    print_cpu_table,
     print_table,
 )
 
@@ -54,7 +55,29 @@ def test_the_table_shows_only_the_rows_asked_for(capsys: pytest.CaptureFixture[s
     summary = medians({(ZKPY_ZK, "set", 1): [result(ZKPY_ZK, "set", 1, 600, 1.5)]})
     print_table(summary, ["set1"])
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines if " x" in line] == ["set"]
+    rows = [line.split()[:2] for line in lines if " x" in line]
+    assert rows == [["set", "x1"], ["set", "x1"]]  # its p50 row, its members' CPU row
+
+
+def test_the_cpu_table_shows_the_members_cpu_per_operation_of_the_latency_rows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ours = result(ZKPY_ZK, "set", 1, 1000, 1.0)
+    ours.ops, ours.server_cpu_s = 1000, 1.4
+    theirs = result(ZOOKEEPER, "set", 1, 1000, 1.0)
+    theirs.ops, theirs.server_cpu_s = 1000, 0.9
+    throughput = result(ZKPY_ZK, "get", 256, 5000, 40.0)
+    summary = medians(
+        {
+            (ZKPY_ZK, "set", 1): [ours],
+            (ZOOKEEPER, "set", 1): [theirs],
+            (ZKPY_ZK, "get", 256): [throughput],
+        }
+    )
+    print_cpu_table(summary)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if " x" in line]
+    assert rows[0] == ["set", "x1", "-", "1,400", "900"]
+    assert not any(row[:2] == ["get", "x256"] for row in rows)
 
 
 def test_medians_are_over_the_rounds_that_did_not_fail() -> None:
