@@ -202,7 +202,7 @@ def print_cpu_table(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks zk-clients", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks zk-clients", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured (3)")

@@ -51,6 +51,13 @@ def test_an_unknown_row_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown --rows ['lock4']" in capsys.readouterr().err
 
 
+def test_the_help_describes_all_three_systems(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "side by side with kazoo against Apache ZooKeeper 3.8 and zkpy's own client" in help_text
+
+
 def test_the_table_shows_only_the_rows_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
     summary = medians({(ZKPY_ZK, "set", 1): [result(ZKPY_ZK, "set", 1, 600, 1.5)]})
     print_table(summary, ["set1"])
