@@ -119,6 +119,19 @@ class Result:
     def server_us_per_op(self) -> float | None:
         return self.server_cpu_s / self.ops * 1e6 if self.ops else None
 
+    @property
+    def cpu_us_per_op(self) -> float | None:
+        """The members' and the clients' CPU per operation, in microseconds."""
+        return (self.server_cpu_s + self.client_cpu_s) / self.ops * 1e6 if self.ops else None
+
+    @property
+    def cpus_busy(self) -> float | None:
+        """How many of the machine's CPUs were busy over the window, on average (every
+        process's CPU time, the members' and clients' included, over the window's length)."""
+        if self.seconds <= 0 or self.other_cpu_s is None:
+            return None
+        return (self.server_cpu_s + self.client_cpu_s + self.other_cpu_s) / self.seconds
+
 
 def percentile(ordered: list[float], q: float) -> float | None:
     if not ordered:

@@ -8,7 +8,10 @@ apart: on a shared VM the machine's drift between the two halves is as large as 
 it is meant to show. This starts both ensembles once (both idle while the other is measured),
 then runs each workload on one and then the other, swapping which goes first every round, and
 reports per system the median over the rounds of each round's p50 and ops/s, the ratio of those
-medians, and the lowest and highest per-round ratio: the spread is the noise of the run.
+medians, and the lowest and highest per-round ratio: the spread is the noise of the run. Two more
+measures show what bounds a rate: `cpu_us_per_op`, the CPU the members and the client processes
+spent per operation, and `cpus_busy`, how many of the machine's CPUs every process kept busy on
+average over the window (near the machine's count, the rate is bound by CPU).
 
 Workloads: `set`, `get`, `watch` (write to watch event), one request at a time; `lockN`: N
 contenders looping on one lock (recipes.Lock, or kazoo's Lock), p50 of the hand-off and
@@ -35,6 +38,11 @@ SYSTEMS = ("zkpy", "zookeeper")
 _SHAPE = re.compile(r"^(?P<op>[a-z]+)(?P<n>[0-9]*)$")
 
 
+# per workload: latency, rate, the CPU each operation costs (members and clients) and how busy
+# the machine's CPUs were: a rate that stops where the CPUs are busy is bound by CPU
+MEASURES = ("p50_ms", "ops_per_s", "cpu_us_per_op", "cpus_busy")
+
+
 def workload_of(name: str) -> Workload:
     """`set` (one at a time), `set256` (256 in flight), `lock4` (4 contenders)."""
     match = _SHAPE.match(name)
@@ -50,23 +58,25 @@ def median_or_none(values: list[float | None]) -> float | None:
 
 def report(names: list[str], rows: dict[tuple[str, str], list[Result]]) -> None:
     print(
-        f"\n{'workload':<10} {'measure':<8} {'zkpy':>10} {'zookeeper':>10} {'ratio':>7} "
+        f"\n{'workload':<10} {'measure':<13} {'zkpy':>10} {'zookeeper':>10} {'ratio':>7} "
         f"{'per-round ratios (min..max)':>28}"
     )
     for name in names:
         ours, theirs = rows[(name, "zkpy")], rows[(name, "zookeeper")]
-        for measure in ("p50_ms", "ops_per_s"):
+        for measure in MEASURES:
             a = median_or_none([getattr(r, measure) for r in ours if not r.failed])
             b = median_or_none([getattr(r, measure) for r in theirs if not r.failed])
             per_round = [
-                getattr(x, measure) / getattr(y, measure)
+                mine / other
                 for x, y in zip(ours, theirs, strict=False)
-                if not x.failed and not y.failed and getattr(y, measure)
+                if not x.failed and not y.failed
+                for mine, other in [(getattr(x, measure), getattr(y, measure))]
+                if mine is not None and other
             ]
             ratio = f"{a / b:7.2f}" if a is not None and b else "      -"
             spread = f"{min(per_round):.2f}..{max(per_round):.2f}" if per_round else "-"
             print(
-                f"{name:<10} {measure:<8} {_cell(a)} {_cell(b)} {ratio} {spread:>28}",
+                f"{name:<10} {measure:<13} {_cell(a)} {_cell(b)} {ratio} {spread:>28}",
                 flush=True,
             )
 
