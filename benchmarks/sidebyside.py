@@ -66,19 +66,22 @@ def report(names: list[str], rows: dict[tuple[str, str], list[Result]]) -> None:
         for measure in MEASURES:
             a = median_or_none([getattr(r, measure) for r in ours if not r.failed])
             b = median_or_none([getattr(r, measure) for r in theirs if not r.failed])
-            per_round = [
-                mine / other
-                for x, y in zip(ours, theirs, strict=False)
-                if not x.failed and not y.failed
-                for mine, other in [(getattr(x, measure), getattr(y, measure))]
-                if mine is not None and other
-            ]
+            rounds = [_round_ratio(x, y, measure) for x, y in zip(ours, theirs, strict=False)]
+            per_round = [r for r in rounds if r is not None]
             ratio = f"{a / b:7.2f}" if a is not None and b else "      -"
             spread = f"{min(per_round):.2f}..{max(per_round):.2f}" if per_round else "-"
             print(
                 f"{name:<10} {measure:<13} {_cell(a)} {_cell(b)} {ratio} {spread:>28}",
                 flush=True,
             )
+
+
+def _round_ratio(ours: Result, theirs: Result, measure: str) -> float | None:
+    """One round's zkpy / ZooKeeper ratio of `measure`; None if either failed or lacks it."""
+    if ours.failed or theirs.failed:
+        return None
+    mine, other = getattr(ours, measure), getattr(theirs, measure)
+    return mine / other if mine is not None and other else None
 
 
 def _cell(value: float | None) -> str:
