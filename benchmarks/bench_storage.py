@@ -35,6 +35,7 @@ except ImportError:  # run from a checkout without installing
 
 ENTRY = os.urandom(100)
 BATCH_SIZES = (1, 16, 256)
+START_TIMEOUT_S = 60  # writers that do not all start by then: one of them failed
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _appends(
         clock = time.perf_counter
         durations = []
         if start_together is not None:
-            start_together.wait()
+            start_together.wait(START_TIMEOUT_S)
         start = clock()
         cpu_start = time.process_time()
         for _ in range(batches):
@@ -104,6 +105,8 @@ def bench_side_by_side(
     ]
     for process in processes:
         process.start()
+    for _, send in pipes:
+        send.close()  # the writer's copy is the one left: a writer that fails ends its pipe
     try:
         return [receive.recv() for receive, _ in pipes]
     finally:

@@ -37,3 +37,8 @@ def test_the_table_has_a_row_per_writer_count_and_batch_size(
     assert [(row[0], row[1]) for row in rows] == [
         (str(writers), str(size)) for writers in (1, 2) for size in BATCH_SIZES
     ]
+
+
+def test_a_writer_that_fails_ends_the_run_instead_of_hanging_it(tmp_path: Path) -> None:
+    with pytest.raises(EOFError):
+        bench_side_by_side(str(tmp_path / "missing"), batch_size=1, batches=1, writers=2)
