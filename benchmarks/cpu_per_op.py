@@ -132,12 +132,17 @@ def main() -> None:
     parser.add_argument(
         "--backend", choices=("trio", "asyncio"), default="trio", help="the client's loop (trio)"
     )
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="parent of the members' temporary data dirs (/dev/shm: tmpfs, no disk)",
+    )
     args = parser.parse_args()
     ops = args.ops.split(",")
     if unknown := sorted(set(ops) - set(OPS)):
         parser.error(f"unknown --ops {', '.join(unknown)}: choose from {', '.join(OPS)}")
     results: dict[str, Any] = {}
-    with ZkpyEnsemble(args.size, None) as ensemble:
+    with ZkpyEnsemble(args.size, args.dir) as ensemble:
         target = ensemble.client_targets()[0]
         roles = ensemble.roles() or {}
         pids = {role_name(member.id, roles, target.id): member.pid for member in ensemble.members}

@@ -151,6 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=3, help="members (3)")
     parser.add_argument("--count", type=int, default=2000, help="sets measured (2000)")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="parent of the members' temporary data dirs (/dev/shm: tmpfs, no disk)",
+    )
     args = parser.parse_args()
 
     import trio
@@ -164,7 +169,7 @@ def main() -> None:
         path = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [directory, str(REPO), path]))
         own_events = install_hooks()
-        with ZkpyEnsemble(args.size, None) as ensemble:
+        with ZkpyEnsemble(args.size, args.dir) as ensemble:
             target = ensemble.client_targets()[0]
             roles = ensemble.roles() or {}
             names = {
