@@ -28,13 +28,14 @@ def test_an_unknown_command_is_refused_with_the_list(capsys: pytest.CaptureFixtu
     assert "unknown command 'bogus'" in capsys.readouterr().err
 
 
-def test_a_command_gets_its_own_options() -> None:
+@pytest.mark.parametrize(("command", "option"), [("micro", "--only"), ("timeline", "--dir")])
+def test_a_command_gets_its_own_options(command: str, option: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "micro", "--help"],
+        [sys.executable, "-m", "benchmarks", command, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0
-    assert "python -m benchmarks micro" in done.stdout
-    assert "--only" in done.stdout
+    assert f"python -m benchmarks {command}" in done.stdout
+    assert option in done.stdout
