@@ -385,16 +385,19 @@ def _sync_op(
 
 def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], slots: int) -> None:
     """Run `op` in `slots` threads, each issuing its next operation when the last one ends,
-    from t_go until the tally says stop."""
+    from t_go until the tally says stop. An error other than a ZkError (the client itself
+    broke: a socket timed out or closed) stops every slot and is raised here, so that the
+    workload fails instead of reporting what the broken client left."""
     import zkpy
 
     go = tally.go
     lock = threading.Lock()
+    fatal: list[BaseException] = []
 
     def run_slot(slot: int) -> None:
         while True:
             with lock:
-                if not tally.take():
+                if fatal or not tally.take():
                     return
             try:
                 n_ops, t0, t1 = op(slot)
@@ -402,6 +405,10 @@ def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], sl
                 with lock:
                     tally.failed(err)
                 continue
+            except BaseException as err:  # the client broke (a timeout, a lost socket)
+                with lock:
+                    fatal.append(err)
+                return
             with lock:
                 tally.done(n_ops, t0, t1)
 
@@ -420,6 +427,8 @@ def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], sl
             tally.cpu_end = time.process_time()
         if tally.cpu_start is None:
             tally.cpu_start = tally.cpu_end
+    if fatal:
+        raise fatal[0]
 
 
 def _bare_jute_main(conn: Connection, spec: dict[str, Any]) -> None:

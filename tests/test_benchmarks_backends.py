@@ -59,3 +59,28 @@ async def test_a_worker_runs_on_each_backend(
     assert kind == "result", result
     assert result["errors"] == 0, result["error_samples"]
     assert result["ops"] >= 20  # (a pipeline's batch counts each of its requests)
+
+
+def test_a_client_that_breaks_fails_the_workload() -> None:
+    """A slot whose client broke (here a socket timeout) stops the workload and raises, so that
+    the round is reported failed, not as a round that measured nothing; a ZkError is counted."""
+    from benchmarks.workers import Tally, _run_threads
+    from zkpy.errors import NoNodeError
+
+    calls = 0
+
+    def op(_slot: int) -> tuple[int, float, float]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise NoNodeError("/gone")
+        if calls == 3:
+            raise TimeoutError("timed out")
+        now = time.monotonic()
+        return 1, now, now
+
+    now = time.monotonic()
+    tally = Tally(Go(now, now, math.inf, 100))
+    with pytest.raises(TimeoutError):
+        _run_threads(tally, op, 1)
+    assert (tally.errors, tally.ops, calls) == (1, 1, 3)
