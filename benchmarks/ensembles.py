@@ -8,6 +8,9 @@
 
 Both are context managers: leaving the block stops every process they started (SIGTERM, then
 SIGKILL after a grace period) and removes the temporary folder.
+
+`Ensemble.pin` pins each member's process to one CPU by its role (`placement`), the same way for
+either system: the benchmarks' `--pin` (docs/decisions/0046).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LEADS = ("leader", "standalone")  # the roles that order writes
 
 
 class EnsembleError(RuntimeError):
@@ -49,6 +53,7 @@ class Member:
     port: int
     pid: int
     role: str = "?"
+    cpu: int | None = None  # pinned to, by Ensemble.pin
 
     @property
     def address(self) -> str:
@@ -79,6 +84,26 @@ def machine_busy_seconds() -> float:
         return 0.0
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def placement(roles: dict[int, str], cpus: list[int]) -> dict[int, int]:
+    """The CPU each member is pinned to: the leader (or a standalone member) alone on the first
+    of `cpus`, the other members round robin over the rest (with one CPU, all on it). Members
+    that share a CPU then never include the leader, whom the clients' follower waits on in
+    every write."""
+    leaders = sorted(member for member, role in roles.items() if role in LEADS)
+    others = sorted(member for member in roles if member not in leaders)
+    rest = cpus[1:] or cpus[:1]
+    chosen = {member: cpus[0] for member in leaders}
+    chosen.update({member: rest[index % len(rest)] for index, member in enumerate(others)})
+    return chosen
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Pin every thread of process `pid` to `cpu` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), {cpu})
 
 
 def _stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -187,8 +212,21 @@ class Ensemble(abc.ABC):
         """Stop every member process: SIGTERM, then SIGKILL after a grace period."""
         _stop_processes(self.processes)
 
+    def pin(self) -> dict[int, int]:
+        """Pin each member's process to a CPU by its role (`placement`) and return the CPU of
+        each member; the clients the benchmarks start are left to the scheduler."""
+        cpus = sorted(os.sched_getaffinity(0))
+        chosen = placement({member.id: member.role for member in self.members}, cpus)
+        for member in self.members:
+            pin_process(member.pid, chosen[member.id])
+            member.cpu = chosen[member.id]
+        return chosen
+
     def describe(self) -> str:
-        return ", ".join(f"{m.id}:{m.role}@{m.port}" for m in self.members)
+        return ", ".join(
+            f"{m.id}:{m.role}@{m.port}" + ("" if m.cpu is None else f" cpu {m.cpu}")
+            for m in self.members
+        )
 
 
 class ZkpyEnsemble(Ensemble):

@@ -2,6 +2,7 @@
 
     python -m benchmarks sidebyside                       # 3 members, 5 rounds
     python -m benchmarks sidebyside --rounds 7 --ops set,watch,lock4,lock32
+    python -m benchmarks sidebyside --pin              # members pinned to CPUs by role (0046)
 
 `python -m benchmarks run --kazoo` runs every zkpy workload and then every ZooKeeper one, minutes
 apart: on a shared VM the machine's drift between the two halves is as large as the differences
@@ -98,6 +99,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured (3)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     parser.add_argument("--dir", default=None, help="parent of the temporary data dirs")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin each system's members to CPUs by role, the leader alone (see ensembles.pin)",
+    )
     options = parser.parse_args()
     why_not = kazoo_ready()
     if why_not is not None:
@@ -116,6 +122,8 @@ def main() -> int:
         ensembles: dict[str, Ensemble] = {"zkpy": zkpy_ensemble, "zookeeper": zookeeper_ensemble}
         run_no = 0
         for system, ensemble in ensembles.items():  # JIT, caches, disk: not reported
+            if options.pin:
+                ensemble.pin()
             run_no += 1
             warm = argparse.Namespace(**vars(args))
             warm.duration, warm.warmup = 2.0, 0.0

@@ -4,6 +4,7 @@ zkpy's own client against zkpy, in alternating rounds; medians per row.
     python -m benchmarks zk-clients                       # 3 rounds, 3 s per workload
     python -m benchmarks zk-clients --rounds 5 --json benchmarks/results/zk-clients.json
     python -m benchmarks zk-clients --rows set1,watch1,jset1,jwatch1   # some rows only
+    python -m benchmarks zk-clients --pin      # members pinned to CPUs by role (0046)
 
 Two 3-member ensembles run for the whole command: one zkpy ensemble with ZooKeeper ports (zkpy's
 client uses its msgpack ports, kazoo its ZooKeeper ports) and one Apache ZooKeeper ensemble
@@ -212,6 +213,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", default=None, help="parent of the temporary data dirs")
     parser.add_argument("--json", dest="json_out", default=None, help="write the results here")
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin each ensemble's members to CPUs by role, the leader alone (ensembles.pin)",
+    )
+    parser.add_argument(
         "--rows",
         default=",".join(ROW_NAMES),
         help=f"rows to run, a comma-separated list of {', '.join(ROW_NAMES)} (all)",
@@ -243,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     run_no = 0
     with ZkpyBothPorts(3, args.dir) as ours, ZooKeeperEnsemble(3, args.dir) as theirs:
         ensembles: dict[str, Ensemble] = {ZKPY: ours, ZKPY_ZK: ours, ZOOKEEPER: theirs}
+        if args.pin:
+            for ensemble in (ours, theirs):
+                ensemble.pin()
+                print(f"{ensemble.system}: {ensemble.describe()}")
         for system in (ZKPY, ZKPY_ZK, ZOOKEEPER):
             ours.system = system
             run_no += 1
