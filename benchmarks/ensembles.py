@@ -92,6 +92,8 @@ def placement(roles: dict[int, str], cpus: list[int]) -> dict[int, int]:
     that share a CPU then never include the leader, whom the clients' follower waits on in
     every write."""
     leaders = sorted(member for member, role in roles.items() if role in LEADS)
+    if not leaders:
+        raise ValueError(f"no member leads: {roles}")
     others = sorted(member for member in roles if member not in leaders)
     rest = cpus[1:] or cpus[:1]
     chosen = {member: cpus[0] for member in leaders}
@@ -100,10 +102,18 @@ def placement(roles: dict[int, str], cpus: list[int]) -> dict[int, int]:
 
 
 def pin_process(pid: int, cpu: int) -> None:
-    """Pin every thread of process `pid` to `cpu` (threads it starts later inherit it)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-            os.sched_setaffinity(int(task.name), {cpu})
+    """Pin every thread of process `pid` to `cpu`. A thread inherits its creator's CPUs, so
+    the threads are listed again until a pass finds none it has not pinned: one started by a
+    thread not pinned yet is caught by the next pass."""
+    pinned: set[int] = set()
+    while True:
+        threads = {int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()} - pinned
+        if not threads:
+            return
+        for thread in threads:
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setaffinity(thread, {cpu})
+        pinned |= threads
 
 
 def _stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -218,7 +228,10 @@ class Ensemble(abc.ABC):
         cpus = sorted(os.sched_getaffinity(0))
         chosen = placement({member.id: member.role for member in self.members}, cpus)
         for member in self.members:
-            pin_process(member.pid, chosen[member.id])
+            try:
+                pin_process(member.pid, chosen[member.id])
+            except FileNotFoundError:
+                raise EnsembleError(f"{self.system} member {member.id} has exited") from None
             member.cpu = chosen[member.id]
         return chosen
 

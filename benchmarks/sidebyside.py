@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="pin each system's members to CPUs by role, the leader alone (see ensembles.pin)",
+        help="pin each system's members to CPUs by role (benchmarks.ensembles.placement)",
     )
     options = parser.parse_args()
     why_not = kazoo_ready()

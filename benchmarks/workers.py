@@ -386,8 +386,10 @@ def _sync_op(
 def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], slots: int) -> None:
     """Run `op` in `slots` threads, each issuing its next operation when the last one ends,
     from t_go until the tally says stop. An error other than a ZkError (the client itself
-    broke: a socket timed out or closed) stops every slot and is raised here, so that the
-    workload fails instead of reporting what the broken client left."""
+    broke: a socket timed out or closed) is raised here, so that the workload fails instead
+    of reporting what the broken client left; the other slots issue nothing more (one already
+    waiting on an operation finishes it first). As on trio, a slot still busy when the drain
+    budget ends is left behind, its operation not counted."""
     import zkpy
 
     go = tally.go
@@ -427,8 +429,8 @@ def _run_threads(tally: Tally, op: Callable[[int], tuple[int, float, float]], sl
             tally.cpu_end = time.process_time()
         if tally.cpu_start is None:
             tally.cpu_start = tally.cpu_end
-    if fatal:
-        raise fatal[0]
+        if fatal:
+            raise fatal[0]
 
 
 def _bare_jute_main(conn: Connection, spec: dict[str, Any]) -> None:

@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="pin each ensemble's members to CPUs by role, the leader alone (ensembles.pin)",
+        help="pin each ensemble's members to CPUs by role (benchmarks.ensembles.placement)",
     )
     parser.add_argument(
         "--rows",

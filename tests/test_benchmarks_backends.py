@@ -84,3 +84,34 @@ def test_a_client_that_breaks_fails_the_workload() -> None:
     with pytest.raises(TimeoutError):
         _run_threads(tally, op, 1)
     assert (tally.errors, tally.ops, calls) == (1, 1, 3)
+
+
+def test_a_broken_client_stops_the_other_slots() -> None:
+    """Both slots are in an operation when slot 0's client breaks; slot 1 finishes its own and
+    issues no other."""
+    from benchmarks.workers import Tally, _run_threads
+
+    both_in = threading.Barrier(2)
+    broke = threading.Event()
+    failing: list[threading.Thread] = []
+    ran: list[int] = []
+
+    def op(slot: int) -> tuple[int, float, float]:
+        ran.append(slot)
+        if len(ran) <= 2:
+            both_in.wait(10)
+        if slot == 0:
+            failing.append(threading.current_thread())
+            broke.set()
+            raise TimeoutError("timed out")
+        assert broke.wait(10)
+        failing[0].join(10)  # slot 0 has recorded its error and ended
+        now = time.monotonic()
+        return 1, now, now
+
+    now = time.monotonic()
+    tally = Tally(Go(now, now, math.inf, 100))
+    with pytest.raises(TimeoutError):
+        _run_threads(tally, op, 2)
+    assert sorted(ran) == [0, 1]
+    assert tally.ops == 1
