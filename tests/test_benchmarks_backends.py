@@ -9,13 +9,14 @@ import math
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 
 from benchmarks import run
-from benchmarks.workers import Go, worker_entry
+from benchmarks.workers import Go, Tally, _run_threads, worker_entry
 from zkpy.testing import RunningServer
 
 
@@ -61,10 +62,18 @@ async def test_a_worker_runs_on_each_backend(
     assert result["ops"] >= 20  # (a pipeline's batch counts each of its requests)
 
 
+def _run_until_it_breaks(op: Callable[[int], tuple[int, float, float]], slots: int) -> Tally:
+    """Run `op` in `slots` threads for up to 100 operations; its client breaks (TimeoutError)."""
+    now = time.monotonic()
+    tally = Tally(Go(now, now, math.inf, 100))
+    with pytest.raises(TimeoutError):
+        _run_threads(tally, op, slots)
+    return tally
+
+
 def test_a_client_that_breaks_fails_the_workload() -> None:
     """A slot whose client broke (here a socket timeout) stops the workload and raises, so that
     the round is reported failed, not as a round that measured nothing; a ZkError is counted."""
-    from benchmarks.workers import Tally, _run_threads
     from zkpy.errors import NoNodeError
 
     calls = 0
@@ -79,18 +88,13 @@ def test_a_client_that_breaks_fails_the_workload() -> None:
         now = time.monotonic()
         return 1, now, now
 
-    now = time.monotonic()
-    tally = Tally(Go(now, now, math.inf, 100))
-    with pytest.raises(TimeoutError):
-        _run_threads(tally, op, 1)
+    tally = _run_until_it_breaks(op, slots=1)
     assert (tally.errors, tally.ops, calls) == (1, 1, 3)
 
 
 def test_a_broken_client_stops_the_other_slots() -> None:
     """Both slots are in an operation when slot 0's client breaks; slot 1 finishes its own and
     issues no other."""
-    from benchmarks.workers import Tally, _run_threads
-
     both_in = threading.Barrier(2)
     broke = threading.Event()
     failing: list[threading.Thread] = []
@@ -109,9 +113,6 @@ def test_a_broken_client_stops_the_other_slots() -> None:
         now = time.monotonic()
         return 1, now, now
 
-    now = time.monotonic()
-    tally = Tally(Go(now, now, math.inf, 100))
-    with pytest.raises(TimeoutError):
-        _run_threads(tally, op, 2)
+    tally = _run_until_it_breaks(op, slots=2)
     assert sorted(ran) == [0, 1]
     assert tally.ops == 1
