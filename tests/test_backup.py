@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import zkpy
 from zkpy.cli import main
 from zkpy.core import acl as acls
-from zkpy.core.errors import AuthFailedError
+from zkpy.core.errors import AuthFailedError, ConnectionLossError, TooManyRequestsError
 from zkpy.core.membership import CONFIG_PATH
 from zkpy.core.tree import DataTree, decode_node
 from zkpy.core.txn import decode_record
@@ -29,6 +29,9 @@ from zkpy.server.backup import (
 )
 from zkpy.server.storage import Storage
 from zkpy.testing import running_server
+from zkpy.testing.ports import free_port
+from zkpy.wire.client import PROTOCOL_VERSION, pack
+from zkpy.wire.frames import encode_frame
 
 from .conftest import TICK_MS
 
@@ -226,3 +229,47 @@ async def test_a_backup_fits_the_smallest_outbox_a_member_allows(tmp_path: Path)
     assert sorted(path for path, _raw in taken.nodes if path.startswith("/n")) == sorted(
         f"/n{index}" for index in range(40)
     )
+
+
+async def _start_a_backup_that_is_not_read(address: tuple[str, int]) -> trio.SocketStream:
+    """Ask for a backup, read its first frame (the member is sending it now), read no more."""
+    stream = await trio.open_tcp_stream(*address)
+    await stream.send_all(encode_frame(pack({"v": PROTOCOL_VERSION, "cmd": "snapshot"})))
+    head = b""
+    while len(head) < 4 or len(head) < 4 + int.from_bytes(head[:4], "big"):
+        head += await stream.receive_some(1)  # byte by byte: nothing past the first frame
+    return stream
+
+
+async def test_a_member_sends_one_backup_at_a_time(tmp_path: Path) -> None:
+    """Each backup holds a copy of the tree until its reader takes it: while one is being
+    sent, another is refused as busy (TooManyRequests); once it ends, backups are taken."""
+    async with running_server(tmp_path / "data", tick_ms=TICK_MS, max_outbox_bytes=1024) as srv:
+        async with zkpy.connect(srv.address) as zk:
+            for index in range(10):
+                await zk.create(f"/n{index}", bytes(100_000))
+        address = _host_port(srv.address)
+        stalled = await _start_a_backup_that_is_not_read(address)
+        with pytest.raises(TooManyRequestsError, match="another backup"):
+            await fetch_backup(*address, tmp_path / "b.zkb")
+        assert not list(tmp_path.glob("b.zkb*"))
+        await stalled.aclose()
+        with trio.fail_after(10):
+            while True:  # the member sees the stalled reader gone at its next write
+                try:
+                    taken = await fetch_backup(*address, tmp_path / "b.zkb")
+                    break
+                except TooManyRequestsError:
+                    await trio.sleep(0.01)
+    assert {f"/n{index}" for index in range(10)} <= {path for path, _raw in taken.nodes}
+
+
+async def test_the_zookeeper_port_gives_no_backup(tmp_path: Path) -> None:
+    """A backup request on the ZooKeeper port is not a ConnectRequest: the connection closes."""
+    async with running_server(tmp_path / "data", tick_ms=TICK_MS, zk_port=free_port()) as srv:
+        assert srv.config.zk_port is not None
+        with pytest.raises(ConnectionLossError, match="closed before the backup"):
+            await fetch_backup("127.0.0.1", srv.config.zk_port, tmp_path / "b.zkb", timeout=10)
+        assert not list(tmp_path.glob("b.zkb*"))
+        taken = await fetch_backup(*_host_port(srv.address), tmp_path / "b.zkb")
+    assert taken.nodes

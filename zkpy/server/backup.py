@@ -39,7 +39,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import trio
 
 from zkpy.core import acl as acls
-from zkpy.core.errors import AuthFailedError, ConnectionLossError, MarshallingError
+from zkpy.core.errors import (
+    AuthFailedError,
+    ConnectionLossError,
+    MarshallingError,
+    TooManyRequestsError,
+)
 from zkpy.core.tree import DataTree
 from zkpy.server.node import _decode_recovered, _usable_history
 from zkpy.server.storage import (
@@ -363,6 +368,9 @@ def _summarise(path: Path, report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- the member's side
 
 
+BUSY: Final = "another backup is being sent from this member: try again when it is done"
+
+
 def snapshot_request(payload: bytes) -> dict[str, Any] | None:
     """The request, if a connection's first frame asks for a snapshot (`{"cmd": "snapshot"}`)."""
     try:
@@ -379,13 +387,30 @@ async def send_snapshot(conn: ClientConnection, request: dict[str, Any]) -> None
     `error`), the file in frames of up to `CHUNK_BYTES`, and an empty frame; then close.
 
     With a super digest configured, `auth` must be the super user's ``user:password``: a backup
-    holds every node, whatever its ACL."""
+    holds every node, whatever its ACL. A member sends one backup at a time and refuses
+    others meanwhile (`busy`): each holds a copy of the whole tree until its reader has taken
+    it, so concurrent requests that read slowly, or not at all, would multiply the member's
+    memory."""
     member = conn.member
     refusal = await _refusal(member.config.super_digest, request.get("auth"), conn)
+    if refusal is None and member.sending_backup:
+        refusal = BUSY
     if refusal is not None:
-        _push(conn, pack({"error": refusal}))
+        _push(conn, pack({"error": refusal, "busy": refusal == BUSY}))
         _end(conn)
         return
+    member.sending_backup = True
+    try:
+        await _send(conn)
+    finally:
+        member.sending_backup = False
+
+
+async def _send(conn: ClientConnection) -> None:
+    """The backup itself: the tree as of one applied zxid, in frames at its reader's pace (a
+    reader that stops is cut off after the handshake timeout, as any client that stops reading
+    its replies)."""
+    member = conn.member
     conn.server.handshake_done(conn.id)  # no handshake deadline for the transfer
     tree = member.tree
     zxid, nodes, sessions = tree.last_zxid, list(tree.iter_snapshot()), list(tree.iter_sessions())
@@ -478,7 +503,9 @@ async def _receive(
             head = unpack(await anext(frames))
             if not isinstance(head, dict) or "error" in head:
                 error = head.get("error") if isinstance(head, dict) else head
-                raise AuthFailedError(f"{host}:{port} refused the backup: {error}")
+                busy = isinstance(head, dict) and head.get("busy") is True
+                refused = TooManyRequestsError if busy else AuthFailedError
+                raise refused(f"{host}:{port} refused the backup: {error}")
             async for payload in frames:
                 if not payload:
                     return

@@ -150,6 +150,9 @@ class MsgpackCodec:
 class Dialect(Protocol):
     """A listener's wire protocol, as the socket loop needs it beyond the codec's frames."""
 
+    serves_backups: bool
+    """Whether a connection's first frame may ask for a backup (`zkpy.server.backup`)."""
+
     def new_codec(self) -> Codec:
         """The codec of a new connection (it may keep state of that connection)."""
 
@@ -163,7 +166,10 @@ class Dialect(Protocol):
 
 
 class MsgpackDialect:
-    """The msgpack protocol: one codec for every connection, zkpy's own digest scheme."""
+    """The msgpack protocol: one codec for every connection, zkpy's own digest scheme, and
+    backups (`zkpy backup` speaks it)."""
+
+    serves_backups = True
 
     def __init__(self, codec: MsgpackCodec) -> None:
         self.codec = codec
@@ -450,7 +456,9 @@ class ClientConnection:
                 if rules.closing:
                     return False
                 if rules.state == AWAIT_HELLO:
-                    snapshot = backup.snapshot_request(payload)
+                    snapshot = (
+                        backup.snapshot_request(payload) if self.dialect.serves_backups else None
+                    )
                     if snapshot is not None:
                         await backup.send_snapshot(self, snapshot)
                         return False

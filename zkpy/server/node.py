@@ -233,6 +233,7 @@ class Member:
         self._membership_seen = self.replica.config.membership
         self._work = trio.Event()
         self.output = Flusher()  # the client and peer outboxes written to in the current step
+        self.sending_backup = False  # one backup at a time: each holds a copy of the tree
         self._fed = False  # the replica was fed since the last `step`
         self._awaiting_leader = trio.Event()  # set when `step` leaves the replica awaiting it
         self.stay_awake_s = config.stay_awake_s

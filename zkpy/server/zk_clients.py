@@ -442,7 +442,11 @@ def _ephemerals(conn: ServerConnection, prefix: str) -> list[str]:
 
 class JuteDialect:
     """ZooKeeper's client protocol, as `zkpy.server.clients.Dialect`. `server` is the member's
-    client listener, whose connections `cons`, `dump` and the watch words report."""
+    client listener, whose connections `cons`, `dump` and the watch words report. Backups are
+    taken over the msgpack port only: the ZooKeeper port, often open to more clients, does not
+    hand out the whole tree."""
+
+    serves_backups = False
 
     def __init__(
         self,
