@@ -1341,6 +1341,29 @@ def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:
     cluster.assert_identical()
 
 
+def test_the_history_keeps_at_most_its_bytes_and_a_follower_behind_them_gets_a_snapshot() -> None:
+    """Writes of big values shorten the history instead of growing every member's memory."""
+    cluster, leader = ensemble(history_limit_bytes=5_000)
+    far = cluster.followers()[0]
+    cluster.isolate(far)
+    for n in range(12):
+        cluster.submit(leader, 1, 400 + n, create(f"/big{n}", bytes(1_000)))
+    for member in cluster.replicas:
+        replica = cluster.r(member)
+        assert replica.history_bytes == sum(len(raw) for _zxid, raw in replica.history)
+        if member != far:
+            assert 0 < replica.history_bytes <= 5_000
+            assert len(replica.history) < 12
+    its_last = cluster.r(far).last_logged
+    assert cluster.r(leader).history[0][0] > its_last
+    mark = len(cluster.sent)
+    cluster.heal()
+    cluster.settle()
+    message = new_leader_for(cluster, far, mark)
+    assert message.mode is SyncMode.SNAP
+    cluster.assert_identical()
+
+
 # ---- observers -----------------------------------------------------------------------------------
 
 

@@ -73,6 +73,7 @@ class ServerConfig:
     handshake_timeout_s: float = 10.0
     checkpoint_every: int = 20_000  # applied txns between checkpoints of the tree
     sync_history: int = 50_000  # recent log entries a leader keeps to sync followers by diff
+    sync_history_bytes: int = 128 << 20  # and at most this many bytes of them
     log_segment_bytes: int = SEGMENT_BYTES  # disk taken by each new log segment file, up front
     change_log_capacity: int = 100_000  # recent changes kept to replay watches on reconnect
     spin_before_wait_us: int = 200  # a read that finds no bytes tries this long before it sleeps

@@ -193,6 +193,7 @@ class Member:
                 init_limit=config.init_limit,
                 sync_limit=config.sync_limit,
                 history_limit=config.sync_history,
+                history_limit_bytes=config.sync_history_bytes,
                 max_data_bytes=config.max_data_bytes,
                 reap_interval_ms=config.container_check_interval_ms,
                 membership=file_membership(config),

@@ -118,6 +118,7 @@ SETTINGS: dict[str, Setting] = {
     "handshake_timeout_s": Setting(float, 0.001, 3600, unit="of seconds"),
     "checkpoint_every": _int(1, 1 << 40),
     "sync_history": _int(0, 1 << 40),
+    "sync_history_bytes": _int(0, 1 << 50, unit="of bytes"),
     "log_segment_bytes": _int(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES, unit="of bytes"),
     "change_log_capacity": _int(0, 1 << 40),
     "spin_before_wait_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),

@@ -76,6 +76,7 @@ class ReplicaConfig:
     init_limit: int = 10  # ticks to get from a decided election to serving
     sync_limit: int = 5  # ticks without hearing from the leader (or a quorum) before giving up
     history_limit: int = 50_000  # logged records kept in memory to sync followers by diff
+    history_limit_bytes: int = 128 << 20  # and their encodings' bytes at most (big values)
     max_data_bytes: int = 1 << 20
     reap_interval_ms: int = 60_000  # how often the leader looks for due container / TTL nodes
     local_commit: bool = True  # see `commits_locally`; tests turn it off to drive Commits
@@ -174,6 +175,7 @@ class Replica:
         self.history: deque[tuple[int, bytes]] = deque(
             (record.zxid, encode_record(record)) for record in tail
         )
+        self.history_bytes = sum(len(raw) for _zxid, raw in self.history)
         # logged records not yet handed out as committed: the tail of `history`
         self._unscheduled: deque[TxnRecord] = deque(r for r in tail if r.zxid > tree.last_zxid)
         # the zxid just before history[0]
@@ -406,10 +408,19 @@ class Replica:
             tracker.remove(op.session_id)
 
     def _trim_history(self) -> None:
-        while len(self.history) > self.config.history_limit:
-            if self.history[0][0] > self.tree.last_zxid:
+        """Forget the oldest applied records past `history_limit` records or
+        `history_limit_bytes` bytes: a follower further behind is sent a snapshot. Counting
+        records alone, writes of big values could hold tens of gigabytes here."""
+        config = self.config
+        history = self.history
+        while (
+            len(history) > config.history_limit or self.history_bytes > config.history_limit_bytes
+        ):
+            if not history or history[0][0] > self.tree.last_zxid:
                 break
-            self.base_zxid = self.history.popleft()[0]
+            zxid, raw = history.popleft()
+            self.base_zxid = zxid
+            self.history_bytes -= len(raw)
 
     # ---- the log (for the roles) ---------------------------------------------------------------
 
@@ -417,7 +428,9 @@ class Replica:
         for record in records:
             if record.zxid <= self.last_logged:
                 raise ValueError(f"log out of order: {record.zxid:#x} after {self.last_logged:#x}")
-            self.history.append((record.zxid, encode_record(record, self._packer)))
+            raw = encode_record(record, self._packer)
+            self.history.append((record.zxid, raw))
+            self.history_bytes += len(raw)
             self._unscheduled.append(record)
             self.last_logged = record.zxid
             self._ready.persist.append(record)
@@ -427,6 +440,7 @@ class Replica:
         log)."""
         self.tree = DataTree.from_checkpoint(snapshot.zxid, snapshot.nodes, snapshot.sessions)
         self.history = deque()
+        self.history_bytes = 0
         self._unscheduled = deque()
         self.base_zxid = snapshot.zxid
         self.last_logged = snapshot.zxid
@@ -447,7 +461,7 @@ class Replica:
         if zxid < self.scheduled_zxid:
             raise ValueError("asked to truncate committed history")
         while self.history and self.history[-1][0] > zxid:
-            self.history.pop()
+            self.history_bytes -= len(self.history.pop()[1])
         while self._unscheduled and self._unscheduled[-1].zxid > zxid:
             self._unscheduled.pop()
         self.last_logged = zxid if not self.history else self.history[-1][0]
