@@ -1320,12 +1320,11 @@ def test_a_restarted_leader_syncs_a_follower_behind_its_checkpoint_by_diff() -> 
     cluster.assert_identical()
 
 
-def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:
-    cluster, leader = ensemble(history_limit=3)
-    far = cluster.followers()[0]
-    cluster.isolate(far)
-    for n in range(12):
-        cluster.submit(leader, 1, 400 + n, create(f"/s{n}"))
+def _rejoin_from_behind_the_history(
+    cluster: Cluster, leader: int, far: int
+) -> tuple[int, NewLeader]:
+    """Heal the isolated follower `far`, whose last record the leader's history no longer
+    holds: (its last zxid, the leader's sync message to it), which must be a snapshot."""
     its_last = cluster.r(far).last_logged
     assert cluster.r(leader).history[0][0] > its_last
     mark = len(cluster.sent)
@@ -1333,6 +1332,16 @@ def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:
     cluster.settle()
     message = new_leader_for(cluster, far, mark)
     assert message.mode is SyncMode.SNAP
+    return its_last, message
+
+
+def test_a_follower_behind_the_history_window_gets_a_snapshot() -> None:
+    cluster, leader = ensemble(history_limit=3)
+    far = cluster.followers()[0]
+    cluster.isolate(far)
+    for n in range(12):
+        cluster.submit(leader, 1, 400 + n, create(f"/s{n}"))
+    its_last, message = _rejoin_from_behind_the_history(cluster, leader, far)
     assert message.snapshot is not None
     assert message.snapshot.zxid >= its_last
     assert cluster.disks[far].snapshot == message.snapshot
@@ -1354,13 +1363,7 @@ def test_the_history_keeps_at_most_its_bytes_and_a_follower_behind_them_gets_a_s
         if member != far:
             assert 0 < replica.history_bytes <= 5_000
             assert len(replica.history) < 12
-    its_last = cluster.r(far).last_logged
-    assert cluster.r(leader).history[0][0] > its_last
-    mark = len(cluster.sent)
-    cluster.heal()
-    cluster.settle()
-    message = new_leader_for(cluster, far, mark)
-    assert message.mode is SyncMode.SNAP
+    _rejoin_from_behind_the_history(cluster, leader, far)
     cluster.assert_identical()
 
 
