@@ -222,9 +222,9 @@ class Ensemble(abc.ABC):
         """Stop every member process: SIGTERM, then SIGKILL after a grace period."""
         _stop_processes(self.processes)
 
-    def pin(self) -> dict[int, int]:
-        """Pin each member's process to a CPU by its role (`placement`) and return the CPU of
-        each member; the clients the benchmarks start are left to the scheduler."""
+    def pin(self) -> None:
+        """Pin each member's process to a CPU by its role (`placement`), kept in its `cpu`;
+        the clients the benchmarks start are left to the scheduler."""
         cpus = sorted(os.sched_getaffinity(0))
         chosen = placement({member.id: member.role for member in self.members}, cpus)
         for member in self.members:
@@ -233,7 +233,6 @@ class Ensemble(abc.ABC):
             except FileNotFoundError:
                 raise EnsembleError(f"{self.system} member {member.id} has exited") from None
             member.cpu = chosen[member.id]
-        return chosen
 
     def describe(self) -> str:
         return ", ".join(

@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make the checkout i
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ensembles import (
+    LEADS,
     Ensemble,
     EnsembleError,
     ZkpyEnsemble,
@@ -252,7 +253,7 @@ def run_workload(
         result.server_cpu_by_member[str(member.id)] = {"role": member.role, "cpu_s": used}
         result.server_cpu_s += used
     if counters_before and counters_after:
-        leader = next((m for m in ensemble.members if m.role in ("leader", "standalone")), None)
+        leader = next((m for m in ensemble.members if m.role in LEADS), None)
         if leader is not None:
             before, after = counters_before[leader.id], counters_after[leader.id]
             result.fsyncs = after["batches"] - before["batches"]
