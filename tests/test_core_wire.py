@@ -202,6 +202,12 @@ REQUESTS: list[tuple[int, Request]] = [
             0x100000003,
         ),
     ),
+    (
+        wire.OP_RECONFIG,
+        ReconfigRequest(
+            from_version=7, new_members=(MemberSpec(1, "h1", 1, 2), MemberSpec(3, "h3", 3, 4))
+        ),
+    ),
 ]
 
 

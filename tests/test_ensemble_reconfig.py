@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from kazoo.client import KazooClient
+from kazoo.security import make_digest_acl_credential
 
 import zkpy
 from tests.ensemble_harness import Ensemble, connect_to, poll
+from tests.test_zk_ensemble import kz
 from zkpy.core.acl import digest_id
 from zkpy.core.membership import parse_membership
 from zkpy.errors import NewConfigNoQuorumError, NoAuthError
@@ -170,6 +173,41 @@ async def test_refusals_reach_the_client(tmp_path: Path) -> None:
             assert stat.mzxid == 0, "nothing was committed: the starting membership still shows"
 
 
+async def test_kazoo_names_the_whole_new_membership(tmp_path: Path) -> None:
+    """ZooKeeper's non-incremental reconfig from kazoo: the members' lines as kazoo reads them
+    from /zookeeper/config (with their ZooKeeper ports) plus a new voter, then without it. The
+    members listed keep the client ports the membership has for them (their msgpack ports)."""
+    super_digest = make_digest_acl_credential(*SUPER)
+    with Ensemble(tmp_path, members=4, zk_ports=True, super_digest=super_digest) as ensemble:
+        await start_three_voters(ensemble)
+        ensemble[4].start()
+        client = KazooClient(
+            hosts=f"127.0.0.1:{ensemble[1].zk_port}", auth_data=[("digest", ":".join(SUPER))]
+        )
+        await kz(client.start, timeout=15)
+        try:
+            config, _stat = await kz(client.get, "/zookeeper/config")
+            lines = config.decode().splitlines()[:-1]
+            assert [line.rsplit(":", 1)[1] for line in lines] == [
+                str(ensemble[i].zk_port) for i in (1, 2, 3)
+            ]
+            four = ensemble[4]
+            joining = f"server.4=127.0.0.1:{four.peer_port}:{four.peer_port};{four.client_port}"
+            grown, _stat = await kz(client.reconfig, None, None, ",".join([*lines, joining]))
+            assert parse_membership(grown).voters == {1, 2, 3, 4}
+            await four.wait_serving()
+            shrunk, _stat = await kz(client.reconfig, None, None, "\n".join(lines))
+            assert parse_membership(shrunk).voters == {1, 2, 3}
+        finally:
+            await kz(client.stop)
+            await kz(client.close)
+        async with connect_to([ensemble[1]]) as zk:
+            await zk.sync("/")
+            data, _stat = await zk.get("/zookeeper/config")
+        ports = {m.id: m.client_port for m in parse_membership(data).members}
+        assert ports == {i: ensemble[i].client_port for i in (1, 2, 3)}
+
+
 async def test_the_command_line_grows_and_shrinks_the_ensemble(tmp_path: Path) -> None:
     super_digest = digest_id(*SUPER).id
     with Ensemble(tmp_path, members=4, super_digest=super_digest) as ensemble:
@@ -196,6 +234,13 @@ async def test_the_command_line_grows_and_shrinks_the_ensemble(tmp_path: Path) -
         usage = await trio.to_thread.run_sync(cli, "--auth", auth)
         assert usage.returncode == 2
         assert "--add or --remove" in usage.stderr
+        mixed = await trio.to_thread.run_sync(cli, "--auth", auth, "--remove", "4", "--member", "x")
+        assert mixed.returncode == 2
+        assert "not both" in mixed.stderr
         shrunk = await trio.to_thread.run_sync(cli, "--auth", auth, "--remove", "4")
         assert shrunk.returncode == 0, shrunk.stderr
         assert parse_membership(shrunk.stdout.encode()).voters == {1, 2, 3}
+        members = [arg for i in (1, 2) for arg in ("--member", member_text(ensemble, i))]
+        two = await trio.to_thread.run_sync(cli, "--auth", auth, *members)
+        assert two.returncode == 0, two.stderr
+        assert parse_membership(two.stdout.encode()).voters == {1, 2}

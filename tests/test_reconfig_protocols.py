@@ -116,6 +116,12 @@ async def test_the_zkpy_client_changes_the_membership(member: RunningServer) -> 
         assert parse_membership(data).ids == {1}
         with pytest.raises(BadArgumentsError):
             await zk.reconfig(remove=[1])  # no voter would be left
+        # the whole membership instead (a member alone has no peer port to restate: the
+        # ensemble tests restate real members' lines)
+        with pytest.raises(BadArgumentsError):  # no voter would be left
+            await zk.reconfig(new_members=["7=10.0.0.7:2181:2888:observer"])
+        with pytest.raises(BadArgumentsError, match="not both"):
+            await zk.reconfig(remove=[7], new_members=["7=10.0.0.7:2181:2888:observer"])
     async with zkpy.connect(member.address) as zk:
         with pytest.raises(NoAuthError):
             await zk.reconfig(add=["7=10.0.0.7:2181:2888:observer"])
@@ -158,6 +164,32 @@ def test_a_change_is_checked_against_the_membership() -> None:
     with pytest.raises(BadArgumentsError, match="add or remove"):
         three.changed([], [], 9)
     assert parse_membership(three.encode()) == three
+
+
+def test_a_whole_new_membership_replaces_the_old() -> None:
+    """A non-incremental reconfig: the members left out go, new ones come, a changed role or
+    peer address is taken, and every listed member keeps the client address on record (a
+    ZooKeeper client restates the lines with its own port)."""
+    three = Membership(tuple(MemberSpec(i, f"h{i}", 2180 + i, 2888) for i in (1, 2, 3)), 5)
+    restated = [MemberSpec(i, f"h{i}", 9000 + i, 2888) for i in (1, 2)]
+    shrunk = three.replaced(restated, 9)
+    assert shrunk == Membership(three.members[:2], 9)
+    grown = three.replaced([*three.members, MemberSpec(4, "h4", 2184, 2888)], 9)
+    assert grown.voters == {1, 2, 3, 4}
+    assert grown.member(4) == MemberSpec(4, "h4", 2184, 2888)
+    moved = three.replaced(
+        [MemberSpec(1, "new1", 9001, 3888, observer=True), *three.members[1:]], 9
+    )
+    one = moved.member(1)
+    assert one == MemberSpec(1, "new1", 2181, 3888, True, 0, "h1")
+    assert one.line() == "server.1=new1:3888:3888:observer;h1:2181"
+    assert moved.observers == {1}
+    with pytest.raises(BadArgumentsError, match="change the membership"):
+        three.replaced([MemberSpec(i, f"h{i}", 1, 2888) for i in (1, 2, 3)], 9)
+    with pytest.raises(BadArgumentsError, match="twice"):
+        three.replaced([three.members[0], three.members[0]], 9)
+    with pytest.raises(BadArgumentsError, match="without a voter"):
+        three.replaced([MemberSpec(4, "h4", 1, 2, observer=True)], 9)
 
 
 def test_zookeepers_view_of_the_config_names_the_zookeeper_ports() -> None:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zkpy.core.errors import Code, MarshallingError
+from zkpy.core.membership import MemberSpec
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -24,6 +25,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiRequest,
     PingRequest,
+    ReconfigRequest,
     SetACLRequest,
     SetDataRequest,
     SetWatchesRequest,
@@ -324,13 +326,40 @@ def test_a_multi_may_create_a_ttl_node() -> None:
     assert request.request.ops[1] == CreateRequest("/t", b"", OPEN_ACL_UNSAFE, ttl_ms=1)
 
 
-def test_reconfig_is_refused_in_turn() -> None:
-    reconfig = s("") + s("") + s("server.4=h:1:2") + q(-1)
-    for opcode, record in ((jute.OP_RECONFIG, reconfig),):
-        xid, _opcode, request = decode(header(12, opcode) + record)
-        assert xid == 12
-        assert isinstance(request, Refusal)
-        assert request.code == Code.UNIMPLEMENTED
+def test_a_non_incremental_reconfig_lists_the_whole_membership() -> None:
+    """newMembers: server lines separated by commas or new lines (zkCli's ``reconfig -file``);
+    a version line is ignored, as ZooKeeper ignores it there."""
+    four = MemberSpec(4, "h", 7, 1, election_port=2)
+    five = MemberSpec(5, "h5", 9, 3, observer=True, election_port=4, client_host="c5")
+    for members in (
+        "server.4=h:1:2;7,server.5=h5:3:4:observer;c5:9",
+        "server.4=h:1:2;7\nserver.5=h5:3:4:observer;c5:9\nversion=100000003\n",
+    ):
+        record = s("") + s("") + s(members) + q(0x100000003)
+        assert decode(header(12, jute.OP_RECONFIG) + record) == (
+            12,
+            jute.OP_RECONFIG,
+            ReconfigRequest(from_version=0x100000003, new_members=(four, five)),
+        )
+
+
+@pytest.mark.parametrize(
+    ("joining", "leaving", "members"),
+    [
+        ("server.6=h:1:2;3", "", "server.4=h:1:2;3"),
+        ("", "4", "server.4=h:1:2;3"),
+        ("", "", "4=h:1"),
+        ("", "", "server.4=h:1:2"),  # no client port
+    ],
+)
+def test_a_reconfig_that_mixes_both_forms_or_names_bad_lines_is_bad_arguments(
+    joining: str, leaving: str, members: str
+) -> None:
+    record = s(joining) + s(leaving) + s(members) + q(-1)
+    xid, _opcode, request = decode(header(12, jute.OP_RECONFIG) + record)
+    assert xid == 12
+    assert isinstance(request, Refusal)
+    assert request.code == Code.BAD_ARGUMENTS
 
 
 def test_a_sasl_request_carries_its_token() -> None:

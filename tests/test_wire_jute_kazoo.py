@@ -14,6 +14,7 @@ from kazoo.security import Id as KazooId
 from kazoo.security import make_digest_acl
 
 from zkpy.core.errors import Code
+from zkpy.core.membership import MemberSpec
 from zkpy.core.requests import (
     AuthRequest,
     CheckRequest,
@@ -26,6 +27,7 @@ from zkpy.core.requests import (
     GetDataRequest,
     MultiRequest,
     PingRequest,
+    ReconfigRequest,
     SetACLRequest,
     SetDataRequest,
     SyncRequest,
@@ -38,7 +40,6 @@ from zkpy.wire.jute import (
     JuteMulti,
     JuteRequest,
     MultiResult,
-    Refusal,
 )
 
 KAZOO_OPEN = [KazooACL(31, KazooId("world", "anyone"))]
@@ -225,7 +226,14 @@ def test_the_ping_reply_and_auth_reply_are_headers_kazoo_recognises() -> None:
     assert (auth.xid, auth.err) == (-4, -115)
 
 
-def test_kazoos_reconfig_is_refused_in_turn() -> None:
-    request = jute.decode_request(kazoo_request(6, kz.Reconfig("", "", "server.4=h:1:2", -1)))
-    assert request[:2] == (6, 16)
-    assert isinstance(request[2], Refusal)
+def test_kazoos_non_incremental_reconfig_lists_the_new_membership() -> None:
+    members = "server.4=h:1:2;3,server.5=h:4:4:observer;5"
+    request = jute.decode_request(kazoo_request(6, kz.Reconfig(None, None, members, 9)))
+    assert request == (
+        6,
+        16,
+        ReconfigRequest(
+            from_version=9,
+            new_members=(MemberSpec(4, "h", 3, 1, election_port=2), MemberSpec(5, "h", 5, 4, True)),
+        ),
+    )

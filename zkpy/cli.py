@@ -679,21 +679,37 @@ def shell(
 )
 @click.option("--remove", "removes", multiple=True, type=int, metavar="N", help="Repeatable.")
 @click.option(
+    "--member",
+    "members",
+    multiple=True,
+    metavar="N=HOST:CLIENT_PORT:PEER_PORT[:observer]",
+    help="The whole new membership, one --member each (in place of --add and --remove): "
+    "members left out are removed. Repeatable.",
+)
+@click.option(
     "--from-version",
     default=-1,
     help="Only if the membership version (the version line of /zookeeper/config) is this.",
 )
 @_client_options
 def reconfig(
-    adds: tuple[str, ...], removes: tuple[int, ...], from_version: int, conn: ClientOptions
+    adds: tuple[str, ...],
+    removes: tuple[int, ...],
+    members: tuple[str, ...],
+    from_version: int,
+    conn: ClientOptions,
 ) -> None:
-    """Add and remove members of a running ensemble (needs --auth as the super user); prints
-    the new membership. Start a new member first, with an ensemble file that lists it."""
-    if not adds and not removes:
-        raise click.UsageError("give at least one --add or --remove")
+    """Add and remove members of a running ensemble, or give its whole new membership (needs
+    --auth as the super user); prints the new membership. Start a new member first, with an
+    ensemble file that lists it."""
+    if members and (adds or removes):
+        raise click.UsageError("give --member, or --add and --remove, not both")
+    if not adds and not removes and not members:
+        raise click.UsageError("give at least one --add or --remove, or the members with --member")
+    new_members = members or None
 
     async def body(zk: zkpy.Client) -> None:
-        data, _stat = await zk.reconfig(add=adds, remove=removes, from_version=from_version)
+        data, _stat = await zk.reconfig(adds, removes, from_version, new_members)
         click.echo(data.decode("utf-8", "backslashreplace"))
 
     _run_client(conn, body)

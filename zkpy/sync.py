@@ -568,9 +568,11 @@ class Client:
         add: Iterable[str | MemberSpec] = (),
         remove: Iterable[int] = (),
         from_version: int = -1,
+        new_members: Iterable[str | MemberSpec] | None = None,
     ) -> tuple[bytes, Stat]:
         """Change the membership (super user only): see `zkpy.Client.reconfig`."""
-        return self._run(self.async_client.reconfig, list(add), list(remove), from_version)
+        listed = None if new_members is None else list(new_members)
+        return self._run(self.async_client.reconfig, list(add), list(remove), from_version, listed)
 
     def add_auth(self, scheme: str, credential: str) -> None:
         """Authenticate this session (a refusal raises `AuthFailedError` and ends it)."""

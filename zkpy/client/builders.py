@@ -118,21 +118,15 @@ def ttl_value(value: object) -> int:
     )
 
 
-def reconfig(add: object, remove: object, from_version: object = -1) -> ReconfigRequest:
+def reconfig(
+    add: object, remove: object, from_version: object = -1, new_members: object = None
+) -> ReconfigRequest:
     """A reconfig request: members to add (``"N=HOST:CLIENT_PORT:PEER_PORT[:observer]"`` or
-    `MemberSpec`), ids to remove, and the membership version to match (-1: any)."""
-    if isinstance(add, (str, bytes)) or not isinstance(add, Iterable):
-        raise BadArgumentsError("add must be a list of members")
+    `MemberSpec`), ids to remove, and the membership version to match (-1: any); or, with
+    `new_members` (members as for `add`), the whole new membership."""
+    members = _members(add, "add")
     if isinstance(remove, (str, bytes)) or not isinstance(remove, Iterable):
         raise BadArgumentsError("remove must be a list of member ids")
-    members = []
-    for item in add:
-        if isinstance(item, MemberSpec):
-            members.append(parse_server_line(item.line()))
-        elif isinstance(item, str):
-            members.append(parse_member(item))
-        else:
-            raise BadArgumentsError(f"a member to add must be a str or MemberSpec, not {item!r}")
     ids = []
     for item in remove:
         if type(item) is not int:
@@ -140,7 +134,27 @@ def reconfig(add: object, remove: object, from_version: object = -1) -> Reconfig
         ids.append(item)
     if type(from_version) is not int or from_version < -1:
         raise BadArgumentsError(f"from_version must be a zxid or -1, not {from_version!r}")
-    return ReconfigRequest(tuple(members), tuple(ids), from_version)
+    if new_members is None:
+        return ReconfigRequest(members, tuple(ids), from_version)
+    if members or ids:
+        raise BadArgumentsError("give add and remove, or new_members, not both")
+    return ReconfigRequest(
+        from_version=from_version, new_members=_members(new_members, "new_members")
+    )
+
+
+def _members(value: object, name: str) -> tuple[MemberSpec, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise BadArgumentsError(f"{name} must be a list of members")
+    members = []
+    for item in value:
+        if isinstance(item, MemberSpec):
+            members.append(parse_server_line(item.line()))
+        elif isinstance(item, str):
+            members.append(parse_member(item))
+        else:
+            raise BadArgumentsError(f"a member must be a str or MemberSpec, not {item!r}")
+    return tuple(members)
 
 
 def set_data(path: object, value: object, expected: object = -1) -> SetDataRequest:

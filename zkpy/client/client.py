@@ -787,12 +787,16 @@ class Client:
         add: Iterable[str | MemberSpec] = (),
         remove: Iterable[int] = (),
         from_version: int = -1,
+        new_members: Iterable[str | MemberSpec] | None = None,
     ) -> tuple[bytes, Stat]:
         """Change the ensemble's membership (super user only): add members, given as
         ``"N=HOST:CLIENT_PORT:PEER_PORT[:observer]"`` or `MemberSpec`, and remove members by
-        id, if the membership's version is still `from_version` (-1: any). Returns the new
-        membership's text (as /zookeeper/config holds it) and that node's Stat."""
-        result: tuple[bytes, Stat] = await self._call(builders.reconfig(add, remove, from_version))
+        id, if the membership's version is still `from_version` (-1: any). Or give
+        `new_members` alone, the whole new membership (ZooKeeper's non-incremental reconfig:
+        members left out are removed; a listed member keeps its client address). Returns the
+        new membership's text (as /zookeeper/config holds it) and that node's Stat."""
+        request = builders.reconfig(add, remove, from_version, new_members)
+        result: tuple[bytes, Stat] = await self._call(request)
         return result
 
     async def get_acl(self, path: str) -> tuple[list[ACL], Stat]:

@@ -106,6 +106,46 @@ class Membership:
             raise BadArgumentsError("a reconfig may not leave the ensemble without a voter")
         return result
 
+    def replaced(self, members: Iterable[MemberSpec], version: int) -> Membership:
+        """The membership made of exactly `members` (ZooKeeper's non-incremental reconfig):
+        the members left out are removed, new ones added, and a listed member whose role or
+        peer address differs is changed. A listed member keeps its own client address: the
+        line a client restates shows the address of the protocol that client speaks (a
+        ZooKeeper client sees the member's `zk_port`, `with_client_ports`), not the one the
+        membership records. Raises BadArgumentsError as `changed` does."""
+        listed = list(members)
+        ids = [spec.id for spec in listed]
+        if len(set(ids)) != len(ids):
+            raise BadArgumentsError("a reconfig names the same member twice")
+        changes = []
+        for spec in listed:
+            current = self.member(spec.id)
+            if current is None:
+                changes.append(spec)
+            elif _peer_side(spec) != _peer_side(current):
+                changes.append(_with_client_address(spec, current))
+        leaving = sorted(self.ids - set(ids))
+        if not changes and not leaving:
+            raise BadArgumentsError("a reconfig must change the membership")
+        return self.changed(changes, leaving, version)
+
+
+def _peer_side(spec: MemberSpec) -> tuple[str, int, int, bool]:
+    """What a member's line says of it besides its client address."""
+    return (spec.host, spec.peer_port, spec.election_port or spec.peer_port, spec.observer)
+
+
+def _with_client_address(spec: MemberSpec, current: MemberSpec) -> MemberSpec:
+    return MemberSpec(
+        spec.id,
+        spec.host,
+        current.client_port,
+        spec.peer_port,
+        spec.observer,
+        spec.election_port,
+        current.client_host or current.host,
+    )
+
 
 def _check_spec(spec: MemberSpec) -> None:
     if not 1 <= spec.id <= MAX_MEMBER_ID:

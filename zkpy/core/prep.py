@@ -193,7 +193,10 @@ class Prep:
                     f"the membership is at version {current.version:#x}, "
                     f"not {request.from_version:#x}"
                 )
-            new = current.changed(request.add, request.remove, zxid)
+            if request.new_members is None:
+                new = current.changed(request.add, request.remove, zxid)
+            else:
+                new = current.replaced(request.new_members, zxid)
             live = len(new.voters & reachable)
             if live < len(new.voters) // 2 + 1:
                 raise NewConfigNoQuorumError(

@@ -112,11 +112,15 @@ class ReapRequest:
 class ReconfigRequest:
     """Change the membership: take out the members `remove` names, put in `add` (an id already
     a member changes its role or addresses), if the committed membership's version is still
-    `from_version` (-1: any). Only the super user may; one change is in flight at a time."""
+    `from_version` (-1: any). Only the super user may; one change is in flight at a time.
+
+    With `new_members` (ZooKeeper's non-incremental reconfig; `add` and `remove` then empty)
+    the membership becomes exactly those members (`Membership.replaced`)."""
 
     add: Final[tuple[MemberSpec, ...]] = ()
     remove: Final[tuple[int, ...]] = ()
     from_version: Final[int] = -1
+    new_members: Final[tuple[MemberSpec, ...] | None] = None
 
 
 WriteRequest = (

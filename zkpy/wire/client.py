@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import msgpack
 
 from zkpy.core.errors import BadArgumentsError, Code, MarshallingError
-from zkpy.core.membership import parse_server_line
+from zkpy.core.membership import MemberSpec, parse_server_line
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -307,9 +307,14 @@ def _ping_fields(request: PingRequest) -> list[Any]:
 
 def _reconfig_fields(request: ReconfigRequest) -> list[Any]:
     """``[16, [member, ...], [id, ...], from_version]``, each member as its line of the
-    dynamic configuration: ``server.N=HOST:PEER_PORT:ELECTION_PORT:ROLE;HOST:CLIENT_PORT``."""
+    dynamic configuration: ``server.N=HOST:PEER_PORT:ELECTION_PORT:ROLE;HOST:CLIENT_PORT``;
+    a non-incremental reconfig adds its whole new membership as a fifth field, the first two
+    lists empty."""
     adds = [m.line() for m in request.add]
-    return [OP_RECONFIG, adds, list(request.remove), request.from_version]
+    fields = [OP_RECONFIG, adds, list(request.remove), request.from_version]
+    if request.new_members is not None:
+        fields.append([m.line() for m in request.new_members])
+    return fields
 
 
 # The requests past the three `request_fields` tests first, by exact type.
@@ -542,15 +547,24 @@ def _decode_add_watch(fields: list[Any]) -> Request:
 
 
 def _decode_reconfig(fields: list[Any]) -> Request:
-    _arity(fields, 3, "reconfig")
-    _, adds, removes, from_version = fields
+    if len(fields) != 5:  # with new members; else add, remove and from_version
+        _arity(fields, 3, "reconfig")
+    add = _server_lines(fields[1], "add")
+    remove = tuple(_expect(i, int, "member id") for i in _expect(fields[2], list, "remove"))
+    from_version = _expect(fields[3], int, "from_version")
+    if len(fields) == 4:
+        return ReconfigRequest(add, remove, from_version)
+    if add or remove:
+        raise MarshallingError("a reconfig gives add and remove, or new members, not both")
+    return ReconfigRequest(from_version=from_version, new_members=_server_lines(fields[4], "new"))
+
+
+def _server_lines(value: object, name: str) -> tuple[MemberSpec, ...]:
     try:
-        texts = _expect(adds, list, "add")
-        add = tuple(parse_server_line(_expect(text, str, "member")) for text in texts)
+        texts = _expect(value, list, name)
+        return tuple(parse_server_line(_expect(text, str, "member")) for text in texts)
     except BadArgumentsError as err:
         raise MarshallingError(str(err)) from None
-    remove = tuple(_expect(i, int, "member id") for i in _expect(removes, list, "remove"))
-    return ReconfigRequest(add, remove, _expect(from_version, int, "from_version"))
 
 
 _REQUEST_DECODERS: dict[int, Callable[[list[Any]], Request]] = {

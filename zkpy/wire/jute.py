@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from zkpy.core.errors import BadArgumentsError, Code, MarshallingError
-from zkpy.core.membership import parse_server_line
+from zkpy.core.membership import MemberSpec, parse_server_line
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -688,18 +688,31 @@ def _decode_who_am_i(reader: Reader) -> JuteRequest:
 
 
 def _decode_reconfig(reader: Reader) -> JuteRequest:
-    """ZooKeeper's incremental reconfig: joining server lines and leaving ids, each list
-    comma-separated, and the config version to match (-1: any)."""
+    """ZooKeeper's reconfig: joining server lines and leaving ids (incremental), or the whole
+    new membership's server lines (non-incremental), each list comma-separated, and the config
+    version to match (-1: any)."""
     joining, leaving, new_members = reader.ustring(), reader.ustring(), reader.ustring()
     from_version = reader.int64()
-    if new_members:
-        return Refusal(Code.UNIMPLEMENTED, "only incremental reconfig (joining, leaving)")
     try:
+        if new_members:
+            if joining or leaving:
+                raise BadArgumentsError("joining and leaving, or new members, not both")
+            return ReconfigRequest(from_version=from_version, new_members=_members(new_members))
         add = tuple(parse_server_line(line) for line in (joining or "").split(",") if line)
         remove = tuple(int(i) for i in (leaving or "").split(",") if i.strip())
     except (BadArgumentsError, ValueError) as err:
         return Refusal(Code.BAD_ARGUMENTS, f"bad reconfig: {err}")
     return ReconfigRequest(add, remove, from_version)
+
+
+def _members(text: str) -> tuple[MemberSpec, ...]:
+    """A non-incremental reconfig's members: ``server.N=...`` entries separated by commas (or
+    new lines, as in the dynamic-configuration file zkCli's ``reconfig -file`` reads). A
+    ``version=`` entry is ignored, as ZooKeeper ignores it there."""
+    entries = (entry.strip() for entry in text.replace("\n", ",").split(","))
+    return tuple(
+        parse_server_line(entry) for entry in entries if entry and not entry.startswith("version=")
+    )
 
 
 def _decode_sasl(reader: Reader) -> JuteRequest:
