@@ -53,7 +53,10 @@ class Refused(Exception):
 
 
 def _writable(path: str) -> None:
-    """/zookeeper and everything under it is reserved: no client writes there."""
+    """/zookeeper and everything under it is reserved: no client writes there, but for the
+    nodes below /zookeeper/quota (where ZooKeeper's clients keep quotas)."""
+    if path.startswith("/zookeeper/quota/"):
+        return
     if path == "/zookeeper" or path.startswith("/zookeeper/"):
         raise Refused(Code.BAD_ARGUMENTS)
 
@@ -93,7 +96,8 @@ class Model:
         if path == "/" and not sequential:
             raise Refused(Code.NODE_EXISTS)
         parent_path = _parent(path)
-        _writable(parent_path)
+        if parent_path == "/zookeeper" or parent_path.startswith("/zookeeper/"):
+            _writable(path)
         parent = self.nodes.get(parent_path)
         if parent is None:
             raise Refused(Code.NO_NODE)

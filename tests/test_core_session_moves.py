@@ -24,7 +24,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import RESERVED_NODES, ApplyResult, DataTree, is_reserved
+from zkpy.core.tree import RESERVED_NODES, ApplyResult, DataTree, is_read_only, is_reserved
 from zkpy.core.txn import AttachSession, ErrorTxn, TxnRecord, decode_record, encode_record
 from zkpy.core.types import OPEN_ACL_UNSAFE, make_zxid
 from zkpy.zab.messages import Forward
@@ -226,7 +226,6 @@ def _root_record() -> bytes:
     ("request_", "expected"),
     [
         (CreateRequest("/zookeeper/x", b"", OPEN), Code.BAD_ARGUMENTS),
-        (CreateRequest("/zookeeper/quota/x", b"", OPEN), Code.BAD_ARGUMENTS),
         (CreateRequest("/zookeeper/s-", b"", OPEN, sequential=True), Code.BAD_ARGUMENTS),
         (CreateRequest("/zookeeper", b"", OPEN), Code.NODE_EXISTS),
         (SetDataRequest("/zookeeper", b"x"), Code.BAD_ARGUMENTS),
@@ -257,6 +256,9 @@ def test_names_that_only_begin_like_the_reserved_one_are_ordinary(leader: Leader
     assert not is_reserved("/zoo")
     assert is_reserved("/zookeeper")
     assert is_reserved("/zookeeper/quota/a")
+    assert not is_read_only("/zookeeper/quota/a")
+    assert is_read_only("/zookeeper/quota")
+    assert is_read_only("/zookeeper/config")
     assert leader.run(CreateRequest("/zookeeperx", b"", OPEN), OWNER_A) == Code.OK
     sequential = leader.prepare(CreateRequest("/zookeeper", b"", OPEN, sequential=True), OWNER_A)
     assert leader.apply(sequential).result.value == "/zookeeper0000000002"

@@ -261,3 +261,38 @@ async def test_get_w_fires_on_a_write_through_zkpys_client(ensemble: Ensemble) -
         finally:
             process.kill()
             await process.wait()
+
+
+async def test_setquota_listquota_delquota(ensemble: Ensemble) -> None:
+    """zkCli's quota commands: the limits it writes, the stats every member keeps counting
+    (ZooKeeper 3.8 keeps them by default and enforces none), and their removal."""
+    first, second, _third = ensemble.voters
+    lines = await zkcli(
+        first,
+        "create /q 12345",
+        "create /q/a xy",
+        "setquota -n 10 /q",
+        "setquota -b 100 /q/a",
+        "create /q/b 1234",
+        "listquota /q",
+    )
+    assert lines == [
+        "Created /q",
+        "Created /q/a",
+        "/q/a has a parent /q which has a quota",
+        "Created /q/b",
+        "absolute path is /zookeeper/quota/q/zookeeper_limits",
+        "Output quota for /q count=10,bytes=-1=;byteHardLimit=-1;countHardLimit=-1",
+        "Output stat for /q count=3,bytes=11",
+    ], lines
+    async with zkpy.connect(second.address) as zk:
+        await zk.sync("/q")
+        data, _stat = await zk.get("/zookeeper/quota/q/zookeeper_stats")
+        assert data == b"count=3,bytes=11"
+    lines = await zkcli(first, "delquota /q", "listquota /q", "create /q/c", "ls /zookeeper/quota")
+    assert lines == [
+        "absolute path is /zookeeper/quota/q/zookeeper_limits",
+        "quota for /q does not exist.",
+        "Created /q/c",
+        "[]",
+    ], lines

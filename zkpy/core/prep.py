@@ -58,7 +58,7 @@ from zkpy.core.requests import (
     SetDataRequest,
     WriteRequest,
 )
-from zkpy.core.tree import DataTree, ZNode, is_reserved
+from zkpy.core.tree import DataTree, ZNode, is_read_only, is_reserved
 from zkpy.core.txn import (
     AttachSession,
     Check,
@@ -331,8 +331,11 @@ class Prep:
             )
 
     def _check_writable(self, path: str) -> None:
-        if is_reserved(path):
-            raise BadArgumentsError("/zookeeper is reserved: no client may change it", path=path)
+        if is_read_only(path):
+            raise BadArgumentsError(
+                "/zookeeper is reserved: no client may change it but below /zookeeper/quota",
+                path=path,
+            )
 
     def _check_version(self, path: str, expected: int, actual: int) -> None:
         if expected < -1:

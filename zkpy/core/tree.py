@@ -8,6 +8,7 @@ records in the same order gives byte-identical trees on every member.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +39,35 @@ from zkpy.core.watches import CHANGED, CHILD, CREATED, DELETED, Change
 
 NO_CHILDREN: frozenset[str] = frozenset()
 RESERVED_PATH = "/zookeeper"
-RESERVED_NODES = ("/zookeeper", "/zookeeper/quota")  # in every tree, as in ZooKeeper's
+QUOTA_PATH = "/zookeeper/quota"
+RESERVED_NODES = (RESERVED_PATH, QUOTA_PATH)  # in every tree, as in ZooKeeper's
+QUOTA_LIMITS = "zookeeper_limits"  # QUOTA_PATH + P + "/" + this: the quota on P, as set
+QUOTA_STATS = "zookeeper_stats"  # ... + this: P's subtree counted (`DataTree` keeps it)
 
 
 def is_reserved(path: str) -> bool:
-    """Whether `path` is /zookeeper or under it: clients may read there, but not write."""
+    """Whether `path` is /zookeeper or under it: clients may read there, but not write, except
+    below /zookeeper/quota (`is_read_only`)."""
     return path.startswith(RESERVED_PATH) and (
         len(path) == len(RESERVED_PATH) or path[len(RESERVED_PATH)] == "/"
     )
+
+
+def is_read_only(path: str) -> bool:
+    """Whether no client may write `path`: /zookeeper and what is under it, but for the nodes
+    below /zookeeper/quota, where ZooKeeper's clients (zkCli's setquota, delquota) keep quotas."""
+    return is_reserved(path) and not path.startswith(QUOTA_PATH + "/")
+
+
+def quota_root(path: str) -> str | None:
+    """The path whose quota `path` (a node below /zookeeper/quota) describes when it is the
+    quota's limits or stats node, else None: /zookeeper/quota/a/b/zookeeper_limits -> /a/b."""
+    if not path.startswith(QUOTA_PATH + "/"):
+        return None
+    parent, _, name = path.rpartition("/")
+    if name not in (QUOTA_LIMITS, QUOTA_STATS) or len(parent) <= len(QUOTA_PATH):
+        return None
+    return parent[len(QUOTA_PATH) :]
 
 
 class ZNode:
@@ -185,6 +207,7 @@ class DataTree:
         self.ephemerals: dict[int, set[str]] = {}
         self.reapable: set[str] = set()  # the container and TTL nodes, for the leader's reaper
         self.sessions: dict[int, SessionInfo] = {}
+        self.quotas: set[str] = set()  # the paths with a quota (a limits node), not "/"
         self.last_zxid = 0
         self._add_reserved()
         self._dirty_nodes: set[str] = {"/", *RESERVED_NODES}
@@ -332,6 +355,10 @@ class DataTree:
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
         changes += _added(path, parent_path)
+        if parent_path.startswith(QUOTA_PATH):
+            self._quota_node_created(path)
+        if self.quotas:
+            self._count_in_quota(path, 1, _size(op.data))
         return path
 
     def _delete(self, path: str, zxid: int, changes: list[Change]) -> None:
@@ -349,6 +376,10 @@ class DataTree:
         self._dirty_nodes.add(path)
         self._dirty_nodes.add(parent_path)
         changes += _removed(path, parent_path)
+        if self.quotas:
+            if path.endswith(QUOTA_LIMITS):
+                self.quotas.discard(quota_root(path) or "")
+            self._count_in_quota(path, -1, -_size(node.data))
 
     def _index(self, path: str, owner: int) -> None:
         """File a new node under its session (ephemeral) or in `reapable` (container, TTL)."""
@@ -390,6 +421,8 @@ class DataTree:
 
     def _set_data(self, op: SetData, record: TxnRecord, changes: list[Change]) -> ZNode:
         node = self._node(op.path)
+        if self.quotas:
+            self._count_in_quota(op.path, 0, _size(op.data) - _size(node.data))
         node.data = op.data
         node.version = op.version
         node.mzxid = record.zxid
@@ -425,6 +458,57 @@ class DataTree:
         node.aversion = op.aversion
         self._dirty_nodes.add(op.path)
         return node
+
+    # ---- quotas ------------------------------------------------------------------------------
+    #
+    # ZooKeeper's quotas, as its 3.8 servers keep them by default (counted, not enforced): a
+    # client (zkCli's setquota) writes the limits of path P to QUOTA_PATH + P/zookeeper_limits
+    # and creates QUOTA_PATH + P/zookeeper_stats; from then on every member keeps the stats
+    # node's data at "count=N,bytes=B", the nodes and data bytes of P's subtree, P included.
+    # The stats node changes in place (no version, no mzxid, no watch), as in ZooKeeper, and
+    # the same on every member: it follows from the records applied.
+
+    def _quota_node_created(self, path: str) -> None:
+        root = quota_root(path)
+        if root is None or root == "/":
+            return  # ZooKeeper keeps no quota on the root either
+        if path.endswith(QUOTA_LIMITS):
+            self.quotas.add(root)
+        else:
+            self._recount_quota(root)
+
+    def _count_in_quota(self, path: str, nodes: int, size: int) -> None:
+        """Add to the stats of the nearest quota over `path` (`path` itself included)."""
+        quotas = self.quotas
+        current = path
+        while current not in quotas:
+            if current == "/":
+                return
+            current = paths.parent(current)
+        stats_path = f"{QUOTA_PATH}{current}/{QUOTA_STATS}"
+        stats = self.nodes.get(stats_path)
+        if stats is None:
+            return  # not made yet: its creation counts the subtree
+        counted = _parse_quota_stats(stats.data)
+        if counted is None:
+            self._recount_quota(current)  # a client wrote something else there
+            return
+        stats.data = _quota_stats(counted[0] + nodes, counted[1] + size)
+        self._dirty_nodes.add(stats_path)
+
+    def _recount_quota(self, root: str) -> None:
+        """Count `root`'s subtree into its stats node."""
+        stats_path = f"{QUOTA_PATH}{root}/{QUOTA_STATS}"
+        stats = self.nodes.get(stats_path)
+        if stats is None:
+            return
+        count = size = 0
+        if root in self.nodes:
+            for path in (root, *self.descendants(root)):
+                count += 1
+                size += _size(self.nodes[path].data)
+        stats.data = _quota_stats(count, size)
+        self._dirty_nodes.add(stats_path)
 
     # ---- checkpoints and snapshots ----------------------------------------------------------
 
@@ -490,6 +574,10 @@ class DataTree:
         for path, node in tree.nodes.items():
             if node.ephemeral_owner:
                 tree._index(path, node.ephemeral_owner)
+        for path in tree.descendants(QUOTA_PATH):
+            root = quota_root(path)
+            if root is not None and root != "/" and path.endswith(QUOTA_LIMITS):
+                tree.quotas.add(root)
         tree.sessions = {session_id: decode_session(raw) for session_id, raw in sessions}
         tree.last_zxid = zxid
         tree._dirty_nodes = set()
@@ -524,6 +612,27 @@ class DataTree:
             hasher.update(session_id.to_bytes(8, "big"))
             hasher.update(encode_session(self.sessions[session_id]))
         return hasher.hexdigest()
+
+
+def _size(data: bytes | None) -> int:
+    return 0 if data is None else len(data)
+
+
+def _quota_stats(count: int, size: int) -> bytes:
+    return f"count={count},bytes={size}".encode()
+
+
+def _parse_quota_stats(data: bytes | None) -> tuple[int, int] | None:
+    """(count, bytes) from a stats node's data, as ZooKeeper's StatsTrack reads it (pairs
+    split at "," or ";"); None if either is missing or not a number."""
+    values: dict[str, int] = {}
+    try:
+        for pair in re.split(r"[,;]+", (data or b"").decode()):
+            key, _, value = pair.partition("=")
+            values[key] = int(value.rstrip("=") or -1)
+        return values["count"], values["bytes"]
+    except (UnicodeDecodeError, ValueError, KeyError):
+        return None
 
 
 def _added(path: str, parent_path: str) -> list[Change]:
