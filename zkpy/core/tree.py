@@ -61,7 +61,8 @@ def is_read_only(path: str) -> bool:
 
 def quota_root(path: str) -> str | None:
     """The path whose quota `path` (a node below /zookeeper/quota) describes when it is the
-    quota's limits or stats node, else None: /zookeeper/quota/a/b/zookeeper_limits -> /a/b."""
+    quota's limits or stats node, else None: /zookeeper/quota/a/b/zookeeper_limits -> /a/b.
+    The root has none (/zookeeper/quota/zookeeper_limits -> None), as in ZooKeeper."""
     if not path.startswith(QUOTA_PATH + "/"):
         return None
     parent, _, name = path.rpartition("/")
@@ -470,8 +471,8 @@ class DataTree:
 
     def _quota_node_created(self, path: str) -> None:
         root = quota_root(path)
-        if root is None or root == "/":
-            return  # ZooKeeper keeps no quota on the root either
+        if root is None:
+            return
         if path.endswith(QUOTA_LIMITS):
             self.quotas.add(root)
         else:
@@ -503,8 +504,10 @@ class DataTree:
         if stats is None:
             return
         count = size = 0
-        if root in self.nodes:
-            for path in (root, *self.descendants(root)):
+        node = self.nodes.get(root)
+        if node is not None:
+            count, size = 1, _size(node.data)
+            for path in self.descendants(root):
                 count += 1
                 size += _size(self.nodes[path].data)
         stats.data = _quota_stats(count, size)
@@ -576,7 +579,7 @@ class DataTree:
                 tree._index(path, node.ephemeral_owner)
         for path in tree.descendants(QUOTA_PATH):
             root = quota_root(path)
-            if root is not None and root != "/" and path.endswith(QUOTA_LIMITS):
+            if root is not None and path.endswith(QUOTA_LIMITS):
                 tree.quotas.add(root)
         tree.sessions = {session_id: decode_session(raw) for session_id, raw in sessions}
         tree.last_zxid = zxid
