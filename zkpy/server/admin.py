@@ -32,7 +32,7 @@ READ_TIMEOUT_S = 5.0  # to send the whole request head
 WRITE_TIMEOUT_S = 10.0  # to take the whole response
 LINGER_S = 1.0  # after the response, to discard the rest of a request we refused
 MAX_LINGER_BYTES = 1 << 20
-MAX_ADMIN_CONNECTIONS = 64  # served at once; more are closed unanswered
+MAX_ADMIN_CONNECTIONS = 64  # at once; past it the oldest one still sending its head goes
 
 ROLES = ("looking", "following", "leading", "observing", "standalone")
 _ROLE_OF = {"follower": "following", "leader": "leading", "observer": "observing"}
@@ -269,38 +269,66 @@ async def _linger(stream: trio.SocketStream) -> None:
 
 
 class AdminServer:
-    """The admin port of one member."""
+    """The admin port of one member.
+
+    At most MAX_ADMIN_CONNECTIONS connections are open at once. Past it, the oldest one still
+    sending its request head is closed to make room, as the client port does with handshakes:
+    idle or slow connections cannot keep a load balancer's health check out. Only when every
+    connection is being answered is a new one closed unanswered."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
-        self.limit = trio.CapacityLimiter(MAX_ADMIN_CONNECTIONS)
+        self.connections: set[object] = set()
+        self.reading: dict[object, trio.CancelScope] = {}  # oldest first
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Answer one request and close; nothing a client sends here can harm the member."""
         async with stream:
+            if len(self.connections) >= MAX_ADMIN_CONNECTIONS and not self._close_oldest_reader():
+                return  # every one is being answered: closed unanswered, as a full backlog would
+            connection = object()
+            self.connections.add(connection)
             try:
-                self.limit.acquire_nowait()
-            except trio.WouldBlock:
-                return  # too many at once: closed unanswered, as a full backlog would
-            try:
-                answer = await self._answer(stream)
+                answer = await self._answer(stream, connection)
+                if answer is None:
+                    return  # closed to make room while its head was coming
                 with trio.move_on_after(WRITE_TIMEOUT_S):
                     await stream.send_all(answer)
                     await _linger(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
             finally:
-                self.limit.release()
+                self.connections.discard(connection)
 
-    async def _answer(self, stream: trio.SocketStream) -> bytes:
-        try:
-            with trio.fail_after(READ_TIMEOUT_S):
-                head = await read_head(stream)
-            method, path = parse_request_line(head)
-        except BadRequest as err:
-            return response(err.status, "text/plain; charset=utf-8", f"{err}\n")
-        except trio.TooSlowError:
-            return response(408, "text/plain; charset=utf-8", "the request head came too slowly\n")
+    def _close_oldest_reader(self) -> bool:
+        """Close the connection that has been sending its request head longest; False if none
+        is (every connection is being answered)."""
+        for connection, reading in self.reading.items():
+            reading.cancel()
+            del self.reading[connection]
+            self.connections.discard(connection)
+            return True
+        return False
+
+    async def _answer(self, stream: trio.SocketStream, connection: object) -> bytes | None:
+        """The response to the request on `stream`, or None if the connection was closed to
+        make room (`_close_oldest_reader`) before its head was in."""
+        with trio.CancelScope() as reading:
+            self.reading[connection] = reading
+            try:
+                with trio.fail_after(READ_TIMEOUT_S):
+                    head = await read_head(stream)
+                method, path = parse_request_line(head)
+            except BadRequest as err:
+                return response(err.status, "text/plain; charset=utf-8", f"{err}\n")
+            except trio.TooSlowError:
+                return response(
+                    408, "text/plain; charset=utf-8", "the request head came too slowly\n"
+                )
+            finally:
+                self.reading.pop(connection, None)
+        if reading.cancelled_caught:
+            return None
         route = ROUTES.get(path)
         if route is None:
             return response(404, "text/plain; charset=utf-8", "try /metrics, /health, /status\n")
