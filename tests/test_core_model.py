@@ -97,6 +97,8 @@ class Model:
             raise Refused(Code.NODE_EXISTS)
         parent_path = _parent(path)
         if parent_path == "/zookeeper" or parent_path.startswith("/zookeeper/"):
+            if not sequential and path in self.nodes:
+                raise Refused(Code.NODE_EXISTS)
             _writable(path)
         parent = self.nodes.get(parent_path)
         if parent is None:

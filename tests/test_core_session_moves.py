@@ -228,6 +228,7 @@ def _root_record() -> bytes:
         (CreateRequest("/zookeeper/x", b"", OPEN), Code.BAD_ARGUMENTS),
         (CreateRequest("/zookeeper/s-", b"", OPEN, sequential=True), Code.BAD_ARGUMENTS),
         (CreateRequest("/zookeeper", b"", OPEN), Code.NODE_EXISTS),
+        (CreateRequest("/zookeeper/quota", b"", OPEN), Code.NODE_EXISTS),
         (SetDataRequest("/zookeeper", b"x"), Code.BAD_ARGUMENTS),
         (SetDataRequest("/zookeeper/quota", b"x"), Code.BAD_ARGUMENTS),
         (SetACLRequest("/zookeeper", OPEN), Code.BAD_ARGUMENTS),

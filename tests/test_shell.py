@@ -17,7 +17,7 @@ import trio
 import zkpy
 import zkpy.sync
 from zkpy.core.types import Stat
-from zkpy.shell import Shell, run_script, stat_text
+from zkpy.shell import Shell, parse_quota, run_script, stat_text
 from zkpy.testing import RunningServer
 
 
@@ -273,3 +273,45 @@ async def test_a_refused_addauth_ends_the_script_with_one_line_each(server: Runn
         "zkpy: the session has ended",
     ]
     assert run.status == 1
+
+
+async def test_quotas(server: RunningServer) -> None:
+    """setquota, listquota and delquota as zkCli.sh has them: the limits in ZooKeeper's text,
+    the member's count of the subtree, no quota inside another, a lifted limit, removal."""
+    run = await shell_script(
+        server.address,
+        "create /q 12345\ncreate /q/a xy\nsetquota -n 10 /q\nsetquota -b 100 /q/a\n"
+        "create /q/b 1234\nlistquota /q\nsetquota -B 50 /q\ndelquota -n /q\nlistquota /q\n"
+        "delquota /q\nlistquota /q\nls /zookeeper/quota\nsetquota -n 0 /q\n"
+        "setquota -n 1 /nope\nsetquota /q\n",
+    )
+    assert run.lines() == [
+        "Created /q",
+        "Created /q/a",
+        "Created /q/b",
+        "Output quota for /q count=10,bytes=-1=;byteHardLimit=-1;countHardLimit=-1",
+        "Output stat for /q count=3,bytes=11",
+        "Output quota for /q count=-1,bytes=-1=;byteHardLimit=50;countHardLimit=-1",
+        "Output stat for /q count=3,bytes=11",
+    ]
+    errors = run.err.splitlines()
+    assert len(errors) == 5, errors
+    assert "/q/a has a parent /q which has a quota" in errors[0]
+    assert "NoNodeError" in errors[1]  # listquota after delquota
+    assert "at least 1" in errors[2]
+    assert "NoNodeError" in errors[3]
+    assert "usage: setquota" in errors[4]
+    assert parse_quota(b"count=10,bytes=-1=;byteHardLimit=-1;countHardLimit=2") == {
+        "count": 10,
+        "bytes": -1,
+        "byteHardLimit": -1,
+        "countHardLimit": 2,
+    }
+
+
+async def test_a_quota_may_not_hold_another(server: RunningServer) -> None:
+    run = await shell_script(
+        server.address, "create -p /outer/inner\nsetquota -n 5 /outer/inner\nsetquota -n 9 /outer\n"
+    )
+    assert run.lines() == ["Created /outer/inner"]
+    assert "/outer has a child /outer/inner which has a quota" in run.err

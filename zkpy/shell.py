@@ -13,6 +13,7 @@ import getopt
 import json
 import os
 import queue
+import re
 import shlex
 import sys
 import threading
@@ -27,7 +28,8 @@ import trio
 from zkpy import security
 from zkpy.client.client import ConnectionState
 from zkpy.core import paths
-from zkpy.core.errors import NoNodeError, NoWatcherError, ZkError
+from zkpy.core.errors import BadArgumentsError, NoNodeError, NoWatcherError, ZkError
+from zkpy.core.tree import QUOTA_LIMITS, QUOTA_PATH, QUOTA_STATS
 from zkpy.core.types import ACL, Stat, WatchedEvent
 from zkpy.sync import Client
 
@@ -35,6 +37,8 @@ DataFormat = Literal["auto", "hex", "raw"]
 DATA_FORMATS: tuple[DataFormat, ...] = ("auto", "hex", "raw")
 HISTORY_ENV = "ZKPY_HISTORY"
 WATCH_MODES = ("PERSISTENT", "PERSISTENT_RECURSIVE")
+# setquota's and delquota's flags: the limit each one sets, in ZooKeeper's StatsTrack keys
+QUOTA_FLAGS = {"n": "count", "b": "bytes", "N": "countHardLimit", "B": "byteHardLimit"}
 
 
 class UsageError(Exception):
@@ -67,6 +71,9 @@ COMMANDS: dict[str, Spec] = {
     "removewatches": Spec("cda", 1, 1, "removewatches [-c|-d|-a] path"),
     "whoami": Spec("", 0, 0, "whoami"),
     "getEphemerals": Spec("", 0, 1, "getEphemerals [path]"),
+    "setquota": Spec("n:b:N:B:", 1, 1, "setquota -n|-b|-N|-B val path"),
+    "listquota": Spec("", 1, 1, "listquota path"),
+    "delquota": Spec("nbNB", 1, 1, "delquota [-n|-b|-N|-B] path"),
     "history": Spec("", 0, 0, "history"),
     "help": Spec("", 0, 0, "help"),
     "quit": Spec("", 0, 0, "quit"),
@@ -79,6 +86,50 @@ class Result:
 
     text: str | bytes | None
     data: dict[str, Any]
+
+
+def format_quota(values: dict[str, int]) -> str:
+    """Limits or stats in the text ZooKeeper's StatsTrack writes (zkCli.sh reads it back):
+    ``count=N,bytes=B``, then ``=;key=value`` for any other limit, in key order."""
+    text = f"count={values.get('count', -1)},bytes={values.get('bytes', -1)}"
+    others = sorted(key for key in values if key not in ("count", "bytes"))
+    if others:
+        text += "=" + "".join(f";{key}={values[key]}" for key in others)
+    return text
+
+
+def parse_quota(data: bytes | None) -> dict[str, int]:
+    """The limits or stats `format_quota` (or zkCli.sh) wrote; BadArgumentsError if garbled."""
+    values = {}
+    try:
+        for pair in re.split(r"[,;]+", (data or b"").decode()):
+            if pair:
+                key, _, value = pair.partition("=")
+                values[key] = int(value.rstrip("=") or -1)
+    except (UnicodeDecodeError, ValueError):
+        raise BadArgumentsError(f"not a quota: {data!r}") from None
+    return values
+
+
+def _quota_node(path: str, name: str) -> str:
+    """The node below /zookeeper/quota that keeps `path`'s quota (`name` "": their parent)."""
+    node = QUOTA_PATH + path
+    return f"{node}/{name}" if name else node
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """The ancestors of `path` below the root, nearest first."""
+    while (path := paths.parent(path)) != "/":
+        yield path
+
+
+def _quota_limit(flag: str, value: str) -> int:
+    """A setquota value: a count above 0, a number of bytes of at least 0 (zkCli's rule)."""
+    number = parse_int(value, "the quota")
+    least = 1 if flag in "nN" else 0
+    if number < least:
+        raise UsageError(f"the {QUOTA_FLAGS[flag]} quota must be at least {least}")
+    return number
 
 
 def format_time(ms: int) -> str:
@@ -542,6 +593,72 @@ class Shell:
         owner = self.zk.session_id
         found = [path for path, stat in self._walk(root) if stat.ephemeral_owner == owner]
         return Result("\n".join(found) or None, {"ephemerals": found})
+
+    def _cmd_setquota(self, flags: dict[str, str], args: list[str]) -> Result:
+        """Set limits on a path's subtree, as zkCli.sh's setquota writes them: the members
+        then count the subtree into its stats node (docs/protocol.md, Quotas). A quota may not
+        nest in another one."""
+        path = paths.validate(args[0])
+        if not flags:
+            raise UsageError(f"usage: {COMMANDS['setquota'].usage}")
+        given = {QUOTA_FLAGS[flag]: _quota_limit(flag, value) for flag, value in flags.items()}
+        if path == "/" or path.startswith(QUOTA_PATH):
+            raise BadArgumentsError("no quota may be set on / or under /zookeeper/quota", path=path)
+        if self.zk.exists(path) is None:
+            raise NoNodeError(path=path)
+        self._refuse_nested_quota(path)
+        limits = _quota_node(path, QUOTA_LIMITS)
+        if self.zk.exists(limits) is None:
+            values = {key: -1 for key in QUOTA_FLAGS.values()} | given
+            self.zk.create(limits, format_quota(values).encode(), makepath=True)
+            self.zk.create(_quota_node(path, QUOTA_STATS), b"count=0,bytes=0")
+        else:
+            values = parse_quota(self.zk.get(limits)[0]) | given
+            self.zk.set(limits, format_quota(values).encode())
+        return Result(None, {"path": path, "quota": values})
+
+    def _refuse_nested_quota(self, path: str) -> None:
+        for ancestor in _ancestors(path):
+            if self.zk.exists(_quota_node(ancestor, QUOTA_LIMITS)) is not None:
+                raise BadArgumentsError(f"{path} has a parent {ancestor} which has a quota")
+        for each, _stat in self._walk(_quota_node(path, "")):
+            child = each[len(QUOTA_PATH) : -len(QUOTA_LIMITS) - 1]
+            if each.endswith("/" + QUOTA_LIMITS) and child != path:
+                raise BadArgumentsError(f"{path} has a child {child} which has a quota")
+
+    def _cmd_listquota(self, flags: dict[str, str], args: list[str]) -> Result:
+        path = paths.validate(args[0])
+        try:
+            limits = parse_quota(self.zk.get(_quota_node(path, QUOTA_LIMITS))[0])
+            stats = parse_quota(self.zk.get(_quota_node(path, QUOTA_STATS))[0])
+        except NoNodeError:
+            raise NoNodeError(f"no quota on {path}", path=path) from None
+        text = (
+            f"Output quota for {path} {format_quota(limits)}\n"
+            f"Output stat for {path} {format_quota(stats)}"
+        )
+        return Result(text, {"path": path, "quota": limits, "stat": stats})
+
+    def _cmd_delquota(self, flags: dict[str, str], args: list[str]) -> Result:
+        """Without flags, remove the path's quota (and the quota nodes left empty above it);
+        with flags, lift only those limits."""
+        path = paths.validate(args[0])
+        limits = _quota_node(path, QUOTA_LIMITS)
+        try:
+            values = parse_quota(self.zk.get(limits)[0])
+        except NoNodeError:
+            raise NoNodeError(f"no quota on {path}", path=path) from None
+        if flags:
+            values |= {QUOTA_FLAGS[flag]: -1 for flag in flags}
+            self.zk.set(limits, format_quota(values).encode())
+            return Result(None, {"path": path, "quota": values})
+        node = _quota_node(path, "")
+        for child in self.zk.get_children(node):
+            self.zk.delete(paths.join(node, child))
+        while node != QUOTA_PATH and not self.zk.get_children(node):
+            self.zk.delete(node)
+            node = paths.parent(node)
+        return Result(None, {"path": path, "quota": None})
 
     def _cmd_history(self, flags: dict[str, str], args: list[str]) -> Result:
         numbered = list(enumerate(self.history))

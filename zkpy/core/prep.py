@@ -358,7 +358,11 @@ class Prep:
         if requested == "/" and not request.sequential:  # sequential "/" names a root child
             raise NodeExistsError(path="/")
         parent_path = paths.parent(requested)
-        if is_reserved(parent_path):  # "/zookeeper" itself: NodeExists, as in ZooKeeper
+        if is_reserved(parent_path):
+            # a reserved node that is there (/zookeeper/quota, /zookeeper/config) exists, as
+            # "/zookeeper" itself does: NodeExists, as in ZooKeeper
+            if not request.sequential and self._state(requested) is not None:
+                raise NodeExistsError(path=requested)
             self._check_writable(requested)
         self._check_data(request.data)
         acl = acls.resolve(request.acl, ids)
