@@ -13,7 +13,6 @@ import getopt
 import json
 import os
 import queue
-import re
 import shlex
 import sys
 import threading
@@ -27,9 +26,9 @@ import trio
 
 from zkpy import security
 from zkpy.client.client import ConnectionState
-from zkpy.core import paths
+from zkpy.core import paths, tree
 from zkpy.core.errors import BadArgumentsError, NoNodeError, NoWatcherError, ZkError
-from zkpy.core.tree import QUOTA_LIMITS, QUOTA_PATH, QUOTA_STATS
+from zkpy.core.tree import QUOTA_LIMITS, QUOTA_PATH, QUOTA_STATS, format_quota
 from zkpy.core.types import ACL, Stat, WatchedEvent
 from zkpy.sync import Client
 
@@ -88,27 +87,12 @@ class Result:
     data: dict[str, Any]
 
 
-def format_quota(values: dict[str, int]) -> str:
-    """Limits or stats in the text ZooKeeper's StatsTrack writes (zkCli.sh reads it back):
-    ``count=N,bytes=B``, then ``=;key=value`` for any other limit, in key order."""
-    text = f"count={values.get('count', -1)},bytes={values.get('bytes', -1)}"
-    others = sorted(key for key in values if key not in ("count", "bytes"))
-    if others:
-        text += "=" + "".join(f";{key}={values[key]}" for key in others)
-    return text
-
-
 def parse_quota(data: bytes | None) -> dict[str, int]:
-    """The limits or stats `format_quota` (or zkCli.sh) wrote; BadArgumentsError if garbled."""
-    values = {}
+    """The limits or stats zkCli.sh or the members wrote; BadArgumentsError if garbled."""
     try:
-        for pair in re.split(r"[,;]+", (data or b"").decode()):
-            if pair:
-                key, _, value = pair.partition("=")
-                values[key] = int(value.rstrip("=") or -1)
-    except (UnicodeDecodeError, ValueError):
+        return tree.parse_quota(data)
+    except ValueError:
         raise BadArgumentsError(f"not a quota: {data!r}") from None
-    return values
 
 
 def _quota_node(path: str, name: str) -> str:

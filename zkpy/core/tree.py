@@ -490,11 +490,13 @@ class DataTree:
         stats = self.nodes.get(stats_path)
         if stats is None:
             return  # not made yet: its creation counts the subtree
-        counted = _parse_quota_stats(stats.data)
-        if counted is None:
+        try:
+            counted = parse_quota(stats.data)
+            count, counted_size = counted["count"], counted["bytes"]
+        except (ValueError, KeyError):
             self._recount_quota(current)  # a client wrote something else there
             return
-        stats.data = _quota_stats(counted[0] + nodes, counted[1] + size)
+        stats.data = _quota_stats(count + nodes, counted_size + size)
         self._dirty_nodes.add(stats_path)
 
     def _recount_quota(self, root: str) -> None:
@@ -622,20 +624,28 @@ def _size(data: bytes | None) -> int:
 
 
 def _quota_stats(count: int, size: int) -> bytes:
-    return f"count={count},bytes={size}".encode()
+    return format_quota({"count": count, "bytes": size}).encode()
 
 
-def _parse_quota_stats(data: bytes | None) -> tuple[int, int] | None:
-    """(count, bytes) from a stats node's data, as ZooKeeper's StatsTrack reads it (pairs
-    split at "," or ";"); None if either is missing or not a number."""
-    values: dict[str, int] = {}
-    try:
-        for pair in re.split(r"[,;]+", (data or b"").decode()):
+def format_quota(values: dict[str, int]) -> str:
+    """Quota limits or stats in the text ZooKeeper's StatsTrack writes (zkCli.sh reads it):
+    ``count=N,bytes=B``, then ``=;key=value`` for any other key, in key order."""
+    text = f"count={values.get('count', -1)},bytes={values.get('bytes', -1)}"
+    others = sorted(key for key in values if key not in ("count", "bytes"))
+    if others:
+        text += "=" + "".join(f";{key}={values[key]}" for key in others)
+    return text
+
+
+def parse_quota(data: bytes | None) -> dict[str, int]:
+    """Quota limits or stats as ZooKeeper's StatsTrack reads them (``key=value`` pairs split at
+    "," or ";"); ValueError if they are not that."""
+    values = {}
+    for pair in re.split(r"[,;]+", (data or b"").decode()):
+        if pair:
             key, _, value = pair.partition("=")
             values[key] = int(value.rstrip("=") or -1)
-        return values["count"], values["bytes"]
-    except (UnicodeDecodeError, ValueError, KeyError):
-        return None
+    return values
 
 
 def _added(path: str, parent_path: str) -> list[Change]:
