@@ -303,12 +303,12 @@ class AdminServer:
     def _close_oldest_reader(self) -> bool:
         """Close the connection that has been sending its request head longest; False if none
         is (every connection is being answered)."""
-        for connection, reading in self.reading.items():
-            reading.cancel()
-            del self.reading[connection]
-            self.connections.discard(connection)
-            return True
-        return False
+        oldest = next(iter(self.reading), None)
+        if oldest is None:
+            return False
+        self.reading.pop(oldest).cancel()
+        self.connections.discard(oldest)
+        return True
 
     async def _answer(self, stream: trio.SocketStream, connection: object) -> bytes | None:
         """The response to the request on `stream`, or None if the connection was closed to
