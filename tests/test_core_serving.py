@@ -5,6 +5,7 @@ frames and outcomes and read the frames it pushes, decoded with the msgpack code
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from zkpy.core import acl as acls
 from zkpy.core.errors import AuthFailedError, Code
+from zkpy.core.readonly import ReadOnlyMode
 from zkpy.core.requests import (
     AddWatchRequest,
     AuthRequest,
@@ -82,6 +84,24 @@ class FakeMember:
         self.serving = True
         self.pending: set[tuple[int, int]] = set()
         self.sinks: dict[int, ServerConnection] = {}
+        self.now_ms = 0
+        self.read_only_mode = ReadOnlyMode(
+            enabled=True, after_ms=1000, tick_ms=1000, serving=True, now_ms=0
+        )
+        self.local_sessions = itertools.count(0xA00)
+
+    def open_local_session(self, timeout_ms: int) -> tuple[int, bytes, int]:
+        session_id = next(self.local_sessions)
+        self.read_only_mode.open(session_id, PASSWORD, timeout_ms, self.now_ms)
+        return session_id, PASSWORD, timeout_ms
+
+    def lose_quorum(self) -> None:
+        """Stop serving, and stay without a quorum until read-only mode begins."""
+        self.serving = False
+        self.read_only_mode.serving_changed(False, self.now_ms)
+        self.now_ms += self.read_only_mode.after_ms
+        self.read_only_mode.tick(self.now_ms)
+        assert self.read_only_mode.active
 
     def session_alive(self, session_id: int) -> bool:
         return session_id in self.tree.sessions

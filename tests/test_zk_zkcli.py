@@ -67,14 +67,14 @@ def noise(line: str) -> bool:
     return line in NOISE or line.startswith(("SLF4J:", "Connecting to "))
 
 
-async def zkcli(member: Member, *commands: str) -> list[str]:
-    """Run `commands` in one zkCli.sh session on `member`; its output lines (stdout and
-    stderr, in the order written) without the noise. Its exit code is 1 if any command failed:
-    the lines say which."""
+async def zkcli(member: Member, *commands: str, read_only: bool = False) -> list[str]:
+    """Run `commands` in one zkCli.sh session on `member` (`-r`: a read-only one, if
+    `read_only`); its output lines (stdout and stderr, in the order written) without the noise.
+    Its exit code is 1 if any command failed: the lines say which."""
     script = "".join(f"{command}\n" for command in (*commands, "quit"))
     with trio.fail_after(60):
         done = await trio.run_process(
-            ["bash", str(ZKCLI), "-server", server(member)],
+            ["bash", str(ZKCLI), "-server", server(member), *(["-r"] if read_only else [])],
             stdin=script.encode(),
             capture_stdout=True,
             stderr=subprocess.STDOUT,

@@ -198,7 +198,7 @@ class SessionMovedError(ApiError, ConnectionLossError):
 
 
 class NotReadOnlyError(ApiError):
-    """A write sent to a read-only server (ZooKeeper's code; zkpy has no read-only mode)."""
+    """A write or sync sent to a member in read-only mode (`zkpy.core.readonly`)."""
 
     code = Code.NOT_READ_ONLY
 

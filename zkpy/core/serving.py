@@ -47,11 +47,13 @@ from zkpy.core.errors import (
     MarshallingError,
     NoAuthError,
     NoNodeError,
+    NotReadOnlyError,
     NoWatcherError,
     SessionExpiredError,
     TooManyRequestsError,
     ZkError,
 )
+from zkpy.core.readonly import ReadOnlyMode
 from zkpy.core.requests import (
     AddWatchRequest,
     AttachSessionRequest,
@@ -162,8 +164,10 @@ class Codec(Protocol):
         zxid: int,
         max_frame: int,
         server_id: int,
+        read_only: bool = False,
     ) -> bytes:
-        """The handshake reply that opens a session."""
+        """The handshake reply that opens a session (a local one of a member in read-only
+        mode, `zkpy.core.readonly`, if `read_only`)."""
 
     def refusal(self, error: int, message: str) -> bytes:
         """The handshake reply that refuses one."""
@@ -201,6 +205,14 @@ class MemberView(Protocol):
     def serving(self) -> bool:
         """Whether the member is part of a serving quorum."""
 
+    @property
+    def read_only_mode(self) -> ReadOnlyMode:
+        """Whether the member serves read-only clients now, and their local sessions."""
+
+    def open_local_session(self, timeout_ms: int) -> tuple[int, bytes, int]:
+        """Start a local session in read-only mode: its id, password and negotiated timeout
+        (the member's to choose: ids unique in the ensemble, passwords random)."""
+
     def session_alive(self, session_id: int) -> bool:
         """Whether the session exists in the applied tree."""
 
@@ -235,12 +247,14 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """A client's handshake: which session to start (0) or resume."""
+    """A client's handshake: which session to start (0) or resume, and whether a member
+    without a quorum may serve it read-only."""
 
     session_id: int
     password: bytes
     timeout_ms: int
     last_zxid: int
+    read_only: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -338,6 +352,7 @@ class ServerConnection:
         self.session_id = 0
         self.password = b""
         self.timeout_ms = 0
+        self.read_only = False  # a local session of a member in read-only mode
         self.owner = 0  # this connection's id as its session's owner
         self.requests = 0  # decoded requests received (pings are not counted)
         self._queue: deque[Slot] = deque()
@@ -403,13 +418,17 @@ class ServerConnection:
 
     def _hello(self, hello: Hello, owner: int) -> None:
         view = self.view
-        if not view.serving:
+        read_only = not view.serving
+        if read_only and not (hello.read_only and view.read_only_mode.active):
             self._refuse(ConnectionLossError("this member is not serving (no quorum); try another"))
             return
         if hello.last_zxid > view.tree.last_zxid:
             self._refuse(ConnectionLossError("this server is behind the client; try another"))
             return
         self.owner = owner
+        if read_only:
+            self._open_read_only(hello)
+            return
         if hello.session_id == 0:
             self.state = BINDING
             self.effects.append(CreateSession(hello.timeout_ms))
@@ -426,6 +445,34 @@ class ServerConnection:
         self.timeout_ms = info.timeout_ms
         self.state = BINDING
         self.effects.append(AttachSession(hello.session_id))
+
+    def _open_read_only(self, hello: Hello) -> None:
+        """Greet a read-only client with a new local session, or its own one resumed. A
+        session of the ensemble is answered as expired: only the quorum knows whether it
+        lives (ZooKeeper's read-only server answers it the same way)."""
+        view = self.view
+        self.read_only = True
+        if hello.session_id == 0:
+            self.session_id, self.password, self.timeout_ms = view.open_local_session(
+                hello.timeout_ms
+            )
+        else:
+            local = view.read_only_mode.session(hello.session_id)
+            if local is None:
+                self._refuse(
+                    SessionExpiredError(
+                        f"session {hello.session_id:#x} is not a read-only session of this "
+                        "member, which has no quorum to ask about it"
+                    )
+                )
+                return
+            if local.password != hello.password:
+                self._refuse(AuthFailedError("wrong session password"))
+                return
+            self.session_id = hello.session_id
+            self.password = local.password
+            self.timeout_ms = local.timeout_ms
+        self._greet()
 
     def session_assigned(self, session_id: int, password: bytes, timeout_ms: int) -> None:
         """The member gave the session it is creating (`CreateSession`) its id, password and
@@ -453,6 +500,9 @@ class ServerConnection:
         if error != Code.OK:
             self._refuse(ZkError(f"session {self.session_id:#x} could not be taken ({error})"))
             return
+        self._greet()
+
+    def _greet(self) -> None:
         self.state = OPEN
         self.sink.push(
             self.codec.greeting(
@@ -462,6 +512,7 @@ class ServerConnection:
                 self.view.tree.last_zxid,
                 self.limits.max_frame,
                 self.limits.server_id,
+                self.read_only,
             )
         )
 
@@ -517,12 +568,18 @@ class ServerConnection:
 
     def _dispatch(self, xid: int, request: Decoded) -> None:
         if isinstance(request, _WRITES):
-            self._submit_write(xid, request)
+            if self.read_only:
+                self._refuse_read_only(xid, request)
+            else:
+                self._submit_write(xid, request)
             return
         if isinstance(request, (CreateSessionRequest, AttachSessionRequest)):
             raise MarshallingError("sessions are created and attached by the handshake")
         if type(request) is SyncRequest:
-            self._sync(xid, request)
+            if self.read_only:
+                self._refuse_read_only(xid, request)
+            else:
+                self._sync(xid, request)
             return
         if type(request) is AuthRequest:
             self._authenticate(xid, request)
@@ -604,6 +661,20 @@ class ServerConnection:
         slot = Slot(xid, _SYNC, read=request)
         self._queue.append(slot)
         self.effects.append(StartSync(slot))
+
+    def _refuse_read_only(self, xid: int, request: WriteRequest | SyncRequest) -> None:
+        """A write or sync of a read-only client: NOT_READ_ONLY, in its turn, as ZooKeeper's
+        read-only server answers them. Closing its local session is the one write it may make
+        (nothing to order: the session is this member's alone)."""
+        if type(request) is CloseSessionRequest:
+            self.view.read_only_mode.close(self.session_id)
+            reply = self.codec.reply(xid, self.view.tree.last_zxid, 0, None)
+            self._queue.append(Slot(xid, frame=reply, close_after=True))
+            self._flush_queue()
+            return
+        self._refuse_in_turn(
+            xid, NotReadOnlyError("this member has no quorum: it answers reads only")
+        )
 
     def _refuse_in_turn(self, xid: int, err: ZkError) -> None:
         """Answer a request with `err` in its turn, without ordering it through the ensemble."""

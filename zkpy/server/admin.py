@@ -61,6 +61,8 @@ def health_body(member: Member) -> tuple[int, str]:
     status = member.status()
     if healthy(member):
         return 200, f"serving as {status['role']} in epoch {status['epoch']}\n"
+    if status["read_only"]:
+        return 503, f"not serving ({status['role']}; serving read-only clients)\n"
     return 503, f"not serving ({status['role']})\n"
 
 
@@ -151,6 +153,11 @@ def _gauges(member: Member) -> Iterator[str]:
     log_bytes, checkpoint_bytes = disk_usage(member.config.data_dir)
     gauges: list[tuple[str, str, float]] = [
         ("zkpy_serving", "1 while the member serves clients in a quorum.", int(member.serving)),
+        (
+            "zkpy_read_only",
+            "1 while the member, without a quorum, serves read-only clients.",
+            int(status["read_only"]),
+        ),
         ("zkpy_epoch", "The current epoch.", status["epoch"]),
         ("zkpy_last_zxid", "The last zxid in the log.", status["last_zxid"]),
         ("zkpy_committed_zxid", "The last zxid applied to the tree.", status["committed_zxid"]),

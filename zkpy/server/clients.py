@@ -127,8 +127,9 @@ class MsgpackCodec:
         zxid: int,
         max_frame: int,
         server_id: int,
+        read_only: bool = False,
     ) -> bytes:
-        """The handshake reply."""
+        """The handshake reply (never read-only: a msgpack client does not ask for it)."""
         return wire.HandshakeReply(
             session_id=session_id,
             password=password,
@@ -399,6 +400,8 @@ class ClientConnection:
             await self._bound.wait()  # no request runs before its session
         if not rules.greeted:
             return False
+        if rules.read_only:  # a local session, greeted at once: see `ReadOnlyMode`
+            self._bind(rules.session_id)
         self.server.handshake_done(self.id)
         return True
 
@@ -606,9 +609,11 @@ class ClientServer:
         )
 
     def _serving_changed(self, serving: bool) -> None:
-        """A member that leaves the quorum drops its clients, so that they find one that serves."""
-        if not serving:
-            for conn in list(self._connections.values()):
+        """A member that leaves the quorum drops its clients, so that they find one that
+        serves; one that serves again drops its read-only clients, so that they find one that
+        takes writes."""
+        for conn in list(self._connections.values()):
+            if not serving or conn.rules.read_only:
                 conn.cancel_scope.cancel()
 
     def _session_closed(self, session_id: int) -> None:

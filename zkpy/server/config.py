@@ -81,6 +81,8 @@ class ServerConfig:
     yield_background_work: bool = True  # work no client waits on lets waiting processes go first
     background_slice_us: int = 20_000  # the scheduler slice of that work (Linux 6.12+); 0: as is
     container_check_interval_ms: int = 60_000  # how often the leader reaps container/TTL nodes
+    read_only_mode: bool = True  # without a quorum, serve the clients that ask for read-only
+    read_only_after_ms: int = 2000  # how long without a quorum before it does
     fsync: bool = True  # False is UNSAFE and only for tests that prove lost writes are detected
 
     def __post_init__(self) -> None:

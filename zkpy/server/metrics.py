@@ -244,9 +244,12 @@ class MeteredCodec:
         zxid: int,
         max_frame: int,
         server_id: int,
+        read_only: bool = False,
     ) -> bytes:
         """The listener's handshake reply."""
-        return self._codec.greeting(session_id, password, timeout_ms, zxid, max_frame, server_id)
+        return self._codec.greeting(
+            session_id, password, timeout_ms, zxid, max_frame, server_id, read_only
+        )
 
     def refusal(self, error: int, message: str) -> bytes:
         """The listener's handshake refusal."""

@@ -30,6 +30,7 @@ import trio
 
 from zkpy._net.outbox import ByteMeter, Flusher
 from zkpy.core.membership import Membership, MemberSpec
+from zkpy.core.readonly import ReadOnlyMode
 from zkpy.core.requests import AttachSessionRequest, CreateSessionRequest, WriteRequest
 from zkpy.core.sessions import TimeoutBounds
 from zkpy.core.tree import CheckpointDelta, DataTree, changes_of
@@ -206,6 +207,13 @@ class Member:
             history_base=history_base,
         )
         self.bounds = TimeoutBounds.from_tick(config.tick_ms)
+        self.read_only_mode = ReadOnlyMode(
+            enabled=config.read_only_mode,
+            after_ms=config.read_only_after_ms,
+            tick_ms=config.tick_ms,
+            serving=self.replica.serving,
+            now_ms=wall_ms(),
+        )
         self.metrics = Metrics()
         self.disk = MemberDisk(config, storage, self.replica, self.metrics)
         self.executor = ReadyExecutor(
@@ -292,7 +300,10 @@ class Member:
     def touch(self, session_id: int) -> None:
         """A client of the session was heard from: it stays alive."""
         if session_id:
-            self.replica.touch(session_id)
+            if self.read_only_mode.active:  # a local session: the replica knows none
+                self.read_only_mode.touch(session_id, wall_ms())
+            else:
+                self.replica.touch(session_id)
 
     def session_alive(self, session_id: int) -> bool:
         """Whether the session is open in this member's tree."""
@@ -308,6 +319,14 @@ class Member:
         request = CreateSessionRequest(session_id, timeout, password)
         self.submit(session_id, 0, request, waiter, owner=owner)
         self._work.set()  # the handshake waits for this write before its reader steps again
+        return session_id, password, timeout
+
+    def open_local_session(self, timeout_ms: int) -> tuple[int, bytes, int]:
+        """Start a read-only client's session, this member's alone (`ReadOnlyMode`)."""
+        session_id = self.new_session_id()
+        password = secrets.token_bytes(16)
+        timeout = self.bounds.negotiate(timeout_ms)
+        self.read_only_mode.open(session_id, password, timeout, wall_ms())
         return session_id, password, timeout
 
     def attach_session(self, session_id: int, owner: int, waiter: Waiter) -> None:
@@ -432,8 +451,25 @@ class Member:
         period = self.config.peer_tick_ms / 1000
         while True:
             await trio.sleep(period)
-            self.replica.tick(wall_ms())
+            now = wall_ms()
+            self.replica.tick(now)
+            self._tick_read_only(now)
             self._work.set()
+
+    def _tick_read_only(self, now_ms: int) -> None:
+        """Enter read-only mode when it is due; cut off the clients of local sessions that
+        expired."""
+        mode = self.read_only_mode
+        was_active = mode.active
+        for session_id in mode.tick(now_ms):
+            log.info("read-only session %#x expired", session_id)
+            self.session_closed(session_id)
+        if mode.active and not was_active:
+            log.warning(
+                "member %d has had no quorum for %d ms: serving read-only clients",
+                self.config.server_id,
+                mode.after_ms,
+            )
 
     # ---- the executor's Transport and Hooks ---------------------------------------------------
 
@@ -474,6 +510,9 @@ class Member:
             self.replica.current_epoch,
             self.replica.last_logged,
         )
+        if self.read_only_mode.active and serving:
+            log.info("member %d leaves read-only mode", self.config.server_id)
+        self.read_only_mode.serving_changed(serving, wall_ms())
         self.serving_changed(serving)
 
     # ---- the Ready loop ----------------------------------------------------------------------
@@ -613,6 +652,7 @@ class Member:
             if len(self.config.voters) > 1 or self.config.observers
             else ("standalone" if replica.serving else "looking"),
             "serving": replica.serving,
+            "read_only": self.read_only_mode.active,
             "leader": replica.leader,
             "epoch": replica.current_epoch,
             "last_zxid": replica.last_logged,

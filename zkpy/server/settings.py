@@ -124,6 +124,8 @@ SETTINGS: dict[str, Setting] = {
     "spin_before_wait_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),
     "stay_awake_us": _int(0, int(MAX_SPIN_S * 1e6), unit="of microseconds"),
     "container_check_interval_ms": _int(1, 1 << 40, unit="of milliseconds"),
+    "read_only_mode": Setting(bool),
+    "read_only_after_ms": _int(0, 1 << 40, unit="of milliseconds"),
     "yield_background_work": Setting(bool),
     "background_slice_us": _int(0, MAX_SLICE_US, unit="of microseconds"),
     "fsync": Setting(bool),

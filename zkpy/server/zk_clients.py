@@ -178,7 +178,11 @@ class JuteCodec:
         request = ConnectRequest.decode(payload)
         self._has_read_only = request.has_read_only
         return Hello(
-            request.session_id, request.password, request.timeout_ms, request.last_zxid_seen
+            request.session_id,
+            request.password,
+            request.timeout_ms,
+            request.last_zxid_seen,
+            request.read_only,
         )
 
     def decode_request(self, payload: bytes) -> tuple[int, int, Decoded] | None:
@@ -285,10 +289,12 @@ class JuteCodec:
         zxid: int,
         max_frame: int,
         server_id: int,
+        read_only: bool = False,
     ) -> bytes:
-        """The ConnectResponse (read-only flag false: a member that serves takes writes)."""
+        """The ConnectResponse; its read-only flag is set for a local session of a member in
+        read-only mode (`zkpy.core.readonly`)."""
         return ConnectResponse(
-            0, timeout_ms, session_id, password, False, self._has_read_only
+            0, timeout_ms, session_id, password, read_only, self._has_read_only
         ).encode()
 
     def refusal(self, error: int, message: str) -> bytes:

@@ -59,9 +59,26 @@ _LAST_OPS = {
 """The operation names ZooKeeper's `cons` prints as `lop` (its FinalRequestProcessor's)."""
 
 
+READ_ONLY_LINE = "READ-ONLY mode; serving only read-only clients\n"
+"""The line ZooKeeper's `srvr` and `stat` add under the version in read-only mode."""
+
+
 def _mode(status: dict[str, Any]) -> str:
+    if status["read_only"]:
+        return "read-only"
     role = str(status["role"])
     return role if role in ("leader", "follower", "observer", "standalone") else "looking"
+
+
+def _answers(status: dict[str, Any]) -> bool:
+    """Whether the member answers clients: it serves, or it serves read-only clients."""
+    return bool(status["serving"] or status["read_only"])
+
+
+def _version_lines(status: dict[str, Any]) -> str:
+    return f"Zookeeper version: {ZOOKEEPER_VERSION}\n" + (
+        READ_ONLY_LINE if status["read_only"] else ""
+    )
 
 
 def _ms(seconds: float) -> int:
@@ -98,20 +115,17 @@ def _server_stats(member: Member, status: dict[str, Any]) -> str:
 
 def _srvr(member: Member, connections: list[ClientConnection]) -> str:
     status = member.status()
-    if not status["serving"]:
+    if not _answers(status):
         return NOT_SERVING
-    return f"Zookeeper version: {ZOOKEEPER_VERSION}\n{_server_stats(member, status)}"
+    return _version_lines(status) + _server_stats(member, status)
 
 
 def _stat_word(member: Member, connections: list[ClientConnection]) -> str:
     status = member.status()
-    if not status["serving"]:
+    if not _answers(status):
         return NOT_SERVING
     clients = "".join(_connection_line(conn, brief=True) + "\n" for conn in connections)
-    return (
-        f"Zookeeper version: {ZOOKEEPER_VERSION}\nClients:\n{clients}\n"
-        f"{_server_stats(member, status)}"
-    )
+    return f"{_version_lines(status)}Clients:\n{clients}\n{_server_stats(member, status)}"
 
 
 def _peer_address(conn: ClientConnection) -> str:
@@ -242,6 +256,7 @@ def _mntr(member: Member, connections: list[ClientConnection]) -> str:
         "zk_watch_count": status["watches"],
         "zk_ephemerals_count": sum(len(p) for p in member.tree.ephemerals.values()),
         "zk_global_sessions": status["sessions"],
+        "zk_local_sessions": len(member.read_only_mode),
         "zk_quorum_size": len(member.config.voters) or 1,
         "zk_open_file_descriptor_count": _open_files(),
         "zk_max_file_descriptor_count": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
@@ -284,7 +299,13 @@ def _envi(member: Member, connections: list[ClientConnection]) -> str:
 
 
 def _isro(member: Member, connections: list[ClientConnection]) -> str:
-    return "rw" if member.status()["serving"] else "null"
+    """`rw` serving, `ro` in read-only mode, `null` neither (ZooKeeper's answers): what
+    kazoo and the Java client ask, while connected read-only, to find a member that takes
+    writes."""
+    status = member.status()
+    if status["serving"]:
+        return "rw"
+    return "ro" if status["read_only"] else "null"
 
 
 FOUR_LETTER_WORDS: dict[bytes, Callable[[Member, list[ClientConnection]], str]] = {
