@@ -128,3 +128,48 @@ async def test_the_watch_words(member: RunningServer, kazoo: KazooClient) -> Non
     assert await ask(member, b"wchs") == "1 connections watching 1 paths\nTotal watches:2\n"
     assert await ask(member, b"wchc") == f"{session:#x}\n\t/w\n"
     assert await ask(member, b"wchp") == f"/w\n\t{session:#x}\n"
+
+
+async def test_srst_starts_the_server_stats_over(member: RunningServer, kazoo: KazooClient) -> None:
+    for index in range(5):
+        await kz(kazoo.create, f"/s{index}", b"x")
+    before = int(re.search(r"Received: (\d+)", await ask(member, b"srvr"))[1])  # type: ignore[index]
+    assert before >= 5
+    assert await ask(member, b"srst") == "Server stats reset.\n"
+    text = await ask(member, b"srvr")
+    assert "Latency min/avg/max: 0/0.0/0\n" in text
+    assert int(re.search(r"Received: (\d+)", text)[1]) <= 1  # type: ignore[index]  # a ping
+    await kz(kazoo.get, "/s0")
+    assert int(re.search(r"Received: (\d+)", await ask(member, b"srvr"))[1]) >= 1  # type: ignore[index]
+
+
+async def test_crst_starts_each_connections_stats_over(
+    member: RunningServer, kazoo: KazooClient
+) -> None:
+    await kz(kazoo.get, "/")
+    session = kazoo.client_id[0]
+    assert await ask(member, b"crst") == "Connection stats reset.\n"
+    line = next(
+        line for line in (await ask(member, b"cons")).splitlines() if f"{session:#x}" in line
+    )
+    inside = re.search(r"\((.*)\)", line)
+    assert inside is not None
+    fields = dict(item.split("=", 1) for item in inside[1].split(","))
+    assert fields["lop"] == "NA"
+    assert "lcxid" not in fields
+    assert int(fields["recved"]) <= 1  # a ping may come meanwhile
+    assert (fields["minlat"], fields["avglat"], fields["maxlat"]) == ("0", "0", "0")
+
+
+async def test_dirs_reports_the_checkpoint_and_the_log(member: RunningServer) -> None:
+    found = re.fullmatch(r"datadir_size: (\d+)\nlogdir_size: (\d+)\n", await ask(member, b"dirs"))
+    assert found is not None
+    assert int(found[1]) > 0
+    assert int(found[2]) > 0
+
+
+async def test_gtmk_and_stmk_read_and_set_the_trace_mask(member: RunningServer) -> None:
+    assert await ask(member, b"gtmk") == "306"  # ZooKeeper's default
+    assert await ask(member, b"stmk" + (511).to_bytes(8, "big")) == "511"
+    assert await ask(member, b"gtmk") == "511"
+    assert await ask(member, b"stmk") == ""  # no mask: closed without a word, as by ZooKeeper

@@ -111,6 +111,13 @@ class Metrics:
         self.latency_ms_sum = 0  # each latency in whole ms, as ZooKeeper averages them
         self.answered = 0
 
+    def reset_server_stats(self) -> None:
+        """Start ZooKeeper's server stats (packets and latencies of `srvr`, `stat` and
+        `mntr`) over, as its `srst` does; /metrics' counters and histograms go on."""
+        self.received = self.sent = 0
+        self.latency_min, self.latency_max = math.inf, 0.0
+        self.latency_ms_sum = self.answered = 0
+
     def stats_of(self, kind: type) -> OpStats:
         """The stats of the operation of request type `kind`, made on first use."""
         stats = self._by_type.get(kind)
@@ -160,6 +167,14 @@ class MeteredCodec:
         self._by_type = metrics._by_type
         self._decode = codec.decode_request  # bound once: both run for every request
         self._encode_reply = codec.reply
+
+    def reset_stats(self) -> None:
+        """Start this connection's counts over, as ZooKeeper's `crst` does."""
+        self.received = self.sent = 0
+        self.last_opcode = self.last_xid = self.last_zxid = -1
+        self.last_response = self.last_latency = 0.0
+        self.latency_min, self.latency_max = math.inf, 0.0
+        self.latency_ms_sum = self.answered = 0
 
     def decode_hello(self, payload: bytes) -> Hello | None:
         """The listener's decoding."""

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import secrets
 import stat
+import struct
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,7 +51,7 @@ from zkpy.core.serving import Codec, CodecRead, Decoded, Hello, ServerConnection
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, acl_from_wire
 from zkpy.server.clients import ClientServer
 from zkpy.server.node import Member
-from zkpy.server.zk_words import FOUR_LETTER_WORDS, NOT_SERVED_WORDS
+from zkpy.server.zk_words import FOUR_LETTER_WORDS
 from zkpy.wire import jute, sasl
 from zkpy.wire.jute import (
     OP_ADD_WATCH,
@@ -91,6 +92,7 @@ _READS = (GetAllChildrenNumber, GetEphemerals, MultiRead, Refusal, SaslRequest, 
 _STAT_REPLIES = frozenset({OP_EXISTS, OP_SET_DATA, OP_SET_ACL, jute.OP_CHECK})
 _OP_GET_CONFIG = -4  # not on the wire: a getData of /zookeeper/config, awaiting its reply
 _DATA_LENGTH = Stat._fields.index("data_length")
+DEFAULT_TRACE_MASK = 306  # ZooKeeper's ZooTrace default, which `gtmk` shows
 
 
 def zookeeper_digest_id(credential: bytes) -> Id:
@@ -466,6 +468,7 @@ class JuteDialect:
         self.sasl_users = sasl_users or SaslUsers()
         self.server = server
         self.zk_ports = zk_ports if zk_ports is not None else {}
+        self.trace_mask = DEFAULT_TRACE_MASK  # what `gtmk` shows and `stmk` sets
 
     def new_codec(self) -> Codec:
         """A codec of its own for each connection (it follows the replies' opcodes and its
@@ -481,12 +484,24 @@ class JuteDialect:
         ZooKeeper reads the first 4 bytes of a connection and answers them if they are a word:
         a trailing newline (nc, telnet) is allowed."""
         word = first[:4]
+        if word == b"stmk":
+            return self._set_trace_mask(first[4:])
         if len(first) != 4 and first[4:] not in (b"\n", b"\r\n"):
             return None
+        if word == b"gtmk":
+            return str(self.trace_mask).encode()
         answer = FOUR_LETTER_WORDS.get(word)
-        if answer is not None:
-            connections = [] if self.server is None else self.server.connections()
-            return answer(member, connections).encode()
-        if word in NOT_SERVED_WORDS:
-            return word + b" is not executed because it is not in the whitelist.\n"
-        return None
+        if answer is None:
+            return None
+        connections = [] if self.server is None else self.server.connections()
+        return answer(member, connections).encode()
+
+    def _set_trace_mask(self, rest: bytes) -> bytes:
+        """`stmk` and a big-endian long: the new mask, as ZooKeeper echoes it. zkpy writes no
+        trace log, so the mask changes nothing but what `gtmk` shows; ZooKeeper's tools that
+        set and read it work. Without the long's 8 bytes in the same read the connection
+        closes without a word, as ZooKeeper's does."""
+        if len(rest) < 8:
+            return b""
+        (self.trace_mask,) = struct.unpack_from(">q", rest)
+        return str(self.trace_mask).encode()

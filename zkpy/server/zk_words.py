@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from zkpy.server.admin import disk_usage
 from zkpy.server.clients import ClientConnection
 from zkpy.server.metrics import MeteredCodec
 from zkpy.server.node import Member
@@ -298,6 +299,32 @@ def _envi(member: Member, connections: list[ClientConnection]) -> str:
     return "Environment:\n" + "".join(f"{key}={value}\n" for key, value in values.items())
 
 
+def _srst(member: Member, connections: list[ClientConnection]) -> str:
+    if not _answers(member.status()):
+        return NOT_SERVING
+    member.metrics.reset_server_stats()
+    return "Server stats reset.\n"
+
+
+def _crst(member: Member, connections: list[ClientConnection]) -> str:
+    if not _answers(member.status()):
+        return NOT_SERVING
+    for conn in connections:
+        codec = conn.rules.codec
+        if isinstance(codec, MeteredCodec):
+            codec.reset_stats()
+    return "Connection stats reset.\n"
+
+
+def _dirs(member: Member, connections: list[ClientConnection]) -> str:
+    """The bytes of the checkpoint (ZooKeeper's data dir holds its snapshots) and of the log
+    segments (its log dir holds its transaction logs)."""
+    if not _answers(member.status()):
+        return NOT_SERVING
+    log_bytes, checkpoint_bytes = disk_usage(member.config.data_dir)
+    return f"datadir_size: {checkpoint_bytes}\nlogdir_size: {log_bytes}\n"
+
+
 def _isro(member: Member, connections: list[ClientConnection]) -> str:
     """`rw` serving, `ro` in read-only mode, `null` neither (ZooKeeper's answers): what
     kazoo and the Java client ask, while connected read-only, to find a member that takes
@@ -321,7 +348,7 @@ FOUR_LETTER_WORDS: dict[bytes, Callable[[Member, list[ClientConnection]], str]] 
     b"wchs": _wchs,
     b"wchc": _wchc,
     b"wchp": _wchp,
+    b"srst": _srst,
+    b"crst": _crst,
+    b"dirs": _dirs,
 }
-
-NOT_SERVED_WORDS = frozenset({b"crst", b"dirs", b"gtmk", b"srst", b"stmk"})
-"""ZooKeeper's other four-letter words: refused as ZooKeeper refuses a word off its whitelist."""
