@@ -123,6 +123,20 @@ def test_the_handshake_reply_may_arrive_a_byte_at_a_time() -> None:
     assert conn.max_frame == 1 << 20
 
 
+def test_a_read_only_client_says_so_and_learns_whether_it_was_served_read_only() -> None:
+    conn = ClientConnection(TIMEOUT_MS, can_be_read_only=True)
+    conn.connect(0.0)
+    (frame,) = FrameDecoder().feed(conn.data_to_send())
+    assert wire.Handshake.decode(frame).read_only
+    conn.receive_data(handshake_reply(read_only=True), 0.0)
+    assert conn.read_only
+    conn.connection_lost(ConnectionLossError("gone"))
+    conn.connect(1.0)
+    conn.data_to_send()
+    conn.receive_data(handshake_reply(), 1.0)
+    assert not conn.read_only  # a member that serves
+
+
 def test_a_refused_handshake_leaves_the_machine_ready_to_try_again() -> None:
     conn = ClientConnection(TIMEOUT_MS)
     conn.connect(0.0)

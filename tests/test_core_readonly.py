@@ -22,7 +22,9 @@ from zkpy.core.requests import (
 from zkpy.core.serving import CreateSession, ServerConnection
 from zkpy.core.txn import CreateSession as CreateSessionTxn
 from zkpy.core.types import OPEN_ACL_UNSAFE
+from zkpy.server.clients import MsgpackCodec
 from zkpy.server.zk_clients import JuteCodec
+from zkpy.wire import client as wire
 from zkpy.wire import jute, jute_client
 from zkpy.wire.jute import ConnectRequest, ConnectResponse, JuteRequest
 
@@ -237,3 +239,21 @@ def test_a_serving_member_gives_a_read_only_client_an_ordinary_session() -> None
     greeting = ConnectResponse.decode(sink.frames.pop()[4:])
     assert (greeting.session_id, greeting.read_only) == (0x101, False)
     assert not conn.read_only
+
+
+def test_over_msgpack_a_session_of_the_ensemble_is_not_read_only() -> None:
+    """zkpy's protocol says why, so that its client tries another member and keeps the
+    session (docs/protocol.md, section 4.6)."""
+    member = member_without_quorum()
+    sink = Sink()
+    conn = ServerConnection(member, MsgpackCodec(), sink, LIMITS, Meter(), WATCHER)
+    hello_frame = wire.Handshake(session_id=0x100, password=PASSWORD, read_only=True).encode()
+    conn.receive_hello(hello_frame[4:], owner=99)
+    assert sink.take_hello().error == Code.NOT_READ_ONLY
+    assert sink.finished
+
+    sink = Sink()
+    conn = ServerConnection(member, MsgpackCodec(), sink, LIMITS, Meter(), WATCHER)
+    conn.receive_hello(wire.Handshake(read_only=True).encode()[4:], owner=99)
+    greeting = sink.take_hello()
+    assert (greeting.session_id, greeting.read_only) == (0xA00, True)

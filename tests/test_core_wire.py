@@ -558,6 +558,7 @@ def test_deeply_nested_multis_are_refused_without_blowing_the_stack() -> None:
     [
         wire.Handshake(),
         wire.Handshake(session_id=2**63 - 1, password=b"\x00" * 16, timeout_ms=4000, last_zxid=9),
+        wire.Handshake(read_only=True),
     ],
 )
 def test_handshake_round_trip(hello: wire.Handshake) -> None:
@@ -575,6 +576,7 @@ def test_handshake_round_trip(hello: wire.Handshake) -> None:
             max_frame=DEFAULT_MAX_FRAME,
             server_id=3,
         ),
+        wire.HandshakeReply(session_id=6, password=b"pw", timeout_ms=4000, read_only=True),
         wire.HandshakeReply(error=Code.SESSION_EXPIRED, message="session expired"),
         wire.HandshakeReply(error=Code.MARSHALLING_ERROR, message=""),
     ],

@@ -365,6 +365,12 @@ class Client:
         return self.async_client.session_id
 
     @property
+    def read_only(self) -> bool:
+        """Whether a member without a quorum serves the client read-only now (made with
+        ``read_only=True``; see `zkpy.connect`)."""
+        return self.async_client.read_only
+
+    @property
     def session_timeout(self) -> float:
         """The negotiated session timeout, in seconds."""
         return self.async_client.session_timeout
@@ -809,7 +815,8 @@ def connect(
     **options: Any,
 ) -> Client:
     """Open a session and return a started blocking `Client`; the options are `zkpy.connect`'s
-    (connect_timeout, default_acl, auth, tls, spin_before_wait, new_session_on_expiry ...).
+    (connect_timeout, default_acl, auth, tls, spin_before_wait, new_session_on_expiry,
+    read_only ...).
 
     ``with zkpy.sync.connect("h1:2181,h2:2181", session_timeout=10.0) as zk:`` closes the
     session when the block ends; without ``with``, call `zk.close()`."""

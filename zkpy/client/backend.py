@@ -21,6 +21,9 @@ import trio
 
 from zkpy._net.outbox import Flusher, Outbox
 from zkpy._net.receiver import Receiver
+from zkpy.core.errors import ZkError
+from zkpy.wire.client import PROTOCOL_VERSION, pack, unpack
+from zkpy.wire.frames import FrameDecoder, encode_frame
 
 BROKEN: tuple[type[BaseException], ...] = (
     trio.BrokenResourceError,
@@ -143,6 +146,38 @@ async def open_link(
     if tls is None:
         return AnyioLink(await anyio.connect_tcp(*host))
     return AnyioLink(await anyio.connect_tcp(*host, ssl_context=tls, tls_hostname=host[0]))
+
+
+UNANSWERED = (
+    OSError,
+    TimeoutError,
+    ValueError,  # a frame over the decoder's limit
+    ZkError,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+)
+"""What a status query that gets no usable answer raises."""
+
+
+async def member_serves(host: tuple[str, int], tls: ssl.SSLContext | None, timeout: float) -> bool:
+    """Whether the member at `host` serves in a quorum, by its answer to the status query;
+    False if it does not answer in `timeout` seconds."""
+    query = encode_frame(pack({"v": PROTOCOL_VERSION, "cmd": "status"}))
+    secure: dict[str, Any] = {} if tls is None else {"ssl_context": tls, "tls_hostname": host[0]}
+    try:
+        with anyio.fail_after(timeout):
+            async with await anyio.connect_tcp(*host, **secure) as stream:
+                await stream.send(query)
+                decoder = FrameDecoder()
+                while not (frames := decoder.feed(await stream.receive(1 << 16))):
+                    pass
+    except UNANSWERED:
+        return False
+    try:
+        status = unpack(frames[0])
+    except ZkError:
+        return False
+    return isinstance(status, dict) and status.get("serving") is True
 
 
 class TrioLink:

@@ -10,6 +10,11 @@ LOST for good: every request raises `SessionExpiredError`, as with ZooKeeper's o
 unless it was made with ``new_session_on_expiry=True``: then LOST is followed by a new session
 (CONNECTED again, with a new `session_id`), as kazoo's client does.
 
+A client made with ``read_only=True`` may be served by a member cut off from its quorum
+(`zkpy.core.readonly`): it is then CONNECTED with `read_only` true, on a session of that
+member's own, and writes fail with `NotReadOnlyError`. Meanwhile it asks the other members now
+and then whether they serve, and moves to the first that does.
+
 Every protocol rule (what to send, what a server frame means, when to ping or give up) is in
 `zkpy.client.connection`, which does no I/O; this module connects sockets, moves bytes between
 them and that machine, feeds it the time and wakes the tasks that wait.
@@ -54,6 +59,7 @@ from zkpy.core.errors import (
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
+    NotReadOnlyError,
     NoWatcherError,
     SessionExpiredError,
     SessionMovedError,
@@ -75,6 +81,8 @@ from zkpy.errors import single_error
 log = logging.getLogger("zkpy.client")
 
 BROKEN_IN_HANDSHAKE = (trio.BrokenResourceError, anyio.BrokenResourceError)
+READ_ONLY_SEEK_FIRST_S = 0.5  # a read-only client first asks the others this long after
+READ_ONLY_SEEK_MAX_S = 30.0  # and then ever less often, down to once in this long
 
 
 class ConnectionState(enum.Enum):
@@ -216,9 +224,11 @@ class Client:
         tls: ssl.SSLContext | None = None,
         spin_before_wait: float = SPIN_BEFORE_WAIT_S,
         new_session_on_expiry: bool = False,
+        read_only: bool = False,
     ) -> None:
         check_spin(spin_before_wait, "spin_before_wait")
         self.new_session_on_expiry = new_session_on_expiry
+        self.can_be_read_only = read_only
         servers, self.chroot = split_chroot(hosts)
         self.hosts = parse_hosts(servers)
         self.spin_before_wait = spin_before_wait
@@ -234,6 +244,7 @@ class Client:
             self.requested_timeout_ms,
             auth=[builders.auth(scheme, credential) for scheme, credential in auth],
             chroot=self.chroot,
+            can_be_read_only=read_only,
         )
         self._state = ConnectionState.CONNECTING
         self._state_changed: Waiter | None = None  # made by the first waiter, on its loop
@@ -247,6 +258,8 @@ class Client:
         self._now: Callable[[], float] = backend.clock()
         self._new_event: Callable[[], Waiter] = backend.new_event
         self._leftover: list[Event] = []  # what came with the handshake reply
+        self._next_host: tuple[str, int] | None = None  # where to connect next, if not in turn
+        self._heard_serving_at = 0.0  # when a member in a quorum last heard from the session
 
     # ---- the session, as the protocol machine knows it -----------------------------------------
 
@@ -294,6 +307,12 @@ class Client:
     def state(self) -> ConnectionState:
         """CONNECTING, CONNECTED, SUSPENDED or LOST."""
         return self._state
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the client is connected to a member without a quorum, which answers its
+        reads and refuses its writes (with ``read_only=True`` only)."""
+        return self._conn.read_only and self._state is ConnectionState.CONNECTED
 
     @property
     def connected(self) -> bool:
@@ -361,12 +380,16 @@ class Client:
         started = False
         attempt = 0
         while not self._closing and self._lost_error is None:
-            host = self.hosts[attempt % len(self.hosts)]
-            attempt += 1
+            host, self._next_host = self._next_host, None
+            if host is None:
+                host = self.hosts[attempt % len(self.hosts)]
+                attempt += 1
             try:
                 link = await self._open(host)
-            except (OSError, TimeoutError, ConnectionLossError) as err:
+            except (OSError, TimeoutError, ConnectionLossError, NotReadOnlyError) as err:
                 log.debug("cannot reach %s:%d: %s", *host, err)
+                if isinstance(err, NotReadOnlyError):
+                    self._expire_if_unheard()
                 if attempt % len(self.hosts) == 0:
                     if not started and attempt >= 3 * len(self.hosts):
                         raise ConnectionLossError(f"no server reachable in {self.hosts}") from err
@@ -376,6 +399,7 @@ class Client:
                 self._lose(err)  # with new_session_on_expiry, the loop goes on with a new one
                 if not started:
                     raise
+                self._next_host = host  # the new session, where the old one was refused
                 continue
             if not started:
                 started = True
@@ -420,19 +444,35 @@ class Client:
             raise first.error
         return events
 
+    def _expire_if_unheard(self) -> None:
+        """A member in read-only mode refused the session: it is the ensemble's, and only a
+        member in a quorum may resume it. If none has heard from it for longer than its
+        timeout, any quorum has expired it by now: the client says so itself, and a
+        read-only session follows (`_renews`)."""
+        conn = self._conn
+        if conn.session_id and self._now() - self._heard_serving_at > conn.timeout_ms / 1000:
+            self._lose(SessionExpiredError(f"session {conn.session_id:#x} has expired"))
+
     async def _serve_connection(self, link: Link) -> None:
         outbox = self._outbox = link.outbox
         self._send_queued()  # the auth and watches the machine replays first
         self._flusher.flush()
         self._set_state(ConnectionState.CONNECTED)
+        read_only = self._conn.read_only
+        if read_only:
+            log.warning("connected read-only to %s (it has no quorum)", self.server)
         try:
             with anyio.CancelScope() as scope:
                 self._connection_scope = scope
                 async with backend.open_tasks() as tasks:
                     tasks.start_soon(self._write_loop, link, scope)
                     tasks.start_soon(self._timer_loop)
+                    if read_only:
+                        tasks.start_soon(self._seek_serving_member, scope)
                     await self._read_loop(link, scope)
         finally:
+            if not read_only:
+                self._heard_serving_at = self._conn.last_heard
             self._connection_scope = None
             self._outbox = None
             outbox.close()
@@ -443,6 +483,23 @@ class Client:
                     ConnectionLossError(f"connection to {self.server} was lost")
                 )
             )
+
+    async def _seek_serving_member(self, scope: anyio.CancelScope) -> None:
+        """While connected read-only: ask the other members, now and then, whether they serve
+        in a quorum (as kazoo and ZooKeeper's client ask `isro`), and move to the first that
+        does. The read-only session is unknown there: a new session follows (`_renews`)."""
+        delay = READ_ONLY_SEEK_FIRST_S
+        while True:
+            await anyio.sleep(delay * random.uniform(0.8, 1.2))
+            for host in self.hosts:
+                if host != self.server and await backend.member_serves(
+                    host, self.tls, self.connect_timeout
+                ):
+                    log.info("%s:%d serves; leaving the read-only member", *host)
+                    self._next_host = host
+                    scope.cancel()
+                    return
+            delay = min(2 * delay, READ_ONLY_SEEK_MAX_S)
 
     def _send_queued(self) -> None:
         """Queue what the machine has for the connection; it leaves at the next flush."""
@@ -534,17 +591,22 @@ class Client:
     def _renews(self, error: ZkError) -> bool:
         """Whether the end of the session is followed by a new one: it expired (`close()` sets
         `_closing` first; a refused auth is another error) and the client was made with
-        `new_session_on_expiry`."""
-        return (
-            self.new_session_on_expiry and not self._closing and type(error) is SessionExpiredError
-        )
+        `new_session_on_expiry` or `read_only` (a read-only session is a member's own, and
+        ends whenever that member joins a quorum again, as with kazoo)."""
+        renews = self.new_session_on_expiry or self.can_be_read_only
+        return renews and not self._closing and type(error) is SessionExpiredError
 
     def _next_session(self) -> ClientConnection:
         """A fresh machine for a new session: the same auth and chroot, and the last zxid seen
         (so that the new session never reads older data than the old one did)."""
         old = self._conn
         log.info("session %#x expired; starting a new session", old.session_id)
-        conn = ClientConnection(self.requested_timeout_ms, auth=old.auth, chroot=self.chroot)
+        conn = ClientConnection(
+            self.requested_timeout_ms,
+            auth=old.auth,
+            chroot=self.chroot,
+            can_be_read_only=self.can_be_read_only,
+        )
         conn.last_zxid = old.last_zxid
         return conn
 
@@ -996,6 +1058,7 @@ async def connect(
     tls: ssl.SSLContext | None = None,
     spin_before_wait: float = SPIN_BEFORE_WAIT_S,
     new_session_on_expiry: bool = False,
+    read_only: bool = False,
 ) -> AsyncIterator[Client]:
     """Open a session with an ensemble and keep it for the ``async with`` block.
 
@@ -1015,6 +1078,12 @@ async def connect(
     (kazoo's behaviour). The old session's ephemerals and watches are gone; the recipes that
     stand for something (`Party`, `PersistentNode`) create it again, and locks and leadership
     held under the old session stay lost.
+
+    With `read_only`, a member cut off from its quorum may serve the client (for as long as no
+    member in a quorum answers it): `client.read_only` is then true, reads answer from that
+    member's tree as it last applied it, writes and `sync` fail with `NotReadOnlyError`. The
+    client moves to a member that serves as soon as one answers; its read-only session ends
+    there, and a new one follows, as with `new_session_on_expiry` (docs/operations.md).
     """
     client = Client(
         hosts,
@@ -1025,6 +1094,7 @@ async def connect(
         tls=tls,
         spin_before_wait=spin_before_wait,
         new_session_on_expiry=new_session_on_expiry,
+        read_only=read_only,
     )
     try:
         async with backend.open_tasks() as tasks:

@@ -289,8 +289,12 @@ class ClientConnection:
         auth: Iterable[AuthRequest] = (),
         max_server_frame: int = MAX_SERVER_FRAME,
         chroot: str | None = None,
+        can_be_read_only: bool = False,
     ) -> None:
         self.state = State.IDLE
+        # a member without a quorum may serve this client read-only (`zkpy.core.readonly`)
+        self.can_be_read_only = can_be_read_only
+        self.read_only = False  # the session is such a member's own: it answers reads only
         # the client's paths are relative to this znode (None: to the root), see `Chroot`
         self.chroot = None if chroot is None or chroot == "/" else Chroot(chroot)
         self.session_id = 0
@@ -328,9 +332,14 @@ class ClientConnection:
         self.state = State.HANDSHAKING
         self.peer = peer
         self._decoder = FrameDecoder(self._max_server_frame)
-        self._out = [
-            wire.Handshake(self.session_id, self.password, self.timeout_ms, self.last_zxid).encode()
-        ]
+        hello = wire.Handshake(
+            self.session_id,
+            self.password,
+            self.timeout_ms,
+            self.last_zxid,
+            read_only=self.can_be_read_only,
+        )
+        self._out = [hello.encode()]
         self.last_sent = self.last_heard = now
 
     def send_request(
@@ -426,6 +435,7 @@ class ClientConnection:
         self.password = reply.password
         self.timeout_ms = reply.timeout_ms
         self.max_frame = reply.max_frame or DEFAULT_MAX_FRAME
+        self.read_only = reply.read_only
         self.state = State.CONNECTED
         self._pings = 0
         self._replay(now)

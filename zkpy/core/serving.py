@@ -448,8 +448,9 @@ class ServerConnection:
 
     def _open_read_only(self, hello: Hello) -> None:
         """Greet a read-only client with a new local session, or its own one resumed. A
-        session of the ensemble is answered as expired: only the quorum knows whether it
-        lives (ZooKeeper's read-only server answers it the same way)."""
+        session of the ensemble is refused with NOT_READ_ONLY: only its quorum knows whether
+        it lives (ZooKeeper's clients hear that it expired, as ZooKeeper's read-only server
+        answers them; zkpy's client tries another member)."""
         view = self.view
         self.read_only = True
         if hello.session_id == 0:
@@ -460,7 +461,7 @@ class ServerConnection:
             local = view.read_only_mode.session(hello.session_id)
             if local is None:
                 self._refuse(
-                    SessionExpiredError(
+                    NotReadOnlyError(
                         f"session {hello.session_id:#x} is not a read-only session of this "
                         "member, which has no quorum to ask about it"
                     )

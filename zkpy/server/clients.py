@@ -91,7 +91,9 @@ class MsgpackCodec:
         if isinstance(first, dict) and first.get("cmd") == "status":
             return None
         hello = wire.Handshake.decode(payload)
-        return Hello(hello.session_id, hello.password, hello.timeout_ms, hello.last_zxid)
+        return Hello(
+            hello.session_id, hello.password, hello.timeout_ms, hello.last_zxid, hello.read_only
+        )
 
     def decode_request(self, payload: bytes) -> tuple[int, int, Request] | None:
         """None for the fixed ping frame, else see `zkpy.wire.client.decode_request`."""
@@ -129,7 +131,7 @@ class MsgpackCodec:
         server_id: int,
         read_only: bool = False,
     ) -> bytes:
-        """The handshake reply (never read-only: a msgpack client does not ask for it)."""
+        """The handshake reply."""
         return wire.HandshakeReply(
             session_id=session_id,
             password=password,
@@ -137,6 +139,7 @@ class MsgpackCodec:
             zxid=zxid,
             max_frame=max_frame,
             server_id=server_id,
+            read_only=read_only,
         ).encode()
 
     def refusal(self, error: int, message: str) -> bytes:

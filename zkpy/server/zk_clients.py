@@ -301,10 +301,11 @@ class JuteCodec:
 
     def refusal(self, error: int, message: str) -> bytes:
         """An expired session or a wrong password is answered as ZooKeeper does, with a
-        ConnectResponse of timeout 0 (the client reports the session expired); any other
+        ConnectResponse of timeout 0 (the client reports the session expired), and so is a
+        session of the ensemble at a member in read-only mode, as by ZooKeeper 3.8; any other
         refusal (no quorum, a member behind the client, a bad handshake) closes the
         connection without a word, so that the client tries another member."""
-        if error in (Code.SESSION_EXPIRED, Code.AUTH_FAILED):
+        if error in (Code.SESSION_EXPIRED, Code.AUTH_FAILED, Code.NOT_READ_ONLY):
             # ZooKeeper's refusal carries a password of 16 zero bytes
             return ConnectResponse(0, 0, 0, bytes(16), False, self._has_read_only).encode()
         return b""

@@ -106,27 +106,29 @@ def unpack(payload: bytes) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Handshake:
-    """The client's first frame: which session to start or resume."""
+    """The client's first frame: which session to start or resume, and whether a member
+    without a quorum may serve it read-only."""
 
     session_id: int = 0
     password: bytes = b""
     timeout_ms: int = 10_000
     last_zxid: int = 0
     version: int = PROTOCOL_VERSION
+    read_only: bool = False
 
     def encode(self) -> bytes:
-        """The handshake as a frame: a msgpack map, so that fields can be added compatibly."""
-        return encode_frame(
-            pack(
-                {
-                    "v": self.version,
-                    "session_id": self.session_id,
-                    "password": self.password,
-                    "timeout_ms": self.timeout_ms,
-                    "last_zxid": self.last_zxid,
-                }
-            )
-        )
+        """The handshake as a frame: a msgpack map, so that fields can be added compatibly
+        (`read_only` only when set)."""
+        body: dict[str, Any] = {
+            "v": self.version,
+            "session_id": self.session_id,
+            "password": self.password,
+            "timeout_ms": self.timeout_ms,
+            "last_zxid": self.last_zxid,
+        }
+        if self.read_only:
+            body["read_only"] = True
+        return encode_frame(pack(body))
 
     @classmethod
     def decode(cls, payload: bytes) -> Handshake:
@@ -143,13 +145,15 @@ class Handshake:
             password=_field(value, "password", bytes, b""),
             timeout_ms=_field(value, "timeout_ms", int, 10_000),
             last_zxid=_field(value, "last_zxid", int, 0),
+            read_only=_field(value, "read_only", bool, False),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class HandshakeReply:
     """The member's answer to a handshake: the session it opened or resumed and the limits it
-    enforces, or an error code and message when it refused."""
+    enforces (`read_only`: a session of a member without a quorum, which answers reads only),
+    or an error code and message when it refused."""
 
     session_id: int = 0
     password: bytes = b""
@@ -159,6 +163,7 @@ class HandshakeReply:
     server_id: int = 0
     error: int = Code.OK
     message: str = ""
+    read_only: bool = False
 
     def encode(self) -> bytes:
         """The reply as a frame: only the error and message when it refuses."""
@@ -174,6 +179,8 @@ class HandshakeReply:
                 max_frame=self.max_frame,
                 server_id=self.server_id,
             )
+            if self.read_only:
+                body["read_only"] = True
         return encode_frame(pack(body))
 
     @classmethod
@@ -192,6 +199,7 @@ class HandshakeReply:
             zxid=_field(value, "zxid", int, 0),
             max_frame=_field(value, "max_frame", int, 0),
             server_id=_field(value, "server_id", int, 0),
+            read_only=_field(value, "read_only", bool, False),
         )
 
 
