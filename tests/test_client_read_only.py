@@ -5,15 +5,42 @@ quorum is back, with a new session; a client that did not ask is never served re
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import trio
 
 import zkpy
-from tests.ensemble_harness import Ensemble, connect_to, poll
+from tests.ensemble_harness import Ensemble, Member, connect_to, poll
+from tests.test_server_cli import zkpy_command
 from zkpy.client.client import ConnectionState
 from zkpy.errors import ConnectionLossError, NotReadOnlyError
+from zkpy.testing.ensemble import child_env
+
+
+async def zkpy_cli(*args: str) -> tuple[int, str]:
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [*zkpy_command(), *args],
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            check=False,
+        )
+    return done.returncode, done.stdout.decode()
+
+
+async def check_the_command_line(member: Member) -> None:
+    """`--read-only` (zkCli.sh's -r) lets the one-shot commands and the shell read there."""
+    server = ["--server", member.address, "--timeout", "2"]
+    assert await zkpy_cli("get", *server, "--read-only", "/config") == (0, "v1\n")
+    code, out = await zkpy_cli("shell", *server, "--read-only", "create", "/from-shell")
+    assert code == 1
+    assert "NotReadOnly" in out
+    code, out = await zkpy_cli("get", *server, "/config")
+    assert code == 1
+    assert "ConnectionLoss" in out
 
 
 async def test_a_read_only_client_reads_without_a_quorum_then_moves_back(tmp_path: Path) -> None:
@@ -49,6 +76,7 @@ async def test_a_read_only_client_reads_without_a_quorum_then_moves_back(tmp_pat
             with pytest.raises(ConnectionLossError):  # a client that did not ask for it
                 async with connect_to(kept, connect_timeout=0.5):
                     pass
+            await check_the_command_line(kept)
 
             for member in others:
                 member.start()

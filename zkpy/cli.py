@@ -451,8 +451,9 @@ def status(server: str, as_json: bool) -> None:
             if isinstance(found, str):
                 click.echo(f"{address:<22}    {found}")
                 continue
+            role = "read-only" if found.get("read_only") else found["role"]
             click.echo(
-                f"{address:<22}{found['server_id']:>3} {found['role']:<10}{found['epoch']:>6} "
+                f"{address:<22}{found['server_id']:>3} {role:<10}{found['epoch']:>6} "
                 f"{found['last_zxid']:>#14x} {found['connections']:>6} "
                 f"{found['outstanding']:>12}"
             )
@@ -523,7 +524,8 @@ def chaos(
 
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
-    """How the shell commands reach the ensemble: --server, --timeout, --auth, --tls-*."""
+    """How the shell commands reach the ensemble: --server, --timeout, --auth, --tls-*,
+    --read-only."""
 
     server: str
     timeout: float
@@ -531,6 +533,7 @@ class ClientOptions:
     tls_ca: str | None
     tls_cert: str | None
     tls_key: str | None
+    read_only: bool = False
 
     def context(self) -> ssl.SSLContext | None:
         """The TLS context to connect with, None when no TLS option was given."""
@@ -551,9 +554,10 @@ def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
         tls_ca: str | None,
         tls_cert: str | None,
         tls_key: str | None,
+        read_only: bool,
         **kwargs: Any,
     ) -> Any:
-        conn = ClientOptions(server, timeout, auth, tls_ca, tls_cert, tls_key)
+        conn = ClientOptions(server, timeout, auth, tls_ca, tls_cert, tls_key, read_only)
         return func(*args, conn=conn, **kwargs)
 
     for option in reversed(
@@ -575,6 +579,11 @@ def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--tls-key", type=click.Path(dir_okay=False, exists=True), help="Client key."
             ),
+            click.option(
+                "--read-only",
+                is_flag=True,
+                help="A member without a quorum may answer: reads only (zkCli.sh -r).",
+            ),
         ]
     ):
         wrapper = option(wrapper)
@@ -589,6 +598,7 @@ async def _session(conn: ClientOptions) -> AsyncIterator[zkpy.Client]:
         connect_timeout=conn.timeout,
         auth=[("digest", credential) for credential in conn.auth],
         tls=conn.context(),
+        read_only=conn.read_only,
     ) as zk:
         yield zk
 
@@ -649,6 +659,7 @@ def shell(
             connect_timeout=conn.timeout,
             auth=[("digest", credential) for credential in conn.auth],
             tls=conn.context(),
+            read_only=conn.read_only,
         )
     except (ZkError, OSError, ValueError, ssl.SSLError) as err:
         click.echo(f"zkpy: {err}", err=True)

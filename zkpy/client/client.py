@@ -460,7 +460,7 @@ class Client:
         self._set_state(ConnectionState.CONNECTED)
         read_only = self._conn.read_only
         if read_only:
-            log.warning("connected read-only to %s (it has no quorum)", self.server)
+            log.info("connected read-only to %s (it has no quorum)", self.server)
         try:
             with anyio.CancelScope() as scope:
                 self._connection_scope = scope
