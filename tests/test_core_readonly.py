@@ -207,7 +207,7 @@ def test_a_session_of_the_ensemble_hears_it_expired() -> None:
     member = member_without_quorum()
     _conn, sink = hello(member, session_id=0x100, password=PASSWORD)
     refused = ConnectResponse.decode(sink.frames.pop()[4:])
-    assert (refused.timeout_ms, refused.session_id) == (0, 0)
+    assert (refused.timeout_ms, refused.session_id, refused.read_only) == (0, 0, True)
     assert sink.finished
     assert 0x100 in member.tree.sessions  # the member's copy of it is untouched
 

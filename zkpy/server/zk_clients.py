@@ -306,8 +306,10 @@ class JuteCodec:
         refusal (no quorum, a member behind the client, a bad handshake) closes the
         connection without a word, so that the client tries another member."""
         if error in (Code.SESSION_EXPIRED, Code.AUTH_FAILED, Code.NOT_READ_ONLY):
-            # ZooKeeper's refusal carries a password of 16 zero bytes
-            return ConnectResponse(0, 0, 0, bytes(16), False, self._has_read_only).encode()
+            # ZooKeeper's refusal carries a password of 16 zero bytes, and its read-only
+            # server's the readOnly flag
+            read_only = error == Code.NOT_READ_ONLY
+            return ConnectResponse(0, 0, 0, bytes(16), read_only, self._has_read_only).encode()
         return b""
 
     def status(self, status: dict[str, Any]) -> bytes:
