@@ -446,9 +446,10 @@ class Client:
 
     def _expire_if_unheard(self) -> None:
         """A member in read-only mode refused the session: it is the ensemble's, and only a
-        member in a quorum may resume it. If none has heard from it for longer than its
-        timeout, any quorum has expired it by now: the client says so itself, and a
-        read-only session follows (`_renews`)."""
+        member in a quorum may resume it. Once the client has reached none for longer than
+        the session's timeout, a quorum expires the session (within a tick of the leader's
+        clock) and nothing the client does can keep it: the client gives it up as expired,
+        the safe side for what it held, and a read-only session follows (`_renews`)."""
         conn = self._conn
         if conn.session_id and self._now() - self._heard_serving_at > conn.timeout_ms / 1000:
             self._lose(SessionExpiredError(f"session {conn.session_id:#x} has expired"))
