@@ -31,11 +31,14 @@ class CShell:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self.output = ""
+        self._printed = trio.Event()  # set when more output came, then replaced
 
     async def read_forever(self) -> None:
         assert self.process.stdout is not None
         async for chunk in self.process.stdout:
             self.output += chunk.decode(errors="replace")
+            self._printed.set()
+            self._printed = trio.Event()
 
     async def send(self, command: str, *expected: str) -> None:
         """Send `command`, then wait until every one of `expected` has been printed since."""
@@ -49,7 +52,7 @@ class CShell:
         """Wait until `text` has been printed (after the first `start` characters)."""
         with trio.move_on_after(ANSWER_TIMEOUT_S):
             while text not in self.output[start:]:
-                await trio.sleep(0.02)
+                await self._printed.wait()
             return
         raise AssertionError(f"no {text!r} from cli_mt; it printed:\n{self.output}")
 

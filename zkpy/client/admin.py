@@ -11,13 +11,25 @@ from zkpy.core.errors import ConnectionLossError, MarshallingError, ZkError
 from zkpy.wire.client import PROTOCOL_VERSION, pack, unpack
 from zkpy.wire.frames import FrameDecoder, encode_frame
 
+STATUS_QUERY = encode_frame(pack({"v": PROTOCOL_VERSION, "cmd": "status"}))
+"""The first frame that asks a member for its status (docs/protocol.md, section 4.4)."""
+
+
+def decode_status(payload: bytes) -> dict[str, Any]:
+    """The status map in a member's answer to `STATUS_QUERY`; MarshallingError if it is not
+    one."""
+    status = unpack(payload)
+    if not isinstance(status, dict):
+        raise MarshallingError("status reply must be a map")
+    return status
+
 
 async def fetch_status(host: str, port: int, *, timeout: float = 5.0) -> dict[str, Any]:
     """Ask one member for its status (ZooKeeper's srvr/mntr): role, epoch, last zxid ..."""
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
-            await stream.send_all(encode_frame(pack({"v": PROTOCOL_VERSION, "cmd": "status"})))
+            await stream.send_all(STATUS_QUERY)
             decoder = FrameDecoder()
             while True:
                 data = await stream.receive_some(1 << 16)
@@ -25,10 +37,7 @@ async def fetch_status(host: str, port: int, *, timeout: float = 5.0) -> dict[st
                     raise ConnectionLossError(f"{host}:{port} closed without a status")
                 frames = decoder.feed(data)
                 if frames:
-                    status = unpack(frames[0])
-                    if not isinstance(status, dict):
-                        raise MarshallingError("status reply must be a map")
-                    return status
+                    return decode_status(frames[0])
 
 
 async def gather_statuses(

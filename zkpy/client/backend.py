@@ -21,9 +21,9 @@ import trio
 
 from zkpy._net.outbox import Flusher, Outbox
 from zkpy._net.receiver import Receiver
+from zkpy.client.admin import STATUS_QUERY, decode_status
 from zkpy.core.errors import ZkError
-from zkpy.wire.client import PROTOCOL_VERSION, pack, unpack
-from zkpy.wire.frames import FrameDecoder, encode_frame
+from zkpy.wire.frames import FrameDecoder
 
 BROKEN: tuple[type[BaseException], ...] = (
     trio.BrokenResourceError,
@@ -161,23 +161,22 @@ UNANSWERED = (
 
 async def member_serves(host: tuple[str, int], tls: ssl.SSLContext | None, timeout: float) -> bool:
     """Whether the member at `host` serves in a quorum, by its answer to the status query;
-    False if it does not answer in `timeout` seconds."""
-    query = encode_frame(pack({"v": PROTOCOL_VERSION, "cmd": "status"}))
+    False if it does not answer in `timeout` seconds (`zkpy.client.admin.fetch_status` asks
+    the same on trio alone, and raises)."""
     secure: dict[str, Any] = {} if tls is None else {"ssl_context": tls, "tls_hostname": host[0]}
     try:
         with anyio.fail_after(timeout):
             async with await anyio.connect_tcp(*host, **secure) as stream:
-                await stream.send(query)
+                await stream.send(STATUS_QUERY)
                 decoder = FrameDecoder()
                 while not (frames := decoder.feed(await stream.receive(1 << 16))):
                     pass
     except UNANSWERED:
         return False
     try:
-        status = unpack(frames[0])
+        return decode_status(frames[0]).get("serving") is True
     except ZkError:
         return False
-    return isinstance(status, dict) and status.get("serving") is True
 
 
 class TrioLink:
