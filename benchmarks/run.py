@@ -232,21 +232,7 @@ def run_workload(
                 profiler.kill()
                 profiler.wait()
 
-    latencies: list[float] = sorted(x for outcome in outcomes for x in outcome["latencies"])
-    result.ops = sum(o["ops"] for o in outcomes)
-    result.seconds = max(o["elapsed"] for o in outcomes)
-    if args.count:
-        result.ops_per_s = result.ops / result.seconds if result.seconds > 0 else 0.0
-    else:
-        result.ops_per_s = sum(o["ops"] / o["elapsed"] for o in outcomes)
-    for name, q in (("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99), ("p999_ms", 0.999)):
-        value = percentile(latencies, q)
-        setattr(result, name, None if value is None else value * 1000)
-    if latencies:
-        result.mean_ms = sum(latencies) / len(latencies) * 1000
-        result.max_ms = latencies[-1] * 1000
-    result.errors = sum(o["errors"] for o in outcomes)
-    result.error_samples = [s for o in outcomes for s in o["error_samples"]][:5]
+    tally_outcomes(result, outcomes, counted=bool(args.count))
     result.client_cpu_s = sum(o["client_cpu"] or 0.0 for o in outcomes)
     for member in ensemble.members:
         used = cpu_after[member.id] - cpu_before[member.id]
@@ -263,6 +249,31 @@ def run_workload(
         0.0, busy_after - busy_before - result.server_cpu_s - result.client_cpu_s
     )
     return result
+
+
+def tally_outcomes(result: Result, outcomes: list[dict[str, Any]], *, counted: bool) -> None:
+    """Fill in `result`'s operations, rate, latencies and errors from its client processes'
+    outcomes (`counted`: each ran a number of operations rather than for a time). A round in
+    which no operation completed measured nothing: it is marked failed, so that it is left out
+    of medians over rounds instead of taking the row's percentiles with it."""
+    latencies: list[float] = sorted(x for outcome in outcomes for x in outcome["latencies"])
+    result.ops = sum(o["ops"] for o in outcomes)
+    result.seconds = max(o["elapsed"] for o in outcomes)
+    if counted:
+        result.ops_per_s = result.ops / result.seconds if result.seconds > 0 else 0.0
+    else:
+        result.ops_per_s = sum(o["ops"] / o["elapsed"] for o in outcomes)
+    for name, q in (("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99), ("p999_ms", 0.999)):
+        value = percentile(latencies, q)
+        setattr(result, name, None if value is None else value * 1000)
+    if latencies:
+        result.mean_ms = sum(latencies) / len(latencies) * 1000
+        result.max_ms = latencies[-1] * 1000
+    result.errors = sum(o["errors"] for o in outcomes)
+    result.error_samples = [s for o in outcomes for s in o["error_samples"]][:5]
+    if not latencies:
+        samples = "; ".join(result.error_samples) or "none reported"
+        result.failed = f"no operation completed ({result.errors} errors; samples: {samples})"
 
 
 def _receive(pipe: Any, process: Any, timeout: float) -> tuple[str, Any]:

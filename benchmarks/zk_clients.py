@@ -146,7 +146,14 @@ def medians(
             continue
         out[key] = {
             measure: statistics.median(getattr(r, measure) for r in good)
-            for measure in ("ops_per_s", "p50_ms", "p99_ms", "server_us_per_op")
+            for measure in (
+                "ops_per_s",
+                "p50_ms",
+                "p99_ms",
+                "server_us_per_op",
+                "cpu_us_per_op",
+                "cpus_busy",
+            )
             if all(getattr(r, measure) is not None for r in good)
         }
         out[key]["rounds"] = len(good)
@@ -185,20 +192,31 @@ def print_table(
     print_cpu_table(summary, rows)
 
 
+CPU_TABLES = (
+    ("members CPU us/op", "server_us_per_op", ",.0f"),
+    ("members + client CPU us/op", "cpu_us_per_op", ",.0f"),
+    ("CPUs busy", "cpus_busy", ".2f"),
+)
+
+
 def print_cpu_table(
     summary: dict[tuple[str, str, int], dict[str, float]], rows: Collection[str] = ROW_NAMES
 ) -> None:
-    """The members' CPU per operation of each one-at-a-time row: on a machine whose CPUs the
-    client shares with the members, what one server uses beyond the other delays the client
-    (docs/decisions/0043)."""
-    header = "\nmembers CPU us/op (median)"
-    print(f"{header:<29}" + "".join(f"{TITLES[s]:>14}" for s in SYSTEMS))
-    for op, in_flight, _metric in ROWS:
-        if in_flight != 1 or row_name(op, in_flight) not in rows:
-            continue
-        values = [summary.get((s, op, in_flight), {}).get("server_us_per_op") for s in SYSTEMS]
-        cells = "".join(f"{'-':>14}" if v is None else f"{v:>14,.0f}" for v in values)
-        print(f"{f'{LABELS.get(op, op)} x1':<28}{cells}")
+    """The CPU each one-at-a-time row used: the members' per operation, the members' and the
+    client's together, and how many of the machine's CPUs every process kept busy. On a machine
+    whose CPUs the client shares with the members, what one server uses beyond the other
+    delays the client (docs/decisions/0043), and a row whose CPUs busy nears the machine's
+    count is bound by CPU: its latency follows the CPU per operation (0049)."""
+    width = max(len(title) for title, _measure, _spec in CPU_TABLES) + len(" (median)") + 1
+    for title, measure, spec in CPU_TABLES:
+        header = f"{title} (median)"
+        print(f"\n{header:<{width}}" + "".join(f"{TITLES[s]:>14}" for s in SYSTEMS))
+        for op, in_flight, _metric in ROWS:
+            if in_flight != 1 or row_name(op, in_flight) not in rows:
+                continue
+            values = [summary.get((s, op, in_flight), {}).get(measure) for s in SYSTEMS]
+            cells = "".join(f"{'-':>14}" if v is None else f"{v:>14{spec}}" for v in values)
+            print(f"{f'{LABELS.get(op, op)} x1':<{width}}{cells}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

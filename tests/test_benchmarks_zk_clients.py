@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.run import Result
+from benchmarks.run import Result, tally_outcomes
 from benchmarks.zk_clients import (
     ZKPY,
     ZKPY_ZK,
@@ -63,16 +63,18 @@ def test_the_table_shows_only_the_rows_asked_for(capsys: pytest.CaptureFixture[s
     print_table(summary, ["set1"])
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split()[:2] for line in lines if " x" in line]
-    assert rows == [["set", "x1"], ["set", "x1"]]  # its p50 row, its members' CPU row
+    # its p50 row, then its row in each CPU table: the members', with the client's, CPUs busy
+    assert rows == [["set", "x1"]] * 4
 
 
-def test_the_cpu_table_shows_the_members_cpu_per_operation_of_the_latency_rows(
+def test_the_cpu_tables_show_the_cpu_per_operation_of_the_latency_rows(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ours = result(ZKPY_ZK, "set", 1, 1000, 1.0)
-    ours.ops, ours.server_cpu_s = 1000, 1.4
+    ours.ops, ours.server_cpu_s, ours.client_cpu_s = 1000, 1.4, 0.5
+    ours.seconds, ours.other_cpu_s = 1.0, 0.1
     theirs = result(ZOOKEEPER, "set", 1, 1000, 1.0)
-    theirs.ops, theirs.server_cpu_s = 1000, 0.9
+    theirs.ops, theirs.server_cpu_s, theirs.client_cpu_s = 1000, 0.9, 0.6
     throughput = result(ZKPY_ZK, "get", 256, 5000, 40.0)
     summary = medians(
         {
@@ -83,7 +85,12 @@ def test_the_cpu_table_shows_the_members_cpu_per_operation_of_the_latency_rows(
     )
     print_cpu_table(summary)
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if " x" in line]
-    assert rows[0] == ["set", "x1", "-", "1,400", "900"]
+    sets = [row for row in rows if row[:2] == ["set", "x1"]]
+    assert sets[0] == ["set", "x1", "-", "1,400", "900"]  # the members' CPU
+    assert sets[1] == ["set", "x1", "-", "1,900", "1,500"]  # with the client's
+    # every process's CPU over the window: 2.0 of the machine's CPUs busy; unknown for the
+    # round that did not measure what else ran
+    assert sets[2] == ["set", "x1", "-", "2.00", "-"]
     assert not any(row[:2] == ["get", "x256"] for row in rows)
 
 
@@ -116,3 +123,33 @@ def test_the_verdict_reads_higher_throughput_and_lower_latency_as_faster(
     set_row = next(line for line in lines if line.startswith("set x1"))
     assert get_row.split()[-2:] == ["1.25", "yes"]
     assert set_row.split()[-2:] == ["1.50", "NO"]
+
+
+def outcome(
+    latencies: list[float], errors: int = 0, samples: tuple[str, ...] = ()
+) -> dict[str, object]:
+    return {
+        "latencies": latencies,
+        "ops": len(latencies),
+        "elapsed": 2.0,
+        "errors": errors,
+        "error_samples": list(samples),
+    }
+
+
+def test_a_round_that_completed_operations_has_its_rate_and_percentiles() -> None:
+    tallied = result(ZOOKEEPER, "set", 1, 0.0, 0.0)
+    tally_outcomes(tallied, [outcome([0.001, 0.003, 0.002])], counted=False)
+    assert (tallied.ops, tallied.ops_per_s, tallied.p50_ms) == (3, 1.5, 2.0)
+    assert tallied.failed is None
+
+
+def test_a_round_in_which_nothing_completed_fails_and_leaves_the_medians_alone() -> None:
+    empty = result(ZOOKEEPER, "set", 1, 0.0, 0.0)
+    tally_outcomes(empty, [outcome([], errors=4, samples=("ConnectionLoss",))], counted=False)
+    assert empty.failed == "no operation completed (4 errors; samples: ConnectionLoss)"
+    good = result(ZOOKEEPER, "set", 1, 0.0, 0.0)
+    tally_outcomes(good, [outcome([0.001])], counted=False)
+    summary = medians({(ZOOKEEPER, "set", 1): [empty, good]})
+    assert summary[(ZOOKEEPER, "set", 1)]["p50_ms"] == 1.0
+    assert summary[(ZOOKEEPER, "set", 1)]["rounds"] == 1
