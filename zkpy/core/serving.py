@@ -53,7 +53,7 @@ from zkpy.core.errors import (
     TooManyRequestsError,
     ZkError,
 )
-from zkpy.core.readonly import ReadOnlyMode
+from zkpy.core.readonly import LocalSession, ReadOnlyMode
 from zkpy.core.requests import (
     AddWatchRequest,
     AttachSessionRequest,
@@ -78,7 +78,7 @@ from zkpy.core.requests import (
     SyncRequest,
     WriteRequest,
 )
-from zkpy.core.tree import ApplyResult, DataTree, OpResult, ZNode
+from zkpy.core.tree import ApplyResult, DataTree, OpResult, SessionInfo, ZNode
 from zkpy.core.txn import Reconfig, SetACL, SetData
 from zkpy.core.types import Id, Perm, Stat, WatchedEvent, WatchMode
 from zkpy.core.watches import ChangeLog, WatchRegistry, resume_watches, watch_weight
@@ -437,14 +437,21 @@ class ServerConnection:
         if info is None or not view.session_alive(hello.session_id):
             self._refuse(SessionExpiredError(f"session {hello.session_id:#x} has expired"))
             return
-        if info.password != hello.password:
-            self._refuse(AuthFailedError("wrong session password"))
+        if not self._resume(hello, info):
             return
-        self.session_id = hello.session_id
-        self.password = info.password
-        self.timeout_ms = info.timeout_ms
         self.state = BINDING
         self.effects.append(AttachSession(hello.session_id))
+
+    def _resume(self, hello: Hello, known: SessionInfo | LocalSession) -> bool:
+        """Take up the session `hello` names, whose entry in its table is `known`, if the
+        password matches; otherwise refuse the client and return False."""
+        if known.password != hello.password:
+            self._refuse(AuthFailedError("wrong session password"))
+            return False
+        self.session_id = hello.session_id
+        self.password = known.password
+        self.timeout_ms = known.timeout_ms
+        return True
 
     def _open_read_only(self, hello: Hello) -> None:
         """Greet a read-only client with a new local session, or its own one resumed. A
@@ -467,12 +474,8 @@ class ServerConnection:
                     )
                 )
                 return
-            if local.password != hello.password:
-                self._refuse(AuthFailedError("wrong session password"))
+            if not self._resume(hello, local):
                 return
-            self.session_id = hello.session_id
-            self.password = local.password
-            self.timeout_ms = local.timeout_ms
         self._greet()
 
     def session_assigned(self, session_id: int, password: bytes, timeout_ms: int) -> None:
